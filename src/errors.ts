@@ -1,0 +1,29 @@
+/** Typed errors that hubstate raises to its users. Messages never contain keys or tokens. */
+
+/** Base class so applications can catch everything hubstate raises with one `instanceof`. */
+export class HubstateError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** Invalid options: names the field and says what was expected. */
+export class ConfigError extends HubstateError {
+  constructor(
+    readonly field: string,
+    readonly expected: string,
+  ) {
+    super(`invalid option '${field}': expected ${expected}`);
+  }
+}
+
+/** A telemetry message the hub can never accept (over 256 KiB, not serialisable, ...). */
+export class MessageRejectedError extends HubstateError {
+  constructor(
+    readonly reason: 'too-large' | 'invalid-body' | 'outbox-full' | 'stopped',
+    detail: string,
+  ) {
+    super(`telemetry rejected (${reason}): ${detail}`);
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * Shared vocabulary of the pure policies and the machine. Everything here is plain JSON so it
+ * can live in a persisted XState snapshot and in log lines.
+ */
+
+/** The four error classes; each drives exactly one kind of transition in the device machine. */
+export type ErrorClass = 'transient' | 'throttled' | 'reprovision' | 'fatal';
+
+/** Where an error happened. The same SDK error means different things in different phases. */
+export type Phase = 'dps' | 'hub-connect' | 'hub-session';
+
+/** What `classify` decides about one error. */
+export interface Classification {
+  errorClass: ErrorClass;
+  /** Service-given wait (retry-after), in ms. Never retried earlier than this. */
+  retryAfterMs?: number;
+  /** A floor for the next delay (e.g. 5 s after a hub 5xx, per the DPS at-scale guidance). */
+  minDelayMs?: number;
+  /** The table row that matched, for logs and tests (e.g. "connack-5-after-connect"). */
+  rule: string;
+}
+
+/** A failure as the machine stores it: classified, stamped, JSON-safe, free of secrets. */
+export interface Failure extends Classification {
+  phase: Phase;
+  /** Error name as the SDK built it (UnauthorizedError, NotConnectedError, ...). */
+  name: string;
+  message: string;
+  /** transportError.code / socket code / DPS status, when there is one. */
+  code?: string | number;
+  /** Epoch ms when the failure was observed (clock of the actor that saw it). */
+  at: number;
+}
+
+/** Backoff knobs. All delays in ms. */
+export interface BackoffPolicy {
+  /** First retry after losing a working connection: uniform in [0, firstRetryMaxMs]. */
+  firstRetryMaxMs: number;
+  /** Exponential curve: the cap of attempt n is min(maxDelayMs, minDelayMs * 2^(n-1)). */
+  minDelayMs: number;
+  maxDelayMs: number;
+  /** Throttled without retry-after: same shape, starting here. */
+  throttledMinDelayMs: number;
+  /** Extra uniform jitter added on top of retry-after so a fleet does not come back in lockstep. */
+  retryAfterJitterMs: number;
+  /**
+   * DPS at-scale fleet formula: when set, delays are uniform in [minDelayMs, max] with
+   * max = (devices / ratePerSec) / load seconds (T = N / cps), instead of the exponential curve.
+   */
+  fleet?: { devices: number; ratePerSec: number; load: number };
+  /**
+   * A fixed wait with no jitter and no growth (only to reproduce the official sample's strategy
+   * as a benchmark baseline: 90 s, DPS on every reconnect). Overrides the curves when set.
+   */
+  fixedDelayMs?: number;
+}
+
+/** When to give up on the current hub and go back to DPS. */
+export interface HubBudget {
+  /** Consecutive failed attempts on one hub before reprovisioning (Microsoft: 10). */
+  maxHubAttempts: number;
+  /** Time since the first failure on one hub before reprovisioning (DPS guidance: 15–30 min). */
+  hubRetryWindowMs: number;
+  /** Go back to DPS after every lost connection (the official sample's behaviour; baseline only). */
+  reprovisionOnLoss?: boolean;
+}
+
+export interface RetryPolicy extends BackoffPolicy, HubBudget {}
+
+/** Inputs to one delay decision. */
+export interface DelayRequest {
+  errorClass: ErrorClass;
+  /** 1-based count of consecutive failures in the current step (DPS or hub). */
+  attempt: number;
+  /** True when this failure ended a working hub connection (the first retry is short). */
+  afterLoss: boolean;
+  retryAfterMs?: number;
+  minDelayMs?: number;
+}
+
+/** A delay decision and the next state of the seeded RNG (kept in machine context). */
+export interface DelayDecision {
+  delayMs: number;
+  /** The upper bound of the curve for this attempt (for logs and property tests). */
+  capMs: number;
+  rngState: number;
+}
