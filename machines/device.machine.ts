@@ -1,0 +1,428 @@
+/**
+ * The device statechart: every decision about provisioning, connecting, backing off,
+ * reprovisioning and shutting down is taken here, and nowhere else.
+ *
+ * Layer rule: no I/O and no azure-iot-* import. The actors below are placeholders that fail
+ * loudly; src/ provides the real ones with `deviceMachine.provide({ actors, actions })`, tests
+ * provide fakes. The only imports are the pure policies (delays) and types.
+ *
+ * Time: the machine never reads a clock. Every failure arrives stamped with the time it was
+ * observed (`Failure.at`), and the retry deadline is `at + delay`, kept in context as `retryAt`
+ * and waited on by an invoked `waitUntil` actor. A snapshot persisted in BackingOff therefore
+ * resumes and fires at the original deadline (XState's own `after` does not survive a restore).
+ *
+ * Randomness: the jitter RNG state lives in context (`rngState`), seeded from input, so a run is
+ * reproducible and a restored snapshot continues the same sequence.
+ */
+import { assign, fromCallback, fromPromise, setup, type EventObject } from 'xstate';
+import { nextDelay } from '../src/policy/backoff';
+import type { ErrorClass, Failure, Phase, RetryPolicy } from '../src/policy/types';
+
+/** Where the device is assigned: the IoT Hub and the device id DPS gave it. */
+export interface Assignment {
+  hubHost: string;
+  deviceId: string;
+  /** Whether it came from the provisioning cache (no DPS call) or from DPS in this run. */
+  source: 'cache' | 'dps';
+  /** Epoch ms of the DPS assignment. */
+  assignedAt: number;
+}
+
+/** What the provision actor resolves with. */
+export interface ProvisionResult {
+  hubHost: string;
+  deviceId: string;
+  assignedAt: number;
+}
+
+/** Which step a BackingOff wait returns to. */
+export type RetryStep = 'Provisioning' | 'Reprovisioning' | 'Connecting';
+
+export interface DeviceContext {
+  registrationId: string;
+  policy: RetryPolicy;
+  assignment: Assignment | null;
+  /** Connection epoch: bumped on every hub attempt; events of older SDK clients are ignored. */
+  epoch: number;
+  /** Consecutive failed DPS registrations (resets when DPS assigns). */
+  dpsAttempts: number;
+  /** Consecutive failed attempts on the current hub (resets on a successful connect). */
+  hubAttempts: number;
+  /** When the current run of hub failures began (for the hub retry window budget). */
+  firstFailureAt: number | null;
+  lastError: Failure | null;
+  /** The service-given wait of the last failure, if any. */
+  retryAfterMs: number | null;
+  /** The chosen delay of the current (or last) wait. */
+  delayMs: number | null;
+  /** Deadline of the current wait, epoch ms. */
+  retryAt: number | null;
+  retryStep: RetryStep;
+  rngState: number;
+  /** Successful hub connections in this actor's life. */
+  connects: number;
+}
+
+export interface DeviceInput {
+  registrationId: string;
+  policy: RetryPolicy;
+  /** An assignment read from the provisioning cache: START goes straight to Connecting. */
+  cachedAssignment?: Omit<Assignment, 'source'> | null;
+  /** Seed of the jitter RNG (any 32-bit integer). */
+  seed: number;
+}
+
+export type DeviceEvent =
+  | { type: 'START' }
+  | { type: 'STOP' }
+  | { type: 'REPROVISION' }
+  | { type: 'RETRY' }
+  /** The hub session of `epoch` ended: the connection was lost or an operation failed for good. */
+  | { type: 'HUB_LOST'; epoch: number; failure: Failure };
+
+/** Input of the hub actors: one SDK client per epoch. */
+export interface HubAttemptInput {
+  assignment: Assignment;
+  epoch: number;
+}
+
+function notProvided(name: string): never {
+  throw new Error(`device machine: actor '${name}' was not provided (use deviceMachine.provide)`);
+}
+
+/**
+ * Actors always reject with a classified `Failure`. Anything else is a bug in an actor; it is
+ * treated as transient (the hub budget still bounds it) rather than crashing the device.
+ */
+function failureOf(error: unknown, phase: Phase): Failure {
+  const candidate = error as Partial<Failure> | null;
+  if (candidate && typeof candidate.errorClass === 'string' && typeof candidate.at === 'number') {
+    return candidate as Failure;
+  }
+  const asError = error instanceof Error ? error : new Error(String(error));
+  return {
+    errorClass: 'transient',
+    rule: 'unclassified-actor-error',
+    phase,
+    name: asError.name,
+    message: asError.message,
+    at: Date.now(),
+  };
+}
+
+/** The failure carried by an actor error event or a HUB_LOST event. */
+function failureFromEvent(event: EventObject, phase: Phase): Failure {
+  if (event.type === 'HUB_LOST') return (event as Extract<DeviceEvent, { type: 'HUB_LOST' }>).failure;
+  return failureOf((event as EventObject & { error?: unknown }).error, phase);
+}
+
+
+/** Context changes for a failure on the DPS step, with the next deadline. */
+function planDpsRetry(context: DeviceContext, failure: Failure, retryStep: RetryStep): Partial<DeviceContext> {
+  const attempt = context.dpsAttempts + 1;
+  const decision = nextDelay(
+    context.policy,
+    {
+      errorClass: failure.errorClass,
+      attempt,
+      afterLoss: false,
+      retryAfterMs: failure.retryAfterMs,
+      minDelayMs: failure.minDelayMs,
+    },
+    context.rngState,
+  );
+  return {
+    dpsAttempts: attempt,
+    lastError: failure,
+    retryAfterMs: failure.retryAfterMs ?? null,
+    delayMs: decision.delayMs,
+    retryAt: failure.at + decision.delayMs,
+    rngState: decision.rngState,
+    retryStep,
+  };
+}
+
+/** Context changes for a failure on the hub, with the next deadline. */
+function planHubRetry(context: DeviceContext, failure: Failure, afterLoss: boolean): Partial<DeviceContext> {
+  const attempt = context.hubAttempts + 1;
+  const decision = nextDelay(
+    context.policy,
+    {
+      errorClass: failure.errorClass,
+      attempt,
+      afterLoss,
+      retryAfterMs: failure.retryAfterMs,
+      minDelayMs: failure.minDelayMs,
+    },
+    context.rngState,
+  );
+  return {
+    hubAttempts: attempt,
+    firstFailureAt: context.firstFailureAt ?? failure.at,
+    lastError: failure,
+    retryAfterMs: failure.retryAfterMs ?? null,
+    delayMs: decision.delayMs,
+    retryAt: failure.at + decision.delayMs,
+    rngState: decision.rngState,
+  };
+}
+
+/** True when this hub failure spends the budget (attempt count or time window, first wins). */
+function hubBudgetSpent(context: DeviceContext, failure: Failure): boolean {
+  const attempts = context.hubAttempts + 1;
+  const since = context.firstFailureAt ?? failure.at;
+  return attempts >= context.policy.maxHubAttempts || failure.at - since >= context.policy.hubRetryWindowMs;
+}
+
+
+/** DPS failures: fatal ends in Failed; everything else waits and tries the same step again. */
+function dpsFailureTransitions(step: 'Provisioning' | 'Reprovisioning') {
+  const failure = ({ event }: { event: EventObject }) => failureFromEvent(event, 'dps');
+  return [
+    {
+      guard: { type: 'failureIs', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), errorClass: 'fatal' as const }) },
+      target: 'Failed',
+      actions: { type: 'recordFailure', params: ({ event }: { event: EventObject }) => ({ phase: 'dps' as const, failure: failure({ event }) }) },
+    },
+    {
+      target: 'BackingOff',
+      actions: { type: 'planDpsRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), step }) },
+    },
+  ] as const;
+}
+
+/**
+ * Hub failures, on connect and in session. Guard order matters: fatal, then the reprovision
+ * class, then the budget (so the counter cannot grow without bound), then back off on this hub.
+ */
+function hubFailureTransitions(phase: 'hub-connect' | 'hub-session', afterLoss: boolean) {
+  const failure = ({ event }: { event: EventObject }) => failureFromEvent(event, phase);
+  const leave = { type: 'leaveHub', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) } as const;
+  return [
+    {
+      guard: { type: 'failureIs', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), errorClass: 'fatal' as const }) },
+      target: 'Failed',
+      actions: { type: 'recordFailure', params: ({ event }: { event: EventObject }) => ({ phase, failure: failure({ event }) }) },
+    },
+    {
+      guard: { type: 'failureIs', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), errorClass: 'reprovision' as const }) },
+      target: 'Reprovisioning',
+      actions: leave,
+    },
+    {
+      guard: { type: 'hubBudgetSpent', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
+      target: 'Reprovisioning',
+      actions: leave,
+    },
+    ...(afterLoss
+      ? [
+          {
+            guard: 'reprovisionOnLoss',
+            target: 'BackingOff',
+            actions: { type: 'planHubRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), afterLoss, then: 'Reprovisioning' as const }) },
+          } as const,
+        ]
+      : []),
+    {
+      target: 'BackingOff',
+      actions: { type: 'planHubRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), afterLoss, then: 'Connecting' as const }) },
+    },
+  ] as const;
+}
+
+export const deviceMachine = setup({
+  types: {
+    context: {} as DeviceContext,
+    events: {} as DeviceEvent,
+    input: {} as DeviceInput,
+  },
+  actors: {
+    /** Register with DPS; resolves with the assigned hub, rejects with a classified Failure. */
+    provision: fromPromise<ProvisionResult, { registrationId: string; attempt: number }>(async () =>
+      notProvided('provision'),
+    ),
+    /** Open an SDK client on the assigned hub for one epoch; rejects with a classified Failure. */
+    openHub: fromPromise<{ connectedAt: number }, HubAttemptInput>(async () => notProvided('openHub')),
+    /** Live hub session of one epoch: drains the outbox, reports HUB_LOST, closes on exit. */
+    hubSession: fromCallback<EventObject, HubAttemptInput>(() => notProvided('hubSession')),
+    /** Close whatever client is still open (bounded by a timeout). */
+    closeHub: fromPromise<void, { epoch: number }>(async () => notProvided('closeHub')),
+    /** Resolves at the deadline `retryAt` (epoch ms), on the actor system's clock. */
+    waitUntil: fromPromise<void, { retryAt: number }>(async () => notProvided('waitUntil')),
+  },
+  actions: {
+    /** Persist the assignment to the provisioning cache (provided by src/). */
+    saveAssignment: (_args, _params: { assignment: Assignment }) => {},
+    /** Delete the provisioning cache (provided by src/). */
+    forgetAssignment: () => {},
+    adoptAssignment: assign(({ event }) => {
+      const output = (event as unknown as { output: ProvisionResult }).output;
+      return {
+        assignment: { ...output, source: 'dps' as const },
+        dpsAttempts: 0,
+        hubAttempts: 0,
+        firstFailureAt: null,
+        lastError: null,
+      };
+    }),
+    dropAssignment: assign({ assignment: null }),
+    nextEpoch: assign({ epoch: ({ context }) => context.epoch + 1 }),
+    markConnected: assign({
+      hubAttempts: 0,
+      dpsAttempts: 0,
+      firstFailureAt: null,
+      connects: ({ context }) => context.connects + 1,
+    }),
+    recordFailure: assign((_, params: { phase: Phase; failure: Failure }) => ({ lastError: params.failure })),
+    /** Leaving the hub: its failure run is over. */
+    leaveHub: assign((_, params: { failure: Failure }) => ({
+      lastError: params.failure,
+      hubAttempts: 0,
+      firstFailureAt: null,
+    })),
+    planDpsRetry: assign(({ context }, params: { failure: Failure; step: RetryStep }) =>
+      planDpsRetry(context, params.failure, params.step),
+    ),
+    planHubRetry: assign(({ context }, params: { failure: Failure; afterLoss: boolean; then: RetryStep }) => ({
+      ...planHubRetry(context, params.failure, params.afterLoss),
+      retryStep: params.then,
+    })),
+    resetCounters: assign({ dpsAttempts: 0, hubAttempts: 0, firstFailureAt: null }),
+  },
+  guards: {
+    hasAssignment: ({ context }) => context.assignment !== null,
+    isCurrentEpoch: ({ context, event }) => event.type === 'HUB_LOST' && event.epoch === context.epoch,
+    isStaleEpoch: ({ context, event }) => event.type === 'HUB_LOST' && event.epoch !== context.epoch,
+    retryStepIs: ({ context }, params: { step: RetryStep }) => context.retryStep === params.step,
+    failureIs: (_, params: { failure: Failure; errorClass: ErrorClass }) =>
+      params.failure.errorClass === params.errorClass,
+    hubBudgetSpent: ({ context }, params: { failure: Failure }) => hubBudgetSpent(context, params.failure),
+    /** Baseline preset only: go back to DPS after every lost connection, like the official sample. */
+    reprovisionOnLoss: ({ context }) => context.policy.reprovisionOnLoss === true,
+  },
+}).createMachine({
+  id: 'device',
+  initial: 'Idle',
+  context: ({ input }) => ({
+    registrationId: input.registrationId,
+    policy: input.policy,
+    assignment: input.cachedAssignment ? { ...input.cachedAssignment, source: 'cache' } : null,
+    epoch: 0,
+    dpsAttempts: 0,
+    hubAttempts: 0,
+    firstFailureAt: null,
+    lastError: null,
+    retryAfterMs: null,
+    delayMs: null,
+    retryAt: null,
+    retryStep: 'Provisioning',
+    rngState: input.seed >>> 0,
+    connects: 0,
+  }),
+  states: {
+    Idle: {
+      on: {
+        START: [{ guard: 'hasAssignment', target: 'Connecting' }, { target: 'Provisioning' }],
+        STOP: { target: 'Stopped' },
+      },
+    },
+
+    Provisioning: {
+      invoke: {
+        id: 'provision',
+        src: 'provision',
+        input: ({ context }) => ({ registrationId: context.registrationId, attempt: context.dpsAttempts + 1 }),
+        onDone: {
+          target: 'Connecting',
+          actions: ['adoptAssignment', { type: 'saveAssignment', params: ({ context }) => ({ assignment: context.assignment! }) }],
+        },
+        onError: dpsFailureTransitions('Provisioning'),
+      },
+      on: { STOP: { target: 'Disconnecting' } },
+    },
+
+    Reprovisioning: {
+      // The cached hub is no longer trusted: drop it before asking DPS again.
+      entry: ['dropAssignment', 'forgetAssignment'],
+      invoke: {
+        id: 'reprovision',
+        src: 'provision',
+        input: ({ context }) => ({ registrationId: context.registrationId, attempt: context.dpsAttempts + 1 }),
+        onDone: {
+          target: 'Connecting',
+          actions: ['adoptAssignment', { type: 'saveAssignment', params: ({ context }) => ({ assignment: context.assignment! }) }],
+        },
+        onError: dpsFailureTransitions('Reprovisioning'),
+      },
+      on: { STOP: { target: 'Disconnecting' } },
+    },
+
+    Connecting: {
+      entry: 'nextEpoch',
+      invoke: {
+        id: 'openHub',
+        src: 'openHub',
+        input: ({ context }) => ({ assignment: context.assignment!, epoch: context.epoch }),
+        onDone: { target: 'Connected', actions: 'markConnected' },
+        onError: hubFailureTransitions('hub-connect', false),
+      },
+      on: {
+        STOP: { target: 'Disconnecting' },
+        REPROVISION: { target: 'Reprovisioning' },
+      },
+    },
+
+    Connected: {
+      invoke: {
+        id: 'hubSession',
+        src: 'hubSession',
+        input: ({ context }) => ({ assignment: context.assignment!, epoch: context.epoch }),
+      },
+      on: {
+        // A lost session of an older epoch is history: ignore it, whatever it says.
+        HUB_LOST: [{ guard: 'isStaleEpoch' }, ...hubFailureTransitions('hub-session', true)],
+        STOP: { target: 'Disconnecting' },
+        REPROVISION: { target: 'Reprovisioning' },
+      },
+    },
+
+    BackingOff: {
+      invoke: {
+        id: 'waitUntil',
+        src: 'waitUntil',
+        input: ({ context }) => ({ retryAt: context.retryAt ?? 0 }),
+        onDone: [
+          { guard: { type: 'retryStepIs', params: { step: 'Connecting' } }, target: 'Connecting' },
+          { guard: { type: 'retryStepIs', params: { step: 'Reprovisioning' } }, target: 'Reprovisioning' },
+          { target: 'Provisioning' },
+        ],
+      },
+      on: {
+        STOP: { target: 'Disconnecting' },
+        REPROVISION: { target: 'Reprovisioning' },
+      },
+    },
+
+    Disconnecting: {
+      invoke: {
+        id: 'closeHub',
+        src: 'closeHub',
+        input: ({ context }) => ({ epoch: context.epoch }),
+        onDone: { target: 'Stopped' },
+        onError: { target: 'Stopped' },
+      },
+    },
+
+    Failed: {
+      on: {
+        RETRY: { target: 'Provisioning', actions: 'resetCounters' },
+        REPROVISION: { target: 'Reprovisioning' },
+        STOP: { target: 'Stopped' },
+      },
+    },
+
+    Stopped: { type: 'final' },
+  },
+});
+
+export type DeviceMachine = typeof deviceMachine;

@@ -1,0 +1,216 @@
+/**
+ * The hub actors: one azure-iot-device Client per connection epoch.
+ *
+ * What the SDK does behind an outer state machine's back, and what we do about it
+ * (see shared/reference/azure-sdk-facts.md):
+ * - its default retry policy hides outages for minutes: `NoRetry`, the machine decides;
+ * - `sendEvent` and twin calls silently reconnect a dead client to its old hub: a client is
+ *   used only inside its own epoch's session and is discarded after it fails;
+ * - `close()` can hang on un-acked publishes: every close has a timeout;
+ * - a silently dead hub is seen only by keepalive: set low, in the one `setOptions` call with the CA.
+ */
+import { NoRetry } from 'azure-iot-common';
+import { Client, Message } from 'azure-iot-device';
+import { Mqtt } from 'azure-iot-device-mqtt';
+import type { Logger } from 'pino';
+import { fromCallback, fromPromise, type EventObject } from 'xstate';
+import type { DeviceEvent, HubAttemptInput } from '../../machines/device.machine';
+import { withDeadline, type Clock } from '../clock';
+import { toFailure } from '../policy/classify';
+import type { Failure } from '../policy/types';
+import type { Outbox, OutboxMessage } from '../store/outbox';
+import { deviceKeyOf, type Credential } from './credentials';
+
+export interface HubSettings {
+  registrationId: string;
+  credential: Credential;
+  modelId?: string;
+  ca?: string;
+  keepaliveSeconds: number;
+  connectTimeoutMs: number;
+  closeTimeoutMs: number;
+  /** SAS token lifetime and renewal margin; renewal is a silent reconnect inside the SDK. */
+  tokenValiditySeconds: number;
+  tokenRenewalMarginSeconds: number;
+  /** Telemetry messages in flight (awaiting PUBACK) at once. */
+  sendWindow: number;
+  clock: Clock;
+  logger: Logger;
+  outbox: Outbox;
+  onDelivered(messageId: string): void;
+}
+
+/** A feature that lives for one hub session (twin sync, commands, ...). Returns its cleanup. */
+export type SessionFeature = (session: { client: Client; epoch: number; deviceId: string }) => () => void;
+
+interface OpenClient {
+  client: Client;
+  epoch: number;
+  /** A loss observed after open() resolved but before the session actor took over. */
+  lostEarly?: Failure;
+  onLost?: (failure: Failure) => void;
+}
+
+/** Close with a timeout: `close()` can hang forever while QoS 1 publishes are un-acked. */
+function closeQuietly(client: Client, clock: Clock, timeoutMs: number, logger: Logger): Promise<void> {
+  const closing = client.close().then(
+    () => undefined,
+    (error: Error) => logger.debug({ err: error.message }, 'hub client close failed'),
+  );
+  return withDeadline(clock, closing, timeoutMs, () => new Error('close timed out')).catch(() =>
+    logger.warn({ timeoutMs }, 'hub client close timed out; abandoning the client'),
+  );
+}
+
+/** Build the SDK message: the stamped properties travel as they were captured. */
+function toSdkMessage(message: OutboxMessage): Message {
+  const sdkMessage = new Message(message.body);
+  sdkMessage.messageId = message.messageId;
+  sdkMessage.contentType = 'application/json';
+  sdkMessage.contentEncoding = 'utf-8';
+  if (message.component) sdkMessage.properties.add('dt-subject', message.component);
+  for (const [key, value] of Object.entries(message.properties)) sdkMessage.properties.add(key, value);
+  return sdkMessage;
+}
+
+/**
+ * Sends the outbox in capture order while its session lives, `sendWindow` at a time.
+ * A message leaves the outbox only on PUBACK; on failure it stays for the next session.
+ */
+class TelemetryPump {
+  private cursor = 0;
+  private inFlight = 0;
+  private stopped = false;
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    private readonly client: Client,
+    private readonly settings: HubSettings,
+    private readonly onFailure: (error: unknown) => void,
+  ) {
+    this.unsubscribe = settings.outbox.onAdded(() => this.fill());
+  }
+
+  fill(): void {
+    while (!this.stopped && this.inFlight < this.settings.sendWindow) {
+      const batch = this.settings.outbox.after(this.cursor, this.settings.sendWindow - this.inFlight);
+      if (batch.length === 0) return;
+      for (const message of batch) this.send(message);
+    }
+  }
+
+  private send(message: OutboxMessage): void {
+    this.cursor = message.seq;
+    this.inFlight++;
+    this.client.sendEvent(toSdkMessage(message)).then(
+      () => {
+        this.inFlight--;
+        if (this.settings.outbox.remove(message.messageId)) this.settings.onDelivered(message.messageId);
+        this.fill();
+      },
+      (error: unknown) => {
+        this.inFlight--;
+        if (!this.stopped) this.onFailure(error);
+      },
+    );
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.unsubscribe();
+  }
+}
+
+export function createHubActors(settings: HubSettings, features: SessionFeature[] = []) {
+  const { clock, logger } = settings;
+  const open = new Map<number, OpenClient>();
+  const closing = new Set<Promise<void>>();
+
+  function discard(epoch: number): void {
+    const entry = open.get(epoch);
+    if (!entry) return;
+    open.delete(epoch);
+    entry.client.removeAllListeners('disconnect');
+    const done = closeQuietly(entry.client, clock, settings.closeTimeoutMs, logger);
+    closing.add(done);
+    void done.finally(() => closing.delete(done));
+  }
+
+  const openHub = fromPromise<{ connectedAt: number }, HubAttemptInput>(async ({ input, signal }) => {
+    const { assignment, epoch } = input;
+    const key = deviceKeyOf(settings.credential, settings.registrationId);
+    const client = Client.fromConnectionString(
+      `HostName=${assignment.hubHost};DeviceId=${assignment.deviceId};SharedAccessKey=${key}`,
+      Mqtt,
+    );
+    client.setRetryPolicy(new NoRetry());
+    const entry: OpenClient = { client, epoch };
+    open.set(epoch, entry);
+    // Errors after the epoch is over must never crash the process.
+    client.on('error', (error: Error) => logger.debug({ epoch, err: error.message }, 'hub client error'));
+    client.on('disconnect', (error?: Error) => {
+      const cause = (error as { transportObj?: unknown } | undefined)?.transportObj ?? error ?? new Error('disconnected');
+      const failure = toFailure(cause, 'hub-session', clock.now(), { connectedBefore: true });
+      if (entry.onLost) entry.onLost(failure);
+      else entry.lostEarly ??= failure;
+    });
+    signal.addEventListener('abort', () => discard(epoch), { once: true });
+    try {
+      await client.setOptions({
+        ca: settings.ca,
+        modelId: settings.modelId,
+        keepalive: settings.keepaliveSeconds,
+        tokenRenewal: {
+          tokenValidTimeInSeconds: settings.tokenValiditySeconds,
+          tokenRenewalMarginInSeconds: settings.tokenRenewalMarginSeconds,
+        },
+      } as Parameters<Client['setOptions']>[0]);
+      await withDeadline(clock, client.open(), settings.connectTimeoutMs, () => {
+        const timeout = new Error(`hub did not accept the connection within ${settings.connectTimeoutMs} ms`);
+        timeout.name = 'TimeoutError';
+        return timeout;
+      });
+    } catch (error) {
+      discard(epoch);
+      throw toFailure(error, 'hub-connect', clock.now(), { connectedBefore: false });
+    }
+    return { connectedAt: clock.now() };
+  });
+
+  const hubSession = fromCallback<EventObject, HubAttemptInput>(({ input, sendBack }) => {
+    const { epoch } = input;
+    const entry = open.get(epoch);
+    let ended = false;
+    const lose = (failure: Failure) => {
+      if (ended) return;
+      ended = true;
+      sendBack({ type: 'HUB_LOST', epoch, failure } satisfies DeviceEvent);
+    };
+    if (!entry) {
+      lose(toFailure(new Error('hub client vanished before the session began'), 'hub-session', clock.now()));
+      return () => undefined;
+    }
+    const session = { client: entry.client, epoch, deviceId: input.assignment.deviceId };
+    const pump = new TelemetryPump(entry.client, settings, (error) =>
+      lose(toFailure(error, 'hub-session', clock.now(), { connectedBefore: true })),
+    );
+    const cleanups = features.map((feature) => feature(session));
+    entry.onLost = lose;
+    if (entry.lostEarly) lose(entry.lostEarly);
+    else pump.fill();
+    return () => {
+      ended = true;
+      pump.stop();
+      for (const cleanup of cleanups) cleanup();
+      discard(epoch);
+    };
+  });
+
+  /** Disconnecting: close what is open and wait for every pending close (each bounded). */
+  const closeHub = fromPromise<void, { epoch: number }>(async () => {
+    for (const epoch of [...open.keys()]) discard(epoch);
+    await Promise.all([...closing]);
+  });
+
+  return { openHub, hubSession, closeHub };
+}

@@ -1,0 +1,113 @@
+/**
+ * The provision actor: one DPS registration through the unmodified Azure SDK.
+ *
+ * What the SDK does not do and this actor adds (see shared/reference/azure-sdk-facts.md):
+ * - the SDK re-polls 429 and 5xx answers forever, in lockstep with retry-after; we watch the
+ *   raw responses, abort, and hand the decision (with retry-after) to the machine;
+ * - DPS has no overall deadline: we impose one and really cancel (disconnect the transport);
+ * - the transport emits 'error' with no listener between polls: we attach one;
+ * - the provisioning MQTT transport has no `ca` option: the CA goes in through an MqttBase.
+ */
+import { MqttBase } from 'azure-iot-mqtt-base';
+import { ProvisioningDeviceClient } from 'azure-iot-provisioning-device';
+import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
+import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
+import type { Logger } from 'pino';
+import { fromPromise } from 'xstate';
+import type { ProvisionResult } from '../../machines/device.machine';
+import type { Clock } from '../clock';
+import { toFailure } from '../policy/classify';
+import type { Failure } from '../policy/types';
+import { deviceKeyOf, type Credential } from './credentials';
+
+export interface ProvisionSettings {
+  provisioningHost: string;
+  idScope: string;
+  credential: Credential;
+  modelId?: string;
+  ca?: string;
+  /** Overall deadline of one registration (connect, register, polls). */
+  deadlineMs: number;
+  clock: Clock;
+  logger: Logger;
+}
+
+/** A DPS answer with a status the SDK would hide by re-polling (429, 5xx). */
+class DpsStatusError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly retryAfterMs: number | undefined,
+  ) {
+    super(`DPS answered ${statusCode}`);
+    this.name = 'DpsStatusError';
+  }
+}
+
+const RESPONSE_TOPIC = /^\$dps\/registrations\/res\/(\d{3})\/\?(.*)$/;
+
+function retryAfterFromTopic(query: string): number | undefined {
+  const seconds = Number(new URLSearchParams(query).get('retry-after'));
+  return Number.isFinite(seconds) && seconds > 0 ? Math.round(seconds * 1000) : undefined;
+}
+
+export function registerOnce(settings: ProvisionSettings, registrationId: string, signal?: AbortSignal): Promise<ProvisionResult> {
+  const { clock, logger } = settings;
+  const base = new MqttBase();
+  if (settings.ca) base.setOptions({ ca: settings.ca });
+  const transport = new ProvisioningMqtt(base);
+  const security = new SymmetricKeySecurityClient(registrationId, deviceKeyOf(settings.credential, registrationId));
+  const client = ProvisioningDeviceClient.create(settings.provisioningHost, settings.idScope, transport, security);
+  if (settings.modelId) client.setProvisioningPayload({ modelId: settings.modelId });
+
+  return new Promise<ProvisionResult>((resolve, reject) => {
+    let settled = false;
+    const finish = (error: unknown, result?: ProvisionResult) => {
+      if (settled) return;
+      settled = true;
+      clock.clearTimeout(deadline);
+      base.removeListener('message', watchResponses);
+      signal?.removeEventListener('abort', onAbort);
+      // Always drop the DPS connection: it is not needed once we have an answer.
+      transport.disconnect(() => undefined);
+      if (error) {
+        const failure: Failure = toFailure(error, 'dps', clock.now());
+        logger.debug({ failure }, 'DPS registration failed');
+        reject(failure);
+      } else resolve(result!);
+    };
+    const watchResponses = (topic: string) => {
+      const match = RESPONSE_TOPIC.exec(topic);
+      if (!match) return;
+      const status = Number(match[1]);
+      if (status === 429 || status >= 500) finish(new DpsStatusError(status, retryAfterFromTopic(match[2])));
+    };
+    const onAbort = () => finish(new Error('DPS registration cancelled'));
+    const deadline = clock.setTimeout(() => {
+      const timeout = new Error(`DPS registration did not complete within ${settings.deadlineMs} ms`);
+      timeout.name = 'TimeoutError';
+      finish(timeout);
+    }, settings.deadlineMs);
+
+    base.on('message', watchResponses);
+    // Between polls a dropped DPS connection surfaces here; without a listener it would crash.
+    transport.on('error', (error: Error) => finish(error));
+    signal?.addEventListener('abort', onAbort, { once: true });
+
+    client.register((error, result) => {
+      if (error) return finish(error);
+      if (!result || result.status !== 'assigned' || !result.assignedHub || !result.deviceId) {
+        const unexpected = new Error(`DPS registration ended with status '${result?.status ?? 'none'}'`);
+        unexpected.name = 'DeviceRegistrationFailedError';
+        return finish(unexpected);
+      }
+      finish(null, { hubHost: result.assignedHub, deviceId: result.deviceId, assignedAt: clock.now() });
+    });
+  });
+}
+
+export function createProvisionActor(settings: ProvisionSettings) {
+  return fromPromise<ProvisionResult, { registrationId: string; attempt: number }>(({ input, signal }) =>
+    registerOnce(settings, input.registrationId, signal),
+  );
+}
+

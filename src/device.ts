@@ -1,0 +1,276 @@
+/**
+ * `createDevice()`: wires the statechart, the SDK actors, the stores and the logger into the
+ * object an application uses. No connection decision is taken here; the machine takes them all.
+ */
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { createActor, type Actor, type InspectionEvent, type SnapshotFrom } from 'xstate';
+import { deviceMachine, type Assignment, type DeviceEvent } from '../machines/device.machine';
+import { createHubActors } from './actors/hub';
+import { createProvisionActor } from './actors/provision';
+import { createWaitUntil } from './actors/wait';
+import { systemClock, type Clock } from './clock';
+import { MessageRejectedError } from './errors';
+import { createLogger } from './logger';
+import { resolveOptions, type DeviceOptions } from './options';
+import type { ErrorClass } from './policy/types';
+import { seedFrom } from './policy/backoff';
+import { FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
+import { MemoryOutbox, type DroppedMessage, type Outbox } from './store/outbox';
+
+/** IoT Hub's limit for one device-to-cloud message (body and properties). */
+export const MAX_MESSAGE_BYTES = 256 * 1024;
+
+export type DeviceStateName =
+  | 'Idle'
+  | 'Provisioning'
+  | 'Connecting'
+  | 'Connected'
+  | 'BackingOff'
+  | 'Reprovisioning'
+  | 'Disconnecting'
+  | 'Stopped'
+  | 'Failed';
+
+/** One transition, as the application and the logs see it. */
+export interface StateChange {
+  value: DeviceStateName;
+  previous: DeviceStateName;
+  /** The event type that caused it (e.g. xstate.error.actor.openHub, HUB_LOST, STOP). */
+  event: string;
+  errorClass?: ErrorClass;
+  /** The wait chosen when entering BackingOff. */
+  delayMs?: number;
+  hubHost?: string;
+}
+
+export interface TelemetryOptions {
+  /** Plug and Play component: the message carries `$.sub`. */
+  component?: string;
+  /** Extra application properties (strings). */
+  properties?: Record<string, string>;
+}
+
+export interface DeviceEvents {
+  state: [StateChange];
+  delivered: [string];
+  dropped: [DroppedMessage];
+}
+
+export type DeviceActor = Actor<typeof deviceMachine>;
+export type DeviceSnapshot = SnapshotFrom<typeof deviceMachine>;
+
+export interface Device extends EventEmitter<DeviceEvents> {
+  readonly actor: DeviceActor;
+  readonly registrationId: string;
+  start(): void;
+  /** STOP → Disconnecting → Stopped; resolves when Stopped. Queued telemetry stays in the outbox. */
+  stop(): Promise<void>;
+  sendTelemetry(data: Record<string, unknown>, options?: TelemetryOptions): Promise<{ messageId: string }>;
+  /** User-initiated reprovisioning, accepted at any time. */
+  reprovision(): void;
+  /** From Failed: try again from DPS. */
+  retry(): void;
+  state(): DeviceStateName;
+  assignment(): Assignment | null;
+  outboxStats(): { count: number; bytes: number };
+}
+
+function stateName(snapshot: DeviceSnapshot): DeviceStateName {
+  return snapshot.value as DeviceStateName;
+}
+
+export function createDevice(options: DeviceOptions): Device {
+  const resolved = resolveOptions(options);
+  const clock: Clock = options.clock ?? systemClock;
+  const logger = (options.logger ?? createLogger()).child({ registrationId: resolved.registrationId });
+  const cache: ProvisioningCache =
+    options.cache ??
+    (resolved.dataDir
+      ? new FileProvisioningCache(resolved.dataDir, resolved.registrationId, logger)
+      : new MemoryProvisioningCache());
+  const outbox: Outbox = options.outbox ?? new MemoryOutbox();
+  const emitter = new EventEmitter<DeviceEvents>();
+
+  const hubActors = createHubActors(
+    {
+      registrationId: resolved.registrationId,
+      credential: resolved.credential,
+      modelId: resolved.modelId,
+      ca: resolved.ca,
+      keepaliveSeconds: resolved.keepaliveSeconds,
+      connectTimeoutMs: resolved.connectTimeoutMs,
+      closeTimeoutMs: resolved.closeTimeoutMs,
+      tokenValiditySeconds: resolved.tokenValiditySeconds,
+      tokenRenewalMarginSeconds: resolved.tokenRenewalMarginSeconds,
+      sendWindow: resolved.sendWindow,
+      clock,
+      logger,
+      outbox,
+      onDelivered: (messageId) => emitter.emit('delivered', messageId),
+    },
+    options.features,
+  );
+
+  const machine = deviceMachine.provide({
+    actors: {
+      provision: createProvisionActor({
+        provisioningHost: resolved.provisioningHost,
+        idScope: resolved.idScope,
+        credential: resolved.credential,
+        modelId: resolved.modelId,
+        ca: resolved.ca,
+        deadlineMs: resolved.provisionTimeoutMs,
+        clock,
+        logger,
+      }),
+      ...hubActors,
+      waitUntil: createWaitUntil(clock),
+    },
+    actions: {
+      saveAssignment: (_, params) => {
+        const { hubHost, deviceId, assignedAt } = params.assignment;
+        try {
+          cache.save({ hubHost, deviceId, assignedAt });
+        } catch (error) {
+          // A device that cannot write its cache still works; it just asks DPS on next boot.
+          logger.warn({ err: (error as Error).message }, 'could not save the provisioning cache');
+        }
+      },
+      forgetAssignment: () => {
+        try {
+          cache.clear();
+        } catch (error) {
+          logger.warn({ err: (error as Error).message }, 'could not clear the provisioning cache');
+        }
+      },
+    },
+  });
+
+  let previous: DeviceStateName = 'Idle';
+  const onTransition = (inspection: InspectionEvent) => {
+    if (inspection.type !== '@xstate.snapshot' || inspection.actorRef !== actor) return;
+    const snapshot = inspection.snapshot as DeviceSnapshot;
+    const value = stateName(snapshot);
+    if (value === previous) return;
+    const { context } = snapshot;
+    const change: StateChange = { value, previous, event: inspection.event.type };
+    if (value === 'BackingOff' || value === 'Failed' || value === 'Reprovisioning') {
+      if (context.lastError) change.errorClass = context.lastError.errorClass;
+    }
+    if (value === 'BackingOff' && context.delayMs !== null) change.delayMs = context.delayMs;
+    if (context.assignment) change.hubHost = context.assignment.hubHost;
+    previous = value;
+    logger.info(
+      {
+        from: change.previous,
+        to: change.value,
+        event: change.event,
+        errorClass: change.errorClass,
+        rule: change.errorClass ? context.lastError?.rule : undefined,
+        delayMs: change.delayMs,
+        hub: change.hubHost,
+        epoch: context.epoch,
+      },
+      `${change.previous} -> ${change.value}`,
+    );
+    if (value === 'Failed' && context.lastError) {
+      logger.error({ failure: context.lastError }, 'device failed; it will not retry until retry() or reprovision()');
+    }
+    emitter.emit('state', change);
+  };
+
+  const cached = cache.load();
+  const actor: DeviceActor = createActor(machine, {
+    clock,
+    inspect: onTransition,
+    input: {
+      registrationId: resolved.registrationId,
+      policy: resolved.policy,
+      cachedAssignment: cached,
+      seed: resolved.seed ?? seedFrom(`${resolved.registrationId}:${clock.now()}`),
+    },
+  });
+  actor.subscribe({ error: (error) => logger.error({ err: (error as Error).message }, 'device actor error') });
+  outbox.onDropped((dropped) => {
+    logger.warn(dropped, 'telemetry dropped');
+    emitter.emit('dropped', dropped);
+  });
+
+  const send = (event: DeviceEvent) => actor.send(event);
+  let started = false;
+
+  const device = Object.assign(emitter, {
+    actor,
+    registrationId: resolved.registrationId,
+    start(): void {
+      if (started) return;
+      started = true;
+      actor.start();
+      send({ type: 'START' });
+    },
+    async stop(): Promise<void> {
+      if (!started) {
+        started = true;
+        actor.start();
+      }
+      send({ type: 'STOP' });
+      if (actor.getSnapshot().status === 'done') return;
+      await new Promise<void>((resolve) => {
+        const subscription = actor.subscribe({
+          next: (snapshot) => {
+            if (snapshot.status === 'done') {
+              subscription.unsubscribe();
+              resolve();
+            }
+          },
+          complete: () => resolve(),
+        });
+      });
+    },
+    async sendTelemetry(data: Record<string, unknown>, telemetryOptions: TelemetryOptions = {}) {
+      if (actor.getSnapshot().status === 'done') throw new MessageRejectedError('stopped', 'the device is stopped');
+      if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+        throw new MessageRejectedError('invalid-body', 'telemetry must be a JSON object');
+      }
+      let body: string;
+      try {
+        body = JSON.stringify(data);
+      } catch (error) {
+        throw new MessageRejectedError('invalid-body', (error as Error).message);
+      }
+      const properties: Record<string, string> = {
+        ...telemetryOptions.properties,
+        'iothub-creation-time-utc': new Date(clock.now()).toISOString(),
+      };
+      for (const [key, value] of Object.entries(properties)) {
+        if (typeof value !== 'string') throw new MessageRejectedError('invalid-body', `property '${key}' is not a string`);
+      }
+      const bytes =
+        Buffer.byteLength(body) +
+        Object.entries(properties).reduce((sum, [k, v]) => sum + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
+      if (bytes > MAX_MESSAGE_BYTES) {
+        throw new MessageRejectedError('too-large', `${bytes} bytes; IoT Hub accepts at most ${MAX_MESSAGE_BYTES}`);
+      }
+      const messageId = randomUUID();
+      outbox.add({ messageId, body, component: telemetryOptions.component, properties, createdAt: clock.now(), bytes });
+      return { messageId };
+    },
+    reprovision(): void {
+      send({ type: 'REPROVISION' });
+    },
+    retry(): void {
+      send({ type: 'RETRY' });
+    },
+    state(): DeviceStateName {
+      return stateName(actor.getSnapshot());
+    },
+    assignment(): Assignment | null {
+      return actor.getSnapshot().context.assignment;
+    },
+    outboxStats() {
+      return outbox.stats();
+    },
+  });
+  return device as Device;
+}

@@ -1,0 +1,148 @@
+import type { Logger } from 'pino';
+import { ConfigError } from './errors';
+import type { Clock } from './clock';
+import { resolvePolicy } from './policy/backoff';
+import type { RetryPolicy } from './policy/types';
+import type { Outbox } from './store/outbox';
+import type { ProvisioningCache } from './store/cache';
+import type { Credential } from './actors/credentials';
+import type { SessionFeature } from './actors/hub';
+
+export const DEFAULT_PROVISIONING_HOST = 'global.azure-devices-provisioning.net';
+
+/** What an application passes to `createDevice`. */
+export interface DeviceOptions {
+  idScope: string;
+  registrationId: string;
+  /** Group enrollment key (the device key is derived from it). Give this or `deviceKey`. */
+  groupKey?: string;
+  /** This device's own key: better, the group key never needs to be on the device. */
+  deviceKey?: string;
+  /** Plug and Play model id (DTMI), announced to DPS and to the hub. */
+  modelId?: string;
+  /** DPS endpoint, 'host' or 'host:port'. */
+  provisioningHost?: string;
+  /** Extra trusted CA (PEM) for DPS and the hubs. TLS verification is never turned off. */
+  ca?: string;
+  /** Where the provisioning cache lives. Without it the cache is in memory only. */
+  dataDir?: string;
+  /** Retry policy: a preset name and/or overrides (see README, "Policy"). */
+  policy?: Parameters<typeof resolvePolicy>[0];
+  logger?: Logger;
+  /** Seed of the backoff jitter. Default: derived from the registration id and the time. */
+  seed?: number;
+  /** MQTT keepalive: how fast a silently dead hub is noticed. Default 30 s. */
+  keepaliveSeconds?: number;
+  connectTimeoutMs?: number;
+  provisionTimeoutMs?: number;
+  closeTimeoutMs?: number;
+  tokenValiditySeconds?: number;
+  tokenRenewalMarginSeconds?: number;
+  /** Telemetry messages awaiting PUBACK at once. Default 16. */
+  sendWindow?: number;
+  /** Injection points (tests, embedding): clock, stores, per-session features. */
+  clock?: Clock;
+  outbox?: Outbox;
+  cache?: ProvisioningCache;
+  features?: SessionFeature[];
+}
+
+/** Options after validation, with defaults applied. */
+export interface ResolvedOptions {
+  idScope: string;
+  registrationId: string;
+  credential: Credential;
+  modelId?: string;
+  provisioningHost: string;
+  ca?: string;
+  dataDir?: string;
+  policy: RetryPolicy;
+  seed?: number;
+  keepaliveSeconds: number;
+  connectTimeoutMs: number;
+  provisionTimeoutMs: number;
+  closeTimeoutMs: number;
+  tokenValiditySeconds: number;
+  tokenRenewalMarginSeconds: number;
+  sendWindow: number;
+}
+
+const ID_SCOPE = /^[A-Za-z0-9]{1,64}$/;
+// DPS: up to 128 lower-case alphanumerics and - . _ : (we accept upper case; DPS folds it)
+const REGISTRATION_ID = /^[A-Za-z0-9\-._:]{1,128}$/;
+const DTMI = /^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*;[1-9][0-9]{0,8}$/;
+const HOST = /^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$/;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+function isBase64Key(value: unknown): value is string {
+  return typeof value === 'string' && value.length >= 16 && BASE64.test(value);
+}
+
+function positive(value: unknown, field: string, fallback: number, integer = false): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
+    throw new ConfigError(field, integer ? 'a positive integer' : 'a positive number');
+  }
+  return value;
+}
+
+/** Validate everything up front: a typed error naming the field, before any I/O. */
+export function resolveOptions(options: DeviceOptions): ResolvedOptions {
+  if (typeof options !== 'object' || options === null) throw new ConfigError('options', 'an object');
+  if (typeof options.idScope !== 'string' || !ID_SCOPE.test(options.idScope)) {
+    throw new ConfigError('idScope', 'the DPS ID scope, letters and digits (e.g. 0ne00ABC123)');
+  }
+  if (typeof options.registrationId !== 'string' || !REGISTRATION_ID.test(options.registrationId)) {
+    throw new ConfigError('registrationId', 'up to 128 letters, digits and - . _ :');
+  }
+  if ((options.groupKey === undefined) === (options.deviceKey === undefined)) {
+    throw new ConfigError('groupKey|deviceKey', 'exactly one of groupKey or deviceKey');
+  }
+  let credential: Credential;
+  if (options.groupKey !== undefined) {
+    if (!isBase64Key(options.groupKey)) throw new ConfigError('groupKey', 'a base64 symmetric key');
+    credential = { groupKey: options.groupKey };
+  } else {
+    if (!isBase64Key(options.deviceKey)) throw new ConfigError('deviceKey', 'a base64 symmetric key');
+    credential = { deviceKey: options.deviceKey };
+  }
+  if (options.modelId !== undefined && (typeof options.modelId !== 'string' || !DTMI.test(options.modelId))) {
+    throw new ConfigError('modelId', 'a DTMI such as dtmi:com:example:Thermostat;1');
+  }
+  const provisioningHost = options.provisioningHost ?? DEFAULT_PROVISIONING_HOST;
+  if (typeof provisioningHost !== 'string' || !HOST.test(provisioningHost)) {
+    throw new ConfigError('provisioningHost', "a host name, optionally with ':port'");
+  }
+  if (options.ca !== undefined && (typeof options.ca !== 'string' || !options.ca.includes('BEGIN CERTIFICATE'))) {
+    throw new ConfigError('ca', 'a PEM certificate');
+  }
+  if (options.dataDir !== undefined && (typeof options.dataDir !== 'string' || options.dataDir.length === 0)) {
+    throw new ConfigError('dataDir', 'a directory path');
+  }
+  if (options.seed !== undefined && (typeof options.seed !== 'number' || !Number.isInteger(options.seed))) {
+    throw new ConfigError('seed', 'an integer');
+  }
+  const tokenValiditySeconds = positive(options.tokenValiditySeconds, 'tokenValiditySeconds', 3600, true);
+  const tokenRenewalMarginSeconds = positive(options.tokenRenewalMarginSeconds, 'tokenRenewalMarginSeconds', 900, true);
+  if (tokenRenewalMarginSeconds >= tokenValiditySeconds) {
+    throw new ConfigError('tokenRenewalMarginSeconds', 'less than tokenValiditySeconds');
+  }
+  return {
+    idScope: options.idScope,
+    registrationId: options.registrationId,
+    credential,
+    modelId: options.modelId,
+    provisioningHost,
+    ca: options.ca,
+    dataDir: options.dataDir,
+    policy: resolvePolicy(options.policy),
+    seed: options.seed,
+    keepaliveSeconds: positive(options.keepaliveSeconds, 'keepaliveSeconds', 30, true),
+    connectTimeoutMs: positive(options.connectTimeoutMs, 'connectTimeoutMs', 30_000),
+    provisionTimeoutMs: positive(options.provisionTimeoutMs, 'provisionTimeoutMs', 60_000),
+    closeTimeoutMs: positive(options.closeTimeoutMs, 'closeTimeoutMs', 5_000),
+    tokenValiditySeconds,
+    tokenRenewalMarginSeconds,
+    sendWindow: positive(options.sendWindow, 'sendWindow', 16, true),
+  };
+}

@@ -1,0 +1,124 @@
+import { MessageRejectedError } from '../errors';
+
+/** A telemetry message as accepted from the application, stamped and ready to send. */
+export interface OutboxMessage {
+  /** Capture order, strictly increasing. */
+  seq: number;
+  messageId: string;
+  /** JSON text. */
+  body: string;
+  /** Plug and Play component (sent as `$.sub`). */
+  component?: string;
+  /** Application properties, including `iothub-creation-time-utc` stamped at capture. */
+  properties: Record<string, string>;
+  /** Epoch ms of capture. */
+  createdAt: number;
+  bytes: number;
+}
+
+export type NewOutboxMessage = Omit<OutboxMessage, 'seq'>;
+
+export interface OutboxLimits {
+  maxCount: number;
+  maxBytes: number;
+  /** When full: refuse the new message, or drop the oldest to make room. */
+  whenFull: 'reject-new' | 'drop-oldest';
+}
+
+export const DEFAULT_OUTBOX_LIMITS: OutboxLimits = {
+  maxCount: 100_000,
+  maxBytes: 64 * 1024 * 1024,
+  whenFull: 'reject-new',
+};
+
+export interface DroppedMessage {
+  messageId: string;
+  reason: 'outbox-full';
+}
+
+/**
+ * Where telemetry waits for the hub's acknowledgement. A message leaves only through `remove`
+ * (on PUBACK) or, with `drop-oldest`, through an explicit `dropped` notification.
+ */
+export interface Outbox {
+  /** Accept a message (durably, for a durable outbox) or throw MessageRejectedError. */
+  add(message: NewOutboxMessage): OutboxMessage;
+  /** Up to `limit` messages with seq > `afterSeq`, in capture order. */
+  after(afterSeq: number, limit: number): OutboxMessage[];
+  remove(messageId: string): boolean;
+  stats(): { count: number; bytes: number };
+  /** Called after every accepted message (wakes the sender). Returns an unsubscribe function. */
+  onAdded(listener: () => void): () => void;
+  onDropped(listener: (dropped: DroppedMessage) => void): () => void;
+  close(): void;
+}
+
+/** The outbox for tests and devices without storage: same contract, lost on process exit. */
+export class MemoryOutbox implements Outbox {
+  private readonly messages = new Map<string, OutboxMessage>(); // insertion order = seq order
+  private nextSeq = 1;
+  private bytes = 0;
+  private readonly addedListeners = new Set<() => void>();
+  private readonly droppedListeners = new Set<(dropped: DroppedMessage) => void>();
+
+  constructor(private readonly limits: OutboxLimits = DEFAULT_OUTBOX_LIMITS) {}
+
+  add(message: NewOutboxMessage): OutboxMessage {
+    this.makeRoom(message.bytes);
+    const stored: OutboxMessage = { ...message, seq: this.nextSeq++ };
+    this.messages.set(stored.messageId, stored);
+    this.bytes += stored.bytes;
+    for (const listener of this.addedListeners) listener();
+    return stored;
+  }
+
+  private makeRoom(incomingBytes: number): void {
+    const full = () => this.messages.size + 1 > this.limits.maxCount || this.bytes + incomingBytes > this.limits.maxBytes;
+    if (!full()) return;
+    if (this.limits.whenFull === 'reject-new' || incomingBytes > this.limits.maxBytes) {
+      throw new MessageRejectedError('outbox-full', `${this.messages.size} messages, ${this.bytes} bytes queued`);
+    }
+    while (full() && this.messages.size > 0) {
+      const oldest = this.messages.values().next().value as OutboxMessage;
+      this.remove(oldest.messageId);
+      for (const listener of this.droppedListeners) listener({ messageId: oldest.messageId, reason: 'outbox-full' });
+    }
+  }
+
+  after(afterSeq: number, limit: number): OutboxMessage[] {
+    const result: OutboxMessage[] = [];
+    for (const message of this.messages.values()) {
+      if (message.seq <= afterSeq) continue;
+      result.push(message);
+      if (result.length >= limit) break;
+    }
+    return result;
+  }
+
+  remove(messageId: string): boolean {
+    const message = this.messages.get(messageId);
+    if (!message) return false;
+    this.messages.delete(messageId);
+    this.bytes -= message.bytes;
+    return true;
+  }
+
+  stats(): { count: number; bytes: number } {
+    return { count: this.messages.size, bytes: this.bytes };
+  }
+
+  onAdded(listener: () => void): () => void {
+    this.addedListeners.add(listener);
+    return () => this.addedListeners.delete(listener);
+  }
+
+  onDropped(listener: (dropped: DroppedMessage) => void): () => void {
+    this.droppedListeners.add(listener);
+    return () => this.droppedListeners.delete(listener);
+  }
+
+  close(): void {
+    this.addedListeners.clear();
+    this.droppedListeners.clear();
+  }
+}

@@ -1,0 +1,264 @@
+import { createActor } from 'xstate';
+import type { RetryPolicy } from '../../src/policy/types';
+import { FakeCloud } from '../support/fake-actors';
+
+const policy: RetryPolicy = {
+  firstRetryMaxMs: 1000,
+  minDelayMs: 1000,
+  maxDelayMs: 60_000,
+  throttledMinDelayMs: 5000,
+  retryAfterJitterMs: 1000,
+  maxHubAttempts: 4,
+  hubRetryWindowMs: 15 * 60_000,
+};
+
+function start(cloud: FakeCloud, options: { cached?: boolean; policy?: RetryPolicy; seed?: number } = {}) {
+  const actor = createActor(cloud.machine(), {
+    clock: cloud.clock,
+    input: {
+      registrationId: 'dev-1',
+      policy: options.policy ?? policy,
+      seed: options.seed ?? 42,
+      cachedAssignment: options.cached ? { hubHost: 'cached-hub.local', deviceId: 'dev-1', assignedAt: 1 } : null,
+    },
+  });
+  const states: string[] = [];
+  actor.subscribe((snapshot) => {
+    const value = snapshot.value as string;
+    if (states[states.length - 1] !== value) states.push(value);
+  });
+  actor.start();
+  actor.send({ type: 'START' });
+  return { actor, states, value: () => actor.getSnapshot().value, context: () => actor.getSnapshot().context };
+}
+
+async function connectFresh(cloud: FakeCloud, options?: Parameters<typeof start>[1]) {
+  const device = start(cloud, options);
+  await cloud.flush();
+  await cloud.assign();
+  await cloud.connect();
+  return device;
+}
+
+describe('device machine with fake actors and a simulated clock', () => {
+  test('first boot: Idle → Provisioning → Connecting → Connected, and the assignment is cached', async () => {
+    const cloud = new FakeCloud();
+    const device = await connectFresh(cloud);
+    expect(device.states).toEqual(['Idle', 'Provisioning', 'Connecting', 'Connected']);
+    expect(device.context().assignment).toMatchObject({ hubHost: 'hub-a.local', deviceId: 'dev-1', source: 'dps' });
+    expect(cloud.calls.saveAssignment).toBe(1);
+  });
+
+  test('a cached assignment goes straight to Connecting without DPS', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true });
+    await cloud.flush();
+    expect(device.value()).toBe('Connecting');
+    expect(cloud.opens[0].input).toMatchObject({ assignment: { hubHost: 'cached-hub.local', source: 'cache' }, epoch: 1 });
+    await cloud.connect();
+    expect(device.value()).toBe('Connected');
+    expect(cloud.calls.provision).toBe(0);
+  });
+
+  test('first retry after losing a working connection waits at most 1 s, to the exact deadline', async () => {
+    const cloud = new FakeCloud();
+    const device = await connectFresh(cloud);
+    const lostAt = cloud.clock.now();
+    cloud.sessions.get(1)!({ type: 'HUB_LOST', epoch: 1, failure: cloud.failure('transient', {}, 'hub-session') });
+    await cloud.flush();
+    expect(device.value()).toBe('BackingOff');
+    const { delayMs, retryAt } = device.context();
+    expect(delayMs).toBeGreaterThanOrEqual(0);
+    expect(delayMs).toBeLessThanOrEqual(1000);
+    expect(retryAt).toBe(lostAt + delayMs!);
+    if (delayMs! > 0) {
+      await cloud.advance(delayMs! - 1);
+      expect(device.value()).toBe('BackingOff');
+    }
+    await cloud.advance(1);
+    expect(device.value()).toBe('Connecting');
+    expect(cloud.opens[0].input).toMatchObject({ assignment: { hubHost: 'hub-a.local' }, epoch: 2 });
+  });
+
+  test('transient connect failures back off exponentially on the same hub, then reprovision after maxHubAttempts', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true });
+    await cloud.flush();
+    const delays: number[] = [];
+    for (let attempt = 1; attempt < policy.maxHubAttempts; attempt++) {
+      await cloud.failOpen(cloud.failure('transient'));
+      expect(device.value()).toBe('BackingOff');
+      const { delayMs } = device.context();
+      const cap = Math.min(policy.maxDelayMs, policy.minDelayMs * 2 ** (attempt - 1));
+      expect(delayMs).toBeGreaterThanOrEqual(cap / 2);
+      expect(delayMs).toBeLessThanOrEqual(cap);
+      delays.push(delayMs!);
+      await cloud.advance(delayMs!);
+      expect(device.value()).toBe('Connecting');
+    }
+    await cloud.failOpen(cloud.failure('transient'));
+    expect(device.value()).toBe('Reprovisioning');
+    expect(device.context().assignment).toBeNull();
+    expect(cloud.calls.forgetAssignment).toBe(1);
+    expect(cloud.calls.provision).toBe(1);
+    expect(delays).toHaveLength(policy.maxHubAttempts - 1);
+  });
+
+  test('the hub retry window ends the stay on a hub even before the attempt budget', async () => {
+    const cloud = new FakeCloud();
+    const windowed = { ...policy, maxHubAttempts: 100, hubRetryWindowMs: 10_000, maxDelayMs: 8_000 };
+    const device = start(cloud, { cached: true, policy: windowed });
+    await cloud.flush();
+    let attempts = 0;
+    while (device.value() !== 'Reprovisioning') {
+      await cloud.failOpen(cloud.failure('transient'));
+      attempts++;
+      if (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
+    }
+    expect(attempts).toBeLessThan(10);
+    expect(device.context().lastError?.at).toBeGreaterThanOrEqual(1_700_000_000_000 + 10_000);
+  });
+
+  test('the reprovision class (device disabled / moved) leaves the hub at once', async () => {
+    const cloud = new FakeCloud();
+    const device = await connectFresh(cloud);
+    cloud.sessions.get(1)!({ type: 'HUB_LOST', epoch: 1, failure: cloud.failure('reprovision', {}, 'hub-session') });
+    await cloud.flush();
+    expect(device.value()).toBe('Reprovisioning');
+    cloud.hub = { hubHost: 'hub-b.local', deviceId: 'dev-1' };
+    await cloud.assign();
+    await cloud.connect();
+    expect(device.states).toEqual(['Idle', 'Provisioning', 'Connecting', 'Connected', 'Reprovisioning', 'Connecting', 'Connected']);
+    expect(device.context().assignment?.hubHost).toBe('hub-b.local');
+  });
+
+  test('throttled DPS honours retry-after: never earlier, jitter on top', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud);
+    await cloud.flush();
+    const failedAt = cloud.clock.now();
+    await cloud.failProvision(cloud.failure('throttled', { retryAfterMs: 3000 }, 'dps'));
+    expect(device.value()).toBe('BackingOff');
+    const { delayMs, retryAt } = device.context();
+    expect(delayMs).toBeGreaterThanOrEqual(3000);
+    expect(delayMs).toBeLessThanOrEqual(3000 + policy.retryAfterJitterMs);
+    expect(retryAt).toBe(failedAt + delayMs!);
+    await cloud.advance(2999);
+    expect(device.value()).toBe('BackingOff');
+    expect(cloud.calls.provision).toBe(1);
+    await cloud.advance(delayMs! - 2999);
+    expect(device.value()).toBe('Provisioning');
+    expect(cloud.calls.provision).toBe(2);
+  });
+
+  test('a fatal DPS error ends in Failed; RETRY goes back to Provisioning', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud);
+    await cloud.flush();
+    await cloud.failProvision(cloud.failure('fatal', { rule: 'dps-401' }, 'dps'));
+    expect(device.value()).toBe('Failed');
+    expect(device.context().lastError?.rule).toBe('dps-401');
+    await cloud.advance(24 * 3600_000);
+    expect(cloud.calls.provision).toBe(1);
+    device.actor.send({ type: 'RETRY' });
+    await cloud.flush();
+    expect(device.value()).toBe('Provisioning');
+  });
+
+  test('a HUB_LOST from an older epoch is ignored', async () => {
+    const cloud = new FakeCloud();
+    const device = await connectFresh(cloud);
+    device.actor.send({ type: 'HUB_LOST', epoch: 0, failure: cloud.failure('reprovision', {}, 'hub-session') });
+    await cloud.flush();
+    expect(device.value()).toBe('Connected');
+  });
+
+  test('REPROVISION is accepted in Connected and in BackingOff', async () => {
+    const cloud = new FakeCloud();
+    const device = await connectFresh(cloud);
+    device.actor.send({ type: 'REPROVISION' });
+    await cloud.flush();
+    expect(device.value()).toBe('Reprovisioning');
+    await cloud.failProvision(cloud.failure('transient', {}, 'dps'));
+    expect(device.value()).toBe('BackingOff');
+    device.actor.send({ type: 'REPROVISION' });
+    await cloud.flush();
+    expect(device.value()).toBe('Reprovisioning');
+  });
+
+  test('STOP in BackingOff and in Provisioning ends in Stopped through Disconnecting', async () => {
+    const cloud = new FakeCloud();
+    const provisioning = start(cloud);
+    await cloud.flush();
+    provisioning.actor.send({ type: 'STOP' });
+    await cloud.flush();
+    expect(provisioning.states.slice(-2)).toEqual(['Disconnecting', 'Stopped']);
+    expect(provisioning.actor.getSnapshot().status).toBe('done');
+
+    const cloud2 = new FakeCloud();
+    const backingOff = start(cloud2, { cached: true });
+    await cloud2.flush();
+    await cloud2.failOpen(cloud2.failure('transient'));
+    expect(backingOff.value()).toBe('BackingOff');
+    backingOff.actor.send({ type: 'STOP' });
+    await cloud2.flush();
+    expect(backingOff.states.slice(-3)).toEqual(['BackingOff', 'Disconnecting', 'Stopped']);
+    await cloud2.advance(120_000);
+    expect(cloud2.calls.openHub).toBe(1);
+  });
+
+  test('a snapshot persisted in BackingOff resumes and fires at the original deadline', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true });
+    await cloud.flush();
+    await cloud.failOpen(cloud.failure('transient'));
+    const { retryAt } = device.context();
+    const persisted = JSON.parse(JSON.stringify(device.actor.getPersistedSnapshot()));
+    device.actor.stop();
+
+    // A new process: its own clock, 400 ms of the wait already gone.
+    const revived = new FakeCloud(cloud.clock.now() + 400);
+    const restored = createActor(revived.machine(), { clock: revived.clock, snapshot: persisted, input: undefined as never });
+    restored.start();
+    await revived.flush();
+    expect(restored.getSnapshot().value).toBe('BackingOff');
+    const remaining = retryAt! - revived.clock.now();
+    if (remaining > 0) {
+      await revived.advance(remaining - 1);
+      expect(restored.getSnapshot().value).toBe('BackingOff');
+    }
+    await revived.advance(1);
+    expect(restored.getSnapshot().value).toBe('Connecting');
+    expect(revived.clock.now()).toBe(Math.max(retryAt!, cloud.clock.now() + 400));
+  });
+
+  test('the same seed gives the same delays; another seed gives others', async () => {
+    async function delaysFor(seed: number) {
+      const cloud = new FakeCloud();
+      const device = start(cloud, { cached: true, seed, policy: { ...policy, maxHubAttempts: 8 } });
+      await cloud.flush();
+      const delays: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        await cloud.failOpen(cloud.failure('transient'));
+        delays.push(device.context().delayMs!);
+        await cloud.advance(device.context().delayMs!);
+      }
+      return delays;
+    }
+    expect(await delaysFor(7)).toEqual(await delaysFor(7));
+    expect(await delaysFor(7)).not.toEqual(await delaysFor(8));
+  });
+
+  test('the seed-sample baseline reprovisions after every loss, with a fixed wait', async () => {
+    const cloud = new FakeCloud();
+    const device = await connectFresh(cloud, { policy: { ...policy, fixedDelayMs: 90_000, reprovisionOnLoss: true } });
+    cloud.sessions.get(1)!({ type: 'HUB_LOST', epoch: 1, failure: cloud.failure('transient', {}, 'hub-session') });
+    await cloud.flush();
+    expect(device.value()).toBe('BackingOff');
+    expect(device.context().delayMs).toBe(90_000);
+    await cloud.advance(89_999);
+    expect(device.value()).toBe('BackingOff');
+    await cloud.advance(1);
+    expect(device.value()).toBe('Reprovisioning');
+  });
+});

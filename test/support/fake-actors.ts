@@ -1,0 +1,108 @@
+/**
+ * Controllable fake actors for the device machine: each invocation parks a pending promise
+ * that the test settles (resolve / reject with a classified Failure), so a test decides every
+ * outcome and the SimulatedClock decides every delay.
+ */
+import { fromCallback, fromPromise, SimulatedClock, type EventObject } from 'xstate';
+import { deviceMachine, type DeviceEvent, type DeviceMachine, type HubAttemptInput, type ProvisionResult } from '../../machines/device.machine';
+import { createWaitUntil } from '../../src/actors/wait';
+import type { ErrorClass, Failure, Phase } from '../../src/policy/types';
+
+interface Pending<T> {
+  input: unknown;
+  resolve(value: T): void;
+  reject(failure: Failure): void;
+  /** Set when the machine stopped the invoking actor (its state was left) before it settled. */
+  aborted: boolean;
+}
+
+function park<T>(queue: Pending<T>[], input: unknown, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const pending: Pending<T> = { input, resolve, reject, aborted: false };
+    signal.addEventListener('abort', () => (pending.aborted = true), { once: true });
+    queue.push(pending);
+  });
+}
+
+export class FakeCloud {
+  readonly clock = new SimulatedClock();
+  readonly provisions: Pending<ProvisionResult>[] = [];
+  readonly opens: Pending<{ connectedAt: number }>[] = [];
+  /** closeHub invocations, parked only when `parkCloses` is set (otherwise closeHub resolves at once). */
+  readonly closes: Pending<void>[] = [];
+  parkCloses = false;
+  readonly sessions = new Map<number, (event: DeviceEvent) => void>();
+  readonly calls = { provision: 0, openHub: 0, closeHub: 0, saveAssignment: 0, forgetAssignment: 0 };
+  hub = { hubHost: 'hub-a.local', deviceId: 'dev-1' };
+
+  constructor(startAt = 1_700_000_000_000) {
+    this.clock.set(startAt);
+  }
+
+  failure(errorClass: ErrorClass, extra: Partial<Failure> = {}, phase: Phase = 'hub-connect'): Failure {
+    return { errorClass, rule: `test-${errorClass}`, phase, name: 'TestError', message: errorClass, at: this.clock.now(), ...extra };
+  }
+
+  /** The machine with the fake actors; `base` lets a test run a variant (e.g. a mutant) of the device machine. */
+  machine(base: DeviceMachine = deviceMachine) {
+    return base.provide({
+      actors: {
+        provision: fromPromise<ProvisionResult, { registrationId: string; attempt: number }>(({ input, signal }) => {
+          this.calls.provision++;
+          return park(this.provisions, input, signal);
+        }),
+        openHub: fromPromise<{ connectedAt: number }, HubAttemptInput>(({ input, signal }) => {
+          this.calls.openHub++;
+          return park(this.opens, input, signal);
+        }),
+        hubSession: fromCallback<EventObject, HubAttemptInput>(({ input, sendBack }) => {
+          this.sessions.set(input.epoch, sendBack);
+          return () => this.sessions.delete(input.epoch);
+        }),
+        closeHub: fromPromise<void, { epoch: number }>(async ({ input, signal }) => {
+          this.calls.closeHub++;
+          if (this.parkCloses) return park(this.closes, input, signal);
+        }),
+        waitUntil: createWaitUntil(this.clock),
+      },
+      actions: {
+        saveAssignment: () => {
+          this.calls.saveAssignment++;
+        },
+        forgetAssignment: () => {
+          this.calls.forgetAssignment++;
+        },
+      },
+    });
+  }
+
+  /** Let promise actors settle (they resolve on microtasks). */
+  async flush(): Promise<void> {
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+  }
+
+  async assign(): Promise<void> {
+    this.provisions.shift()!.resolve({ ...this.hub, assignedAt: this.clock.now() });
+    await this.flush();
+  }
+
+  async failProvision(failure: Failure): Promise<void> {
+    this.provisions.shift()!.reject(failure);
+    await this.flush();
+  }
+
+  async connect(): Promise<void> {
+    this.opens.shift()!.resolve({ connectedAt: this.clock.now() });
+    await this.flush();
+  }
+
+  async failOpen(failure: Failure): Promise<void> {
+    this.opens.shift()!.reject(failure);
+    await this.flush();
+  }
+
+  async advance(ms: number): Promise<void> {
+    this.clock.increment(ms);
+    await this.flush();
+  }
+}
