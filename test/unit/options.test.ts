@@ -1,0 +1,55 @@
+import { createDevice } from '../../src/device';
+import { ConfigError } from '../../src/errors';
+import { resolveOptions, type DeviceOptions } from '../../src/options';
+
+const groupKey = Buffer.alloc(32, 7).toString('base64');
+const valid: DeviceOptions = { idScope: '0ne00ABC123', registrationId: 'sensor-1', groupKey };
+
+function fieldOf(options: unknown): string | undefined {
+  try {
+    resolveOptions(options as DeviceOptions);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as Error).message).not.toContain(groupKey);
+    return (error as ConfigError).field;
+  }
+  return undefined;
+}
+
+describe('options validation', () => {
+  test('valid options resolve with defaults', () => {
+    const resolved = resolveOptions(valid);
+    expect(resolved.provisioningHost).toBe('global.azure-devices-provisioning.net');
+    expect(resolved.credential).toEqual({ groupKey });
+    expect(resolved.keepaliveSeconds).toBe(30);
+    expect(resolved.policy.maxHubAttempts).toBe(10);
+  });
+
+  test.each([
+    ['missing id scope', { ...valid, idScope: undefined }, 'idScope'],
+    ['id scope with spaces', { ...valid, idScope: '0ne 00' }, 'idScope'],
+    ['missing registration id', { ...valid, registrationId: '' }, 'registrationId'],
+    ['registration id with a slash', { ...valid, registrationId: 'a/b' }, 'registrationId'],
+    ['no key at all', { idScope: '0ne00ABC123', registrationId: 'x' }, 'groupKey|deviceKey'],
+    ['both keys', { ...valid, deviceKey: groupKey }, 'groupKey|deviceKey'],
+    ['group key that is not base64', { ...valid, groupKey: 'not base64 at all!' }, 'groupKey'],
+    ['device key that is not base64', { idScope: '0ne00ABC123', registrationId: 'x', deviceKey: '%%%%%%%%%%%%%%%%%%%%' }, 'deviceKey'],
+    ['model id that is not a DTMI', { ...valid, modelId: 'thermostat' }, 'modelId'],
+    ['provisioning host with a path', { ...valid, provisioningHost: 'host/path' }, 'provisioningHost'],
+    ['ca that is not PEM', { ...valid, ca: 'hello' }, 'ca'],
+    ['negative keepalive', { ...valid, keepaliveSeconds: -1 }, 'keepaliveSeconds'],
+    ['fractional send window', { ...valid, sendWindow: 1.5 }, 'sendWindow'],
+    ['renewal margin above validity', { ...valid, tokenValiditySeconds: 60, tokenRenewalMarginSeconds: 120 }, 'tokenRenewalMarginSeconds'],
+    ['unknown policy key', { ...valid, policy: { maxHubAttempt: 3 } }, undefined],
+    ['negative policy delay', { ...valid, policy: { minDelayMs: -5 } }, undefined],
+  ])('%s → ConfigError', (_name, options, field) => {
+    const got = fieldOf(options);
+    expect(got).toBeDefined();
+    if (field) expect(got).toBe(field);
+    else expect(got).toMatch(/^policy/);
+  });
+
+  test('createDevice refuses invalid options before any I/O', () => {
+    expect(() => createDevice({ ...valid, idScope: '' })).toThrow(ConfigError);
+  });
+});
