@@ -1,0 +1,231 @@
+/**
+ * Retry delays: pure functions of (policy, request, RNG state). The RNG state is a plain uint32
+ * kept in machine context, so a run replays exactly from its seed and snapshots stay JSON.
+ */
+import { ConfigError } from '../errors';
+import type { BackoffPolicy, DelayDecision, DelayRequest, RetryPolicy } from './types';
+
+// ---------------------------------------------------------------------------------------------
+// Seeded RNG (mulberry32)
+// ---------------------------------------------------------------------------------------------
+
+/** One mulberry32 step: a value in [0, 1) and the next state (uint32). */
+export function nextRandom(state: number): [value: number, nextState: number] {
+  const next = ((Number.isFinite(state) ? state : 0) + 0x6d2b79f5) >>> 0;
+  let t = next;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  const value = ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  return [value, next];
+}
+
+/** A uint32 seed from a number (integers kept as is) or a string (FNV-1a hash, e.g. a device id). */
+export function seedFrom(input: string | number): number {
+  if (typeof input === 'number' && Number.isInteger(input)) return input >>> 0;
+  const text = String(input);
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return hash >>> 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delays
+// ---------------------------------------------------------------------------------------------
+
+/** 2^30 times any sane base is already past every max: stop growing there (no Infinity). */
+const MAX_EXPONENT = 30;
+
+/** DPS at-scale formula: max_retry_delay = (1/load) · T · 1000 ms with T = N / cps. */
+export function fleetMaxDelayMs(devices: number, ratePerSec: number, load: number): number {
+  return ((devices / ratePerSec) / load) * 1000;
+}
+
+/** Upper bound of the exponential curve for attempt n: min(max, base · 2^(n-1)). */
+export function curveCapMs(baseMs: number, maxDelayMs: number, attempt: number): number {
+  const n = Math.max(1, Math.floor(Number.isFinite(attempt) ? attempt : 1));
+  return Math.min(maxDelayMs, baseMs * 2 ** Math.min(n - 1, MAX_EXPONENT));
+}
+
+/**
+ * Draws uniformly in [lo, hi], but a floor above `lo` shifts the window up instead of clamping
+ * it: clamping would put every device that got the same 5xx on exactly the floor (lockstep).
+ * The shifted window is cut at `ceiling` (never below the floor).
+ */
+function drawAbove(lo: number, hi: number, floor: number, ceiling: number, rngState: number): DelayDecision {
+  let from = lo;
+  let to = hi;
+  if (floor > from) {
+    from = floor;
+    to = Math.max(floor, Math.min(floor + (hi - lo), ceiling));
+  }
+  const [u, next] = nextRandom(rngState);
+  return { delayMs: from + u * (to - from), capMs: to, rngState: next };
+}
+
+/**
+ * The next wait before retrying. Guarantees: never earlier than `retryAfterMs`, never below
+ * `req.minDelayMs`, jitter at every attempt (including at the cap), one RNG step per decision.
+ */
+export function nextDelay(policy: BackoffPolicy, req: DelayRequest, rngState: number): DelayDecision {
+  const floor = Math.max(req.minDelayMs ?? 0, req.retryAfterMs ?? 0);
+
+  // Baseline only (the official sample: a fixed 90 s). Still never earlier than the service asks.
+  if (policy.fixedDelayMs !== undefined) {
+    const delayMs = Math.max(policy.fixedDelayMs, floor);
+    return { delayMs, capMs: delayMs, rngState };
+  }
+
+  // Fleet onboarding: spread the whole fleet over the window the service can absorb.
+  if (policy.fleet !== undefined) {
+    const { devices, ratePerSec, load } = policy.fleet;
+    const lo = Math.max(policy.minDelayMs, floor);
+    const hi = Math.max(lo, fleetMaxDelayMs(devices, ratePerSec, load));
+    const [u, next] = nextRandom(rngState);
+    return { delayMs: lo + u * (hi - lo), capMs: hi, rngState: next };
+  }
+
+  // The service said when: retry-after plus a little jitter, never earlier.
+  if (req.retryAfterMs !== undefined) {
+    const base = Math.max(req.retryAfterMs, req.minDelayMs ?? 0);
+    return drawAbove(base, base + policy.retryAfterJitterMs, 0, Infinity, rngState);
+  }
+
+  const ceiling = Math.max(policy.maxDelayMs, floor);
+
+  // First retry after losing a working connection: a blip recovers fast, a fleet still spreads.
+  if (req.afterLoss && req.attempt <= 1 && req.errorClass !== 'throttled') {
+    return drawAbove(0, policy.firstRetryMaxMs, floor, ceiling, rngState);
+  }
+
+  // Equal jitter on the exponential curve: [cap/2, cap], so jitter survives at the cap.
+  const base = req.errorClass === 'throttled' ? policy.throttledMinDelayMs : policy.minDelayMs;
+  const cap = curveCapMs(base, policy.maxDelayMs, req.attempt);
+  return drawAbove(cap / 2, cap, floor, ceiling, rngState);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policies
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Defaults from the guidance: 10 hub attempts (Microsoft reconnection doc, C SDK MAX_HUB_RETRY)
+ * or 15 min on one hub (DPS at-scale: 15–30 min), first reached wins; delays capped at 60 s
+ * (the DPS doc asks for >= 1 min between hub retries once the quick retries failed).
+ */
+export const DEFAULT_POLICY: RetryPolicy = Object.freeze({
+  firstRetryMaxMs: 1000,
+  minDelayMs: 1000,
+  maxDelayMs: 60_000,
+  throttledMinDelayMs: 5000,
+  retryAfterJitterMs: 1000,
+  maxHubAttempts: 10,
+  hubRetryWindowMs: 15 * 60_000,
+});
+
+export type PresetName = 'default' | 'iotCentral' | 'dpsAtScale' | 'seedSample';
+
+export const PRESETS: Readonly<Record<PresetName, Readonly<RetryPolicy>>> = Object.freeze({
+  default: DEFAULT_POLICY,
+  /**
+   * IoT Central: an unreachable hub endpoint means "reprovision now" (its failover moves devices
+   * between hubs), so leave the hub after 3 attempts or 60 s.
+   */
+  iotCentral: Object.freeze({ ...DEFAULT_POLICY, maxHubAttempts: 3, hubRetryWindowMs: 60_000 }),
+  /**
+   * DPS at scale: stay on the cached hub up to 30 min so a hub outage does not turn into a
+   * fleet-wide DPS storm; the window, not the attempt count, decides.
+   */
+  dpsAtScale: Object.freeze({ ...DEFAULT_POLICY, maxHubAttempts: 1000, hubRetryWindowMs: 30 * 60_000 }),
+  /** The official sample's strategy (fixed 90 s, DPS after every loss). Benchmark baseline only. */
+  seedSample: Object.freeze({ ...DEFAULT_POLICY, fixedDelayMs: 90_000, reprovisionOnLoss: true, maxHubAttempts: 1 }),
+});
+
+export type RetryPolicyInput = { preset?: PresetName } & Partial<RetryPolicy>;
+
+const DELAY_FIELDS = ['firstRetryMaxMs', 'minDelayMs', 'maxDelayMs', 'throttledMinDelayMs', 'retryAfterJitterMs'] as const;
+const KNOWN_FIELDS: ReadonlySet<string> = new Set([
+  'preset',
+  ...DELAY_FIELDS,
+  'fleet',
+  'fixedDelayMs',
+  'maxHubAttempts',
+  'hubRetryWindowMs',
+  'reprovisionOnLoss',
+]);
+const FLEET_FIELDS: ReadonlySet<string> = new Set(['devices', 'ratePerSec', 'load']);
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function requireNonNegative(field: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new ConfigError(`policy.${field}`, 'a finite number >= 0 (milliseconds)');
+  }
+  return value;
+}
+
+function requirePositive(field: string, value: unknown, integer: boolean): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
+    throw new ConfigError(`policy.${field}`, integer ? 'a positive integer' : 'a finite number > 0');
+  }
+  return value;
+}
+
+/**
+ * A complete, validated policy: a preset (default 'default') with the given fields on top.
+ * Throws ConfigError('policy.<field>', …) for anything invalid or unknown.
+ */
+export function resolvePolicy(input?: RetryPolicyInput): RetryPolicy {
+  if (input === undefined) return { ...DEFAULT_POLICY };
+  if (!isPlainObject(input)) throw new ConfigError('policy', 'an object');
+  for (const key of Object.keys(input)) {
+    if (!KNOWN_FIELDS.has(key)) throw new ConfigError(`policy.${key}`, 'no such option (unknown key)');
+  }
+  const presetName = input.preset ?? 'default';
+  if (!Object.prototype.hasOwnProperty.call(PRESETS, presetName)) {
+    throw new ConfigError('policy.preset', `one of ${Object.keys(PRESETS).map((k) => `'${k}'`).join(', ')}`);
+  }
+  const { preset: _preset, ...overrides } = input;
+  const merged: Record<string, unknown> = { ...PRESETS[presetName as PresetName] };
+  for (const [key, value] of Object.entries(overrides)) {
+    if (value !== undefined) merged[key] = value;
+  }
+
+  const policy: RetryPolicy = {
+    firstRetryMaxMs: requireNonNegative('firstRetryMaxMs', merged.firstRetryMaxMs),
+    minDelayMs: requireNonNegative('minDelayMs', merged.minDelayMs),
+    maxDelayMs: requireNonNegative('maxDelayMs', merged.maxDelayMs),
+    throttledMinDelayMs: requireNonNegative('throttledMinDelayMs', merged.throttledMinDelayMs),
+    retryAfterJitterMs: requireNonNegative('retryAfterJitterMs', merged.retryAfterJitterMs),
+    maxHubAttempts: requirePositive('maxHubAttempts', merged.maxHubAttempts, true),
+    hubRetryWindowMs: requireNonNegative('hubRetryWindowMs', merged.hubRetryWindowMs),
+  };
+  if (policy.minDelayMs > policy.maxDelayMs) {
+    throw new ConfigError('policy.minDelayMs', `<= policy.maxDelayMs (${policy.maxDelayMs})`);
+  }
+  if (policy.throttledMinDelayMs > policy.maxDelayMs) {
+    throw new ConfigError('policy.throttledMinDelayMs', `<= policy.maxDelayMs (${policy.maxDelayMs})`);
+  }
+  if (merged.fixedDelayMs !== undefined) policy.fixedDelayMs = requireNonNegative('fixedDelayMs', merged.fixedDelayMs);
+  if (merged.reprovisionOnLoss !== undefined) {
+    if (typeof merged.reprovisionOnLoss !== 'boolean') throw new ConfigError('policy.reprovisionOnLoss', 'a boolean');
+    policy.reprovisionOnLoss = merged.reprovisionOnLoss;
+  }
+  if (merged.fleet !== undefined) {
+    const fleet = merged.fleet;
+    if (!isPlainObject(fleet)) throw new ConfigError('policy.fleet', 'an object { devices, ratePerSec, load }');
+    for (const key of Object.keys(fleet)) {
+      if (!FLEET_FIELDS.has(key)) throw new ConfigError(`policy.fleet.${key}`, 'no such option (unknown key)');
+    }
+    policy.fleet = {
+      devices: requirePositive('fleet.devices', fleet.devices, true),
+      ratePerSec: requirePositive('fleet.ratePerSec', fleet.ratePerSec, false),
+      load: requirePositive('fleet.load', fleet.load, false),
+    };
+  }
+  return policy;
+}

@@ -1,0 +1,358 @@
+import fc from 'fast-check';
+import { ConfigError } from '../../src/errors';
+import {
+  curveCapMs,
+  DEFAULT_POLICY,
+  fleetMaxDelayMs,
+  nextDelay,
+  nextRandom,
+  PRESETS,
+  resolvePolicy,
+  seedFrom,
+  type RetryPolicyInput,
+} from '../../src/policy/backoff';
+import type { BackoffPolicy, DelayRequest, ErrorClass } from '../../src/policy/types';
+
+const seed = fc.integer({ min: 0, max: 0xffffffff });
+const attempt = fc.integer({ min: 1, max: 200 });
+const curveClass = fc.constantFrom<ErrorClass>('transient', 'reprovision', 'fatal');
+const anyClass = fc.constantFrom<ErrorClass>('transient', 'reprovision', 'fatal', 'throttled');
+
+/** Valid backoff policies (no fixed delay, no fleet) with min <= max. */
+const curvePolicy: fc.Arbitrary<BackoffPolicy> = fc
+  .record({
+    firstRetryMaxMs: fc.integer({ min: 0, max: 10_000 }),
+    minDelayMs: fc.integer({ min: 0, max: 30_000 }),
+    extra: fc.integer({ min: 0, max: 300_000 }),
+    throttledMinDelayMs: fc.integer({ min: 0, max: 30_000 }),
+    retryAfterJitterMs: fc.integer({ min: 0, max: 5_000 }),
+  })
+  .map(({ extra, ...p }) => ({ ...p, maxDelayMs: Math.max(p.minDelayMs, p.throttledMinDelayMs) + extra }));
+
+function delays(policy: BackoffPolicy, req: DelayRequest, state: number, count: number): number[] {
+  const out: number[] = [];
+  let rng = state;
+  for (let i = 0; i < count; i++) {
+    const decision = nextDelay(policy, req, rng);
+    out.push(decision.delayMs);
+    rng = decision.rngState;
+  }
+  return out;
+}
+
+describe('seeded RNG', () => {
+  test('values in [0, 1), state is a uint32', () => {
+    fc.assert(
+      fc.property(seed, (s) => {
+        const [value, next] = nextRandom(s);
+        expect(value).toBeGreaterThanOrEqual(0);
+        expect(value).toBeLessThan(1);
+        expect(Number.isInteger(next) && next >= 0 && next <= 0xffffffff).toBe(true);
+      }),
+    );
+  });
+
+  test('determinism: same seed, same sequence; a different seed, another sequence', () => {
+    const run = (s: number) => {
+      let state = s;
+      return Array.from({ length: 20 }, () => {
+        const [v, n] = nextRandom(state);
+        state = n;
+        return v;
+      });
+    };
+    expect(run(42)).toEqual(run(42));
+    expect(run(42)).not.toEqual(run(43));
+  });
+
+  test('roughly uniform (mean near 0.5 over 10k draws)', () => {
+    let state = seedFrom('uniformity');
+    let sum = 0;
+    for (let i = 0; i < 10_000; i++) {
+      const [v, n] = nextRandom(state);
+      sum += v;
+      state = n;
+    }
+    expect(Math.abs(sum / 10_000 - 0.5)).toBeLessThan(0.02);
+  });
+
+  test('seedFrom: integers kept (uint32), strings hashed stably, distinct ids differ', () => {
+    expect(seedFrom(7)).toBe(7);
+    expect(seedFrom(-1)).toBe(0xffffffff);
+    expect(seedFrom('dev-001')).toBe(seedFrom('dev-001'));
+    expect(seedFrom('dev-001')).not.toBe(seedFrom('dev-002'));
+    expect(Number.isInteger(seedFrom(1.5))).toBe(true);
+  });
+
+  test('JSON round trip of the state continues the same sequence', () => {
+    const [, state] = nextRandom(seedFrom('snapshot'));
+    const restored = JSON.parse(JSON.stringify({ state })).state as number;
+    expect(nextRandom(restored)).toEqual(nextRandom(state));
+  });
+});
+
+describe('nextDelay: exponential curve with equal jitter', () => {
+  test('property: delay within [cap/2, cap], cap <= maxDelayMs', () => {
+    fc.assert(
+      fc.property(curvePolicy, curveClass, attempt, fc.boolean(), seed, (policy, errorClass, n, afterLoss, s) => {
+        fc.pre(!(afterLoss && n === 1));
+        const d = nextDelay(policy, { errorClass, attempt: n, afterLoss }, s);
+        expect(d.capMs).toBe(curveCapMs(policy.minDelayMs, policy.maxDelayMs, n));
+        expect(d.capMs).toBeLessThanOrEqual(policy.maxDelayMs);
+        expect(d.delayMs).toBeGreaterThanOrEqual(d.capMs / 2);
+        expect(d.delayMs).toBeLessThanOrEqual(d.capMs);
+      }),
+    );
+  });
+
+  test('property: cap is monotonic non-decreasing in attempt and bounded by max', () => {
+    fc.assert(
+      fc.property(curvePolicy, attempt, (policy, n) => {
+        const a = curveCapMs(policy.minDelayMs, policy.maxDelayMs, n);
+        const b = curveCapMs(policy.minDelayMs, policy.maxDelayMs, n + 1);
+        expect(b).toBeGreaterThanOrEqual(a);
+        expect(b).toBeLessThanOrEqual(policy.maxDelayMs);
+      }),
+    );
+  });
+
+  test('the default curve: 1 s, 2 s, 4 s … capped at 60 s; huge attempts do not overflow', () => {
+    const caps = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => nextDelay(DEFAULT_POLICY, { errorClass: 'transient', attempt: n, afterLoss: false }, 1).capMs);
+    expect(caps).toEqual([1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000]);
+    const huge = nextDelay(DEFAULT_POLICY, { errorClass: 'transient', attempt: 1e9, afterLoss: false }, 1);
+    expect(huge.capMs).toBe(60000);
+    expect(Number.isFinite(huge.delayMs)).toBe(true);
+  });
+
+  test('jitter is present at the cap: delays at a high attempt over many seeds are not all equal', () => {
+    const values = new Set<number>();
+    for (let s = 0; s < 200; s++) {
+      const d = nextDelay(DEFAULT_POLICY, { errorClass: 'transient', attempt: 50, afterLoss: false }, seedFrom(`dev-${s}`));
+      expect(d.capMs).toBe(DEFAULT_POLICY.maxDelayMs);
+      values.add(d.delayMs);
+    }
+    expect(values.size).toBeGreaterThan(150);
+    const sorted = [...values].sort((a, b) => a - b);
+    // Spread over most of [30 s, 60 s], not bunched.
+    expect(sorted[sorted.length - 1]! - sorted[0]!).toBeGreaterThan(20_000);
+  });
+
+  test('throttled without retry-after: same shape starting at throttledMinDelayMs', () => {
+    fc.assert(
+      fc.property(curvePolicy, attempt, fc.boolean(), seed, (policy, n, afterLoss, s) => {
+        const d = nextDelay(policy, { errorClass: 'throttled', attempt: n, afterLoss }, s);
+        expect(d.capMs).toBe(curveCapMs(policy.throttledMinDelayMs, policy.maxDelayMs, n));
+        expect(d.delayMs).toBeGreaterThanOrEqual(d.capMs / 2);
+        expect(d.delayMs).toBeLessThanOrEqual(d.capMs);
+      }),
+    );
+    expect(nextDelay(DEFAULT_POLICY, { errorClass: 'throttled', attempt: 1, afterLoss: false }, 1).capMs).toBe(5000);
+  });
+
+  test('one RNG step per decision (sequence reproducible from the seed)', () => {
+    const req: DelayRequest = { errorClass: 'transient', attempt: 3, afterLoss: false };
+    const d = nextDelay(DEFAULT_POLICY, req, 99);
+    expect(d.rngState).toBe(nextRandom(99)[1]);
+    expect(delays(DEFAULT_POLICY, req, 99, 50)).toEqual(delays(DEFAULT_POLICY, req, 99, 50));
+  });
+});
+
+describe('nextDelay: first retry after a loss', () => {
+  test('property: transient/reprovision with afterLoss && attempt 1 → within [0, firstRetryMaxMs]', () => {
+    fc.assert(
+      fc.property(curvePolicy, fc.constantFrom<ErrorClass>('transient', 'reprovision'), seed, (policy, errorClass, s) => {
+        const d = nextDelay(policy, { errorClass, attempt: 1, afterLoss: true }, s);
+        expect(d.delayMs).toBeGreaterThanOrEqual(0);
+        expect(d.delayMs).toBeLessThanOrEqual(policy.firstRetryMaxMs);
+      }),
+    );
+  });
+
+  test('default: under 1 s and spread out over a fleet', () => {
+    const values = Array.from({ length: 100 }, (_, i) => nextDelay(DEFAULT_POLICY, { errorClass: 'transient', attempt: 1, afterLoss: true }, seedFrom(i + 1000)).delayMs);
+    expect(Math.max(...values)).toBeLessThanOrEqual(1000);
+    expect(Math.max(...values) - Math.min(...values)).toBeGreaterThan(800);
+  });
+
+  test('the second attempt after a loss is back on the curve', () => {
+    const d = nextDelay(DEFAULT_POLICY, { errorClass: 'transient', attempt: 2, afterLoss: true }, 5);
+    expect(d.capMs).toBe(2000);
+  });
+});
+
+describe('nextDelay: floors', () => {
+  test('property: retry-after is never undercut (any class, any policy, fixed and fleet included)', () => {
+    const policies = fc.oneof(
+      curvePolicy,
+      curvePolicy.map((p) => ({ ...p, fixedDelayMs: 90_000 })),
+      curvePolicy.map((p) => ({ ...p, fleet: { devices: 500, ratePerSec: 50, load: 1 } })),
+    );
+    fc.assert(
+      fc.property(policies, anyClass, attempt, fc.boolean(), fc.double({ min: 0, max: 600_000, noNaN: true }), seed, (policy, errorClass, n, afterLoss, retryAfterMs, s) => {
+        const d = nextDelay(policy, { errorClass, attempt: n, afterLoss, retryAfterMs }, s);
+        expect(d.delayMs).toBeGreaterThanOrEqual(retryAfterMs);
+      }),
+    );
+  });
+
+  test('property: retry-after → retryAfterMs + uniform[0, retryAfterJitterMs]', () => {
+    fc.assert(
+      fc.property(curvePolicy, anyClass, attempt, fc.integer({ min: 0, max: 600_000 }), seed, (policy, errorClass, n, retryAfterMs, s) => {
+        const d = nextDelay(policy, { errorClass, attempt: n, afterLoss: false, retryAfterMs }, s);
+        expect(d.delayMs).toBeGreaterThanOrEqual(retryAfterMs);
+        expect(d.delayMs).toBeLessThanOrEqual(retryAfterMs + policy.retryAfterJitterMs);
+      }),
+    );
+  });
+
+  test('property: req.minDelayMs is a floor, and the window shifts instead of collapsing onto it', () => {
+    fc.assert(
+      fc.property(curvePolicy, anyClass, attempt, fc.boolean(), fc.integer({ min: 0, max: 120_000 }), seed, (policy, errorClass, n, afterLoss, minDelayMs, s) => {
+        const d = nextDelay(policy, { errorClass, attempt: n, afterLoss, minDelayMs }, s);
+        expect(d.delayMs).toBeGreaterThanOrEqual(minDelayMs);
+        expect(d.delayMs).toBeLessThanOrEqual(Math.max(policy.maxDelayMs, minDelayMs));
+      }),
+    );
+    // 5xx right after a loss: a fleet spreads over [5 s, 6 s] instead of all waiting exactly 5 s.
+    const values = new Set(Array.from({ length: 50 }, (_, i) => nextDelay(DEFAULT_POLICY, { errorClass: 'transient', attempt: 1, afterLoss: true, minDelayMs: 5000 }, seedFrom(i)).delayMs));
+    expect(Math.min(...values)).toBeGreaterThanOrEqual(5000);
+    expect(Math.max(...values)).toBeLessThanOrEqual(6000);
+    expect(values.size).toBeGreaterThan(40);
+  });
+});
+
+describe('nextDelay: fleet and fixed', () => {
+  test('fleetMaxDelayMs: T = N / cps, divided by load', () => {
+    expect(fleetMaxDelayMs(1000, 1000 / 60, 1)).toBeCloseTo(60_000);
+    expect(fleetMaxDelayMs(500, 50, 0.5)).toBe(20_000);
+  });
+
+  test('property: fleet delays uniform within [max(minDelayMs, floors), max(that, fleet max)]', () => {
+    const fleet = fc.record({
+      devices: fc.integer({ min: 1, max: 1_000_000 }),
+      ratePerSec: fc.double({ min: 0.1, max: 10_000, noNaN: true }),
+      load: fc.double({ min: 0.05, max: 1, noNaN: true }),
+    });
+    fc.assert(
+      fc.property(curvePolicy, fleet, anyClass, attempt, fc.boolean(), fc.option(fc.integer({ min: 0, max: 120_000 }), { nil: undefined }), seed, (policy, f, errorClass, n, afterLoss, retryAfterMs, s) => {
+        const d = nextDelay({ ...policy, fleet: f }, { errorClass, attempt: n, afterLoss, retryAfterMs }, s);
+        const lo = Math.max(policy.minDelayMs, retryAfterMs ?? 0);
+        const hi = Math.max(lo, fleetMaxDelayMs(f.devices, f.ratePerSec, f.load));
+        expect(d.capMs).toBe(hi);
+        expect(d.delayMs).toBeGreaterThanOrEqual(lo);
+        expect(d.delayMs).toBeLessThanOrEqual(hi);
+      }),
+    );
+  });
+
+  test('fleet: 500 devices at 50/s spread over [1 s, 10 s]', () => {
+    const policy = { ...DEFAULT_POLICY, fleet: { devices: 500, ratePerSec: 50, load: 1 } };
+    const values = Array.from({ length: 500 }, (_, i) => nextDelay(policy, { errorClass: 'throttled', attempt: 1, afterLoss: false }, seedFrom(`dev-${i}`)).delayMs);
+    expect(Math.min(...values)).toBeGreaterThanOrEqual(1000);
+    expect(Math.max(...values)).toBeLessThanOrEqual(10_000);
+    // Roughly 50 per second-wide bucket: no bucket gets more than twice its share.
+    const buckets = new Array(9).fill(0) as number[];
+    for (const v of values) buckets[Math.min(8, Math.floor((v - 1000) / 1000))]! += 1;
+    expect(Math.max(...buckets)).toBeLessThan(2 * (500 / 9));
+  });
+
+  test('fixedDelayMs: exactly that, no jitter, no RNG step (baseline only)', () => {
+    const policy = PRESETS.seedSample;
+    for (const errorClass of ['transient', 'reprovision', 'throttled'] as const) {
+      for (const n of [1, 2, 10]) {
+        expect(nextDelay(policy, { errorClass, attempt: n, afterLoss: n === 1 }, 17)).toEqual({ delayMs: 90_000, capMs: 90_000, rngState: 17 });
+      }
+    }
+    expect(nextDelay(policy, { errorClass: 'throttled', attempt: 1, afterLoss: false, retryAfterMs: 120_000 }, 17).delayMs).toBe(120_000);
+  });
+});
+
+describe('policies', () => {
+  test('DEFAULT_POLICY values', () => {
+    expect(DEFAULT_POLICY).toEqual({
+      firstRetryMaxMs: 1000,
+      minDelayMs: 1000,
+      maxDelayMs: 60_000,
+      throttledMinDelayMs: 5000,
+      retryAfterJitterMs: 1000,
+      maxHubAttempts: 10,
+      hubRetryWindowMs: 15 * 60_000,
+    });
+    expect(Object.isFrozen(DEFAULT_POLICY)).toBe(true);
+  });
+
+  test('presets', () => {
+    expect(PRESETS.default).toEqual(DEFAULT_POLICY);
+    expect(PRESETS.iotCentral).toMatchObject({ maxHubAttempts: 3, hubRetryWindowMs: 60_000 });
+    expect(PRESETS.dpsAtScale).toMatchObject({ maxHubAttempts: 1000, hubRetryWindowMs: 30 * 60_000 });
+    expect(PRESETS.seedSample).toMatchObject({ fixedDelayMs: 90_000, reprovisionOnLoss: true });
+    for (const preset of Object.keys(PRESETS) as Array<keyof typeof PRESETS>) {
+      expect(resolvePolicy({ preset })).toEqual(PRESETS[preset]);
+    }
+  });
+
+  test('resolvePolicy: defaults, overrides on a preset, JSON-safe fresh object', () => {
+    expect(resolvePolicy()).toEqual(DEFAULT_POLICY);
+    expect(resolvePolicy({})).toEqual(DEFAULT_POLICY);
+    const p = resolvePolicy({ preset: 'iotCentral', maxDelayMs: 30_000, fleet: { devices: 200, ratePerSec: 200 / 60, load: 1 } });
+    expect(p).toMatchObject({ maxHubAttempts: 3, maxDelayMs: 30_000, fleet: { devices: 200 } });
+    expect(JSON.parse(JSON.stringify(p))).toEqual(p);
+    p.maxDelayMs = 1;
+    expect(PRESETS.iotCentral.maxDelayMs).toBe(60_000);
+    expect(resolvePolicy({ maxDelayMs: undefined })).toEqual(DEFAULT_POLICY);
+  });
+
+  const invalid: Array<[string, unknown, string]> = [
+    ['not an object', 'fast', 'policy'],
+    ['an array', [], 'policy'],
+    ['unknown key', { maxDelay: 5 }, 'policy.maxDelay'],
+    ['unknown preset', { preset: 'turbo' }, 'policy.preset'],
+    ['negative delay', { minDelayMs: -1 }, 'policy.minDelayMs'],
+    ['NaN delay', { maxDelayMs: NaN }, 'policy.maxDelayMs'],
+    ['infinite delay', { firstRetryMaxMs: Infinity }, 'policy.firstRetryMaxMs'],
+    ['string delay', { retryAfterJitterMs: '1000' }, 'policy.retryAfterJitterMs'],
+    ['min > max', { minDelayMs: 10_000, maxDelayMs: 5000 }, 'policy.minDelayMs'],
+    ['throttled min > max', { throttledMinDelayMs: 70_000 }, 'policy.throttledMinDelayMs'],
+    ['fractional attempts', { maxHubAttempts: 2.5 }, 'policy.maxHubAttempts'],
+    ['zero attempts', { maxHubAttempts: 0 }, 'policy.maxHubAttempts'],
+    ['infinite attempts (not JSON-safe)', { maxHubAttempts: Infinity }, 'policy.maxHubAttempts'],
+    ['negative window', { hubRetryWindowMs: -5 }, 'policy.hubRetryWindowMs'],
+    ['non-boolean reprovisionOnLoss', { reprovisionOnLoss: 'yes' }, 'policy.reprovisionOnLoss'],
+    ['negative fixed delay', { fixedDelayMs: -1 }, 'policy.fixedDelayMs'],
+    ['fleet not an object', { fleet: 5 }, 'policy.fleet'],
+    ['fleet unknown key', { fleet: { devices: 1, ratePerSec: 1, load: 1, burst: 2 } }, 'policy.fleet.burst'],
+    ['fleet fractional devices', { fleet: { devices: 1.5, ratePerSec: 1, load: 1 } }, 'policy.fleet.devices'],
+    ['fleet zero rate', { fleet: { devices: 10, ratePerSec: 0, load: 1 } }, 'policy.fleet.ratePerSec'],
+    ['fleet missing load', { fleet: { devices: 10, ratePerSec: 1 } }, 'policy.fleet.load'],
+  ];
+
+  test.each(invalid)('resolvePolicy rejects %s', (_title, input, field) => {
+    let thrown: unknown;
+    try {
+      resolvePolicy(input as RetryPolicyInput);
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(ConfigError);
+    expect((thrown as ConfigError).field).toBe(field);
+    expect((thrown as ConfigError).message).toContain(field);
+  });
+
+  test('property: every resolved policy gives delays within bounds', () => {
+    const input = fc.record(
+      {
+        preset: fc.constantFrom('default', 'iotCentral', 'dpsAtScale') as fc.Arbitrary<'default' | 'iotCentral' | 'dpsAtScale'>,
+        minDelayMs: fc.integer({ min: 0, max: 5000 }),
+        maxDelayMs: fc.integer({ min: 5000, max: 600_000 }),
+      },
+      { requiredKeys: [] },
+    );
+    fc.assert(
+      fc.property(input, attempt, seed, (i, n, s) => {
+        const policy = resolvePolicy(i);
+        const d = nextDelay(policy, { errorClass: 'transient', attempt: n, afterLoss: false }, s);
+        expect(d.delayMs).toBeLessThanOrEqual(policy.maxDelayMs);
+      }),
+    );
+  });
+});

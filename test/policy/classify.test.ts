@@ -1,0 +1,366 @@
+import * as fs from 'fs';
+import * as net from 'net';
+import * as path from 'path';
+import fc from 'fast-check';
+import { errors, NoRetry } from 'azure-iot-common';
+import { Client } from 'azure-iot-device';
+import { Mqtt } from 'azure-iot-device-mqtt';
+import { ConfigError } from '../../src/errors';
+import {
+  CLASSIFICATION_TABLE,
+  classify,
+  extractFacts,
+  redactSecrets,
+  toFailure,
+  type ClassifyContext,
+} from '../../src/policy/classify';
+import type { ErrorClass, Phase } from '../../src/policy/types';
+import {
+  connackError,
+  dpsRegistrationDisabled,
+  dpsRegistrationFailed,
+  dpsStatus,
+  hubAfterConnect,
+  hubConnectionClosed,
+  hubFirstConnect,
+  hubStatus,
+  socketError,
+  tlsError,
+} from './sdk-fixtures';
+
+interface Case {
+  title: string;
+  error: () => unknown;
+  phase: Phase;
+  ctx?: ClassifyContext;
+  rule: string;
+  errorClass: ErrorClass;
+  retryAfterMs?: number;
+  minDelayMs?: number;
+}
+
+const before: ClassifyContext = { connectedBefore: false };
+const after: ClassifyContext = { connectedBefore: true };
+
+/** One or more fixtures per table row, in table order. */
+const CASES: Case[] = [
+  // fatal
+  { title: 'ConfigError from src/errors', error: () => new ConfigError('hubHost', 'a host name'), phase: 'hub-connect', rule: 'config-error', errorClass: 'fatal' },
+  { title: 'MessageTooLargeError (SDK rejects a body over 256 KiB)', error: () => new errors.MessageTooLargeError('message too large'), phase: 'hub-session', rule: 'message-too-large', errorClass: 'fatal' },
+  { title: 'hub 413 through twin_errors', error: () => hubStatus(413), phase: 'hub-session', rule: 'message-too-large', errorClass: 'fatal' },
+  { title: 'hub self-signed cert before first connect (UnauthorizedError, code lost)', error: () => hubFirstConnect(tlsError('DEPTH_ZERO_SELF_SIGNED_CERT')), phase: 'hub-connect', ctx: before, rule: 'tls-certificate', errorClass: 'fatal' },
+  { title: 'hub self-signed cert in chain before first connect', error: () => hubFirstConnect(tlsError('SELF_SIGNED_CERT_IN_CHAIN')), phase: 'hub-connect', ctx: before, rule: 'tls-certificate', errorClass: 'fatal' },
+  { title: 'hub unable to verify leaf before first connect', error: () => hubFirstConnect(tlsError('UNABLE_TO_VERIFY_LEAF_SIGNATURE')), phase: 'hub-connect', ctx: before, rule: 'tls-certificate', errorClass: 'fatal' },
+  { title: 'hub expired cert after a first connect (NotConnectedError with code)', error: () => hubAfterConnect(tlsError('CERT_HAS_EXPIRED')), phase: 'hub-connect', ctx: after, rule: 'tls-certificate', errorClass: 'fatal' },
+  { title: 'hub altname mismatch before first connect', error: () => hubFirstConnect(tlsError('ERR_TLS_CERT_ALTNAME_INVALID')), phase: 'hub-connect', ctx: before, rule: 'tls-certificate', errorClass: 'fatal' },
+  { title: 'DPS self-signed cert (raw from mqtt.js)', error: () => tlsError('DEPTH_ZERO_SELF_SIGNED_CERT'), phase: 'dps', rule: 'tls-certificate', errorClass: 'fatal' },
+  { title: 'DPS altname mismatch (raw)', error: () => tlsError('ERR_TLS_CERT_ALTNAME_INVALID'), phase: 'dps', rule: 'tls-certificate', errorClass: 'fatal' },
+  { title: 'DPS unable to get local issuer (raw)', error: () => tlsError('UNABLE_TO_GET_ISSUER_CERT_LOCALLY'), phase: 'dps', rule: 'tls-certificate', errorClass: 'fatal' },
+  { title: 'IoT Central operator blocked (text in a DPS body)', error: () => dpsStatus(401, { message: 'The device is blocked by the operator.' }), phase: 'dps', rule: 'operator-blocked', errorClass: 'throttled' },
+  { title: 'DPS registration status failed (DeviceRegistrationFailedError)', error: dpsRegistrationFailed, phase: 'dps', rule: 'registration-failed', errorClass: 'fatal' },
+  { title: 'DPS registration status disabled (SyntaxError with body)', error: dpsRegistrationDisabled, phase: 'dps', rule: 'registration-disabled', errorClass: 'fatal' },
+  // CONNACK
+  { title: 'hub CONNACK 1 before first connect (NotImplementedError)', error: () => hubFirstConnect(connackError(1)), phase: 'hub-connect', ctx: before, rule: 'connack-1-protocol', errorClass: 'fatal' },
+  { title: 'hub CONNACK 1 after a first connect', error: () => hubAfterConnect(connackError(1)), phase: 'hub-connect', ctx: after, rule: 'connack-1-protocol', errorClass: 'fatal' },
+  { title: 'DPS CONNACK 1 (raw)', error: () => connackError(1), phase: 'dps', rule: 'connack-1-protocol', errorClass: 'fatal' },
+  { title: 'hub CONNACK 3 before first connect (ServiceUnavailableError)', error: () => hubFirstConnect(connackError(3)), phase: 'hub-connect', ctx: before, rule: 'connack-3-server-unavailable', errorClass: 'transient', minDelayMs: 5000 },
+  { title: 'hub CONNACK 3 after a first connect (NotConnectedError, code 3)', error: () => hubAfterConnect(connackError(3)), phase: 'hub-connect', ctx: after, rule: 'connack-3-server-unavailable', errorClass: 'transient', minDelayMs: 5000 },
+  { title: 'DPS CONNACK 3 (raw)', error: () => connackError(3), phase: 'dps', rule: 'connack-3-server-unavailable', errorClass: 'transient', minDelayMs: 5000 },
+  { title: 'DPS CONNACK 2 identifier rejected (raw)', error: () => connackError(2), phase: 'dps', rule: 'dps-connack-rejected', errorClass: 'fatal' },
+  { title: 'DPS CONNACK 4 bad group/device key (raw)', error: () => connackError(4), phase: 'dps', rule: 'dps-connack-rejected', errorClass: 'fatal' },
+  { title: 'DPS CONNACK 5 not authorized (raw)', error: () => connackError(5), phase: 'dps', rule: 'dps-connack-rejected', errorClass: 'fatal' },
+  { title: 'hub CONNACK 2 before first connect', error: () => hubFirstConnect(connackError(2)), phase: 'hub-connect', ctx: before, rule: 'connack-2-first-connect', errorClass: 'reprovision' },
+  { title: 'hub CONNACK 2 after a first connect', error: () => hubAfterConnect(connackError(2)), phase: 'hub-connect', ctx: after, rule: 'connack-2-after-connect', errorClass: 'reprovision' },
+  { title: 'hub CONNACK 4 before first connect', error: () => hubFirstConnect(connackError(4)), phase: 'hub-connect', ctx: before, rule: 'connack-4-first-connect', errorClass: 'reprovision' },
+  { title: 'hub CONNACK 4 after a first connect', error: () => hubAfterConnect(connackError(4)), phase: 'hub-connect', ctx: after, rule: 'connack-4-after-connect', errorClass: 'reprovision' },
+  { title: 'hub CONNACK 5 before first connect (UnauthorizedError)', error: () => hubFirstConnect(connackError(5)), phase: 'hub-connect', ctx: before, rule: 'connack-5-first-connect', errorClass: 'reprovision' },
+  { title: 'hub CONNACK 5 after a first connect (NotConnectedError, code 5)', error: () => hubAfterConnect(connackError(5)), phase: 'hub-connect', ctx: after, rule: 'connack-5-after-connect', errorClass: 'reprovision' },
+  { title: 'hub CONNACK 5 on a token-renewal reconnect (disconnect event, raw)', error: () => ({ transportObj: connackError(5) }), phase: 'hub-session', ctx: after, rule: 'connack-5-after-connect', errorClass: 'reprovision' },
+  // sockets
+  { title: 'hub ENOTFOUND before first connect', error: () => hubFirstConnect(socketError('ENOTFOUND')), phase: 'hub-connect', ctx: before, rule: 'hub-dns-not-found', errorClass: 'reprovision' },
+  { title: 'hub ENOTFOUND after a first connect', error: () => hubAfterConnect(socketError('ENOTFOUND')), phase: 'hub-connect', ctx: after, rule: 'hub-dns-not-found', errorClass: 'reprovision' },
+  { title: 'DPS ENOTFOUND (raw)', error: () => socketError('ENOTFOUND'), phase: 'dps', rule: 'dps-dns-not-found', errorClass: 'transient' },
+  { title: 'hub ECONNREFUSED before first connect (UnauthorizedError "Not authorized" wrapper)', error: () => hubFirstConnect(socketError('ECONNREFUSED')), phase: 'hub-connect', ctx: before, rule: 'socket-refused', errorClass: 'transient' },
+  { title: 'hub ECONNREFUSED after a first connect (NotConnectedError)', error: () => hubAfterConnect(socketError('ECONNREFUSED')), phase: 'hub-connect', ctx: after, rule: 'socket-refused', errorClass: 'transient' },
+  { title: 'DPS down: ECONNREFUSED (raw)', error: () => socketError('ECONNREFUSED'), phase: 'dps', rule: 'socket-refused', errorClass: 'transient' },
+  { title: 'hub ECONNRESET while connected (disconnect event)', error: () => ({ transportObj: socketError('ECONNRESET') }), phase: 'hub-session', rule: 'socket-reset', errorClass: 'transient' },
+  { title: 'hub EPIPE on publish (translated)', error: () => hubAfterConnect(socketError('EPIPE')), phase: 'hub-session', rule: 'socket-reset', errorClass: 'transient' },
+  { title: 'DPS ECONNRESET (raw)', error: () => socketError('ECONNRESET'), phase: 'dps', rule: 'socket-reset', errorClass: 'transient' },
+  { title: 'hub ETIMEDOUT before first connect', error: () => hubFirstConnect(socketError('ETIMEDOUT')), phase: 'hub-connect', ctx: before, rule: 'socket-timeout', errorClass: 'transient' },
+  { title: 'DPS ETIMEDOUT (raw)', error: () => socketError('ETIMEDOUT'), phase: 'dps', rule: 'socket-timeout', errorClass: 'transient' },
+  { title: 'hub EHOSTUNREACH after a first connect', error: () => hubAfterConnect(socketError('EHOSTUNREACH')), phase: 'hub-connect', ctx: after, rule: 'network-unreachable', errorClass: 'transient' },
+  { title: 'hub ENETUNREACH before first connect', error: () => hubFirstConnect(socketError('ENETUNREACH')), phase: 'hub-connect', ctx: before, rule: 'network-unreachable', errorClass: 'transient' },
+  { title: 'hub EAI_AGAIN (resolver down) is not ENOTFOUND', error: () => hubFirstConnect(socketError('EAI_AGAIN')), phase: 'hub-connect', ctx: before, rule: 'network-unreachable', errorClass: 'transient' },
+  { title: 'hub EMFILE before first connect (getaddrinfo EMFILE inside UnauthorizedError)', error: () => hubFirstConnect(socketError('EMFILE')), phase: 'hub-connect', ctx: before, rule: 'os-resources', errorClass: 'transient' },
+  // statuses
+  { title: 'hub 429 (ThrottlingError)', error: () => hubStatus(429), phase: 'hub-session', rule: 'throttled-429', errorClass: 'throttled' },
+  {
+    title: 'hub 429 with retry-after 2.5 s (HTTP shape)',
+    error: () => Object.assign(new errors.ThrottlingError('throttled'), { response: { statusCode: 429, headers: { 'retry-after': '2.5' } } }),
+    phase: 'hub-session',
+    rule: 'throttled-429',
+    errorClass: 'throttled',
+    retryAfterMs: 2500,
+  },
+  { title: 'DPS 429 with retry-after 1.5 s (IotHubQuotaExceededError + topic)', error: () => dpsStatus(429, {}, '1.5'), phase: 'dps', rule: 'throttled-429', errorClass: 'throttled', retryAfterMs: 1500 },
+  { title: 'DPS 429 without retry-after', error: () => dpsStatus(429), phase: 'dps', rule: 'throttled-429', errorClass: 'throttled' },
+  { title: 'hub 403 IotHubQuotaExceededError (daily quota)', error: () => hubStatus(403), phase: 'hub-session', rule: 'hub-quota-exceeded', errorClass: 'throttled' },
+  { title: 'hub 500 (InternalServerError)', error: () => hubStatus(500), phase: 'hub-session', rule: 'hub-server-error', errorClass: 'transient', minDelayMs: 5000 },
+  { title: 'hub 502 (plain Error "server returned error 502")', error: () => hubStatus(502, undefined), phase: 'hub-session', rule: 'hub-server-error', errorClass: 'transient', minDelayMs: 5000 },
+  { title: 'hub 503 (ServiceUnavailableError)', error: () => hubStatus(503), phase: 'hub-session', rule: 'hub-server-error', errorClass: 'transient', minDelayMs: 5000 },
+  { title: 'hub 504 (ServiceUnavailableError)', error: () => hubStatus(504), phase: 'hub-connect', rule: 'hub-server-error', errorClass: 'transient', minDelayMs: 5000 },
+  { title: 'DPS 500 (InternalServerError)', error: () => dpsStatus(500), phase: 'dps', rule: 'dps-server-error', errorClass: 'transient', minDelayMs: 5000 },
+  { title: 'DPS 503 with retry-after (plain Error, status from topic)', error: () => dpsStatus(503, {}, '3'), phase: 'dps', rule: 'dps-server-error', errorClass: 'transient', minDelayMs: 5000, retryAfterMs: 3000 },
+  { title: 'hub 401 (UnauthorizedError)', error: () => hubStatus(401), phase: 'hub-session', rule: 'hub-unauthorized', errorClass: 'reprovision' },
+  { title: 'hub 403 as an HTTP status', error: () => Object.assign(new Error('Forbidden'), { response: { statusCode: 403 } }), phase: 'hub-session', rule: 'hub-unauthorized', errorClass: 'reprovision' },
+  { title: 'hub 404 (DeviceNotFoundError)', error: () => hubStatus(404), phase: 'hub-session', rule: 'hub-device-not-found', errorClass: 'reprovision' },
+  { title: 'DPS 400 (ArgumentError)', error: () => dpsStatus(400), phase: 'dps', rule: 'dps-bad-request', errorClass: 'fatal' },
+  { title: 'DPS 401 (UnauthorizedError)', error: () => dpsStatus(401), phase: 'dps', rule: 'dps-unauthorized', errorClass: 'fatal' },
+  { title: 'DPS 403 (plain Error, status from topic)', error: () => dpsStatus(403), phase: 'dps', rule: 'dps-forbidden', errorClass: 'fatal' },
+  { title: 'DPS 404 (DeviceNotFoundError: no enrollment)', error: () => dpsStatus(404), phase: 'dps', rule: 'dps-not-found', errorClass: 'fatal' },
+  // lost connections, timeouts
+  { title: 'PUBACK timeout (TimeoutError "Message not acknowledged")', error: () => new errors.TimeoutError('Message not acknowledged'), phase: 'hub-session', rule: 'timeout', errorClass: 'transient' },
+  { title: 'DPS request timeout (TimeoutError from the polling state machine)', error: () => new errors.TimeoutError(), phase: 'dps', rule: 'timeout', errorClass: 'transient' },
+  { title: 'DPS deadline cancel (OperationCancelledError)', error: () => new errors.OperationCancelledError(''), phase: 'dps', rule: 'operation-cancelled', errorClass: 'transient' },
+  { title: 'socket closed before CONNACK on first connect (mqtt-base "Unable to establish a connection")', error: () => hubFirstConnect(new errors.NotConnectedError('Unable to establish a connection')), phase: 'hub-connect', ctx: before, rule: 'first-connection-failed', errorClass: 'transient' },
+  { title: 'socket closed while connected (disconnect event, Disconnected.transportObj)', error: hubConnectionClosed, phase: 'hub-session', ctx: after, rule: 'connection-lost', errorClass: 'transient' },
+  { title: 'un-acked QoS 1 send failed by the close', error: () => new errors.NotConnectedError('Connection to the server has been closed.'), phase: 'hub-session', rule: 'connection-lost', errorClass: 'transient' },
+  { title: 'DPS connection dropped between polls (transport "error" event)', error: () => new errors.NotConnectedError('Connection to the server has been closed.'), phase: 'dps', rule: 'connection-lost', errorClass: 'transient' },
+  { title: 'premature close after a first connect', error: () => hubAfterConnect(new Error('premature close')), phase: 'hub-connect', ctx: after, rule: 'connection-lost', errorClass: 'transient' },
+  // default
+  { title: 'an unknown Error', error: () => new Error('something nobody expected'), phase: 'hub-session', rule: 'unknown', errorClass: 'transient' },
+  { title: 'a thrown string', error: () => 'boom', phase: 'hub-connect', rule: 'unknown', errorClass: 'transient' },
+  { title: 'undefined', error: () => undefined, phase: 'dps', rule: 'unknown', errorClass: 'transient' },
+  { title: 'twin GET with an errorCode body (plain Error with the body message)', error: () => new Error('an error body nobody maps'), phase: 'hub-session', rule: 'unknown', errorClass: 'transient' },
+];
+
+describe('classify: one fixture per table row, built the way the SDK builds it', () => {
+  test.each(CASES.map((c) => [c.title, c] as const))('%s', (_title, c) => {
+    const result = classify(c.error(), c.phase, c.ctx);
+    const expected: Record<string, unknown> = { rule: c.rule, errorClass: c.errorClass };
+    if (c.retryAfterMs !== undefined) expected.retryAfterMs = c.retryAfterMs;
+    if (c.minDelayMs !== undefined) expected.minDelayMs = c.minDelayMs;
+    expect(result).toEqual(expected);
+  });
+
+  test('every row of the table is hit by at least one fixture', () => {
+    const hit = new Set(CASES.map((c) => classify(c.error(), c.phase, c.ctx).rule));
+    const missing = CLASSIFICATION_TABLE.map((r) => r.rule).filter((rule) => !hit.has(rule));
+    expect(missing).toEqual([]);
+  });
+
+  test('rule names are unique and the last row is the catch-all', () => {
+    const rules = CLASSIFICATION_TABLE.map((r) => r.rule);
+    expect(new Set(rules).size).toBe(rules.length);
+    expect(CLASSIFICATION_TABLE[CLASSIFICATION_TABLE.length - 1]!.rule).toBe('unknown');
+    expect(CLASSIFICATION_TABLE.every((r) => r.why.length > 0)).toBe(true);
+  });
+});
+
+describe('fixtures match the shapes in the facts document', () => {
+  test('before a first connect: CONNACK 5, ECONNREFUSED and TLS are all UnauthorizedError', () => {
+    for (const inner of [connackError(5), socketError('ECONNREFUSED'), tlsError('DEPTH_ZERO_SELF_SIGNED_CERT')]) {
+      const err = hubFirstConnect(inner);
+      expect(err.name).toBe('UnauthorizedError');
+      expect(err.message).toContain('Failure on first connection (Not authorized)');
+    }
+    expect(hubFirstConnect(connackError(3)).name).toBe('ServiceUnavailableError');
+    expect(hubFirstConnect(connackError(1)).name).toBe('NotImplementedError');
+  });
+
+  test('after a first connect: NotConnectedError with transportError.code', () => {
+    const err = hubAfterConnect(connackError(5)) as Error & { transportError?: { code?: unknown } };
+    expect(err.name).toBe('NotConnectedError');
+    expect(err.transportError?.code).toBe(5);
+    expect(hubAfterConnect(connackError(3)).name).toBe('NotConnectedError');
+  });
+
+  test('DeviceRegistrationFailedError has a different name than its class', () => {
+    const err = dpsRegistrationFailed();
+    expect(err).toBeInstanceOf(errors.DeviceRegistrationFailedError);
+    expect(err.name).toBe('ProvisioningRegistrationFailedError');
+  });
+
+  test('the real SDK client against a closed port gives the first-connection shape, classified socket-refused', async () => {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    const key = Buffer.alloc(32, 7).toString('base64');
+    const client = Client.fromConnectionString(`HostName=127.0.0.1:${port};DeviceId=dev1;SharedAccessKey=${key}`, Mqtt);
+    client.setRetryPolicy(new NoRetry());
+    const error = await client.open().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await client.close().catch(() => undefined);
+    const fixture = hubFirstConnect(socketError('ECONNREFUSED'));
+    expect((error as Error).name).toBe(fixture.name);
+    expect((error as Error).message).toMatch(/^mqtt\.js returned Failure on first connection \(Not authorized\): connect ECONNREFUSED /);
+    expect(classify(error, 'hub-connect', before)).toEqual({ rule: 'socket-refused', errorClass: 'transient' });
+  });
+});
+
+describe('extractFacts', () => {
+  test('recovers the CONNACK code from the first-connection text', () => {
+    const facts = extractFacts(hubFirstConnect(connackError(5)), 'hub-connect');
+    expect(facts).toMatchObject({ connack: 5, firstConnection: true, names: ['UnauthorizedError', 'Error'] });
+  });
+
+  test('reads transportError.code after a first connect', () => {
+    expect(extractFacts(hubAfterConnect(connackError(4)), 'hub-connect', after)).toMatchObject({
+      connack: 4,
+      firstConnection: false,
+      connectedBefore: true,
+    });
+  });
+
+  test('recovers socket and TLS codes from wrapped text', () => {
+    expect(extractFacts(hubFirstConnect(socketError('EMFILE')), 'hub-connect').socketCode).toBe('EMFILE');
+    expect(extractFacts(hubFirstConnect(tlsError('SELF_SIGNED_CERT_IN_CHAIN')), 'hub-connect').tlsCode).toBe('SELF_SIGNED_CERT_IN_CHAIN');
+    expect(extractFacts(new Error('self signed certificate'), 'dps').tlsCode).toBe('DEPTH_ZERO_SELF_SIGNED_CERT');
+  });
+
+  test('DPS: status from the response topic, retry-after (fractional seconds), body message', () => {
+    const facts = extractFacts(dpsStatus(503, {}, '0.25'), 'dps');
+    expect(facts).toMatchObject({ status: 503, retryAfterMs: 250 });
+    expect(facts.messages).toEqual(['incoming message failure', 'DPS status 503']);
+  });
+
+  test('DPS: status from the body errorCode when there is no topic', () => {
+    const err = Object.assign(new Error('incoming message failure'), { result: { errorCode: 401002, message: 'bad sig' } });
+    expect(extractFacts(err, 'dps').status).toBe(401);
+  });
+
+  test('registration status from DeviceRegistrationFailedError and from a result body', () => {
+    expect(extractFacts(dpsRegistrationFailed(), 'dps').registrationStatus).toBe('failed');
+    expect(extractFacts(dpsRegistrationDisabled(), 'dps').registrationStatus).toBe('disabled');
+  });
+
+  test('an explicit retryAfterMs field is taken as is', () => {
+    expect(extractFacts({ name: 'ThrottlingError', retryAfterMs: 1234 }, 'hub-session').retryAfterMs).toBe(1234);
+  });
+
+  test('survives cycles and throwing getters', () => {
+    const cyclic: Record<string, unknown> = { name: 'Error', message: 'loop' };
+    cyclic.transportError = cyclic;
+    cyclic.cause = { transportObj: cyclic };
+    expect(() => extractFacts(cyclic, 'hub-session')).not.toThrow();
+    const hostile = Object.defineProperty(new Error('x'), 'code', {
+      get() {
+        throw new Error('nope');
+      },
+    });
+    expect(classify(hostile, 'hub-session').rule).toBe('unknown');
+  });
+
+  test('property: classify never throws and always answers a table row', () => {
+    const rules = new Set(CLASSIFICATION_TABLE.map((r) => r.rule));
+    const phases = fc.constantFrom<Phase>('dps', 'hub-connect', 'hub-session');
+    fc.assert(
+      fc.property(fc.anything({ withObjectString: true, withNullPrototype: true }), phases, (value, phase) => {
+        const result = classify(value, phase);
+        expect(rules.has(result.rule)).toBe(true);
+        const failure = toFailure(value, phase, 1);
+        expect(JSON.parse(JSON.stringify(failure))).toEqual(failure);
+      }),
+    );
+  });
+});
+
+describe('redactSecrets', () => {
+  const key = 'q1Vb3Wf0nB0m7yI8XkB0hT2r3cNqv9o3FVIb2pGz5mE=';
+
+  test.each([
+    ['hub SAS password', 'password SharedAccessSignature sr=localhost%3A18884%2Fdevices%2Fdev1&sig=AbC%2Bd%2Fe%3D&se=1700000000 rejected'],
+    ['DPS SAS password', 'SharedAccessSignature sr=0ne00000000/registrations/dev1&sig=AbC%2Bd%3D&skn=registration&se=1700000000'],
+    ['sig in a URL', 'GET https://h/devices/dev1?api-version=1&sig=AbCdEf%3D&se=1'],
+    ['connection string', `HostName=h.azure-devices.net;DeviceId=dev1;SharedAccessKey=${key}`],
+    ['JSON with a key', `{"registrationId":"dev1","symmetricKey":"${key}"}`],
+    ['key=value', `using key=${key} for dev1`],
+    ['password: value', 'password: hunter2'],
+    ['bare base64 key', `derived ${key} from the group key`],
+  ])('%s', (_title, text) => {
+    const redacted = redactSecrets(text);
+    expect(redacted).toContain('[REDACTED]');
+    expect(redacted).not.toContain(key);
+    expect(redacted).not.toMatch(/sig=(?!\[REDACTED\])/);
+    expect(redacted).not.toContain('hunter2');
+    expect(redacted).not.toContain('AbC');
+  });
+
+  test('keeps what is not a secret', () => {
+    for (const text of [
+      'connect ECONNREFUSED 127.0.0.1:18884',
+      'mqtt.js returned Failure on first connection (Not authorized): Connection refused: Not authorized error',
+      'HostName=h.azure-devices.net;DeviceId=dev1;SharedAccessKeyName=registration',
+      'devices/dev1/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8',
+      "Hostname/IP does not match certificate's altnames: Host: otherhost. is not in the cert's altnames: DNS:localhost",
+    ]) {
+      expect(redactSecrets(text)).toBe(text);
+    }
+  });
+
+  test('keeps the non-secret parts around a secret', () => {
+    expect(redactSecrets(`HostName=h;DeviceId=dev1;SharedAccessKey=${key}`)).toBe('HostName=h;DeviceId=dev1;SharedAccessKey=[REDACTED]');
+  });
+});
+
+describe('toFailure', () => {
+  test('builds a classified, JSON-safe failure with the SDK name and a code', () => {
+    const failure = toFailure(hubAfterConnect(connackError(5)), 'hub-connect', 1700000000000, after);
+    expect(failure).toEqual({
+      errorClass: 'reprovision',
+      rule: 'connack-5-after-connect',
+      phase: 'hub-connect',
+      name: 'NotConnectedError',
+      message: 'Connection refused: Not authorized',
+      code: 5,
+      at: 1700000000000,
+    });
+    expect(JSON.parse(JSON.stringify(failure))).toEqual(failure);
+  });
+
+  test('redacts secrets from the message', () => {
+    const err = new errors.UnauthorizedError(
+      'rejected password SharedAccessSignature sr=h%2Fdevices%2Fdev1&sig=c2VjcmV0c2lnbmF0dXJl%3D&se=1700000000',
+    );
+    const failure = toFailure(err, 'hub-connect', 1);
+    expect(failure.message).not.toContain('c2VjcmV0');
+    expect(failure.message).toContain('[REDACTED]');
+  });
+
+  test('a disconnect event: the name of the transport error, socket code, no raw objects', () => {
+    const failure = toFailure(hubConnectionClosed(), 'hub-session', 5, after);
+    expect(failure).toMatchObject({ name: 'NotConnectedError', rule: 'connection-lost', message: 'Connection to the server has been closed.' });
+    const tls = toFailure(tlsError('ERR_TLS_CERT_ALTNAME_INVALID'), 'dps', 5);
+    expect(tls.code).toBe('ERR_TLS_CERT_ALTNAME_INVALID');
+    expect(JSON.stringify(tls)).not.toContain('raw');
+  });
+
+  test('DPS: body message appended, status as the code, retry-after carried', () => {
+    const failure = toFailure(dpsStatus(429, {}, '2'), 'dps', 9);
+    expect(failure).toMatchObject({
+      errorClass: 'throttled',
+      name: 'IotHubQuotaExceededError',
+      message: 'incoming message failure: DPS status 429',
+      code: 429,
+      retryAfterMs: 2000,
+    });
+  });
+
+  test('non-errors and long messages', () => {
+    expect(toFailure('boom', 'dps', 1)).toMatchObject({ name: 'string', message: 'boom', rule: 'unknown' });
+    expect(toFailure(new Error('x'.repeat(5000)), 'dps', 1).message.length).toBeLessThanOrEqual(500);
+  });
+});
+
+describe('purity', () => {
+  test('src/policy imports nothing from the SDK (machines/ must stay SDK-free)', () => {
+    const dir = path.join(__dirname, '../../src/policy');
+    for (const file of fs.readdirSync(dir).filter((f) => f.endsWith('.ts'))) {
+      const source = fs.readFileSync(path.join(dir, file), 'utf8');
+      expect({ file, sdkImport: /(from\s+|require\()\s*['"]azure-iot/.test(source) }).toEqual({ file, sdkImport: false });
+    }
+  });
+});
