@@ -44,7 +44,7 @@ export interface DeviceContext {
   assignment: Assignment | null;
   /** Connection epoch: bumped on every hub attempt; events of older SDK clients are ignored. */
   epoch: number;
-  /** Consecutive failed DPS registrations (resets when DPS assigns). */
+  /** Failed DPS rounds since the last working hub connection (a refused fresh assignment counts). */
   dpsAttempts: number;
   /** Consecutive failed attempts on the current hub (resets on a successful connect). */
   hubAttempts: number;
@@ -61,6 +61,12 @@ export interface DeviceContext {
   rngState: number;
   /** Successful hub connections in this actor's life. */
   connects: number;
+  /**
+   * Whether the current assignment has worked at least once (a cached one is presumed to). A
+   * fresh DPS assignment refused by its hub is not a reason to ask DPS again at once: that would
+   * be a registration storm while, say, the device is disabled. It backs off first.
+   */
+  assignmentProven: boolean;
 }
 
 export interface DeviceInput {
@@ -204,6 +210,15 @@ function hubFailureTransitions(phase: 'hub-connect' | 'hub-session', afterLoss: 
       target: 'Failed',
       actions: { type: 'recordFailure', params: ({ event }: { event: EventObject }) => ({ phase, failure: failure({ event }) }) },
     },
+    ...(phase === 'hub-connect'
+      ? [
+          {
+            guard: { type: 'freshAssignmentRefused', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
+            target: 'BackingOff',
+            actions: { type: 'planReprovisionRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
+          } as const,
+        ]
+      : []),
     {
       guard: { type: 'failureIs', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), errorClass: 'reprovision' as const }) },
       target: 'Reprovisioning',
@@ -259,7 +274,8 @@ export const deviceMachine = setup({
       const output = (event as unknown as { output: ProvisionResult }).output;
       return {
         assignment: { ...output, source: 'dps' as const },
-        dpsAttempts: 0,
+        assignmentProven: false,
+        // dpsAttempts is kept until the assignment works: a refused fresh assignment keeps growing the backoff.
         hubAttempts: 0,
         firstFailureAt: null,
         lastError: null,
@@ -268,6 +284,7 @@ export const deviceMachine = setup({
     dropAssignment: assign({ assignment: null }),
     nextEpoch: assign({ epoch: ({ context }) => context.epoch + 1 }),
     markConnected: assign({
+      assignmentProven: true,
       hubAttempts: 0,
       dpsAttempts: 0,
       firstFailureAt: null,
@@ -283,6 +300,12 @@ export const deviceMachine = setup({
     planDpsRetry: assign(({ context }, params: { failure: Failure; step: RetryStep }) =>
       planDpsRetry(context, params.failure, params.step),
     ),
+    /** A fresh assignment refused by its hub: DPS again, but only after a DPS-style backoff. */
+    planReprovisionRetry: assign(({ context }, params: { failure: Failure }) => ({
+      ...planDpsRetry(context, params.failure, 'Reprovisioning'),
+      hubAttempts: 0,
+      firstFailureAt: null,
+    })),
     planHubRetry: assign(({ context }, params: { failure: Failure; afterLoss: boolean; then: RetryStep }) => ({
       ...planHubRetry(context, params.failure, params.afterLoss),
       retryStep: params.then,
@@ -291,6 +314,9 @@ export const deviceMachine = setup({
   },
   guards: {
     hasAssignment: ({ context }) => context.assignment !== null,
+    /** The hub refused (reprovision class) an assignment DPS just gave and that never worked. */
+    freshAssignmentRefused: ({ context }, params: { failure: Failure }) =>
+      params.failure.errorClass === 'reprovision' && !context.assignmentProven,
     isCurrentEpoch: ({ context, event }) => event.type === 'HUB_LOST' && event.epoch === context.epoch,
     isStaleEpoch: ({ context, event }) => event.type === 'HUB_LOST' && event.epoch !== context.epoch,
     retryStepIs: ({ context }, params: { step: RetryStep }) => context.retryStep === params.step,
@@ -318,6 +344,7 @@ export const deviceMachine = setup({
     retryStep: 'Provisioning',
     rngState: input.seed >>> 0,
     connects: 0,
+    assignmentProven: true,
   }),
   states: {
     Idle: {

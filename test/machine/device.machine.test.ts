@@ -262,3 +262,36 @@ describe('device machine with fake actors and a simulated clock', () => {
     expect(device.value()).toBe('Reprovisioning');
   });
 });
+
+describe('no registration storm', () => {
+  test('a hub that refuses a fresh DPS assignment sends the device back to DPS only after a growing backoff', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud);
+    await cloud.flush();
+    const waits: number[] = [];
+    for (let round = 0; round < 4; round++) {
+      await cloud.assign();
+      expect(device.value()).toBe('Connecting');
+      await cloud.failOpen(cloud.failure('reprovision', { rule: 'connack-5-first-connect' }));
+      expect(device.value()).toBe('BackingOff');
+      expect(device.context().retryStep).toBe('Reprovisioning');
+      waits.push(device.context().delayMs!);
+      await cloud.advance(device.context().delayMs!);
+      expect(device.value()).toBe('Reprovisioning');
+    }
+    expect(cloud.calls.provision).toBe(5);
+    // exponential caps 1 s, 2 s, 4 s, 8 s with delays in [cap/2, cap]
+    waits.forEach((wait, i) => {
+      expect(wait).toBeGreaterThanOrEqual(500 * 2 ** i);
+      expect(wait).toBeLessThanOrEqual(1000 * 2 ** i);
+    });
+  });
+
+  test('a cached (proven) assignment refused by its hub reprovisions at once', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true });
+    await cloud.flush();
+    await cloud.failOpen(cloud.failure('reprovision'));
+    expect(device.value()).toBe('Reprovisioning');
+  });
+});
