@@ -1,0 +1,39 @@
+/**
+ * Loads aedes 1.x (an ES module) from this CommonJS package.
+ *
+ * Plain Node >= 20.19 can `require()` ES modules, but Jest's module registry cannot before
+ * Node 24.9 (it throws ERR_REQUIRE_ESM). In that case aedes is loaded through Node's own
+ * CommonJS loader (a fresh `Module` whose `require` is Node's, not Jest's), which is safe here
+ * because aedes keeps no state shared with test code.
+ */
+import NodeModule = require('node:module');
+
+/** The aedes module namespace. */
+export type AedesModule = typeof import('aedes');
+
+let cached: AedesModule | undefined;
+
+interface LoaderModule {
+  filename: string;
+  paths: string[];
+  require(id: string): unknown;
+}
+
+/** Returns the aedes module, loading it on first use. */
+export function loadAedes(): AedesModule {
+  if (cached) return cached;
+  try {
+    cached = require('aedes') as AedesModule;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_REQUIRE_ESM') throw err;
+    const ModuleCtor = NodeModule as unknown as {
+      new (id: string): LoaderModule;
+      _nodeModulePaths(dir: string): string[];
+    };
+    const m = new ModuleCtor(__filename);
+    m.filename = __filename;
+    m.paths = ModuleCtor._nodeModulePaths(__dirname);
+    cached = m.require('aedes') as AedesModule;
+  }
+  return cached;
+}

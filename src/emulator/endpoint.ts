@@ -1,0 +1,257 @@
+/**
+ * One emulated service endpoint: an aedes broker behind a TLS listener on 127.0.0.1.
+ *
+ * Owns the transport-level faults shared by DPS and the hubs:
+ * - kill()/restart(): listener closed and every socket destroyed, then listen again on the SAME port;
+ * - blackhole: TCP/TLS is accepted but no MQTT packet is ever answered, and established
+ *   connections go silent too (only the client's keepalive can notice).
+ *
+ * Every accepted socket gets `setNoDelay(true)` (Nagle + delayed ACK otherwise add 40-90 ms per
+ * operation). Connections reach aedes through a small {@link Gate} so they can be silenced.
+ */
+import { Duplex } from 'node:stream';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import type { Aedes, AedesOptions } from 'aedes';
+import { loadAedes } from './aedes-loader';
+import type { EmulatorLogger } from './logger';
+
+/** The aedes hooks a service implements. */
+export type EndpointHooks = Pick<
+  AedesOptions,
+  'preConnect' | 'authenticate' | 'authorizePublish' | 'authorizeSubscribe' | 'authorizeForward'
+>;
+
+/** Options of {@link MqttEndpoint.start}. */
+export interface EndpointOptions {
+  /** Name used in logs. */
+  name: string;
+  /** Server key and certificate (PEM). */
+  tls: { key: string; cert: string };
+  hooks: EndpointHooks;
+  logger: EmulatorLogger;
+}
+
+const noop = (): void => undefined;
+
+/**
+ * Duplex between a TLS socket and aedes. Transparent until {@link Gate.silence}: then aedes sees
+ * the connection close while the socket stays open and every byte in either direction is dropped.
+ */
+class Gate extends Duplex {
+  private silenced = false;
+
+  constructor(readonly socket: tls.TLSSocket) {
+    super({ allowHalfOpen: false });
+    socket.on('data', (chunk: Buffer) => {
+      if (this.silenced) return;
+      if (!this.push(chunk)) socket.pause();
+    });
+    socket.once('end', () => {
+      if (!this.silenced) this.push(null);
+    });
+    socket.once('close', () => {
+      if (!this.silenced) this.destroy();
+    });
+    socket.on('error', noop); // 'close' follows; aedes learns about it through destroy()
+  }
+
+  override _read(): void {
+    if (!this.silenced) this.socket.resume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.silenced || this.socket.destroyed) return cb();
+    if (this.socket.write(chunk)) cb();
+    else this.socket.once('drain', () => cb());
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
+    if (this.silenced || this.socket.destroyed) return cb();
+    this.socket.cork();
+    let ok = true;
+    for (const c of chunks) ok = this.socket.write(c.chunk);
+    this.socket.uncork();
+    if (ok) cb();
+    else this.socket.once('drain', () => cb());
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    if (!this.silenced) this.socket.end();
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (!this.silenced) this.socket.destroy();
+    cb(err);
+  }
+
+  /** Detach from aedes (which sees a close) and keep the socket open but mute. */
+  silence(): void {
+    if (this.silenced) return;
+    this.silenced = true;
+    this.socket.resume(); // read and discard
+    this.destroy();
+  }
+}
+
+/** An aedes broker behind a TLS listener with transport faults. */
+export class MqttEndpoint {
+  private port = 0;
+  private listening = false;
+  private blackholed = false;
+  private closed = false;
+  private readonly rawSockets = new Set<net.Socket>();
+  private readonly gates = new Set<Gate>();
+  private readonly mute = new Set<tls.TLSSocket>();
+
+  private constructor(
+    readonly name: string,
+    readonly broker: Aedes,
+    private readonly server: tls.Server,
+    private readonly logger: EmulatorLogger,
+  ) {}
+
+  /** Creates the broker and listens on 127.0.0.1 with an ephemeral port. */
+  static async start(opts: EndpointOptions): Promise<MqttEndpoint> {
+    const { Aedes } = loadAedes();
+    const broker = await Aedes.createBroker({
+      ...opts.hooks,
+      // Device ids and registration ids can be long; MQTT 3.1.1 has no limit.
+      maxClientsIdLength: 256,
+      connectTimeout: 30_000,
+    });
+    broker.on('clientError', (client, err) => opts.logger.debug({ clientId: client.id, err: err.message }, 'client error'));
+    broker.on('connectionError', (_client, err) => opts.logger.debug({ err: err.message }, 'connection error'));
+    const server = tls.createServer({ key: opts.tls.key, cert: opts.tls.cert });
+    const ep = new MqttEndpoint(opts.name, broker, server, opts.logger);
+    server.on('connection', (socket: net.Socket) => ep.onConnection(socket));
+    server.on('secureConnection', (socket: tls.TLSSocket) => ep.onSecureConnection(socket));
+    server.on('tlsClientError', (err) => opts.logger.debug({ err: err.message }, 'TLS handshake failed'));
+    server.on('error', (err) => opts.logger.warn({ err: err.message }, 'listener error'));
+    await ep.listen();
+    return ep;
+  }
+
+  /** `localhost:PORT`, the host string devices use. */
+  get host(): string {
+    return `localhost:${this.port}`;
+  }
+
+  get listenPort(): number {
+    return this.port;
+  }
+
+  /** True while the listener accepts connections. */
+  get isListening(): boolean {
+    return this.listening;
+  }
+
+  get isBlackholed(): boolean {
+    return this.blackholed;
+  }
+
+  /** Number of open TCP connections (including muted ones). */
+  get openSockets(): number {
+    return this.rawSockets.size;
+  }
+
+  private onConnection(socket: net.Socket): void {
+    socket.setNoDelay(true);
+    this.rawSockets.add(socket);
+    socket.on('error', noop);
+    socket.once('close', () => this.rawSockets.delete(socket));
+  }
+
+  private onSecureConnection(socket: tls.TLSSocket): void {
+    socket.setNoDelay(true);
+    if (this.blackholed) {
+      this.muteSocket(socket);
+      return;
+    }
+    const gate = new Gate(socket);
+    this.gates.add(gate);
+    gate.once('close', () => this.gates.delete(gate));
+    gate.on('error', noop);
+    this.broker.handle(gate);
+  }
+
+  private muteSocket(socket: tls.TLSSocket): void {
+    socket.on('error', noop);
+    socket.resume();
+    this.mute.add(socket);
+    socket.once('close', () => this.mute.delete(socket));
+  }
+
+  private async listen(): Promise<void> {
+    if (this.listening || this.closed) return;
+    const port = this.port;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const onError = (err: Error): void => reject(err);
+          this.server.once('error', onError);
+          this.server.listen({ port, host: '127.0.0.1', exclusive: true }, () => {
+            this.server.removeListener('error', onError);
+            resolve();
+          });
+        });
+        break;
+      } catch (err) {
+        // Re-listening on a fixed port can race a lingering socket; retry briefly.
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || port === 0 || attempt >= 40) throw err;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+    this.port = (this.server.address() as net.AddressInfo).port;
+    this.listening = true;
+    this.logger.debug({ port: this.port }, 'listening');
+  }
+
+  /** Closes the listener and destroys every connection. The port is kept for {@link restart}. */
+  async kill(): Promise<void> {
+    if (!this.listening) {
+      this.destroyAll();
+      return;
+    }
+    this.listening = false;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.destroyAll();
+    await closed;
+    this.logger.debug({ port: this.port }, 'killed');
+  }
+
+  /** Listens again on the same port after {@link kill}. */
+  async restart(): Promise<void> {
+    await this.listen();
+  }
+
+  /** Starts or ends a blackhole. Ending it resets the muted connections (as a rebooted middlebox would). */
+  setBlackhole(on: boolean): void {
+    if (on === this.blackholed) return;
+    this.blackholed = on;
+    if (on) {
+      for (const gate of [...this.gates]) {
+        this.gates.delete(gate);
+        this.muteSocket(gate.socket);
+        gate.silence();
+      }
+    } else {
+      for (const s of [...this.mute]) s.destroy();
+    }
+  }
+
+  private destroyAll(): void {
+    for (const gate of [...this.gates]) gate.destroy();
+    for (const s of [...this.mute]) s.destroy();
+    for (const s of [...this.rawSockets]) s.destroy();
+  }
+
+  /** Kills the endpoint and closes the broker. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.kill();
+    this.closed = true;
+    await new Promise<void>((resolve) => this.broker.close(() => resolve()));
+  }
+}
