@@ -1,0 +1,318 @@
+/**
+ * The local cloud: one emulated DPS and N emulated IoT Hubs on 127.0.0.1 (ephemeral ports,
+ * per-run TLS CA), plus IoT Central style manual failover and an optional HTTP control API.
+ */
+import { EventEmitter } from 'node:events';
+import { createHash, randomBytes } from 'node:crypto';
+import { generateCertificates } from './certs';
+import { startControlApi, type ControlApi } from './control-api';
+import { EmulatedDps, type DpsSettings } from './dps';
+import { EmulatedHub, type HubSettings } from './hub';
+import { silentLogger, withFields, type EmulatorLogger } from './logger';
+import { TelemetryStore, type TelemetryFilter } from './telemetry';
+import {
+  EmulatorError,
+  type DpsOptions,
+  type FailoverInfo,
+  type FailoverOptions,
+  type HubOptions,
+  type LocalCloudEvents,
+  type TelemetryRecord,
+} from './types';
+
+/** Options of {@link startLocalCloud}. */
+export interface LocalCloudOptions {
+  /** Number of hubs, named `hub-0`, `hub-1` ... Default 2. */
+  hubs?: number;
+  /** DPS id scope. Default generated (`0ne` + 8 hex digits). */
+  idScope?: string;
+  /** Group enrollment key (base64). Default: 32 random bytes, or derived from `seed`. */
+  groupKey?: string;
+  /** Makes the generated id scope and group key deterministic. */
+  seed?: string;
+  dps?: DpsOptions;
+  hub?: HubOptions;
+  /** Start the HTTP control API on 127.0.0.1 (ephemeral port). Default false. */
+  controlApi?: boolean;
+  /** A pino logger (or anything with debug/info/warn/error). Default: silent. */
+  logger?: EmulatorLogger;
+}
+
+function positiveInt(name: string, v: number | undefined, dflt: number): number {
+  const n = v ?? dflt;
+  if (!Number.isInteger(n) || n < 1) throw new EmulatorError('INVALID_ARGUMENT', `${name} must be a positive integer`);
+  return n;
+}
+
+function nonNegative(name: string, v: number | undefined, dflt: number): number {
+  const n = v ?? dflt;
+  if (!(n >= 0) || !Number.isFinite(n)) throw new EmulatorError('INVALID_ARGUMENT', `${name} must be a non-negative number`);
+  return n;
+}
+
+interface ActiveFailover extends FailoverInfo {
+  timer?: NodeJS.Timeout;
+}
+
+/** A running local cloud. Create with {@link startLocalCloud}; always {@link LocalCloud.stop} it. */
+export class LocalCloud {
+  /** Emits telemetry, deviceConnected/Disconnected, registered, failover, failback. */
+  readonly events: EventEmitter<LocalCloudEvents>;
+  /** URL of the HTTP control API (`http://127.0.0.1:PORT`), when enabled. */
+  controlUrl?: string;
+  private readonly failoverMap = new Map<string, ActiveFailover>();
+  private controlApi?: ControlApi;
+  private stopping?: Promise<void>;
+
+  /** @internal */
+  constructor(
+    /** DPS id scope. */
+    readonly idScope: string,
+    /** Group enrollment key (base64). */
+    readonly groupKey: string,
+    /** CA certificate (PEM) devices must trust. */
+    readonly ca: string,
+    /** The emulated DPS. */
+    readonly dps: EmulatedDps,
+    /** The emulated hubs, in name order. */
+    readonly hubs: readonly EmulatedHub[],
+    private readonly store: TelemetryStore,
+    events: EventEmitter<LocalCloudEvents>,
+    private readonly logger: EmulatorLogger,
+  ) {
+    this.events = events;
+  }
+
+  /** `localhost:PORT` of DPS (the SDK's provisioning host). */
+  get provisioningHost(): string {
+    return this.dps.host;
+  }
+
+  /**
+   * The symmetric key a device must use: base64(HMAC-SHA256(base64decode(groupKey), registrationId))
+   * for the group enrollment, or its individual enrollment key when it has one.
+   */
+  deviceKey(registrationId: string): string {
+    return this.dps.deviceKey(registrationId);
+  }
+
+  /** A hub by name (`hub-0`) or host (`localhost:PORT`). */
+  hub(nameOrHost: string): EmulatedHub {
+    const hub = this.hubs.find((h) => h.name === nameOrHost || h.host === nameOrHost);
+    if (!hub) throw new EmulatorError('UNKNOWN_HUB', `unknown hub '${nameOrHost}'`);
+    return hub;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Failover (mirrors `az iot central device manual-failover` / `manual-failback`)
+
+  /**
+   * Moves a registered device to another hub: the DPS registration points there (substatus
+   * `deviceDataMigrated`), identity and twin are copied there, and the device is disabled and
+   * disconnected on its current hub (CONNACK 5 from then on). After the TTL it fails back.
+   */
+  manualFailover(deviceId: string, opts: FailoverOptions = {}): FailoverInfo {
+    if (this.failoverMap.has(deviceId)) throw new EmulatorError('ALREADY_FAILED_OVER', `'${deviceId}' is already failed over`);
+    const reg = this.dps.registration(deviceId);
+    if (!reg) throw new EmulatorError('UNKNOWN_REGISTRATION', `'${deviceId}' has not registered`);
+    const from = this.hub(reg.hubName);
+    let to: EmulatedHub;
+    if (opts.toHub) {
+      to = this.hub(opts.toHub);
+    } else {
+      const counts = this.dps.hubCounts();
+      const others = this.hubs.filter((h) => h !== from);
+      if (others.length === 0) throw new EmulatorError('INVALID_ARGUMENT', 'failover needs at least two hubs');
+      to = others.reduce((best, h) => ((counts[h.name] ?? 0) < (counts[best.name] ?? 0) ? h : best));
+    }
+    if (to === from) throw new EmulatorError('INVALID_ARGUMENT', 'failover target is the current hub');
+    const ttlMs = opts.ttlMs ?? (opts.ttlMinutes !== undefined ? opts.ttlMinutes * 60_000 : undefined);
+    if (ttlMs !== undefined && !(ttlMs > 0)) throw new EmulatorError('INVALID_ARGUMENT', 'ttl must be > 0');
+
+    to.importIdentity(deviceId, from.exportIdentity(deviceId));
+    from.disableDevice(deviceId, 'failover');
+    this.dps.moveRegistration(deviceId, { name: to.name, host: to.host }, 'deviceDataMigrated');
+    const now = Date.now();
+    const active: ActiveFailover = { deviceId, fromHub: from.name, toHub: to.name, startedAt: now };
+    if (ttlMs !== undefined) {
+      active.failbackAt = now + ttlMs;
+      active.timer = setTimeout(() => {
+        try {
+          this.manualFailback(deviceId);
+        } catch (err) {
+          this.logger.warn({ deviceId, err: (err as Error).message }, 'automatic failback failed');
+        }
+      }, Math.min(ttlMs, 2 ** 31 - 1));
+    }
+    this.failoverMap.set(deviceId, active);
+    const info = this.publicInfo(active);
+    this.logger.info({ ...info }, 'manual failover');
+    this.events.emit('failover', info);
+    return info;
+  }
+
+  /**
+   * Reverts a failover now: registration back to the original hub (substatus
+   * `reprovisionedToInitialAssignment`), twin copied back, original identity enabled, and the
+   * device disabled and disconnected on the failover hub.
+   */
+  manualFailback(deviceId: string): FailoverInfo {
+    const active = this.failoverMap.get(deviceId);
+    if (!active) throw new EmulatorError('NOT_FAILED_OVER', `'${deviceId}' is not failed over`);
+    if (active.timer) clearTimeout(active.timer);
+    this.failoverMap.delete(deviceId);
+    const from = this.hub(active.fromHub);
+    const to = this.hub(active.toHub);
+    if (to.hasDevice(deviceId)) {
+      const snap = to.exportIdentity(deviceId);
+      const original = from.device(deviceId);
+      if (!original || original.disabledReason === 'failover') from.importIdentity(deviceId, snap);
+      to.disableDevice(deviceId, 'failover');
+    }
+    if (this.dps.registration(deviceId)) {
+      this.dps.moveRegistration(deviceId, { name: from.name, host: from.host }, 'reprovisionedToInitialAssignment');
+    }
+    const info = this.publicInfo(active);
+    this.logger.info({ ...info }, 'manual failback');
+    this.events.emit('failback', info);
+    return info;
+  }
+
+  /** Active failovers. */
+  failovers(): FailoverInfo[] {
+    return [...this.failoverMap.values()].map((f) => this.publicInfo(f));
+  }
+
+  private publicInfo(f: ActiveFailover): FailoverInfo {
+    const { timer: _timer, ...info } = f;
+    return { ...info };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Telemetry
+
+  /** Stored telemetry across hubs in arrival order (optionally filtered). */
+  telemetry(filter: TelemetryFilter = {}): TelemetryRecord[] {
+    return this.store.list(filter);
+  }
+
+  /** Distinct message ids stored (optionally for one device). */
+  deliveredIds(deviceId?: string): Set<string> {
+    const ids = new Set<string>();
+    for (const r of this.store.list(deviceId ? { deviceId } : {})) if (r.messageId !== undefined) ids.add(r.messageId);
+    return ids;
+  }
+
+  /** Forgets stored telemetry. */
+  clearTelemetry(filter: TelemetryFilter = {}): void {
+    this.store.clear(filter);
+  }
+
+  /** Telemetry records dropped because the store reached `hub.maxTelemetry`. */
+  get telemetryDropped(): number {
+    return this.store.dropped;
+  }
+
+  /** JSON-friendly snapshot: DPS, hubs, devices, registrations, failovers, metrics. */
+  state(): object {
+    return {
+      idScope: this.idScope,
+      provisioningHost: this.provisioningHost,
+      dps: this.dps.state(),
+      hubs: this.hubs.map((h) => h.state()),
+      registrations: this.dps.registrations(),
+      failovers: this.failovers(),
+      telemetry: { stored: this.store.list().length, dropped: this.store.dropped },
+    };
+  }
+
+  /** @internal */
+  async attachControlApi(): Promise<void> {
+    this.controlApi = await startControlApi(this);
+    this.controlUrl = this.controlApi.url;
+  }
+
+  /** Closes every listener, socket and timer. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      for (const f of this.failoverMap.values()) if (f.timer) clearTimeout(f.timer);
+      this.failoverMap.clear();
+      await Promise.all([this.controlApi?.close(), this.dps.stop(), ...this.hubs.map((h) => h.stop())]);
+      this.events.removeAllListeners();
+    })();
+    return this.stopping;
+  }
+}
+
+/** Starts a local cloud. See {@link LocalCloudOptions}. */
+export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<LocalCloud> {
+  const hubCount = positiveInt('hubs', opts.hubs, 2);
+  const seedHash = (label: string): Buffer => createHash('sha256').update(`${label}:${opts.seed}`).digest();
+  const groupKey = opts.groupKey ?? (opts.seed !== undefined ? seedHash('groupKey') : randomBytes(32)).toString('base64');
+  if (Buffer.from(groupKey, 'base64').length === 0) throw new EmulatorError('INVALID_ARGUMENT', 'groupKey must be base64');
+  const idScope =
+    opts.idScope ?? `0ne${(opts.seed !== undefined ? seedHash('idScope') : randomBytes(4)).toString('hex').slice(0, 8).toUpperCase()}`;
+  const logger = opts.logger ?? silentLogger;
+  const d = opts.dps ?? {};
+  const h = opts.hub ?? {};
+  const dpsSettings: DpsSettings = {
+    retryAfterSec: nonNegative('dps.retryAfterSec', d.retryAfterSec, 1),
+    assigningPolls: nonNegative('dps.assigningPolls', d.assigningPolls, 1),
+    pollRetryAfterSec: nonNegative('dps.pollRetryAfterSec', d.pollRetryAfterSec, 0.05),
+    allocation: d.allocation ?? 'even',
+    attemptHistory: positiveInt('dps.attemptHistory', d.attemptHistory, 32),
+    ...(d.rateLimitPerSec ? { rateLimitPerSec: d.rateLimitPerSec } : {}),
+    ...(d.staticHub ? { staticHub: d.staticHub } : {}),
+    ...(d.returnData ? { returnData: d.returnData } : {}),
+  };
+  const hubSettings: HubSettings = {
+    methodTimeoutMs: positiveInt('hub.methodTimeoutMs', h.methodTimeoutMs, 30_000),
+    enforceTokenExpiry: h.enforceTokenExpiry ?? true,
+    c2dQueueLimit: positiveInt('hub.c2dQueueLimit', h.c2dQueueLimit, 50),
+    ...(h.connectRateLimitPerSec ? { connectRateLimitPerSec: h.connectRateLimitPerSec } : {}),
+  };
+
+  const certs = await generateCertificates();
+  const tls = { key: certs.key, cert: certs.cert };
+  const events = new EventEmitter<LocalCloudEvents>();
+  events.setMaxListeners(1000);
+  const store = new TelemetryStore(positiveInt('hub.maxTelemetry', h.maxTelemetry, 1_000_000));
+
+  const hubs: EmulatedHub[] = [];
+  let dps: EmulatedDps | undefined;
+  try {
+    const started = await Promise.allSettled(
+      Array.from({ length: hubCount }, (_, i) =>
+        EmulatedHub.start({
+          name: `hub-${i}`,
+          tls,
+          settings: hubSettings,
+          telemetry: store,
+          events,
+          logger: withFields(logger, { service: `hub-${i}` }),
+        }),
+      ),
+    );
+    for (const r of started) if (r.status === 'fulfilled') hubs.push(r.value);
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const byName = (name: string): EmulatedHub => hubs.find((x) => x.name === name)!;
+    dps = await EmulatedDps.start({
+      tls,
+      idScope,
+      groupKey,
+      settings: dpsSettings,
+      hubs: () => hubs.map((x) => ({ name: x.name, host: x.host })),
+      onAssigned: (record, key) => byName(record.hubName).addDevice(record.deviceId, key),
+      events,
+      logger: withFields(logger, { service: 'dps' }),
+    });
+    const cloud = new LocalCloud(idScope, groupKey, certs.ca, dps, hubs, store, events, logger);
+    if (opts.controlApi) await cloud.attachControlApi();
+    logger.info({ provisioningHost: dps.host, hubs: hubs.map((x) => x.host), idScope }, 'local cloud started');
+    return cloud;
+  } catch (err) {
+    await Promise.allSettled([dps?.stop(), ...hubs.map((x) => x.stop())]);
+    throw err;
+  }
+}

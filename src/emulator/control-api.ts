@@ -1,0 +1,279 @@
+/**
+ * Small HTTP/JSON control API for a local cloud (127.0.0.1, ephemeral port), so other processes
+ * (a CLI, a demo, a benchmark harness) can inject faults and read state.
+ *
+ * GET  /state
+ * GET  /telemetry?deviceId=&hub=&limit=
+ * POST /failover {deviceId, ttlMinutes?, ttlMs?, toHub?}          POST /failback {deviceId}
+ * POST /hubs/:hub/kill | restart | refuse {code|null} | blackhole {on} | withhold-pubacks {on, store?}
+ * POST /hubs/:hub/devices/:id/disable | enable | delete | disconnect | expire-tokens
+ * GET  /hubs/:hub/devices/:id/twin                                POST /hubs/:hub/devices/:id/desired {patch}
+ * POST /hubs/:hub/devices/:id/methods/:name {payload?, timeoutMs?} POST /hubs/:hub/devices/:id/c2d {body, properties?}
+ * POST /dps/down | up | clear-faults | throttle {retryAfterSec, count?} | fail {status, count?}
+ * POST /dps/rate-limit {perSec|null, retryAfterSec?}  POST /dps/enrollments/:regId {key?}
+ * POST /dps/enrollments/:regId/status {status}
+ *
+ * Errors: `{ "error": code, "message": text }` with 400 (bad input), 404 (unknown hub/device/route),
+ * 409 (state conflict).
+ */
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { LocalCloud } from './cloud';
+import type { InjectedDpsStatus } from './dps';
+import { EmulatorError, type ConnackRefusal, type EnrollmentStatus } from './types';
+import { isJsonObject, type JsonObject } from './util';
+
+/** A running control API. */
+export interface ControlApi {
+  url: string;
+  close(): Promise<void>;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const MAX_BODY = 1024 * 1024;
+
+function readBody(req: http.IncomingMessage): Promise<JsonObject> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        reject(new HttpError(413, 'TOO_LARGE', 'body too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('error', reject);
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8').trim();
+      if (!text) return resolve({});
+      try {
+        const v: unknown = JSON.parse(text);
+        if (!isJsonObject(v)) throw new Error('not an object');
+        resolve(v);
+      } catch {
+        reject(new HttpError(400, 'BAD_JSON', 'body must be a JSON object'));
+      }
+    });
+  });
+}
+
+function str(body: JsonObject, key: string): string {
+  const v = body[key];
+  if (typeof v !== 'string' || !v) throw new HttpError(400, 'INVALID_ARGUMENT', `'${key}' must be a non-empty string`);
+  return v;
+}
+
+function optNum(body: JsonObject, key: string): number | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new HttpError(400, 'INVALID_ARGUMENT', `'${key}' must be a number`);
+  return v;
+}
+
+function bool(body: JsonObject, key: string): boolean {
+  const v = body[key];
+  if (typeof v !== 'boolean') throw new HttpError(400, 'INVALID_ARGUMENT', `'${key}' must be a boolean`);
+  return v;
+}
+
+function errorStatus(err: EmulatorError): number {
+  switch (err.code) {
+    case 'UNKNOWN_HUB':
+    case 'UNKNOWN_DEVICE':
+    case 'UNKNOWN_REGISTRATION':
+      return 404;
+    case 'INVALID_ARGUMENT':
+      return 400;
+    default:
+      return 409;
+  }
+}
+
+async function route(cloud: LocalCloud, method: string, url: URL, req: http.IncomingMessage): Promise<unknown> {
+  const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+  const body = method === 'POST' ? await readBody(req) : {};
+  const [p0, p1, p2, p3, p4, p5] = parts;
+
+  if (method === 'GET' && p0 === 'state' && parts.length === 1) return cloud.state();
+  if (method === 'GET' && p0 === 'telemetry' && parts.length === 1) {
+    const deviceId = url.searchParams.get('deviceId') ?? undefined;
+    const hub = url.searchParams.get('hub') ?? undefined;
+    const limit = Number(url.searchParams.get('limit') ?? '1000');
+    const records = cloud.telemetry({ ...(deviceId ? { deviceId } : {}), ...(hub ? { hub } : {}) });
+    return records.slice(-Math.max(0, limit)).map((r) => ({ ...r, body: r.body.toString('utf8') }));
+  }
+  if (method === 'POST' && p0 === 'failover' && parts.length === 1) {
+    const ttlMs = optNum(body, 'ttlMs');
+    const ttlMinutes = optNum(body, 'ttlMinutes');
+    const toHub = typeof body['toHub'] === 'string' ? body['toHub'] : undefined;
+    return cloud.manualFailover(str(body, 'deviceId'), {
+      ...(ttlMs !== undefined ? { ttlMs } : {}),
+      ...(ttlMinutes !== undefined ? { ttlMinutes } : {}),
+      ...(toHub ? { toHub } : {}),
+    });
+  }
+  if (method === 'POST' && p0 === 'failback' && parts.length === 1) return cloud.manualFailback(str(body, 'deviceId'));
+
+  if (p0 === 'hubs' && p1) {
+    const hub = cloud.hub(p1);
+    if (method === 'POST' && parts.length === 3) {
+      switch (p2) {
+        case 'kill':
+          await hub.kill();
+          return { ok: true };
+        case 'restart':
+          await hub.restart();
+          return { ok: true, host: hub.host };
+        case 'refuse': {
+          const code = optNum(body, 'code');
+          if (code !== undefined && ![1, 2, 3, 4, 5].includes(code)) throw new HttpError(400, 'INVALID_ARGUMENT', "'code' must be 1-5 or null");
+          hub.refuse(code === undefined ? null : (code as ConnackRefusal));
+          return { ok: true };
+        }
+        case 'blackhole':
+          hub.blackhole(bool(body, 'on'));
+          return { ok: true };
+        case 'withhold-pubacks':
+          hub.withholdPubacks(bool(body, 'on'), typeof body['store'] === 'boolean' ? { store: body['store'] } : {});
+          return { ok: true };
+      }
+    }
+    if (p2 === 'devices' && p3) {
+      if (method === 'GET' && parts.length === 5 && p4 === 'twin') return hub.getTwin(p3);
+      if (method === 'POST' && parts.length === 5) {
+        switch (p4) {
+          case 'disable':
+            hub.disableDevice(p3);
+            return { ok: true };
+          case 'enable':
+            hub.enableDevice(p3);
+            return { ok: true };
+          case 'delete':
+            hub.deleteDevice(p3);
+            return { ok: true };
+          case 'disconnect':
+            return { ok: true, wasConnected: hub.disconnect(p3) };
+          case 'expire-tokens':
+            hub.expireTokens(p3);
+            return { ok: true };
+          case 'desired': {
+            const patch = body['patch'];
+            if (!isJsonObject(patch)) throw new HttpError(400, 'INVALID_ARGUMENT', "'patch' must be an object");
+            return { version: hub.updateDesired(p3, patch) };
+          }
+          case 'c2d': {
+            const props = isJsonObject(body['properties']) ? body['properties'] : {};
+            const clean: Record<string, string> = {};
+            for (const [k, v] of Object.entries(props)) if (typeof v === 'string') clean[k] = v;
+            const payload = body['body'];
+            return hub.sendC2D(p3, typeof payload === 'string' ? payload : JSON.stringify(payload ?? null), clean);
+          }
+        }
+      }
+      if (method === 'POST' && parts.length === 6 && p4 === 'methods' && p5) {
+        const timeoutMs = optNum(body, 'timeoutMs');
+        return hub.invokeMethod(p3, p5, body['payload'], timeoutMs !== undefined ? { timeoutMs } : {});
+      }
+    }
+  }
+
+  if (p0 === 'dps' && method === 'POST') {
+    const dps = cloud.dps;
+    if (parts.length === 2) {
+      switch (p1) {
+        case 'down':
+          await dps.down();
+          return { ok: true };
+        case 'up':
+          await dps.up();
+          return { ok: true };
+        case 'clear-faults':
+          dps.clearFaults();
+          return { ok: true };
+        case 'throttle': {
+          const retryAfterSec = optNum(body, 'retryAfterSec') ?? 1;
+          const count = optNum(body, 'count');
+          dps.throttle({ retryAfterSec, ...(count !== undefined ? { count } : {}) });
+          return { ok: true };
+        }
+        case 'fail': {
+          const status = optNum(body, 'status');
+          if (status === undefined || ![400, 401, 403, 404, 500, 503].includes(status)) {
+            throw new HttpError(400, 'INVALID_ARGUMENT', "'status' must be one of 400, 401, 403, 404, 500, 503");
+          }
+          const count = optNum(body, 'count');
+          const retryAfterSec = optNum(body, 'retryAfterSec');
+          dps.failWith({ status: status as InjectedDpsStatus, ...(count !== undefined ? { count } : {}), ...(retryAfterSec !== undefined ? { retryAfterSec } : {}) });
+          return { ok: true };
+        }
+        case 'rate-limit': {
+          const perSec = optNum(body, 'perSec');
+          dps.setRateLimit(perSec ?? null, optNum(body, 'retryAfterSec'));
+          return { ok: true };
+        }
+      }
+    }
+    if (p1 === 'enrollments' && p2) {
+      if (parts.length === 3) {
+        const key = typeof body['key'] === 'string' ? body['key'] : undefined;
+        return { registrationId: p2, key: dps.addIndividualEnrollment(p2, key) };
+      }
+      if (parts.length === 4 && p3 === 'status') {
+        const status = str(body, 'status');
+        if (!['enabled', 'failed', 'disabled'].includes(status)) throw new HttpError(400, 'INVALID_ARGUMENT', "'status' must be enabled, failed or disabled");
+        dps.setEnrollmentStatus(p2, status as EnrollmentStatus);
+        return { ok: true };
+      }
+    }
+  }
+  throw new HttpError(404, 'NOT_FOUND', `no route ${method} ${url.pathname}`);
+}
+
+/** Starts the control API for `cloud` on 127.0.0.1 with an ephemeral port. */
+export async function startControlApi(cloud: LocalCloud): Promise<ControlApi> {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    const send = (status: number, value: unknown): void => {
+      const text = JSON.stringify(value ?? null);
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    };
+    route(cloud, req.method ?? 'GET', url, req).then(
+      (value) => send(200, value),
+      (err: unknown) => {
+        if (err instanceof HttpError) send(err.status, { error: err.code, message: err.message });
+        else if (err instanceof EmulatorError) send(errorStatus(err), { error: err.code, message: err.message });
+        else send(500, { error: 'INTERNAL', message: (err as Error)?.message ?? String(err) });
+      },
+    );
+  });
+  server.keepAliveTimeout = 1000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      server.removeListener('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

@@ -1,0 +1,247 @@
+/** Public types of the local cloud (emulated Azure DPS + IoT Hubs). */
+import type { JsonObject } from './util';
+
+export type { JsonObject } from './util';
+
+/** MQTT CONNACK refusal codes a service can answer with (3.1.1). */
+export type ConnackRefusal = 1 | 2 | 3 | 4 | 5;
+
+/** Errors the emulator API throws (bad arguments, unknown devices, full queues). */
+export class EmulatorError extends Error {
+  constructor(
+    readonly code:
+      | 'UNKNOWN_HUB'
+      | 'UNKNOWN_DEVICE'
+      | 'UNKNOWN_REGISTRATION'
+      | 'C2D_QUEUE_FULL'
+      | 'INVALID_ARGUMENT'
+      | 'NOT_FAILED_OVER'
+      | 'ALREADY_FAILED_OVER'
+      | 'STOPPED',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'EmulatorError';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DPS
+
+/** Where a new registration goes: `hubs` are hub names, `counts` the assigned devices per hub. */
+export type AllocationFunction = (
+  registrationId: string,
+  hubs: readonly string[],
+  counts: Readonly<Record<string, number>>,
+) => string;
+
+/** `even`: the hub with the fewest devices (ties: first); `static`: always `staticHub`. */
+export type AllocationPolicy = 'even' | 'static' | AllocationFunction;
+
+/** Options of the emulated DPS. */
+export interface DpsOptions {
+  /** Registration requests accepted per second (token bucket, burst = 1 s). Default: unlimited. */
+  rateLimitPerSec?: number;
+  /** `retry-after` (seconds) sent with rate-limit 429s. Default 1. */
+  retryAfterSec?: number;
+  /** Status polls answered `assigning` before `assigned`. Default 1. */
+  assigningPolls?: number;
+  /** `retry-after` (seconds) sent with 202 `assigning` answers. Default 0.05. */
+  pollRetryAfterSec?: number;
+  /** Default `even`. */
+  allocation?: AllocationPolicy;
+  /** Hub name or host for `allocation: 'static'`. Default: the first hub. */
+  staticHub?: string;
+  /** Optional custom-allocation style data returned as `registrationState.payload`. */
+  returnData?: (registrationId: string, requestPayload: unknown) => unknown;
+  /** Request timestamps kept per device. Default 32. */
+  attemptHistory?: number;
+}
+
+/** DPS registration sub-status, as the service reports it. */
+export type RegistrationSubstatus =
+  | 'initialAssignment'
+  | 'deviceDataMigrated'
+  | 'deviceDataReset'
+  | 'reprovisionedToInitialAssignment';
+
+/** Emulated enrollment state. `failed`/`disabled` make registrations end with that status. */
+export type EnrollmentStatus = 'enabled' | 'failed' | 'disabled';
+
+/** A registration record kept by the emulated DPS. */
+export interface RegistrationRecord {
+  registrationId: string;
+  deviceId: string;
+  /** Host of the assigned hub (`localhost:PORT`). */
+  assignedHub: string;
+  /** Name of the assigned hub (`hub-0` ...). */
+  hubName: string;
+  status: 'assigned';
+  substatus: RegistrationSubstatus;
+  /** Model id announced in the registration payload (`payload.modelId`). */
+  modelId?: string;
+  /** The last registration request payload. */
+  requestPayload?: unknown;
+  createdDateTimeUtc: string;
+  lastUpdatedDateTimeUtc: string;
+  etag: string;
+  /** Completed registrations of this device. */
+  registrations: number;
+}
+
+/** Counters of the emulated DPS. */
+export interface DpsMetrics {
+  /** Every request (register + poll) received. */
+  requestsTotal: number;
+  registerRequests: number;
+  pollRequests: number;
+  /** Completed assignments. */
+  registrations: number;
+  /** 429 answers (rate limit + injected throttling). */
+  throttled: number;
+  /** Injected failures (failWith). */
+  failuresInjected: number;
+  /** Registrations answered `failed` or `disabled`. */
+  registrationsRefused: number;
+  /** Most requests seen in one wall-clock second. */
+  peakRequestsPerSec: number;
+  connects: number;
+  refusedConnects: number;
+  currentConnections: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hubs
+
+/** Options shared by all hubs. */
+export interface HubOptions {
+  /** New connections accepted per second per hub (CONNACK 3 beyond). Default: unlimited. */
+  connectRateLimitPerSec?: number;
+  /** Default direct method timeout. Default 30000 ms. */
+  methodTimeoutMs?: number;
+  /** Telemetry records kept across all hubs (oldest dropped). Default 1,000,000. */
+  maxTelemetry?: number;
+  /** Disconnect a device when its SAS token expires, as IoT Hub does. Default true. */
+  enforceTokenExpiry?: boolean;
+  /** Pending C2D messages per device. Default 50 (the IoT Hub limit). */
+  c2dQueueLimit?: number;
+}
+
+/** A twin document as the device sees it. */
+export interface TwinDocument {
+  desired: JsonObject & { $version: number };
+  reported: JsonObject & { $version: number };
+}
+
+/** Why a device identity is disabled. */
+export type DisabledReason = 'operator' | 'failover';
+
+/** Snapshot of a device identity on one hub. */
+export interface DeviceInfo {
+  deviceId: string;
+  hub: string;
+  status: 'enabled' | 'disabled';
+  disabledReason?: DisabledReason;
+  connected: boolean;
+  /** Model id from the last MQTT username. */
+  modelId?: string;
+  connects: number;
+  lastConnectedAt?: number;
+  /** C2D messages queued or awaiting PUBACK. */
+  c2dPending: number;
+}
+
+/** A device-to-cloud message stored by a hub. */
+export interface TelemetryRecord {
+  /** Global arrival order across hubs. */
+  seq: number;
+  /** Hub name. */
+  hub: string;
+  deviceId: string;
+  messageId?: string;
+  correlationId?: string;
+  contentType?: string;
+  contentEncoding?: string;
+  /** Component name (`$.sub`, from the `dt-subject` property). */
+  component?: string;
+  /** `iothub-creation-time-utc` user property when the device set it. */
+  creationTimeUtc?: string;
+  body: Buffer;
+  /** User properties, URL-decoded (includes `iothub-creation-time-utc`). */
+  properties: Record<string, string>;
+  /** System properties as sent (`$.mid`, `$.ct`, `$.ce`, `$.sub` ...), URL-decoded. */
+  systemProperties: Record<string, string>;
+  /** Epoch ms. */
+  receivedAt: number;
+}
+
+/** Result of a direct method call. 404: device not connected/subscribed; 504: timeout. */
+export interface MethodResult {
+  status: number;
+  payload: unknown;
+}
+
+/** Properties of a C2D message. Unknown keys become user properties. */
+export interface C2DProperties {
+  messageId?: string;
+  correlationId?: string;
+  [userProperty: string]: string | undefined;
+}
+
+/** Outcome of `sendC2D`: written to the device now, or queued until it subscribes. */
+export interface C2DSendResult {
+  messageId: string;
+  status: 'sent' | 'queued';
+}
+
+/** Counters of one hub. */
+export interface HubMetrics {
+  connects: number;
+  refusedConnects: number;
+  refusedByCode: Record<string, number>;
+  currentConnections: number;
+  messages: number;
+  twinGets: number;
+  reportedPatches: number;
+  desiredPushes: number;
+  methodCalls: number;
+  c2dSent: number;
+  c2dCompleted: number;
+}
+
+/** Options of `withholdPubacks`. */
+export interface WithholdOptions {
+  /** Store the messages whose PUBACK is withheld (an ack lost after storing). Default true. */
+  store?: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cloud
+
+/** Options of a manual failover. Without a TTL the device stays on the failover hub until failback. */
+export interface FailoverOptions {
+  ttlMs?: number;
+  ttlMinutes?: number;
+  /** Target hub name or host. Default: the other hub with the fewest devices. */
+  toHub?: string;
+}
+
+/** An active failover. */
+export interface FailoverInfo {
+  deviceId: string;
+  fromHub: string;
+  toHub: string;
+  startedAt: number;
+  /** Epoch ms of the automatic failback, when a TTL was given. */
+  failbackAt?: number;
+}
+
+/** Events the cloud emits (for tests that wait on conditions). */
+export type LocalCloudEvents = {
+  telemetry: [record: TelemetryRecord];
+  deviceConnected: [info: { hub: string; deviceId: string; modelId?: string }];
+  deviceDisconnected: [info: { hub: string; deviceId: string }];
+  registered: [record: RegistrationRecord];
+  failover: [info: FailoverInfo];
+  failback: [info: FailoverInfo];
+};
