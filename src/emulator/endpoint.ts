@@ -12,7 +12,7 @@
 import { Duplex } from 'node:stream';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import type { Aedes, AedesOptions } from 'aedes';
+import type { Aedes, AedesOptions, Client as AedesClient } from 'aedes';
 import { loadAedes } from './aedes-loader';
 import type { EmulatorLogger } from './logger';
 
@@ -29,7 +29,13 @@ export interface EndpointOptions {
   /** Server key and certificate (PEM). */
   tls: { key: string; cert: string };
   hooks: EndpointHooks;
+  /** Called for every PUBACK a client sends (aedes reports no message id for clean sessions). */
+  onPuback?: (client: AedesClient, messageId: number) => void;
   logger: EmulatorLogger;
+}
+
+interface PersistenceWithClear {
+  outgoingClearMessageId(client: AedesClient, packet: { messageId?: number }): Promise<unknown>;
 }
 
 const noop = (): void => undefined;
@@ -121,6 +127,16 @@ export class MqttEndpoint {
       maxClientsIdLength: 256,
       connectTimeout: 30_000,
     });
+    if (opts.onPuback) {
+      // The persistence layer is where aedes resolves a PUBACK's message id; observe it there.
+      const onPuback = opts.onPuback;
+      const persistence = (broker as unknown as { persistence: PersistenceWithClear }).persistence;
+      const clear = persistence.outgoingClearMessageId.bind(persistence);
+      persistence.outgoingClearMessageId = (client, packet) => {
+        if (packet.messageId !== undefined) onPuback(client, packet.messageId);
+        return clear(client, packet);
+      };
+    }
     broker.on('clientError', (client, err) => opts.logger.debug({ clientId: client.id, err: err.message }, 'client error'));
     broker.on('connectionError', (_client, err) => opts.logger.debug({ err: err.message }, 'connection error'));
     const server = tls.createServer({ key: opts.tls.key, cert: opts.tls.cert });

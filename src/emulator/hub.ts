@@ -69,7 +69,9 @@ interface Session {
   tokenSe: number;
   modelId?: string;
   subs: Set<Subscription>;
-  inflight: PendingC2D[];
+  /** C2D written to the device, by MQTT message id, awaiting PUBACK (insertion order kept). */
+  inflight: Map<number, PendingC2D>;
+  nextMid: number;
   expiryTimer?: NodeJS.Timeout;
   registered: boolean;
 }
@@ -166,15 +168,28 @@ export class EmulatedHub {
       authenticate: (client, username, password, cb) => hub.authenticate(client, username, password, cb),
       authorizePublish: (client, packet, cb) => hub.authorizePublish(client, packet, cb),
       authorizeSubscribe: (client, sub, cb) => cb(null, hub.subscriptionKind(client, sub.topic) ? sub : null),
-      authorizeForward: (_client, packet) => ((packet as { clientId?: string }).clientId === EMULATOR_CLIENT_ID ? packet : null),
+      authorizeForward: (_client, packet) => {
+        // Only the hub's own packets reach devices. A C2D carries its MQTT message id after '#'
+        // so the PUBACK can be matched (aedes keeps a message id that is already set).
+        const marker = (packet as { clientId?: string }).clientId;
+        if (!marker?.startsWith(EMULATOR_CLIENT_ID)) return null;
+        const hash = marker.indexOf('#');
+        if (hash > 0) packet.messageId = Number(marker.slice(hash + 1));
+        return packet;
+      },
     };
-    hub.endpoint = await MqttEndpoint.start({ name: ctx.name, tls: ctx.tls, hooks, logger: ctx.logger });
+    hub.endpoint = await MqttEndpoint.start({
+      name: ctx.name,
+      tls: ctx.tls,
+      hooks,
+      logger: ctx.logger,
+      onPuback: (client, messageId) => hub.onPuback(client, messageId),
+    });
     const broker = hub.endpoint.broker;
     broker.on('client', (client) => hub.onRegistered(client));
     broker.on('clientDisconnect', (client) => hub.onGone(client));
     broker.on('subscribe', (subs, client) => hub.onSubscribed(client, subs.map((s) => s.topic), true));
     broker.on('unsubscribe', (topics, client) => hub.onSubscribed(client, topics, false));
-    broker.on('ack', (packet, client) => hub.onAck(client, packet.cmd === 'publish' ? packet.topic : undefined));
     return hub;
   }
 
@@ -234,7 +249,8 @@ export class EmulatedHub {
       identity,
       tokenSe: check.token.se,
       subs: new Set(),
-      inflight: [],
+      inflight: new Map(),
+      nextMid: 1,
       registered: false,
       ...(modelId ? { modelId } : {}),
     };
@@ -275,9 +291,9 @@ export class EmulatedHub {
     if (!s) return;
     if (s.expiryTimer) clearTimeout(s.expiryTimer);
     s.subs.clear();
-    if (s.inflight.length) {
-      s.identity.c2dQueue.unshift(...s.inflight);
-      s.inflight = [];
+    if (s.inflight.size) {
+      s.identity.c2dQueue.unshift(...s.inflight.values());
+      s.inflight.clear();
     }
     if (this.sessions.get(s.deviceId) === s) {
       this.sessions.delete(s.deviceId);
@@ -307,20 +323,15 @@ export class EmulatedHub {
     if (on && s.subs.has('c2d')) this.pumpC2D(s);
   }
 
-  private onAck(client: AedesClient, topic: string | undefined): void {
-    if (!topic) return;
+  private onPuback(client: AedesClient, messageId: number): void {
     const s = this.sessionsByClient.get(client);
-    if (!s) return;
-    const i = s.inflight.findIndex((m) => m.topic === topic);
-    if (i >= 0) {
-      s.inflight.splice(i, 1);
-      this.counters.c2dCompleted++;
-    }
+    if (s?.inflight.delete(messageId)) this.counters.c2dCompleted++;
   }
 
-  private publishTo(s: Session, topic: string, payload: Buffer | string, qos: 0 | 1): void {
+  private publishTo(s: Session, topic: string, payload: Buffer | string, qos: 0 | 1, messageId?: number): void {
+    const clientId = messageId === undefined ? EMULATOR_CLIENT_ID : `${EMULATOR_CLIENT_ID}#${messageId}`;
     s.client.publish(
-      { cmd: 'publish', topic, payload, qos, dup: false, retain: false, clientId: EMULATOR_CLIENT_ID } as never,
+      { cmd: 'publish', topic, payload, qos, dup: false, retain: false, clientId } as never,
       (err?: Error) => {
         if (err) this.ctx.logger.debug({ deviceId: s.deviceId, topic, err: err.message }, 'publish to device failed');
       },
@@ -435,9 +446,12 @@ export class EmulatedHub {
     const queue = s.identity.c2dQueue;
     while (queue.length) {
       const m = queue.shift()!;
-      s.inflight.push(m);
+      let mid = s.nextMid;
+      while (s.inflight.has(mid)) mid = (mid % 65535) + 1;
+      s.nextMid = (mid % 65535) + 1;
+      s.inflight.set(mid, m);
       this.counters.c2dSent++;
-      this.publishTo(s, m.topic, m.payload, 1);
+      this.publishTo(s, m.topic, m.payload, 1, mid);
     }
   }
 
@@ -512,7 +526,7 @@ export class EmulatedHub {
       status: i.status,
       connected: !!s,
       connects: i.connects,
-      c2dPending: i.c2dQueue.length + (s?.inflight.length ?? 0),
+      c2dPending: i.c2dQueue.length + (s?.inflight.size ?? 0),
       ...(i.disabledReason ? { disabledReason: i.disabledReason } : {}),
       ...(i.modelId ? { modelId: i.modelId } : {}),
       ...(i.lastConnectedAt ? { lastConnectedAt: i.lastConnectedAt } : {}),
@@ -638,7 +652,7 @@ export class EmulatedHub {
   sendC2D(deviceId: string, body: Buffer | string | JsonObject, properties: C2DProperties = {}): C2DSendResult {
     const i = this.identity(deviceId);
     const s = this.sessions.get(deviceId);
-    const pending = i.c2dQueue.length + (s?.inflight.length ?? 0);
+    const pending = i.c2dQueue.length + (s?.inflight.size ?? 0);
     if (pending >= this.ctx.settings.c2dQueueLimit) {
       throw new EmulatorError('C2D_QUEUE_FULL', `device '${deviceId}' already has ${pending} pending C2D messages`);
     }
