@@ -27,3 +27,19 @@ export class MessageRejectedError extends HubstateError {
     super(`telemetry rejected (${reason}): ${detail}`);
   }
 }
+
+/**
+ * A durable store (the SQLite outbox) cannot be used: corrupt or not ours, locked by another
+ * process, or an I/O failure. Names the file; hubstate never deletes or replaces it by itself.
+ */
+export class StorageError extends HubstateError {
+  constructor(
+    readonly reason: 'corrupt' | 'incompatible' | 'locked' | 'io',
+    readonly path: string,
+    detail: string,
+    cause?: unknown,
+  ) {
+    super(`storage '${path}' (${reason}): ${detail}`);
+    if (cause !== undefined) this.cause = cause;
+  }
+}

@@ -33,7 +33,8 @@ export const DEFAULT_OUTBOX_LIMITS: OutboxLimits = {
 
 export interface DroppedMessage {
   messageId: string;
-  reason: 'outbox-full';
+  /** `outbox-full`: pushed out by `drop-oldest`; `expired`: older than the outbox's maximum age. */
+  reason: 'outbox-full' | 'expired';
 }
 
 /**

@@ -1,0 +1,416 @@
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import Database from 'better-sqlite3';
+import type { Clock } from '../clock';
+import { ConfigError, HubstateError, MessageRejectedError, StorageError } from '../errors';
+import {
+  DEFAULT_OUTBOX_LIMITS,
+  type DroppedMessage,
+  type NewOutboxMessage,
+  type Outbox,
+  type OutboxLimits,
+  type OutboxMessage,
+} from './outbox';
+
+/** The in-memory limits plus a maximum age: older messages are dropped with reason `expired`. */
+export type SqliteOutboxLimits = OutboxLimits & { maxAgeMs?: number };
+
+export interface SqliteOutboxOptions {
+  /** The database file. Its directory is created with mode 0700 if missing; the file gets mode 0600. */
+  path: string;
+  limits?: SqliteOutboxLimits;
+  /** Read for the age limit only. Defaults to the system clock. */
+  clock?: Pick<Clock, 'now'>;
+  /**
+   * `normal` (default): with WAL, a commit survives a crash of the process (SIGKILL, OOM kill,
+   * uncaught exception) because it is in the WAL file, that is in the OS page cache, when `add`
+   * returns; the last commits can be lost on power loss or kernel panic. `full`: the WAL is
+   * fsynced on every commit, so commits survive power loss too, at the cost of one fsync per `add`.
+   */
+  synchronous?: 'normal' | 'full';
+}
+
+/** Written in the database header (`PRAGMA application_id`): 'hbst'. Marks the file as ours. */
+const APPLICATION_ID = 0x68627374;
+/** `PRAGMA user_version`: bumped with every schema change; a newer file is refused, not guessed at. */
+const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+  CREATE TABLE outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT, -- capture order; AUTOINCREMENT: never reused after deletes
+    message_id TEXT    NOT NULL,
+    body       TEXT    NOT NULL,
+    component  TEXT,
+    properties TEXT    NOT NULL,                  -- JSON object of strings
+    created_at INTEGER NOT NULL,                  -- epoch ms of capture
+    bytes      INTEGER NOT NULL
+  );
+  CREATE UNIQUE INDEX outbox_message_id ON outbox (message_id);
+  CREATE INDEX outbox_created_at ON outbox (created_at);
+  PRAGMA application_id = ${APPLICATION_ID};
+  PRAGMA user_version = ${SCHEMA_VERSION};
+`;
+
+interface Row {
+  seq: number;
+  message_id: string;
+  body: string;
+  component: string | null;
+  properties: string;
+  created_at: number;
+  bytes: number;
+}
+
+interface Victim {
+  seq: number;
+  message_id: string;
+  bytes: number;
+}
+
+type AddOutcome =
+  | { accepted: OutboxMessage; dropped: DroppedMessage[] }
+  | { rejected: MessageRejectedError; dropped: DroppedMessage[] };
+
+/** The outbox file for one registration id in the device's data directory. */
+export function sqliteOutboxPath(dataDir: string, registrationId: string): string {
+  return join(dataDir, `outbox-${encodeURIComponent(registrationId)}.sqlite`);
+}
+
+/** Open (or create) the durable outbox of `registrationId` in `dataDir`. */
+export function openSqliteOutbox(
+  dataDir: string,
+  registrationId: string,
+  options: Omit<SqliteOutboxOptions, 'path'> = {},
+): SqliteOutbox {
+  return new SqliteOutbox({ ...options, path: sqliteOutboxPath(dataDir, registrationId) });
+}
+
+function validateLimits(limits: SqliteOutboxLimits): void {
+  const positiveInteger = (value: unknown) => typeof value === 'number' && Number.isInteger(value) && value > 0;
+  if (!positiveInteger(limits.maxCount)) throw new ConfigError('limits.maxCount', 'a positive integer');
+  if (!positiveInteger(limits.maxBytes)) throw new ConfigError('limits.maxBytes', 'a positive integer');
+  if (limits.whenFull !== 'reject-new' && limits.whenFull !== 'drop-oldest') {
+    throw new ConfigError('limits.whenFull', "'reject-new' or 'drop-oldest'");
+  }
+  if (limits.maxAgeMs !== undefined && !(typeof limits.maxAgeMs === 'number' && limits.maxAgeMs > 0)) {
+    throw new ConfigError('limits.maxAgeMs', 'a positive number of milliseconds');
+  }
+}
+
+function sqliteCode(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : '';
+}
+
+/** Map a better-sqlite3 / fs failure to a StorageError that names the file. */
+function storageError(path: string, error: unknown, doing: string): StorageError {
+  if (error instanceof StorageError) return error;
+  const code = sqliteCode(error);
+  const message = error instanceof Error ? error.message : String(error);
+  if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) {
+    return new StorageError(
+      'corrupt',
+      path,
+      `${doing}: the file is corrupt or not a database (${message}); it was left untouched: move it aside to start an empty outbox`,
+      error,
+    );
+  }
+  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
+    return new StorageError('locked', path, `${doing}: the outbox is open in another process or connection (${message})`, error);
+  }
+  return new StorageError('io', path, `${doing}: ${code ? `${code}: ` : ''}${message}`, error);
+}
+
+/**
+ * The durable outbox: one SQLite database (better-sqlite3, synchronous) per device, in WAL mode.
+ * Same contract as MemoryOutbox; in addition, messages survive a restart with their ids and order,
+ * so a device that crashed re-sends its unacknowledged tail with the same message ids.
+ *
+ * The connection holds the database in exclusive locking mode: a second outbox on the same file,
+ * in this process or another, fails to open with StorageError('locked') instead of double-sending.
+ */
+export class SqliteOutbox implements Outbox {
+  readonly path: string;
+  private readonly db: Database.Database;
+  private readonly limits: SqliteOutboxLimits;
+  private readonly clock: Pick<Clock, 'now'>;
+  private count = 0;
+  private bytes = 0;
+  private closed = false;
+  private readonly addedListeners = new Set<() => void>();
+  private readonly droppedListeners = new Set<(dropped: DroppedMessage) => void>();
+
+  private readonly insertStatement: Database.Statement<[string, string, string | null, string, number, number]>;
+  private readonly afterStatement: Database.Statement<[number, number], Row>;
+  private readonly removeStatement: Database.Statement<[string], { bytes: number }>;
+  private readonly oldestStatement: Database.Statement<[], Victim>;
+  private readonly expiredStatement: Database.Statement<[number], Victim>;
+  private readonly deleteUpToStatement: Database.Statement<[number]>;
+  private readonly deleteSeqStatement: Database.Statement<[number]>;
+  private readonly addTransaction: (message: NewOutboxMessage) => AddOutcome;
+  private readonly expireTransaction: () => DroppedMessage[];
+
+  constructor(options: SqliteOutboxOptions) {
+    if (typeof options.path !== 'string' || options.path.length === 0) throw new ConfigError('path', 'a file path');
+    this.path = options.path;
+    this.limits = options.limits ?? DEFAULT_OUTBOX_LIMITS;
+    validateLimits(this.limits);
+    this.clock = options.clock ?? { now: () => Date.now() };
+    const synchronous = options.synchronous ?? 'normal';
+    if (synchronous !== 'normal' && synchronous !== 'full') throw new ConfigError('synchronous', "'normal' or 'full'");
+
+    this.createFile();
+    let db: Database.Database | undefined;
+    try {
+      // timeout 0: a held lock means another live outbox on this file; fail now, never wait.
+      const connection = new Database(this.path, { timeout: 0 });
+      db = connection;
+      // Before the first access, so that the lock is held from now on and no -shm file is used.
+      connection.pragma('locking_mode = EXCLUSIVE');
+      // Read-only checks first (a file that is not a database fails here, SQLITE_NOTADB): a file
+      // that is not ours is refused before anything, even its journal mode, is written to it.
+      const fresh = this.checkOwnership(connection);
+      const journalMode = connection.pragma('journal_mode = WAL', { simple: true });
+      if (journalMode !== 'wal') {
+        throw new StorageError('io', this.path, `cannot use WAL mode (journal_mode is '${String(journalMode)}')`);
+      }
+      // Durability of add(): with WAL, NORMAL is durable against a crash of the process (SIGKILL),
+      // the requirement; FULL adds power-loss durability (see SqliteOutboxOptions.synchronous).
+      connection.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+      if (fresh) connection.transaction(() => connection.exec(SCHEMA))();
+      // Take the write lock now, so that a second opener fails at open rather than on its first add.
+      else connection.exec('BEGIN IMMEDIATE; COMMIT');
+      const totals = connection.prepare('SELECT COUNT(*) AS count, COALESCE(SUM(bytes), 0) AS bytes FROM outbox').get() as {
+        count: number;
+        bytes: number;
+      };
+      this.count = totals.count;
+      this.bytes = totals.bytes;
+      this.tightenModes();
+    } catch (error) {
+      db?.close();
+      throw storageError(this.path, error, 'cannot open the outbox');
+    }
+    this.db = db;
+
+    this.insertStatement = db.prepare(
+      'INSERT INTO outbox (message_id, body, component, properties, created_at, bytes) VALUES (?, ?, ?, ?, ?, ?)',
+    );
+    this.afterStatement = db.prepare<[number, number], Row>(
+      'SELECT seq, message_id, body, component, properties, created_at, bytes FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?',
+    );
+    this.removeStatement = db.prepare<[string], { bytes: number }>('DELETE FROM outbox WHERE message_id = ? RETURNING bytes');
+    this.oldestStatement = db.prepare<[], Victim>('SELECT seq, message_id, bytes FROM outbox ORDER BY seq');
+    this.expiredStatement = db.prepare<[number], Victim>(
+      'SELECT seq, message_id, bytes FROM outbox WHERE created_at < ? ORDER BY created_at, seq',
+    );
+    this.deleteUpToStatement = db.prepare<[number]>('DELETE FROM outbox WHERE seq <= ?');
+    this.deleteSeqStatement = db.prepare<[number]>('DELETE FROM outbox WHERE seq = ?');
+    this.addTransaction = db.transaction((message: NewOutboxMessage) => this.addInTransaction(message));
+    this.expireTransaction = db.transaction(() => this.expireInTransaction());
+  }
+
+  /**
+   * Create the file with mode 0600 before SQLite opens it (SQLite gives its WAL the same mode);
+   * an existing file is opened for writing only to check access, never modified here.
+   */
+  private createFile(): void {
+    try {
+      mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+      closeSync(openSync(this.path, 'a', 0o600));
+    } catch (error) {
+      throw storageError(this.path, error, 'cannot create or open the outbox file');
+    }
+  }
+
+  /** Once the file is known to be ours: 0600 for it and whatever sidecar files exist. */
+  private tightenModes(): void {
+    chmodSync(this.path, 0o600);
+    for (const suffix of ['-wal', '-shm', '-journal']) {
+      const sidecar = this.path + suffix;
+      if (existsSync(sidecar)) chmodSync(sidecar, 0o600);
+    }
+  }
+
+  /** True for a new, empty file; throws unless the file is a hubstate outbox this version reads. */
+  private checkOwnership(db: Database.Database): boolean {
+    const applicationId = db.pragma('application_id', { simple: true }) as number;
+    const version = db.pragma('user_version', { simple: true }) as number;
+    const objects = (db.prepare('SELECT COUNT(*) AS n FROM sqlite_schema').get() as { n: number }).n;
+    if (applicationId === 0 && version === 0 && objects === 0) return true;
+    if (applicationId !== APPLICATION_ID) {
+      throw new StorageError(
+        'incompatible',
+        this.path,
+        'this SQLite database is not a hubstate outbox (application_id differs); it was left untouched',
+      );
+    }
+    if (version > SCHEMA_VERSION) {
+      throw new StorageError(
+        'incompatible',
+        this.path,
+        `the outbox was written by a newer hubstate (schema ${version}, this one reads ${SCHEMA_VERSION}); it was left untouched`,
+      );
+    }
+    return false;
+  }
+
+  /**
+   * Durable when it returns: the commit is in the WAL (see `synchronous`). Drops expired messages
+   * first, then makes room (drop-oldest) or refuses (reject-new); every drop is notified.
+   */
+  add(message: NewOutboxMessage): OutboxMessage {
+    if (this.closed) throw new MessageRejectedError('stopped', 'the outbox is closed');
+    let outcome: AddOutcome;
+    const before = this.stats();
+    try {
+      outcome = this.addTransaction(message);
+    } catch (error) {
+      this.restore(before); // the transaction rolled back: so do the counters that mirror it
+      if (sqliteCode(error) === 'SQLITE_CONSTRAINT_UNIQUE') {
+        throw new HubstateError(`message id '${message.messageId}' is already in the outbox`);
+      }
+      throw storageError(this.path, error, 'cannot add a message');
+    }
+    this.notifyDropped(outcome.dropped);
+    if ('rejected' in outcome) throw outcome.rejected;
+    for (const listener of this.addedListeners) listener();
+    return outcome.accepted;
+  }
+
+  private addInTransaction(message: NewOutboxMessage): AddOutcome {
+    const dropped = this.expireInTransaction();
+    const rejected = this.makeRoom(message.bytes, dropped);
+    if (rejected) return { rejected, dropped };
+    const result = this.insertStatement.run(
+      message.messageId,
+      message.body,
+      message.component ?? null,
+      JSON.stringify(message.properties),
+      message.createdAt,
+      message.bytes,
+    );
+    this.count++;
+    this.bytes += message.bytes;
+    const accepted: OutboxMessage = { ...message, seq: Number(result.lastInsertRowid) };
+    if (accepted.component === undefined) delete accepted.component;
+    return { accepted, dropped };
+  }
+
+  private makeRoom(incomingBytes: number, dropped: DroppedMessage[]): MessageRejectedError | undefined {
+    const { maxCount, maxBytes, whenFull } = this.limits;
+    const fits = (count: number, bytes: number) => count + 1 <= maxCount && bytes + incomingBytes <= maxBytes;
+    if (fits(this.count, this.bytes)) return undefined;
+    if (whenFull === 'reject-new' || incomingBytes > maxBytes) {
+      return new MessageRejectedError('outbox-full', `${this.count} messages, ${this.bytes} bytes queued`);
+    }
+    let count = this.count;
+    let bytes = this.bytes;
+    let lastSeq: number | undefined;
+    for (const victim of this.oldestStatement.iterate()) {
+      lastSeq = victim.seq;
+      count--;
+      bytes -= victim.bytes;
+      dropped.push({ messageId: victim.message_id, reason: 'outbox-full' });
+      if (fits(count, bytes)) break;
+    }
+    if (lastSeq !== undefined) this.deleteUpToStatement.run(lastSeq);
+    this.count = count;
+    this.bytes = bytes;
+    return undefined;
+  }
+
+  private expireInTransaction(): DroppedMessage[] {
+    if (this.limits.maxAgeMs === undefined || this.count === 0) return [];
+    const victims = this.expiredStatement.all(this.clock.now() - this.limits.maxAgeMs);
+    for (const victim of victims) {
+      this.deleteSeqStatement.run(victim.seq);
+      this.count--;
+      this.bytes -= victim.bytes;
+    }
+    return victims.map((victim) => ({ messageId: victim.message_id, reason: 'expired' as const }));
+  }
+
+  /** Up to `limit` messages with seq > `afterSeq`, in capture order; expired ones are dropped first. */
+  after(afterSeq: number, limit: number): OutboxMessage[] {
+    if (this.closed || limit <= 0) return [];
+    let rows: Row[];
+    let expired: DroppedMessage[] = [];
+    const before = this.stats();
+    try {
+      if (this.limits.maxAgeMs !== undefined) expired = this.expireTransaction();
+    } catch (error) {
+      this.restore(before);
+      throw storageError(this.path, error, 'cannot drop expired messages');
+    }
+    try {
+      rows = this.afterStatement.all(afterSeq, limit);
+    } catch (error) {
+      this.notifyDropped(expired);
+      throw storageError(this.path, error, 'cannot read messages');
+    }
+    this.notifyDropped(expired);
+    return rows.map(toMessage);
+  }
+
+  /** True if the message was queued and is now gone (acknowledged). False after close. */
+  remove(messageId: string): boolean {
+    if (this.closed) return false;
+    let row: { bytes: number } | undefined;
+    try {
+      row = this.removeStatement.get(messageId);
+    } catch (error) {
+      throw storageError(this.path, error, 'cannot remove a message');
+    }
+    if (!row) return false;
+    this.count--;
+    this.bytes -= row.bytes;
+    return true;
+  }
+
+  /** O(1): kept in memory, computed from the table at open. */
+  stats(): { count: number; bytes: number } {
+    return { count: this.count, bytes: this.bytes };
+  }
+
+  onAdded(listener: () => void): () => void {
+    this.addedListeners.add(listener);
+    return () => this.addedListeners.delete(listener);
+  }
+
+  onDropped(listener: (dropped: DroppedMessage) => void): () => void {
+    this.droppedListeners.add(listener);
+    return () => this.droppedListeners.delete(listener);
+  }
+
+  /** Closes the database (checkpointing the WAL into it). Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.addedListeners.clear();
+    this.droppedListeners.clear();
+    this.db.close();
+  }
+
+  private restore(counters: { count: number; bytes: number }): void {
+    this.count = counters.count;
+    this.bytes = counters.bytes;
+  }
+
+  private notifyDropped(dropped: DroppedMessage[]): void {
+    for (const message of dropped) for (const listener of this.droppedListeners) listener(message);
+  }
+}
+
+function toMessage(row: Row): OutboxMessage {
+  const message: OutboxMessage = {
+    seq: row.seq,
+    messageId: row.message_id,
+    body: row.body,
+    properties: JSON.parse(row.properties) as Record<string, string>,
+    createdAt: row.created_at,
+    bytes: row.bytes,
+  };
+  if (row.component !== null) message.component = row.component;
+  return message;
+}
