@@ -67,7 +67,11 @@ export function registerOnce(settings: ProvisionSettings, registrationId: string
       clock.clearTimeout(deadline);
       base.removeListener('message', watchResponses);
       signal?.removeEventListener('abort', onAbort);
-      // Always drop the DPS connection: it is not needed once we have an answer.
+      // Stop the SDK's own polling timer, or it re-sends the registration after retry-after in
+      // the background (measured: a stray register 1.5 s later while we were backing off).
+      // Its public cancel() only reaches the transport, so the state machine is reached directly.
+      const polling = (client as unknown as { _pollingStateMachine?: { cancel(cb: () => void): void } })._pollingStateMachine;
+      if (polling) polling.cancel(() => undefined);
       transport.disconnect(() => undefined);
       if (error) {
         const failure: Failure = toFailure(error, 'dps', clock.now());
