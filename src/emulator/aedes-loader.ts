@@ -1,8 +1,7 @@
 /**
  * Loads aedes 1.x (an ES module) from this CommonJS package.
  *
- * Plain Node >= 20.19 can `require()` ES modules, but Jest's module registry cannot before
- * Node 24.9 (it throws ERR_REQUIRE_ESM). In that case aedes is loaded through Node's own
+ * Plain Node >= 20.19 can `require()` ES modules, but Jest's module registry cannot. In that case aedes is loaded through Node's own
  * CommonJS loader (a fresh `Module` whose `require` is Node's, not Jest's), which is safe here
  * because aedes keeps no state shared with test code.
  */
@@ -24,8 +23,8 @@ export function loadAedes(): AedesModule {
   if (cached) return cached;
   try {
     cached = require('aedes') as AedesModule;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ERR_REQUIRE_ESM') throw err;
+  } catch {
+    // Jest 30 says ERR_REQUIRE_ESM, Jest 29 a SyntaxError; a missing aedes fails again below.
     const ModuleCtor = NodeModule as unknown as {
       new (id: string): LoaderModule;
       _nodeModulePaths(dir: string): string[];
