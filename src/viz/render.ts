@@ -1,0 +1,242 @@
+/**
+ * Pictures of a statechart, generated from the machine itself by walking `machine.root`
+ * (`node.states`, `node.transitions` — which include invoke onDone/onError —, `node.invoke`,
+ * `node.initial`, guards). Pure and deterministic: the order is the machine definition's order,
+ * nothing depends on time or on the environment.
+ */
+import type { AnyStateMachine, AnyStateNode, AnyTransitionDefinition } from 'xstate';
+
+export interface VizState {
+  /** Unique id usable in Mermaid and DOT (state path joined with `_`). */
+  id: string;
+  /** Display name (the state key). */
+  name: string;
+  final: boolean;
+  /** Ids of the invoked actors. */
+  invokes: string[];
+  /** Named entry actions. */
+  entry: string[];
+  /** Id of the initial child, for compound states. */
+  initial: string | null;
+  children: VizState[];
+}
+
+export interface VizEdge {
+  source: string;
+  /** The target state id; the source itself for a targetless (event-swallowing) transition. */
+  target: string;
+  label: string;
+  /** A transition without target: the event is consumed and nothing happens. */
+  targetless: boolean;
+}
+
+export interface VizGraph {
+  id: string;
+  initial: string | null;
+  states: VizState[];
+  edges: VizEdge[];
+}
+
+/** `xstate.done.actor.openHub` → `done: openHub`, `xstate.after.1000.x` → `after 1000`. */
+export function shortEventName(eventType: string): string {
+  let match = /^xstate\.(done|error)\.actor\.(.+)$/.exec(eventType);
+  if (match) return `${match[1]}: ${match[2]}`;
+  match = /^xstate\.after\.([^.]+)\./.exec(eventType);
+  if (match) return `after ${match[1]}`;
+  if (eventType.startsWith('xstate.done.state.')) return 'done';
+  return eventType;
+}
+
+// Guard params are often functions of the event (here: the classified failure it carries). To
+// show the constant part (e.g. `errorClass: 'fatal'`), evaluate them on two different probe events
+// and keep the primitive values both agree on.
+function probeEvent(eventType: string, variant: number) {
+  const failure = {
+    errorClass: variant === 0 ? 'transient' : 'throttled',
+    rule: `viz-probe-${variant}`,
+    phase: 'dps',
+    name: 'VizProbe',
+    message: 'probe',
+    at: variant,
+  };
+  return { type: eventType, error: failure, failure, output: undefined, epoch: variant };
+}
+
+function constantParams(params: unknown, eventType: string): Array<[string, string]> {
+  if (params === undefined || params === null) return [];
+  const evaluate = (variant: number): Record<string, unknown> | null => {
+    if (typeof params !== 'function') return params as Record<string, unknown>;
+    try {
+      return (params as (args: unknown) => Record<string, unknown>)({ context: {}, event: probeEvent(eventType, variant) });
+    } catch {
+      return null;
+    }
+  };
+  const [a, b] = [evaluate(0), evaluate(1)];
+  if (!a || !b || typeof a !== 'object') return [];
+  return Object.entries(a)
+    .filter(([key, value]) => ['string', 'number', 'boolean'].includes(typeof value) && b[key] === value)
+    .map(([key, value]) => [key, String(value)]);
+}
+
+/** `hasAssignment`, `failureIs fatal`, `retryStepIs Connecting`; null for no guard. */
+export function guardText(guard: unknown, eventType: string): string | null {
+  if (guard === undefined || guard === null) return null;
+  if (typeof guard === 'string') return guard;
+  if (typeof guard === 'function') return guard.name || 'guard';
+  if (typeof guard === 'object' && 'type' in guard) {
+    const { type, params } = guard as { type: unknown; params?: unknown };
+    const shown = constantParams(params, eventType);
+    const text = shown.length === 1 ? shown[0][1] : shown.map(([k, v]) => `${k}=${v}`).join(', ');
+    return text ? `${String(type)} ${text}` : String(type);
+  }
+  return 'guard';
+}
+
+function actionName(action: unknown): string | null {
+  if (typeof action === 'string') return action;
+  if (action && typeof action === 'object' && 'type' in action) return String((action as { type: unknown }).type);
+  return null; // inline functions have no stable name
+}
+
+/** Source id of transitions defined on the machine root (they apply in every state). */
+export const ANY_STATE = '__any';
+
+const idOf = (node: AnyStateNode) => (node.path.length ? node.path.join('_') : ANY_STATE);
+
+function describeState(node: AnyStateNode): VizState {
+  const children = Object.values(node.states).map(describeState);
+  const initialTarget = node.initial?.target?.[0];
+  return {
+    id: idOf(node),
+    name: node.key,
+    final: node.type === 'final',
+    invokes: node.invoke.map((invoke) => invoke.id),
+    entry: node.entry.map(actionName).filter((n): n is string => n !== null),
+    initial: initialTarget ? idOf(initialTarget) : null,
+    children,
+  };
+}
+
+function transitionEdges(node: AnyStateNode): VizEdge[] {
+  const edges: VizEdge[] = [];
+  for (const [eventType, definitions] of node.transitions as Map<string, AnyTransitionDefinition[]>) {
+    const anyGuarded = definitions.some((t) => t.guard);
+    for (const t of definitions) {
+      const guard = guardText(t.guard, eventType) ?? (anyGuarded ? 'else' : null);
+      const label = shortEventName(eventType) + (guard ? ` [${guard}]` : '');
+      const targets = t.target?.length ? t.target : null;
+      if (!targets) {
+        edges.push({ source: idOf(node), target: idOf(node), label: `${label} (ignored)`, targetless: true });
+        continue;
+      }
+      for (const target of targets) edges.push({ source: idOf(node), target: idOf(target), label, targetless: false });
+    }
+  }
+  for (const child of Object.values(node.states)) edges.push(...transitionEdges(child));
+  return edges;
+}
+
+/** The states and transitions of a machine, in definition order. */
+export function describeMachine(machine: AnyStateMachine): VizGraph {
+  const root = machine.root;
+  const rootInitial = root.initial?.target?.[0];
+  return {
+    id: root.id,
+    initial: rootInitial ? idOf(rootInitial) : null,
+    states: Object.values(root.states).map(describeState),
+    // Transitions on the root apply in every state: they start from the pseudo-state ANY_STATE.
+    edges: transitionEdges(root),
+  };
+}
+
+function flatten(states: VizState[]): VizState[] {
+  return states.flatMap((s) => [s, ...flatten(s.children)]);
+}
+
+// Mermaid's stateDiagram lexer ends a description at ':' or ';' and treats '#' as a comment.
+function mermaidText(text: string): string {
+  return text.replace(/:/g, '\u02F8').replace(/;/g, ',').replace(/#/g, '\u266F');
+}
+
+/** Mermaid `stateDiagram-v2` (GitHub renders it in Markdown). */
+export function toMermaid(machine: AnyStateMachine): string {
+  const graph = describeMachine(machine);
+  const lines = ['stateDiagram-v2'];
+  const emitStates = (states: VizState[], initial: string | null, indent: string) => {
+    if (initial) lines.push(`${indent}[*] --> ${initial}`);
+    for (const state of states) {
+      if (state.children.length) {
+        lines.push(`${indent}state ${state.id} {`);
+        emitStates(state.children, state.initial, `${indent}  `);
+        lines.push(`${indent}}`);
+      }
+      for (const invoke of state.invokes) lines.push(`${indent}${state.id} : ${mermaidText(`invoke ${invoke}`)}`);
+      if (state.entry.length) lines.push(`${indent}${state.id} : ${mermaidText(`entry ${state.entry.join(', ')}`)}`);
+      if (!state.invokes.length && !state.entry.length && !state.children.length) lines.push(`${indent}${state.id}`);
+    }
+  };
+  emitStates(graph.states, graph.initial, '  ');
+  if (graph.edges.some((e) => e.source === ANY_STATE)) lines.push(`  state "any state" as ${ANY_STATE}`);
+  for (const edge of graph.edges) lines.push(`  ${edge.source} --> ${edge.target} : ${mermaidText(edge.label)}`);
+  for (const state of flatten(graph.states)) if (state.final) lines.push(`  ${state.id} --> [*]`);
+  return `${lines.join('\n')}\n`;
+}
+
+function dotString(text: string): string {
+  return `"${text.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
+}
+
+/** Graphviz DOT; compound states become clusters. */
+export function toDot(machine: AnyStateMachine): string {
+  const graph = describeMachine(machine);
+  const all = flatten(graph.states);
+  const byId = new Map(all.map((s) => [s.id, s]));
+  // Edges to or from a compound state attach to its initial leaf, clipped at the cluster border.
+  const leafOf = (id: string): string => {
+    const state = byId.get(id);
+    return state && state.children.length ? leafOf(state.initial ?? state.children[0].id) : id;
+  };
+  const lines = [
+    `digraph ${dotString(graph.id)} {`,
+    '  rankdir=TB;',
+    '  compound=true;',
+    '  node [shape=box, style=rounded, fontname="Helvetica", fontsize=12];',
+    '  edge [fontname="Helvetica", fontsize=9];',
+  ];
+  const emitStates = (states: VizState[], initial: string | null, indent: string, scope: string) => {
+    if (initial) {
+      const start = `__initial_${scope}`;
+      lines.push(`${indent}${dotString(start)} [shape=point, width=0.12, label=""];`);
+      lines.push(`${indent}${dotString(start)} -> ${dotString(leafOf(initial))};`);
+    }
+    for (const state of states) {
+      const details = [
+        ...state.invokes.map((i) => `invoke: ${i}`),
+        ...(state.entry.length ? [`entry: ${state.entry.join(', ')}`] : []),
+      ];
+      if (state.children.length) {
+        lines.push(`${indent}subgraph ${dotString(`cluster_${state.id}`)} {`);
+        lines.push(`${indent}  label=${dotString([state.name, ...details].join('\n'))};`);
+        emitStates(state.children, state.initial, `${indent}  `, state.id);
+        lines.push(`${indent}}`);
+        continue;
+      }
+      const attrs = [`label=${dotString([state.name, ...details].join('\n'))}`];
+      if (state.final) attrs.push('peripheries=2');
+      lines.push(`${indent}${dotString(state.id)} [${attrs.join(', ')}];`);
+    }
+  };
+  emitStates(graph.states, graph.initial, '  ', 'root');
+  if (graph.edges.some((e) => e.source === ANY_STATE)) lines.push(`  ${dotString(ANY_STATE)} [label="any state", style=dashed];`);
+  for (const edge of graph.edges) {
+    const attrs = [`label=${dotString(edge.label)}`];
+    if (edge.targetless) attrs.push('style=dashed');
+    const [source, target] = [leafOf(edge.source), leafOf(edge.target)];
+    if (source !== edge.source) attrs.push(`ltail=${dotString(`cluster_${edge.source}`)}`);
+    if (target !== edge.target) attrs.push(`lhead=${dotString(`cluster_${edge.target}`)}`);
+    lines.push(`  ${dotString(source)} -> ${dotString(target)} [${attrs.join(', ')}];`);
+  }
+  lines.push('}');
+  return `${lines.join('\n')}\n`;
+}
