@@ -167,6 +167,11 @@ export class MqttEndpoint {
     return this.blackholed;
   }
 
+  /** Connections held open but mute because of a blackhole. */
+  get mutedSockets(): number {
+    return this.mute.size;
+  }
+
   /** Number of open TCP connections (including muted ones). */
   get openSockets(): number {
     return this.rawSockets.size;

@@ -682,7 +682,12 @@ export class EmulatedHub {
   }
 
   metrics(): HubMetrics {
-    return { ...this.counters, refusedByCode: { ...this.counters.refusedByCode }, currentConnections: this.sessions.size };
+    return {
+      ...this.counters,
+      refusedByCode: { ...this.counters.refusedByCode },
+      currentConnections: this.sessions.size,
+      mutedConnections: this.endpoint.mutedSockets,
+    };
   }
 
   // -------------------------------------------------------------------------------------------

@@ -200,6 +200,8 @@ export interface HubMetrics {
   refusedConnects: number;
   refusedByCode: Record<string, number>;
   currentConnections: number;
+  /** Connections held open but silent by a blackhole. */
+  mutedConnections: number;
   messages: number;
   twinGets: number;
   reportedPatches: number;
