@@ -9,7 +9,7 @@
  * POST /hubs/:hub/devices/:id/disable | enable | delete | disconnect | expire-tokens
  * GET  /hubs/:hub/devices/:id/twin                                POST /hubs/:hub/devices/:id/desired {patch}
  * POST /hubs/:hub/devices/:id/methods/:name {payload?, timeoutMs?} POST /hubs/:hub/devices/:id/c2d {body, properties?}
- * POST /dps/down | up | clear-faults | throttle {retryAfterSec, count?} | fail {status, count?}
+ * POST /dps/down | up | clear-faults | blackhole {on} | throttle {retryAfterSec, count?} | fail {status, count?}
  * POST /dps/rate-limit {perSec|null, retryAfterSec?}  POST /dps/enrollments/:regId {key?}
  * POST /dps/enrollments/:regId/status {status}
  *
@@ -198,6 +198,9 @@ async function route(cloud: LocalCloud, method: string, url: URL, req: http.Inco
           return { ok: true };
         case 'up':
           await dps.up();
+          return { ok: true };
+        case 'blackhole':
+          dps.blackhole(bool(body, 'on'));
           return { ok: true };
         case 'clear-faults':
           dps.clearFaults();

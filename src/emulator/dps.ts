@@ -265,6 +265,11 @@ export class EmulatedDps {
     await this.endpoint.restart();
   }
 
+  /** Accept TCP/TLS but never answer an MQTT packet; established connections go silent too. */
+  blackhole(on: boolean): void {
+    this.endpoint.setBlackhole(on);
+  }
+
   /** The next `count` requests (default: all until cleared) get 429 with `retry-after`. */
   throttle(opts: { retryAfterSec: number; count?: number } | null): void {
     this.throttleFault = opts ? { retryAfterSec: opts.retryAfterSec, remaining: opts.count ?? Infinity } : null;
@@ -515,6 +520,7 @@ export class EmulatedDps {
       host: this.host,
       idScope: this.idScope,
       up: this.isUp,
+      blackholed: this.endpoint.isBlackholed,
       faults: { throttle: this.throttleFault, failWith: this.failFault, rateLimitPerSec: this.bucket?.ratePerSec ?? null },
       metrics: this.metrics(),
       hubCounts: this.hubCounts(),

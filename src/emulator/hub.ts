@@ -22,6 +22,7 @@ import {
   type HubMetrics,
   type LocalCloudEvents,
   type MethodResult,
+  type TelemetryRecord,
   type TwinDocument,
   type WithholdOptions,
 } from './types';
@@ -672,7 +673,7 @@ export class EmulatedHub {
   // Telemetry and metrics
 
   /** Telemetry stored by this hub, oldest first. */
-  telemetry(deviceId?: string) {
+  telemetry(deviceId?: string): TelemetryRecord[] {
     return this.ctx.telemetry.list({ hub: this.name, ...(deviceId ? { deviceId } : {}) });
   }
 

@@ -134,6 +134,14 @@ describe('DPS registration with the real ProvisioningDeviceClient', () => {
     expect((await provision(cloud, 'down-1')).assignedHub).toBeDefined();
   });
 
+  test('blackhole: connections are accepted but never answered', async () => {
+    cloud.dps.blackhole(true);
+    const silent = await provision(cloud, 'bh-dps', { timeoutMs: 300 });
+    expect(silent.error?.message).toBe('provision deadline');
+    cloud.dps.blackhole(false);
+    expect((await provision(cloud, 'bh-dps')).assignedHub).toBeDefined();
+  });
+
   test('static and custom allocation', async () => {
     const local = await startLocalCloud({ hubs: 3, dps: { allocation: 'static', staticHub: 'hub-2', assigningPolls: 0 } });
     try {
