@@ -239,6 +239,8 @@ export class LocalCloud {
       this.failoverMap.clear();
       await Promise.all([this.controlApi?.close(), this.dps.stop(), ...this.hubs.map((h) => h.stop())]);
       this.events.removeAllListeners();
+      // Listener handles finish closing one turn after their 'close' callbacks.
+      await new Promise<void>((resolve) => setImmediate(resolve));
     })();
     return this.stopping;
   }
