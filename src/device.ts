@@ -17,6 +17,7 @@ import type { ErrorClass } from './policy/types';
 import { seedFrom } from './policy/backoff';
 import { FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
 import { MemoryOutbox, type DroppedMessage, type Outbox } from './store/outbox';
+import { openSqliteOutbox } from './store/sqlite-outbox';
 
 /** IoT Hub's limit for one device-to-cloud message (body and properties). */
 export const MAX_MESSAGE_BYTES = 256 * 1024;
@@ -89,7 +90,13 @@ export function createDevice(options: DeviceOptions): Device {
     (resolved.dataDir
       ? new FileProvisioningCache(resolved.dataDir, resolved.registrationId, logger)
       : new MemoryProvisioningCache());
-  const outbox: Outbox = options.outbox ?? new MemoryOutbox();
+  // With a data directory telemetry is durable (SQLite); without one it lives in memory.
+  const ownsOutbox = options.outbox === undefined;
+  const outbox: Outbox =
+    options.outbox ??
+    (resolved.dataDir
+      ? openSqliteOutbox(resolved.dataDir, resolved.registrationId, { limits: resolved.outboxLimits, clock })
+      : new MemoryOutbox(resolved.outboxLimits));
   const emitter = new EventEmitter<DeviceEvents>();
 
   const hubActors = createHubActors(
@@ -155,9 +162,8 @@ export function createDevice(options: DeviceOptions): Device {
     if (value === previous) return;
     const { context } = snapshot;
     const change: StateChange = { value, previous, event: inspection.event.type };
-    if (value === 'BackingOff' || value === 'Failed' || value === 'Reprovisioning') {
-      if (context.lastError) change.errorClass = context.lastError.errorClass;
-    }
+    const causedByFailure = change.event.startsWith('xstate.error.actor.') || change.event === 'HUB_LOST';
+    if (causedByFailure && context.lastError) change.errorClass = context.lastError.errorClass;
     if (value === 'BackingOff' && context.delayMs !== null) change.delayMs = context.delayMs;
     if (context.assignment) change.hubHost = context.assignment.hubHost;
     previous = value;
@@ -198,6 +204,7 @@ export function createDevice(options: DeviceOptions): Device {
   });
 
   const send = (event: DeviceEvent) => actor.send(event);
+  const stopped = new Promise<void>((resolve) => actor.subscribe({ complete: () => resolve() }));
   let started = false;
 
   const device = Object.assign(emitter, {
@@ -215,18 +222,8 @@ export function createDevice(options: DeviceOptions): Device {
         actor.start();
       }
       send({ type: 'STOP' });
-      if (actor.getSnapshot().status === 'done') return;
-      await new Promise<void>((resolve) => {
-        const subscription = actor.subscribe({
-          next: (snapshot) => {
-            if (snapshot.status === 'done') {
-              subscription.unsubscribe();
-              resolve();
-            }
-          },
-          complete: () => resolve(),
-        });
-      });
+      if (actor.getSnapshot().status !== 'done') await stopped;
+      if (ownsOutbox) outbox.close();
     },
     async sendTelemetry(data: Record<string, unknown>, telemetryOptions: TelemetryOptions = {}) {
       if (actor.getSnapshot().status === 'done') throw new MessageRejectedError('stopped', 'the device is stopped');

@@ -7,6 +7,8 @@ import type { Outbox } from './store/outbox';
 import type { ProvisioningCache } from './store/cache';
 import type { Credential } from './actors/credentials';
 import type { SessionFeature } from './actors/hub';
+import { DEFAULT_OUTBOX_LIMITS } from './store/outbox';
+import type { SqliteOutboxLimits } from './store/sqlite-outbox';
 
 export const DEFAULT_PROVISIONING_HOST = 'global.azure-devices-provisioning.net';
 
@@ -40,6 +42,11 @@ export interface DeviceOptions {
   tokenRenewalMarginSeconds?: number;
   /** Telemetry messages awaiting PUBACK at once. Default 16. */
   sendWindow?: number;
+  /**
+   * Telemetry queue bounds: count, bytes, age, and what to do when full ('reject-new' refuses
+   * with MessageRejectedError, 'drop-oldest' emits `dropped`). Nothing is dropped silently.
+   */
+  outboxLimits?: Partial<SqliteOutboxLimits>;
   /** Injection points (tests, embedding): clock, stores, per-session features. */
   clock?: Clock;
   outbox?: Outbox;
@@ -65,6 +72,7 @@ export interface ResolvedOptions {
   tokenValiditySeconds: number;
   tokenRenewalMarginSeconds: number;
   sendWindow: number;
+  outboxLimits: SqliteOutboxLimits;
 }
 
 const ID_SCOPE = /^[A-Za-z0-9]{1,64}$/;
@@ -144,5 +152,24 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     tokenValiditySeconds,
     tokenRenewalMarginSeconds,
     sendWindow: positive(options.sendWindow, 'sendWindow', 16, true),
+    outboxLimits: resolveOutboxLimits(options.outboxLimits),
+  };
+}
+
+function resolveOutboxLimits(limits: Partial<SqliteOutboxLimits> = {}): SqliteOutboxLimits {
+  if (typeof limits !== 'object' || limits === null) throw new ConfigError('outboxLimits', 'an object');
+  const known = ['maxCount', 'maxBytes', 'maxAgeMs', 'whenFull'];
+  for (const key of Object.keys(limits)) {
+    if (!known.includes(key)) throw new ConfigError(`outboxLimits.${key}`, `one of ${known.join(', ')}`);
+  }
+  const whenFull = limits.whenFull ?? DEFAULT_OUTBOX_LIMITS.whenFull;
+  if (whenFull !== 'reject-new' && whenFull !== 'drop-oldest') {
+    throw new ConfigError('outboxLimits.whenFull', "'reject-new' or 'drop-oldest'");
+  }
+  return {
+    maxCount: positive(limits.maxCount, 'outboxLimits.maxCount', DEFAULT_OUTBOX_LIMITS.maxCount, true),
+    maxBytes: positive(limits.maxBytes, 'outboxLimits.maxBytes', DEFAULT_OUTBOX_LIMITS.maxBytes, true),
+    ...(limits.maxAgeMs !== undefined ? { maxAgeMs: positive(limits.maxAgeMs, 'outboxLimits.maxAgeMs', 0) } : {}),
+    whenFull,
   };
 }

@@ -5,9 +5,11 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
-export function parseFlags<T extends ParseArgsConfig['options']>(argv: string[], options: T) {
+type FlagOptions = NonNullable<ParseArgsConfig['options']>;
+
+export function parseFlags(argv: string[], options: FlagOptions): Record<string, string | boolean | undefined> {
   try {
-    return parseArgs({ args: argv, options, allowPositionals: false, strict: true }).values;
+    return parseArgs({ args: argv, options, allowPositionals: false, strict: true }).values as Record<string, string | boolean | undefined>;
   } catch (error) {
     throw new UsageError((error as Error).message);
   }

@@ -30,11 +30,11 @@ async function main(argv: string[]): Promise<number> {
       });
       const { runDemo } = await import('./demo');
       const summary = await runDemo({
-        durationSeconds: numberFlag(flags.duration, 'duration', 60, 1),
+        durationSeconds: numberFlag(flags.duration as string | undefined, 'duration', 60, 1),
         forever: flags.forever === true,
-        devices: Math.floor(numberFlag(flags.devices, 'devices', 1, 1)),
-        intervalMs: numberFlag(flags.interval, 'interval', 200, 10),
-        logFile: resolve(flags.log ?? 'hubstate-demo.log'),
+        devices: Math.floor(numberFlag(flags.devices as string | undefined, 'devices', 1, 1)),
+        intervalMs: numberFlag(flags.interval as string | undefined, 'interval', 200, 10),
+        logFile: resolve((flags.log as string | undefined) ?? 'hubstate-demo.log'),
         out: process.stdout,
       });
       return summary.lost === 0 ? 0 : 1;
@@ -42,7 +42,7 @@ async function main(argv: string[]): Promise<number> {
     case 'emulator': {
       const flags = parseFlags(rest, { hubs: { type: 'string' } });
       const { runEmulator } = await import('./emulator');
-      await runEmulator({ hubs: Math.floor(numberFlag(flags.hubs, 'hubs', 2, 1)), out: process.stdout });
+      await runEmulator({ hubs: Math.floor(numberFlag(flags.hubs as string | undefined, 'hubs', 2, 1)), out: process.stdout });
       return 0;
     }
     case 'viz': {
