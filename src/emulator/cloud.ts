@@ -304,7 +304,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       idScope,
       groupKey,
       settings: dpsSettings,
-      hubs: () => hubs.map((x) => ({ name: x.name, host: x.host })),
+      hubs: () => hubs.map((x) => ({ name: x.name, host: x.host, up: x.isUp })),
       onAssigned: (record, key) => byName(record.hubName).addDevice(record.deviceId, key),
       events,
       logger: withFields(logger, { service: 'dps' }),

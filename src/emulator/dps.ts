@@ -43,6 +43,8 @@ export interface DpsSettings {
 export interface DpsHubRef {
   name: string;
   host: string;
+  /** False while the hub is killed: like IoT Central, DPS then assigns to a linked hub that is up. */
+  up?: boolean;
 }
 
 /** What DPS needs from the cloud. */
@@ -447,6 +449,17 @@ export class EmulatedDps {
 
     let record = this.records.get(op.registrationId);
     const modelId = isJsonObject(op.payload) && typeof op.payload['modelId'] === 'string' ? op.payload['modelId'] : undefined;
+    const recordHub = record && this.ctx.hubs().find((h) => h.name === record!.hubName);
+    if (record && recordHub && recordHub.up === false && this.ctx.hubs().some((h) => h.up !== false)) {
+      // The assigned hub is down: re-evaluate the allocation among the hubs that are up. The
+      // device's data cannot be migrated from a dead hub, hence deviceDataReset.
+      const target = this.allocate(op.registrationId);
+      this.counts.set(record.hubName, Math.max(0, (this.counts.get(record.hubName) ?? 1) - 1));
+      this.counts.set(target.name, (this.counts.get(target.name) ?? 0) + 1);
+      record.assignedHub = target.host;
+      record.hubName = target.name;
+      record.substatus = 'deviceDataReset';
+    }
     if (record) {
       record.lastUpdatedDateTimeUtc = nowIso;
       record.etag = etag();
@@ -503,7 +516,9 @@ export class EmulatedDps {
   }
 
   private allocate(registrationId: string): DpsHubRef {
-    const hubs = this.ctx.hubs();
+    const all = this.ctx.hubs();
+    const up = all.filter((h) => h.up !== false);
+    const hubs = up.length > 0 ? up : all;
     const policy = this.ctx.settings.allocation;
     if (policy === 'static') return this.ctx.settings.staticHub ? this.resolveHub(this.ctx.settings.staticHub) : hubs[0]!;
     if (policy === 'even') {
