@@ -155,7 +155,19 @@ export function createDevice(options: DeviceOptions): Device {
   });
 
   let previous: DeviceStateName = 'Idle';
+  const extraInspector = options.inspect;
+  const forward = (inspection: InspectionEvent) => {
+    if (!extraInspector) return;
+    try {
+      if (typeof extraInspector === 'function') extraInspector(inspection);
+      else extraInspector.next?.(inspection);
+    } catch (error) {
+      // An inspector is an observer: it must never break the device.
+      logger.warn({ err: (error as Error).message }, 'inspector failed');
+    }
+  };
   const onTransition = (inspection: InspectionEvent) => {
+    forward(inspection);
     if (inspection.type !== '@xstate.snapshot' || inspection.actorRef !== actor) return;
     const snapshot = inspection.snapshot as DeviceSnapshot;
     const value = stateName(snapshot);

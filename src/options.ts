@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { InspectionEvent, Observer } from 'xstate';
 import { ConfigError } from './errors';
 import type { Clock } from './clock';
 import { resolvePolicy } from './policy/backoff';
@@ -47,6 +48,11 @@ export interface DeviceOptions {
    * with MessageRejectedError, 'drop-oldest' emits `dropped`). Nothing is dropped silently.
    */
   outboxLimits?: Partial<SqliteOutboxLimits>;
+  /**
+   * An extra XState inspector for the device actor (e.g. `@statelyai/inspect`'s
+   * `inspector.inspect`): receives every inspection event of the actor and its children.
+   */
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   /** Injection points (tests, embedding): clock, stores, per-session features. */
   clock?: Clock;
   outbox?: Outbox;
@@ -126,6 +132,9 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
   }
   if (options.dataDir !== undefined && (typeof options.dataDir !== 'string' || options.dataDir.length === 0)) {
     throw new ConfigError('dataDir', 'a directory path');
+  }
+  if (options.inspect !== undefined && typeof options.inspect !== 'function' && (typeof options.inspect !== 'object' || options.inspect === null)) {
+    throw new ConfigError('inspect', 'a function or an observer ({ next })');
   }
   if (options.seed !== undefined && (typeof options.seed !== 'number' || !Number.isInteger(options.seed))) {
     throw new ConfigError('seed', 'an integer');
