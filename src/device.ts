@@ -18,6 +18,15 @@ import { seedFrom } from './policy/backoff';
 import { FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
 import { MemoryOutbox, type DroppedMessage, type Outbox } from './store/outbox';
 import { openSqliteOutbox } from './store/sqlite-outbox';
+import { createPnp } from './pnp';
+import {
+  PropertiesRejectedError,
+  type CommandHandler,
+  type CommandOptions,
+  type ReportOptions,
+  type WritablePropertyHandler,
+  type WritablePropertyOptions,
+} from './pnp/types';
 
 /** IoT Hub's limit for one device-to-cloud message (body and properties). */
 export const MAX_MESSAGE_BYTES = 256 * 1024;
@@ -75,6 +84,21 @@ export interface Device extends EventEmitter<DeviceEvents> {
   state(): DeviceStateName;
   assignment(): Assignment | null;
   outboxStats(): { count: number; bytes: number };
+  /**
+   * Plug and Play writable property: `handler` applies a desired value; its outcome becomes the
+   * acknowledgement `{ value, ac, av, ad }` (200, 202 then 200, 400 via PropertyRejectedError,
+   * 500). Answered on every connection for desired versions newer than the acknowledged one.
+   */
+  onWritableProperty(name: string, handler: WritablePropertyHandler, options?: WritablePropertyOptions): void;
+  /**
+   * Queue reported properties: sent now when connected, else on the next connection, the latest
+   * value of each property winning. Throws PropertiesRejectedError for a patch the hub can't take.
+   */
+  reportProperties(patch: Record<string, unknown>, options?: ReportOptions): void;
+  /** Plug and Play command (direct method `[component*]name`, and offline command of that name). */
+  onCommand(name: string, handler: CommandHandler, options?: CommandOptions): void;
+  /** Reported properties not yet acknowledged by the hub. */
+  pendingReportedProperties(): number;
 }
 
 function stateName(snapshot: DeviceSnapshot): DeviceStateName {
@@ -98,6 +122,15 @@ export function createDevice(options: DeviceOptions): Device {
       ? openSqliteOutbox(resolved.dataDir, resolved.registrationId, { limits: resolved.outboxLimits, clock })
       : new MemoryOutbox(resolved.outboxLimits));
   const emitter = new EventEmitter<DeviceEvents>();
+  const pnp = createPnp({
+    clock,
+    logger,
+    commandTimeoutMs: resolved.commandTimeoutMs,
+    twinTimeoutMs: resolved.twinTimeoutMs,
+    dataDir: resolved.dataDir,
+    registrationId: resolved.registrationId,
+    reprovision: () => actor.send({ type: 'REPROVISION' }),
+  });
 
   const hubActors = createHubActors(
     {
@@ -116,7 +149,7 @@ export function createDevice(options: DeviceOptions): Device {
       outbox,
       onDelivered: (messageId) => emitter.emit('delivered', messageId),
     },
-    options.features,
+    [pnp.feature, ...(options.features ?? [])],
   );
 
   const machine = deviceMachine.provide({
@@ -279,6 +312,19 @@ export function createDevice(options: DeviceOptions): Device {
     },
     outboxStats() {
       return outbox.stats();
+    },
+    onWritableProperty(name: string, handler: WritablePropertyHandler, propertyOptions?: WritablePropertyOptions): void {
+      pnp.properties.register(name, handler, propertyOptions);
+    },
+    reportProperties(patch: Record<string, unknown>, reportOptions: ReportOptions = {}): void {
+      if (actor.getSnapshot().status === 'done') throw new PropertiesRejectedError('stopped', 'the device is stopped');
+      pnp.reported.set(patch, reportOptions.component);
+    },
+    onCommand(name: string, handler: CommandHandler, commandOptions?: CommandOptions): void {
+      pnp.commands.register(name, handler, commandOptions);
+    },
+    pendingReportedProperties(): number {
+      return pnp.reported.size;
     },
   });
   return device as Device;

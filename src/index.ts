@@ -13,5 +13,26 @@ export type { Outbox, OutboxMessage } from './store/outbox';
 export { FileProvisioningCache, MemoryProvisioningCache } from './store/cache';
 export type { ProvisioningCache, CachedAssignment } from './store/cache';
 export { deriveDeviceKey } from './actors/credentials';
-export type { SessionFeature } from './actors/hub';
+export type { HubSession, SessionFeature } from './actors/hub';
+export {
+  CommandError,
+  MAX_COMMAND_PAYLOAD_BYTES,
+  MAX_REPORTED_BYTES,
+  PropertiesRejectedError,
+  PropertyRejectedError,
+  REPROVISION_COMMAND,
+} from './pnp';
+export type {
+  CommandHandler,
+  CommandOptions,
+  CommandRequest,
+  CommandResult,
+  PrimitiveSchema,
+  ReportOptions,
+  ValueCheck,
+  WritablePropertyContext,
+  WritablePropertyHandler,
+  WritablePropertyOptions,
+  WritablePropertyResult,
+} from './pnp';
 export type { Clock } from './clock';

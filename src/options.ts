@@ -53,6 +53,13 @@ export interface DeviceOptions {
    * `inspector.inspect`): receives every inspection event of the actor and its children.
    */
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /**
+   * Plug and Play: a command handler still running after this gets its caller answered 504 (and
+   * its `signal` aborted). Default 25 s, below IoT Central's 30 s command timeout.
+   */
+  commandTimeoutMs?: number;
+  /** Plug and Play: deadline of each twin GET/PATCH and subscription; a miss ends the connection. Default 15 s. */
+  twinTimeoutMs?: number;
   /** Injection points (tests, embedding): clock, stores, per-session features. */
   clock?: Clock;
   outbox?: Outbox;
@@ -79,6 +86,8 @@ export interface ResolvedOptions {
   tokenRenewalMarginSeconds: number;
   sendWindow: number;
   outboxLimits: SqliteOutboxLimits;
+  commandTimeoutMs: number;
+  twinTimeoutMs: number;
 }
 
 const ID_SCOPE = /^[A-Za-z0-9]{1,64}$/;
@@ -162,6 +171,8 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     tokenRenewalMarginSeconds,
     sendWindow: positive(options.sendWindow, 'sendWindow', 16, true),
     outboxLimits: resolveOutboxLimits(options.outboxLimits),
+    commandTimeoutMs: positive(options.commandTimeoutMs, 'commandTimeoutMs', 25_000),
+    twinTimeoutMs: positive(options.twinTimeoutMs, 'twinTimeoutMs', 15_000),
   };
 }
 

@@ -40,11 +40,33 @@ export interface HubSettings {
   onDelivered(messageId: string): void;
 }
 
-/** A feature that lives for one hub session (twin sync, commands, ...). Returns its cleanup. */
-export type SessionFeature = (session: { client: Client; epoch: number; deviceId: string }) => () => void;
+/** What a session feature gets: the SDK client of ONE connection epoch, valid until its cleanup runs. */
+export interface HubSession {
+  client: Client;
+  /**
+   * The MQTT transport under `client` (twin GET/PATCH, desired-patch subscription, methods and C2D
+   * at the transport level, where the status and the order of operations are ours to control).
+   */
+  transport: Mqtt;
+  epoch: number;
+  deviceId: string;
+  /**
+   * Report that an operation of this session failed for good (twin timeout, failed subscription):
+   * the session ends as HUB_LOST with the classified error. Ignored once the session has ended.
+   */
+  lost(error: unknown): void;
+}
+
+/**
+ * A feature that lives for one hub session (twin sync, commands, ...). Returns its cleanup.
+ * After the cleanup runs it must never touch `client` or `transport` again: the SDK silently
+ * reconnects a discarded client to its old hub.
+ */
+export type SessionFeature = (session: HubSession) => () => void;
 
 interface OpenClient {
   client: Client;
+  transport: Mqtt;
   epoch: number;
   /** A loss observed after open() resolved but before the session actor took over. */
   lostEarly?: Failure;
@@ -139,12 +161,17 @@ export function createHubActors(settings: HubSettings, features: SessionFeature[
   const openHub = fromPromise<{ connectedAt: number }, HubAttemptInput>(async ({ input, signal }) => {
     const { assignment, epoch } = input;
     const key = deviceKeyOf(settings.credential, settings.registrationId);
+    // Keep the transport the client builds: session features use it directly (see HubSession).
+    let transport: Mqtt | undefined;
     const client = Client.fromConnectionString(
       `HostName=${assignment.hubHost};DeviceId=${assignment.deviceId};SharedAccessKey=${key}`,
-      Mqtt,
+      function CapturingMqtt(authenticationProvider: ConstructorParameters<typeof Mqtt>[0]) {
+        transport = new Mqtt(authenticationProvider);
+        return transport;
+      } as unknown as typeof Mqtt,
     );
     client.setRetryPolicy(new NoRetry());
-    const entry: OpenClient = { client, epoch };
+    const entry: OpenClient = { client, transport: transport!, epoch };
     open.set(epoch, entry);
     // Errors after the epoch is over must never crash the process.
     client.on('error', (error: Error) => logger.debug({ epoch, err: error.message }, 'hub client error'));
@@ -190,14 +217,23 @@ export function createHubActors(settings: HubSettings, features: SessionFeature[
       lose(toFailure(new Error('hub client vanished before the session began'), 'hub-session', clock.now()));
       return () => undefined;
     }
-    const session = { client: entry.client, epoch, deviceId: input.assignment.deviceId };
-    const pump = new TelemetryPump(entry.client, settings, (error) =>
-      lose(toFailure(error, 'hub-session', clock.now(), { connectedBefore: true })),
-    );
-    const cleanups = features.map((feature) => feature(session));
+    const loseWith = (error: unknown) => lose(toFailure(error, 'hub-session', clock.now(), { connectedBefore: true }));
+    const session: HubSession = {
+      client: entry.client,
+      transport: entry.transport,
+      epoch,
+      deviceId: input.assignment.deviceId,
+      lost: loseWith,
+    };
+    const pump = new TelemetryPump(entry.client, settings, loseWith);
     entry.onLost = lose;
+    let cleanups: Array<() => void> = [];
     if (entry.lostEarly) lose(entry.lostEarly);
-    else pump.fill();
+    else {
+      // Features start only on a live client: their first calls would reconnect a dead one.
+      cleanups = features.map((feature) => feature(session));
+      pump.fill();
+    }
     return () => {
       ended = true;
       pump.stop();

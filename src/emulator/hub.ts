@@ -669,6 +669,27 @@ export class EmulatedHub {
     return { messageId, status: 'queued' };
   }
 
+  /**
+   * Fault injection: a C2D message whose property bag is sent exactly as given (e.g. a malformed
+   * %-escape that no real hub would produce), queued and delivered like {@link sendC2D}.
+   * @throws EmulatorError C2D_QUEUE_FULL, UNKNOWN_DEVICE
+   */
+  sendC2DRaw(deviceId: string, body: Buffer | string, rawPropertyBag: string): C2DSendResult {
+    const i = this.identity(deviceId);
+    const s = this.sessions.get(deviceId);
+    const pending = i.c2dQueue.length + (s?.inflight.size ?? 0);
+    if (pending >= this.ctx.settings.c2dQueueLimit) {
+      throw new EmulatorError('C2D_QUEUE_FULL', `device '${deviceId}' already has ${pending} pending C2D messages`);
+    }
+    const messageId = randomUUID();
+    i.c2dQueue.push({ messageId, topic: `devices/${deviceId}/messages/devicebound/${rawPropertyBag}`, payload: toBuffer(body) });
+    if (s?.subs.has('c2d')) {
+      this.pumpC2D(s);
+      return { messageId, status: 'sent' };
+    }
+    return { messageId, status: 'queued' };
+  }
+
   // -------------------------------------------------------------------------------------------
   // Telemetry and metrics
 

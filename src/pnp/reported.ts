@@ -1,0 +1,155 @@
+/**
+ * Reported properties waiting for the hub: the latest value of each property wins, whatever
+ * happened while the device was offline, and a delivered value leaves only if nothing newer
+ * replaced it meanwhile. With a data directory the queue is a small JSON file, written atomically,
+ * so what was reported (acknowledgements included) survives a restart.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { writeFileAtomic } from '../store/files';
+import { isPlainObject } from './schema';
+import { PropertiesRejectedError } from './types';
+
+/** IoT Hub's limit for the reported section of a twin. */
+export const MAX_REPORTED_BYTES = 32 * 1024;
+
+interface Entry {
+  component?: string;
+  name: string;
+  value: unknown;
+  generation: number;
+}
+
+/** What one flush took: the patch and which versions of which entries it carries. */
+export interface ReportedBatch {
+  patch: Record<string, unknown>;
+  taken: Array<[key: string, generation: number]>;
+}
+
+/** Names IoT Hub accepts in a twin: no `.`, `$`, space or control characters, at most 1 KB. */
+function checkName(name: string, what: string): void {
+  // eslint-disable-next-line no-control-regex
+  if (name.length === 0 || Buffer.byteLength(name) > 1024 || /[.$ \u0000-\u001f\u007f-\u009f]/.test(name)) {
+    throw new PropertiesRejectedError('invalid', `${what} '${name}' is not a valid twin name (no '.', '$', spaces or control characters)`);
+  }
+}
+
+const keyOf = (component: string | undefined, name: string) => `${component ?? ''}\u0000${name}`;
+
+export function reportedQueuePath(dataDir: string, registrationId: string): string {
+  return join(dataDir, `reported-${encodeURIComponent(registrationId)}.json`);
+}
+
+export class ReportedQueue {
+  private readonly entries = new Map<string, Entry>();
+  private generation = 0;
+  private readonly listeners = new Set<() => void>();
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly path?: string,
+  ) {
+    if (path) this.load(path);
+  }
+
+  /** Queue a patch (validated now, so a bad one fails at the caller). */
+  set(patch: Record<string, unknown>, component?: string): void {
+    if (!isPlainObject(patch)) throw new PropertiesRejectedError('invalid', 'a reported-properties patch must be a JSON object');
+    if (component !== undefined) checkName(component, 'component');
+    const updates: Array<[string, Entry]> = [];
+    for (const [name, value] of Object.entries(patch)) {
+      checkName(name, 'property');
+      if (component !== undefined && name === '__t') throw new PropertiesRejectedError('invalid', "'__t' is set by hubstate");
+      let text: string | undefined;
+      try {
+        text = JSON.stringify(value);
+      } catch (error) {
+        throw new PropertiesRejectedError('invalid', `property '${name}': ${(error as Error).message}`);
+      }
+      if (text === undefined) throw new PropertiesRejectedError('invalid', `property '${name}' has no JSON value`);
+      updates.push([keyOf(component, name), { component, name, value: JSON.parse(text) as unknown, generation: 0 }]);
+    }
+    const bytes = Buffer.byteLength(JSON.stringify(this.build(updates.map(([, entry]) => entry))));
+    if (bytes > MAX_REPORTED_BYTES) {
+      throw new PropertiesRejectedError('too-large', `${bytes} bytes; a twin's reported section holds at most ${MAX_REPORTED_BYTES}`);
+    }
+    for (const [key, entry] of updates) {
+      entry.generation = ++this.generation;
+      this.entries.set(key, entry);
+    }
+    this.persist();
+    for (const listener of this.listeners) listener();
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Everything pending, as one patch (components carry `"__t": "c"`), or null when empty. */
+  take(): ReportedBatch | null {
+    if (this.entries.size === 0) return null;
+    const entries = [...this.entries.entries()];
+    return {
+      patch: this.build(entries.map(([, entry]) => entry)),
+      taken: entries.map(([key, entry]) => [key, entry.generation]),
+    };
+  }
+
+  /** The batch reached the hub (or the hub refused it for good): forget what nothing replaced. */
+  settle(batch: ReportedBatch): void {
+    for (const [key, generation] of batch.taken) {
+      if (this.entries.get(key)?.generation === generation) this.entries.delete(key);
+    }
+    this.persist();
+  }
+
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private build(entries: Entry[]): Record<string, unknown> {
+    const patch: Record<string, unknown> = {};
+    for (const entry of entries) {
+      if (entry.component === undefined) {
+        patch[entry.name] = entry.value;
+      } else {
+        const section = (patch[entry.component] ??= { __t: 'c' }) as Record<string, unknown>;
+        section[entry.name] = entry.value;
+      }
+    }
+    return patch;
+  }
+
+  private persist(): void {
+    if (!this.path) return;
+    const entries = [...this.entries.values()].map(({ component, name, value }) => ({ component, name, value }));
+    try {
+      writeFileAtomic(this.path, JSON.stringify({ version: 1, entries }));
+    } catch (error) {
+      // Still queued in memory: only a restart before the next connection would lose it.
+      this.logger.warn({ path: this.path, err: (error as Error).message }, 'could not persist pending reported properties');
+    }
+  }
+
+  private load(path: string): void {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch {
+      return;
+    }
+    try {
+      const parsed = JSON.parse(text) as { entries?: unknown };
+      if (!Array.isArray(parsed.entries)) throw new Error('no entries');
+      for (const item of parsed.entries as Array<Partial<Entry>>) {
+        if (typeof item?.name !== 'string' || !('value' in item)) continue;
+        const component = typeof item.component === 'string' ? item.component : undefined;
+        this.entries.set(keyOf(component, item.name), { component, name: item.name, value: item.value, generation: ++this.generation });
+      }
+    } catch {
+      this.logger.warn({ path }, 'pending reported properties unreadable; ignoring them');
+    }
+  }
+}

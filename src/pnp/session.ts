@@ -1,0 +1,257 @@
+/**
+ * Plug and Play on one hub connection (a SessionFeature): the only place here that talks to the
+ * SDK. On every connection, in this order:
+ *   1. subscribe to desired patches (patches that arrive now are held back),
+ *   2. subscribe to direct methods and C2D (offline commands),
+ *   3. send the reported properties queued while offline (acknowledgements included),
+ *   4. GET the full twin and answer every writable property whose desired $version is newer
+ *      than its acknowledgement, then the held-back patches that are newer than the twin.
+ * Twin operations go straight to the MQTT transport, with a deadline of ours: the SDK's twin has
+ * none, ignores the response status and can leave a GET unsettled forever. A timeout or a lost
+ * subscription ends the session (HUB_LOST); the machine reconnects, and all of this runs again.
+ * After cleanup nothing here touches the transport: a discarded SDK client would reconnect.
+ */
+import type { Logger } from 'pino';
+import type { Message } from 'azure-iot-common';
+import type { DeviceMethodResponse } from 'azure-iot-device';
+import type { HubSession, SessionFeature } from '../actors/hub';
+import { withDeadline, type Clock } from '../clock';
+import type { Commands } from './commands';
+import type { TwinDoc, WritableProperties } from './properties';
+import type { ReportedBatch, ReportedQueue } from './reported';
+import { isPlainObject } from './schema';
+
+export interface PnpSessionSettings {
+  clock: Clock;
+  logger: Logger;
+  /** Deadline of each twin GET/PATCH and of each subscription. */
+  twinTimeoutMs: number;
+  reported: ReportedQueue;
+  properties: WritableProperties;
+  commands: Commands;
+}
+
+/** What the MQTT transport hands to `method_<name>` listeners. */
+interface MethodMessage {
+  methods?: { methodName?: string };
+  requestId?: string;
+  body?: Buffer;
+}
+
+function timeoutError(message: string): Error {
+  const error = new Error(message);
+  error.name = 'TimeoutError';
+  return error;
+}
+
+/**
+ * The twin client reports a service refusal (an `errorCode` body) as a plain `Error`; transport
+ * trouble comes as a named SDK error (NotConnectedError ...) or as our TimeoutError.
+ */
+function isServiceRefusal(error: unknown): boolean {
+  return error instanceof Error && error.name === 'Error' && error.constructor === Error;
+}
+
+function asTwinDoc(value: unknown): TwinDoc | undefined {
+  if (!isPlainObject(value) || !isPlainObject(value.desired) || !isPlainObject(value.reported)) return undefined;
+  if (typeof value.desired.$version !== 'number') return undefined;
+  return value as unknown as TwinDoc;
+}
+
+export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFeature {
+  const { clock, twinTimeoutMs, reported, properties, commands } = settings;
+
+  return (session: HubSession) => {
+    const { transport, epoch } = session;
+    const logger = settings.logger.child({ epoch });
+    let stopped = false;
+    let subscribed = false;
+    let synced = false;
+    let syncing: Promise<void> | null = null;
+    let resync = false;
+    let flushing: Promise<void> | null = null;
+    const heldBack: Array<Record<string, unknown>> = [];
+    const lost = (error: unknown) => {
+      if (!stopped) session.lost(error);
+    };
+
+    /** A transport call as a promise, with our deadline; never settles after cleanup matters. */
+    const pending = new Set<(error: Error) => void>();
+    const call = <T>(what: string, operation: (done: (error?: Error | null, result?: T) => void) => void): Promise<T> => {
+      if (stopped) return Promise.reject(new Error('session ended'));
+      let abandon!: (error: Error) => void;
+      const work = new Promise<T>((resolve, reject) => {
+        abandon = reject;
+        try {
+          operation((error, result) => (error ? reject(error) : resolve(result as T)));
+        } catch (error) {
+          reject(error);
+        }
+      });
+      // Cleanup settles what is still pending, so no deadline timer outlives the session.
+      pending.add(abandon);
+      return withDeadline(clock, work, twinTimeoutMs, () => timeoutError(`${what}: no answer from the hub within ${twinTimeoutMs} ms`)).finally(() =>
+        pending.delete(abandon),
+      );
+    };
+
+    // ---- reported properties: the queue is flushed whenever it changes, one PATCH at a time.
+    const flushLoop = async (): Promise<void> => {
+      let batch: ReportedBatch | null;
+      while (!stopped && (batch = reported.take())) {
+        try {
+          await call<void>('twin PATCH reported', (done) => transport.updateTwinReportedProperties(batch!.patch, done));
+          if (stopped) return; // acknowledged on a connection that is over: sent again next time (idempotent)
+          reported.settle(batch);
+          logger.debug({ properties: Object.keys(batch.patch) }, 'reported properties sent');
+        } catch (error) {
+          if (stopped) return;
+          if (isServiceRefusal(error)) {
+            // The hub said no (e.g. the 32 KB limit): retrying would loop forever. Drop it, loudly.
+            reported.settle(batch);
+            logger.error({ properties: Object.keys(batch.patch), err: (error as Error).message }, 'hub refused reported properties; dropped');
+            continue;
+          }
+          lost(error);
+          return;
+        }
+      }
+    };
+    const flush = (): Promise<void> => {
+      if (!flushing) flushing = flushLoop().finally(() => (flushing = null));
+      return flushing;
+    };
+
+    // ---- writable properties: full twin, then the patches held back while it was read.
+    const onPatch = (patch: unknown) => {
+      if (stopped || !isPlainObject(patch)) return;
+      if (!synced) heldBack.push(patch);
+      else properties.applyPatch(patch);
+    };
+    const syncOnce = async (): Promise<void> => {
+      await flush();
+      if (stopped) return;
+      const raw = await call<unknown>('twin GET', (done) => transport.getTwin(done as (error?: Error, twin?: unknown) => void));
+      if (stopped) return;
+      const doc = asTwinDoc(raw);
+      if (!doc) throw new Error('twin GET answered without a usable document');
+      properties.reconcile(doc);
+      synced = true;
+      for (const patch of heldBack.splice(0)) properties.applyPatch(patch);
+      logger.debug({ desiredVersion: doc.desired.$version }, 'twin synchronised');
+    };
+    const sync = (): Promise<void> => {
+      if (syncing) {
+        resync = true;
+        return syncing;
+      }
+      syncing = (async () => {
+        do {
+          resync = false;
+          await syncOnce();
+        } while (resync && !stopped);
+      })().finally(() => (syncing = null));
+      return syncing;
+    };
+
+    // ---- commands: every `method_<name>` event of the transport comes here, known or not.
+    const respond = (message: MethodMessage, outcome: { status: number; payload: unknown; after?: () => void }) => {
+      if (stopped) {
+        logger.warn({ requestId: message.requestId, status: outcome.status }, 'command finished after its connection ended; no response sent');
+        outcome.after?.();
+        return;
+      }
+      const response = { requestId: message.requestId, status: outcome.status, payload: outcome.payload ?? null };
+      try {
+        transport.sendMethodResponse(response as unknown as DeviceMethodResponse, (error?: Error) => {
+          if (error) logger.warn({ requestId: message.requestId, err: error.message }, 'command response not sent');
+          outcome.after?.();
+        });
+      } catch (error) {
+        logger.warn({ requestId: message.requestId, err: (error as Error).message }, 'command response not sent');
+        outcome.after?.();
+      }
+    };
+    const onMethod = (message: MethodMessage) => {
+      if (stopped) return;
+      const name = message.methods?.methodName ?? '';
+      logger.debug({ command: name, requestId: message.requestId }, 'command received');
+      void commands
+        .invoke(name, message.body, { offline: false, requestId: message.requestId })
+        .then((outcome) => respond(message, outcome));
+    };
+    const onC2D = (message: Message) => {
+      if (stopped) return;
+      let name: unknown;
+      try {
+        name = message.properties?.getValue('method-name');
+      } catch {
+        name = undefined;
+      }
+      if (typeof name !== 'string' || name === '') {
+        logger.warn({ messageId: message.messageId }, 'C2D message without a method-name property; ignored');
+        return;
+      }
+      const body = Buffer.isBuffer(message.data) ? message.data : message.data === undefined ? undefined : Buffer.from(String(message.data));
+      void commands.invoke(name, body, { offline: true, requestId: message.messageId }).then((outcome) => {
+        const level = outcome.status >= 400 ? 'warn' : 'info';
+        logger[level]({ command: name, messageId: message.messageId, status: outcome.status, payload: outcome.status >= 400 ? outcome.payload : undefined }, 'offline command handled');
+        outcome.after?.();
+      });
+    };
+
+    // Direct methods: one interception point for every name, so an unknown command gets its 404
+    // instead of the caller's timeout. The transport emits `method_<name>` for each request.
+    const originalEmit = transport.emit;
+    transport.emit = function (this: typeof transport, event: string | symbol, ...args: unknown[]): boolean {
+      if (typeof event === 'string' && event.startsWith('method_')) {
+        onMethod(args[0] as MethodMessage);
+        return true;
+      }
+      return originalEmit.call(this, event, ...args);
+    } as typeof transport.emit;
+
+    // C2D: the SDK decodes the property bag inside its MQTT message handler; a bag that does not
+    // decode (bad %-escape) would throw there and take the process down. Guard that one handler.
+    const c2dTopic = (transport as unknown as { _topics?: { message?: { handler?: (topic: string, payload: Buffer) => void } } })._topics?.message;
+    const originalC2DHandler = c2dTopic?.handler;
+    if (c2dTopic && originalC2DHandler) {
+      c2dTopic.handler = (topic: string, payload: Buffer) => {
+        try {
+          originalC2DHandler(topic, payload);
+        } catch (error) {
+          logger.warn({ topic: topic.slice(0, 200), err: (error as Error).message }, 'C2D message with an undecodable property bag; ignored');
+        }
+      };
+    }
+
+    transport.on('message', onC2D);
+    transport.on('twinDesiredPropertiesUpdate', onPatch);
+    const unsubscribeReported = reported.onChange(() => {
+      if (subscribed && !stopped) void flush();
+    });
+    const unsubscribeRegistered = properties.onRegistered(() => {
+      if (synced && !stopped) sync().catch(lost);
+    });
+
+    (async () => {
+      await call<void>('subscribe to desired properties', (done) => transport.enableTwinDesiredPropertiesUpdates(done));
+      await call<void>('subscribe to direct methods', (done) => transport.enableMethods(done));
+      await call<void>('subscribe to C2D messages', (done) => transport.enableC2D(done));
+      subscribed = true;
+      await sync();
+    })().catch(lost);
+
+    return () => {
+      stopped = true;
+      for (const abandon of [...pending]) abandon(new Error('session ended'));
+      properties.endSession();
+      transport.emit = originalEmit;
+      if (c2dTopic && originalC2DHandler) c2dTopic.handler = originalC2DHandler;
+      transport.removeListener('message', onC2D);
+      transport.removeListener('twinDesiredPropertiesUpdate', onPatch);
+      unsubscribeReported();
+      unsubscribeRegistered();
+    };
+  };
+}
