@@ -45,6 +45,50 @@ class DpsStatusError extends Error {
 
 const RESPONSE_TOPIC = /^\$dps\/registrations\/res\/(\d{3})\/\?(.*)$/;
 
+/** DPS sent something the SDK would crash on (junk JSON, missing fields): a typed failure instead. */
+export class DpsProtocolError extends Error {
+  constructor(detail: string) {
+    super(`DPS sent an invalid response: ${detail}`);
+    this.name = 'DpsProtocolError';
+  }
+}
+
+/** Why a DPS response would break the SDK, or undefined when it is well-formed. */
+export function invalidDpsResponse(status: number, payload: Buffer | string): string | undefined {
+  let body: unknown;
+  try {
+    body = JSON.parse(payload.toString());
+  } catch {
+    return `status ${status} with a body that is not JSON`;
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return `status ${status} with a body that is not an object`;
+  if (status >= 300) return undefined; // error bodies are read leniently by the SDK
+  const { status: registrationStatus, operationId, registrationState } = body as Record<string, unknown>;
+  if (typeof registrationStatus !== 'string') return 'no registration status';
+  if (registrationStatus === 'assigning' && typeof operationId !== 'string') return "'assigning' without an operationId";
+  if (registrationStatus === 'assigned') {
+    const state = registrationState as Record<string, unknown> | undefined;
+    if (typeof state?.assignedHub !== 'string' || typeof state?.deviceId !== 'string') return "'assigned' without a hub and device id";
+  }
+  return undefined;
+}
+
+/**
+ * The SDK parses DPS responses inside an event handler with no try/catch: a junk body is an
+ * uncaught exception that takes the whole process down (measured). This base checks each
+ * response before the SDK sees it and turns a bad one into a `protocolError` event.
+ */
+class GuardedMqttBase extends MqttBase {
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'message') {
+      const match = RESPONSE_TOPIC.exec(String(args[0]));
+      const problem = match ? invalidDpsResponse(Number(match[1]), args[1] as Buffer) : undefined;
+      if (problem) return super.emit('protocolError', new DpsProtocolError(problem));
+    }
+    return super.emit(event, ...args);
+  }
+}
+
 function retryAfterFromTopic(query: string): number | undefined {
   const seconds = Number(new URLSearchParams(query).get('retry-after'));
   return Number.isFinite(seconds) && seconds > 0 ? Math.round(seconds * 1000) : undefined;
@@ -52,7 +96,7 @@ function retryAfterFromTopic(query: string): number | undefined {
 
 export function registerOnce(settings: ProvisionSettings, registrationId: string, signal?: AbortSignal): Promise<ProvisionResult> {
   const { clock, logger } = settings;
-  const base = new MqttBase();
+  const base = new GuardedMqttBase();
   if (settings.ca) base.setOptions({ ca: settings.ca });
   const transport = new ProvisioningMqtt(base);
   const security = new SymmetricKeySecurityClient(registrationId, deviceKeyOf(settings.credential, registrationId));
@@ -65,19 +109,25 @@ export function registerOnce(settings: ProvisionSettings, registrationId: string
       if (settled) return;
       settled = true;
       clock.clearTimeout(deadline);
-      base.removeListener('message', watchResponses);
-      signal?.removeEventListener('abort', onAbort);
-      // Stop the SDK's own polling timer, or it re-sends the registration after retry-after in
-      // the background (measured: a stray register 1.5 s later while we were backing off).
-      // Its public cancel() only reaches the transport, so the state machine is reached directly.
-      const polling = (client as unknown as { _pollingStateMachine?: { cancel(cb: () => void): void } })._pollingStateMachine;
-      if (polling) polling.cancel(() => undefined);
-      transport.disconnect(() => undefined);
       if (error) {
         const failure: Failure = toFailure(error, 'dps', clock.now());
         logger.debug({ failure }, 'DPS registration failed');
         reject(failure);
       } else resolve(result!);
+      // Settle first, clean up after: the SDK's objects may be in any state by now.
+      try {
+        base.removeListener('message', watchResponses);
+        base.removeListener('protocolError', finish);
+        signal?.removeEventListener('abort', onAbort);
+        // Stop the SDK's own polling timer, or it re-sends the registration after retry-after in
+        // the background (measured: a stray register 1.5 s later while we were backing off).
+        // Its public cancel() only reaches the transport, so the state machine is reached directly.
+        const polling = (client as unknown as { _pollingStateMachine?: { cancel(cb: () => void): void } })._pollingStateMachine;
+        if (polling) polling.cancel(() => undefined);
+        transport.disconnect(() => undefined);
+      } catch (cleanupError) {
+        logger.debug({ err: (cleanupError as Error).message }, 'DPS client cleanup failed');
+      }
     };
     const watchResponses = (topic: string) => {
       const match = RESPONSE_TOPIC.exec(topic);
@@ -93,6 +143,7 @@ export function registerOnce(settings: ProvisionSettings, registrationId: string
     }, settings.deadlineMs);
 
     base.on('message', watchResponses);
+    base.on('protocolError', finish);
     // Between polls a dropped DPS connection surfaces here; without a listener it would crash.
     transport.on('error', (error: Error) => finish(error));
     signal?.addEventListener('abort', onAbort, { once: true });

@@ -16,6 +16,7 @@ import { deriveDeviceKey, dpsResource, verifySasToken } from './sas';
 import {
   EmulatorError,
   type AllocationPolicy,
+  type DpsAnswer,
   type DpsMetrics,
   type EnrollmentStatus,
   type LocalCloudEvents,
@@ -114,10 +115,13 @@ export class EmulatedDps {
   private readonly operations = new Map<string, Operation>();
   private readonly sessionsByClient = new WeakMap<AedesClient, DpsSession>();
   private readonly attemptLog = new Map<string, RingBuffer<number>>();
+  private readonly answerLog = new Map<string, RingBuffer<DpsAnswer>>();
   private bucket?: TokenBucket;
   private throttleFault: { retryAfterSec: number; remaining: number } | null = null;
   private failFault: { status: InjectedDpsStatus; remaining: number; retryAfterSec?: number } | null = null;
+  private rawFault: { status: number; body: string; remaining: number } | null = null;
   private readonly peak = new PeakRate();
+  private readonly peakRegister = new PeakRate();
   private readonly counters = {
     requestsTotal: 0,
     registerRequests: 0,
@@ -250,8 +254,16 @@ export class EmulatedDps {
     return this.attemptLog.get(registrationId)?.toArray() ?? [];
   }
 
+  /**
+   * Answers sent to a device (register and poll requests alike), oldest first (bounded like
+   * {@link attempts}): how soon a device came back after a 429 or a 5xx can be read from here.
+   */
+  answers(registrationId: string): DpsAnswer[] {
+    return this.answerLog.get(registrationId)?.toArray() ?? [];
+  }
+
   metrics(): DpsMetrics {
-    return { ...this.counters, peakRequestsPerSec: this.peak.peak };
+    return { ...this.counters, peakRequestsPerSec: this.peak.peak, peakRegisterRequestsPerSec: this.peakRegister.peak };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -287,10 +299,19 @@ export class EmulatedDps {
       : null;
   }
 
-  /** Clears throttle and failWith. */
+  /**
+   * The next `count` requests (default 1) get this status with this raw body, verbatim: junk
+   * JSON, missing fields, unknown statuses. For testing how a device copes with a broken service.
+   */
+  respondRaw(opts: { status: number; body: string; count?: number } | null): void {
+    this.rawFault = opts ? { status: opts.status, body: opts.body, remaining: opts.count ?? 1 } : null;
+  }
+
+  /** Clears throttle, failWith and respondRaw. */
   clearFaults(): void {
     this.throttleFault = null;
     this.failFault = null;
+    this.rawFault = null;
   }
 
   /** Changes the registration rate limit (null: unlimited). */
@@ -342,11 +363,12 @@ export class EmulatedDps {
     this.onRequest(client, s, path.includes('iotdps-register'), query, payload);
   }
 
-  private reply(client: AedesClient, rid: string, status: number, body: unknown, retryAfterSec?: number): void {
+  private reply(client: AedesClient, rid: string, status: number, body: unknown, retryAfterSec?: number, raw = false): void {
     let topic = `$dps/registrations/res/${status}/?$rid=${encodeURIComponent(rid)}`;
     if (retryAfterSec !== undefined) topic += `&retry-after=${retryAfterSec}`;
+    const payload = raw ? String(body) : JSON.stringify(body);
     client.publish(
-      { cmd: 'publish', topic, payload: JSON.stringify(body), qos: 0, dup: false, retain: false, clientId: DPS_CLIENT_ID } as never,
+      { cmd: 'publish', topic, payload, qos: 0, dup: false, retain: false, clientId: DPS_CLIENT_ID } as never,
       (err?: Error) => {
         if (err) this.ctx.logger.debug({ clientId: client.id, err: err.message }, 'DPS reply failed');
       },
@@ -361,10 +383,17 @@ export class EmulatedDps {
   private onRequest(client: AedesClient, s: DpsSession, isRegister: boolean, query: Record<string, string>, payload: string): void {
     const now = Date.now();
     const rid = query['$rid'] ?? '';
+    const answer = (status: number, body: unknown, retryAfterSec?: number, raw = false): void => {
+      let log = this.answerLog.get(s.registrationId);
+      if (!log) this.answerLog.set(s.registrationId, (log = new RingBuffer<DpsAnswer>(this.ctx.settings.attemptHistory)));
+      log.push({ at: Date.now(), request: isRegister ? 'register' : 'poll', status, ...(retryAfterSec !== undefined ? { retryAfterSec } : {}) });
+      this.reply(client, rid, status, body, retryAfterSec, raw);
+    };
     this.counters.requestsTotal++;
     this.peak.hit(now);
     if (isRegister) {
       this.counters.registerRequests++;
+      this.peakRegister.hit(now);
       let log = this.attemptLog.get(s.registrationId);
       if (!log) this.attemptLog.set(s.registrationId, (log = new RingBuffer<number>(this.ctx.settings.attemptHistory)));
       log.push(now);
@@ -372,27 +401,33 @@ export class EmulatedDps {
       this.counters.pollRequests++;
     }
 
+    if (this.rawFault) {
+      const { status, body } = this.rawFault;
+      if (--this.rawFault.remaining <= 0) this.rawFault = null;
+      this.counters.failuresInjected++;
+      return answer(status, body, undefined, true);
+    }
     if (this.failFault) {
       const { status, retryAfterSec } = this.failFault;
       if (--this.failFault.remaining <= 0) this.failFault = null;
       this.counters.failuresInjected++;
-      return this.reply(client, rid, status, this.errorBody(status), retryAfterSec);
+      return answer(status, this.errorBody(status), retryAfterSec);
     }
     if (this.throttleFault) {
       const retryAfter = this.throttleFault.retryAfterSec;
       if (--this.throttleFault.remaining <= 0) this.throttleFault = null;
       this.counters.throttled++;
-      return this.reply(client, rid, 429, this.errorBody(429), retryAfter);
+      return answer(429, this.errorBody(429), retryAfter);
     }
 
     if (isRegister) {
       if (this.bucket && !this.bucket.tryTake(now)) {
         this.counters.throttled++;
-        return this.reply(client, rid, 429, this.errorBody(429), this.ctx.settings.retryAfterSec);
+        return answer(429, this.errorBody(429), this.ctx.settings.retryAfterSec);
       }
       const body = parseJsonOr(payload, undefined);
       if (!isJsonObject(body) || body['registrationId'] !== s.registrationId) {
-        return this.reply(client, rid, 400, this.errorBody(400, 'registrationId in the body must match the connection.'));
+        return answer(400, this.errorBody(400, 'registrationId in the body must match the connection.'));
       }
       const operationId = `4.${randomBytes(8).toString('hex')}.${randomUUID()}`;
       if (this.operations.size >= MAX_OPERATIONS) this.operations.delete(this.operations.keys().next().value!);
@@ -403,26 +438,24 @@ export class EmulatedDps {
         payload: body['payload'],
         pollsLeft: this.ctx.settings.assigningPolls,
       });
-      return this.reply(client, rid, 202, { operationId, status: 'assigning' }, this.ctx.settings.pollRetryAfterSec);
+      return answer(202, { operationId, status: 'assigning' }, this.ctx.settings.pollRetryAfterSec);
     }
 
     const operationId = query['operationId'] ?? '';
     const op = this.operations.get(operationId);
     if (!op || op.registrationId !== s.registrationId) {
-      return this.reply(client, rid, 404, this.errorBody(404, 'Operation not found.'));
+      return answer(404, this.errorBody(404, 'Operation not found.'));
     }
     if (op.pollsLeft > 0) {
       op.pollsLeft--;
-      return this.reply(
-        client,
-        rid,
+      return answer(
         202,
         { operationId, status: 'assigning', registrationState: { registrationId: op.registrationId, status: 'assigning' } },
         this.ctx.settings.pollRetryAfterSec,
       );
     }
     this.operations.delete(operationId);
-    this.reply(client, rid, 200, this.complete(op));
+    answer(200, this.complete(op));
   }
 
   private complete(op: Operation): object {

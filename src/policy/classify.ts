@@ -494,6 +494,12 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     why: 'PUBACK / twin / DPS request timeout or keepalive loss: the link is likely dead',
   },
   {
+    rule: 'malformed-service-response',
+    errorClass: 'transient',
+    when: (f) => has(f, 'DpsProtocolError'),
+    why: 'DPS sent junk (bad JSON, missing fields): a service glitch, retried with backoff, never a crash',
+  },
+  {
     rule: 'operation-cancelled',
     errorClass: 'transient',
     when: (f) => has(f, 'OperationCancelledError'),

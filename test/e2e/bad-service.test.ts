@@ -1,0 +1,41 @@
+/**
+ * A broken service must never crash the device: junk JSON, missing fields and unknown statuses
+ * from DPS become typed, classified failures; the device backs off and recovers.
+ */
+import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { deliveryReport, startDevice, waitFor, waitForState } from './harness';
+
+let cloud: LocalCloud;
+const uncaught: unknown[] = [];
+const onUncaught = (error: unknown) => uncaught.push(error);
+
+beforeAll(async () => {
+  cloud = await startLocalCloud({ hubs: 1, seed: 'bad-service' });
+  process.on('uncaughtException', onUncaught);
+  process.on('unhandledRejection', onUncaught);
+});
+afterAll(async () => {
+  process.off('uncaughtException', onUncaught);
+  process.off('unhandledRejection', onUncaught);
+  await cloud.stop();
+});
+
+test.each([
+  ['junk JSON on register', { status: 202, body: '{"operationId": ' }],
+  ['junk JSON on an error status', { status: 500, body: '<html>bad gateway</html>' }],
+  ['an assigned answer without a hub', { status: 200, body: '{"status":"assigned","registrationState":{"deviceId":"x"}}' }],
+  ['an unknown registration status', { status: 200, body: '{"status":"levitating","operationId":"1"}' }],
+  ['an empty body', { status: 200, body: '' }],
+  ['a JSON array', { status: 202, body: '[1,2,3]' }],
+])('DPS answers %s: the device backs off, then registers; nothing accepted is lost', async (_name, response) => {
+  const registrationId = `bad-${Math.random().toString(36).slice(2, 8)}`;
+  cloud.dps.respondRaw(response);
+  const dut = startDevice(cloud, registrationId);
+  const early = await dut.send({ accepted: 'before provisioning' });
+  await waitForState(dut, 'Connected', 30_000);
+  const firstFailure = dut.states.find((s) => s.value === 'BackingOff' || s.value === 'Failed');
+  expect(firstFailure?.value).toBe('BackingOff');
+  await waitFor('delivery', () => deliveryReport(cloud, [early]).lost.length === 0);
+  expect(uncaught).toEqual([]);
+  await dut.device.stop();
+});
