@@ -119,9 +119,7 @@ export class EmulatedDps {
   private bucket?: TokenBucket;
   private throttleFault: { retryAfterSec: number; remaining: number } | null = null;
   private failFault: { status: InjectedDpsStatus; remaining: number; retryAfterSec?: number } | null = null;
-  private rawFault: { status: number; body: string; remaining: number } | null = null;
   private readonly peak = new PeakRate();
-  private readonly peakRegister = new PeakRate();
   private readonly counters = {
     requestsTotal: 0,
     registerRequests: 0,
@@ -263,7 +261,7 @@ export class EmulatedDps {
   }
 
   metrics(): DpsMetrics {
-    return { ...this.counters, peakRequestsPerSec: this.peak.peak, peakRegisterRequestsPerSec: this.peakRegister.peak };
+    return { ...this.counters, peakRequestsPerSec: this.peak.peak };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -299,19 +297,10 @@ export class EmulatedDps {
       : null;
   }
 
-  /**
-   * The next `count` requests (default 1) get this status with this raw body, verbatim: junk
-   * JSON, missing fields, unknown statuses. For testing how a device copes with a broken service.
-   */
-  respondRaw(opts: { status: number; body: string; count?: number } | null): void {
-    this.rawFault = opts ? { status: opts.status, body: opts.body, remaining: opts.count ?? 1 } : null;
-  }
-
-  /** Clears throttle, failWith and respondRaw. */
+  /** Clears throttle and failWith. */
   clearFaults(): void {
     this.throttleFault = null;
     this.failFault = null;
-    this.rawFault = null;
   }
 
   /** Changes the registration rate limit (null: unlimited). */
@@ -363,12 +352,11 @@ export class EmulatedDps {
     this.onRequest(client, s, path.includes('iotdps-register'), query, payload);
   }
 
-  private reply(client: AedesClient, rid: string, status: number, body: unknown, retryAfterSec?: number, raw = false): void {
+  private reply(client: AedesClient, rid: string, status: number, body: unknown, retryAfterSec?: number): void {
     let topic = `$dps/registrations/res/${status}/?$rid=${encodeURIComponent(rid)}`;
     if (retryAfterSec !== undefined) topic += `&retry-after=${retryAfterSec}`;
-    const payload = raw ? String(body) : JSON.stringify(body);
     client.publish(
-      { cmd: 'publish', topic, payload, qos: 0, dup: false, retain: false, clientId: DPS_CLIENT_ID } as never,
+      { cmd: 'publish', topic, payload: JSON.stringify(body), qos: 0, dup: false, retain: false, clientId: DPS_CLIENT_ID } as never,
       (err?: Error) => {
         if (err) this.ctx.logger.debug({ clientId: client.id, err: err.message }, 'DPS reply failed');
       },
@@ -383,17 +371,16 @@ export class EmulatedDps {
   private onRequest(client: AedesClient, s: DpsSession, isRegister: boolean, query: Record<string, string>, payload: string): void {
     const now = Date.now();
     const rid = query['$rid'] ?? '';
-    const answer = (status: number, body: unknown, retryAfterSec?: number, raw = false): void => {
+    const answer = (status: number, body: unknown, retryAfterSec?: number): void => {
       let log = this.answerLog.get(s.registrationId);
       if (!log) this.answerLog.set(s.registrationId, (log = new RingBuffer<DpsAnswer>(this.ctx.settings.attemptHistory)));
       log.push({ at: Date.now(), request: isRegister ? 'register' : 'poll', status, ...(retryAfterSec !== undefined ? { retryAfterSec } : {}) });
-      this.reply(client, rid, status, body, retryAfterSec, raw);
+      this.reply(client, rid, status, body, retryAfterSec);
     };
     this.counters.requestsTotal++;
     this.peak.hit(now);
     if (isRegister) {
       this.counters.registerRequests++;
-      this.peakRegister.hit(now);
       let log = this.attemptLog.get(s.registrationId);
       if (!log) this.attemptLog.set(s.registrationId, (log = new RingBuffer<number>(this.ctx.settings.attemptHistory)));
       log.push(now);
@@ -401,12 +388,6 @@ export class EmulatedDps {
       this.counters.pollRequests++;
     }
 
-    if (this.rawFault) {
-      const { status, body } = this.rawFault;
-      if (--this.rawFault.remaining <= 0) this.rawFault = null;
-      this.counters.failuresInjected++;
-      return answer(status, body, undefined, true);
-    }
     if (this.failFault) {
       const { status, retryAfterSec } = this.failFault;
       if (--this.failFault.remaining <= 0) this.failFault = null;

@@ -89,6 +89,16 @@ export interface RegistrationRecord {
   registrations: number;
 }
 
+/** One answer DPS sent to a device: kept per registration id, bounded by `attemptHistory`. */
+export interface DpsAnswer {
+  /** Epoch ms when the answer was sent. */
+  at: number;
+  request: 'register' | 'poll';
+  status: number;
+  /** The `retry-after` sent with it, when there was one. */
+  retryAfterSec?: number;
+}
+
 /** Counters of the emulated DPS. */
 export interface DpsMetrics {
   /** Every request (register + poll) received. */
