@@ -1,0 +1,172 @@
+/**
+ * The Plug and Play session feature against a scripted transport: the order of operations on a
+ * connection, patches held back during the twin GET and stale ones ignored, the twin quirks of the
+ * SDK (no answer, an empty answer) ending the session, hub refusals vs transport failures, and
+ * nothing touching the transport after cleanup. No network: each case is exact and fast.
+ */
+import { EventEmitter } from 'node:events';
+import pino from 'pino';
+import type { HubSession } from '../../src/actors/hub';
+import { systemClock } from '../../src/clock';
+import { createPnp, type Pnp } from '../../src/pnp';
+
+type Callback = (error?: Error | null, result?: unknown) => void;
+
+class ScriptedTransport extends EventEmitter {
+  calls: string[] = [];
+  patches: Array<Record<string, unknown>> = [];
+  responses: Array<{ requestId: string; status: number; payload: unknown }> = [];
+  twin: (done: Callback) => void = (done) => done(null, { desired: { $version: 1 }, reported: { $version: 1 } });
+  patch: (done: Callback) => void = (done) => done(null);
+  enableTwinDesiredPropertiesUpdates(done: Callback) {
+    this.calls.push('subscribe-desired');
+    done(null);
+  }
+  enableMethods(done: Callback) {
+    this.calls.push('subscribe-methods');
+    done(null);
+  }
+  enableC2D(done: Callback) {
+    this.calls.push('subscribe-c2d');
+    done(null);
+  }
+  getTwin(done: Callback) {
+    this.calls.push('get');
+    this.twin(done);
+  }
+  updateTwinReportedProperties(patch: Record<string, unknown>, done: Callback) {
+    this.calls.push('patch');
+    this.patches.push(patch);
+    this.patch(done);
+  }
+  sendMethodResponse(response: { requestId: string; status: number; payload: unknown }, done: Callback) {
+    this.calls.push('respond');
+    this.responses.push(response);
+    done(null);
+  }
+}
+
+const logger = pino({ level: 'silent' });
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+async function until(predicate: () => boolean, what: string, timeoutMs = 2000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+function setup(twinTimeoutMs = 2000) {
+  const pnp: Pnp = createPnp({ clock: systemClock, logger, commandTimeoutMs: 1000, twinTimeoutMs, registrationId: 'unit', reprovision: () => undefined });
+  const transport = new ScriptedTransport();
+  const lost = jest.fn();
+  const start = () =>
+    pnp.feature({ client: {} as HubSession['client'], transport: transport as unknown as HubSession['transport'], epoch: 1, deviceId: 'unit', lost } as HubSession);
+  return { pnp, transport, lost, start };
+}
+
+test('on a connection: desired subscription first, then the offline reported patch, then the GET', async () => {
+  const { pnp, transport, start } = setup();
+  pnp.reported.set({ battery: 50 });
+  const stop = start();
+  await until(() => transport.calls.includes('get'), 'the GET');
+  expect(transport.calls).toEqual(['subscribe-desired', 'subscribe-methods', 'subscribe-c2d', 'patch', 'get']);
+  expect(transport.patches[0]).toEqual({ battery: 50 });
+  stop();
+});
+
+test('patches pushed during the GET wait for it; those not newer than the full twin are stale', async () => {
+  const { pnp, transport, lost, start } = setup();
+  const applied: Array<[unknown, number]> = [];
+  pnp.properties.register('fanSpeed', (value, ctx) => void applied.push([value, ctx.version]));
+  let answer!: Callback;
+  transport.twin = (done) => (answer = done);
+  const stop = start();
+  await until(() => answer !== undefined, 'the GET');
+  transport.emit('twinDesiredPropertiesUpdate', { fanSpeed: 4, $version: 6 }); // already in the twin below
+  transport.emit('twinDesiredPropertiesUpdate', { fanSpeed: 5, $version: 7 }); // newer than the twin
+  await tick();
+  expect(applied).toEqual([]);
+  answer(null, { desired: { fanSpeed: 4, $version: 6 }, reported: { $version: 3 } });
+  await until(() => applied.length === 2, 'two applications');
+  expect(applied).toEqual([[4, 6], [5, 7]]);
+  transport.emit('twinDesiredPropertiesUpdate', { fanSpeed: 1, $version: 5 }); // stale
+  transport.emit('twinDesiredPropertiesUpdate', { fanSpeed: 5, $version: 7 }); // repeated
+  await pnp.properties.idle();
+  expect(applied).toHaveLength(2);
+  await until(() => pnp.reported.size === 0, 'acks sent');
+  expect(transport.patches.at(-1)).toEqual({ fanSpeed: { value: 5, ac: 200, av: 7, ad: 'completed' } });
+  expect(lost).not.toHaveBeenCalled();
+  stop();
+});
+
+test('an acknowledged version is not applied again; the same value under a newer $version is re-acknowledged only', async () => {
+  const { pnp, transport, start } = setup();
+  const applied: unknown[] = [];
+  pnp.properties.register('fanSpeed', (value) => void applied.push(value));
+  pnp.properties.register('mode', (value) => void applied.push(value));
+  transport.twin = (done) =>
+    done(null, {
+      desired: { fanSpeed: 3, mode: 'eco', $version: 9 },
+      reported: { fanSpeed: { value: 3, ac: 200, av: 8, ad: 'completed' }, mode: { value: 'eco', ac: 200, av: 9, ad: 'completed' }, $version: 4 },
+    });
+  const stop = start();
+  await until(() => transport.calls.includes('patch'), 'the re-ack');
+  expect(applied).toEqual([]);
+  expect(transport.patches).toEqual([{ fanSpeed: { value: 3, ac: 200, av: 9, ad: 'completed' } }]);
+  stop();
+});
+
+test('a GET that never answers ends the session at twinTimeoutMs (TimeoutError); an empty answer ends it too', async () => {
+  const silent = setup(150);
+  silent.transport.twin = () => undefined;
+  const stopSilent = silent.start();
+  await until(() => silent.lost.mock.calls.length === 1, 'lost', 3000);
+  expect((silent.lost.mock.calls[0][0] as Error).name).toBe('TimeoutError');
+  stopSilent();
+
+  const empty = setup();
+  empty.transport.twin = (done) => done(null, undefined); // the SDK's answer to an empty error body
+  const stopEmpty = empty.start();
+  await until(() => empty.lost.mock.calls.length === 1, 'lost');
+  expect((empty.lost.mock.calls[0][0] as Error).message).toMatch(/usable document/);
+  stopEmpty();
+});
+
+test('a reported patch refused by the hub is dropped (not retried forever); a transport failure ends the session', async () => {
+  const refused = setup();
+  refused.transport.patch = (done) => done(new Error('Reported properties exceed the 32 KB limit.'));
+  refused.pnp.reported.set({ a: 1 });
+  const stopRefused = refused.start();
+  await until(() => refused.transport.calls.includes('get'), 'the GET');
+  expect(refused.pnp.reported.size).toBe(0);
+  expect(refused.lost).not.toHaveBeenCalled();
+  stopRefused();
+
+  const broken = setup();
+  broken.transport.patch = (done) => done(Object.assign(new Error('Connection to the server has been closed.'), { name: 'NotConnectedError' }));
+  broken.pnp.reported.set({ a: 1 });
+  const stopBroken = broken.start();
+  await until(() => broken.lost.mock.calls.length === 1, 'lost');
+  expect(broken.pnp.reported.size).toBe(1); // kept for the next connection
+  stopBroken();
+});
+
+test('after cleanup nothing reaches the transport: late patches, methods, reports', async () => {
+  const { pnp, transport, start } = setup();
+  pnp.properties.register('fanSpeed', () => undefined);
+  pnp.commands.register('echo', ({ payload }) => ({ payload }));
+  const stop = start();
+  await until(() => transport.calls.includes('get'), 'the GET');
+  transport.emit('method_nope', { methods: { methodName: 'nope' }, requestId: '1', body: Buffer.from('{}') });
+  await until(() => transport.responses.length === 1, 'a 404');
+  expect(transport.responses[0]).toEqual({ requestId: '1', status: 404, payload: { message: "unknown command 'nope'" } });
+  stop();
+  const calls = transport.calls.length;
+  transport.emit('twinDesiredPropertiesUpdate', { fanSpeed: 2, $version: 50 });
+  transport.emit('method_echo', { methods: { methodName: 'echo' }, requestId: '2', body: Buffer.from('"x"') });
+  pnp.reported.set({ later: true });
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  expect(transport.calls.length).toBe(calls);
+  expect(pnp.reported.size).toBe(1);
+});
