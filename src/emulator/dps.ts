@@ -119,7 +119,9 @@ export class EmulatedDps {
   private bucket?: TokenBucket;
   private throttleFault: { retryAfterSec: number; remaining: number } | null = null;
   private failFault: { status: InjectedDpsStatus; remaining: number; retryAfterSec?: number } | null = null;
+  private rawFault: { status: number; body: string; remaining: number } | null = null;
   private readonly peak = new PeakRate();
+  private readonly peakRegister = new PeakRate();
   private readonly counters = {
     requestsTotal: 0,
     registerRequests: 0,
@@ -261,7 +263,7 @@ export class EmulatedDps {
   }
 
   metrics(): DpsMetrics {
-    return { ...this.counters, peakRequestsPerSec: this.peak.peak };
+    return { ...this.counters, peakRequestsPerSec: this.peak.peak, peakRegisterRequestsPerSec: this.peakRegister.peak };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -297,10 +299,19 @@ export class EmulatedDps {
       : null;
   }
 
-  /** Clears throttle and failWith. */
+  /**
+   * The next `count` requests (default 1) get this status with this raw body, verbatim: junk
+   * JSON, missing fields, unknown statuses. For testing how a device copes with a broken service.
+   */
+  respondRaw(opts: { status: number; body: string; count?: number } | null): void {
+    this.rawFault = opts ? { status: opts.status, body: opts.body, remaining: opts.count ?? 1 } : null;
+  }
+
+  /** Clears throttle, failWith and respondRaw. */
   clearFaults(): void {
     this.throttleFault = null;
     this.failFault = null;
+    this.rawFault = null;
   }
 
   /** Changes the registration rate limit (null: unlimited). */
@@ -352,11 +363,12 @@ export class EmulatedDps {
     this.onRequest(client, s, path.includes('iotdps-register'), query, payload);
   }
 
-  private reply(client: AedesClient, rid: string, status: number, body: unknown, retryAfterSec?: number): void {
+  private reply(client: AedesClient, rid: string, status: number, body: unknown, retryAfterSec?: number, raw = false): void {
     let topic = `$dps/registrations/res/${status}/?$rid=${encodeURIComponent(rid)}`;
     if (retryAfterSec !== undefined) topic += `&retry-after=${retryAfterSec}`;
+    const payload = raw ? String(body) : JSON.stringify(body);
     client.publish(
-      { cmd: 'publish', topic, payload: JSON.stringify(body), qos: 0, dup: false, retain: false, clientId: DPS_CLIENT_ID } as never,
+      { cmd: 'publish', topic, payload, qos: 0, dup: false, retain: false, clientId: DPS_CLIENT_ID } as never,
       (err?: Error) => {
         if (err) this.ctx.logger.debug({ clientId: client.id, err: err.message }, 'DPS reply failed');
       },
@@ -371,16 +383,17 @@ export class EmulatedDps {
   private onRequest(client: AedesClient, s: DpsSession, isRegister: boolean, query: Record<string, string>, payload: string): void {
     const now = Date.now();
     const rid = query['$rid'] ?? '';
-    const answer = (status: number, body: unknown, retryAfterSec?: number): void => {
+    const answer = (status: number, body: unknown, retryAfterSec?: number, raw = false): void => {
       let log = this.answerLog.get(s.registrationId);
       if (!log) this.answerLog.set(s.registrationId, (log = new RingBuffer<DpsAnswer>(this.ctx.settings.attemptHistory)));
       log.push({ at: Date.now(), request: isRegister ? 'register' : 'poll', status, ...(retryAfterSec !== undefined ? { retryAfterSec } : {}) });
-      this.reply(client, rid, status, body, retryAfterSec);
+      this.reply(client, rid, status, body, retryAfterSec, raw);
     };
     this.counters.requestsTotal++;
     this.peak.hit(now);
     if (isRegister) {
       this.counters.registerRequests++;
+      this.peakRegister.hit(now);
       let log = this.attemptLog.get(s.registrationId);
       if (!log) this.attemptLog.set(s.registrationId, (log = new RingBuffer<number>(this.ctx.settings.attemptHistory)));
       log.push(now);
@@ -388,6 +401,12 @@ export class EmulatedDps {
       this.counters.pollRequests++;
     }
 
+    if (this.rawFault) {
+      const { status, body } = this.rawFault;
+      if (--this.rawFault.remaining <= 0) this.rawFault = null;
+      this.counters.failuresInjected++;
+      return answer(status, body, undefined, true);
+    }
     if (this.failFault) {
       const { status, retryAfterSec } = this.failFault;
       if (--this.failFault.remaining <= 0) this.failFault = null;

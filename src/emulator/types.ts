@@ -115,6 +115,8 @@ export interface DpsMetrics {
   registrationsRefused: number;
   /** Most requests seen in one wall-clock second. */
   peakRequestsPerSec: number;
+  /** Most register requests (not polls) seen in one wall-clock second. */
+  peakRegisterRequestsPerSec: number;
   connects: number;
   refusedConnects: number;
   currentConnections: number;
