@@ -78,13 +78,17 @@ export function nextDelay(policy: BackoffPolicy, req: DelayRequest, rngState: nu
     return { delayMs, capMs: delayMs, rngState };
   }
 
-  // Fleet onboarding: spread the whole fleet over the window the service can absorb.
+  // Fleet: spread the whole fleet over the window the service can absorb, [min, T/load]. The
+  // first retry after losing a working connection may start at 0 (as on the curve below): a fleet
+  // whose hub died reaches DPS spread over [0, T/load], at the rate DPS can take. A floor
+  // (retry-after, 5xx) shifts the window up instead of clamping it, or a retry-after longer than
+  // T/load would bring every throttled device back at the same instant.
   if (policy.fleet !== undefined) {
     const { devices, ratePerSec, load } = policy.fleet;
-    const lo = Math.max(policy.minDelayMs, floor);
+    const firstAfterLoss = req.afterLoss && req.attempt <= 1 && req.errorClass !== 'throttled';
+    const lo = firstAfterLoss ? 0 : policy.minDelayMs;
     const hi = Math.max(lo, fleetMaxDelayMs(devices, ratePerSec, load));
-    const [u, next] = nextRandom(rngState);
-    return { delayMs: lo + u * (hi - lo), capMs: hi, rngState: next };
+    return drawAbove(lo, hi, floor, Infinity, rngState);
   }
 
   // The service said when: retry-after plus a little jitter, never earlier.
@@ -125,7 +129,7 @@ export const DEFAULT_POLICY: RetryPolicy = Object.freeze({
   hubRetryWindowMs: 15 * 60_000,
 });
 
-export type PresetName = 'default' | 'iotCentral' | 'dpsAtScale' | 'seedSample';
+export type PresetName = 'default' | 'iotCentral' | 'dpsAtScale' | 'seedSample' | 'naive';
 
 export const PRESETS: Readonly<Record<PresetName, Readonly<RetryPolicy>>> = Object.freeze({
   default: DEFAULT_POLICY,
@@ -140,7 +144,14 @@ export const PRESETS: Readonly<Record<PresetName, Readonly<RetryPolicy>>> = Obje
    */
   dpsAtScale: Object.freeze({ ...DEFAULT_POLICY, maxHubAttempts: 1000, hubRetryWindowMs: 30 * 60_000 }),
   /** The official sample's strategy (fixed 90 s, DPS after every loss). Benchmark baseline only. */
-  seedSample: Object.freeze({ ...DEFAULT_POLICY, fixedDelayMs: 90_000, reprovisionOnLoss: true, maxHubAttempts: 1 }),
+  // maxHubAttempts stays at the default: with 1, the hub budget (checked before
+  // reprovisionOnLoss) sent the device to DPS at once after a loss, skipping the 90 s wait.
+  seedSample: Object.freeze({ ...DEFAULT_POLICY, fixedDelayMs: 90_000, reprovisionOnLoss: true }),
+  /**
+   * A naive client: every retry after exactly 1 s, or exactly retry-after when the service gives
+   * one (what the SDK itself does with a DPS 429); no jitter. Fleet benchmark baseline only.
+   */
+  naive: Object.freeze({ ...DEFAULT_POLICY, fixedDelayMs: 1000 }),
 });
 
 export type RetryPolicyInput = { preset?: PresetName } & Partial<RetryPolicy>;

@@ -45,7 +45,9 @@ export interface BackoffPolicy {
   retryAfterJitterMs: number;
   /**
    * DPS at-scale fleet formula: when set, delays are uniform in [minDelayMs, max] with
-   * max = (devices / ratePerSec) / load seconds (T = N / cps), instead of the exponential curve.
+   * max = (devices / ratePerSec) / load seconds (T = N / cps), instead of the exponential curve;
+   * [0, max] for the first retry after a lost connection; a floor (retry-after, 5xx minimum)
+   * shifts the window up by the floor's excess over its start (same width, never clamped).
    */
   fleet?: { devices: number; ratePerSec: number; load: number };
   /**

@@ -227,7 +227,7 @@ describe('nextDelay: fleet and fixed', () => {
     expect(fleetMaxDelayMs(500, 50, 0.5)).toBe(20_000);
   });
 
-  test('property: fleet delays uniform within [max(minDelayMs, floors), max(that, fleet max)]', () => {
+  test('property: fleet delays within [minDelayMs (0 for the first retry after a loss), fleet max], shifted up by a floor', () => {
     const fleet = fc.record({
       devices: fc.integer({ min: 1, max: 1_000_000 }),
       ratePerSec: fc.double({ min: 0.1, max: 10_000, noNaN: true }),
@@ -236,9 +236,12 @@ describe('nextDelay: fleet and fixed', () => {
     fc.assert(
       fc.property(curvePolicy, fleet, anyClass, attempt, fc.boolean(), fc.option(fc.integer({ min: 0, max: 120_000 }), { nil: undefined }), seed, (policy, f, errorClass, n, afterLoss, retryAfterMs, s) => {
         const d = nextDelay({ ...policy, fleet: f }, { errorClass, attempt: n, afterLoss, retryAfterMs }, s);
-        const lo = Math.max(policy.minDelayMs, retryAfterMs ?? 0);
-        const hi = Math.max(lo, fleetMaxDelayMs(f.devices, f.ratePerSec, f.load));
-        expect(d.capMs).toBe(hi);
+        const start = afterLoss && n <= 1 && errorClass !== 'throttled' ? 0 : policy.minDelayMs;
+        const end = Math.max(start, fleetMaxDelayMs(f.devices, f.ratePerSec, f.load));
+        const floor = retryAfterMs ?? 0;
+        const lo = Math.max(start, floor);
+        const hi = floor > start ? floor + (end - start) : end;
+        expect(d.capMs).toBeCloseTo(hi, 6);
         expect(d.delayMs).toBeGreaterThanOrEqual(lo);
         expect(d.delayMs).toBeLessThanOrEqual(hi);
       }),
@@ -254,6 +257,22 @@ describe('nextDelay: fleet and fixed', () => {
     const buckets = new Array(9).fill(0) as number[];
     for (const v of values) buckets[Math.min(8, Math.floor((v - 1000) / 1000))]! += 1;
     expect(Math.max(...buckets)).toBeLessThan(2 * (500 / 9));
+  });
+
+  test('fleet: the first retry after a loss spreads over [0, T/load] (a dead hub: DPS at the rate it takes)', () => {
+    const policy = { ...DEFAULT_POLICY, fleet: { devices: 1000, ratePerSec: 100, load: 1 } };
+    const values = Array.from({ length: 1000 }, (_, i) => nextDelay(policy, { errorClass: 'transient', attempt: 1, afterLoss: true }, seedFrom(`dev-${i}`)).delayMs);
+    expect(Math.min(...values)).toBeLessThan(100);
+    expect(Math.max(...values)).toBeLessThanOrEqual(10_000);
+    expect(Math.max(...values)).toBeGreaterThan(9_900);
+  });
+
+  test('fleet: a retry-after beyond T/load shifts the window instead of collapsing it (no lockstep)', () => {
+    const policy = { ...DEFAULT_POLICY, fleet: { devices: 1000, ratePerSec: 100, load: 1 } };
+    const values = Array.from({ length: 200 }, (_, i) => nextDelay(policy, { errorClass: 'throttled', attempt: 1, afterLoss: false, retryAfterMs: 30_000 }, seedFrom(`dev-${i}`)).delayMs);
+    expect(Math.min(...values)).toBeGreaterThanOrEqual(30_000);
+    expect(Math.max(...values)).toBeLessThanOrEqual(39_000);
+    expect(new Set(values.map((v) => Math.floor(v / 1000))).size).toBe(9);
   });
 
   test('fixedDelayMs: exactly that, no jitter, no RNG step (baseline only)', () => {
@@ -286,6 +305,10 @@ describe('policies', () => {
     expect(PRESETS.iotCentral).toMatchObject({ maxHubAttempts: 3, hubRetryWindowMs: 60_000 });
     expect(PRESETS.dpsAtScale).toMatchObject({ maxHubAttempts: 1000, hubRetryWindowMs: 30 * 60_000 });
     expect(PRESETS.seedSample).toMatchObject({ fixedDelayMs: 90_000, reprovisionOnLoss: true });
+    // The hub budget is checked before reprovisionOnLoss: a budget of 1 would skip the 90 s wait.
+    expect(PRESETS.seedSample.maxHubAttempts).toBeGreaterThan(1);
+    expect(PRESETS.naive).toMatchObject({ fixedDelayMs: 1000 });
+    expect(PRESETS.naive.reprovisionOnLoss).toBeUndefined();
     for (const preset of Object.keys(PRESETS) as Array<keyof typeof PRESETS>) {
       expect(resolvePolicy({ preset })).toEqual(PRESETS[preset]);
     }
