@@ -10,6 +10,8 @@ import pino from 'pino';
 import { createDevice, type Device, type DeviceStateName } from '../device';
 import { REDACTED_PATHS } from '../logger';
 import { startLocalCloud, type LocalCloud } from '../emulator';
+import { sleepUnless } from './shutdown';
+import type { UiBackend, UiFault, UiServer, UiStats } from './ui';
 
 export interface DemoOptions {
   durationSeconds: number;
@@ -18,7 +20,15 @@ export interface DemoOptions {
   logFile: string;
   /** Telemetry interval per device. */
   intervalMs: number;
-  out: NodeJS.WriteStream;
+  out: NodeJS.WritableStream & { isTTY?: boolean };
+  /** Stops the demo early (SIGINT / SIGTERM): devices go Disconnecting → Stopped, nothing is dropped. */
+  signal?: AbortSignal;
+  /** Run the scripted disaster (default true; off with the UI, whose buttons inject the faults). */
+  script?: boolean;
+  /** Serve the live page (`--ui`) on 127.0.0.1; `port` 0 or absent: ephemeral. */
+  ui?: { port?: number; onListening?: (url: string) => void };
+  /** Stream the first device's actor to the Stately inspector (`--inspect`). */
+  inspect?: { port?: number };
 }
 
 interface FaultRecord {
@@ -31,18 +41,22 @@ interface FaultRecord {
 interface DemoDevice {
   device: Device;
   accepted: Set<string>;
-  delivered: number;
+  delivered: Set<string>;
 }
 
 export interface DemoSummary {
   sent: number;
   delivered: number;
+  /** Neither arrived at the cloud nor still in a device's outbox. */
   lost: number;
   duplicated: number;
+  /** Not delivered when the demo was interrupted, kept in the devices' outboxes. */
+  kept: number;
+  /** Set when the outboxes holding `kept` messages were left on disk. */
+  keptIn?: string;
+  interrupted: boolean;
   faults: FaultRecord[];
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const logger = pino(
@@ -50,8 +64,18 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     pino.destination({ dest: options.logFile, sync: true }),
   );
   const out = options.out;
+  const signal = options.signal;
+  const stopping = () => signal?.aborted === true;
+  const sleep = (ms: number) => sleepUnless(ms, signal);
   const dataRoot = mkdtempSync(join(tmpdir(), 'hubstate-demo-'));
-  const cloud: LocalCloud = await startLocalCloud({ hubs: 2 });
+  const cloud: LocalCloud = await startLocalCloud({ hubs: 2, controlApi: options.ui !== undefined });
+  const bridge = options.inspect
+    ? await (await import('./inspect')).startInspectorBridge({
+        port: options.inspect.port || undefined,
+        secrets: [cloud.groupKey, ...Array.from({ length: options.devices }, (_, i) => cloud.deviceKey(`demo-device-${i + 1}`))],
+      })
+    : undefined;
+  if (bridge) out.write(`inspector: open ${bridge.url} in a browser with internet access (it embeds https://stately.ai/inspect)\n`);
   out.write(`local cloud: DPS ${cloud.provisioningHost}, hubs ${cloud.hubs.map((h) => `${h.name}=${h.host}`).join(', ')}\n`);
   out.write(`logs: ${options.logFile}\n`);
 
@@ -68,9 +92,10 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       dataDir: join(dataRoot, registrationId),
       keepaliveSeconds: 5,
       logger,
+      inspect: i === 0 ? bridge?.inspect : undefined,
     });
-    const member: DemoDevice = { device, accepted: new Set(), delivered: 0 };
-    device.on('delivered', () => member.delivered++);
+    const member: DemoDevice = { device, accepted: new Set(), delivered: new Set() };
+    device.on('delivered', (messageId) => member.delivered.add(messageId));
     fleet.push(member);
   }
   const lead = fleet[0].device;
@@ -91,7 +116,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const producers = fleet.map(async (member, index) => {
     await sleep((index * options.intervalMs) / fleet.length);
     let reading = 0;
-    while (sending) {
+    while (sending && !stopping()) {
       const { messageId } = await member.device.sendTelemetry({ temp: 20 + Math.sin(reading / 10) * 5, humidity: 40 + (reading % 20) });
       member.accepted.add(messageId);
       reading++;
@@ -99,26 +124,36 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     }
   });
 
-  const view = setInterval(() => {
-    if (!out.isTTY) return;
-    const sent = fleet.reduce((n, m) => n + m.accepted.size, 0);
-    const delivered = fleet.reduce((n, m) => n + m.delivered, 0);
-    const queued = fleet.reduce((n, m) => n + m.device.outboxStats().count, 0);
+  let devicesStopped = false;
+  const stats = (): UiStats => {
     const context = lead.actor.getSnapshot().context;
-    const hub = cloud.hubs.find((h) => h.host === context.assignment?.hubHost)?.name ?? '-';
-    const retry = lead.state() === 'BackingOff' && context.retryAt ? `${Math.max(0, context.retryAt - Date.now())} ms` : '-';
+    return {
+      state: lead.state(),
+      hub: cloud.hubs.find((h) => h.host === context.assignment?.hubHost)?.name ?? '-',
+      sent: fleet.reduce((n, m) => n + m.accepted.size, 0),
+      delivered: fleet.reduce((n, m) => n + m.delivered.size, 0),
+      queued: devicesStopped ? 0 : fleet.reduce((n, m) => n + m.device.outboxStats().count, 0),
+      lastErrorClass: context.lastError?.errorClass ?? null,
+      nextRetryMs: lead.state() === 'BackingOff' && context.retryAt ? Math.max(0, context.retryAt - Date.now()) : null,
+      devices: fleet.length,
+    };
+  };
+  const view = setInterval(() => {
+    if (!out.isTTY || devicesStopped) return;
+    const s = stats();
     out.write(
-      `\r[${elapsed()}] ${lead.state().padEnd(14)} hub ${hub.padEnd(6)} sent ${sent} delivered ${delivered} queued ${queued} ` +
-        `last error ${context.lastError?.errorClass ?? '-'} next retry ${retry}      `,
+      `\r[${elapsed()}] ${s.state.padEnd(14)} hub ${s.hub.padEnd(6)} sent ${s.sent} delivered ${s.delivered} queued ${s.queued} ` +
+        `last error ${s.lastErrorClass ?? '-'} next retry ${s.nextRetryMs === null ? '-' : `${s.nextRetryMs} ms`}      `,
     );
   }, 250);
 
   const waitFor = async (predicate: () => boolean, timeoutMs: number) => {
     const deadline = Date.now() + timeoutMs;
-    while (!predicate() && Date.now() < deadline) await sleep(50);
+    while (!predicate() && Date.now() < deadline && !stopping()) await sleep(50);
     return predicate();
   };
-  const inject = (name: string, action: () => Promise<void> | void) => {
+  const inject = async (name: string, action: () => Promise<void> | void) => {
+    if (stopping()) return;
     if (out.isTTY) out.write('\n');
     out.write(`[${elapsed()}] fault: ${name}\n`);
     faults.push({ name, injectedAt: Date.now() });
@@ -136,10 +171,12 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       for (const { device } of fleet) cloud.manualFailover(device.assignment()!.deviceId, { ttlMs });
     });
     await waitFor(() => Date.now() >= failoverAt + ttlMs, ttlMs + 1000);
+    if (stopping()) return;
     faults.push({ name: 'failback at TTL (the failover hub drops the device)', injectedAt: failoverAt + ttlMs });
     await sleep(stage * 0.15);
     await waitFor(allConnected, 30_000);
-    const crashed = cloud.hubs.find((h) => h.host === lead.assignment()?.hubHost)!;
+    const crashed = cloud.hubs.find((h) => h.host === lead.assignment()?.hubHost);
+    if (stopping() || !crashed) return;
     await inject(`hub crash (${crashed.name}), restart after 3 s`, async () => {
       await cloud.hub(crashed.name).kill();
       await sleep(3000);
@@ -154,38 +191,138 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     await sleep(stage * 0.15);
   };
 
+  let ui: UiServer | undefined;
+  if (options.ui) {
+    const { startUi } = await import('./ui');
+    ui = await startUi(uiBackend(cloud, fleet, stats, faults, signal), { port: options.ui.port });
+    out.write(`live view: ${ui.url}\n`);
+    options.ui.onListening?.(ui.url);
+  }
+
   const deadline = options.forever ? Infinity : startedAt + stage;
-  do {
-    await script();
-  } while (options.forever);
+  if (options.script ?? true) {
+    do {
+      await script();
+    } while (options.forever && !stopping());
+  }
   const remaining = deadline - Date.now();
   if (remaining > 0) await sleep(remaining);
 
   sending = false;
   await Promise.all(producers);
-  await waitFor(() => allConnected() && fleet.every((m) => m.device.outboxStats().count === 0), 30_000);
+  if (!stopping()) await waitFor(() => allConnected() && fleet.every((m) => m.device.outboxStats().count === 0), 30_000);
   clearInterval(view);
   if (out.isTTY) out.write('\n');
+  if (stopping()) out.write(`[${elapsed()}] ${String(signal?.reason ?? 'stop')}: stopping the devices\n`);
+  // What each device still holds when it stops stays in its outbox (its PUBACK never came).
+  const queuedAtStop = fleet.map((m) => m.device.outboxStats().count);
   await Promise.all(fleet.map((m) => m.device.stop()));
+  devicesStopped = true;
+  await ui?.close();
+  await bridge?.stop();
 
   const arrived = new Map<string, number>();
   for (const record of cloud.telemetry()) arrived.set(record.messageId!, (arrived.get(record.messageId!) ?? 0) + 1);
   let sent = 0;
   let lost = 0;
+  let kept = 0;
   let duplicated = 0;
   for (const member of fleet) {
     for (const id of member.accepted) {
       sent++;
       const copies = arrived.get(id) ?? 0;
-      if (copies === 0) lost++;
+      // Acknowledged ids left the outbox; an id never acknowledged is still in it.
+      if (copies === 0 && !member.delivered.has(id)) kept++;
+      else if (copies === 0) lost++;
       else duplicated += copies - 1;
     }
   }
   await cloud.stop();
-  rmSync(dataRoot, { recursive: true, force: true });
-  const summary: DemoSummary = { sent, delivered: sent - lost, lost, duplicated, faults };
+  const keptInOutboxes = queuedAtStop.reduce((a, b) => a + b, 0);
+  let keptIn: string | undefined;
+  if (keptInOutboxes > 0) keptIn = dataRoot;
+  else rmSync(dataRoot, { recursive: true, force: true });
+  const summary: DemoSummary = { sent, delivered: sent - lost - kept, lost, duplicated, kept, keptIn, interrupted: stopping(), faults };
   out.write(formatSummary(summary, fleet.map((m) => m.device.state())));
   return summary;
+}
+
+/** The `--ui` page's view of the demo: the first device's state, the fleet's counters, the cloud's faults. */
+function uiBackend(
+  cloud: LocalCloud,
+  fleet: DemoDevice[],
+  stats: () => UiStats,
+  faults: FaultRecord[],
+  signal: AbortSignal | undefined,
+): UiBackend {
+  const lead = fleet[0].device;
+  // The faults go through the local cloud's HTTP control API, as any other tool would.
+  const api = async (path: string, body: Record<string, unknown> = {}) => {
+    const res = await fetch(`${cloud.controlUrl}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`${path}: ${res.status} ${text}`);
+  };
+  const deviceIds = () => fleet.map((m) => m.device.assignment()?.deviceId).filter((id): id is string => id !== undefined);
+  const record = (name: string) => faults.push({ name, injectedAt: Date.now() });
+  const list: UiFault[] = [
+    {
+      name: 'failover',
+      label: 'manual failover (TTL 60 s)',
+      async run() {
+        const ids = deviceIds();
+        if (ids.length === 0) throw new Error('no device is assigned to a hub yet');
+        for (const deviceId of ids) await api('/failover', { deviceId, ttlMs: 60_000 });
+        record('manual failover (TTL 60 s, from the UI)');
+        return `failover of ${ids.length} device(s), back at the TTL or with "failback"`;
+      },
+    },
+    {
+      name: 'failback',
+      label: 'manual failback',
+      async run() {
+        const ids = deviceIds();
+        for (const deviceId of ids) await api('/failback', { deviceId });
+        record('manual failback (from the UI)');
+        return `failback of ${ids.length} device(s)`;
+      },
+    },
+    {
+      name: 'kill-hub',
+      label: 'kill the hub (restart after 5 s)',
+      async run() {
+        const hub = cloud.hubs.find((h) => h.host === lead.assignment()?.hubHost);
+        if (!hub) throw new Error('the device is not on a hub');
+        await api(`/hubs/${hub.name}/kill`);
+        record(`hub crash (${hub.name}, from the UI)`);
+        const restart = setTimeout(() => void api(`/hubs/${hub.name}/restart`).catch(() => undefined), 5000);
+        signal?.addEventListener('abort', () => clearTimeout(restart), { once: true });
+        return `${hub.name} killed, restarting in 5 s`;
+      },
+    },
+    {
+      name: 'throttle-dps',
+      label: 'throttle DPS (429) + reprovision',
+      async run() {
+        await api('/dps/throttle', { retryAfterSec: 2, count: 2 * fleet.length });
+        for (const { device } of fleet) device.reprovision();
+        record('DPS throttling (from the UI)');
+        return 'DPS answers 429 (retry-after 2 s) to the next registrations; devices reprovision';
+      },
+    },
+  ];
+  return {
+    title: `hubstate demo: ${lead.registrationId}${fleet.length > 1 ? ` (+${fleet.length - 1} more)` : ''}`,
+    stats,
+    onState(listener) {
+      lead.on('state', listener);
+      return () => lead.off('state', listener);
+    },
+    faults: list,
+  };
 }
 
 function formatSummary(summary: DemoSummary, states: DeviceStateName[]): string {
@@ -196,12 +333,19 @@ function formatSummary(summary: DemoSummary, states: DeviceStateName[]): string 
     `  delivered           ${summary.delivered}`,
     `  lost                ${summary.lost}`,
     `  duplicated          ${summary.duplicated} (same message id, droppable downstream)`,
+    ...(summary.interrupted || summary.kept > 0
+      ? [`  kept in the outbox  ${summary.kept} (not acknowledged when stopped${summary.keptIn ? `; outboxes left in ${summary.keptIn}` : ''})`]
+      : []),
     `  final states        ${[...new Set(states)].join(', ')}`,
     '  recovery (fault → first telemetry acknowledged):',
     ...summary.faults.map(
       (f) => `    ${f.name.padEnd(70)} ${f.recoveredAfterMs === undefined ? 'n/a' : `${f.recoveredAfterMs} ms`}`,
     ),
-    summary.lost === 0 ? 'nothing lost.' : `LOST ${summary.lost} MESSAGES`,
+    summary.lost > 0
+      ? `LOST ${summary.lost} MESSAGES`
+      : summary.kept > 0 && !summary.interrupted
+        ? `nothing lost, but ${summary.kept} not delivered by the end (kept in the outbox)`
+        : 'nothing lost.',
     '',
   ];
   return lines.join('\n');

@@ -6,15 +6,25 @@
 import { resolve } from 'node:path';
 import { ConfigError } from '../errors';
 import { numberFlag, parseFlags, UsageError } from './args';
+import { runUsage } from './run-config';
+import { installShutdown } from './shutdown';
 
 const USAGE = `usage: hubstate <command> [flags]
 
 commands:
   demo       the local cloud + a device living through a scripted disaster (default)
              --duration <s> (60)  --forever  --devices <n> (1)  --interval <ms> (200)  --log <file>
+             --ui [--port <n>]: a live page on 127.0.0.1 with the statechart and fault buttons
+               (no scripted disaster, runs until Ctrl-C unless --duration; --script adds it)
+             --inspect [--inspect-port <n>]: stream the device actor to the Stately inspector
+  run        a real device (IoT Central / DPS + IoT Hub) sending sample telemetry until SIGINT/SIGTERM
+             --config <file.json>, flags or HUBSTATE_* variables (below)
   emulator   start the local cloud (DPS + hubs) standalone and print how to connect
              --hubs <n> (2)
   viz        regenerate the pictures in visualizations/ from the machine
+
+SIGINT / SIGTERM: the device goes Disconnecting -> Stopped (at most 10 s, then exit anyway);
+telemetry not yet delivered stays in the outbox.
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -27,17 +37,51 @@ async function main(argv: string[]): Promise<number> {
         devices: { type: 'string' },
         interval: { type: 'string' },
         log: { type: 'string' },
+        ui: { type: 'boolean' },
+        port: { type: 'string' },
+        script: { type: 'boolean' },
+        inspect: { type: 'boolean' },
+        'inspect-port': { type: 'string' },
       });
+      const ui = flags.ui === true;
+      if (!ui && flags.port !== undefined) throw new UsageError('--port: only with --ui');
+      if (!flags.inspect && flags['inspect-port'] !== undefined) throw new UsageError('--inspect-port: only with --inspect');
+      const port = (name: string) => {
+        const value = Math.floor(numberFlag(flags[name] as string | undefined, name, 0, 0));
+        if (value > 65535) throw new UsageError(`--${name}: expected a TCP port (0-65535), got '${String(flags[name])}'`);
+        return value;
+      };
       const { runDemo } = await import('./demo');
-      const summary = await runDemo({
-        durationSeconds: numberFlag(flags.duration as string | undefined, 'duration', 60, 1),
-        forever: flags.forever === true,
-        devices: Math.floor(numberFlag(flags.devices as string | undefined, 'devices', 1, 1)),
-        intervalMs: numberFlag(flags.interval as string | undefined, 'interval', 200, 10),
-        logFile: resolve((flags.log as string | undefined) ?? 'hubstate-demo.log'),
-        out: process.stdout,
-      });
-      return summary.lost === 0 ? 0 : 1;
+      const shutdown = installShutdown();
+      try {
+        const summary = await runDemo({
+          durationSeconds: numberFlag(flags.duration as string | undefined, 'duration', 60, 1),
+          // With the UI the demo runs until Ctrl-C unless a duration is given.
+          forever: flags.forever === true || (ui && flags.duration === undefined),
+          devices: Math.floor(numberFlag(flags.devices as string | undefined, 'devices', 1, 1)),
+          intervalMs: numberFlag(flags.interval as string | undefined, 'interval', 200, 10),
+          logFile: resolve((flags.log as string | undefined) ?? 'hubstate-demo.log'),
+          out: process.stdout,
+          signal: shutdown.signal,
+          script: !ui || flags.script === true,
+          ui: ui ? { port: port('port') } : undefined,
+          inspect: flags.inspect === true ? { port: port('inspect-port') } : undefined,
+        });
+        return summary.lost > 0 || (summary.kept > 0 && !summary.interrupted) ? 1 : 0;
+      } finally {
+        shutdown.dispose();
+      }
+    }
+    case 'run': {
+      const { RUN_FLAG_OPTIONS, resolveRunConfig } = await import('./run-config');
+      const config = resolveRunConfig(parseFlags(rest, RUN_FLAG_OPTIONS));
+      const { runDevice } = await import('./run');
+      const shutdown = installShutdown();
+      try {
+        return await runDevice(config, { err: process.stderr, signal: shutdown.signal });
+      } finally {
+        shutdown.dispose();
+      }
     }
     case 'emulator': {
       const flags = parseFlags(rest, { hubs: { type: 'string' } });
@@ -54,7 +98,7 @@ async function main(argv: string[]): Promise<number> {
     case 'help':
     case '--help':
     case '-h':
-      process.stdout.write(USAGE);
+      process.stdout.write(`${USAGE}\n${runUsage()}`);
       return 0;
     default:
       throw new UsageError(`unknown command '${command}'`);
@@ -64,6 +108,8 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    // The command is over: if a stray handle (a socket of the SDK, say) keeps the loop alive, exit anyway.
+    setTimeout(() => process.exit(code), 2000).unref();
   },
   (error: unknown) => {
     if (error instanceof UsageError || error instanceof ConfigError) {

@@ -1,0 +1,248 @@
+/**
+ * `hubstate run` configuration: command-line flags, then HUBSTATE_* environment variables, then a
+ * JSON file (`--config f.json`), then defaults. Every mistake is a ConfigError that names the
+ * field as the user wrote it (`--max-hub-attempts`, `HUBSTATE_ID_SCOPE`, `f.json: idScope`) and
+ * says what is expected. Values of keys never appear in a message.
+ */
+import { readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { ConfigError } from '../errors';
+import { resolveOptions, type DeviceOptions } from '../options';
+import type { RetryPolicyInput } from '../policy/backoff';
+
+type Kind = 'string' | 'secret' | 'path' | 'int' | 'number' | 'boolean';
+
+interface FieldSpec {
+  /** camelCase: the key in the JSON file. */
+  key: string;
+  kind: Kind;
+  description: string;
+}
+
+export const RUN_FIELDS = [
+  { key: 'idScope', kind: 'string', description: 'DPS ID scope of the IoT Central app / DPS instance' },
+  { key: 'registrationId', kind: 'string', description: 'registration (device) id' },
+  { key: 'groupKey', kind: 'secret', description: 'enrollment group key (the device key is derived from it)' },
+  { key: 'deviceKey', kind: 'secret', description: "this device's own key (better than the group key)" },
+  { key: 'modelId', kind: 'string', description: 'Plug and Play model id (DTMI)' },
+  { key: 'provisioningHost', kind: 'string', description: 'DPS endpoint (global.azure-devices-provisioning.net)' },
+  { key: 'dataDir', kind: 'path', description: 'provisioning cache and durable outbox (./hubstate-data)' },
+  { key: 'caFile', kind: 'path', description: 'extra trusted CA certificate, PEM file' },
+  { key: 'preset', kind: 'string', description: 'policy preset: default, iotCentral, dpsAtScale, seedSample' },
+  { key: 'maxHubAttempts', kind: 'int', description: 'hub failures before going back to DPS (10)' },
+  { key: 'hubRetryWindowMs', kind: 'number', description: 'or this long on a failing hub, ms (900000)' },
+  { key: 'minDelayMs', kind: 'number', description: 'backoff curve start, ms (1000)' },
+  { key: 'maxDelayMs', kind: 'number', description: 'backoff cap, ms (60000)' },
+  { key: 'firstRetryMaxMs', kind: 'number', description: 'first retry after a lost connection, ms (1000)' },
+  { key: 'keepaliveSeconds', kind: 'int', description: 'MQTT keepalive (30)' },
+  { key: 'intervalMs', kind: 'number', description: 'sample telemetry period, ms (5000)' },
+  { key: 'duration', kind: 'number', description: 'stop after this many seconds (runs until SIGINT/SIGTERM)' },
+  { key: 'log', kind: 'path', description: 'pino log file (stdout)' },
+  { key: 'logLevel', kind: 'string', description: 'pino level (info)' },
+  { key: 'inspect', kind: 'boolean', description: 'stream the actor to the Stately inspector' },
+  { key: 'inspectPort', kind: 'int', description: 'port of the local inspector page (ephemeral)' },
+] as const satisfies readonly FieldSpec[];
+
+export type RunFieldKey = (typeof RUN_FIELDS)[number]['key'];
+
+const POLICY_KEYS = ['preset', 'maxHubAttempts', 'hubRetryWindowMs', 'minDelayMs', 'maxDelayMs', 'firstRetryMaxMs'] as const;
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+export const DEFAULT_DATA_DIR = 'hubstate-data';
+
+/** `maxHubAttempts` → `--max-hub-attempts`. */
+export const flagOf = (key: string) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+/** `maxHubAttempts` → `HUBSTATE_MAX_HUB_ATTEMPTS`. */
+export const envOf = (key: string) => `HUBSTATE_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+
+/** What `runDevice` needs: validated device options plus the command's own settings. */
+export interface RunConfig {
+  device: DeviceOptions;
+  intervalMs: number;
+  durationSeconds?: number;
+  logFile?: string;
+  logLevel: string;
+  inspect: boolean;
+  inspectPort: number;
+  /** Human notes for stderr (e.g. a key given on the command line). */
+  warnings: string[];
+}
+
+type Raw = string | number | boolean;
+interface Sourced {
+  value: Raw;
+  /** How the user named it: '--id-scope', 'HUBSTATE_ID_SCOPE' or 'dev.json: idScope'. */
+  name: string;
+  fromText: boolean;
+}
+
+/** Flags as parsed by parseFlags (kebab-case names), the environment, and the working directory. */
+export function resolveRunConfig(
+  flags: Record<string, string | boolean | undefined>,
+  env: NodeJS.ProcessEnv = process.env,
+  cwd = process.cwd(),
+): RunConfig {
+  const warnings: string[] = [];
+  const configPath = (flags.config as string | undefined) ?? env.HUBSTATE_CONFIG;
+  const file = configPath === undefined ? {} : readConfigFile(resolve(cwd, configPath), configPath, warnings);
+
+  const values = new Map<RunFieldKey, Sourced>();
+  for (const field of RUN_FIELDS) {
+    const flagName = flagOf(field.key);
+    const flag = flags[flagName.slice(2)];
+    const fromEnv = env[envOf(field.key)];
+    if (flag !== undefined) {
+      values.set(field.key, { value: flag, name: flagName, fromText: typeof flag === 'string' });
+      if (field.kind === 'secret') {
+        warnings.push(`${flagName} on the command line is visible to other users (ps); prefer ${envOf(field.key)} or --config with mode 0600`);
+      }
+    } else if (fromEnv !== undefined && fromEnv !== '') {
+      values.set(field.key, { value: fromEnv, name: envOf(field.key), fromText: true });
+    } else if (file[field.key] !== undefined) {
+      values.set(field.key, { value: file[field.key] as Raw, name: `${configPath}: ${field.key}`, fromText: false });
+    }
+  }
+
+  const nameOf = (key: RunFieldKey) => values.get(key)?.name ?? `${flagOf(key)} (or ${envOf(key)}, or "${key}" in --config)`;
+  const get = <T extends Raw>(key: RunFieldKey): T | undefined => {
+    const entry = values.get(key);
+    if (!entry) return undefined;
+    const spec = RUN_FIELDS.find((f) => f.key === key)!;
+    return convert(entry, spec.kind) as T;
+  };
+
+  const policy: RetryPolicyInput = {};
+  for (const key of POLICY_KEYS) {
+    const value = get<string | number>(key);
+    if (value !== undefined) (policy as Record<string, unknown>)[key] = value;
+  }
+  let ca: string | undefined;
+  const caFile = get<string>('caFile');
+  if (caFile !== undefined) {
+    try {
+      ca = readFileSync(resolve(cwd, caFile), 'utf8');
+    } catch (error) {
+      throw new ConfigError(nameOf('caFile'), `a readable PEM file (${(error as NodeJS.ErrnoException).code ?? 'unreadable'}: ${caFile})`);
+    }
+  }
+  const dataDir = resolve(cwd, get<string>('dataDir') ?? DEFAULT_DATA_DIR);
+
+  const device: DeviceOptions = {
+    idScope: get<string>('idScope') as string,
+    registrationId: get<string>('registrationId') as string,
+    groupKey: get<string>('groupKey'),
+    deviceKey: get<string>('deviceKey'),
+    modelId: get<string>('modelId'),
+    provisioningHost: get<string>('provisioningHost'),
+    ca,
+    dataDir,
+    keepaliveSeconds: get<number>('keepaliveSeconds'),
+    policy: Object.keys(policy).length > 0 ? policy : undefined,
+  };
+  for (const key of Object.keys(device) as Array<keyof DeviceOptions>) if (device[key] === undefined) delete device[key];
+
+  // The library validates (one place for the rules); its field names are mapped back to the user's.
+  try {
+    resolveOptions(device);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    throw new ConfigError(userField(error.field, nameOf), error.expected);
+  }
+
+  const logLevel = get<string>('logLevel') ?? 'info';
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(nameOf('logLevel'), `one of ${LOG_LEVELS.join(', ')}`);
+  const intervalMs = get<number>('intervalMs') ?? 5000;
+  if (!(intervalMs >= 10)) throw new ConfigError(nameOf('intervalMs'), 'a number of milliseconds ≥ 10');
+  const durationSeconds = get<number>('duration');
+  if (durationSeconds !== undefined && !(durationSeconds > 0)) throw new ConfigError(nameOf('duration'), 'a positive number of seconds');
+  const inspectPort = get<number>('inspectPort') ?? 0;
+  if (inspectPort > 65535) throw new ConfigError(nameOf('inspectPort'), 'a TCP port (1-65535)');
+  const log = get<string>('log');
+
+  return {
+    device,
+    intervalMs,
+    durationSeconds,
+    logFile: log === undefined ? undefined : resolve(cwd, log),
+    logLevel,
+    inspect: get<boolean>('inspect') ?? false,
+    inspectPort,
+    warnings,
+  };
+}
+
+function userField(field: string, nameOf: (key: RunFieldKey) => string): string {
+  if (field === 'groupKey|deviceKey') return `${nameOf('groupKey')} | ${nameOf('deviceKey')}`;
+  if (field === 'ca') return nameOf('caFile');
+  if (field.startsWith('policy.')) {
+    const key = field.slice('policy.'.length);
+    if ((POLICY_KEYS as readonly string[]).includes(key)) return nameOf(key as RunFieldKey);
+    return field;
+  }
+  if (RUN_FIELDS.some((f) => f.key === field)) return nameOf(field as RunFieldKey);
+  return field;
+}
+
+function convert(entry: Sourced, kind: Kind): Raw {
+  const { value, name } = entry;
+  switch (kind) {
+    case 'string':
+    case 'secret':
+    case 'path':
+      if (typeof value !== 'string' || value.length === 0) throw new ConfigError(name, kind === 'path' ? 'a path' : 'a non-empty string');
+      return value;
+    case 'boolean':
+      if (typeof value === 'boolean') return value;
+      if (value === 'true' || value === '1') return true;
+      if (value === 'false' || value === '0') return false;
+      throw new ConfigError(name, 'true or false');
+    case 'int':
+    case 'number': {
+      const n = typeof value === 'number' ? value : entry.fromText && typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
+      const ok = Number.isFinite(n) && n > 0 && (kind === 'number' || Number.isInteger(n));
+      if (!ok) throw new ConfigError(name, `${kind === 'int' ? 'a positive integer' : 'a positive number'}, got ${JSON.stringify(value)}`);
+      return n;
+    }
+  }
+}
+
+function readConfigFile(path: string, shown: string, warnings: string[]): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError('--config', `a readable JSON file (${(error as NodeJS.ErrnoException).code ?? 'unreadable'}: ${shown})`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError('--config', `valid JSON in ${shown} (${(error as Error).message})`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError('--config', `a JSON object in ${shown}`);
+  }
+  const known = RUN_FIELDS.map((f) => f.key) as string[];
+  for (const key of Object.keys(parsed)) {
+    if (!known.includes(key)) throw new ConfigError(`${shown}: ${key}`, `a known key (${known.join(', ')})`);
+  }
+  const object = parsed as Record<string, unknown>;
+  if ((object.groupKey !== undefined || object.deviceKey !== undefined) && process.platform !== 'win32') {
+    try {
+      if ((statSync(path).mode & 0o077) !== 0) warnings.push(`${shown} holds a key and is readable by other users; chmod 600 it`);
+    } catch {
+      // already read once; a stat failure here changes nothing
+    }
+  }
+  return object;
+}
+
+/** The `run` flags, for parseFlags. */
+export const RUN_FLAG_OPTIONS: Record<string, { type: 'string' | 'boolean' }> = Object.fromEntries([
+  ['config', { type: 'string' as const }],
+  ...RUN_FIELDS.map((f) => [flagOf(f.key).slice(2), { type: f.kind === 'boolean' ? ('boolean' as const) : ('string' as const) }]),
+]);
+
+export function runUsage(): string {
+  const rows = RUN_FIELDS.map((f) => `    ${flagOf(f.key).padEnd(22)} ${envOf(f.key).padEnd(30)} ${f.description}`);
+  return ['  run flags (flag, environment variable; a --config JSON file uses the camelCase names):', ...rows, ''].join('\n');
+}
