@@ -2,8 +2,19 @@
  * Boot paths against the local cloud, with the real SDK over real TLS: first boot, restart from
  * the cache, DPS down / throttling / wrong key, STOP mid-flight, and no secret in any log line.
  */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { generateCertificates } from '../../src/emulator/certs';
 import { deliveryReport, startDevice, waitFor, waitForState } from './harness';
+
+function listSources(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    return statSync(path).isDirectory() ? listSources(path) : path.endsWith('.ts') ? [path] : [];
+  });
+}
 
 let cloud: LocalCloud;
 const allLogLines: string[] = [];
@@ -89,6 +100,24 @@ test('a wrong key ends in Failed with a clear error, after exactly one attempt (
   await dut.device.stop();
 });
 
+test('a wrong CA fails with a clear, fatal TLS error: Failed at once, no retry loop', async () => {
+  const stranger = await generateCertificates();
+  const dut = startDevice(cloud, 'boot-wrong-ca', { ca: stranger.ca }, allLogLines);
+  await waitForState(dut, 'Failed');
+  const failure = dut.device.actor.getSnapshot().context.lastError!;
+  expect(failure).toMatchObject({ errorClass: 'fatal', rule: 'tls-certificate', phase: 'dps' });
+  expect(failure.message).toMatch(/certificate/i);
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  expect(dut.states.filter((s) => s.value === 'Provisioning')).toHaveLength(1);
+  await dut.device.stop();
+});
+
+test('TLS verification is never turned off anywhere on the device side', () => {
+  const deviceSide = ['src/actors', 'src/pnp', 'src/store', 'machines'].flatMap((dir) => listSources(join(__dirname, '../..', dir)));
+  expect(deviceSide.length).toBeGreaterThan(5);
+  for (const file of deviceSide) expect(readFileSync(file, 'utf8')).not.toMatch(/rejectUnauthorized\s*:\s*false|NODE_TLS_REJECT_UNAUTHORIZED/);
+});
+
 test('STOP during Provisioning and during BackingOff ends in Stopped, and nothing retries afterwards', async () => {
   await cloud.dps.down();
   const backingOff = startDevice(cloud, 'boot-stop-backoff', {}, allLogLines);
@@ -111,7 +140,7 @@ test('STOP during Provisioning and during BackingOff ends in Stopped, and nothin
 test('no key, SAS token or connection string appears in any log line of this file', () => {
   expect(allLogLines.length).toBeGreaterThan(20);
   const text = allLogLines.join('\n');
-  const secrets = [cloud.groupKey, ...['boot-first', 'boot-cached', 'boot-dps-down', 'boot-throttled'].map((id) => cloud.deviceKey(id))];
+  const secrets = [cloud.groupKey, Buffer.alloc(32, 1).toString('base64'), ...['boot-first', 'boot-cached', 'boot-dps-down', 'boot-throttled'].map((id) => cloud.deviceKey(id))];
   for (const secret of secrets) expect(text).not.toContain(secret);
   expect(text).not.toMatch(/SharedAccessSignature|SharedAccessKey=|sig=/);
 });
