@@ -262,6 +262,12 @@ export class EmulatedDps {
     return this.answerLog.get(registrationId)?.toArray() ?? [];
   }
 
+  /** Starts a new window for the peak rates in {@link metrics} (the counters keep counting). */
+  resetPeaks(): void {
+    this.peak.reset();
+    this.peakRegister.reset();
+  }
+
   metrics(): DpsMetrics {
     return { ...this.counters, peakRequestsPerSec: this.peak.peak, peakRegisterRequestsPerSec: this.peakRegister.peak };
   }

@@ -79,6 +79,13 @@ export class PeakRate {
     this.count++;
     if (this.count > this.peak) this.peak = this.count;
   }
+
+  /** Forgets the peak (a new measurement window starts). */
+  reset(): void {
+    this.second = -1;
+    this.count = 0;
+    this.peak = 0;
+  }
 }
 
 /**

@@ -88,7 +88,11 @@ describe('DPS registration with the real ProvisioningDeviceClient', () => {
       expect(m.registrations).toBe(8);
       expect(m.throttled).toBeGreaterThan(0);
       expect(m.peakRequestsPerSec).toBeGreaterThanOrEqual(8);
+      expect(m.peakRegisterRequestsPerSec).toBeGreaterThanOrEqual(1);
+      expect(m.peakRegisterRequestsPerSec).toBeLessThanOrEqual(m.registerRequests);
       expect(m.requestsTotal).toBe(m.registerRequests + m.pollRequests);
+      local.dps.resetPeaks();
+      expect(local.dps.metrics()).toMatchObject({ peakRequestsPerSec: 0, peakRegisterRequestsPerSec: 0, registrations: 8 });
     } finally {
       await local.stop();
     }

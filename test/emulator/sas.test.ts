@@ -109,5 +109,9 @@ describe('codecs and bounded structures', () => {
     const p = new PeakRate();
     for (const t of [0, 100, 900, 1000, 1500]) p.hit(t);
     expect(p.peak).toBe(3);
+    p.reset();
+    expect(p.peak).toBe(0);
+    for (const t of [2000, 2100]) p.hit(t);
+    expect(p.peak).toBe(2);
   });
 });
