@@ -122,54 +122,35 @@ function failureFromEvent(event: EventObject, phase: Phase): Failure {
   return failureOf((event as EventObject & { error?: unknown }).error, phase);
 }
 
-
-/** Context changes for a failure on the DPS step, with the next deadline. */
-function planDpsRetry(context: DeviceContext, failure: Failure, retryStep: RetryStep): Partial<DeviceContext> {
-  const attempt = context.dpsAttempts + 1;
+/** The next deadline after `failure`: the policy's delay for this attempt, from the failure's time. */
+function scheduleRetry(context: DeviceContext, failure: Failure, attempt: number, afterLoss: boolean) {
   const decision = nextDelay(
     context.policy,
-    {
-      errorClass: failure.errorClass,
-      attempt,
-      afterLoss: false,
-      retryAfterMs: failure.retryAfterMs,
-      minDelayMs: failure.minDelayMs,
-    },
+    { errorClass: failure.errorClass, attempt, afterLoss, retryAfterMs: failure.retryAfterMs, minDelayMs: failure.minDelayMs },
     context.rngState,
   );
   return {
-    dpsAttempts: attempt,
     lastError: failure,
     retryAfterMs: failure.retryAfterMs ?? null,
     delayMs: decision.delayMs,
     retryAt: failure.at + decision.delayMs,
     rngState: decision.rngState,
-    retryStep,
   };
 }
 
-/** Context changes for a failure on the hub, with the next deadline. */
+/** Context changes for a failure on the DPS step. */
+function planDpsRetry(context: DeviceContext, failure: Failure, retryStep: RetryStep): Partial<DeviceContext> {
+  const attempt = context.dpsAttempts + 1;
+  return { ...scheduleRetry(context, failure, attempt, false), dpsAttempts: attempt, retryStep };
+}
+
+/** Context changes for a failure on the hub. */
 function planHubRetry(context: DeviceContext, failure: Failure, afterLoss: boolean): Partial<DeviceContext> {
   const attempt = context.hubAttempts + 1;
-  const decision = nextDelay(
-    context.policy,
-    {
-      errorClass: failure.errorClass,
-      attempt,
-      afterLoss,
-      retryAfterMs: failure.retryAfterMs,
-      minDelayMs: failure.minDelayMs,
-    },
-    context.rngState,
-  );
   return {
+    ...scheduleRetry(context, failure, attempt, afterLoss),
     hubAttempts: attempt,
     firstFailureAt: context.firstFailureAt ?? failure.at,
-    lastError: failure,
-    retryAfterMs: failure.retryAfterMs ?? null,
-    delayMs: decision.delayMs,
-    retryAt: failure.at + decision.delayMs,
-    rngState: decision.rngState,
   };
 }
 
@@ -179,7 +160,6 @@ function hubBudgetSpent(context: DeviceContext, failure: Failure): boolean {
   const since = context.firstFailureAt ?? failure.at;
   return attempts >= context.policy.maxHubAttempts || failure.at - since >= context.policy.hubRetryWindowMs;
 }
-
 
 /** DPS failures: fatal ends in Failed; everything else waits and tries the same step again. */
 function dpsFailureTransitions(step: 'Provisioning' | 'Reprovisioning') {
