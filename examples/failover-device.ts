@@ -46,6 +46,8 @@ export interface ExampleDeviceOptions {
   read?: () => Reading;
   /** Each accepted telemetry message (e.g. to count it at the cloud). */
   onTelemetry?: (messageId: string, reading: Reading) => void;
+  /** Start the device now (default true); false: the caller calls `device.start()` (readings queue meanwhile). */
+  start?: boolean;
 }
 
 export interface ExampleDevice {
@@ -108,7 +110,7 @@ export function startExampleDevice(options: ExampleDeviceOptions): ExampleDevice
     log?.info({ alarm }, 'alarm set');
   }, { schema: 'time' });
 
-  device.start();
+  if (options.start ?? true) device.start();
 
   // Periodic work, stoppable at any moment (no sleep outlives stopSending()).
   let sending = true;

@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { createDevice, type Device, type DeviceStateName } from '../device';
+import type { Device, DeviceStateName } from '../device';
+import { startExampleDevice, type ExampleDevice } from '../../examples/failover-device';
 import { REDACTED_PATHS } from '../logger';
 import { startLocalCloud, type LocalCloud } from '../emulator';
 import { sleepUnless } from './shutdown';
@@ -80,21 +81,31 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   out.write(`logs: ${options.logFile}\n`);
 
   const fleet: DemoDevice[] = [];
+  // Each device is the example app (examples/failover-device.ts): telemetry, battery, fanSpeed, commands.
+  const apps: ExampleDevice[] = [];
   for (let i = 0; i < options.devices; i++) {
     const registrationId = `demo-device-${i + 1}`;
-    const device = createDevice({
-      idScope: cloud.idScope,
-      registrationId,
-      deviceKey: cloud.deviceKey(registrationId),
-      modelId: 'dtmi:Sample:Failover;1',
-      provisioningHost: cloud.provisioningHost,
-      ca: cloud.ca,
-      dataDir: join(dataRoot, registrationId),
-      keepaliveSeconds: 5,
-      logger,
-      inspect: i === 0 ? bridge?.inspect : undefined,
+    const accepted = new Set<string>();
+    const app = startExampleDevice({
+      device: {
+        idScope: cloud.idScope,
+        registrationId,
+        deviceKey: cloud.deviceKey(registrationId),
+        provisioningHost: cloud.provisioningHost,
+        ca: cloud.ca,
+        dataDir: join(dataRoot, registrationId),
+        keepaliveSeconds: 5,
+        logger,
+        inspect: i === 0 ? bridge?.inspect : undefined,
+      },
+      telemetryIntervalMs: options.intervalMs,
+      firstReadingAfterMs: (i * options.intervalMs) / options.devices,
+      onTelemetry: (messageId) => accepted.add(messageId),
+      start: false,
     });
-    const member: DemoDevice = { device, accepted: new Set(), delivered: new Set() };
+    apps.push(app);
+    const device = app.device;
+    const member: DemoDevice = { device, accepted, delivered: new Set() };
     device.on('delivered', (messageId) => member.delivered.add(messageId));
     fleet.push(member);
   }
@@ -112,17 +123,6 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const elapsed = () => `${((Date.now() - startedAt) / 1000).toFixed(1).padStart(5)}s`;
   for (const { device } of fleet) device.start();
 
-  let sending = true;
-  const producers = fleet.map(async (member, index) => {
-    await sleep((index * options.intervalMs) / fleet.length);
-    let reading = 0;
-    while (sending && !stopping()) {
-      const { messageId } = await member.device.sendTelemetry({ temp: 20 + Math.sin(reading / 10) * 5, humidity: 40 + (reading % 20) });
-      member.accepted.add(messageId);
-      reading++;
-      await sleep(options.intervalMs);
-    }
-  });
 
   let devicesStopped = false;
   const stats = (): UiStats => {
@@ -208,8 +208,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const remaining = deadline - Date.now();
   if (remaining > 0) await sleep(remaining);
 
-  sending = false;
-  await Promise.all(producers);
+  await Promise.all(apps.map((app) => app.stopSending()));
   if (!stopping()) await waitFor(() => allConnected() && fleet.every((m) => m.device.outboxStats().count === 0), 30_000);
   clearInterval(view);
   if (out.isTTY) out.write('\n');
