@@ -200,3 +200,22 @@ test('bad reported patches are refused at the call with a typed error; the devic
   await waitFor('the good one arrived', () => d.reported().ok === 1);
   expect(d.device.state()).toBe('Connected');
 });
+
+test('reported properties queued while offline survive a restart (data dir) and are sent on the next connection', async () => {
+  const a = launch(cloud, 'pnp-reported-restart', () => undefined);
+  await a.waitForState('Connected');
+  const hub = a.hub();
+  await hub.kill();
+  await waitFor('offline', () => a.device.state() !== 'Connected');
+  a.device.reportProperties({ battery: 12.5 });
+  a.device.reportProperties({ lastSeen: 'before-restart' }, { component: 'diag' });
+  await a.device.stop();
+  running.splice(running.indexOf(a), 1);
+  await hub.restart();
+
+  const b = launch(cloud, 'pnp-reported-restart', () => undefined, { dataDir: a.dataDir });
+  await b.waitForState('Connected');
+  await waitFor('queued values at the cloud', () => b.reported().battery === 12.5);
+  expect(b.reported().diag).toEqual({ __t: 'c', lastSeen: 'before-restart' });
+  expect(b.device.pendingReportedProperties()).toBe(0);
+});
