@@ -21,6 +21,9 @@ commands:
              --config <file.json>, flags or HUBSTATE_* variables (below)
   emulator   start the local cloud (DPS + hubs) standalone and print how to connect
              --hubs <n> (2)
+  fleet      N devices in this process against a local cloud whose DPS takes R registrations/s:
+             staggered first provisioning, fleet-formula jitter, progress bar and summary
+             --devices <n> (100)  --dps-rate <r> (100)  --hubs <n> (2)  --naive  --log <file>
   viz        regenerate the pictures in visualizations/ from the machine
 
 SIGINT / SIGTERM: the device goes Disconnecting -> Stopped (at most 10 s, then exit anyway);
@@ -88,6 +91,25 @@ async function main(argv: string[]): Promise<number> {
       const { runEmulator } = await import('./emulator');
       await runEmulator({ hubs: Math.floor(numberFlag(flags.hubs as string | undefined, 'hubs', 2, 1)), out: process.stdout });
       return 0;
+    }
+    case 'fleet': {
+      const flags = parseFlags(rest, {
+        devices: { type: 'string' },
+        'dps-rate': { type: 'string' },
+        hubs: { type: 'string' },
+        naive: { type: 'boolean' },
+        log: { type: 'string' },
+      });
+      const { runFleetCommand } = await import('../fleet/command');
+      const summary = await runFleetCommand({
+        devices: Math.floor(numberFlag(flags.devices as string | undefined, 'devices', 100, 1)),
+        dpsRatePerSec: numberFlag(flags['dps-rate'] as string | undefined, 'dps-rate', 100, 0.1),
+        hubs: Math.floor(numberFlag(flags.hubs as string | undefined, 'hubs', 2, 1)),
+        naive: flags.naive === true,
+        logFile: resolve((flags.log as string | undefined) ?? 'hubstate-fleet.log'),
+        out: process.stdout,
+      });
+      return summary.allConnectedMs === null ? 1 : 0;
     }
     case 'viz': {
       const { writeVisualizations } = await import('../viz/write');

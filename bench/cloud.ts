@@ -1,0 +1,154 @@
+/**
+ * The local cloud as the benchmarks use it: in this process (smoke tests) or in a child process
+ * of its own (the full run, so the devices' event loop and the cloud's do not share one core;
+ * the SDK facts were measured that way). Same interface either way.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { startLocalCloud, type DpsMetrics, type HubMetrics, type LocalCloud } from '../src/emulator';
+import type { FleetCloud } from '../src/fleet';
+
+export interface BenchCloudOptions {
+  hubs?: number;
+  /** DPS registration rate limit (429 + retry-after beyond it). Default: none. */
+  dpsRatePerSec?: number;
+  retryAfterSec?: number;
+  /** 'static': every device on hub-0 while it is up (the herd scenario). Default 'even'. */
+  allocation?: 'even' | 'static';
+  maxTelemetry?: number;
+}
+
+export interface BenchCloudInfo extends FleetCloud {
+  ca: string;
+  hubs: Array<{ name: string; host: string }>;
+}
+
+export interface CloudCommands {
+  dpsMetrics(): DpsMetrics;
+  /** New window for the DPS peak rates. */
+  resetPeaks(): void;
+  hubMetrics(hub: string): HubMetrics;
+  /** Manual failover (no TTL); returns when it started (epoch ms, cloud clock). */
+  failover(deviceId: string): { startedAt: number; fromHub: string; toHub: string };
+  /** Kill a hub for good; returns when (epoch ms). */
+  kill(hub: string): Promise<{ at: number }>;
+  setRateLimit(perSec: number | null, retryAfterSec?: number): void;
+  telemetryCount(): number;
+  rss(): number;
+}
+
+type Async<T> = { [K in keyof T]: T[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never };
+
+export interface BenchCloud extends Async<CloudCommands> {
+  readonly mode: 'in-process' | 'child-process';
+  readonly info: BenchCloudInfo;
+  stop(): Promise<void>;
+}
+
+export function commandsOf(cloud: LocalCloud): CloudCommands {
+  return {
+    dpsMetrics: () => cloud.dps.metrics(),
+    resetPeaks: () => cloud.dps.resetPeaks(),
+    hubMetrics: (hub) => cloud.hub(hub).metrics(),
+    failover: (deviceId) => {
+      const info = cloud.manualFailover(deviceId);
+      return { startedAt: info.startedAt, fromHub: cloud.hub(info.fromHub).host, toHub: cloud.hub(info.toHub).host };
+    },
+    kill: async (hub) => {
+      const at = Date.now();
+      await cloud.hub(hub).kill();
+      return { at };
+    },
+    setRateLimit: (perSec, retryAfterSec) => cloud.dps.setRateLimit(perSec, retryAfterSec),
+    telemetryCount: () => cloud.hubs.reduce((n, h) => n + h.metrics().messages, 0),
+    rss: () => process.memoryUsage().rss,
+  };
+}
+
+export async function startCloud(options: BenchCloudOptions): Promise<LocalCloud> {
+  return startLocalCloud({
+    hubs: options.hubs ?? 2,
+    dps: {
+      allocation: options.allocation ?? 'even',
+      ...(options.dpsRatePerSec ? { rateLimitPerSec: options.dpsRatePerSec } : {}),
+      ...(options.retryAfterSec !== undefined ? { retryAfterSec: options.retryAfterSec } : {}),
+    },
+    hub: { maxTelemetry: options.maxTelemetry ?? 10_000 },
+  });
+}
+
+export function infoOf(cloud: LocalCloud): BenchCloudInfo {
+  return {
+    idScope: cloud.idScope,
+    groupKey: cloud.groupKey,
+    provisioningHost: cloud.provisioningHost,
+    ca: cloud.ca,
+    hubs: cloud.hubs.map((h) => ({ name: h.name, host: h.host })),
+  };
+}
+
+function asyncCommands(commands: CloudCommands): Async<CloudCommands> {
+  const out = {} as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  for (const [name, fn] of Object.entries(commands)) {
+    out[name] = async (...args: unknown[]) => (fn as (...a: unknown[]) => unknown)(...args);
+  }
+  return out as unknown as Async<CloudCommands>;
+}
+
+async function inProcess(options: BenchCloudOptions): Promise<BenchCloud> {
+  const cloud = await startCloud(options);
+  return { mode: 'in-process', info: infoOf(cloud), ...asyncCommands(commandsOf(cloud)), stop: () => cloud.stop() };
+}
+
+async function childProcess(options: BenchCloudOptions): Promise<BenchCloud> {
+  const child: ChildProcess = fork(join(__dirname, 'cloud-child.js'), [JSON.stringify(options)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  let nextId = 1;
+  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  let exited = false;
+  const info = await new Promise<BenchCloudInfo>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`cloud child exited early (${code})`)));
+    child.once('message', (m) => resolve((m as { info: BenchCloudInfo }).info));
+  });
+  child.removeAllListeners('exit');
+  child.on('exit', () => {
+    exited = true;
+    for (const p of pending.values()) p.reject(new Error('cloud child exited'));
+    pending.clear();
+  });
+  child.on('message', (m) => {
+    const { id, result, error } = m as { id: number; result?: unknown; error?: string };
+    const p = pending.get(id);
+    if (!p) return;
+    pending.delete(id);
+    if (error) p.reject(new Error(error));
+    else p.resolve(result);
+  });
+  const call = (cmd: string, args: unknown[]) =>
+    new Promise<unknown>((resolve, reject) => {
+      if (exited) return reject(new Error('cloud child exited'));
+      const id = nextId++;
+      pending.set(id, { resolve, reject });
+      child.send({ id, cmd, args });
+    });
+  const commands = {} as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  for (const cmd of ['dpsMetrics', 'resetPeaks', 'hubMetrics', 'failover', 'kill', 'setRateLimit', 'telemetryCount', 'rss']) {
+    commands[cmd] = (...args: unknown[]) => call(cmd, args);
+  }
+  return {
+    mode: 'child-process',
+    info,
+    ...(commands as unknown as Async<CloudCommands>),
+    stop: async () => {
+      if (exited) return;
+      const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      await call('stop', []).catch(() => undefined);
+      await gone;
+    },
+  };
+}
+
+/** The cloud for a benchmark: its own process unless `inProcess` (smoke tests, no build). */
+export function launchCloud(options: BenchCloudOptions, mode: 'in-process' | 'child-process'): Promise<BenchCloud> {
+  return mode === 'in-process' ? inProcess(options) : childProcess(options);
+}

@@ -1,0 +1,64 @@
+/**
+ * `hubstate fleet`: N device machines in this process against a local cloud started here (DPS
+ * limited to R registrations/s, H hubs), with a progress bar and a summary measured against the
+ * floor T = N / R. Device logs go to a file (pino), never to the terminal.
+ */
+import pino from 'pino';
+import { startLocalCloud } from '../emulator';
+import { REDACTED_PATHS } from '../logger';
+import { runFleet, type FleetSummary } from './run';
+
+export interface FleetCommandOptions {
+  devices: number;
+  dpsRatePerSec: number;
+  hubs: number;
+  naive: boolean;
+  /** pino log file of the devices (level warn: failures only). */
+  logFile: string;
+  out: NodeJS.WriteStream;
+}
+
+const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
+
+export function formatSummary(summary: FleetSummary): string {
+  const lines = [
+    `fleet: ${summary.devices} devices, DPS limited to ${summary.dpsRatePerSec}/s, ${summary.naive ? 'naive (all at once, no jitter)' : 'staggered + fleet-formula jitter'}`,
+    summary.allConnectedMs === null
+      ? `  NOT all connected: ${summary.connected}/${summary.devices} (timed out)`
+      : `  all connected in ${(summary.allConnectedMs / 1000).toFixed(1)} s — floor N/R = ${(summary.floorMs / 1000).toFixed(1)} s (${summary.ratio!.toFixed(2)}×)`,
+  ];
+  if (summary.bootMs) lines.push(`  per device, start → connected: median ${summary.bootMs.p50} ms, p95 ${summary.bootMs.p95} ms`);
+  if (summary.dps) {
+    lines.push(
+      `  DPS: ${summary.dps.registrations} registrations, ${summary.dps.registerRequests} register requests, ${summary.dps.throttled} answered 429 (${(summary.dps.throttledPerDevice * 100).toFixed(2)} % of N), peak ${summary.dps.peakRegisterRequestsPerSec ?? '?'} register requests/s`,
+    );
+  }
+  const f = summary.deviceFailures;
+  lines.push(`  failures seen by the devices: transient ${f.transient}, throttled ${f.throttled}, reprovision ${f.reprovision}, fatal ${f.fatal}`);
+  lines.push(`  memory (devices + local cloud, one process): RSS ${mb(summary.rssBytes)}, heap ${mb(summary.heapUsedBytes)} → ${((summary.rssBytes / summary.devices) / 1024).toFixed(0)} KB per device`);
+  return `${lines.join('\n')}\n`;
+}
+
+export async function runFleetCommand(options: FleetCommandOptions): Promise<FleetSummary> {
+  const logger = pino({ level: 'warn', redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, pino.destination({ dest: options.logFile, sync: false }));
+  const cloud = await startLocalCloud({ hubs: options.hubs, dps: { rateLimitPerSec: options.dpsRatePerSec, retryAfterSec: 1 }, hub: { maxTelemetry: 10_000 } });
+  const out = options.out;
+  out.write(`local cloud: DPS ${cloud.provisioningHost} (${options.dpsRatePerSec} registrations/s), hubs ${cloud.hubs.map((h) => h.name).join(', ')}\n`);
+  out.write(`device logs (warnings and failures): ${options.logFile}\n`);
+  try {
+    const summary = await runFleet({
+      cloud,
+      devices: options.devices,
+      dpsRatePerSec: options.dpsRatePerSec,
+      naive: options.naive,
+      logger,
+      progress: out,
+      dpsMetrics: () => cloud.dps.metrics(),
+    });
+    out.write(formatSummary(summary));
+    return summary;
+  } finally {
+    await cloud.stop();
+    logger.flush();
+  }
+}

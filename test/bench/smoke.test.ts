@@ -1,0 +1,116 @@
+/**
+ * Smoke run of the benchmark code (tiny N, cloud in this process) so it cannot rot. It asserts
+ * the result shapes and sane values, never timings: the full run is `npm run bench`.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { benchColdBoot } from '../../bench/fleet-boot';
+import { benchFailover } from '../../bench/failover';
+import { benchHerd } from '../../bench/herd';
+import { measureMemory, summarizeMemory } from '../../bench/memory';
+import { renderTable } from '../../bench/report';
+import { summarize } from '../../bench/stats';
+import { benchThroughput } from '../../bench/throughput';
+import { fleetPolicy, runFleetCommand, staggerSchedule } from '../../src/fleet';
+import { resolvePolicy } from '../../src/policy/backoff';
+
+jest.setTimeout(120_000);
+
+describe('fleet library', () => {
+  test('stagger: batches sized to the rate, every device scheduled once; naive starts all at once', () => {
+    const schedule = staggerSchedule(2000, 95, 100);
+    expect(schedule.reduce((n, b) => n + b.count, 0)).toBe(2000);
+    expect(Math.max(...schedule.map((b) => b.count))).toBeLessThanOrEqual(10);
+    // 2000 devices at 95/s: the last batch starts just before 2000/95 s.
+    expect(schedule[schedule.length - 1]!.atMs).toBeGreaterThan(20_000);
+    expect(schedule[schedule.length - 1]!.atMs).toBeLessThan(21_100);
+    expect(staggerSchedule(2000, 100, 100, true)).toEqual([{ atMs: 0, count: 2000 }]);
+  });
+
+  test('policies: ours carries the fleet formula, naive has no jitter; both resolve', () => {
+    const ours = resolvePolicy(fleetPolicy({ devices: 1000, dpsRatePerSec: 100 }));
+    expect(ours.fleet).toEqual({ devices: 1000, ratePerSec: 100, load: 0.95 });
+    expect(ours.maxHubAttempts).toBe(2);
+    const naive = resolvePolicy(fleetPolicy({ devices: 1000, dpsRatePerSec: 100, naive: true }));
+    expect(naive.fixedDelayMs).toBe(1000);
+    expect(naive.fleet).toBeUndefined();
+  });
+
+  test('summarize: median and nearest-rank p95', () => {
+    expect(summarize([5, 1, 3, 2, 4])).toEqual({ n: 5, median: 3, p95: 5, min: 1, max: 5 });
+    expect(summarize(Array.from({ length: 20 }, (_, i) => i + 1)).p95).toBe(19);
+  });
+
+  test('hubstate fleet: progress and a summary against the floor', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hubstate-fleet-'));
+    let text = '';
+    const out = { write: (chunk: string) => ((text += chunk), true), isTTY: false } as unknown as NodeJS.WriteStream;
+    try {
+      const summary = await runFleetCommand({ devices: 6, dpsRatePerSec: 20, hubs: 2, naive: false, logFile: join(dir, 'fleet.log'), out });
+      expect(summary.connected).toBe(6);
+      expect(summary.floorMs).toBe(300);
+      expect(summary.dps?.registrations).toBe(6);
+      expect(text).toMatch(/6\/6 connected/);
+      expect(text).toMatch(/all connected in [\d.]+ s — floor N\/R = 0\.3 s/);
+      // No key in the device log.
+      expect(readFileSync(join(dir, 'fleet.log'), 'utf8')).not.toMatch(/SharedAccessKey|sig=/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('benchmarks (smoke)', () => {
+  test('cold boot, ours and naive: everyone connected, DPS counters consistent', async () => {
+    const ours = await benchColdBoot({ devices: 12, dpsRatePerSec: 40, naive: false, cloudMode: 'in-process' });
+    const naive = await benchColdBoot({ devices: 12, dpsRatePerSec: 4, naive: true, cloudMode: 'in-process' });
+    for (const r of [ours, naive]) {
+      expect(r.timedOut).toBe(false);
+      expect(r.connected).toBe(12);
+      expect(r.allConnectedMs).toBeGreaterThan(0);
+      expect(r.dps!.registrations).toBe(12);
+      expect(r.dps!.registerRequests).toBe(12 + r.dps!.throttled);
+      expect(r.dps!.peakRegisterRequestsPerSec).toBeGreaterThan(0);
+      expect(r.cloudMode).toBe('in-process');
+    }
+    expect(ours.floorMs).toBe(300);
+    // 12 at once against 4/s: the token bucket (burst 4) throttles the rest.
+    expect(naive.dps!.throttled).toBeGreaterThan(0);
+    expect(naive.deviceFailures.throttled).toBe(naive.dps!.throttled);
+  });
+
+  test('herd: hub A killed for good, every device back on hub B', async () => {
+    const r = await benchHerd({ devices: 8, dpsRatePerSec: 40, naive: false, cloudMode: 'in-process', bootRatePerSec: 100 });
+    expect(r.timedOut).toBe(false);
+    expect(r.onHubB).toBe(8);
+    expect(r.recoveredMs).toBeGreaterThan(0);
+    expect(r.dps.registrations).toBe(8);
+    expect(r.recoveredAtMs!.max).toBeLessThanOrEqual(r.recoveredMs!);
+  });
+
+  test('failover: recovery measured per run, on the new hub, next to the raw-SDK floor', async () => {
+    const r = await benchFailover({ runs: 2, seedSampleDevices: 0, skipSeedSample: true, cloudMode: 'in-process' });
+    expect(r.allOnNewHub).toBe(true);
+    expect(r.oursMs.n).toBe(2);
+    expect(r.floorMs.n).toBe(2);
+    expect(r.oursMs.min).toBeGreaterThan(0);
+    expect(r.seedSampleMs).toBeNull();
+  });
+
+  test('throughput and memory: figures and ratios are positive; the table renders every row', async () => {
+    const t = await benchThroughput({ messages: 300, repeats: 1, cloudMode: 'in-process' });
+    expect(t.rawMsgsPerSec).toBeGreaterThan(0);
+    expect(t.memoryMsgsPerSec).toBeGreaterThan(0);
+    expect(t.durableMsgsPerSec).toBeGreaterThan(0);
+    expect(t.memoryRatio).toBeCloseTo(t.memoryMsgsPerSec / t.rawMsgsPerSec, 1);
+    const idle = await measureMemory('idle', 10, 'in-process');
+    expect(idle.devices).toBe(10);
+    expect(Number.isFinite(idle.rssPerDeviceBytes)).toBe(true);
+    const memory = summarizeMemory(10, [idle]);
+    const table = renderTable({ throughput: t, memory });
+    expect(table).toMatch(/4a throughput, in-memory outbox/);
+    expect(table).toMatch(/4b throughput, durable SQLite outbox/);
+    expect(table).toMatch(/5 memory, idle machine/);
+  });
+});
