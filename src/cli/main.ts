@@ -17,7 +17,7 @@ commands:
              --ui [--port <n>]: a live page on 127.0.0.1 with the statechart and fault buttons
                (no scripted disaster, runs until Ctrl-C unless --duration; --script adds it)
              --inspect [--inspect-port <n>]: stream the device actor to the Stately inspector
-  run        a real device (IoT Central / DPS + IoT Hub) sending sample telemetry until SIGINT/SIGTERM
+  run        a real device (IoT Central / DPS + IoT Hub), the example app (examples/), until SIGINT/SIGTERM
              --config <file.json>, flags or HUBSTATE_* variables (below)
   emulator   start the local cloud (DPS + hubs) standalone and print how to connect
              --hubs <n> (2)

@@ -1,11 +1,14 @@
 /**
  * `hubstate run`: one real device (IoT Central / DPS + IoT Hub) from flags, environment or a
- * JSON file, sending periodic sample telemetry, logging with pino (redacted) to stdout or a file.
+ * JSON file, logging with pino (redacted) to stdout or a file. The device is the example app
+ * (examples/failover-device.ts, model dtmi:Sample:Failover;1: telemetry, battery, writable
+ * fanSpeed, commands); with another `--model-id` it only sends sample telemetry.
  * SIGINT / SIGTERM (via the `signal` passed in): STOP → Disconnecting → Stopped; what was not
  * delivered stays in the durable outbox under the data directory and is sent on the next run.
  */
 import pino from 'pino';
-import { createDevice, type StateChange } from '../device';
+import { MODEL_ID, startExampleDevice } from '../../examples/failover-device';
+import { createDevice, type Device, type StateChange } from '../device';
 import { MessageRejectedError } from '../errors';
 import { createLogger } from '../logger';
 import type { RunConfig } from './run-config';
@@ -39,9 +42,29 @@ export async function runDevice(config: RunConfig, io: RunIo): Promise<number> {
     io.err.write(`hubstate: inspector: open ${bridge.url} in a browser with internet access (it embeds https://stately.ai/inspect)\n`);
   }
 
-  const device = createDevice({ ...config.device, logger, inspect: bridge?.inspect });
-  const { registrationId, idScope, provisioningHost, dataDir, modelId } = config.device;
-  logger.info({ registrationId, idScope, provisioningHost, dataDir, modelId, policy: config.device.policy }, 'hubstate run: starting');
+  // The example app when its model is wanted (the default); plain sample telemetry otherwise.
+  const { modelId: requestedModel, ...deviceOptions } = config.device;
+  const useExample = requestedModel === undefined || requestedModel === MODEL_ID;
+  let n = 0;
+  let example: ReturnType<typeof startExampleDevice> | undefined;
+  let device: Device;
+  if (useExample) {
+    example = startExampleDevice({
+      device: { ...deviceOptions, logger, inspect: bridge?.inspect },
+      telemetryIntervalMs: config.intervalMs,
+      onTelemetry: () => n++,
+      start: false,
+    });
+    device = example.device;
+  } else {
+    device = createDevice({ ...config.device, logger, inspect: bridge?.inspect });
+  }
+  const { registrationId, idScope, provisioningHost, dataDir } = config.device;
+  const modelId = useExample ? MODEL_ID : requestedModel;
+  logger.info(
+    { registrationId, idScope, provisioningHost, dataDir, modelId, app: useExample ? 'example' : 'sample-telemetry', policy: config.device.policy },
+    'hubstate run: starting',
+  );
   io.err.write(`hubstate: device ${registrationId} starting (data ${dataDir}, logs ${config.logFile ?? 'stdout'})\n`);
 
   let failed: StateChange | undefined;
@@ -62,11 +85,15 @@ export async function runDevice(config: RunConfig, io: RunIo): Promise<number> {
     config.durationSeconds !== undefined ? setTimeout(stopSending, config.durationSeconds * 1000) : undefined;
   void failedOrStopped.then(stopSending);
 
-  let n = 0;
   let rejected = 0;
   let delivered = 0;
   device.on('delivered', () => delivered++);
   const producer = (async () => {
+    if (example) {
+      await aborted(stop.signal);
+      await example.stopSending();
+      return;
+    }
     while (!stop.signal.aborted) {
       try {
         await device.sendTelemetry(sampleReading(n++));
