@@ -100,6 +100,12 @@ export class WritableProperties {
     for (const state of this.states.values()) {
       const desired = sectionOf(doc.desired, state.component)?.[state.name];
       const ack = ackOf(sectionOf(doc.reported, state.component)?.[state.name]);
+      if (state.answered > version) {
+        // A twin older than what this process answered is another document (the device was
+        // re-allocated to a hub that started it afresh): its own acknowledgements count, not ours.
+        state.answered = -1;
+        state.defaultQueued = false;
+      }
       if (ack && state.current === undefined && 'value' in ack) state.current = { value: ack.value };
       if (ack) state.answered = Math.max(state.answered, ack.av);
       if (desired !== undefined && desired !== null) {
@@ -112,9 +118,10 @@ export class WritableProperties {
         }
         this.submit(state, desired, version);
       } else if (!ack && 'default' in state.options && state.options.default !== undefined && !state.defaultQueued) {
+        // The device's own value: the default, or what it runs with if that twin was lost.
         state.defaultQueued = true;
-        state.current = { value: state.options.default };
-        this.acknowledge(state, { value: state.options.default, ac: 203, av: 0, ad: 'default value' });
+        state.current ??= { value: state.options.default };
+        this.acknowledge(state, { value: state.current.value, ac: 203, av: 0, ad: 'default value' });
       }
     }
   }

@@ -170,3 +170,25 @@ test('after cleanup nothing reaches the transport: late patches, methods, report
   expect(transport.calls.length).toBe(calls);
   expect(pnp.reported.size).toBe(1);
 });
+
+test('a twin older than what was answered (re-allocated to a hub that starts afresh) is answered on its own terms', async () => {
+  const { pnp, transport, start } = setup();
+  const applied: Array<[unknown, number]> = [];
+  pnp.properties.register('fanSpeed', (value, ctx) => void applied.push([value, ctx.version]), { default: 1 });
+  transport.twin = (done) => done(null, { desired: { fanSpeed: 4, $version: 9 }, reported: { $version: 3 } });
+  const stop = start();
+  await until(() => applied.length === 1 && pnp.reported.size === 0, 'first twin answered');
+  stop();
+
+  const fresh = new ScriptedTransport();
+  fresh.twin = (done) => done(null, { desired: { $version: 1 }, reported: { $version: 1 } });
+  const lost = jest.fn();
+  const stopFresh = pnp.feature({ client: {} as HubSession['client'], transport: fresh as unknown as HubSession['transport'], epoch: 2, deviceId: 'unit', lost } as HubSession);
+  await until(() => fresh.patches.length === 1, 'the device value reported to the fresh twin');
+  expect(fresh.patches[0]).toEqual({ fanSpeed: { value: 4, ac: 203, av: 0, ad: 'default value' } });
+  fresh.emit('twinDesiredPropertiesUpdate', { fanSpeed: 6, $version: 2 });
+  await until(() => applied.length === 2, 'the fresh twin patch applied');
+  expect(applied[1]).toEqual([6, 2]);
+  expect(lost).not.toHaveBeenCalled();
+  stopFresh();
+});
