@@ -192,3 +192,23 @@ test('a twin older than what was answered (re-allocated to a hub that starts afr
   expect(lost).not.toHaveBeenCalled();
   stopFresh();
 });
+
+test('a method body that is not JSON gets 400 without reaching the handler; an empty body is no payload', async () => {
+  const { pnp, transport, start } = setup();
+  const seen: unknown[] = [];
+  pnp.commands.register('ping', ({ payload }) => {
+    seen.push(payload);
+    return { payload: 'pong' };
+  });
+  const stop = start();
+  await until(() => transport.calls.includes('get'), 'the GET');
+  transport.emit('method_ping', { methods: { methodName: 'ping' }, requestId: 'a', body: Buffer.from('{not json') });
+  transport.emit('method_ping', { methods: { methodName: 'ping' }, requestId: 'b', body: Buffer.alloc(0) });
+  await until(() => transport.responses.length === 2, 'two responses');
+  expect(transport.responses).toEqual([
+    { requestId: 'a', status: 400, payload: { message: 'the payload is not JSON' } },
+    { requestId: 'b', status: 200, payload: 'pong' },
+  ]);
+  expect(seen).toEqual([undefined]);
+  stop();
+});
