@@ -8,7 +8,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigError } from '../errors';
 import { resolveOptions, type DeviceOptions } from '../options';
-import type { RetryPolicyInput } from '../policy/backoff';
+import { PRESETS, type RetryPolicyInput } from '../policy/backoff';
 
 type Kind = 'string' | 'secret' | 'path' | 'int' | 'number' | 'boolean';
 
@@ -24,18 +24,18 @@ export const RUN_FIELDS = [
   { key: 'registrationId', kind: 'string', description: 'registration (device) id' },
   { key: 'groupKey', kind: 'secret', description: 'enrollment group key (the device key is derived from it)' },
   { key: 'deviceKey', kind: 'secret', description: "this device's own key (better than the group key)" },
-  { key: 'modelId', kind: 'string', description: 'Plug and Play model id (DTMI)' },
+  { key: 'modelId', kind: 'string', description: 'DTMI; default the example app (dtmi:Sample:Failover;1), another: sample telemetry only' },
   { key: 'provisioningHost', kind: 'string', description: 'DPS endpoint (global.azure-devices-provisioning.net)' },
   { key: 'dataDir', kind: 'path', description: 'provisioning cache and durable outbox (./hubstate-data)' },
   { key: 'caFile', kind: 'path', description: 'extra trusted CA certificate, PEM file' },
-  { key: 'preset', kind: 'string', description: 'policy preset: default, iotCentral, dpsAtScale, seedSample' },
+  { key: 'preset', kind: 'string', description: `policy preset: ${Object.keys(PRESETS).join(', ')}` },
   { key: 'maxHubAttempts', kind: 'int', description: 'hub failures before going back to DPS (10)' },
   { key: 'hubRetryWindowMs', kind: 'number', description: 'or this long on a failing hub, ms (900000)' },
   { key: 'minDelayMs', kind: 'number', description: 'backoff curve start, ms (1000)' },
   { key: 'maxDelayMs', kind: 'number', description: 'backoff cap, ms (60000)' },
   { key: 'firstRetryMaxMs', kind: 'number', description: 'first retry after a lost connection, ms (1000)' },
   { key: 'keepaliveSeconds', kind: 'int', description: 'MQTT keepalive (30)' },
-  { key: 'intervalMs', kind: 'number', description: 'sample telemetry period, ms (5000)' },
+  { key: 'intervalMs', kind: 'number', description: 'telemetry period, ms (5000)' },
   { key: 'duration', kind: 'number', description: 'stop after this many seconds (runs until SIGINT/SIGTERM)' },
   { key: 'log', kind: 'path', description: 'pino log file (stdout)' },
   { key: 'logLevel', kind: 'string', description: 'pino level (info)' },
