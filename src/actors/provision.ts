@@ -146,6 +146,22 @@ export function registerOnce(settings: ProvisionSettings, registrationId: string
     base.on('protocolError', finish);
     // Between polls a dropped DPS connection surfaces here; without a listener it would crash.
     transport.on('error', (error: Error) => finish(error));
+    // SDK defect (found by the chaos soak, seed 1): when DPS closes the connection while a request
+    // is on the wire, MqttBase first fails that request (the transport disconnects at once), THEN
+    // emits 'error', and the transport's handler calls `disconnect` with no callback in its
+    // disconnected state: a TypeError thrown from an event handler, i.e. an uncaught exception.
+    // The throw is contained here; the connection error ends this attempt if nothing else did.
+    for (const handler of base.listeners('error') as Array<(error: Error) => void>) {
+      base.removeListener('error', handler);
+      base.on('error', (error: Error) => {
+        try {
+          handler.call(base, error);
+        } catch (thrown) {
+          logger.debug({ err: (thrown as Error).message }, 'DPS transport threw on a connection error (contained)');
+          finish(error);
+        }
+      });
+    }
     signal?.addEventListener('abort', onAbort, { once: true });
 
     client.register((error, result) => {
