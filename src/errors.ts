@@ -43,3 +43,16 @@ export class StorageError extends HubstateError {
     if (cause !== undefined) this.cause = cause;
   }
 }
+
+/**
+ * A service (DPS or the hub) sent something malformed: junk JSON, missing fields, an unknown
+ * status. The SDK would crash on it; we fail the operation with this instead (class transient).
+ */
+export class ServiceProtocolError extends HubstateError {
+  constructor(
+    readonly service: 'dps' | 'hub',
+    detail: string,
+  ) {
+    super(`${service === 'dps' ? 'DPS' : 'the hub'} sent an invalid response: ${detail}`);
+  }
+}

@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 import { fromPromise } from 'xstate';
 import type { ProvisionResult } from '../../machines/device.machine';
 import type { Clock } from '../clock';
+import { ServiceProtocolError } from '../errors';
 import { toFailure } from '../policy/classify';
 import type { Failure } from '../policy/types';
 import { deviceKeyOf, type Credential } from './credentials';
@@ -44,14 +45,6 @@ class DpsStatusError extends Error {
 }
 
 const RESPONSE_TOPIC = /^\$dps\/registrations\/res\/(\d{3})\/\?(.*)$/;
-
-/** DPS sent something the SDK would crash on (junk JSON, missing fields): a typed failure instead. */
-export class DpsProtocolError extends Error {
-  constructor(detail: string) {
-    super(`DPS sent an invalid response: ${detail}`);
-    this.name = 'DpsProtocolError';
-  }
-}
 
 /** Why a DPS response would break the SDK, or undefined when it is well-formed. */
 export function invalidDpsResponse(status: number, payload: Buffer | string): string | undefined {
@@ -83,7 +76,7 @@ class GuardedMqttBase extends MqttBase {
     if (event === 'message') {
       const match = RESPONSE_TOPIC.exec(String(args[0]));
       const problem = match ? invalidDpsResponse(Number(match[1]), args[1] as Buffer) : undefined;
-      if (problem) return super.emit('protocolError', new DpsProtocolError(problem));
+      if (problem) return super.emit('protocolError', new ServiceProtocolError('dps', problem));
     }
     return super.emit(event, ...args);
   }

@@ -133,6 +133,8 @@ export class EmulatedHub {
   private readonly identities = new Map<string, Identity>();
   private readonly sessionsByClient = new WeakMap<AedesClient, Session>();
   private readonly sessions = new Map<string, Session>();
+  /** Fault injection: the next twin GET of a device answered with this raw status and body. */
+  private readonly rawTwinAnswers = new Map<string, { status: number; body: string }>();
   private readonly pendingMethods = new Map<string, PendingMethod>();
   private connectBucket?: TokenBucket;
   private refuseCode: ConnackRefusal | null = null;
@@ -413,6 +415,11 @@ export class EmulatedHub {
       reply(status, JSON.stringify({ errorCode, message, trackingId: randomUUID(), timestampUtc: new Date().toISOString() }));
     if (path === '$iothub/twin/GET/') {
       this.counters.twinGets++;
+      const raw = this.rawTwinAnswers.get(s.identity.deviceId);
+      if (raw) {
+        this.rawTwinAnswers.delete(s.identity.deviceId);
+        return reply(raw.status, raw.body);
+      }
       return reply(200, JSON.stringify(this.twinDocument(s.identity)));
     }
     if (path === '$iothub/twin/PATCH/properties/reported/') {
@@ -616,6 +623,28 @@ export class EmulatedHub {
       this.publishTo(s, `$iothub/twin/PATCH/properties/desired/?$version=${i.desiredVersion}`, body, 0);
     }
     return i.desiredVersion;
+  }
+
+  /**
+   * Fault injection: answer the device's next twin GET with this status and raw body (junk JSON,
+   * missing sections, ...), verbatim. No real hub does this; devices must survive it anyway.
+   */
+  answerNextTwinGetRaw(deviceId: string, status: number, body: string): void {
+    this.identity(deviceId);
+    this.rawTwinAnswers.set(deviceId, { status, body });
+  }
+
+  /**
+   * Fault injection: push a desired-properties patch with this raw body to the connected device
+   * (junk JSON, an array, ...). The stored twin is not changed.
+   * @returns false when the device is not connected and subscribed to desired patches.
+   */
+  pushRawDesired(deviceId: string, body: string): boolean {
+    const i = this.identity(deviceId);
+    const s = this.sessions.get(deviceId);
+    if (!s?.subs.has('desired')) return false;
+    this.publishTo(s, `$iothub/twin/PATCH/properties/desired/?$version=${i.desiredVersion + 1}`, body, 0);
+    return true;
   }
 
   /**

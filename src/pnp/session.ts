@@ -20,6 +20,24 @@ import type { Commands } from './commands';
 import type { TwinDoc, WritableProperties } from './properties';
 import type { ReportedBatch, ReportedQueue } from './reported';
 import { isPlainObject } from './schema';
+import { ServiceProtocolError } from '../errors';
+
+/** Why a twin message from the hub would crash the SDK's parser, or undefined when it is sound. */
+export function invalidTwinMessage(topic: string, payload: Buffer | string | undefined): string | undefined {
+  const isResponse = topic.startsWith('$iothub/twin/res/');
+  const isDesiredPatch = topic.startsWith('$iothub/twin/PATCH/properties/desired/');
+  if (!isResponse && !isDesiredPatch) return undefined;
+  const text = payload === undefined ? '' : payload.toString();
+  if (isResponse && text === '') return undefined; // e.g. 204 to a reported patch
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return `${isResponse ? 'twin answer' : 'desired patch'} that is not JSON`;
+  }
+  if (isDesiredPatch && !isPlainObject(body)) return 'desired patch that is not a JSON object';
+  return undefined;
+}
 
 export interface PnpSessionSettings {
   clock: Clock;
@@ -225,6 +243,25 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
       };
     }
 
+    // Twin: the SDK parses twin answers and desired patches with a bare JSON.parse inside the
+    // MQTT message handler, so junk from the hub would be an uncaught exception (measured). Check
+    // them first; junk ends the session (transient): the next connection re-reads the twin.
+    const mqttBase = (transport as unknown as { _mqtt?: { emit: (event: string | symbol, ...args: unknown[]) => boolean } })._mqtt;
+    const originalBaseEmit = mqttBase?.emit;
+    if (mqttBase && originalBaseEmit) {
+      mqttBase.emit = function (this: unknown, event: string | symbol, ...args: unknown[]): boolean {
+        if (event === 'message') {
+          const problem = invalidTwinMessage(String(args[0]), args[1] as Buffer);
+          if (problem) {
+            logger.warn({ topic: String(args[0]).slice(0, 200), problem }, 'invalid twin message from the hub; ending the session');
+            lost(new ServiceProtocolError('hub', problem));
+            return true;
+          }
+        }
+        return originalBaseEmit.call(this, event, ...args);
+      };
+    }
+
     transport.on('message', onC2D);
     transport.on('twinDesiredPropertiesUpdate', onPatch);
     const unsubscribeReported = reported.onChange(() => {
@@ -247,6 +284,7 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
       for (const abandon of [...pending]) abandon(new Error('session ended'));
       properties.endSession();
       transport.emit = originalEmit;
+      if (mqttBase && originalBaseEmit) mqttBase.emit = originalBaseEmit;
       if (c2dTopic && originalC2DHandler) c2dTopic.handler = originalC2DHandler;
       transport.removeListener('message', onC2D);
       transport.removeListener('twinDesiredPropertiesUpdate', onPatch);

@@ -496,8 +496,8 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
   {
     rule: 'malformed-service-response',
     errorClass: 'transient',
-    when: (f) => has(f, 'DpsProtocolError'),
-    why: 'DPS sent junk (bad JSON, missing fields): a service glitch, retried with backoff, never a crash',
+    when: (f) => has(f, 'ServiceProtocolError'),
+    why: 'DPS or the hub sent junk (bad JSON, missing fields): a service glitch, retried with backoff, never a crash',
   },
   {
     rule: 'operation-cancelled',

@@ -39,3 +39,34 @@ test.each([
   expect(uncaught).toEqual([]);
   await dut.device.stop();
 });
+
+describe('a hub that sends junk twin messages', () => {
+  test.each([
+    ['a twin GET answer that is not JSON', { get: '{"desired": {' }],
+    ['a twin GET answer that is HTML', { get: '<html>oops</html>' }],
+    ['a desired patch that is not JSON', { desired: '{"fanSpeed": ' }],
+    ['a desired patch that is an array', { desired: '[1,2]' }],
+    ['a desired patch that is null', { desired: 'null' }],
+  ])('%s: the session ends (transient), the device reconnects, nothing accepted is lost', async (_name, junk) => {
+    const registrationId = `junk-twin-${Math.random().toString(36).slice(2, 8)}`;
+    const dut = startDevice(cloud, registrationId);
+    await waitForState(dut, 'Connected');
+    const hub = cloud.hub(dut.device.assignment()!.hubHost);
+    if ('get' in junk) {
+      hub.answerNextTwinGetRaw(registrationId, 200, junk.get!);
+      hub.disconnect(registrationId); // the next connection GETs the twin
+    } else {
+      await waitFor('desired subscription', () => hub.pushRawDesired(registrationId, junk.desired!));
+    }
+    const during = await dut.send({ during: true });
+    await waitFor('a failure classified from the junk', () => dut.states.some((s) => s.value === 'BackingOff'));
+    await waitFor('connected again', () => dut.device.state() === 'Connected' && dut.states.filter((s) => s.value === 'Connected').length >= 2, 30_000);
+    await waitFor('delivery', () => deliveryReport(cloud, [during]).lost.length === 0);
+    if ('desired' in junk) {
+      const failure = dut.device.actor.getSnapshot().context.lastError;
+      expect(failure).toMatchObject({ rule: 'malformed-service-response', errorClass: 'transient' });
+    }
+    expect(uncaught).toEqual([]);
+    await dut.device.stop();
+  });
+});

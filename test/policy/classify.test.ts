@@ -5,8 +5,7 @@ import fc from 'fast-check';
 import { errors, NoRetry } from 'azure-iot-common';
 import { Client } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
-import { DpsProtocolError } from '../../src/actors/provision';
-import { ConfigError } from '../../src/errors';
+import { ConfigError, ServiceProtocolError } from '../../src/errors';
 import {
   CLASSIFICATION_TABLE,
   classify,
@@ -122,7 +121,8 @@ const CASES: Case[] = [
   // lost connections, timeouts
   { title: 'PUBACK timeout (TimeoutError "Message not acknowledged")', error: () => new errors.TimeoutError('Message not acknowledged'), phase: 'hub-session', rule: 'timeout', errorClass: 'transient' },
   { title: 'DPS request timeout (TimeoutError from the polling state machine)', error: () => new errors.TimeoutError(), phase: 'dps', rule: 'timeout', errorClass: 'transient' },
-  { title: 'DPS junk response (DpsProtocolError from the guarded transport)', error: () => new DpsProtocolError('status 202 with a body that is not JSON'), phase: 'dps', rule: 'malformed-service-response', errorClass: 'transient' },
+  { title: 'DPS junk response (ServiceProtocolError from the guarded transport)', error: () => new ServiceProtocolError('dps', 'status 202 with a body that is not JSON'), phase: 'dps', rule: 'malformed-service-response', errorClass: 'transient' },
+  { title: 'hub junk twin response (ServiceProtocolError from the guarded session)', error: () => new ServiceProtocolError('hub', 'twin GET answer without sections'), phase: 'hub-session', rule: 'malformed-service-response', errorClass: 'transient' },
   { title: 'DPS deadline cancel (OperationCancelledError)', error: () => new errors.OperationCancelledError(''), phase: 'dps', rule: 'operation-cancelled', errorClass: 'transient' },
   { title: 'socket closed before CONNACK on first connect (mqtt-base "Unable to establish a connection")', error: () => hubFirstConnect(new errors.NotConnectedError('Unable to establish a connection')), phase: 'hub-connect', ctx: before, rule: 'first-connection-failed', errorClass: 'transient' },
   { title: 'socket closed while connected (disconnect event, Disconnected.transportObj)', error: hubConnectionClosed, phase: 'hub-session', ctx: after, rule: 'connection-lost', errorClass: 'transient' },
