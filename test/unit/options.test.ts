@@ -40,6 +40,10 @@ describe('options validation', () => {
     ['negative keepalive', { ...valid, keepaliveSeconds: -1 }, 'keepaliveSeconds'],
     ['fractional send window', { ...valid, sendWindow: 1.5 }, 'sendWindow'],
     ['renewal margin above validity', { ...valid, tokenValiditySeconds: 60, tokenRenewalMarginSeconds: 120 }, 'tokenRenewalMarginSeconds'],
+    ['unknown outbox limit', { ...valid, outboxLimits: { maxMessages: 5 } }, 'outboxLimits.maxMessages'],
+    ['outbox full policy misspelled', { ...valid, outboxLimits: { whenFull: 'drop-newest' } }, 'outboxLimits.whenFull'],
+    ['zero outbox byte limit', { ...valid, outboxLimits: { maxBytes: 0 } }, 'outboxLimits.maxBytes'],
+    ['options that are not an object', null, 'options'],
     ['unknown policy key', { ...valid, policy: { maxHubAttempt: 3 } }, undefined],
     ['negative policy delay', { ...valid, policy: { minDelayMs: -5 } }, undefined],
   ])('%s → ConfigError', (_name, options, field) => {
