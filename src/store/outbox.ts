@@ -47,6 +47,12 @@ export interface Outbox {
   /** Up to `limit` messages with seq > `afterSeq`, in capture order. */
   after(afterSeq: number, limit: number): OutboxMessage[];
   remove(messageId: string): boolean;
+  /**
+   * Optional: remove several acknowledged messages at once (one transaction for a durable
+   * outbox, instead of one commit per PUBACK). Returns the ids that were still there, in order.
+   * Without it the sender calls `remove` for each.
+   */
+  removeMany?(messageIds: readonly string[]): string[];
   stats(): { count: number; bytes: number };
   /** Called after every accepted message (wakes the sender). Returns an unsubscribe function. */
   onAdded(listener: () => void): () => void;
@@ -56,7 +62,15 @@ export interface Outbox {
 
 /** The outbox for tests and devices without storage: same contract, lost on process exit. */
 export class MemoryOutbox implements Outbox {
-  private readonly messages = new Map<string, OutboxMessage>(); // insertion order = seq order
+  /** The live messages by id. */
+  private readonly messages = new Map<string, OutboxMessage>();
+  /**
+   * Capture order (seq ascending) from `head` on; may still hold removed messages (not in
+   * `messages`) until `head` passes them. A Map used as a FIFO would do the same job, but its
+   * iteration walks over every deleted entry until the table is rebuilt: O(n) per `after`.
+   */
+  private queue: OutboxMessage[] = [];
+  private head = 0;
   private nextSeq = 1;
   private bytes = 0;
   private readonly addedListeners = new Set<() => void>();
@@ -68,9 +82,14 @@ export class MemoryOutbox implements Outbox {
     this.makeRoom(message.bytes);
     const stored: OutboxMessage = { ...message, seq: this.nextSeq++ };
     this.messages.set(stored.messageId, stored);
+    this.queue.push(stored);
     this.bytes += stored.bytes;
     for (const listener of this.addedListeners) listener();
     return stored;
+  }
+
+  private isLive(message: OutboxMessage): boolean {
+    return this.messages.get(message.messageId) === message;
   }
 
   private makeRoom(incomingBytes: number): void {
@@ -80,7 +99,7 @@ export class MemoryOutbox implements Outbox {
       throw new MessageRejectedError('outbox-full', `${this.messages.size} messages, ${this.bytes} bytes queued`);
     }
     while (full() && this.messages.size > 0) {
-      const oldest = this.messages.values().next().value as OutboxMessage;
+      const oldest = this.queue[this.head]!; // remove() keeps head on a live message
       this.remove(oldest.messageId);
       for (const listener of this.droppedListeners) listener({ messageId: oldest.messageId, reason: 'outbox-full' });
     }
@@ -88,10 +107,17 @@ export class MemoryOutbox implements Outbox {
 
   after(afterSeq: number, limit: number): OutboxMessage[] {
     const result: OutboxMessage[] = [];
-    for (const message of this.messages.values()) {
-      if (message.seq <= afterSeq) continue;
-      result.push(message);
-      if (result.length >= limit) break;
+    // First index with seq > afterSeq (binary search: the queue is in seq order).
+    let lo = this.head;
+    let hi = this.queue.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.queue[mid]!.seq <= afterSeq) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < this.queue.length && result.length < limit; i++) {
+      const message = this.queue[i]!;
+      if (this.isLive(message)) result.push(message);
     }
     return result;
   }
@@ -101,6 +127,14 @@ export class MemoryOutbox implements Outbox {
     if (!message) return false;
     this.messages.delete(messageId);
     this.bytes -= message.bytes;
+    while (this.head < this.queue.length && !this.isLive(this.queue[this.head]!)) this.head++;
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
     return true;
   }
 

@@ -43,4 +43,30 @@ describe('in-memory outbox', () => {
     outbox.add(message('b'));
     expect(wakes).toBe(1);
   });
+
+  test('after() and drop-oldest stay exact under out-of-order acknowledgements (queue compaction included)', () => {
+    const outbox = new MemoryOutbox({ maxCount: 3000, maxBytes: 1e9, whenFull: 'drop-oldest' });
+    const live = new Map<string, number>();
+    let rng = 7;
+    const random = () => ((rng = (Math.imul(rng, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    for (let i = 0; i < 8000; i++) {
+      const stored = outbox.add(message(`m${i}`));
+      live.set(stored.messageId, stored.seq);
+      if (live.size > 3000) live.delete(live.keys().next().value!); // drop-oldest
+      // acknowledge a random one of the oldest few (PUBACKs arrive out of order within the window)
+      if (random() < 0.7) {
+        const window = [...live.keys()].slice(0, 16);
+        const id = window[Math.floor(random() * window.length)]!;
+        expect(outbox.remove(id)).toBe(true);
+        live.delete(id);
+      }
+      if (i % 500 === 0) {
+        const cursor = Math.floor(random() * i);
+        const expected = [...live.entries()].filter(([, seq]) => seq > cursor).slice(0, 20).map(([id]) => id);
+        expect(outbox.after(cursor, 20).map((m) => m.messageId)).toEqual(expected);
+      }
+    }
+    expect(outbox.stats().count).toBe(live.size);
+    expect(outbox.after(0, 5).map((m) => m.messageId)).toEqual([...live.keys()].slice(0, 5));
+  });
 });
