@@ -99,25 +99,47 @@ function toSdkMessage(message: OutboxMessage): Message {
  * Sends the outbox in capture order while its session lives, `sendWindow` at a time.
  * A message leaves the outbox only on PUBACK; on failure it stays for the next session.
  */
+/** Outbox messages read ahead by the telemetry pump. */
+const PREFETCH = 256;
+
 class TelemetryPump {
   private cursor = 0;
   private inFlight = 0;
   private stopped = false;
-  private readonly unsubscribe: () => void;
+  /**
+   * Messages read ahead from the outbox (capture order, all after `cursor`): one outbox query per
+   * PREFETCH messages instead of one per PUBACK (a SQLite SELECT each). Emptied whenever the
+   * outbox drops messages, so a dropped message is never sent from here.
+   */
+  private ahead: OutboxMessage[] = [];
+  private aheadIndex = 0;
+  /** PUBACKed ids waiting for one bulk removal (see `acknowledged`). */
+  private acked: string[] = [];
+  private flushPending = false;
+  private readonly unsubscribe: Array<() => void>;
 
   constructor(
     private readonly client: Client,
     private readonly settings: HubSettings,
     private readonly onFailure: (error: unknown) => void,
   ) {
-    this.unsubscribe = settings.outbox.onAdded(() => this.fill());
+    this.unsubscribe = [
+      settings.outbox.onAdded(() => this.fill()),
+      settings.outbox.onDropped(() => {
+        this.ahead = [];
+        this.aheadIndex = 0;
+      }),
+    ];
   }
 
   fill(): void {
     while (!this.stopped && this.inFlight < this.settings.sendWindow) {
-      const batch = this.settings.outbox.after(this.cursor, this.settings.sendWindow - this.inFlight);
-      if (batch.length === 0) return;
-      for (const message of batch) this.send(message);
+      if (this.aheadIndex >= this.ahead.length) {
+        this.ahead = this.settings.outbox.after(this.cursor, Math.max(PREFETCH, this.settings.sendWindow));
+        this.aheadIndex = 0;
+        if (this.ahead.length === 0) return;
+      }
+      this.send(this.ahead[this.aheadIndex++]!);
     }
   }
 
@@ -127,7 +149,7 @@ class TelemetryPump {
     this.client.sendEvent(toSdkMessage(message)).then(
       () => {
         this.inFlight--;
-        if (this.settings.outbox.remove(message.messageId)) this.settings.onDelivered(message.messageId);
+        this.acknowledged(message.messageId);
         this.fill();
       },
       (error: unknown) => {
@@ -137,9 +159,44 @@ class TelemetryPump {
     );
   }
 
+  /**
+   * A PUBACK: the message leaves the outbox, then `delivered`. With an outbox that can remove in
+   * bulk (SQLite), the PUBACKs of one event-loop turn are removed in one transaction: one WAL
+   * commit per burst instead of one per message. A crash in between re-sends them (at least once).
+   */
+  private acknowledged(messageId: string): void {
+    const { outbox } = this.settings;
+    if (!outbox.removeMany) {
+      if (outbox.remove(messageId)) this.settings.onDelivered(messageId);
+      return;
+    }
+    this.acked.push(messageId);
+    if (this.flushPending) return;
+    this.flushPending = true;
+    setImmediate(() => this.flushAcknowledged());
+  }
+
+  private flushAcknowledged(): void {
+    this.flushPending = false;
+    if (this.acked.length === 0) return;
+    const ids = this.acked;
+    this.acked = [];
+    let removed: string[];
+    try {
+      removed = this.settings.outbox.removeMany!(ids);
+    } catch (error) {
+      // Still in the outbox: sent again in a later session (at least once), never lost.
+      this.settings.logger.warn({ err: (error as Error).message, count: ids.length }, 'could not remove acknowledged telemetry');
+      return;
+    }
+    for (const id of removed) this.settings.onDelivered(id);
+  }
+
   stop(): void {
     this.stopped = true;
-    this.unsubscribe();
+    this.ahead = [];
+    for (const unsubscribe of this.unsubscribe) unsubscribe();
+    this.flushAcknowledged(); // before the outbox can be closed
   }
 }
 

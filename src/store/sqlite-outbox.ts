@@ -149,6 +149,7 @@ export class SqliteOutbox implements Outbox {
   private readonly deleteSeqStatement: Database.Statement<[number]>;
   private readonly addTransaction: (message: NewOutboxMessage) => AddOutcome;
   private readonly expireTransaction: () => DroppedMessage[];
+  private readonly removeManyTransaction: (messageIds: readonly string[]) => Array<{ messageId: string; bytes: number }>;
 
   constructor(options: SqliteOutboxOptions) {
     if (typeof options.path !== 'string' || options.path.length === 0) throw new ConfigError('path', 'a file path');
@@ -208,6 +209,14 @@ export class SqliteOutbox implements Outbox {
     this.deleteSeqStatement = db.prepare<[number]>('DELETE FROM outbox WHERE seq = ?');
     this.addTransaction = db.transaction((message: NewOutboxMessage) => this.addInTransaction(message));
     this.expireTransaction = db.transaction(() => this.expireInTransaction());
+    this.removeManyTransaction = db.transaction((messageIds: readonly string[]) => {
+      const removed: Array<{ messageId: string; bytes: number }> = [];
+      for (const messageId of messageIds) {
+        const row = this.removeStatement.get(messageId);
+        if (row) removed.push({ messageId, bytes: row.bytes });
+      }
+      return removed;
+    });
   }
 
   /**
@@ -381,6 +390,23 @@ export class SqliteOutbox implements Outbox {
   onDropped(listener: (dropped: DroppedMessage) => void): () => void {
     this.droppedListeners.add(listener);
     return () => this.droppedListeners.delete(listener);
+  }
+
+  /** Several removals in one transaction (one WAL commit for a burst of PUBACKs). */
+  removeMany(messageIds: readonly string[]): string[] {
+    if (this.closed || messageIds.length === 0) return [];
+    let removed: Array<{ messageId: string; bytes: number }>;
+    try {
+      removed = this.removeManyTransaction(messageIds);
+    } catch (error) {
+      throw storageError(this.path, error, 'cannot remove messages');
+    }
+    // Counters change only once the transaction committed.
+    for (const { bytes } of removed) {
+      this.count--;
+      this.bytes -= bytes;
+    }
+    return removed.map((r) => r.messageId);
   }
 
   /** Closes the database (checkpointing the WAL into it). Idempotent. */

@@ -408,3 +408,18 @@ describe('SQLite outbox: crash safety', () => {
     expect(byId.get('first-7')?.body).toBe(JSON.stringify({ i: 7, padding: 'x'.repeat(100) }));
   });
 });
+
+describe('removeMany (bulk acknowledgement)', () => {
+  test('removes the present ids in one transaction, skips unknown ones, keeps counters and survives a reopen', () => {
+    const outbox = open();
+    for (const id of ['a', 'b', 'c', 'd']) outbox.add(message(id, 10));
+    expect(outbox.removeMany(['b', 'zz', 'a'])).toEqual(['b', 'a']);
+    expect(outbox.stats()).toEqual({ count: 2, bytes: 20 });
+    expect(outbox.removeMany([])).toEqual([]);
+    const again = reopen(outbox);
+    expect(again.after(0, 10).map((m) => m.messageId)).toEqual(['c', 'd']);
+    expect(again.stats()).toEqual({ count: 2, bytes: 20 });
+    again.close();
+    expect(again.removeMany(['c'])).toEqual([]);
+  });
+});
