@@ -18,6 +18,7 @@ import { seedFrom } from './policy/backoff';
 import { FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
 import { MemoryOutbox, type DroppedMessage, type Outbox } from './store/outbox';
 import { openSqliteOutbox } from './store/sqlite-outbox';
+import { machineFor } from './shared-machine';
 import { createPnp } from './pnp';
 import {
   PropertiesRejectedError,
@@ -152,7 +153,8 @@ export function createDevice(options: DeviceOptions): Device {
     [pnp.feature, ...(options.features ?? [])],
   );
 
-  const machine = deviceMachine.provide({
+  // One shared machine for every device of the process (see shared-machine.ts).
+  const { machine, bind } = machineFor({
     actors: {
       provision: createProvisionActor({
         provisioningHost: resolved.provisioningHost,
@@ -167,23 +169,21 @@ export function createDevice(options: DeviceOptions): Device {
       ...hubActors,
       waitUntil: createWaitUntil(clock),
     },
-    actions: {
-      saveAssignment: (_, params) => {
-        const { hubHost, deviceId, assignedAt } = params.assignment;
-        try {
-          cache.save({ hubHost, deviceId, assignedAt });
-        } catch (error) {
-          // A device that cannot write its cache still works; it just asks DPS on next boot.
-          logger.warn({ err: (error as Error).message }, 'could not save the provisioning cache');
-        }
-      },
-      forgetAssignment: () => {
-        try {
-          cache.clear();
-        } catch (error) {
-          logger.warn({ err: (error as Error).message }, 'could not clear the provisioning cache');
-        }
-      },
+    saveAssignment: (assignment) => {
+      const { hubHost, deviceId, assignedAt } = assignment;
+      try {
+        cache.save({ hubHost, deviceId, assignedAt });
+      } catch (error) {
+        // A device that cannot write its cache still works; it just asks DPS on next boot.
+        logger.warn({ err: (error as Error).message }, 'could not save the provisioning cache');
+      }
+    },
+    forgetAssignment: () => {
+      try {
+        cache.clear();
+      } catch (error) {
+        logger.warn({ err: (error as Error).message }, 'could not clear the provisioning cache');
+      }
     },
   });
 
@@ -242,6 +242,7 @@ export function createDevice(options: DeviceOptions): Device {
       seed: resolved.seed ?? seedFrom(`${resolved.registrationId}:${clock.now()}`),
     },
   });
+  bind(actor);
   actor.subscribe({ error: (error) => logger.error({ err: (error as Error).message }, 'device actor error') });
   outbox.onDropped((dropped) => {
     logger.warn(dropped, 'telemetry dropped');
