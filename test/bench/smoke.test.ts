@@ -103,7 +103,8 @@ describe('benchmarks (smoke)', () => {
     expect(t.rawMsgsPerSec).toBeGreaterThan(0);
     expect(t.memoryMsgsPerSec).toBeGreaterThan(0);
     expect(t.durableMsgsPerSec).toBeGreaterThan(0);
-    expect(t.memoryRatio).toBeCloseTo(t.memoryMsgsPerSec / t.rawMsgsPerSec, 1);
+    expect(t.memoryRatio).toBeGreaterThan(0);
+    expect(t.runs.memory).toHaveLength(1);
     const idle = await measureMemory('idle', 10, 'in-process');
     expect(idle.devices).toBe(10);
     expect(Number.isFinite(idle.rssPerDeviceBytes)).toBe(true);
