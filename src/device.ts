@@ -6,9 +6,9 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createActor, type Actor, type InspectionEvent, type SnapshotFrom } from 'xstate';
 import { deviceMachine, type Assignment, type DeviceEvent } from '../machines/device.machine';
-import { createHubActors } from './actors/hub';
-import { createProvisionActor } from './actors/provision';
-import { createWaitUntil } from './actors/wait';
+import { hubWork } from './actors/hub';
+import { provisionWork } from './actors/provision';
+import { waitUntilWork } from './actors/wait';
 import { systemClock, type Clock } from './clock';
 import { MessageRejectedError } from './errors';
 import { createLogger } from './logger';
@@ -133,7 +133,7 @@ export function createDevice(options: DeviceOptions): Device {
     reprovision: () => actor.send({ type: 'REPROVISION' }),
   });
 
-  const hubActors = createHubActors(
+  const hub = hubWork(
     {
       registrationId: resolved.registrationId,
       credential: resolved.credential,
@@ -155,8 +155,8 @@ export function createDevice(options: DeviceOptions): Device {
 
   // One shared machine for every device of the process (see shared-machine.ts).
   const { machine, bind } = machineFor({
-    actors: {
-      provision: createProvisionActor({
+    work: {
+      provision: provisionWork({
         provisioningHost: resolved.provisioningHost,
         idScope: resolved.idScope,
         credential: resolved.credential,
@@ -166,8 +166,8 @@ export function createDevice(options: DeviceOptions): Device {
         clock,
         logger,
       }),
-      ...hubActors,
-      waitUntil: createWaitUntil(clock),
+      ...hub,
+      waitUntil: waitUntilWork(clock),
     },
     saveAssignment: (assignment) => {
       const { hubHost, deviceId, assignedAt } = assignment;

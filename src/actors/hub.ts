@@ -20,6 +20,7 @@ import { toFailure } from '../policy/classify';
 import type { Failure } from '../policy/types';
 import type { Outbox, OutboxMessage } from '../store/outbox';
 import { deviceKeyOf, type Credential } from './credentials';
+import type { CallbackWork, PromiseWork } from './work';
 
 export interface HubSettings {
   registrationId: string;
@@ -74,14 +75,22 @@ interface OpenClient {
 }
 
 /** Close with a timeout: `close()` can hang forever while QoS 1 publishes are un-acked. */
-function closeQuietly(client: Client, clock: Clock, timeoutMs: number, logger: Logger): Promise<void> {
+function closeQuietly(client: Client, transport: Mqtt, clock: Clock, timeoutMs: number, logger: Logger): Promise<void> {
   const closing = client.close().then(
     () => undefined,
     (error: Error) => logger.debug({ err: error.message }, 'hub client close failed'),
   );
-  return withDeadline(clock, closing, timeoutMs, () => new Error('close timed out')).catch(() =>
-    logger.warn({ timeoutMs }, 'hub client close timed out; abandoning the client'),
-  );
+  return withDeadline(clock, closing, timeoutMs, () => new Error('close timed out')).catch(() => {
+    logger.warn({ timeoutMs }, 'hub client close timed out; dropping its connection');
+    // The SDK offers no forced close, and an abandoned socket would keep the process alive:
+    // end the mqtt.js client under it (the pinned SDK keeps it at transport._mqtt._mqttClient).
+    const mqttClient = (transport as unknown as { _mqtt?: { _mqttClient?: { end(force: boolean): void } } })._mqtt?._mqttClient;
+    try {
+      mqttClient?.end(true);
+    } catch (error) {
+      logger.debug({ err: (error as Error).message }, 'forced close failed');
+    }
+  });
 }
 
 /** Build the SDK message: the stamped properties travel as they were captured. */
@@ -200,7 +209,8 @@ class TelemetryPump {
   }
 }
 
-export function createHubActors(settings: HubSettings, features: SessionFeature[] = []) {
+/** The hub actors' work: one registry of open clients shared by the three of them. */
+export function hubWork(settings: HubSettings, features: SessionFeature[] = []) {
   const { clock, logger } = settings;
   const open = new Map<number, OpenClient>();
   const closing = new Set<Promise<void>>();
@@ -210,12 +220,12 @@ export function createHubActors(settings: HubSettings, features: SessionFeature[
     if (!entry) return;
     open.delete(epoch);
     entry.client.removeAllListeners('disconnect');
-    const done = closeQuietly(entry.client, clock, settings.closeTimeoutMs, logger);
+    const done = closeQuietly(entry.client, entry.transport, clock, settings.closeTimeoutMs, logger);
     closing.add(done);
     void done.finally(() => closing.delete(done));
   }
 
-  const openHub = fromPromise<{ connectedAt: number }, HubAttemptInput>(async ({ input, signal }) => {
+  const openHub: PromiseWork<{ connectedAt: number }, HubAttemptInput> = async ({ input, signal }) => {
     const { assignment, epoch } = input;
     const key = deviceKeyOf(settings.credential, settings.registrationId);
     // Keep the transport the client builds: session features use it directly (see HubSession).
@@ -259,16 +269,17 @@ export function createHubActors(settings: HubSettings, features: SessionFeature[
       throw toFailure(error, 'hub-connect', clock.now(), { connectedBefore: false });
     }
     return { connectedAt: clock.now() };
-  });
+  };
 
-  const hubSession = fromCallback<EventObject, HubAttemptInput>(({ input, sendBack }) => {
+  const hubSession: CallbackWork<HubAttemptInput> = ({ input, sendBack }) => {
     const { epoch } = input;
     const entry = open.get(epoch);
     let ended = false;
     const lose = (failure: Failure) => {
       if (ended) return;
       ended = true;
-      sendBack({ type: 'HUB_LOST', epoch, failure } satisfies DeviceEvent);
+      const event: DeviceEvent = { type: 'HUB_LOST', epoch, failure };
+      sendBack(event);
     };
     if (!entry) {
       lose(toFailure(new Error('hub client vanished before the session began'), 'hub-session', clock.now()));
@@ -297,13 +308,22 @@ export function createHubActors(settings: HubSettings, features: SessionFeature[
       for (const cleanup of cleanups) cleanup();
       discard(epoch);
     };
-  });
+  };
 
   /** Disconnecting: close what is open and wait for every pending close (each bounded). */
-  const closeHub = fromPromise<void, { epoch: number }>(async () => {
+  const closeHub: PromiseWork<void, { epoch: number }> = async () => {
     for (const epoch of [...open.keys()]) discard(epoch);
     await Promise.all([...closing]);
-  });
+  };
 
   return { openHub, hubSession, closeHub };
+}
+
+export function createHubActors(settings: HubSettings, features: SessionFeature[] = []) {
+  const work = hubWork(settings, features);
+  return {
+    openHub: fromPromise(work.openHub),
+    hubSession: fromCallback<EventObject, HubAttemptInput>(work.hubSession),
+    closeHub: fromPromise(work.closeHub),
+  };
 }

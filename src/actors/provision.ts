@@ -20,6 +20,7 @@ import { ServiceProtocolError } from '../errors';
 import { toFailure } from '../policy/classify';
 import type { Failure } from '../policy/types';
 import { deviceKeyOf, type Credential } from './credentials';
+import type { PromiseWork } from './work';
 
 export interface ProvisionSettings {
   provisioningHost: string;
@@ -169,9 +170,11 @@ export function registerOnce(settings: ProvisionSettings, registrationId: string
   });
 }
 
+export function provisionWork(settings: ProvisionSettings): PromiseWork<ProvisionResult, { registrationId: string; attempt: number }> {
+  return ({ input, signal }) => registerOnce(settings, input.registrationId, signal);
+}
+
 export function createProvisionActor(settings: ProvisionSettings) {
-  return fromPromise<ProvisionResult, { registrationId: string; attempt: number }>(({ input, signal }) =>
-    registerOnce(settings, input.registrationId, signal),
-  );
+  return fromPromise(provisionWork(settings));
 }
 

@@ -120,9 +120,13 @@ test('the built-in Reprovision command answers 200, then the device goes Reprovi
   await waitFor('synchronised again', () => d.device.pendingReportedProperties() === 0);
   const registrations = cloud.dps.metrics().registrations;
   const before = d.states.length;
+  const twinGets = () => cloud.hubs.reduce((n, hub) => n + hub.metrics().twinGets, 0);
+  const getsBefore = twinGets();
   expect(await invoke('Reprovision')).toEqual({ status: 200, payload: { message: 'reprovisioning' } });
   await waitFor('reprovisioned and connected', () => d.states.slice(before).some((s) => s.value === 'Reprovisioning') && d.device.state() === 'Connected');
   expect(d.states.slice(before).map((s) => s.value)).toEqual(['Reprovisioning', 'Connecting', 'Connected']);
   expect(cloud.dps.metrics().registrations).toBe(registrations + 1);
+  // The new session subscribes to methods before it reads the twin: once it has, echo is live.
+  await waitFor('the new session subscribed and read the twin', () => twinGets() > getsBefore);
   expect(await invoke('echo', 'after reprovision')).toEqual({ status: 200, payload: 'after reprovision' });
 });
