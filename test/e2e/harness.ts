@@ -28,33 +28,48 @@ export function newDataDir(): string {
   return mkdtempSync(join(tmpdir(), 'hubstate-e2e-'));
 }
 
-export function startDevice(
+/** A pino logger at debug level that writes every line into `lines` (for secret greps). */
+export function capturingLogger(lines: string[]) {
+  return pino(
+    { level: 'debug', redact: { paths: REDACTED_PATHS, censor: '[redacted]' } },
+    { write: (line: string) => lines.push(line) },
+  );
+}
+
+/** Options for a test device of `cloud`: fast timeouts, a fresh data directory, a fixed seed. */
+export function testDeviceOptions(
   cloud: LocalCloud,
   registrationId: string,
+  logLines: string[],
   overrides: Partial<DeviceOptions> = {},
-  logLines: string[] = [],
-): DeviceUnderTest {
-  const logger = pino(
-    { level: 'debug', redact: { paths: REDACTED_PATHS, censor: '[redacted]' } },
-    { write: (line: string) => logLines.push(line) },
-  );
-  const dataDir = overrides.dataDir ?? newDataDir();
-  const device = createDevice({
+): DeviceOptions {
+  return {
     idScope: cloud.idScope,
     registrationId,
     groupKey: cloud.groupKey,
     modelId: 'dtmi:Sample:Failover;1',
     provisioningHost: cloud.provisioningHost,
     ca: cloud.ca,
-    dataDir,
+    dataDir: overrides.dataDir ?? newDataDir(),
     keepaliveSeconds: 2,
     connectTimeoutMs: 5000,
     provisionTimeoutMs: 10_000,
     closeTimeoutMs: 2000,
     seed: 1,
-    logger,
+    logger: capturingLogger(logLines),
     ...overrides,
-  });
+  };
+}
+
+export function startDevice(
+  cloud: LocalCloud,
+  registrationId: string,
+  overrides: Partial<DeviceOptions> = {},
+  logLines: string[] = [],
+): DeviceUnderTest {
+  const options = testDeviceOptions(cloud, registrationId, logLines, overrides);
+  const dataDir = options.dataDir!;
+  const device = createDevice(options);
   const states: DeviceUnderTest['states'] = [];
   device.on('state', (change) => states.push({ ...change, at: Date.now() }));
   const accepted: string[] = [];

@@ -2,12 +2,10 @@
  * Plug and Play tests: a real device against the local cloud, with its handlers registered before
  * it starts (as an application would), and small readers of the twin at the cloud.
  */
-import pino from 'pino';
 import { createDevice, type Device, type DeviceStateName, type StateChange } from '../../src/device';
 import type { DeviceOptions } from '../../src/options';
 import type { LocalCloud } from '../../src/emulator';
-import { REDACTED_PATHS } from '../../src/logger';
-import { newDataDir, waitFor } from '../e2e/harness';
+import { testDeviceOptions, waitFor } from '../e2e/harness';
 
 export { waitFor } from '../e2e/harness';
 
@@ -33,29 +31,9 @@ export function startPnpDevice(
   overrides: Partial<DeviceOptions> = {},
 ): PnpDevice {
   const logLines: string[] = [];
-  const logger = pino(
-    { level: 'debug', redact: { paths: REDACTED_PATHS, censor: '[redacted]' } },
-    { write: (line: string) => logLines.push(line) },
-  );
-  const dataDir = overrides.dataDir ?? newDataDir();
-  const device = createDevice({
-    idScope: cloud.idScope,
-    registrationId,
-    groupKey: cloud.groupKey,
-    modelId: 'dtmi:Sample:Failover;1',
-    provisioningHost: cloud.provisioningHost,
-    ca: cloud.ca,
-    dataDir,
-    keepaliveSeconds: 2,
-    connectTimeoutMs: 5000,
-    provisionTimeoutMs: 10_000,
-    closeTimeoutMs: 2000,
-    twinTimeoutMs: 5000,
-    seed: 1,
-    policy: QUICK_POLICY,
-    logger,
-    ...overrides,
-  });
+  const options = testDeviceOptions(cloud, registrationId, logLines, { twinTimeoutMs: 5000, policy: QUICK_POLICY, ...overrides });
+  const dataDir = options.dataDir!;
+  const device = createDevice(options);
   const states: StateChange[] = [];
   device.on('state', (change) => states.push(change));
   setup(device);
