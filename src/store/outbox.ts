@@ -60,6 +60,35 @@ export interface Outbox {
   close(): void;
 }
 
+/** The listeners every outbox keeps: woken on each accepted message, told of each drop. */
+export class OutboxSignals {
+  private readonly addedListeners = new Set<() => void>();
+  private readonly droppedListeners = new Set<(dropped: DroppedMessage) => void>();
+
+  onAdded(listener: () => void): () => void {
+    this.addedListeners.add(listener);
+    return () => this.addedListeners.delete(listener);
+  }
+
+  onDropped(listener: (dropped: DroppedMessage) => void): () => void {
+    this.droppedListeners.add(listener);
+    return () => this.droppedListeners.delete(listener);
+  }
+
+  added(): void {
+    for (const listener of this.addedListeners) listener();
+  }
+
+  dropped(dropped: DroppedMessage): void {
+    for (const listener of this.droppedListeners) listener(dropped);
+  }
+
+  clear(): void {
+    this.addedListeners.clear();
+    this.droppedListeners.clear();
+  }
+}
+
 /** The outbox for tests and devices without storage: same contract, lost on process exit. */
 export class MemoryOutbox implements Outbox {
   /** The live messages by id. */
@@ -73,8 +102,7 @@ export class MemoryOutbox implements Outbox {
   private head = 0;
   private nextSeq = 1;
   private bytes = 0;
-  private readonly addedListeners = new Set<() => void>();
-  private readonly droppedListeners = new Set<(dropped: DroppedMessage) => void>();
+  private readonly signals = new OutboxSignals();
 
   constructor(private readonly limits: OutboxLimits = DEFAULT_OUTBOX_LIMITS) {}
 
@@ -84,7 +112,7 @@ export class MemoryOutbox implements Outbox {
     this.messages.set(stored.messageId, stored);
     this.queue.push(stored);
     this.bytes += stored.bytes;
-    for (const listener of this.addedListeners) listener();
+    this.signals.added();
     return stored;
   }
 
@@ -101,7 +129,7 @@ export class MemoryOutbox implements Outbox {
     while (full() && this.messages.size > 0) {
       const oldest = this.queue[this.head]!; // remove() keeps head on a live message
       this.remove(oldest.messageId);
-      for (const listener of this.droppedListeners) listener({ messageId: oldest.messageId, reason: 'outbox-full' });
+      this.signals.dropped({ messageId: oldest.messageId, reason: 'outbox-full' });
     }
   }
 
@@ -143,17 +171,14 @@ export class MemoryOutbox implements Outbox {
   }
 
   onAdded(listener: () => void): () => void {
-    this.addedListeners.add(listener);
-    return () => this.addedListeners.delete(listener);
+    return this.signals.onAdded(listener);
   }
 
   onDropped(listener: (dropped: DroppedMessage) => void): () => void {
-    this.droppedListeners.add(listener);
-    return () => this.droppedListeners.delete(listener);
+    return this.signals.onDropped(listener);
   }
 
   close(): void {
-    this.addedListeners.clear();
-    this.droppedListeners.clear();
+    this.signals.clear();
   }
 }

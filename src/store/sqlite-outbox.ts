@@ -5,6 +5,7 @@ import type { Clock } from '../clock';
 import { ConfigError, HubstateError, MessageRejectedError, StorageError } from '../errors';
 import {
   DEFAULT_OUTBOX_LIMITS,
+  OutboxSignals,
   type DroppedMessage,
   type NewOutboxMessage,
   type Outbox,
@@ -137,8 +138,7 @@ export class SqliteOutbox implements Outbox {
   private count = 0;
   private bytes = 0;
   private closed = false;
-  private readonly addedListeners = new Set<() => void>();
-  private readonly droppedListeners = new Set<(dropped: DroppedMessage) => void>();
+  private readonly signals = new OutboxSignals();
 
   private readonly insertStatement: Database.Statement<[string, string, string | null, string, number, number]>;
   private readonly afterStatement: Database.Statement<[number, number], Row>;
@@ -283,7 +283,7 @@ export class SqliteOutbox implements Outbox {
     }
     this.notifyDropped(outcome.dropped);
     if ('rejected' in outcome) throw outcome.rejected;
-    for (const listener of this.addedListeners) listener();
+    this.signals.added();
     return outcome.accepted;
   }
 
@@ -383,13 +383,11 @@ export class SqliteOutbox implements Outbox {
   }
 
   onAdded(listener: () => void): () => void {
-    this.addedListeners.add(listener);
-    return () => this.addedListeners.delete(listener);
+    return this.signals.onAdded(listener);
   }
 
   onDropped(listener: (dropped: DroppedMessage) => void): () => void {
-    this.droppedListeners.add(listener);
-    return () => this.droppedListeners.delete(listener);
+    return this.signals.onDropped(listener);
   }
 
   /** Several removals in one transaction (one WAL commit for a burst of PUBACKs). */
@@ -413,8 +411,7 @@ export class SqliteOutbox implements Outbox {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.addedListeners.clear();
-    this.droppedListeners.clear();
+    this.signals.clear();
     this.db.close();
   }
 
@@ -424,7 +421,7 @@ export class SqliteOutbox implements Outbox {
   }
 
   private notifyDropped(dropped: DroppedMessage[]): void {
-    for (const message of dropped) for (const listener of this.droppedListeners) listener(message);
+    for (const message of dropped) this.signals.dropped(message);
   }
 }
 
