@@ -1,0 +1,33 @@
+/** hubstate/chaos: the seeded chaos soak shared by `npm run soak` and the test suite. */
+export { runSoak, SOAK_POLICY, DEFAULT_RSS_TOLERANCE, type SoakOptions, type SoakReport, type InvariantResult, type FaultOutcome } from './soak';
+export {
+  FAULT_KINDS,
+  generateSchedule,
+  scheduleDigest,
+  scheduleSeed,
+  faultsByKind,
+  describeFault,
+  maxRetryAfterMs,
+  minRetryAfterMs,
+  type FaultKind,
+  type ScheduledFault,
+  type ScheduleOptions,
+} from './schedule';
+export {
+  maxBackoff,
+  recoveryBound,
+  policyLowerBoundMs,
+  shortestWaitMs,
+  attemptRateBound,
+  checkAttemptRate,
+  maxInWindow,
+  rssVerdict,
+  SERVER_ERROR_FLOOR_MS,
+  type Bound,
+  type DelayFacts,
+  type AttemptRateBound,
+  type RssSample,
+  type RssTolerance,
+} from './bounds';
+export { SecretScanner, SECRET_MARKERS, type Secret, type ScanReport, type ScanSource } from './secrets';
+export { formatReport } from './format';

@@ -1,0 +1,1008 @@
+/**
+ * The chaos soak: a local cloud, N real devices (createDevice, the unmodified Azure SDK, TLS)
+ * sending telemetry, a seeded fault schedule drawn from the cloud's whole fault list, then all
+ * faults cleared and a quiet period; invariants checked at the end and written to a JSON report.
+ *
+ * Everything a device logs (pino, debug level), every state snapshot and every error message is
+ * scanned for secrets as it is produced (see secrets.ts). Only counters and compact per-device
+ * timelines are kept, so memory stays flat and the RSS measurement means something.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { createDevice, type Device, type DeviceStateName, type StateChange } from '../device';
+import { startLocalCloud, type EmulatedHub, type EmulatorLogger, type LocalCloud } from '../emulator';
+import { createLogger } from '../logger';
+import { resolvePolicy, seedFrom, type RetryPolicyInput } from '../policy/backoff';
+import type { RetryPolicy } from '../policy/types';
+import {
+  attemptRateBound,
+  checkAttemptRate,
+  maxBackoff,
+  policyLowerBoundMs,
+  recoveryBound,
+  rssVerdict,
+  SERVER_ERROR_FLOOR_MS,
+  type RssSample,
+  type RssTolerance,
+} from './bounds';
+import {
+  describeFault,
+  faultsByKind,
+  generateSchedule,
+  minRetryAfterMs,
+  resolveScheduleOptions,
+  scheduleDigest,
+  type FaultKind,
+  type ScheduledFault,
+  type ScheduleOptions,
+} from './schedule';
+import { SecretScanner, type ScanReport } from './secrets';
+
+/**
+ * The soak's retry policy: the default policy's shape on a shorter time scale, so a fault of a
+ * few seconds meets several retries and the fleet recovers within seconds after the faults.
+ */
+export const SOAK_POLICY: RetryPolicyInput = {
+  minDelayMs: 500,
+  maxDelayMs: 5000,
+  firstRetryMaxMs: 1000,
+  throttledMinDelayMs: 1000,
+  retryAfterJitterMs: 1000,
+  maxHubAttempts: 5,
+  hubRetryWindowMs: 30_000,
+};
+
+export const DEFAULT_RSS_TOLERANCE: RssTolerance = { growth: 0.1, drift: 1.1 };
+
+export interface SoakOptions {
+  devices: number;
+  /** Length of the fault phase. */
+  durationMs: number;
+  /** Integer or string; printed, and enough (with the other options) to replay the schedule. */
+  seed: number | string;
+  hubs?: number;
+  /** Mean gap between fault starts. Default 2000 ms. */
+  faultRateMs?: number;
+  minFaultMs?: number;
+  maxFaultMs?: number;
+  /** Quiet period after the faults are cleared. Default: the recovery bound + 5 s. */
+  quietMs?: number;
+  /**
+   * End the quiet period early once the fleet is healthy and has stayed so for 2 × maxBackoff:
+   * every device Connected and no accepted message waiting for its PUBACK longer than 2 s (a
+   * stalled session keeps its messages pending, so it cannot look healthy). Default false.
+   */
+  endQuietWhenHealthy?: boolean;
+  /** Each device sends one message this often. Default 1000 ms. */
+  telemetryIntervalMs?: number;
+  policy?: RetryPolicyInput;
+  /** MQTT keepalive: a blackholed hub is noticed within ~1.5 × this. Default 2 s. */
+  keepaliveSeconds?: number;
+  connectTimeoutMs?: number;
+  provisionTimeoutMs?: number;
+  /** Devices keep durable SQLite outboxes under this directory. Default: in-memory outboxes. */
+  dataDir?: string;
+  /** Where the JSON report goes. Default `bench/results/soak-<seed>.json`; null: not written. */
+  reportPath?: string | null;
+  rssSampleMs?: number;
+  /** Full GC before each RSS sample, so the samples show what is retained, not GC timing. Default true. */
+  forceGc?: boolean;
+  rssTolerance?: RssTolerance;
+  bootTimeoutMs?: number;
+  /** After the quiet period: how long to wait for the last accepted messages. Default 30 s. */
+  drainTimeoutMs?: number;
+  /** Progress lines (default: none). */
+  log?: (line: string) => void;
+}
+
+export interface InvariantResult {
+  name: string;
+  ok: boolean;
+  measured: string;
+  bound: string;
+}
+
+export interface FaultOutcome {
+  id: number;
+  kind: FaultKind;
+  description: string;
+  startedAtMs?: number;
+  endedAtMs?: number;
+  /** Emulator errors while injecting (e.g. a device already failed over by an overlapping fault). */
+  errors: string[];
+}
+
+export interface SoakReport {
+  ok: boolean;
+  seed: number | string;
+  reproduce: string;
+  startedAt: string;
+  options: Record<string, unknown>;
+  policy: RetryPolicy;
+  schedule: { digest: string; faults: number; byKind: Record<FaultKind, number>; list: string[] };
+  timeline: { bootMs: number; faultPhaseMs: number; quietMs: number; drainMs: number; totalMs: number };
+  invariants: InvariantResult[];
+  figures: Record<string, unknown>;
+  faults: FaultOutcome[];
+  security: ScanReport;
+  rss: ReturnType<typeof rssVerdict> & { samplesMb: Array<[number, number]>; forcedGc: boolean };
+  process: { unhandledRejections: string[]; uncaughtExceptions: string[]; warnings: string[] };
+  runError?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface BackoffEntry {
+  enteredAt: number;
+  failureAt: number;
+  retryAt: number;
+  delayMs: number;
+}
+
+interface Track {
+  index: number;
+  registrationId: string;
+  device: Device;
+  state: DeviceStateName;
+  connectedSince: number | null;
+  attempts: number[];
+  losses: number[];
+  userCommands: number[];
+  backoff: BackoffEntry | null;
+  accepted: number;
+  rejected: number;
+  failedRules: string[];
+}
+
+interface HubAttempt {
+  at: number;
+  hub: string;
+  code?: number;
+}
+
+const TIMER_TOLERANCE_MS = 2;
+const ATTEMPT_STATES: ReadonlySet<DeviceStateName> = new Set(['Provisioning', 'Reprovisioning', 'Connecting']);
+const USER_EVENTS: ReadonlySet<string> = new Set(['REPROVISION', 'STOP', 'RETRY']);
+
+/** `gc()` even without --expose-gc (V8 flag set at runtime, function taken from a fresh context). */
+function exposeGc(): (() => void) | undefined {
+  const existing = (globalThis as { gc?: () => void }).gc;
+  if (typeof existing === 'function') return existing;
+  try {
+    setFlagsFromString('--expose_gc');
+    const fn = runInNewContext('gc') as unknown;
+    return typeof fn === 'function' ? (fn as () => void) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function until(predicate: () => boolean, timeoutMs: number, stepMs = 50): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) return false;
+    await sleep(stepMs);
+  }
+  return true;
+}
+
+function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return 0;
+  const sorted = values.slice().sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+const ms = (v: number) => `${Math.round(v)} ms`;
+
+/** Runs one soak. Never throws for a failed invariant: read `report.ok`. */
+export async function runSoak(options: SoakOptions): Promise<SoakReport> {
+  const log = options.log ?? (() => undefined);
+  const hubs = options.hubs ?? 2;
+  const policyInput = options.policy ?? SOAK_POLICY;
+  const policy = resolvePolicy(policyInput);
+  const scheduleOptions: ScheduleOptions = {
+    seed: options.seed,
+    durationMs: options.durationMs,
+    devices: options.devices,
+    hubs,
+    ...(options.faultRateMs !== undefined ? { faultRateMs: options.faultRateMs } : {}),
+    ...(options.minFaultMs !== undefined ? { minFaultMs: options.minFaultMs } : {}),
+    ...(options.maxFaultMs !== undefined ? { maxFaultMs: options.maxFaultMs } : {}),
+  };
+  const resolvedSchedule = resolveScheduleOptions(scheduleOptions);
+  const schedule = generateSchedule(scheduleOptions);
+  const digest = scheduleDigest(schedule);
+  const again = scheduleDigest(generateSchedule(scheduleOptions));
+  const otherSeed = typeof options.seed === 'number' ? options.seed + 1 : `${options.seed}+1`;
+  const otherDigest = scheduleDigest(generateSchedule({ ...scheduleOptions, seed: otherSeed }));
+
+  const backoffMax = maxBackoff(policy, schedule);
+  const recovery = recoveryBound(policy, schedule, options.durationMs);
+  const raMin = minRetryAfterMs(schedule);
+  const rateBound = attemptRateBound(policy, raMin);
+  const quietMs = options.quietMs ?? recovery.valueMs + 5000;
+  const telemetryIntervalMs = options.telemetryIntervalMs ?? 1000;
+  const rssSampleMs = options.rssSampleMs ?? 1000;
+  const rssTolerance = options.rssTolerance ?? DEFAULT_RSS_TOLERANCE;
+  const drainTimeoutMs = options.drainTimeoutMs ?? 30_000;
+  const bootTimeoutMs = options.bootTimeoutMs ?? 30_000 + 100 * options.devices;
+  const reportPath =
+    options.reportPath === undefined ? join('bench', 'results', `soak-${String(options.seed)}.json`) : options.reportPath;
+  const reproduce =
+    `npm run soak -- --seed ${String(options.seed)} --devices ${options.devices} --duration ${options.durationMs / 1000}` +
+    (hubs !== 2 ? ` --hubs ${hubs}` : '') +
+    (options.faultRateMs !== undefined ? ` --fault-rate ${options.faultRateMs}` : '');
+
+  log(`seed ${String(options.seed)}; schedule ${digest}: ${schedule.length} faults over ${options.durationMs / 1000} s`);
+  for (const f of schedule) log(`  ${describeFault(f)}`);
+
+  // --- process-level failures ----------------------------------------------------------------
+  const startedAt = Date.now();
+  const unhandledRejections: string[] = [];
+  const uncaughtExceptions: string[] = [];
+  const warnings: string[] = [];
+  // Kept with the top of the stack: a report must be enough to find where it came from.
+  const describeError = (error: unknown) =>
+    `at +${Date.now() - startedAt} ms: ` +
+    (error instanceof Error ? (error.stack ?? `${error.name}: ${error.message}`).split('\n').slice(0, 8).join('\n') : String(error));
+  const onRejection = (reason: unknown) => {
+    const text = describeError(reason);
+    unhandledRejections.push(text.slice(0, 1500));
+    scanner?.scan(text, 'error');
+  };
+  const onException = (error: Error) => {
+    const text = describeError(error);
+    uncaughtExceptions.push(text.slice(0, 1500));
+    scanner?.scan(text, 'error');
+  };
+  const onWarning = (warning: Error) => {
+    if (warnings.length < 50) warnings.push(`${warning.name}: ${warning.message}`.slice(0, 300));
+  };
+  process.on('unhandledRejection', onRejection);
+  process.on('uncaughtException', onException);
+  process.on('warning', onWarning);
+
+  let scanner: SecretScanner | undefined;
+  let cloud: LocalCloud | undefined;
+  const tracks: Track[] = [];
+  const timers = new Set<NodeJS.Timeout>();
+  const intervals = new Set<NodeJS.Timeout>();
+  const ownDataDir = options.dataDir === undefined ? undefined : mkdtempSync(join(options.dataDir, 'hubstate-soak-'));
+  const rssSamples: RssSample[] = [];
+  const gc = options.forceGc === false ? undefined : exposeGc();
+  const forcedGc = gc !== undefined;
+  const sampleRss = () => {
+    gc?.();
+    const m = process.memoryUsage();
+    rssSamples.push({ at: Date.now(), rss: m.rss, heapUsed: m.heapUsed });
+  };
+
+  // Cloud-side hub connect attempts per device (refusals come from the emulator's debug log).
+  const hubAttempts = new Map<string, HubAttempt[]>();
+  const pushHubAttempt = (deviceId: string, attempt: HubAttempt) => {
+    let list = hubAttempts.get(deviceId);
+    if (!list) hubAttempts.set(deviceId, (list = []));
+    list.push(attempt);
+  };
+  const emulatorLogger: EmulatorLogger = {
+    debug: (o, msg) => {
+      if (msg !== 'connect refused') return;
+      const r = o as { service?: string; clientId?: string; code?: number };
+      if (r.clientId && r.service?.startsWith('hub-')) pushHubAttempt(r.clientId, { at: Date.now(), hub: r.service, code: r.code });
+    },
+    info: () => undefined,
+    warn: () => undefined,
+    error: () => undefined,
+  };
+
+  const accepted = new Set<string>();
+  /** Accepted, not yet acknowledged (PUBACK): id → accepted at. */
+  const unacked = new Map<string, number>();
+  const arrivals = new Map<string, number>();
+  let dropped = 0;
+  const rejectReasons: Record<string, number> = {};
+  const transitions: Record<string, number> = {};
+  const backoffRules: Record<string, number> = {};
+  const delayViolations: string[] = [];
+  const earlyRetries: string[] = [];
+  let backoffs = 0;
+  let backoffsExempt = 0;
+  let minRetrySlackMs = Infinity;
+  let minDelayMarginMs = Infinity;
+  let maxDelaySeen = 0;
+  const faultOutcomes: FaultOutcome[] = schedule.map((f) => ({ id: f.id, kind: f.kind, description: describeFault(f), errors: [] }));
+
+  let bootMs = 0;
+  let phaseStart = 0;
+  let clearAt = 0;
+  let quietEnd = 0;
+  let drainMs = 0;
+  let producing = false;
+  let runError: string | undefined;
+  /** State and last Connected entry of each device at the end of the run (after the drain). */
+  let endStates: Array<{ state: DeviceStateName; connectedSince: number | null }> = [];
+
+  try {
+    cloud = await startLocalCloud({
+      hubs,
+      seed: `soak-${String(options.seed)}`,
+      dps: { attemptHistory: 100_000 },
+      hub: { maxTelemetry: 1000 },
+      logger: emulatorLogger,
+    });
+    const theCloud = cloud;
+    theCloud.events.on('telemetry', (record) => {
+      if (record.messageId !== undefined) arrivals.set(record.messageId, (arrivals.get(record.messageId) ?? 0) + 1);
+    });
+    theCloud.events.on('deviceConnected', ({ hub, deviceId }) => pushHubAttempt(deviceId, { at: Date.now(), hub }));
+
+    const registrationIds = Array.from({ length: options.devices }, (_, i) => `soak-${i}`);
+    scanner = new SecretScanner([
+      { kind: 'group key', label: 'group key', value: theCloud.groupKey },
+      ...registrationIds.map((id) => ({ kind: 'device key', label: `device key of ${id}`, value: theCloud.deviceKey(id) })),
+    ]);
+    const theScanner = scanner;
+    const logger = createLogger({ level: 'debug', destination: { write: (line: string) => theScanner.scan(line, 'log') } });
+
+    sampleRss();
+    intervals.add(setInterval(sampleRss, rssSampleMs));
+
+    // --- devices ---------------------------------------------------------------------------------
+    for (const [index, registrationId] of registrationIds.entries()) {
+      // Half the fleet holds the group key, half only its derived device key: both must stay secret.
+      const credential = index % 2 === 0 ? { groupKey: theCloud.groupKey } : { deviceKey: theCloud.deviceKey(registrationId) };
+      const device = createDevice({
+        idScope: theCloud.idScope,
+        registrationId,
+        ...credential,
+        modelId: 'dtmi:Sample:Failover;1',
+        provisioningHost: theCloud.provisioningHost,
+        ca: theCloud.ca,
+        policy: policyInput,
+        seed: seedFrom(`${String(options.seed)}:${index}`),
+        keepaliveSeconds: options.keepaliveSeconds ?? 2,
+        connectTimeoutMs: options.connectTimeoutMs ?? 5000,
+        provisionTimeoutMs: options.provisionTimeoutMs ?? 10_000,
+        closeTimeoutMs: 2000,
+        logger,
+        ...(ownDataDir ? { dataDir: join(ownDataDir, registrationId) } : {}),
+      });
+      const track: Track = {
+        index,
+        registrationId,
+        device,
+        state: 'Idle',
+        connectedSince: null,
+        attempts: [],
+        losses: [],
+        userCommands: [],
+        backoff: null,
+        accepted: 0,
+        rejected: 0,
+        failedRules: [],
+      };
+      device.on('state', (change) => onState(track, change));
+      device.on('dropped', () => dropped++);
+      device.on('delivered', (messageId) => unacked.delete(messageId));
+      tracks.push(track);
+    }
+
+    function onState(track: Track, change: StateChange): void {
+      const now = Date.now();
+      const snapshot = track.device.actor.getSnapshot();
+      const ctx = snapshot.context;
+      track.state = change.value;
+      transitions[`${change.previous}→${change.value}`] = (transitions[`${change.previous}→${change.value}`] ?? 0) + 1;
+
+      if (change.previous === 'BackingOff' && track.backoff) {
+        const b = track.backoff;
+        track.backoff = null;
+        if (change.event.startsWith('xstate.done.actor.')) {
+          const slack = now - b.retryAt;
+          minRetrySlackMs = Math.min(minRetrySlackMs, slack);
+          if (slack < -TIMER_TOLERANCE_MS && earlyRetries.length < 50) {
+            earlyRetries.push(`${track.registrationId}: retried ${-slack} ms before retryAt (delay ${Math.round(b.delayMs)} ms)`);
+          }
+        } else backoffsExempt++;
+      }
+      if (change.previous === 'Connected' && !USER_EVENTS.has(change.event)) track.losses.push(now);
+      if (ATTEMPT_STATES.has(change.value)) track.attempts.push(now);
+      if (change.value === 'Connected') track.connectedSince = now;
+      if (change.value === 'Failed') track.failedRules.push(ctx.lastError?.rule ?? 'unknown');
+
+      if (change.value === 'BackingOff' && ctx.lastError && ctx.delayMs !== null && ctx.retryAt !== null) {
+        backoffs++;
+        const failure = ctx.lastError;
+        backoffRules[failure.rule] = (backoffRules[failure.rule] ?? 0) + 1;
+        const hubPlan = ctx.retryStep === 'Connecting';
+        const lower = policyLowerBoundMs(policy, {
+          errorClass: failure.errorClass,
+          attempt: hubPlan ? ctx.hubAttempts : ctx.dpsAttempts,
+          afterLoss: change.previous === 'Connected',
+          ...(failure.retryAfterMs !== undefined ? { retryAfterMs: failure.retryAfterMs } : {}),
+          ...(failure.minDelayMs !== undefined ? { minDelayMs: failure.minDelayMs } : {}),
+        });
+        minDelayMarginMs = Math.min(minDelayMarginMs, ctx.delayMs - lower);
+        maxDelaySeen = Math.max(maxDelaySeen, ctx.delayMs);
+        const problems: string[] = [];
+        if (ctx.delayMs < lower - 1e-6) problems.push(`delay ${ctx.delayMs.toFixed(1)} ms < policy minimum ${lower.toFixed(1)} ms`);
+        if (ctx.delayMs > backoffMax.valueMs + 1e-6) problems.push(`delay ${ctx.delayMs.toFixed(1)} ms > maxBackoff ${backoffMax.valueMs} ms`);
+        if (Math.abs(ctx.retryAt - (failure.at + ctx.delayMs)) > 1) problems.push(`retryAt ≠ failure.at + delay`);
+        if (problems.length > 0 && delayViolations.length < 50) {
+          delayViolations.push(`${track.registrationId} (${failure.rule}, ${failure.errorClass}, attempt ${hubPlan ? ctx.hubAttempts : ctx.dpsAttempts}): ${problems.join('; ')}`);
+        }
+        track.backoff = { enteredAt: now, failureAt: failure.at, retryAt: ctx.retryAt, delayMs: ctx.delayMs };
+      }
+
+      theScanner.scan(JSON.stringify(change), 'event');
+      theScanner.scan(JSON.stringify(track.device.actor.getPersistedSnapshot()), 'snapshot');
+      if (ctx.lastError) theScanner.scan(ctx.lastError.message, 'error');
+    }
+
+    // --- boot ------------------------------------------------------------------------------------
+    const bootStart = Date.now();
+    for (const t of tracks) t.device.start();
+    const booted = await until(() => tracks.every((t) => t.state === 'Connected'), bootTimeoutMs, 100);
+    bootMs = Date.now() - bootStart;
+    log(`boot: ${tracks.filter((t) => t.state === 'Connected').length}/${tracks.length} connected in ${bootMs} ms`);
+    if (!booted) throw new Error(`boot: not every device connected within ${bootTimeoutMs} ms`);
+
+    // --- telemetry ---------------------------------------------------------------------------
+    producing = true;
+    for (const t of tracks) {
+      let n = 0;
+      const send = () => {
+        if (!producing) return;
+        t.device.sendTelemetry({ device: t.index, n: n++, temp: 20 + (n % 10) / 10 }).then(
+          ({ messageId }) => {
+            accepted.add(messageId);
+            unacked.set(messageId, Date.now());
+            t.accepted++;
+          },
+          (error: Error) => {
+            t.rejected++;
+            const reason = (error as { reason?: string }).reason ?? error.name;
+            rejectReasons[reason] = (rejectReasons[reason] ?? 0) + 1;
+            theScanner.scan(error.message, 'error');
+          },
+        );
+      };
+      const first = setTimeout(() => {
+        timers.delete(first);
+        send();
+        intervals.add(setInterval(send, telemetryIntervalMs));
+      }, Math.floor((t.index * telemetryIntervalMs) / tracks.length));
+      timers.add(first);
+    }
+
+    // --- faults --------------------------------------------------------------------------------
+    const hubByIndex = (i: number): EmulatedHub => theCloud.hubs[i]!;
+    const currentHub = (registrationId: string): EmulatedHub | undefined => {
+      const reg = theCloud.dps.registration(registrationId);
+      return reg ? theCloud.hub(reg.hubName) : undefined;
+    };
+    const attempt = (outcome: FaultOutcome, what: () => void) => {
+      try {
+        what();
+      } catch (error) {
+        if (outcome.errors.length < 20) outcome.errors.push((error as Error).message);
+      }
+    };
+    const nudge = (f: ScheduledFault) => {
+      for (const i of f.devices ?? []) {
+        tracks[i]!.userCommands.push(Date.now());
+        tracks[i]!.device.reprovision();
+      }
+    };
+    const reverts = new Map<number, () => Promise<void> | void>();
+
+    const inject = async (f: ScheduledFault, outcome: FaultOutcome): Promise<void> => {
+      const dps = theCloud.dps;
+      const targets = (f.devices ?? []).map((i) => registrationIds[i]!);
+      switch (f.kind) {
+        case 'hub.crash': {
+          const hub = hubByIndex(f.hub!);
+          await hub.kill();
+          reverts.set(f.id, () => hub.restart());
+          break;
+        }
+        case 'hub.refuse3': {
+          const hub = hubByIndex(f.hub!);
+          hub.refuse(3);
+          reverts.set(f.id, () => hub.refuse(null));
+          break;
+        }
+        case 'hub.blackhole': {
+          const hub = hubByIndex(f.hub!);
+          hub.blackhole(true);
+          reverts.set(f.id, () => hub.blackhole(false));
+          break;
+        }
+        case 'hub.withholdPubacks': {
+          const hub = hubByIndex(f.hub!);
+          hub.withholdPubacks(true, { store: f.store ?? true });
+          reverts.set(f.id, () => hub.withholdPubacks(false));
+          break;
+        }
+        case 'hub.connectRateLimit': {
+          const hub = hubByIndex(f.hub!);
+          hub.setConnectRateLimit(f.perSec!);
+          reverts.set(f.id, () => hub.setConnectRateLimit(null));
+          break;
+        }
+        case 'dps.down':
+          await dps.down();
+          reverts.set(f.id, () => dps.up());
+          nudge(f);
+          break;
+        case 'dps.blackhole':
+          dps.blackhole(true);
+          reverts.set(f.id, () => dps.blackhole(false));
+          nudge(f);
+          break;
+        case 'dps.throttle':
+          dps.throttle({ retryAfterSec: f.retryAfterSec! });
+          reverts.set(f.id, () => dps.throttle(null));
+          nudge(f);
+          break;
+        case 'dps.failWith':
+          dps.failWith({ status: f.status!, ...(f.retryAfterSec !== undefined ? { retryAfterSec: f.retryAfterSec } : {}) });
+          reverts.set(f.id, () => dps.failWith(null));
+          nudge(f);
+          break;
+        case 'dps.rateLimit':
+          dps.setRateLimit(f.perSec!, f.retryAfterSec!);
+          reverts.set(f.id, () => dps.setRateLimit(null));
+          nudge(f);
+          break;
+        case 'device.failover':
+          for (const id of targets) attempt(outcome, () => theCloud.manualFailover(id, { ttlMs: f.durationMs }));
+          break;
+        case 'device.failback':
+          for (const id of targets) attempt(outcome, () => theCloud.manualFailover(id));
+          reverts.set(f.id, () => {
+            for (const id of targets) attempt(outcome, () => theCloud.manualFailback(id));
+          });
+          break;
+        case 'device.expireTokens':
+          for (const id of targets) attempt(outcome, () => currentHub(id)!.expireTokens(id));
+          break;
+        case 'device.disable': {
+          const disabled: Array<[EmulatedHub, string]> = [];
+          for (const id of targets) {
+            attempt(outcome, () => {
+              const hub = currentHub(id)!;
+              hub.disableDevice(id);
+              disabled.push([hub, id]);
+            });
+          }
+          reverts.set(f.id, () => {
+            for (const [hub, id] of disabled) attempt(outcome, () => hub.enableDevice(id));
+          });
+          break;
+        }
+        case 'device.delete':
+          for (const id of targets) attempt(outcome, () => currentHub(id)!.deleteDevice(id));
+          break;
+        case 'device.disconnect':
+          for (const id of targets) attempt(outcome, () => currentHub(id)!.disconnect(id));
+          break;
+      }
+    };
+
+    phaseStart = Date.now();
+    log(`faults: ${schedule.length} scheduled over ${options.durationMs / 1000} s`);
+    const running = new Set<Promise<void>>();
+    const keep = (p: Promise<void>) => {
+      running.add(p);
+      void p.finally(() => running.delete(p));
+    };
+    for (const f of schedule) {
+      const outcome = faultOutcomes[f.id]!;
+      let started: Promise<void> = Promise.resolve();
+      const startTimer = setTimeout(() => {
+        timers.delete(startTimer);
+        outcome.startedAtMs = Date.now() - phaseStart;
+        started = inject(f, outcome).catch((error: unknown) => {
+          outcome.errors.push((error as Error).message);
+        });
+        keep(started);
+      }, f.atMs);
+      timers.add(startTimer);
+      if (f.durationMs > 0) {
+        const endTimer = setTimeout(() => {
+          timers.delete(endTimer);
+          keep(
+            started.then(async () => {
+              const revert = reverts.get(f.id);
+              reverts.delete(f.id);
+              try {
+                await revert?.();
+              } catch (error) {
+                outcome.errors.push((error as Error).message);
+              }
+              outcome.endedAtMs = Date.now() - phaseStart;
+            }),
+          );
+        }, f.atMs + f.durationMs);
+        timers.add(endTimer);
+      }
+    }
+    const progress = setInterval(() => {
+      const connected = tracks.filter((t) => t.state === 'Connected').length;
+      const queued = tracks.reduce((n, t) => n + t.device.outboxStats().count, 0);
+      const rss = rssSamples.length ? Math.round(rssSamples[rssSamples.length - 1]!.rss / 1048576) : 0;
+      log(`+${((Date.now() - phaseStart) / 1000).toFixed(0)} s: ${connected}/${tracks.length} connected, ${queued} queued, ${accepted.size} accepted, ${arrivals.size} arrived, rss ${rss} MB`);
+    }, 10_000);
+    intervals.add(progress);
+
+    await sleep(options.durationMs);
+    // Faults due exactly at the end must not start after the clear-all.
+    for (const t of [...timers]) {
+      clearTimeout(t);
+      timers.delete(t);
+    }
+    await Promise.all([...running]);
+
+    // --- clear everything ------------------------------------------------------------------------
+    for (const [id, revert] of [...reverts]) {
+      reverts.delete(id);
+      try {
+        await revert();
+      } catch (error) {
+        faultOutcomes[id]!.errors.push((error as Error).message);
+      }
+      faultOutcomes[id]!.endedAtMs = Date.now() - phaseStart;
+    }
+    await theCloud.dps.up();
+    theCloud.dps.blackhole(false);
+    theCloud.dps.clearFaults();
+    theCloud.dps.setRateLimit(null);
+    for (const hub of theCloud.hubs) {
+      if (!hub.isUp) await hub.restart();
+      hub.refuse(null);
+      hub.blackhole(false);
+      hub.withholdPubacks(false);
+      hub.setConnectRateLimit(null);
+      for (const d of hub.devices()) if (d.status === 'disabled' && d.disabledReason === 'operator') hub.enableDevice(d.deviceId);
+    }
+    for (const f of theCloud.failovers()) theCloud.manualFailback(f.deviceId);
+    clearAt = Date.now();
+    log(`faults cleared at +${((clearAt - phaseStart) / 1000).toFixed(1)} s; quiet for ${quietMs / 1000} s (recovery bound ${recovery.valueMs} ms)`);
+
+    // --- quiet -----------------------------------------------------------------------------------
+    if (options.endQuietWhenHealthy) {
+      const settleMs = 2 * backoffMax.valueMs;
+      let healthySince: number | null = null;
+      await until(() => {
+        const now = Date.now();
+        let healthy = tracks.every((t) => t.state === 'Connected');
+        if (healthy) for (const at of unacked.values()) if (now - at > 2000) healthy = false;
+        if (!healthy) healthySince = null;
+        else healthySince ??= now;
+        return healthySince !== null && now - healthySince >= settleMs;
+      }, quietMs, 100);
+    } else await sleep(quietMs);
+    quietEnd = Date.now();
+    producing = false;
+    for (const i of [...intervals]) {
+      if (i === progress) continue;
+      clearInterval(i);
+      intervals.delete(i);
+    }
+    for (const t of [...timers]) clearTimeout(t);
+    sampleRss();
+
+    // --- drain -----------------------------------------------------------------------------------
+    const drainStart = Date.now();
+    await until(
+      () => tracks.every((t) => t.device.outboxStats().count === 0) && [...accepted].every((id) => arrivals.has(id)),
+      drainTimeoutMs,
+      200,
+    );
+    drainMs = Date.now() - drainStart;
+    // Judged after the drain: a device that reconnects late (even during the drain) is late.
+    endStates = tracks.map((t) => ({ state: t.state, connectedSince: t.connectedSince }));
+    clearInterval(progress);
+    intervals.delete(progress);
+  } catch (error) {
+    runError = (error as Error).message;
+    scanner?.scan(`${(error as Error).message}\n${(error as Error).stack ?? ''}`, 'error');
+  } finally {
+    producing = false;
+    for (const t of timers) clearTimeout(t);
+    for (const i of intervals) clearInterval(i);
+    // Final snapshots are part of what must not leak.
+    for (const t of tracks) {
+      try {
+        scanner?.scan(JSON.stringify(t.device.actor.getPersistedSnapshot()), 'snapshot');
+      } catch (error) {
+        onException(error as Error);
+      }
+    }
+    // Bounded: a device that cannot stop must not hang the report (each close has its own timeout).
+    let guard: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(tracks.map((t) => t.device.stop())),
+      new Promise<void>((resolve) => (guard = setTimeout(resolve, 15_000))),
+    ]);
+    clearTimeout(guard);
+  }
+
+  // --- cloud-side checks (data stays readable after the devices stop) ---------------------------
+  const dpsGapViolations: string[] = [];
+  const hubGapViolations: string[] = [];
+  let dpsGapsChecked = 0;
+  let dpsGapsExempt = 0;
+  let hubGapsChecked = 0;
+  let hubGapsExempt = 0;
+  let minDpsSlackMs = Infinity;
+  let minHubSlackMs = Infinity;
+  const cloudRate = { maxCount: 0, boundThere: rateBound.base, worstRatio: 0, violations: 0, worstDevice: '' };
+  const deviceRate = { maxCount: 0, boundThere: rateBound.base, worstRatio: 0, violations: 0, worstDevice: '' };
+  const userCommandBetween = (t: Track, from: number, to: number) => t.userCommands.some((c) => c > from && c <= to);
+  for (const t of tracks) {
+    const id = t.registrationId;
+    const answers = cloud?.dps.answers(id) ?? [];
+    for (let i = 0; i + 1 < answers.length; i++) {
+      const a = answers[i]!;
+      if (a.status !== 429 && a.status < 500) continue;
+      const ra = a.retryAfterSec !== undefined ? a.retryAfterSec * 1000 : undefined;
+      const required = a.status === 429 ? (ra ?? policy.throttledMinDelayMs / 2) : Math.max(ra ?? 0, SERVER_ERROR_FLOOR_MS);
+      const next = answers[i + 1]!;
+      if (userCommandBetween(t, a.at, next.at)) {
+        dpsGapsExempt++;
+        continue;
+      }
+      dpsGapsChecked++;
+      const slack = next.at - a.at - required;
+      minDpsSlackMs = Math.min(minDpsSlackMs, slack);
+      if (slack < -TIMER_TOLERANCE_MS && dpsGapViolations.length < 50) {
+        dpsGapViolations.push(`${id}: DPS ${a.status} (retry-after ${ra ?? '-'} ms) at ${a.at - startedAt} ms, next ${next.request} ${next.at - a.at} ms later (< ${required} ms)`);
+      }
+    }
+    const registers = cloud?.dps.attempts(id) ?? [];
+    const hub = (hubAttempts.get(id) ?? []).slice().sort((x, y) => x.at - y.at);
+    for (let i = 0; i + 1 < hub.length; i++) {
+      const a = hub[i]!;
+      if (a.code !== 3) continue;
+      const next = hub[i + 1]!;
+      if (registers.some((r) => r > a.at && r <= next.at) || userCommandBetween(t, a.at, next.at)) {
+        hubGapsExempt++;
+        continue;
+      }
+      hubGapsChecked++;
+      const slack = next.at - a.at - SERVER_ERROR_FLOOR_MS;
+      minHubSlackMs = Math.min(minHubSlackMs, slack);
+      if (slack < -TIMER_TOLERANCE_MS && hubGapViolations.length < 50) {
+        hubGapViolations.push(`${id}: CONNACK 3 from ${a.hub} at ${a.at - startedAt} ms, next connect ${next.at - a.at} ms later (< ${SERVER_ERROR_FLOOR_MS} ms)`);
+      }
+    }
+    const fold = (into: typeof cloudRate, times: number[]) => {
+      const r = checkAttemptRate(times, t.losses, t.userCommands, rateBound, backoffMax.valueMs);
+      into.violations += r.violations;
+      if (r.maxCount > into.maxCount) {
+        into.maxCount = r.maxCount;
+        into.boundThere = r.boundThere;
+      }
+      if (r.worstRatio > into.worstRatio) {
+        into.worstRatio = r.worstRatio;
+        into.worstDevice = id;
+      }
+    };
+    fold(deviceRate, t.attempts);
+    fold(cloudRate, [...registers, ...hub.map((h) => h.at)].sort((x, y) => x - y));
+  }
+
+  // --- delivery ------------------------------------------------------------------------------------
+  let lost = 0;
+  let duplicates = 0;
+  const lostSamples: string[] = [];
+  for (const id of accepted) {
+    const n = arrivals.get(id) ?? 0;
+    if (n === 0) {
+      lost++;
+      if (lostSamples.length < 10) lostSamples.push(id);
+    } else duplicates += n - 1;
+  }
+  const unknownArrivals = [...arrivals.keys()].filter((id) => !accepted.has(id)).length;
+  const stillQueued = tracks.reduce((n, t) => {
+    try {
+      return n + t.device.outboxStats().count;
+    } catch {
+      return n;
+    }
+  }, 0);
+
+  // --- recovery ------------------------------------------------------------------------------------
+  // Recovered = Connected at the end of the run; recovery time = its last entry into Connected
+  // after the clear (0 if it stayed connected through it). A reconnect after the clear counts.
+  const recoveries = tracks.map((_, i) => {
+    const end = endStates[i];
+    if (clearAt === 0 || !end || end.state !== 'Connected' || end.connectedSince === null) return Infinity;
+    return Math.max(0, end.connectedSince - clearAt);
+  });
+  const notConnectedAtEnd = recoveries.filter((r) => !Number.isFinite(r)).length;
+  const finite = recoveries.filter((r) => Number.isFinite(r));
+  const recoveryMax = finite.length === recoveries.length && finite.length > 0 ? Math.max(...finite) : Infinity;
+  const lateDevices = tracks
+    .map((t, i) => ({ t, r: recoveries[i]!, end: endStates[i] }))
+    .filter(({ r }) => !(r <= recovery.valueMs))
+    .map(({ t, r, end }) => `${t.registrationId} (${Number.isFinite(r) ? ms(r) : (end?.state ?? t.state)})`);
+
+  const rss = rssVerdict(rssSamples.filter((s) => quietEnd === 0 || s.at <= quietEnd), rssTolerance);
+  const security = scanner?.report() ?? {
+    scanned: { log: { items: 0, bytes: 0 }, snapshot: { items: 0, bytes: 0 }, error: { items: 0, bytes: 0 }, event: { items: 0, bytes: 0 } },
+    hits: {},
+    total: 0,
+    samples: [],
+  };
+
+  try {
+    await cloud?.stop();
+  } catch (error) {
+    onException(error as Error);
+  }
+  // Let late socket callbacks surface while the listeners are still attached.
+  await sleep(200);
+  process.off('unhandledRejection', onRejection);
+  process.off('uncaughtException', onException);
+  process.off('warning', onWarning);
+  if (ownDataDir) rmSync(ownDataDir, { recursive: true, force: true });
+
+  const invariants: InvariantResult[] = [
+    {
+      name: 'the run completed',
+      ok: runError === undefined,
+      measured: runError ?? `boot ${ms(bootMs)}, faults ${ms(clearAt - phaseStart)}, quiet ${ms(quietEnd - clearAt)}, drain ${ms(drainMs)}`,
+      bound: 'every device booted; every phase ran',
+    },
+    {
+      name: 'zero accepted telemetry lost',
+      ok: accepted.size > 0 && lost === 0 && dropped === 0,
+      measured: `${accepted.size} accepted, ${lost} lost, ${dropped} dropped, ${duplicates} duplicates (counted, allowed), ${stillQueued} still queued`,
+      bound: '0 lost (by message id, at the local cloud)',
+    },
+    {
+      name: 'every device Connected again after the faults',
+      ok: clearAt > 0 && lateDevices.length === 0,
+      measured: `max ${Number.isFinite(recoveryMax) ? ms(recoveryMax) : '∞'}, p50 ${ms(percentile(finite, 50))}, p95 ${ms(percentile(finite, 95))}; ${lateDevices.length} late${lateDevices.length ? ` (${lateDevices.slice(0, 5).join(', ')})` : ''}`,
+      bound: `≤ ${recovery.formula}`,
+    },
+    {
+      name: 'no delay below the policy (device side)',
+      ok: delayViolations.length === 0 && backoffs > 0,
+      measured: `${backoffs} BackingOff entries; min margin over the policy minimum ${Number.isFinite(minDelayMarginMs) ? ms(minDelayMarginMs) : '-'}; longest delay ${ms(maxDelaySeen)}`,
+      bound: `delay ≥ policyLowerBound(class, attempt, afterLoss, retry-after, rule minimum) and ≤ maxBackoff ${backoffMax.valueMs} ms`,
+    },
+    {
+      name: 'no retry before its deadline (device side)',
+      ok: earlyRetries.length === 0,
+      measured: `${backoffs - backoffsExempt} timed retries, min (retry − retryAt) ${Number.isFinite(minRetrySlackMs) ? ms(minRetrySlackMs) : '-'}; ${backoffsExempt} left early by a user command (exempt)`,
+      bound: `retry time ≥ retryAt = failure.at + delay (−${TIMER_TOLERANCE_MS} ms timer tolerance)`,
+    },
+    {
+      name: 'DPS retry-after and 5xx floor honoured (cloud side)',
+      ok: dpsGapViolations.length === 0,
+      measured: `${dpsGapsChecked} gaps after a 429/5xx, min slack ${Number.isFinite(minDpsSlackMs) ? ms(minDpsSlackMs) : '-'}; ${dpsGapsExempt} exempt (user reprovision in between)`,
+      bound: `next DPS request ≥ retry-after after a 429 (throttledMinDelayMs/2 without one); ≥ max(retry-after, ${SERVER_ERROR_FLOOR_MS} ms) after a 5xx`,
+    },
+    {
+      name: 'CONNACK 3 floor honoured (cloud side)',
+      ok: hubGapViolations.length === 0,
+      measured: `${hubGapsChecked} gaps after a CONNACK 3, min slack ${Number.isFinite(minHubSlackMs) ? ms(minHubSlackMs) : '-'}; ${hubGapsExempt} exempt (DPS registration or user command in between)`,
+      bound: `next hub connect ≥ ${SERVER_ERROR_FLOOR_MS} ms after a CONNACK 3 on the same assignment`,
+    },
+    {
+      name: 'no retry storm (attempts per device per minute)',
+      ok: deviceRate.violations === 0 && cloudRate.violations === 0,
+      measured: `device side max ${deviceRate.maxCount}/min (bound there ${deviceRate.boundThere}, worst ratio ${deviceRate.worstRatio.toFixed(2)}); cloud side max ${cloudRate.maxCount}/min (worst ratio ${cloudRate.worstRatio.toFixed(2)})`,
+      bound: rateBound.formula,
+    },
+    {
+      name: 'no unhandled rejection or uncaught exception',
+      ok: unhandledRejections.length === 0 && uncaughtExceptions.length === 0,
+      measured: `${unhandledRejections.length} unhandled rejections, ${uncaughtExceptions.length} uncaught exceptions`,
+      bound: '0',
+    },
+    {
+      name: 'RSS flat over the second half',
+      ok: rss.ok,
+      measured: `growth ${(rss.growth * 100).toFixed(1)}% (${rss.slopeMbPerMin.toFixed(2)} MB/min), last/third quarter ${rss.drift.toFixed(3)}, max/min ${rss.ratio.toFixed(3)}; mean ${rss.secondHalfMeanMb.toFixed(0)} MB (first half ${rss.firstHalfMeanMb.toFixed(0)} MB), ${rss.samples} samples${forcedGc ? ', full GC before each' : ''}`,
+      bound: `one-sided: least-squares growth over the second half ≤ ${rssTolerance.growth * 100}% of its mean, last-quarter mean ≤ ${rssTolerance.drift} × third-quarter mean`,
+    },
+    {
+      name: 'same seed, same schedule',
+      ok: digest === again && digest !== otherDigest,
+      measured: `${digest} twice; seed ${String(otherSeed)} gives ${otherDigest}`,
+      bound: 'equal for the same seed, different for another seed',
+    },
+    {
+      name: 'no secret in logs, snapshots or errors',
+      ok: security.total === 0 && security.scanned.log.items > 0 && security.scanned.snapshot.items > 0,
+      measured: `${security.total} hits in ${security.scanned.log.items} log lines, ${security.scanned.snapshot.items} snapshots, ${security.scanned.event.items} events, ${security.scanned.error.items} error messages (${(Object.values(security.scanned).reduce((a, s) => a + s.bytes, 0) / 1048576).toFixed(1)} MB)`,
+      bound: `0 occurrences of the group key, any of the ${options.devices} device keys (raw, URL-encoded, base64url), SharedAccessSignature, SharedAccessKey=, sig=`,
+    },
+  ];
+
+  const report: SoakReport = {
+    ok: invariants.every((i) => i.ok),
+    seed: options.seed,
+    reproduce,
+    startedAt: new Date(startedAt).toISOString(),
+    options: {
+      devices: options.devices,
+      hubs,
+      durationMs: options.durationMs,
+      quietMs,
+      endQuietWhenHealthy: options.endQuietWhenHealthy === true,
+      telemetryIntervalMs,
+      faultRateMs: resolvedSchedule.faultRateMs,
+      minFaultMs: resolvedSchedule.minFaultMs,
+      maxFaultMs: resolvedSchedule.maxFaultMs,
+      keepaliveSeconds: options.keepaliveSeconds ?? 2,
+      outbox: options.dataDir ? 'sqlite' : 'memory',
+      node: process.version,
+    },
+    policy,
+    schedule: { digest, faults: schedule.length, byKind: faultsByKind(schedule), list: schedule.map(describeFault) },
+    timeline: {
+      bootMs,
+      faultPhaseMs: clearAt && phaseStart ? clearAt - phaseStart : 0,
+      quietMs: quietEnd && clearAt ? quietEnd - clearAt : 0,
+      drainMs,
+      totalMs: Date.now() - startedAt,
+    },
+    invariants,
+    figures: {
+      telemetry: { accepted: accepted.size, arrived: arrivals.size, lost, lostSamples, duplicates, unknownArrivals, rejected: rejectReasons, dropped, stillQueued },
+      recovery: {
+        boundMs: recovery.valueMs,
+        maxMs: Number.isFinite(recoveryMax) ? recoveryMax : null,
+        p50Ms: percentile(finite, 50),
+        p95Ms: percentile(finite, 95),
+        late: lateDevices,
+        notConnectedAtEnd,
+      },
+      backoff: {
+        entries: backoffs,
+        exempt: backoffsExempt,
+        maxBackoffMs: backoffMax.valueMs,
+        maxBackoffFormula: backoffMax.formula,
+        longestDelayMs: maxDelaySeen,
+        minMarginOverPolicyMs: Number.isFinite(minDelayMarginMs) ? minDelayMarginMs : null,
+        minRetrySlackMs: Number.isFinite(minRetrySlackMs) ? minRetrySlackMs : null,
+        delayViolations,
+        earlyRetries,
+        byRule: backoffRules,
+      },
+      cloudGaps: { dpsChecked: dpsGapsChecked, dpsExempt: dpsGapsExempt, dpsViolations: dpsGapViolations, hubChecked: hubGapsChecked, hubExempt: hubGapsExempt, hubViolations: hubGapViolations },
+      attemptRate: { bound: rateBound, device: deviceRate, cloud: cloudRate },
+      transitions,
+      failedStates: tracks.filter((t) => t.failedRules.length > 0).map((t) => `${t.registrationId}: ${t.failedRules.join(', ')}`),
+      attemptsTotal: tracks.reduce((n, t) => n + t.attempts.length, 0),
+      lossesTotal: tracks.reduce((n, t) => n + t.losses.length, 0),
+      userReprovisions: tracks.reduce((n, t) => n + t.userCommands.length, 0),
+      dps: cloud?.dps.metrics(),
+      hubs: cloud?.hubs.map((h) => ({ name: h.name, ...h.metrics() })),
+    },
+    faults: faultOutcomes,
+    security,
+    rss: {
+      ...rss,
+      forcedGc,
+      samplesMb: rssSamples.map((s) => [Math.round((s.at - startedAt) / 100) / 10, Math.round(s.rss / 104857.6) / 10] as [number, number]),
+    },
+    process: { unhandledRejections, uncaughtExceptions, warnings },
+    ...(runError !== undefined ? { runError } : {}),
+  };
+  if (reportPath) {
+    mkdirSync(dirname(reportPath), { recursive: true });
+    writeFileSync(reportPath, `${JSON.stringify(report, null, 2)}\n`);
+  }
+  return report;
+}

@@ -1,0 +1,166 @@
+/** The soak's pure parts: the seeded fault schedule, the bounds derived from the policy, the secret scanner. */
+import { CLASSIFICATION_TABLE } from '../../src/policy/classify';
+import { nextDelay, resolvePolicy } from '../../src/policy/backoff';
+import type { ErrorClass } from '../../src/policy/types';
+import {
+  attemptRateBound,
+  checkAttemptRate,
+  FAULT_KINDS,
+  faultsByKind,
+  generateSchedule,
+  maxBackoff,
+  policyLowerBoundMs,
+  recoveryBound,
+  rssVerdict,
+  scheduleDigest,
+  SecretScanner,
+  SERVER_ERROR_FLOOR_MS,
+  SOAK_POLICY,
+  type ScheduledFault,
+} from '../../src/chaos';
+import { SDK_PUBACK_CHECK_MS, SDK_PUBACK_TIMEOUT_MS } from '../../src/chaos/bounds';
+
+const shape = { durationMs: 60_000, devices: 20, hubs: 2 };
+
+describe('fault schedule', () => {
+  test('the same seed gives the same schedule; another seed a different one', () => {
+    const a = generateSchedule({ seed: 42, ...shape });
+    const b = generateSchedule({ seed: 42, ...shape });
+    expect(b).toEqual(a);
+    expect(scheduleDigest(b)).toBe(scheduleDigest(a));
+    expect(scheduleDigest(generateSchedule({ seed: 43, ...shape }))).not.toBe(scheduleDigest(a));
+    expect(scheduleDigest(generateSchedule({ seed: 'nightly', ...shape }))).toBe(scheduleDigest(generateSchedule({ seed: 'nightly', ...shape })));
+    expect(scheduleDigest(generateSchedule({ seed: 'nightly', ...shape }))).not.toBe(scheduleDigest(generateSchedule({ seed: 'nightly2', ...shape })));
+  });
+
+  test.each([1, 2, 3, 7, 1234])('seed %p: every kind of the fault list occurs; faults are bounded and never overlap on one target', (seed) => {
+    const schedule = generateSchedule({ seed, ...shape });
+    const counts = faultsByKind(schedule);
+    for (const kind of FAULT_KINDS) expect(counts[kind]).toBeGreaterThan(0);
+    for (const f of schedule) {
+      expect(f.atMs).toBeGreaterThanOrEqual(0);
+      expect(f.atMs + f.durationMs).toBeLessThanOrEqual(shape.durationMs);
+      expect(f.durationMs).toBeLessThanOrEqual(15_000);
+      if (f.kind.startsWith('hub.')) expect(f.hub).toBeGreaterThanOrEqual(0);
+      if (f.kind.startsWith('device.') || f.kind.startsWith('dps.')) expect(f.devices!.length).toBeGreaterThan(0);
+      for (const d of f.devices ?? []) expect(d).toBeLessThan(shape.devices);
+    }
+    const overlap = (x: ScheduledFault, y: ScheduledFault, settle: number) =>
+      x.atMs < y.atMs + Math.max(y.durationMs, settle) && y.atMs < x.atMs + Math.max(x.durationMs, settle);
+    for (let i = 0; i < schedule.length; i++) {
+      for (let j = i + 1; j < schedule.length; j++) {
+        const [x, y] = [schedule[i]!, schedule[j]!];
+        if (x.kind === y.kind && !x.kind.startsWith('device.') && x.hub === y.hub) expect(overlap(x, y, 0)).toBe(false);
+        if (x.kind.startsWith('device.') && y.kind.startsWith('device.') && x.devices!.some((d) => y.devices!.includes(d))) {
+          expect(overlap(x, y, 3000)).toBe(false);
+        }
+      }
+    }
+  });
+
+  test('invalid shapes are refused', () => {
+    expect(() => generateSchedule({ seed: 1, ...shape, devices: 0 })).toThrow(/devices/);
+    expect(() => generateSchedule({ seed: 1, ...shape, minFaultMs: 5000, maxFaultMs: 1000 })).toThrow(/minFaultMs/);
+  });
+});
+
+describe('bounds derived from the policy', () => {
+  const policy = resolvePolicy(SOAK_POLICY);
+
+  test('the 5 s floor is the classification table’s largest minimum', () => {
+    expect(SERVER_ERROR_FLOOR_MS).toBe(5000);
+    expect(CLASSIFICATION_TABLE.filter((r) => r.minDelayMs === 5000).map((r) => r.rule)).toEqual(
+      expect.arrayContaining(['connack-3-server-unavailable', 'hub-server-error', 'dps-server-error']),
+    );
+  });
+
+  test('maxBackoff and the recovery bound: 2 × maxBackoff, plus the PUBACK stall of a late withholdPubacks', () => {
+    const throttle: ScheduledFault = { id: 0, kind: 'dps.throttle', atMs: 0, durationMs: 1000, retryAfterSec: 4, devices: [0] };
+    expect(maxBackoff(policy, [throttle]).valueMs).toBe(5000); // max(5000, 4000 + 1000)
+    const late: ScheduledFault = { id: 1, kind: 'hub.withholdPubacks', atMs: 20_000, durationMs: 5000, hub: 0, store: true };
+    expect(recoveryBound(policy, [throttle], 30_000).valueMs).toBe(10_000);
+    expect(recoveryBound(policy, [throttle, late], 30_000).valueMs).toBe(10_000 + (25_000 + SDK_PUBACK_TIMEOUT_MS + SDK_PUBACK_CHECK_MS - 30_000));
+    const early: ScheduledFault = { ...late, atMs: 0, durationMs: 1000 };
+    expect(recoveryBound(policy, [early], 60_000).valueMs).toBe(10_000);
+  });
+
+  test('the SDK PUBACK timeout constants match azure-iot-mqtt-base', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { MqttBase } = require('azure-iot-mqtt-base') as { MqttBase: new () => { _onTheWirePublishes: { defaultTimeoutInSeconds: number; timerCheckInMilliseconds: number } } };
+    const wire = new MqttBase()._onTheWirePublishes;
+    expect(wire.defaultTimeoutInSeconds * 1000).toBe(SDK_PUBACK_TIMEOUT_MS);
+    expect(wire.timerCheckInMilliseconds).toBe(SDK_PUBACK_CHECK_MS);
+  });
+
+  test('policyLowerBoundMs is never above what nextDelay draws (10 000 random draws)', () => {
+    const classes: ErrorClass[] = ['transient', 'throttled', 'reprovision'];
+    // Retry-after up to 3 s, also on a 5xx (with its 5 s floor): max(3000, 5000) + jitter.
+    const ceiling = maxBackoff(policy, [
+      { id: 0, kind: 'dps.throttle', atMs: 0, durationMs: 1, retryAfterSec: 3 },
+      { id: 1, kind: 'dps.failWith', atMs: 0, durationMs: 1, status: 503, retryAfterSec: 3 },
+    ]).valueMs;
+    expect(ceiling).toBe(6000);
+    let rng = 7;
+    for (let i = 0; i < 10_000; i++) {
+      const errorClass = classes[i % 3]!;
+      const attempt = 1 + (i % 9);
+      const afterLoss = i % 4 === 0;
+      const retryAfterMs = i % 5 === 0 ? 1000 + (i % 3) * 1000 : undefined;
+      const minDelayMs = i % 7 === 0 ? 5000 : undefined;
+      const req = { errorClass, attempt, afterLoss, ...(retryAfterMs ? { retryAfterMs } : {}), ...(minDelayMs ? { minDelayMs } : {}) };
+      const decision = nextDelay(policy, req, rng);
+      rng = decision.rngState;
+      expect(decision.delayMs).toBeGreaterThanOrEqual(policyLowerBoundMs(policy, req) - 1e-9);
+      expect(decision.delayMs).toBeLessThanOrEqual(ceiling + 1e-9);
+    }
+  });
+
+  test('attempt-rate bound: a retry loop without backoff is caught, a backed-off device is not', () => {
+    const bound = attemptRateBound(policy, 2000);
+    expect(bound.base).toBe(bound.hub + bound.dps);
+    const loop = Array.from({ length: 600 }, (_, i) => i * 100); // every 100 ms for a minute
+    expect(checkAttemptRate(loop, [], [], bound, 5000).violations).toBeGreaterThan(0);
+    const backedOff = [0, 250, 750, 1750, 3750, 6250, 8750, 11250, 13750, 16250];
+    expect(checkAttemptRate(backedOff, [], [], bound, 5000).violations).toBe(0);
+    // Lost connections restart the curve: each one allows another run.
+    const flapping = Array.from({ length: 300 }, (_, i) => i * 200);
+    const losses = Array.from({ length: 60 }, (_, i) => i * 1000);
+    expect(checkAttemptRate(flapping, losses, [], bound, 5000).violations).toBe(0);
+  });
+
+  test('RSS verdict is one-sided: a leak fails, a drop passes', () => {
+    const series = (f: (i: number) => number) => Array.from({ length: 40 }, (_, i) => ({ at: i * 1000, rss: f(i) * 1048576, heapUsed: 0 }));
+    const tol = { growth: 0.1, drift: 1.1 };
+    expect(rssVerdict(series(() => 100), tol).ok).toBe(true);
+    expect(rssVerdict(series((i) => 100 + (i % 2) * 3), tol).ok).toBe(true);
+    expect(rssVerdict(series((i) => 100 + i * 2), tol).ok).toBe(false);
+    expect(rssVerdict(series((i) => (i < 30 ? 120 : 90)), tol).ok).toBe(true);
+  });
+});
+
+describe('secret scanner', () => {
+  const key = Buffer.alloc(32, 9).toString('base64'); // contains '+' or '/' depending on bytes
+  const scanner = () => new SecretScanner([{ kind: 'device key', label: 'device key of d-1', value: key }]);
+
+  test('finds a key raw, URL-encoded and inside longer text; finds the markers; samples never hold the key', () => {
+    const s = scanner();
+    s.scan(`{"msg":"x","k":"${key}"}`, 'log');
+    s.scan(`HostName=h;SharedAccessKey=${encodeURIComponent(key)}`, 'error');
+    s.scan('SharedAccessSignature sr=a&sig=abc&se=1', 'snapshot');
+    s.scan('nothing to see', 'event');
+    const r = s.report();
+    expect(r.hits['device key']).toBe(2);
+    expect(r.hits['SharedAccessKey=']).toBe(1);
+    expect(r.hits['SharedAccessSignature']).toBe(1);
+    expect(r.hits['sig=']).toBe(1);
+    expect(r.scanned.event.items).toBe(1);
+    expect(JSON.stringify(r.samples)).not.toContain(key);
+    expect(JSON.stringify(r.samples)).toContain('<device key of d-1>');
+  });
+
+  test('clean text: zero hits', () => {
+    const s = scanner();
+    s.scan('{"level":30,"msg":"Connecting -> Connected","hub":"localhost:1234"}', 'log');
+    expect(s.report().total).toBe(0);
+  });
+});

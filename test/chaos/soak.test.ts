@@ -1,0 +1,75 @@
+/**
+ * The chaos soak, short and seeded (the full one is `npm run soak`): 12 real devices against a
+ * fresh local cloud, 30 s of faults (one every second on average, every kind of the cloud's
+ * fault list at least once), then everything
+ * cleared and a quiet period that ends once the fleet is healthy; every invariant must hold.
+ * Reproduce outside Jest: npm run soak -- --seed 20261121 --devices 12 --duration 30 --fault-rate 1000
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FAULT_KINDS, faultsByKind, formatReport, generateSchedule, runSoak, scheduleDigest, type SoakReport } from '../../src/chaos';
+
+const SEED = 20261121;
+const SHAPE = { devices: 12, durationMs: 30_000, faultRateMs: 1000 };
+let report: SoakReport;
+
+beforeAll(async () => {
+  report = await runSoak({
+    seed: SEED,
+    ...SHAPE,
+    endQuietWhenHealthy: true,
+    reportPath: join(mkdtempSync(join(tmpdir(), 'hubstate-soak-test-')), `soak-${SEED}.json`),
+  });
+  console.log(formatReport(report));
+}, 240_000);
+
+test('the schedule is a pure function of the seed and covers the whole fault list', () => {
+  const options = { seed: SEED, ...SHAPE, hubs: 2 };
+  expect(scheduleDigest(generateSchedule(options))).toBe(report.schedule.digest);
+  expect(generateSchedule(options)).toEqual(generateSchedule(options));
+  expect(scheduleDigest(generateSchedule({ ...options, seed: SEED + 1 }))).not.toBe(report.schedule.digest);
+  const counts = faultsByKind(generateSchedule(options));
+  expect(FAULT_KINDS.filter((k) => counts[k] === 0)).toEqual([]);
+  expect(report.faults.every((f) => f.startedAtMs !== undefined)).toBe(true);
+});
+
+const INVARIANTS = [
+  'the run completed',
+  'zero accepted telemetry lost',
+  'every device Connected again after the faults',
+  'no delay below the policy (device side)',
+  'no retry before its deadline (device side)',
+  'DPS retry-after and 5xx floor honoured (cloud side)',
+  'CONNACK 3 floor honoured (cloud side)',
+  'no retry storm (attempts per device per minute)',
+  'no unhandled rejection or uncaught exception',
+  'RSS flat over the second half',
+  'same seed, same schedule',
+  'no secret in logs, snapshots or errors',
+];
+
+test.each(INVARIANTS)('invariant: %s', (name) => {
+  const invariant = report.invariants.find((i) => i.name === name);
+  expect(invariant).toBeDefined();
+  // The measured figures are in the failure message, next to the bound.
+  expect({ name, ok: invariant!.ok, measured: invariant!.measured, bound: invariant!.bound }).toMatchObject({ ok: true });
+});
+
+test('the faults were met, not just scheduled: retries, reprovisioning, throttling and secrets scanned', () => {
+  const figures = report.figures as {
+    backoff: { entries: number; byRule: Record<string, number> };
+    telemetry: { accepted: number };
+    userReprovisions: number;
+    transitions: Record<string, number>;
+  };
+  expect(figures.telemetry.accepted).toBeGreaterThan(SHAPE.devices * 20);
+  expect(figures.backoff.entries).toBeGreaterThan(SHAPE.devices);
+  expect(figures.userReprovisions).toBeGreaterThan(0);
+  expect(figures.transitions['Connected→Reprovisioning'] ?? 0).toBeGreaterThan(0); // failover / disable / token refused
+  expect(Object.keys(figures.backoff.byRule)).toEqual(expect.arrayContaining(['socket-refused']));
+  const cloudGaps = (report.figures as { cloudGaps: { dpsChecked: number } }).cloudGaps;
+  expect(cloudGaps.dpsChecked).toBeGreaterThan(0); // some device met a DPS 429 or 5xx and its wait was checked
+  expect(report.security.scanned.log.items).toBeGreaterThan(100);
+  expect(report.security.scanned.snapshot.items).toBeGreaterThan(100);
+});
