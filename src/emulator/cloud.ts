@@ -305,7 +305,14 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       groupKey,
       settings: dpsSettings,
       hubs: () => hubs.map((x) => ({ name: x.name, host: x.host, up: x.isUp })),
-      onAssigned: (record, key) => byName(record.hubName).addDevice(record.deviceId, key),
+      onAssigned: (record, key) => {
+        const hub = byName(record.hubName);
+        hub.addDevice(record.deviceId, key);
+        // DPS assigns the device here, so it must be usable here: an identity left disabled by a
+        // failover (the migration marker) is enabled again, as when DPS re-allocates a device away
+        // from a hub that is down. An operator's disable stays.
+        if (hub.device(record.deviceId)?.disabledReason === 'failover') hub.enableDevice(record.deviceId);
+      },
       events,
       logger: withFields(logger, { service: 'dps' }),
     });
