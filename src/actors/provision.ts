@@ -83,6 +83,49 @@ class GuardedMqttBase extends MqttBase {
   }
 }
 
+type Handle = (event: string, ...args: unknown[]) => void;
+
+/**
+ * SDK defect (found by the chaos soak): the provisioning transport answers an MqttBase 'error'
+ * with `_fsm.handle('disconnect', err)` and no callback. In its disconnected state, `disconnect`
+ * calls that missing callback; while it is connecting or disconnecting the call is deferred and
+ * replayed once it is disconnected, which does the same later. Either way a TypeError is thrown
+ * from an event handler or a socket callback: an uncaught exception (seed 1: DPS closed the
+ * connection with a poll on the wire; seed 808133588: the deferred replay). The transport's
+ * handler is replaced by the same call WITH a callback that does what the transport does without
+ * one (emit 'error' when there is an error). If the SDK's internals ever change, the original
+ * handler is kept but a throw from it is contained and ends the attempt.
+ */
+export function guardTransportErrors(
+  base: MqttBase,
+  sdkHandlers: Array<(error: Error) => void>,
+  transport: ProvisioningMqtt,
+  onError: (error: Error) => void,
+  logger: Logger,
+): void {
+  const fsm = (transport as unknown as { _fsm?: { handle?: Handle } })._fsm;
+  for (const handler of sdkHandlers) {
+    base.removeListener('error', handler);
+    if (fsm && typeof fsm.handle === 'function') {
+      const handle = fsm.handle.bind(fsm) as Handle;
+      base.on('error', (error: Error) =>
+        handle('disconnect', error, (err?: Error) => {
+          if (err) transport.emit('error', err);
+        }),
+      );
+    } else {
+      base.on('error', (error: Error) => {
+        try {
+          handler.call(base, error);
+        } catch (thrown) {
+          logger.debug({ err: (thrown as Error).message }, 'DPS transport threw on a connection error (contained)');
+          onError(error);
+        }
+      });
+    }
+  }
+}
+
 function retryAfterFromTopic(query: string): number | undefined {
   const seconds = Number(new URLSearchParams(query).get('retry-after'));
   return Number.isFinite(seconds) && seconds > 0 ? Math.round(seconds * 1000) : undefined;
@@ -92,7 +135,9 @@ export function registerOnce(settings: ProvisionSettings, registrationId: string
   const { clock, logger } = settings;
   const base = new GuardedMqttBase();
   if (settings.ca) base.setOptions({ ca: settings.ca });
+  const before = new Set(base.listeners('error'));
   const transport = new ProvisioningMqtt(base);
+  const sdkErrorHandlers = base.listeners('error').filter((h) => !before.has(h)) as Array<(error: Error) => void>;
   const security = new SymmetricKeySecurityClient(registrationId, deviceKeyOf(settings.credential, registrationId));
   const client = ProvisioningDeviceClient.create(settings.provisioningHost, settings.idScope, transport, security);
   if (settings.modelId) client.setProvisioningPayload({ modelId: settings.modelId });
@@ -140,22 +185,7 @@ export function registerOnce(settings: ProvisionSettings, registrationId: string
     base.on('protocolError', finish);
     // Between polls a dropped DPS connection surfaces here; without a listener it would crash.
     transport.on('error', (error: Error) => finish(error));
-    // SDK defect (found by the chaos soak, seed 1): when DPS closes the connection while a request
-    // is on the wire, MqttBase first fails that request (the transport disconnects at once), THEN
-    // emits 'error', and the transport's handler calls `disconnect` with no callback in its
-    // disconnected state: a TypeError thrown from an event handler, i.e. an uncaught exception.
-    // The throw is contained here; the connection error ends this attempt if nothing else did.
-    for (const handler of base.listeners('error') as Array<(error: Error) => void>) {
-      base.removeListener('error', handler);
-      base.on('error', (error: Error) => {
-        try {
-          handler.call(base, error);
-        } catch (thrown) {
-          logger.debug({ err: (thrown as Error).message }, 'DPS transport threw on a connection error (contained)');
-          finish(error);
-        }
-      });
-    }
+    guardTransportErrors(base, sdkErrorHandlers, transport, (error) => finish(error), logger);
     signal?.addEventListener('abort', onAbort, { once: true });
 
     client.register((error, result) => {
