@@ -246,6 +246,8 @@ export interface RssSample {
   at: number;
   rss: number;
   heapUsed: number;
+  /** Messages waiting in the devices' outboxes when sampled. */
+  queued?: number;
 }
 
 export interface RssTolerance {

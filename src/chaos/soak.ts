@@ -127,7 +127,8 @@ export interface SoakReport {
   figures: Record<string, unknown>;
   faults: FaultOutcome[];
   security: ScanReport;
-  rss: ReturnType<typeof rssVerdict> & { samplesMb: Array<[number, number]>; forcedGc: boolean };
+  /** series: [seconds since start, RSS MB, heap used MB, messages queued in outboxes]. */
+  rss: ReturnType<typeof rssVerdict> & { series: Array<[number, number, number, number]>; forcedGc: boolean };
   process: { unhandledRejections: string[]; uncaughtExceptions: string[]; warnings: string[] };
   runError?: string;
 }
@@ -154,7 +155,11 @@ interface Track {
   accepted: number;
   rejected: number;
   failedRules: string[];
+  /** The last transitions (bounded ring), reported for devices that end up late. */
+  recent: string[];
 }
+
+const RECENT_TRANSITIONS = 40;
 
 interface HubAttempt {
   at: number;
@@ -197,6 +202,14 @@ function percentile(values: readonly number[], p: number): number {
 }
 
 const ms = (v: number) => `${Math.round(v)} ms`;
+
+function safeCount(device: Device): number | null {
+  try {
+    return device.outboxStats().count;
+  } catch {
+    return null;
+  }
+}
 
 /** Runs one soak. Never throws for a failed invariant: read `report.ok`. */
 export async function runSoak(options: SoakOptions): Promise<SoakReport> {
@@ -278,7 +291,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const sampleRss = () => {
     gc?.();
     const m = process.memoryUsage();
-    rssSamples.push({ at: Date.now(), rss: m.rss, heapUsed: m.heapUsed });
+    const queued = tracks.reduce((n, t) => n + (safeCount(t.device) ?? 0), 0);
+    rssSamples.push({ at: Date.now(), rss: m.rss, heapUsed: m.heapUsed, queued });
   };
 
   // Cloud-side hub connect attempts per device (refusals come from the emulator's debug log).
@@ -299,10 +313,43 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     error: () => undefined,
   };
 
-  const accepted = new Set<string>();
-  /** Accepted, not yet acknowledged (PUBACK): id → accepted at. */
-  const unacked = new Map<string, number>();
-  const arrivals = new Map<string, number>();
+  // Delivery accounting, bounded: only messages in flight are remembered. A message is final
+  // when its device reports it `delivered` (PUBACK): the hub stores before it acknowledges, so
+  // its arrival count cannot change after that (a resend needs the message still in the outbox).
+  /** Accepted, not yet acknowledged: id → when accepted and how many times the cloud stored it. */
+  const pending = new Map<string, { at: number; arrivals: number }>();
+  /** Stored by the cloud before (or without) the device's acceptance being recorded. */
+  const orphanArrivals = new Map<string, number>();
+  let acceptedTotal = 0;
+  let arrivedDistinct = 0;
+  let finalized = 0;
+  let duplicates = 0;
+  let lost = 0;
+  const lostSamples: string[] = [];
+  const accept = (id: string) => {
+    acceptedTotal++;
+    const early = orphanArrivals.get(id) ?? 0;
+    orphanArrivals.delete(id);
+    if (early > 0) arrivedDistinct++;
+    pending.set(id, { at: Date.now(), arrivals: early });
+  };
+  const arrive = (id: string) => {
+    const p = pending.get(id);
+    if (p) {
+      if (p.arrivals === 0) arrivedDistinct++;
+      p.arrivals++;
+    } else orphanArrivals.set(id, (orphanArrivals.get(id) ?? 0) + 1);
+  };
+  const finalize = (id: string) => {
+    const p = pending.get(id);
+    if (!p) return;
+    pending.delete(id);
+    finalized++;
+    if (p.arrivals === 0) {
+      lost++; // acknowledged but never stored: the cloud lost it
+      if (lostSamples.length < 10) lostSamples.push(`${id} (acknowledged, never stored)`);
+    } else duplicates += p.arrivals - 1;
+  };
   let dropped = 0;
   const rejectReasons: Record<string, number> = {};
   const transitions: Record<string, number> = {};
@@ -336,7 +383,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     });
     const theCloud = cloud;
     theCloud.events.on('telemetry', (record) => {
-      if (record.messageId !== undefined) arrivals.set(record.messageId, (arrivals.get(record.messageId) ?? 0) + 1);
+      if (record.messageId !== undefined) arrive(record.messageId);
     });
     theCloud.events.on('deviceConnected', ({ hub, deviceId }) => pushHubAttempt(deviceId, { at: Date.now(), hub }));
 
@@ -384,10 +431,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         accepted: 0,
         rejected: 0,
         failedRules: [],
+        recent: [],
       };
       device.on('state', (change) => onState(track, change));
       device.on('dropped', () => dropped++);
-      device.on('delivered', (messageId) => unacked.delete(messageId));
+      device.on('delivered', (messageId) => finalize(messageId));
       tracks.push(track);
     }
 
@@ -438,6 +486,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         track.backoff = { enteredAt: now, failureAt: failure.at, retryAt: ctx.retryAt, delayMs: ctx.delayMs };
       }
 
+      const e = ctx.lastError;
+      track.recent.push(
+        `+${now - startedAt} ${change.previous}→${change.value} on ${change.event}` +
+          (change.value === 'BackingOff' ? ` delay ${Math.round(ctx.delayMs ?? 0)} retryAt +${(ctx.retryAt ?? 0) - startedAt} step ${ctx.retryStep}` : '') +
+          (e && (change.value === 'BackingOff' || change.value === 'Reprovisioning' || change.value === 'Failed') ? ` [${e.rule}/${e.errorClass} at +${e.at - startedAt}: ${e.message.slice(0, 120)}]` : '') +
+          (change.hubHost ? ` hub ${change.hubHost}` : ''),
+      );
+      if (track.recent.length > RECENT_TRANSITIONS) track.recent.shift();
       theScanner.scan(JSON.stringify(change), 'event');
       theScanner.scan(JSON.stringify(track.device.actor.getPersistedSnapshot()), 'snapshot');
       if (ctx.lastError) theScanner.scan(ctx.lastError.message, 'error');
@@ -459,8 +515,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         if (!producing) return;
         t.device.sendTelemetry({ device: t.index, n: n++, temp: 20 + (n % 10) / 10 }).then(
           ({ messageId }) => {
-            accepted.add(messageId);
-            unacked.set(messageId, Date.now());
+            accept(messageId);
             t.accepted++;
           },
           (error: Error) => {
@@ -636,7 +691,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       const connected = tracks.filter((t) => t.state === 'Connected').length;
       const queued = tracks.reduce((n, t) => n + t.device.outboxStats().count, 0);
       const rss = rssSamples.length ? Math.round(rssSamples[rssSamples.length - 1]!.rss / 1048576) : 0;
-      log(`+${((Date.now() - phaseStart) / 1000).toFixed(0)} s: ${connected}/${tracks.length} connected, ${queued} queued, ${accepted.size} accepted, ${arrivals.size} arrived, rss ${rss} MB`);
+      log(`+${((Date.now() - phaseStart) / 1000).toFixed(0)} s: ${connected}/${tracks.length} connected, ${queued} queued, ${acceptedTotal} accepted, ${acceptedTotal - pending.size} acknowledged, rss ${rss} MB`);
     }, 10_000);
     intervals.add(progress);
 
@@ -681,7 +736,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       await until(() => {
         const now = Date.now();
         let healthy = tracks.every((t) => t.state === 'Connected');
-        if (healthy) for (const at of unacked.values()) if (now - at > 2000) healthy = false;
+        if (healthy) for (const p of pending.values()) if (now - p.at > 2000) healthy = false;
         if (!healthy) healthySince = null;
         else healthySince ??= now;
         return healthySince !== null && now - healthySince >= settleMs;
@@ -700,7 +755,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     // --- drain -----------------------------------------------------------------------------------
     const drainStart = Date.now();
     await until(
-      () => tracks.every((t) => t.device.outboxStats().count === 0) && [...accepted].every((id) => arrivals.has(id)),
+      () => tracks.every((t) => t.device.outboxStats().count === 0) && [...pending.values()].every((p) => p.arrivals > 0),
       drainTimeoutMs,
       200,
     );
@@ -799,17 +854,18 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   }
 
   // --- delivery ------------------------------------------------------------------------------------
-  let lost = 0;
-  let duplicates = 0;
-  const lostSamples: string[] = [];
-  for (const id of accepted) {
-    const n = arrivals.get(id) ?? 0;
-    if (n === 0) {
+  // Messages never acknowledged: stored at least once counts as arrived, never stored is lost.
+  let arrivedUnacknowledged = 0;
+  for (const [id, p] of pending) {
+    if (p.arrivals === 0) {
       lost++;
       if (lostSamples.length < 10) lostSamples.push(id);
-    } else duplicates += n - 1;
+    } else {
+      arrivedUnacknowledged++;
+      duplicates += p.arrivals - 1;
+    }
   }
-  const unknownArrivals = [...arrivals.keys()].filter((id) => !accepted.has(id)).length;
+  const unknownArrivals = [...orphanArrivals.values()].reduce((a, b) => a + b, 0);
   const stillQueued = tracks.reduce((n, t) => {
     try {
       return n + t.device.outboxStats().count;
@@ -863,8 +919,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     },
     {
       name: 'zero accepted telemetry lost',
-      ok: accepted.size > 0 && lost === 0 && dropped === 0,
-      measured: `${accepted.size} accepted, ${lost} lost, ${dropped} dropped, ${duplicates} duplicates (counted, allowed), ${stillQueued} still queued`,
+      ok: acceptedTotal > 0 && lost === 0 && dropped === 0,
+      measured: `${acceptedTotal} accepted, ${lost} lost, ${dropped} dropped, ${duplicates} duplicates (counted, allowed), ${stillQueued} still queued`,
       bound: '0 lost (by message id, at the local cloud)',
     },
     {
@@ -959,7 +1015,19 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     },
     invariants,
     figures: {
-      telemetry: { accepted: accepted.size, arrived: arrivals.size, lost, lostSamples, duplicates, unknownArrivals, rejected: rejectReasons, dropped, stillQueued },
+      telemetry: {
+        accepted: acceptedTotal,
+        arrivedDistinct,
+        acknowledged: finalized,
+        arrivedUnacknowledged,
+        lost,
+        lostSamples,
+        duplicates,
+        unknownArrivals,
+        rejected: rejectReasons,
+        dropped,
+        stillQueued,
+      },
       recovery: {
         boundMs: recovery.valueMs,
         maxMs: Number.isFinite(recoveryMax) ? recoveryMax : null,
@@ -983,11 +1051,19 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       cloudGaps: { dpsChecked: dpsGapsChecked, dpsExempt: dpsGapsExempt, dpsViolations: dpsGapViolations, hubChecked: hubGapsChecked, hubExempt: hubGapsExempt, hubViolations: hubGapViolations },
       attemptRate: { bound: rateBound, device: deviceRate, cloud: cloudRate },
       transitions,
+      lateDeviceTimelines: Object.fromEntries(
+        tracks
+          .filter((_, i) => !(recoveries[i]! <= recovery.valueMs))
+          .slice(0, 10)
+          .map((t) => [t.registrationId, { state: t.state, outbox: safeCount(t.device), hub: t.device.assignment()?.hubHost ?? null, recent: t.recent }]),
+      ),
       failedStates: tracks.filter((t) => t.failedRules.length > 0).map((t) => `${t.registrationId}: ${t.failedRules.join(', ')}`),
       attemptsTotal: tracks.reduce((n, t) => n + t.attempts.length, 0),
       lossesTotal: tracks.reduce((n, t) => n + t.losses.length, 0),
       userReprovisions: tracks.reduce((n, t) => n + t.userCommands.length, 0),
       dps: cloud?.dps.metrics(),
+      /** Registrations the emulator still holds (aborted by devices after a 429/5xx): cloud-side memory. */
+      dpsOpenOperations: (cloud?.dps as unknown as { operations?: Map<string, unknown> } | undefined)?.operations?.size ?? null,
       hubs: cloud?.hubs.map((h) => ({ name: h.name, ...h.metrics() })),
     },
     faults: faultOutcomes,
@@ -995,7 +1071,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     rss: {
       ...rss,
       forcedGc,
-      samplesMb: rssSamples.map((s) => [Math.round((s.at - startedAt) / 100) / 10, Math.round(s.rss / 104857.6) / 10] as [number, number]),
+      series: rssSamples.map((s) => [
+        Math.round((s.at - startedAt) / 100) / 10,
+        Math.round(s.rss / 104857.6) / 10,
+        Math.round(s.heapUsed / 104857.6) / 10,
+        s.queued ?? 0,
+      ]),
     },
     process: { unhandledRejections, uncaughtExceptions, warnings },
     ...(runError !== undefined ? { runError } : {}),
