@@ -248,6 +248,12 @@ export interface RssSample {
   heapUsed: number;
   /** Messages waiting in the devices' outboxes when sampled. */
   queued?: number;
+  /** Memory of C++ objects bound to JS (Buffers, TLS): process.memoryUsage().external. */
+  external?: number;
+  /** Open file descriptors (-1 when unknown). */
+  fds?: number;
+  /** V8 heap committed (process.memoryUsage().heapTotal). */
+  heapTotal?: number;
 }
 
 export interface RssTolerance {

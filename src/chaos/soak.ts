@@ -7,7 +7,7 @@
  * scanned for secrets as it is produced (see secrets.ts). Only counters and compact per-device
  * timelines are kept, so memory stays flat and the RSS measurement means something.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -127,8 +127,8 @@ export interface SoakReport {
   figures: Record<string, unknown>;
   faults: FaultOutcome[];
   security: ScanReport;
-  /** series: [seconds since start, RSS MB, heap used MB, messages queued in outboxes]. */
-  rss: ReturnType<typeof rssVerdict> & { series: Array<[number, number, number, number]>; forcedGc: boolean };
+  /** series: [seconds since start, RSS MB, heap used MB (after a full GC), messages queued, external MB, open fds, heap committed MB]. */
+  rss: ReturnType<typeof rssVerdict> & { series: number[][]; forcedGc: boolean };
   process: { unhandledRejections: string[]; uncaughtExceptions: string[]; warnings: string[] };
   runError?: string;
 }
@@ -202,6 +202,15 @@ function percentile(values: readonly number[], p: number): number {
 }
 
 const ms = (v: number) => `${Math.round(v)} ms`;
+
+/** Open file descriptors (Linux), or -1: leaked sockets show up here before they show up in RSS. */
+function openFds(): number {
+  try {
+    return readdirSync('/proc/self/fd').length;
+  } catch {
+    return -1;
+  }
+}
 
 function safeCount(device: Device): number | null {
   try {
@@ -292,7 +301,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     gc?.();
     const m = process.memoryUsage();
     const queued = tracks.reduce((n, t) => n + (safeCount(t.device) ?? 0), 0);
-    rssSamples.push({ at: Date.now(), rss: m.rss, heapUsed: m.heapUsed, queued });
+    rssSamples.push({ at: Date.now(), rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, queued, external: m.external, fds: openFds() });
   };
 
   // Cloud-side hub connect attempts per device (refusals come from the emulator's debug log).
@@ -1076,6 +1085,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         Math.round(s.rss / 104857.6) / 10,
         Math.round(s.heapUsed / 104857.6) / 10,
         s.queued ?? 0,
+        Math.round((s.external ?? 0) / 104857.6) / 10,
+        s.fds ?? -1,
+        Math.round((s.heapTotal ?? 0) / 104857.6) / 10,
       ]),
     },
     process: { unhandledRejections, uncaughtExceptions, warnings },
