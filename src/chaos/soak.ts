@@ -12,7 +12,6 @@ import { dirname, join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { createDevice, type Device, type DeviceStateName, type StateChange } from '../device';
-import { startLocalCloud, type EmulatedHub, type EmulatorLogger, type LocalCloud } from '../emulator';
 import { createLogger } from '../logger';
 import { resolvePolicy, seedFrom, type RetryPolicyInput } from '../policy/backoff';
 import type { RetryPolicy } from '../policy/types';
@@ -27,6 +26,7 @@ import {
   type RssSample,
   type RssTolerance,
 } from './bounds';
+import { startSoakCloud, type HubAttempt, type SoakCloud } from './cloud';
 import {
   describeFault,
   faultsByKind,
@@ -93,6 +93,13 @@ export interface SoakOptions {
   bootTimeoutMs?: number;
   /** After the quiet period: how long to wait for the last accepted messages. Default 30 s. */
   drainTimeoutMs?: number;
+  /**
+   * Where the local cloud runs. 'child-process' (what `npm run soak` uses): the RSS measured is
+   * the devices' alone. Default 'in-process'.
+   */
+  cloudProcess?: 'in-process' | 'child-process';
+  /** Node flags for the cloud's process (tests pass a TypeScript require hook). */
+  cloudExecArgv?: string[];
   /** Progress lines (default: none). */
   log?: (line: string) => void;
 }
@@ -160,12 +167,6 @@ interface Track {
 }
 
 const RECENT_TRANSITIONS = 40;
-
-interface HubAttempt {
-  at: number;
-  hub: string;
-  code?: number;
-}
 
 const TIMER_TOLERANCE_MS = 2;
 const ATTEMPT_STATES: ReadonlySet<DeviceStateName> = new Set(['Provisioning', 'Reprovisioning', 'Connecting']);
@@ -257,7 +258,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const reproduce =
     `npm run soak -- --seed ${String(options.seed)} --devices ${options.devices} --duration ${options.durationMs / 1000}` +
     (hubs !== 2 ? ` --hubs ${hubs}` : '') +
-    (options.faultRateMs !== undefined ? ` --fault-rate ${options.faultRateMs}` : '');
+    (options.faultRateMs !== undefined ? ` --fault-rate ${options.faultRateMs}` : '') +
+    (options.cloudProcess !== 'child-process' ? ' --cloud-in-process' : '');
 
   log(`seed ${String(options.seed)}; schedule ${digest}: ${schedule.length} faults over ${options.durationMs / 1000} s`);
   for (const f of schedule) log(`  ${describeFault(f)}`);
@@ -289,7 +291,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   process.on('warning', onWarning);
 
   let scanner: SecretScanner | undefined;
-  let cloud: LocalCloud | undefined;
+  let cloud: SoakCloud | undefined;
   const tracks: Track[] = [];
   const timers = new Set<NodeJS.Timeout>();
   const intervals = new Set<NodeJS.Timeout>();
@@ -304,27 +306,20 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     rssSamples.push({ at: Date.now(), rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, queued, external: m.external, fds: openFds() });
   };
 
-  // Cloud-side hub connect attempts per device (refusals come from the emulator's debug log).
+  // Cloud-side hub connect attempts per device (accepted and refused).
   const hubAttempts = new Map<string, HubAttempt[]>();
-  const pushHubAttempt = (deviceId: string, attempt: HubAttempt) => {
+  const pushHubAttempt = ({ deviceId, ...attempt }: HubAttempt & { deviceId: string }) => {
     let list = hubAttempts.get(deviceId);
     if (!list) hubAttempts.set(deviceId, (list = []));
     list.push(attempt);
-  };
-  const emulatorLogger: EmulatorLogger = {
-    debug: (o, msg) => {
-      if (msg !== 'connect refused') return;
-      const r = o as { service?: string; clientId?: string; code?: number };
-      if (r.clientId && r.service?.startsWith('hub-')) pushHubAttempt(r.clientId, { at: Date.now(), hub: r.service, code: r.code });
-    },
-    info: () => undefined,
-    warn: () => undefined,
-    error: () => undefined,
   };
 
   // Delivery accounting, bounded: only messages in flight are remembered. A message is final
   // when its device reports it `delivered` (PUBACK): the hub stores before it acknowledges, so
   // its arrival count cannot change after that (a resend needs the message still in the outbox).
+  // With the cloud in another process its `telemetry` events travel separately from the PUBACK,
+  // so a delivered id waits for the next `sync()` with the cloud (every event emitted before the
+  // sync has then arrived) before it is finalized.
   /** Accepted, not yet acknowledged: id → when accepted and how many times the cloud stored it. */
   const pending = new Map<string, { at: number; arrivals: number }>();
   /** Stored by the cloud before (or without) the device's acceptance being recorded. */
@@ -348,6 +343,26 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       if (p.arrivals === 0) arrivedDistinct++;
       p.arrivals++;
     } else orphanArrivals.set(id, (orphanArrivals.get(id) ?? 0) + 1);
+  };
+  let deliveredUnsynced: string[] = [];
+  let syncing: Promise<void> | undefined;
+  const syncDeliveries = (): Promise<void> => {
+    if (syncing || !cloud) return syncing ?? Promise.resolve();
+    const theCloud = cloud;
+    const batch = deliveredUnsynced;
+    deliveredUnsynced = [];
+    syncing = theCloud.commands.sync().then(
+      () => {
+        for (const id of batch) finalize(id);
+        syncing = undefined;
+      },
+      (error: unknown) => {
+        deliveredUnsynced = batch.concat(deliveredUnsynced);
+        syncing = undefined;
+        throw error;
+      },
+    );
+    return syncing;
   };
   const finalize = (id: string) => {
     const p = pending.get(id);
@@ -383,22 +398,21 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   let endStates: Array<{ state: DeviceStateName; connectedSince: number | null }> = [];
 
   try {
-    cloud = await startLocalCloud({
+    cloud = await startSoakCloud({
       hubs,
       seed: `soak-${String(options.seed)}`,
-      dps: { attemptHistory: 100_000 },
-      hub: { maxTelemetry: 1000 },
-      logger: emulatorLogger,
+      mode: options.cloudProcess ?? 'in-process',
+      ...(options.cloudExecArgv ? { execArgv: options.cloudExecArgv } : {}),
     });
     const theCloud = cloud;
-    theCloud.events.on('telemetry', (record) => {
-      if (record.messageId !== undefined) arrive(record.messageId);
-    });
-    theCloud.events.on('deviceConnected', ({ hub, deviceId }) => pushHubAttempt(deviceId, { at: Date.now(), hub }));
+    const commands = theCloud.commands;
+    theCloud.events.on('telemetry', arrive);
+    theCloud.events.on('hubAttempt', pushHubAttempt);
+    intervals.add(setInterval(() => void syncDeliveries().catch(() => undefined), 250));
 
     const registrationIds = Array.from({ length: options.devices }, (_, i) => `soak-${i}`);
     scanner = new SecretScanner([
-      { kind: 'group key', label: 'group key', value: theCloud.groupKey },
+      { kind: 'group key', label: 'group key', value: theCloud.info.groupKey },
       ...registrationIds.map((id) => ({ kind: 'device key', label: `device key of ${id}`, value: theCloud.deviceKey(id) })),
     ]);
     const theScanner = scanner;
@@ -410,14 +424,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     // --- devices ---------------------------------------------------------------------------------
     for (const [index, registrationId] of registrationIds.entries()) {
       // Half the fleet holds the group key, half only its derived device key: both must stay secret.
-      const credential = index % 2 === 0 ? { groupKey: theCloud.groupKey } : { deviceKey: theCloud.deviceKey(registrationId) };
+      const credential = index % 2 === 0 ? { groupKey: theCloud.info.groupKey } : { deviceKey: theCloud.deviceKey(registrationId) };
       const device = createDevice({
-        idScope: theCloud.idScope,
+        idScope: theCloud.info.idScope,
         registrationId,
         ...credential,
         modelId: 'dtmi:Sample:Failover;1',
-        provisioningHost: theCloud.provisioningHost,
-        ca: theCloud.ca,
+        provisioningHost: theCloud.info.provisioningHost,
+        ca: theCloud.info.ca,
         policy: policyInput,
         seed: seedFrom(`${String(options.seed)}:${index}`),
         keepaliveSeconds: options.keepaliveSeconds ?? 2,
@@ -444,7 +458,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       };
       device.on('state', (change) => onState(track, change));
       device.on('dropped', () => dropped++);
-      device.on('delivered', (messageId) => finalize(messageId));
+      device.on('delivered', (messageId) => deliveredUnsynced.push(messageId));
       tracks.push(track);
     }
 
@@ -544,116 +558,95 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     }
 
     // --- faults --------------------------------------------------------------------------------
-    const hubByIndex = (i: number): EmulatedHub => theCloud.hubs[i]!;
-    const currentHub = (registrationId: string): EmulatedHub | undefined => {
-      const reg = theCloud.dps.registration(registrationId);
-      return reg ? theCloud.hub(reg.hubName) : undefined;
-    };
-    const attempt = (outcome: FaultOutcome, what: () => void) => {
+    // Device faults run one call per target: one that cannot apply (e.g. a device failed over by
+    // an overlapping fault) is recorded and does not stop the others.
+    const attempt = async (outcome: FaultOutcome, what: () => Promise<unknown>): Promise<void> => {
       try {
-        what();
+        await what();
       } catch (error) {
         if (outcome.errors.length < 20) outcome.errors.push((error as Error).message);
       }
     };
+    const forEachTarget = (outcome: FaultOutcome, targets: string[], what: (id: string) => Promise<unknown>) =>
+      Promise.all(targets.map((id) => attempt(outcome, () => what(id))));
     const nudge = (f: ScheduledFault) => {
       for (const i of f.devices ?? []) {
         tracks[i]!.userCommands.push(Date.now());
         tracks[i]!.device.reprovision();
       }
     };
-    const reverts = new Map<number, () => Promise<void> | void>();
+    const reverts = new Map<number, () => Promise<unknown>>();
 
     const inject = async (f: ScheduledFault, outcome: FaultOutcome): Promise<void> => {
-      const dps = theCloud.dps;
       const targets = (f.devices ?? []).map((i) => registrationIds[i]!);
+      const hub = f.hub ?? -1;
       switch (f.kind) {
-        case 'hub.crash': {
-          const hub = hubByIndex(f.hub!);
-          await hub.kill();
-          reverts.set(f.id, () => hub.restart());
+        case 'hub.crash':
+          await commands.hubKill(hub);
+          reverts.set(f.id, () => commands.hubRestart(hub));
           break;
-        }
-        case 'hub.refuse3': {
-          const hub = hubByIndex(f.hub!);
-          hub.refuse(3);
-          reverts.set(f.id, () => hub.refuse(null));
+        case 'hub.refuse3':
+          await commands.hubRefuse(hub, 3);
+          reverts.set(f.id, () => commands.hubRefuse(hub, null));
           break;
-        }
-        case 'hub.blackhole': {
-          const hub = hubByIndex(f.hub!);
-          hub.blackhole(true);
-          reverts.set(f.id, () => hub.blackhole(false));
+        case 'hub.blackhole':
+          await commands.hubBlackhole(hub, true);
+          reverts.set(f.id, () => commands.hubBlackhole(hub, false));
           break;
-        }
-        case 'hub.withholdPubacks': {
-          const hub = hubByIndex(f.hub!);
-          hub.withholdPubacks(true, { store: f.store ?? true });
-          reverts.set(f.id, () => hub.withholdPubacks(false));
+        case 'hub.withholdPubacks':
+          await commands.hubWithholdPubacks(hub, true, f.store ?? true);
+          reverts.set(f.id, () => commands.hubWithholdPubacks(hub, false));
           break;
-        }
-        case 'hub.connectRateLimit': {
-          const hub = hubByIndex(f.hub!);
-          hub.setConnectRateLimit(f.perSec!);
-          reverts.set(f.id, () => hub.setConnectRateLimit(null));
+        case 'hub.connectRateLimit':
+          await commands.hubConnectRateLimit(hub, f.perSec!);
+          reverts.set(f.id, () => commands.hubConnectRateLimit(hub, null));
           break;
-        }
         case 'dps.down':
-          await dps.down();
-          reverts.set(f.id, () => dps.up());
+          await commands.dpsDown();
+          reverts.set(f.id, () => commands.dpsUp());
           nudge(f);
           break;
         case 'dps.blackhole':
-          dps.blackhole(true);
-          reverts.set(f.id, () => dps.blackhole(false));
+          await commands.dpsBlackhole(true);
+          reverts.set(f.id, () => commands.dpsBlackhole(false));
           nudge(f);
           break;
         case 'dps.throttle':
-          dps.throttle({ retryAfterSec: f.retryAfterSec! });
-          reverts.set(f.id, () => dps.throttle(null));
+          await commands.dpsThrottle(f.retryAfterSec!);
+          reverts.set(f.id, () => commands.dpsThrottle(null));
           nudge(f);
           break;
         case 'dps.failWith':
-          dps.failWith({ status: f.status!, ...(f.retryAfterSec !== undefined ? { retryAfterSec: f.retryAfterSec } : {}) });
-          reverts.set(f.id, () => dps.failWith(null));
+          await commands.dpsFailWith({ status: f.status!, ...(f.retryAfterSec !== undefined ? { retryAfterSec: f.retryAfterSec } : {}) });
+          reverts.set(f.id, () => commands.dpsFailWith(null));
           nudge(f);
           break;
         case 'dps.rateLimit':
-          dps.setRateLimit(f.perSec!, f.retryAfterSec!);
-          reverts.set(f.id, () => dps.setRateLimit(null));
+          await commands.dpsRateLimit(f.perSec!, f.retryAfterSec!);
+          reverts.set(f.id, () => commands.dpsRateLimit(null));
           nudge(f);
           break;
         case 'device.failover':
-          for (const id of targets) attempt(outcome, () => theCloud.manualFailover(id, { ttlMs: f.durationMs }));
+          await forEachTarget(outcome, targets, (id) => commands.failover(id, f.durationMs));
           break;
         case 'device.failback':
-          for (const id of targets) attempt(outcome, () => theCloud.manualFailover(id));
-          reverts.set(f.id, () => {
-            for (const id of targets) attempt(outcome, () => theCloud.manualFailback(id));
-          });
+          await forEachTarget(outcome, targets, (id) => commands.failover(id));
+          reverts.set(f.id, () => forEachTarget(outcome, targets, (id) => commands.failback(id)));
           break;
         case 'device.expireTokens':
-          for (const id of targets) attempt(outcome, () => currentHub(id)!.expireTokens(id));
+          await forEachTarget(outcome, targets, (id) => commands.expireTokens(id));
           break;
         case 'device.disable': {
-          const disabled: Array<[EmulatedHub, string]> = [];
-          for (const id of targets) {
-            attempt(outcome, () => {
-              const hub = currentHub(id)!;
-              hub.disableDevice(id);
-              disabled.push([hub, id]);
-            });
-          }
-          reverts.set(f.id, () => {
-            for (const [hub, id] of disabled) attempt(outcome, () => hub.enableDevice(id));
-          });
+          const disabled: Array<[string, string]> = [];
+          await forEachTarget(outcome, targets, async (id) => disabled.push([await commands.disableDevice(id), id]));
+          reverts.set(f.id, () => Promise.all(disabled.map(([hubName, id]) => attempt(outcome, () => commands.enableDevice(hubName, id)))));
           break;
         }
         case 'device.delete':
-          for (const id of targets) attempt(outcome, () => currentHub(id)!.deleteDevice(id));
+          await forEachTarget(outcome, targets, (id) => commands.deleteDevice(id));
           break;
         case 'device.disconnect':
-          for (const id of targets) attempt(outcome, () => currentHub(id)!.disconnect(id));
+          await forEachTarget(outcome, targets, (id) => commands.disconnectDevice(id));
           break;
       }
     };
@@ -722,19 +715,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       }
       faultOutcomes[id]!.endedAtMs = Date.now() - phaseStart;
     }
-    await theCloud.dps.up();
-    theCloud.dps.blackhole(false);
-    theCloud.dps.clearFaults();
-    theCloud.dps.setRateLimit(null);
-    for (const hub of theCloud.hubs) {
-      if (!hub.isUp) await hub.restart();
-      hub.refuse(null);
-      hub.blackhole(false);
-      hub.withholdPubacks(false);
-      hub.setConnectRateLimit(null);
-      for (const d of hub.devices()) if (d.status === 'disabled' && d.disabledReason === 'operator') hub.enableDevice(d.deviceId);
-    }
-    for (const f of theCloud.failovers()) theCloud.manualFailback(f.deviceId);
+    await commands.clearAll();
     clearAt = Date.now();
     log(`faults cleared at +${((clearAt - phaseStart) / 1000).toFixed(1)} s; quiet for ${quietMs / 1000} s (recovery bound ${recovery.valueMs} ms)`);
 
@@ -797,7 +778,23 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     clearTimeout(guard);
   }
 
+  // Every delivery reported so far becomes final once the cloud's events before it are in.
+  try {
+    await syncing?.catch(() => undefined);
+    await syncDeliveries();
+  } catch (error) {
+    runError ??= `cloud sync: ${(error as Error).message}`;
+  }
+
   // --- cloud-side checks (data stays readable after the devices stop) ---------------------------
+  const cloudHistory = async (id: string) => {
+    try {
+      return (await cloud?.commands.dpsHistory(id)) ?? { answers: [], registers: [] };
+    } catch (error) {
+      runError ??= `cloud history: ${(error as Error).message}`;
+      return { answers: [], registers: [] };
+    }
+  };
   const dpsGapViolations: string[] = [];
   const hubGapViolations: string[] = [];
   let dpsGapsChecked = 0;
@@ -811,7 +808,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const userCommandBetween = (t: Track, from: number, to: number) => t.userCommands.some((c) => c > from && c <= to);
   for (const t of tracks) {
     const id = t.registrationId;
-    const answers = cloud?.dps.answers(id) ?? [];
+    const { answers, registers } = await cloudHistory(id);
     for (let i = 0; i + 1 < answers.length; i++) {
       const a = answers[i]!;
       if (a.status !== 429 && a.status < 500) continue;
@@ -829,7 +826,6 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         dpsGapViolations.push(`${id}: DPS ${a.status} (retry-after ${ra ?? '-'} ms) at ${a.at - startedAt} ms, next ${next.request} ${next.at - a.at} ms later (< ${required} ms)`);
       }
     }
-    const registers = cloud?.dps.attempts(id) ?? [];
     const hub = (hubAttempts.get(id) ?? []).slice().sort((x, y) => x.at - y.at);
     for (let i = 0; i + 1 < hub.length; i++) {
       const a = hub[i]!;
@@ -907,6 +903,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     samples: [],
   };
 
+  let cloudMetrics: Awaited<ReturnType<SoakCloud['commands']['metrics']>> | undefined;
+  try {
+    cloudMetrics = await cloud?.commands.metrics();
+  } catch (error) {
+    runError ??= `cloud metrics: ${(error as Error).message}`;
+  }
   try {
     await cloud?.stop();
   } catch (error) {
@@ -1005,6 +1007,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       durationMs: options.durationMs,
       quietMs,
       endQuietWhenHealthy: options.endQuietWhenHealthy === true,
+      cloudProcess: options.cloudProcess ?? 'in-process',
       telemetryIntervalMs,
       faultRateMs: resolvedSchedule.faultRateMs,
       minFaultMs: resolvedSchedule.minFaultMs,
@@ -1070,10 +1073,13 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       attemptsTotal: tracks.reduce((n, t) => n + t.attempts.length, 0),
       lossesTotal: tracks.reduce((n, t) => n + t.losses.length, 0),
       userReprovisions: tracks.reduce((n, t) => n + t.userCommands.length, 0),
-      dps: cloud?.dps.metrics(),
+      cloudProcess: cloud?.mode,
+      dps: cloudMetrics?.dps,
       /** Registrations the emulator still holds (aborted by devices after a 429/5xx): cloud-side memory. */
-      dpsOpenOperations: (cloud?.dps as unknown as { operations?: Map<string, unknown> } | undefined)?.operations?.size ?? null,
-      hubs: cloud?.hubs.map((h) => ({ name: h.name, ...h.metrics() })),
+      dpsOpenOperations: cloudMetrics?.dpsOpenOperations ?? null,
+      hubs: cloudMetrics?.hubs,
+      /** The cloud's own RSS at the end, when it ran in its own process (not part of the RSS invariant). */
+      cloudRssMb: cloud?.mode === 'child-process' && cloudMetrics ? Math.round(cloudMetrics.rss / 104857.6) / 10 : null,
     },
     faults: faultOutcomes,
     security,

@@ -1,6 +1,6 @@
 /**
  * The chaos soak, short and seeded (the full one is `npm run soak`): 12 real devices against a
- * fresh local cloud, 30 s of faults (one every second on average, every kind of the cloud's
+ * fresh local cloud in a process of its own (as `npm run soak` runs it), 30 s of faults (one every second on average, every kind of the cloud's
  * fault list at least once), then everything
  * cleared and a quiet period that ends once the fleet is healthy; every invariant must hold.
  * Reproduce outside Jest: npm run soak -- --seed 20261121 --devices 12 --duration 30 --fault-rate 1000
@@ -19,6 +19,8 @@ beforeAll(async () => {
     seed: SEED,
     ...SHAPE,
     endQuietWhenHealthy: true,
+    cloudProcess: 'child-process',
+    cloudExecArgv: ['-r', join(__dirname, '..', 'support', 'ts-register.js')],
     reportPath: join(mkdtempSync(join(tmpdir(), 'hubstate-soak-test-')), `soak-${SEED}.json`),
   });
   console.log(formatReport(report));
@@ -71,5 +73,7 @@ test('the faults were met, not just scheduled: retries, reprovisioning, throttli
   const cloudGaps = (report.figures as { cloudGaps: { dpsChecked: number } }).cloudGaps;
   expect(cloudGaps.dpsChecked).toBeGreaterThan(0); // some device met a DPS 429 or 5xx and its wait was checked
   expect(report.security.scanned.log.items).toBeGreaterThan(100);
+  // The cloud ran in its own process: the RSS invariant measured the devices alone.
+  expect(report.figures).toMatchObject({ cloudProcess: 'child-process', cloudRssMb: expect.any(Number) });
   expect(report.security.scanned.snapshot.items).toBeGreaterThan(100);
 });

@@ -1,0 +1,198 @@
+/**
+ * The soak's local cloud and everything the soak asks of it, as named commands and events, so the
+ * cloud can run in this process (the short soak inside `npm test`) or in a process of its own
+ * (`npm run soak`: then the RSS the soak measures is the devices' alone, and the emulator's
+ * records and event loop do not share the devices' core).
+ */
+import { EventEmitter } from 'node:events';
+import { extname, join } from 'node:path';
+import { deriveDeviceKey, startLocalCloud, type DpsAnswer, type DpsMetrics, type EmulatedHub, type EmulatorLogger, type HubMetrics, type InjectedDpsStatus, type LocalCloud } from '../emulator';
+import { forkService, type Async } from '../emulator/ipc';
+
+export interface SoakCloudOptions {
+  hubs: number;
+  /** Seeds the emulator (allocation, keys). */
+  seed: string;
+}
+
+export interface SoakCloudInfo {
+  idScope: string;
+  groupKey: string;
+  provisioningHost: string;
+  ca: string;
+  hubs: number;
+}
+
+/** A hub connect attempt seen by the cloud: accepted (no code) or refused with a CONNACK code. */
+export interface HubAttempt {
+  at: number;
+  hub: string;
+  code?: number;
+}
+
+/** Events: `telemetry` (message id, when a hub stores it), `hubAttempt` ({ deviceId, ...HubAttempt }). */
+export interface SoakCloudEvents {
+  telemetry: string;
+  hubAttempt: HubAttempt & { deviceId: string };
+}
+
+export interface SoakCloudCommands {
+  hubKill(hub: number): Promise<void>;
+  hubRestart(hub: number): Promise<void>;
+  hubRefuse(hub: number, code: 3 | null): void;
+  hubBlackhole(hub: number, on: boolean): void;
+  hubWithholdPubacks(hub: number, on: boolean, store?: boolean): void;
+  hubConnectRateLimit(hub: number, perSec: number | null): void;
+  dpsDown(): Promise<void>;
+  dpsUp(): Promise<void>;
+  dpsBlackhole(on: boolean): void;
+  dpsThrottle(retryAfterSec: number | null): void;
+  dpsFailWith(fault: { status: InjectedDpsStatus; retryAfterSec?: number } | null): void;
+  dpsRateLimit(perSec: number | null, retryAfterSec?: number): void;
+  /** IoT Central manual failover (failback by TTL when given). */
+  failover(deviceId: string, ttlMs?: number): void;
+  failback(deviceId: string): void;
+  /** Identity faults on the hub DPS last assigned the device to; `disableDevice` returns that hub. */
+  expireTokens(deviceId: string): void;
+  disableDevice(deviceId: string): string;
+  enableDevice(hub: string, deviceId: string): void;
+  deleteDevice(deviceId: string): void;
+  disconnectDevice(deviceId: string): void;
+  /** Every fault off: DPS up and answering, hubs up and answering, failovers failed back, operator disables lifted. */
+  clearAll(): Promise<void>;
+  /** Resolves once every event emitted before it has reached the caller (a no-op in process). */
+  sync(): null;
+  /** DPS answers and registration times of one device (cloud clock = this machine's clock). */
+  dpsHistory(deviceId: string): { answers: DpsAnswer[]; registers: number[] };
+  metrics(): { dps: DpsMetrics; dpsOpenOperations: number | null; hubs: Array<{ name: string } & HubMetrics>; rss: number };
+}
+
+export interface SoakCloud {
+  readonly mode: 'in-process' | 'child-process';
+  readonly info: SoakCloudInfo;
+  readonly commands: Async<SoakCloudCommands>;
+  /** See SoakCloudEvents. */
+  readonly events: EventEmitter;
+  /** The device key the cloud derives for a registration (group enrollment). */
+  deviceKey(registrationId: string): string;
+  stop(): Promise<void>;
+}
+
+/** Starts the emulator and wires its telemetry and hub-attempt records to `emit`. */
+export async function startSoakCloudService(
+  options: SoakCloudOptions,
+  emit: <E extends keyof SoakCloudEvents>(event: E, payload: SoakCloudEvents[E]) => void,
+): Promise<{ info: SoakCloudInfo; commands: SoakCloudCommands; stop(): Promise<void> }> {
+  // Refusals are only visible in the emulator's debug log.
+  const logger: EmulatorLogger = {
+    debug: (o, msg) => {
+      if (msg !== 'connect refused') return;
+      const r = o as { service?: string; clientId?: string; code?: number };
+      if (r.clientId && r.service?.startsWith('hub-')) emit('hubAttempt', { deviceId: r.clientId, at: Date.now(), hub: r.service, ...(r.code !== undefined ? { code: r.code } : {}) });
+    },
+    info: () => undefined,
+    warn: () => undefined,
+    error: () => undefined,
+  };
+  const cloud: LocalCloud = await startLocalCloud({
+    hubs: options.hubs,
+    seed: options.seed,
+    dps: { attemptHistory: 100_000 },
+    hub: { maxTelemetry: 1000 },
+    logger,
+  });
+  cloud.events.on('telemetry', (record) => {
+    if (record.messageId !== undefined) emit('telemetry', record.messageId);
+  });
+  cloud.events.on('deviceConnected', ({ hub, deviceId }) => emit('hubAttempt', { deviceId, at: Date.now(), hub }));
+
+  const hubAt = (i: number): EmulatedHub => {
+    const hub = cloud.hubs[i];
+    if (!hub) throw new Error(`no hub ${i}`);
+    return hub;
+  };
+  const currentHub = (deviceId: string): EmulatedHub => {
+    const reg = cloud.dps.registration(deviceId);
+    if (!reg) throw new Error(`${deviceId} has no DPS registration`);
+    return cloud.hub(reg.hubName);
+  };
+  const commands: SoakCloudCommands = {
+    hubKill: (i) => hubAt(i).kill(),
+    hubRestart: (i) => hubAt(i).restart(),
+    hubRefuse: (i, code) => hubAt(i).refuse(code),
+    hubBlackhole: (i, on) => hubAt(i).blackhole(on),
+    hubWithholdPubacks: (i, on, store) => hubAt(i).withholdPubacks(on, store === undefined ? {} : { store }),
+    hubConnectRateLimit: (i, perSec) => hubAt(i).setConnectRateLimit(perSec),
+    dpsDown: () => cloud.dps.down(),
+    dpsUp: () => cloud.dps.up(),
+    dpsBlackhole: (on) => cloud.dps.blackhole(on),
+    dpsThrottle: (retryAfterSec) => cloud.dps.throttle(retryAfterSec === null ? null : { retryAfterSec }),
+    dpsFailWith: (fault) => cloud.dps.failWith(fault),
+    dpsRateLimit: (perSec, retryAfterSec) => cloud.dps.setRateLimit(perSec, retryAfterSec),
+    failover: (deviceId, ttlMs) => void cloud.manualFailover(deviceId, ttlMs === undefined ? {} : { ttlMs }),
+    failback: (deviceId) => void cloud.manualFailback(deviceId),
+    expireTokens: (deviceId) => currentHub(deviceId).expireTokens(deviceId),
+    disableDevice: (deviceId) => {
+      const hub = currentHub(deviceId);
+      hub.disableDevice(deviceId);
+      return hub.name;
+    },
+    enableDevice: (hub, deviceId) => cloud.hub(hub).enableDevice(deviceId),
+    deleteDevice: (deviceId) => currentHub(deviceId).deleteDevice(deviceId),
+    disconnectDevice: (deviceId) => currentHub(deviceId).disconnect(deviceId),
+    clearAll: async () => {
+      await cloud.dps.up();
+      cloud.dps.blackhole(false);
+      cloud.dps.clearFaults();
+      cloud.dps.setRateLimit(null);
+      for (const hub of cloud.hubs) {
+        if (!hub.isUp) await hub.restart();
+        hub.refuse(null);
+        hub.blackhole(false);
+        hub.withholdPubacks(false);
+        hub.setConnectRateLimit(null);
+        for (const d of hub.devices()) if (d.status === 'disabled' && d.disabledReason === 'operator') hub.enableDevice(d.deviceId);
+      }
+      for (const f of cloud.failovers()) cloud.manualFailback(f.deviceId);
+    },
+    sync: () => null,
+    dpsHistory: (deviceId) => ({ answers: cloud.dps.answers(deviceId), registers: cloud.dps.attempts(deviceId) }),
+    metrics: () => ({
+      dps: cloud.dps.metrics(),
+      // Registrations the emulator still holds (aborted by devices after a 429/5xx): cloud-side memory.
+      dpsOpenOperations: (cloud.dps as unknown as { operations?: Map<string, unknown> }).operations?.size ?? null,
+      hubs: cloud.hubs.map((h) => ({ name: h.name, ...h.metrics() })),
+      rss: process.memoryUsage().rss,
+    }),
+  };
+  return {
+    info: { idScope: cloud.idScope, groupKey: cloud.groupKey, provisioningHost: cloud.provisioningHost, ca: cloud.ca, hubs: cloud.hubs.length },
+    commands,
+    stop: () => cloud.stop(),
+  };
+}
+
+function asyncCommands<C extends object>(commands: C): Async<C> {
+  const out: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
+  for (const [name, fn] of Object.entries(commands)) out[name] = async (...args: unknown[]) => (fn as (...a: unknown[]) => unknown)(...args);
+  return out as unknown as Async<C>;
+}
+
+export interface StartSoakCloudOptions extends SoakCloudOptions {
+  mode: 'in-process' | 'child-process';
+  /** Node flags for the child (tests pass a TypeScript require hook). */
+  execArgv?: string[];
+}
+
+export async function startSoakCloud(options: StartSoakCloudOptions): Promise<SoakCloud> {
+  const serviceOptions: SoakCloudOptions = { hubs: options.hubs, seed: options.seed };
+  if (options.mode === 'in-process') {
+    const events = new EventEmitter();
+    const service = await startSoakCloudService(serviceOptions, (event, payload) => events.emit(event, payload));
+    return { mode: 'in-process', info: service.info, commands: asyncCommands(service.commands), events, deviceKey: (id) => deriveDeviceKey(service.info.groupKey, id), stop: () => service.stop() };
+  }
+  // The child module next to this one, in whatever form this one runs (.js built, .ts in tests).
+  const childModule = join(__dirname, `cloud-child${extname(__filename)}`);
+  const client = await forkService<SoakCloudCommands, SoakCloudInfo>(childModule, [JSON.stringify(serviceOptions)], options.execArgv ?? []);
+  return { mode: 'child-process', info: client.info, commands: client.commands, events: client.events, deviceKey: (id) => deriveDeviceKey(client.info.groupKey, id), stop: () => client.stop() };
+}
