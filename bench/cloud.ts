@@ -3,9 +3,9 @@
  * of its own (the full run, so the devices' event loop and the cloud's do not share one core;
  * the SDK facts were measured that way). Same interface either way.
  */
-import { fork, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { startLocalCloud, type DpsMetrics, type HubMetrics, type LocalCloud } from '../src/emulator';
+import { forkService, type Async } from '../src/emulator/ipc';
 import type { FleetCloud } from '../src/fleet';
 
 export interface BenchCloudOptions {
@@ -37,11 +37,10 @@ export interface CloudCommands {
   rss(): number;
 }
 
-type Async<T> = { [K in keyof T]: T[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never };
-
-export interface BenchCloud extends Async<CloudCommands> {
+export interface BenchCloud {
   readonly mode: 'in-process' | 'child-process';
   readonly info: BenchCloudInfo;
+  readonly commands: Async<CloudCommands>;
   stop(): Promise<void>;
 }
 
@@ -87,65 +86,17 @@ export function infoOf(cloud: LocalCloud): BenchCloudInfo {
   };
 }
 
-function asyncCommands(commands: CloudCommands): Async<CloudCommands> {
-  const out = {} as Record<string, (...args: unknown[]) => Promise<unknown>>;
-  for (const [name, fn] of Object.entries(commands)) {
-    out[name] = async (...args: unknown[]) => (fn as (...a: unknown[]) => unknown)(...args);
-  }
-  return out as unknown as Async<CloudCommands>;
-}
-
 async function inProcess(options: BenchCloudOptions): Promise<BenchCloud> {
   const cloud = await startCloud(options);
-  return { mode: 'in-process', info: infoOf(cloud), ...asyncCommands(commandsOf(cloud)), stop: () => cloud.stop() };
+  const commands = commandsOf(cloud) as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const asyncCommands: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
+  for (const [name, fn] of Object.entries(commands)) asyncCommands[name] = async (...args) => fn(...args);
+  return { mode: 'in-process', info: infoOf(cloud), commands: asyncCommands as unknown as Async<CloudCommands>, stop: () => cloud.stop() };
 }
 
 async function childProcess(options: BenchCloudOptions): Promise<BenchCloud> {
-  const child: ChildProcess = fork(join(__dirname, 'cloud-child.js'), [JSON.stringify(options)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  let nextId = 1;
-  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  let exited = false;
-  const info = await new Promise<BenchCloudInfo>((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`cloud child exited early (${code})`)));
-    child.once('message', (m) => resolve((m as { info: BenchCloudInfo }).info));
-  });
-  child.removeAllListeners('exit');
-  child.on('exit', () => {
-    exited = true;
-    for (const p of pending.values()) p.reject(new Error('cloud child exited'));
-    pending.clear();
-  });
-  child.on('message', (m) => {
-    const { id, result, error } = m as { id: number; result?: unknown; error?: string };
-    const p = pending.get(id);
-    if (!p) return;
-    pending.delete(id);
-    if (error) p.reject(new Error(error));
-    else p.resolve(result);
-  });
-  const call = (cmd: string, args: unknown[]) =>
-    new Promise<unknown>((resolve, reject) => {
-      if (exited) return reject(new Error('cloud child exited'));
-      const id = nextId++;
-      pending.set(id, { resolve, reject });
-      child.send({ id, cmd, args });
-    });
-  const commands = {} as Record<string, (...args: unknown[]) => Promise<unknown>>;
-  for (const cmd of ['dpsMetrics', 'resetPeaks', 'hubMetrics', 'failover', 'kill', 'setRateLimit', 'telemetryCount', 'rss']) {
-    commands[cmd] = (...args: unknown[]) => call(cmd, args);
-  }
-  return {
-    mode: 'child-process',
-    info,
-    ...(commands as unknown as Async<CloudCommands>),
-    stop: async () => {
-      if (exited) return;
-      const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      await call('stop', []).catch(() => undefined);
-      await gone;
-    },
-  };
+  const client = await forkService<CloudCommands, BenchCloudInfo>(join(__dirname, 'cloud-child.js'), [JSON.stringify(options)]);
+  return { mode: 'child-process', info: client.info, commands: client.commands, stop: () => client.stop() };
 }
 
 /** The cloud for a benchmark: its own process unless `inProcess` (smoke tests, no build). */

@@ -80,7 +80,7 @@ function waitConnected(device: Device, timeoutMs: number): Promise<void> {
 
 /** Fail `device` over and time the first acknowledged message on the new hub. */
 async function failOverOnce(cloud: BenchCloud, device: Device, timeoutMs: number): Promise<{ ms: number; onNewHub: boolean }> {
-  const { startedAt, toHub } = await cloud.failover(device.registrationId);
+  const { startedAt, toHub } = await cloud.commands.failover(device.registrationId);
   const { messageId } = await device.sendTelemetry({ temp: 21.5, humidity: 40 });
   const deliveredAt = await waitDelivered(device, messageId, timeoutMs);
   return { ms: deliveredAt - startedAt, onNewHub: device.assignment()?.hubHost === toHub };

@@ -35,10 +35,10 @@ export async function benchColdBoot(options: ColdBootOptions): Promise<ColdBootR
       ...(options.load ? { load: options.load } : {}),
       prefix: options.naive ? 'naive-' : 'ours-',
       progress: options.progress ?? null,
-      dpsMetrics: () => cloud.dpsMetrics(),
+      dpsMetrics: () => cloud.commands.dpsMetrics(),
       ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
       beforeStop: async () => {
-        cloudRssBytes = await cloud.rss();
+        cloudRssBytes = await cloud.commands.rss();
       },
     });
     return { ...summary, cloudMode: cloud.mode, cloudRssBytes };

@@ -55,10 +55,10 @@ export async function benchHerd(options: HerdOptions): Promise<HerdResult> {
     const onA = fleet.devices.filter((d) => d.assignment()?.hubHost === hubA!.host).length;
     if (onA !== options.devices) throw new Error(`herd: ${onA}/${options.devices} on ${hubA!.name} before the kill`);
     const failuresBefore = fleet.counts().failures;
-    await cloud.setRateLimit(options.dpsRatePerSec, 1);
-    await cloud.resetPeaks(); // the peaks of the (unmeasured) boot are not the herd's
-    const before = await cloud.dpsMetrics();
-    const { at: killedAt } = await cloud.kill(hubA!.name);
+    await cloud.commands.setRateLimit(options.dpsRatePerSec, 1);
+    await cloud.commands.resetPeaks(); // the peaks of the (unmeasured) boot are not the herd's
+    const before = await cloud.commands.dpsMetrics();
+    const { at: killedAt } = await cloud.commands.kill(hubA!.name);
     let timedOut = false;
     try {
       await fleet.waitFor(
@@ -70,7 +70,7 @@ export async function benchHerd(options: HerdOptions): Promise<HerdResult> {
       timedOut = true;
     }
     const doneAt = Date.now();
-    const after = await cloud.dpsMetrics();
+    const after = await cloud.commands.dpsMetrics();
     const back = Array.from(fleet.lastConnectedAt)
       .filter((t) => t > killedAt)
       .map((t) => t - killedAt)
