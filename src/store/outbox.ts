@@ -44,6 +44,13 @@ export interface DroppedMessage {
 export interface Outbox {
   /** Accept a message (durably, for a durable outbox) or throw MessageRejectedError. */
   add(message: NewOutboxMessage): OutboxMessage;
+  /**
+   * Optional: `add`, grouped with the other messages added in the same event-loop turn (one
+   * transaction for a durable outbox, instead of one commit per message). Resolves once the
+   * message is stored (committed), rejects with what `add` would throw. Without it the caller
+   * uses `add`.
+   */
+  addBatched?(message: NewOutboxMessage): Promise<OutboxMessage>;
   /** Up to `limit` messages with seq > `afterSeq`, in capture order. */
   after(afterSeq: number, limit: number): OutboxMessage[];
   remove(messageId: string): boolean;

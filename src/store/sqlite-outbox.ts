@@ -26,7 +26,8 @@ export interface SqliteOutboxOptions {
    * `normal` (default): with WAL, a commit survives a crash of the process (SIGKILL, OOM kill,
    * uncaught exception) because it is in the WAL file, that is in the OS page cache, when `add`
    * returns; the last commits can be lost on power loss or kernel panic. `full`: the WAL is
-   * fsynced on every commit, so commits survive power loss too, at the cost of one fsync per `add`.
+   * fsynced on every commit, so commits survive power loss too, at the cost of one fsync per `add`
+   * (per batch with `addBatched`).
    */
   synchronous?: 'normal' | 'full';
 }
@@ -68,9 +69,19 @@ interface Victim {
   bytes: number;
 }
 
+/** One message's fate inside the batch transaction, with the drops it caused (reported after commit). */
 type AddOutcome =
   | { accepted: OutboxMessage; dropped: DroppedMessage[] }
-  | { rejected: MessageRejectedError; dropped: DroppedMessage[] };
+  | { refused: HubstateError; dropped: DroppedMessage[] };
+
+/** What the caller of an add is told once its batch has committed, or failed. */
+type AddResult = { accepted: OutboxMessage } | { error: Error };
+
+/** A message waiting for the next batch commit. */
+interface PendingAdd {
+  message: NewOutboxMessage;
+  settle(result: AddResult): void;
+}
 
 /** The outbox file for one registration id in the device's data directory. */
 export function sqliteOutboxPath(dataDir: string, registrationId: string): string {
@@ -129,6 +140,11 @@ function storageError(path: string, error: unknown, doing: string): StorageError
  *
  * The connection holds the database in exclusive locking mode: a second outbox on the same file,
  * in this process or another, fails to open with StorageError('locked') instead of double-sending.
+ *
+ * Group commit: the messages given to `addBatched` during one event-loop turn are stored in one
+ * transaction (a WAL commit costs far more than an insert) and each promise settles only after
+ * that commit. `add` commits at once, together with whatever is waiting, so call order is
+ * capture order whichever method is used.
  */
 export class SqliteOutbox implements Outbox {
   readonly path: string;
@@ -139,6 +155,10 @@ export class SqliteOutbox implements Outbox {
   private bytes = 0;
   private closed = false;
   private readonly signals = new OutboxSignals();
+  /** Adds waiting for the commit scheduled by `addBatched`, in call order. */
+  private pending: PendingAdd[] = [];
+  private commitScheduled: NodeJS.Immediate | undefined;
+  private committedAdds = 0;
 
   private readonly insertStatement: Database.Statement<[string, string, string | null, string, number, number]>;
   private readonly afterStatement: Database.Statement<[number, number], Row>;
@@ -147,7 +167,7 @@ export class SqliteOutbox implements Outbox {
   private readonly expiredStatement: Database.Statement<[number], Victim>;
   private readonly deleteUpToStatement: Database.Statement<[number]>;
   private readonly deleteSeqStatement: Database.Statement<[number]>;
-  private readonly addTransaction: (message: NewOutboxMessage) => AddOutcome;
+  private readonly addTransaction: (messages: readonly NewOutboxMessage[]) => AddOutcome[];
   private readonly expireTransaction: () => DroppedMessage[];
   private readonly removeManyTransaction: (messageIds: readonly string[]) => Array<{ messageId: string; bytes: number }>;
 
@@ -207,7 +227,16 @@ export class SqliteOutbox implements Outbox {
     );
     this.deleteUpToStatement = db.prepare<[number]>('DELETE FROM outbox WHERE seq <= ?');
     this.deleteSeqStatement = db.prepare<[number]>('DELETE FROM outbox WHERE seq = ?');
-    this.addTransaction = db.transaction((message: NewOutboxMessage) => this.addInTransaction(message));
+    this.addTransaction = db.transaction((messages: readonly NewOutboxMessage[]) => {
+      // Expiries happen once, before the first message: they are reported with it.
+      let dropped = this.expireInTransaction();
+      const outcomes: AddOutcome[] = [];
+      for (const message of messages) {
+        outcomes.push(this.addInTransaction(message, dropped));
+        dropped = [];
+      }
+      return outcomes;
+    });
     this.expireTransaction = db.transaction(() => this.expireInTransaction());
     this.removeManyTransaction = db.transaction((messageIds: readonly string[]) => {
       const removed: Array<{ messageId: string; bytes: number }> = [];
@@ -267,66 +296,112 @@ export class SqliteOutbox implements Outbox {
   /**
    * Durable when it returns: the commit is in the WAL (see `synchronous`). Drops expired messages
    * first, then makes room (drop-oldest) or refuses (reject-new); every drop is notified.
+   * Messages waiting for an `addBatched` commit go in the same transaction, before this one.
    */
   add(message: NewOutboxMessage): OutboxMessage {
     if (this.closed) throw new MessageRejectedError('stopped', 'the outbox is closed');
-    let outcome: AddOutcome;
+    const result: { current?: AddResult } = {};
+    this.pending.push({ message, settle: (settled) => (result.current = settled) });
+    this.commitPending();
+    const settled = result.current!; // commitPending settles every message it took
+    if ('error' in settled) throw settled.error;
+    return settled.accepted;
+  }
+
+  /**
+   * `add`, grouped: every message given here during this event-loop turn is stored in one
+   * transaction, at the end of the turn (setImmediate, no timer). Resolves once committed;
+   * rejects with what `add` would throw. If the commit fails, every message of the batch is
+   * rejected with the same StorageError and nothing of it is stored.
+   */
+  addBatched(message: NewOutboxMessage): Promise<OutboxMessage> {
+    if (this.closed) return Promise.reject(new MessageRejectedError('stopped', 'the outbox is closed'));
+    return new Promise((resolve, reject) => {
+      this.pending.push({ message, settle: (result) => ('error' in result ? reject(result.error) : resolve(result.accepted)) });
+      this.commitScheduled ??= setImmediate(() => this.commitPending());
+    });
+  }
+
+  /** Transactions that stored added messages since open: one per batch, however many messages. */
+  get addCommits(): number {
+    return this.committedAdds;
+  }
+
+  /** Stores every waiting message in one transaction, then notifies and settles each, in order. */
+  private commitPending(): void {
+    if (this.commitScheduled) clearImmediate(this.commitScheduled);
+    this.commitScheduled = undefined;
+    const batch = this.pending;
+    if (batch.length === 0) return;
+    this.pending = [];
+    let outcomes: AddOutcome[];
     const before = this.stats();
     try {
-      outcome = this.addTransaction(message);
+      outcomes = this.addTransaction(batch.map((entry) => entry.message));
     } catch (error) {
       this.restore(before); // the transaction rolled back: so do the counters that mirror it
-      if (sqliteCode(error) === 'SQLITE_CONSTRAINT_UNIQUE') {
-        throw new HubstateError(`message id '${message.messageId}' is already in the outbox`);
-      }
-      throw storageError(this.path, error, 'cannot add a message');
+      const failure = storageError(this.path, error, batch.length === 1 ? 'cannot add a message' : `cannot add ${batch.length} messages`);
+      for (const entry of batch) entry.settle({ error: failure });
+      return;
     }
-    this.notifyDropped(outcome.dropped);
-    if ('rejected' in outcome) throw outcome.rejected;
-    this.signals.added();
-    return outcome.accepted;
+    this.committedAdds++;
+    // As if each message had been added alone: its drops, then the wake-up if accepted. A
+    // listener's exception goes to that message's caller, as it would from a lone add().
+    batch.forEach((entry, i) => {
+      const outcome = outcomes[i]!;
+      try {
+        this.notifyDropped(outcome.dropped);
+        if ('accepted' in outcome) this.signals.added();
+      } catch (error) {
+        entry.settle({ error: error as Error });
+        return;
+      }
+      entry.settle('accepted' in outcome ? { accepted: outcome.accepted } : { error: outcome.refused });
+    });
   }
 
-  private addInTransaction(message: NewOutboxMessage): AddOutcome {
-    const dropped = this.expireInTransaction();
-    const rejected = this.makeRoom(message.bytes, dropped);
-    if (rejected) return { rejected, dropped };
-    const result = this.insertStatement.run(
-      message.messageId,
-      message.body,
-      message.component ?? null,
-      JSON.stringify(message.properties),
-      message.createdAt,
-      message.bytes,
-    );
+  /** One message of a batch. A refusal writes nothing; the batch goes on with the next message. */
+  private addInTransaction(message: NewOutboxMessage, dropped: DroppedMessage[]): AddOutcome {
+    const { maxCount, maxBytes, whenFull } = this.limits;
+    const fits = this.count + 1 <= maxCount && this.bytes + message.bytes <= maxBytes;
+    if (!fits && (whenFull === 'reject-new' || message.bytes > maxBytes)) {
+      return { refused: new MessageRejectedError('outbox-full', `${this.count} messages, ${this.bytes} bytes queued`), dropped };
+    }
+    let seq: number;
+    try {
+      const result = this.insertStatement.run(
+        message.messageId,
+        message.body,
+        message.component ?? null,
+        JSON.stringify(message.properties),
+        message.createdAt,
+        message.bytes,
+      );
+      seq = Number(result.lastInsertRowid);
+    } catch (error) {
+      // Only this statement is undone (SQLite's ABORT): the rest of the batch stands.
+      if (sqliteCode(error) !== 'SQLITE_CONSTRAINT_UNIQUE') throw error;
+      return { refused: new HubstateError(`message id '${message.messageId}' is already in the outbox`), dropped };
+    }
     this.count++;
     this.bytes += message.bytes;
-    const accepted: OutboxMessage = { ...message, seq: Number(result.lastInsertRowid) };
-    if (accepted.component === undefined) delete accepted.component;
-    return { accepted, dropped };
+    // Inserted first, so a duplicate id never drops anything; the new message is never a victim
+    // (it alone fits: checked above).
+    if (!fits) this.dropOldestToFit(dropped);
+    return { accepted: storedMessage(message, seq), dropped };
   }
 
-  private makeRoom(incomingBytes: number, dropped: DroppedMessage[]): MessageRejectedError | undefined {
-    const { maxCount, maxBytes, whenFull } = this.limits;
-    const fits = (count: number, bytes: number) => count + 1 <= maxCount && bytes + incomingBytes <= maxBytes;
-    if (fits(this.count, this.bytes)) return undefined;
-    if (whenFull === 'reject-new' || incomingBytes > maxBytes) {
-      return new MessageRejectedError('outbox-full', `${this.count} messages, ${this.bytes} bytes queued`);
-    }
-    let count = this.count;
-    let bytes = this.bytes;
+  private dropOldestToFit(dropped: DroppedMessage[]): void {
+    const { maxCount, maxBytes } = this.limits;
     let lastSeq: number | undefined;
     for (const victim of this.oldestStatement.iterate()) {
+      if (this.count <= maxCount && this.bytes <= maxBytes) break;
       lastSeq = victim.seq;
-      count--;
-      bytes -= victim.bytes;
+      this.count--;
+      this.bytes -= victim.bytes;
       dropped.push({ messageId: victim.message_id, reason: 'outbox-full' });
-      if (fits(count, bytes)) break;
     }
     if (lastSeq !== undefined) this.deleteUpToStatement.run(lastSeq);
-    this.count = count;
-    this.bytes = bytes;
-    return undefined;
   }
 
   private expireInTransaction(): DroppedMessage[] {
@@ -407,9 +482,11 @@ export class SqliteOutbox implements Outbox {
     return removed.map((r) => r.messageId);
   }
 
-  /** Closes the database (checkpointing the WAL into it). Idempotent. */
+  /** Commits the adds still waiting, then closes the database (checkpointing the WAL into it). Idempotent. */
   close(): void {
     if (this.closed) return;
+    this.commitPending();
+    if (this.closed) return; // a listener closed it meanwhile
     this.closed = true;
     this.signals.clear();
     this.db.close();
@@ -423,6 +500,14 @@ export class SqliteOutbox implements Outbox {
   private notifyDropped(dropped: DroppedMessage[]): void {
     for (const message of dropped) this.signals.dropped(message);
   }
+}
+
+/** Built field by field: no spread of the caller's object, no `delete` of an absent component. */
+function storedMessage(message: NewOutboxMessage, seq: number): OutboxMessage {
+  const { messageId, body, component, properties, createdAt, bytes } = message;
+  return component === undefined
+    ? { seq, messageId, body, properties, createdAt, bytes }
+    : { seq, messageId, body, component, properties, createdAt, bytes };
 }
 
 function toMessage(row: Row): OutboxMessage {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { ConfigError, HubstateError, MessageRejectedError, StorageError } from '../../src/errors';
-import type { DroppedMessage, NewOutboxMessage } from '../../src/store/outbox';
+import { DEFAULT_OUTBOX_LIMITS, type DroppedMessage, type NewOutboxMessage } from '../../src/store/outbox';
 import { openSqliteOutbox, SqliteOutbox, sqliteOutboxPath, type SqliteOutboxOptions } from '../../src/store/sqlite-outbox';
 
 const message = (id: string, bytes = 10, createdAt = 0): NewOutboxMessage => ({
@@ -350,10 +350,18 @@ describe('SQLite outbox: files, errors and closing', () => {
 });
 
 describe('SQLite outbox: crash safety', () => {
-  const child = join(__dirname, '..', 'fixtures', 'sqlite-outbox-child.js');
+  /** One add() at a time. */
+  const singleChild = join(__dirname, '..', 'fixtures', 'sqlite-outbox-child.js');
+  /** addBatched(), 25 per event-loop turn: one commit per batch. */
+  const batchedChild = join(__dirname, 'sqlite-outbox-batched-child.js');
 
   /** Run the child until it has reported `killAfter` accepted messages, then SIGKILL it. */
-  function runAndKill(path: string, prefix: string, killAfter: number): Promise<{ accepted: Array<{ seq: number; id: string }> }> {
+  function runAndKill(
+    child: string,
+    path: string,
+    prefix: string,
+    killAfter: number,
+  ): Promise<{ accepted: Array<{ seq: number; id: string }> }> {
     return new Promise((resolve, reject) => {
       const proc = spawn(process.execPath, [child, path, prefix, '1000000'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
@@ -385,10 +393,13 @@ describe('SQLite outbox: crash safety', () => {
     });
   }
 
-  test('SIGKILL mid-stream, twice: every message reported accepted is there after reopen, in order, same ids', async () => {
+  test.each([
+    ['add()', singleChild],
+    ['addBatched() (group commit)', batchedChild],
+  ])('SIGKILL mid-stream, twice, with %s: every message reported accepted is there after reopen, in order, same ids', async (_, child) => {
     const path = join(dir, 'outbox.sqlite');
-    const first = await runAndKill(path, 'first', 300);
-    const second = await runAndKill(path, 'second', 300); // reopens the crashed file, then crashes again
+    const first = await runAndKill(child, path, 'first', 300);
+    const second = await runAndKill(child, path, 'second', 300); // reopens the crashed file, then crashes again
     expect(first.accepted.length).toBeGreaterThanOrEqual(300);
     expect(second.accepted.length).toBeGreaterThanOrEqual(300);
 
@@ -421,5 +432,202 @@ describe('removeMany (bulk acknowledgement)', () => {
     expect(again.stats()).toEqual({ count: 2, bytes: 20 });
     again.close();
     expect(again.removeMany(['c'])).toEqual([]);
+  });
+});
+
+describe('addBatched (group commit)', () => {
+  /** Settles every promise, keeping each outcome in call order. */
+  const outcomes = (promises: Array<Promise<unknown>>) => Promise.allSettled(promises);
+
+  /** Records the listeners' calls, to compare with what one add() per message would produce. */
+  function collectSignals(outbox: SqliteOutbox): string[] {
+    const signals: string[] = [];
+    outbox.onAdded(() => signals.push('added'));
+    outbox.onDropped((d) => signals.push(`dropped ${d.messageId} (${d.reason})`));
+    return signals;
+  }
+
+  test('the adds of one event-loop turn are one transaction; each resolves only after it committed; call order is kept', async () => {
+    const outbox = open();
+    outbox.add(message('before'));
+    const commitsBefore = outbox.addCommits;
+    const commitsWhenSettled: number[] = [];
+    const names = Array.from({ length: 50 }, (_, i) => `m${i}`);
+    const promises = names.map((id) =>
+      outbox.addBatched(message(id)).then((stored) => {
+        commitsWhenSettled.push(outbox.addCommits);
+        return stored;
+      }),
+    );
+    // Not stored during the turn that added them, nor by the microtasks that follow.
+    expect(outbox.stats().count).toBe(1);
+    await Promise.resolve();
+    expect(outbox.stats().count).toBe(1);
+    expect(outbox.addCommits).toBe(commitsBefore);
+
+    const stored = await Promise.all(promises);
+    expect(outbox.addCommits).toBe(commitsBefore + 1);
+    expect(commitsWhenSettled).toEqual(names.map(() => commitsBefore + 1));
+    expect(stored.map((m) => m.messageId)).toEqual(names);
+    for (let i = 1; i < stored.length; i++) expect(stored[i].seq).toBeGreaterThan(stored[i - 1].seq);
+    expect(outbox.after(stored[0].seq - 1, 100)).toEqual(stored);
+    expect(outbox.stats()).toEqual({ count: 51, bytes: 510 });
+  });
+
+  test('a later microtask of the same turn joins the batch; the next turn starts another', async () => {
+    const outbox = open();
+    const commitsBefore = outbox.addCommits;
+    const first = outbox.addBatched(message('a'));
+    await Promise.resolve();
+    const second = outbox.addBatched(message('b'));
+    await Promise.all([first, second]);
+    expect(outbox.addCommits).toBe(commitsBefore + 1);
+    await outbox.addBatched(message('c'));
+    expect(outbox.addCommits).toBe(commitsBefore + 2);
+    expect(ids(outbox)).toEqual(['a', 'b', 'c']);
+  });
+
+  test('a reader woken by onAdded (as the telemetry pump is) finds every message, committed and in order', async () => {
+    const outbox = open();
+    const read: string[] = [];
+    let cursor = 0;
+    outbox.onAdded(() => {
+      for (const m of outbox.after(cursor, 1000)) {
+        read.push(m.messageId);
+        cursor = m.seq;
+      }
+    });
+    const names = Array.from({ length: 20 }, (_, i) => `m${i}`);
+    await Promise.all(names.slice(0, 10).map((id) => outbox.addBatched(message(id))));
+    await Promise.all(names.slice(10).map((id) => outbox.addBatched(message(id))));
+    expect(read).toEqual(names);
+  });
+
+  test('add() in the same turn commits the waiting batch with it, in call order, in one transaction', async () => {
+    const outbox = open();
+    const commitsBefore = outbox.addCommits;
+    const a = outbox.addBatched(message('a'));
+    const b = outbox.add(message('b'));
+    expect(outbox.addCommits).toBe(commitsBefore + 1);
+    expect((await a).seq).toBeLessThan(b.seq);
+    await new Promise((resolve) => setImmediate(resolve)); // the scheduled commit finds nothing left
+    expect(outbox.addCommits).toBe(commitsBefore + 1);
+    expect(ids(outbox)).toEqual(['a', 'b']);
+  });
+
+  test('reject-new inside a batch: exactly the messages past the bound are refused, nothing is dropped', async () => {
+    let outbox = open({ limits: { maxCount: 3, maxBytes: 1000, whenFull: 'reject-new' } });
+    const dropped = collectDropped(outbox);
+    outbox.add(message('a'));
+    const commitsBefore = outbox.addCommits;
+    const results = await outcomes(['b', 'c', 'd', 'e'].map((id) => outbox.addBatched(message(id))));
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'rejected']);
+    for (const r of results.slice(2)) {
+      const { reason } = r as PromiseRejectedResult;
+      expect(reason).toBeInstanceOf(MessageRejectedError);
+      expect(reason).toMatchObject({ reason: 'outbox-full' });
+    }
+    expect(outbox.addCommits).toBe(commitsBefore + 1);
+    expect(dropped).toEqual([]);
+    expect(outbox.stats()).toEqual({ count: 3, bytes: 30 });
+    outbox = reopen(outbox);
+    expect(ids(outbox)).toEqual(['a', 'b', 'c']);
+  });
+
+  test('reject-new by bytes inside a batch: a refused large message does not stop a smaller one after it', async () => {
+    const outbox = open({ limits: { maxCount: 100, maxBytes: 30, whenFull: 'reject-new' } });
+    const results = await outcomes([message('a', 10), message('big', 25), message('small', 20)].map((m) => outbox.addBatched(m)));
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(ids(outbox)).toEqual(['a', 'small']);
+    expect(outbox.stats()).toEqual({ count: 2, bytes: 30 });
+  });
+
+  test('drop-oldest inside a batch: the right ids are dropped, messages of the batch included, signals as with one add() each', async () => {
+    const limits = { maxCount: 3, maxBytes: 1000, whenFull: 'drop-oldest' as const };
+    let outbox = open({ limits });
+    outbox.add(message('a'));
+    outbox.add(message('b'));
+    const signals = collectSignals(outbox);
+    const stored = await Promise.all(['c', 'd', 'e', 'f'].map((id) => outbox.addBatched(message(id))));
+    expect(stored.map((m) => m.messageId)).toEqual(['c', 'd', 'e', 'f']);
+    expect(signals).toEqual([
+      'added',
+      'dropped a (outbox-full)',
+      'added',
+      'dropped b (outbox-full)',
+      'added',
+      'dropped c (outbox-full)', // accepted earlier in this batch, then pushed out by 'f'
+      'added',
+    ]);
+    expect(ids(outbox)).toEqual(['d', 'e', 'f']);
+    expect(outbox.stats()).toEqual({ count: 3, bytes: 30 });
+    outbox = reopen(outbox, { limits });
+    expect(ids(outbox)).toEqual(['d', 'e', 'f']);
+  });
+
+  test('expiries found by the batch are reported once, before its first message', async () => {
+    let now = 10_000;
+    const outbox = open({ clock: { now: () => now }, limits: { ...DEFAULT_OUTBOX_LIMITS, maxAgeMs: 1000 } });
+    outbox.add(message('old', 10, now));
+    now += 1001;
+    const signals = collectSignals(outbox);
+    await Promise.all(['a', 'b'].map((id) => outbox.addBatched(message(id, 10, now))));
+    expect(signals).toEqual(['dropped old (expired)', 'added', 'added']);
+    expect(ids(outbox)).toEqual(['a', 'b']);
+  });
+
+  test('a duplicate id inside a batch refuses that message only', async () => {
+    const outbox = open();
+    outbox.add(message('a'));
+    const results = await outcomes([message('b'), message('a'), message('b'), message('c')].map((m) => outbox.addBatched(m)));
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'rejected', 'fulfilled']);
+    for (const r of [results[1], results[2]]) {
+      const { reason } = r as PromiseRejectedResult;
+      expect(reason).toBeInstanceOf(HubstateError);
+      expect(reason).not.toBeInstanceOf(StorageError);
+    }
+    expect(ids(outbox)).toEqual(['a', 'b', 'c']);
+    expect(outbox.stats()).toEqual({ count: 3, bytes: 30 });
+  });
+
+  test('a failed transaction rejects every caller of the batch with a StorageError, keeps what was stored, and the outbox goes on', async () => {
+    const limits = { maxCount: 2, maxBytes: 1_000_000, whenFull: 'drop-oldest' as const };
+    let outbox = open({ limits });
+    outbox.add(message('kept'));
+    const signals = collectSignals(outbox);
+    // A full disk, for real: SQLite may not grow the file past its current size.
+    const db = (outbox as unknown as { db: Database.Database }).db;
+    db.pragma(`max_page_count = ${db.pragma('page_count', { simple: true }) as number}`);
+    const big = { ...message('x3', 200_000), body: 'x'.repeat(200_000) };
+    const results = await outcomes([message('x1'), message('x2'), big].map((m) => outbox.addBatched(m)));
+
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    const errors = results.map((r) => (r as PromiseRejectedResult).reason as StorageError);
+    for (const error of errors) {
+      expect(error).toBeInstanceOf(StorageError);
+      expect(error).toMatchObject({ reason: 'io', path: outbox.path });
+    }
+    expect(errors[0].message).toContain('SQLITE_FULL');
+    // Nothing of the batch, and nothing it would have pushed out ('kept', by x2) is gone.
+    expect(signals).toEqual([]);
+    expect(ids(outbox)).toEqual(['kept']);
+    expect(outbox.stats()).toEqual({ count: 1, bytes: 10 });
+
+    db.pragma('max_page_count = 4294967294');
+    const next = await outbox.addBatched(message('y'));
+    expect(next.messageId).toBe('y');
+    expect(outbox.add(message('z')).seq).toBeGreaterThan(next.seq);
+    expect(signals).toEqual(['added', 'dropped kept (outbox-full)', 'added']);
+    outbox = reopen(outbox, { limits });
+    expect(ids(outbox)).toEqual(['y', 'z']);
+  });
+
+  test('close() commits the adds still waiting; after close addBatched is refused as stopped; a reopen finds all', async () => {
+    const outbox = open();
+    const waiting = ['a', 'b', 'c'].map((id) => outbox.addBatched(message(id)));
+    outbox.close();
+    expect((await Promise.all(waiting)).map((m) => m.messageId)).toEqual(['a', 'b', 'c']);
+    await expect(outbox.addBatched(message('d'))).rejects.toMatchObject({ name: 'MessageRejectedError', reason: 'stopped' });
+    expect(ids(open({ path: outbox.path }))).toEqual(['a', 'b', 'c']);
   });
 });
