@@ -24,6 +24,8 @@ commands:
   fleet      N devices in this process against a local cloud whose DPS takes R registrations/s:
              staggered first provisioning, fleet-formula jitter, progress bar and summary
              --devices <n> (100)  --dps-rate <r> (100)  --hubs <n> (2)  --naive  --log <file>
+             a DPS of your own instead: --id-scope <scope> [--provisioning-host <host>]
+               [--ca-file <pem>] [--prefix <id prefix> (fleet-)], group key in HUBSTATE_GROUP_KEY
   viz        regenerate the pictures in visualizations/ from the machine
 
 SIGINT / SIGTERM: the device goes Disconnecting -> Stopped (at most 10 s, then exit anyway);
@@ -99,9 +101,17 @@ async function main(argv: string[]): Promise<number> {
         hubs: { type: 'string' },
         naive: { type: 'boolean' },
         log: { type: 'string' },
+        'id-scope': { type: 'string' },
+        'provisioning-host': { type: 'string' },
+        'ca-file': { type: 'string' },
+        prefix: { type: 'string' },
       });
+      const { fleetTarget } = await import('./fleet-target');
+      const target = fleetTarget(flags, process.env);
+      if (target && flags.hubs !== undefined) throw new UsageError('--hubs: only for the local cloud (not with --id-scope)');
       const { runFleetCommand } = await import('../fleet/command');
       const summary = await runFleetCommand({
+        ...(target ? { target: target.cloud, prefix: target.prefix } : {}),
         devices: Math.floor(numberFlag(flags.devices as string | undefined, 'devices', 100, 1)),
         dpsRatePerSec: numberFlag(flags['dps-rate'] as string | undefined, 'dps-rate', 100, 0.1),
         hubs: Math.floor(numberFlag(flags.hubs as string | undefined, 'hubs', 2, 1)),

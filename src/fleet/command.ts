@@ -1,11 +1,13 @@
 /**
  * `hubstate fleet`: N device machines in this process against a local cloud started here (DPS
- * limited to R registrations/s, H hubs), with a progress bar and a summary measured against the
- * floor T = N / R. Device logs go to a file (pino), never to the terminal.
+ * limited to R registrations/s, H hubs) or against a real DPS (`target`), with a progress bar and
+ * a summary measured against the floor T = N / R. Device logs go to a file (pino), never to the
+ * terminal.
  */
 import pino from 'pino';
 import { startLocalCloud } from '../emulator';
 import { REDACTED_PATHS } from '../logger';
+import type { FleetCloud } from './fleet';
 import { runFleet, type FleetSummary } from './run';
 
 export interface FleetCommandOptions {
@@ -13,6 +15,13 @@ export interface FleetCommandOptions {
   dpsRatePerSec: number;
   hubs: number;
   naive: boolean;
+  /**
+   * A DPS of your own (an IoT Central app's group enrollment): no local cloud is started, R is
+   * the rate you plan for, and the DPS-side counters are not available.
+   */
+  target?: FleetCloud;
+  /** Registration ids are `${prefix}${index}`. Default 'fleet-'. */
+  prefix?: string;
   /** pino log file of the devices (level warn: failures only). */
   logFile: string;
   out: NodeJS.WriteStream;
@@ -35,15 +44,19 @@ export function formatSummary(summary: FleetSummary): string {
   }
   const f = summary.deviceFailures;
   lines.push(`  failures seen by the devices: transient ${f.transient}, throttled ${f.throttled}, reprovision ${f.reprovision}, fatal ${f.fatal}`);
-  lines.push(`  memory (devices + local cloud, one process): RSS ${mb(summary.rssBytes)}, heap ${mb(summary.heapUsedBytes)} → ${((summary.rssBytes / summary.devices) / 1024).toFixed(0)} KB per device`);
+  lines.push(`  memory (${summary.dps ? 'devices + local cloud' : 'devices'}, one process): RSS ${mb(summary.rssBytes)}, heap ${mb(summary.heapUsedBytes)} → ${((summary.rssBytes / summary.devices) / 1024).toFixed(0)} KB per device`);
   return `${lines.join('\n')}\n`;
 }
 
 export async function runFleetCommand(options: FleetCommandOptions): Promise<FleetSummary> {
   const logger = pino({ level: 'warn', redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, pino.destination({ dest: options.logFile, sync: false }));
-  const cloud = await startLocalCloud({ hubs: options.hubs, dps: { rateLimitPerSec: options.dpsRatePerSec, retryAfterSec: 1 }, hub: { maxTelemetry: 10_000 } });
   const out = options.out;
-  out.write(`local cloud: DPS ${cloud.provisioningHost} (${options.dpsRatePerSec} registrations/s), hubs ${cloud.hubs.map((h) => h.name).join(', ')}\n`);
+  const local = options.target
+    ? null
+    : await startLocalCloud({ hubs: options.hubs, dps: { rateLimitPerSec: options.dpsRatePerSec, retryAfterSec: 1 }, hub: { maxTelemetry: 10_000 } });
+  const cloud: FleetCloud = options.target ?? local!;
+  if (local) out.write(`local cloud: DPS ${local.provisioningHost} (${options.dpsRatePerSec} registrations/s), hubs ${local.hubs.map((h) => h.name).join(', ')}\n`);
+  else out.write(`DPS ${cloud.provisioningHost}, ID scope ${cloud.idScope}: planning for ${options.dpsRatePerSec} registrations/s\n`);
   out.write(`device logs (warnings and failures): ${options.logFile}\n`);
   try {
     const summary = await runFleet({
@@ -53,12 +66,13 @@ export async function runFleetCommand(options: FleetCommandOptions): Promise<Fle
       naive: options.naive,
       logger,
       progress: out,
-      dpsMetrics: () => cloud.dps.metrics(),
+      ...(options.prefix !== undefined ? { prefix: options.prefix } : {}),
+      ...(local ? { dpsMetrics: () => local.dps.metrics() } : {}),
     });
     out.write(formatSummary(summary));
     return summary;
   } finally {
-    await cloud.stop();
+    await local?.stop();
     logger.flush();
   }
 }
