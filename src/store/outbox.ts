@@ -18,6 +18,18 @@ export interface OutboxMessage {
 
 export type NewOutboxMessage = Omit<OutboxMessage, 'seq'>;
 
+/**
+ * The stored form of a new message, built field by field: in V8, `{ ...message, seq }` (a spread
+ * followed by a new key) leaves the fast clone path and costs about 1 µs a message. An absent
+ * component stays absent.
+ */
+export function storedMessage(message: NewOutboxMessage, seq: number): OutboxMessage {
+  const { messageId, body, component, properties, createdAt, bytes } = message;
+  return component === undefined
+    ? { seq, messageId, body, properties, createdAt, bytes }
+    : { seq, messageId, body, component, properties, createdAt, bytes };
+}
+
 export interface OutboxLimits {
   maxCount: number;
   maxBytes: number;
@@ -115,7 +127,7 @@ export class MemoryOutbox implements Outbox {
 
   add(message: NewOutboxMessage): OutboxMessage {
     this.makeRoom(message.bytes);
-    const stored: OutboxMessage = { ...message, seq: this.nextSeq++ };
+    const stored = storedMessage(message, this.nextSeq++);
     this.messages.set(stored.messageId, stored);
     this.queue.push(stored);
     this.bytes += stored.bytes;

@@ -6,6 +6,7 @@ import { ConfigError, HubstateError, MessageRejectedError, StorageError } from '
 import {
   DEFAULT_OUTBOX_LIMITS,
   OutboxSignals,
+  storedMessage,
   type DroppedMessage,
   type NewOutboxMessage,
   type Outbox,
@@ -500,14 +501,6 @@ export class SqliteOutbox implements Outbox {
   private notifyDropped(dropped: DroppedMessage[]): void {
     for (const message of dropped) this.signals.dropped(message);
   }
-}
-
-/** Built field by field: no spread of the caller's object, no `delete` of an absent component. */
-function storedMessage(message: NewOutboxMessage, seq: number): OutboxMessage {
-  const { messageId, body, component, properties, createdAt, bytes } = message;
-  return component === undefined
-    ? { seq, messageId, body, properties, createdAt, bytes }
-    : { seq, messageId, body, component, properties, createdAt, bytes };
 }
 
 function toMessage(row: Row): OutboxMessage {
