@@ -26,6 +26,7 @@ import {
   type TwinDocument,
   type WithholdOptions,
 } from './types';
+import { jsonDepth, MAX_TWIN_DEPTH } from '../json';
 import { TokenBucket, formatPropertyBag, isJsonObject, mergePatch, parseJsonOr, parsePropertyBag, type JsonObject } from './util';
 
 /** Marks packets the emulator itself publishes; only these are forwarded to devices. */
@@ -425,6 +426,7 @@ export class EmulatedHub {
     if (path === '$iothub/twin/PATCH/properties/reported/') {
       const patch = parseJsonOr(payload.toString('utf8'), undefined);
       if (!isJsonObject(patch)) return error(400, 400004, 'Reported properties patch must be a JSON object.');
+      if (jsonDepth(patch) > MAX_TWIN_DEPTH) return error(400, 400004, `Reported properties are nested deeper than ${MAX_TWIN_DEPTH} levels.`);
       const next = mergePatch(s.identity.reported, patch);
       if (Buffer.byteLength(JSON.stringify(next)) > TWIN_SECTION_LIMIT) {
         return error(400, 400027, 'Reported properties exceed the 32 KB limit.');
@@ -609,6 +611,7 @@ export class EmulatedHub {
    */
   updateDesired(deviceId: string, patch: JsonObject): number {
     if (!isJsonObject(patch)) throw new EmulatorError('INVALID_ARGUMENT', 'desired patch must be a JSON object');
+    if (jsonDepth(patch) > MAX_TWIN_DEPTH) throw new EmulatorError('INVALID_ARGUMENT', `desired patch nested deeper than ${MAX_TWIN_DEPTH} levels`);
     const i = this.identity(deviceId);
     const next = mergePatch(i.desired, patch);
     if (Buffer.byteLength(JSON.stringify(next)) > TWIN_SECTION_LIMIT) {

@@ -133,6 +133,23 @@ describe('twin', () => {
     hub.updateDesired(DEVICE, { probe: null });
     expect(hub.getTwin(DEVICE).desired['probe']).toBeUndefined();
   });
+
+  test('like IoT Hub, twins nested deeper than 10 levels are refused: desired at the call, reported with a 400 (no stack overflow at any depth)', async () => {
+    const nested = (levels: number) => JSON.parse('{"a":'.repeat(levels) + '1' + '}'.repeat(levels)) as Record<string, unknown>;
+    expect(() => hub.updateDesired(DEVICE, nested(11))).toThrow(/deeper than 10 levels/);
+    expect(() => hub.updateDesired(DEVICE, nested(50_000))).toThrow(/deeper than 10 levels/);
+    const version = hub.updateDesired(DEVICE, nested(10));
+    expect(hub.getTwin(DEVICE).desired.$version).toBe(version);
+    hub.updateDesired(DEVICE, { a: null });
+
+    const twin = await client.getTwin();
+    const update = (patch: unknown) =>
+      new Promise<void>((resolve, reject) => twin.properties.reported.update(patch, (e?: Error) => (e ? reject(e) : resolve())));
+    const before = hub.getTwin(DEVICE).reported.$version;
+    await expect(update(nested(11))).rejects.toThrow();
+    await update({ deepest: nested(9) });
+    expect(hub.getTwin(DEVICE).reported.$version).toBe((before as number) + 1);
+  });
 });
 
 describe('direct methods', () => {
