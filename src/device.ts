@@ -140,6 +140,7 @@ export function createDevice(options: DeviceOptions): Device {
       modelId: resolved.modelId,
       ca: resolved.ca,
       keepaliveSeconds: resolved.keepaliveSeconds,
+      publishTimeoutSeconds: resolved.publishTimeoutSeconds,
       connectTimeoutMs: resolved.connectTimeoutMs,
       closeTimeoutMs: resolved.closeTimeoutMs,
       tokenValiditySeconds: resolved.tokenValiditySeconds,

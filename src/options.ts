@@ -36,6 +36,12 @@ export interface DeviceOptions {
   seed?: number;
   /** MQTT keepalive: how fast a silently dead hub is noticed. Default 30 s. */
   keepaliveSeconds?: number;
+  /**
+   * The SDK's PUBACK timeout, whole seconds (at least 2): a telemetry message not acknowledged
+   * within it ends the connection (a hub that keeps the link but withholds PUBACKs). Default 30 s,
+   * the SDK's. See README, Options, for the exact bound.
+   */
+  publishTimeoutSeconds?: number;
   connectTimeoutMs?: number;
   provisionTimeoutMs?: number;
   closeTimeoutMs?: number;
@@ -79,6 +85,7 @@ export interface ResolvedOptions {
   policy: RetryPolicy;
   seed?: number;
   keepaliveSeconds: number;
+  publishTimeoutSeconds: number;
   connectTimeoutMs: number;
   provisionTimeoutMs: number;
   closeTimeoutMs: number;
@@ -105,6 +112,18 @@ function positive(value: unknown, field: string, fallback: number, integer = fal
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
     throw new ConfigError(field, integer ? 'a positive integer' : 'a positive number');
+  }
+  return value;
+}
+
+/**
+ * The SDK compares whole-second stamps (floor at publish, round at the check), so a publish can
+ * time out up to 1.5 s early: below 2 s a healthy hub's PUBACK could be called missing.
+ */
+function publishTimeout(value: unknown): number {
+  if (value === undefined) return 30;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 2) {
+    throw new ConfigError('publishTimeoutSeconds', 'a whole number of seconds, at least 2');
   }
   return value;
 }
@@ -164,6 +183,7 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     policy: resolvePolicy(options.policy),
     seed: options.seed,
     keepaliveSeconds: positive(options.keepaliveSeconds, 'keepaliveSeconds', 30, true),
+    publishTimeoutSeconds: publishTimeout(options.publishTimeoutSeconds),
     connectTimeoutMs: positive(options.connectTimeoutMs, 'connectTimeoutMs', 30_000),
     provisionTimeoutMs: positive(options.provisionTimeoutMs, 'provisionTimeoutMs', 60_000),
     closeTimeoutMs: positive(options.closeTimeoutMs, 'closeTimeoutMs', 5_000),

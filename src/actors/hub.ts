@@ -7,11 +7,14 @@
  * - `sendEvent` and twin calls silently reconnect a dead client to its old hub: a client is
  *   used only inside its own epoch's session and is discarded after it fails;
  * - `close()` can hang on un-acked publishes: every close has a timeout;
- * - a silently dead hub is seen only by keepalive: set low, in the one `setOptions` call with the CA.
+ * - a silently dead hub is seen only by keepalive: set low, in the one `setOptions` call with the CA;
+ * - a hub that keeps the link but withholds PUBACKs is seen only by the SDK's PUBACK timeout
+ *   (30 s, checked every 10 s): both are set per device (see `sdkMqttBase`).
  */
 import { NoRetry } from 'azure-iot-common';
 import { Client, Message } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
+import { MqttBase } from 'azure-iot-mqtt-base';
 import type { Logger } from 'pino';
 import { fromCallback, fromPromise, type EventObject } from 'xstate';
 import type { DeviceEvent, HubAttemptInput } from '../../machines/device.machine';
@@ -28,6 +31,8 @@ export interface HubSettings {
   modelId?: string;
   ca?: string;
   keepaliveSeconds: number;
+  /** PUBACK deadline of a QoS 1 publish (the SDK's own timeout); a miss ends the session. */
+  publishTimeoutSeconds: number;
   connectTimeoutMs: number;
   closeTimeoutMs: number;
   /** SAS token lifetime and renewal margin; renewal is a silent reconnect inside the SDK. */
@@ -72,6 +77,28 @@ interface OpenClient {
   /** A loss observed after open() resolved but before the session actor took over. */
   lostEarly?: Failure;
   onLost?: (failure: Failure) => void;
+}
+
+/** The SDK checks its PUBACK deadlines every 10 s; a shorter deadline gets a check every half of it (≥ 1 s). */
+export function publishCheckIntervalMs(publishTimeoutSeconds: number): number {
+  return Math.min(10_000, Math.max(1000, (publishTimeoutSeconds * 1000) / 2));
+}
+
+/**
+ * The MQTT base the hub transport runs on, with our PUBACK deadline. `setTimeout` is the SDK's
+ * own (whole seconds: it stamps publishes with floor(now / 1000), so a publish may time out up to
+ * ~1.5 s early). The check interval has no API: it is a field of the pinned SDK's on-the-wire
+ * container (azure-iot-mqtt-base 1.13.3); left at 10 s if that field is not where we expect it.
+ * A withheld PUBACK ends the session between T − 1.5 s and T + 0.5 s + publishCheckIntervalMs(T).
+ */
+export function sdkMqttBase(publishTimeoutSeconds: number): MqttBase {
+  const base = new MqttBase();
+  base.setTimeout(publishTimeoutSeconds);
+  const container = (base as unknown as { _onTheWirePublishes?: { timerCheckInMilliseconds?: unknown } })._onTheWirePublishes;
+  if (container && typeof container.timerCheckInMilliseconds === 'number') {
+    container.timerCheckInMilliseconds = publishCheckIntervalMs(publishTimeoutSeconds);
+  }
+  return base;
 }
 
 /** Close with a timeout: `close()` can hang forever while QoS 1 publishes are un-acked. */
@@ -233,7 +260,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
     const client = Client.fromConnectionString(
       `HostName=${assignment.hubHost};DeviceId=${assignment.deviceId};SharedAccessKey=${key}`,
       function CapturingMqtt(authenticationProvider: ConstructorParameters<typeof Mqtt>[0]) {
-        transport = new Mqtt(authenticationProvider);
+        transport = new Mqtt(authenticationProvider, sdkMqttBase(settings.publishTimeoutSeconds));
         return transport;
       } as unknown as typeof Mqtt,
     );

@@ -22,6 +22,7 @@ describe('options validation', () => {
     expect(resolved.provisioningHost).toBe('global.azure-devices-provisioning.net');
     expect(resolved.credential).toEqual({ groupKey });
     expect(resolved.keepaliveSeconds).toBe(30);
+    expect(resolved.publishTimeoutSeconds).toBe(30);
     expect(resolved.policy.maxHubAttempts).toBe(10);
   });
 
@@ -38,6 +39,8 @@ describe('options validation', () => {
     ['provisioning host with a path', { ...valid, provisioningHost: 'host/path' }, 'provisioningHost'],
     ['ca that is not PEM', { ...valid, ca: 'hello' }, 'ca'],
     ['negative keepalive', { ...valid, keepaliveSeconds: -1 }, 'keepaliveSeconds'],
+    ['publish timeout under 2 s (the SDK counts whole seconds)', { ...valid, publishTimeoutSeconds: 1 }, 'publishTimeoutSeconds'],
+    ['fractional publish timeout', { ...valid, publishTimeoutSeconds: 2.5 }, 'publishTimeoutSeconds'],
     ['fractional send window', { ...valid, sendWindow: 1.5 }, 'sendWindow'],
     ['renewal margin above validity', { ...valid, tokenValiditySeconds: 60, tokenRenewalMarginSeconds: 120 }, 'tokenRenewalMarginSeconds'],
     ['unknown outbox limit', { ...valid, outboxLimits: { maxMessages: 5 } }, 'outboxLimits.maxMessages'],
