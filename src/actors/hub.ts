@@ -111,9 +111,15 @@ function closeQuietly(client: Client, transport: Mqtt, clock: Clock, timeoutMs: 
     logger.warn({ timeoutMs }, 'hub client close timed out; dropping its connection');
     // The SDK offers no forced close, and an abandoned socket would keep the process alive:
     // end the mqtt.js client under it (the pinned SDK keeps it at transport._mqtt._mqttClient).
-    const mqttClient = (transport as unknown as { _mqtt?: { _mqttClient?: { end(force: boolean): void } } })._mqtt?._mqttClient;
+    const internals = transport as unknown as {
+      _mqtt?: { _mqttClient?: { end(force: boolean): void } };
+      _authenticationProvider?: { stop?(): void };
+    };
     try {
-      mqttClient?.end(true);
+      internals._mqtt?._mqttClient?.end(true);
+      // The SDK stops its token-renewal timer only when its own FSM reaches 'disconnected'; after
+      // a forced end that timer (45 min by default) would keep this discarded client and the process alive.
+      internals._authenticationProvider?.stop?.();
     } catch (error) {
       logger.debug({ err: (error as Error).message }, 'forced close failed');
     }
