@@ -127,6 +127,7 @@ export function createDevice(options: DeviceOptions): Device {
     clock,
     logger,
     commandTimeoutMs: resolved.commandTimeoutMs,
+    propertyHandlerTimeoutMs: resolved.propertyHandlerTimeoutMs,
     twinTimeoutMs: resolved.twinTimeoutMs,
     dataDir: resolved.dataDir,
     registrationId: resolved.registrationId,

@@ -64,6 +64,11 @@ export interface DeviceOptions {
    * its `signal` aborted). Default 25 s, below IoT Central's 30 s command timeout.
    */
   commandTimeoutMs?: number;
+  /**
+   * Plug and Play: a writable-property handler that has not settled after this is acknowledged
+   * 500 (its `signal` aborted, a late result ignored). Default 30 s.
+   */
+  propertyHandlerTimeoutMs?: number;
   /** Plug and Play: deadline of each twin GET/PATCH and subscription; a miss ends the connection. Default 15 s. */
   twinTimeoutMs?: number;
   /** Injection points (tests, embedding): clock, stores, per-session features. */
@@ -94,6 +99,7 @@ export interface ResolvedOptions {
   sendWindow: number;
   outboxLimits: SqliteOutboxLimits;
   commandTimeoutMs: number;
+  propertyHandlerTimeoutMs: number;
   twinTimeoutMs: number;
 }
 
@@ -192,6 +198,7 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     sendWindow: positive(options.sendWindow, 'sendWindow', 16, true),
     outboxLimits: resolveOutboxLimits(options.outboxLimits),
     commandTimeoutMs: positive(options.commandTimeoutMs, 'commandTimeoutMs', 25_000),
+    propertyHandlerTimeoutMs: positive(options.propertyHandlerTimeoutMs, 'propertyHandlerTimeoutMs', 30_000),
     twinTimeoutMs: positive(options.twinTimeoutMs, 'twinTimeoutMs', 15_000),
   };
 }

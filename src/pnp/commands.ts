@@ -9,7 +9,7 @@
  * No SDK here: the session feature moves bytes between this and the transport.
  */
 import type { Logger } from 'pino';
-import type { Clock } from '../clock';
+import { withDeadline, type Clock } from '../clock';
 import { checkValue } from './schema';
 import { CommandError, type CommandHandler, type CommandOptions, type CommandRequest } from './types';
 
@@ -97,31 +97,24 @@ export class Commands {
       ...(meta.requestId !== undefined ? { requestId: meta.requestId } : {}),
       signal: controller.signal,
     };
-    return new Promise<CommandOutcome>((resolve) => {
-      let done = false;
-      const finish = (outcome: CommandOutcome) => {
-        if (done) return;
-        done = true;
-        clock.clearTimeout(timer);
-        resolve(outcome);
-      };
-      const timer = clock.setTimeout(() => {
-        if (done) return;
-        logger.warn({ command: fullName, timeoutMs }, 'command handler too slow; answered 504');
-        finish(fail(504, `command '${fullName}' did not complete within ${timeoutMs} ms`));
-        controller.abort(new Error('command timed out'));
-      }, timeoutMs);
-      Promise.resolve()
-        .then(() => registration.handler(request))
-        .then(
-          (result) => finish(this.toOutcome(fullName, result)),
-          (error: unknown) => {
-            const message = error instanceof Error ? error.message : String(error);
-            const status = error instanceof CommandError && validStatus(error.status) ? error.status : 500;
-            if (status >= 500) logger.warn({ command: fullName, err: message }, 'command handler failed');
-            finish(fail(status, message));
-          },
-        );
+    const handled = Promise.resolve()
+      .then(() => registration.handler(request))
+      .then(
+        (result) => this.toOutcome(fullName, result),
+        (error: unknown) => {
+          const message = error instanceof Error ? error.message : String(error);
+          const status = error instanceof CommandError && validStatus(error.status) ? error.status : 500;
+          if (status >= 500) logger.warn({ command: fullName, err: message }, 'command handler failed');
+          return fail(status, message);
+        },
+      );
+    // The same deadline helper as the twin calls and writable-property handlers; a late settle is ignored.
+    const timedOut = new Error('command timed out');
+    return withDeadline(clock, handled, timeoutMs, () => timedOut).catch((error: unknown) => {
+      if (error !== timedOut) throw error;
+      logger.warn({ command: fullName, timeoutMs }, 'command handler too slow; answered 504');
+      controller.abort(timedOut);
+      return fail(504, `command '${fullName}' did not complete within ${timeoutMs} ms`);
     });
   }
 

@@ -18,6 +18,8 @@ export interface PnpSettings {
   clock: Clock;
   logger: Logger;
   commandTimeoutMs: number;
+  /** A writable-property handler still running after this is acknowledged 500. */
+  propertyHandlerTimeoutMs: number;
   twinTimeoutMs: number;
   /** With a data directory, pending reported properties survive a restart. */
   dataDir?: string;
@@ -36,7 +38,7 @@ export interface Pnp {
 export function createPnp(settings: PnpSettings): Pnp {
   const logger = settings.logger.child({ module: 'pnp' });
   const reported = new ReportedQueue(logger, settings.dataDir ? reportedQueuePath(settings.dataDir, settings.registrationId) : undefined);
-  const properties = new WritableProperties(reported, logger);
+  const properties = new WritableProperties(reported, logger, { clock: settings.clock, handlerTimeoutMs: settings.propertyHandlerTimeoutMs });
   const commands = new Commands({
     timeoutMs: settings.commandTimeoutMs,
     clock: settings.clock,

@@ -6,8 +6,13 @@
  * What was already answered is read from the twin itself (the `av` of the reported
  * acknowledgement), so a restarted device does not apply an acknowledged value again; within a
  * process the versions it has started to answer are remembered too.
+ *
+ * A handler that has not settled after `handlerTimeoutMs` is acknowledged 500 and its `signal`
+ * aborted, so a hung handler neither leaves the acknowledgement pending forever nor holds back
+ * the next desired value; whatever it does afterwards is ignored.
  */
 import type { Logger } from 'pino';
+import { withDeadline, type Clock } from '../clock';
 import type { ReportedQueue } from './reported';
 import { checkValue, isPlainObject, jsonEqual } from './schema';
 import {
@@ -69,6 +74,7 @@ export class WritableProperties {
   constructor(
     private readonly reported: ReportedQueue,
     private readonly logger: Logger,
+    private readonly settings: { clock: Clock; handlerTimeoutMs: number },
   ) {}
 
   register(name: string, handler: WritablePropertyHandler, options: WritablePropertyOptions = {}): void {
@@ -189,17 +195,23 @@ export class WritableProperties {
       return;
     }
     let settled = false;
+    const controller = new AbortController();
     const context = {
       name: state.name,
       ...(state.component !== undefined ? { component: state.component } : {}),
       version,
+      signal: controller.signal,
       inProgress: (description?: string) => {
         if (settled) return;
         this.acknowledge(state, { value, ac: 202, av: version, ad: description ?? 'in progress' });
       },
     };
+    const { clock, handlerTimeoutMs } = this.settings;
+    // The same deadline helper as commands and twin calls; a late settle is ignored.
+    const timedOut = new Error('writable property handler timed out');
     try {
-      const result = await state.handler(value, context);
+      const handled = Promise.resolve().then(() => state.handler(value, context));
+      const result = await withDeadline(clock, handled, handlerTimeoutMs, () => timedOut);
       settled = true;
       const applied = result && typeof result === 'object' && 'value' in result ? result.value : value;
       state.current = { value: applied };
@@ -207,6 +219,12 @@ export class WritableProperties {
       this.acknowledge(state, { value: applied, ac: 200, av: version, ad: description });
     } catch (error) {
       settled = true;
+      if (error === timedOut) {
+        this.logger.warn({ property: state.name, component: state.component, version, timeoutMs: handlerTimeoutMs }, 'writable property handler too slow; acknowledged 500');
+        controller.abort(timedOut);
+        this.acknowledge(state, { value: actual(), ac: 500, av: version, ad: `the handler did not complete within ${handlerTimeoutMs} ms` });
+        return;
+      }
       const message = error instanceof Error ? error.message : String(error);
       const rejected = error instanceof PropertyRejectedError;
       this.logger.warn({ property: state.name, component: state.component, version, err: message }, rejected ? 'desired value rejected by the handler' : 'writable property handler failed');

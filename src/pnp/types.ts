@@ -43,6 +43,11 @@ export interface WritablePropertyContext {
   /** The desired `$version` being answered (`av` of the acknowledgement). */
   version: number;
   /**
+   * Aborted when the handler has not settled within `propertyHandlerTimeoutMs` (it was then
+   * acknowledged 500; what it does afterwards is ignored).
+   */
+  signal: AbortSignal;
+  /**
    * Acknowledge now with 202 ("accepted, in progress"); the final acknowledgement (200, 400 or
    * 500) follows when the handler settles.
    */

@@ -6,9 +6,12 @@
  */
 import { EventEmitter } from 'node:events';
 import pino from 'pino';
+import { SimulatedClock } from 'xstate';
 import type { HubSession } from '../../src/actors/hub';
 import { systemClock } from '../../src/clock';
-import { createPnp, type Pnp } from '../../src/pnp';
+import { createPnp, type Pnp, type PnpSettings, type WritablePropertyContext, type WritablePropertyResult } from '../../src/pnp';
+import { capturingLogger } from '../e2e/harness';
+import { deferred } from './helpers';
 
 type Callback = (error?: Error | null, result?: unknown) => void;
 
@@ -56,8 +59,17 @@ async function until(predicate: () => boolean, what: string, timeoutMs = 2000) {
   }
 }
 
-function setup(twinTimeoutMs = 2000) {
-  const pnp: Pnp = createPnp({ clock: systemClock, logger, commandTimeoutMs: 1000, twinTimeoutMs, registrationId: 'unit', reprovision: () => undefined });
+function setup(twinTimeoutMs = 2000, more: Partial<PnpSettings> = {}) {
+  const pnp: Pnp = createPnp({
+    clock: systemClock,
+    logger,
+    commandTimeoutMs: 1000,
+    propertyHandlerTimeoutMs: 1000,
+    twinTimeoutMs,
+    registrationId: 'unit',
+    reprovision: () => undefined,
+    ...more,
+  });
   const transport = new ScriptedTransport();
   const lost = jest.fn();
   const start = () =>
@@ -114,6 +126,49 @@ test('an acknowledged version is not applied again; the same value under a newer
   await until(() => transport.calls.includes('patch'), 'the re-ack');
   expect(applied).toEqual([]);
   expect(transport.patches).toEqual([{ fanSpeed: { value: 3, ac: 200, av: 9, ad: 'completed' } }]);
+  stop();
+});
+
+test('a writable-property handler that never settles is acknowledged 500 at propertyHandlerTimeoutMs (simulated time); a late settle is ignored', async () => {
+  const clock = new SimulatedClock();
+  const lines: string[] = [];
+  const { pnp, transport, lost, start } = setup(2000, { clock, propertyHandlerTimeoutMs: 1000, logger: capturingLogger(lines) });
+  const acks = jest.spyOn(pnp.reported, 'set');
+  const hung = deferred<WritablePropertyResult>();
+  const contexts: WritablePropertyContext[] = [];
+  pnp.properties.register('fanSpeed', (value, ctx) => {
+    contexts.push(ctx);
+    return value === 3 ? hung.promise : undefined; // 3 hangs, the next value is applied at once
+  });
+  transport.twin = (done) => done(null, { desired: { fanSpeed: 3, $version: 2 }, reported: { $version: 1 } });
+  const stop = start();
+  await until(() => contexts.length === 1, 'the handler started');
+  transport.emit('twinDesiredPropertiesUpdate', { fanSpeed: 4, $version: 3 }); // queued behind the hung one
+  const fanAcks = () => acks.mock.calls.map(([patch]) => patch.fanSpeed);
+
+  clock.increment(999);
+  await tick();
+  expect(fanAcks()).toEqual([]);
+  expect(contexts[0]!.signal.aborted).toBe(false);
+
+  clock.increment(1);
+  await until(() => fanAcks().length === 2, 'the 500, then the next value applied');
+  expect(fanAcks()).toEqual([
+    { ac: 500, av: 2, ad: 'the handler did not complete within 1000 ms' }, // no value: none known to be in effect
+    { value: 4, ac: 200, av: 3, ad: 'completed' },
+  ]);
+  expect(contexts[0]!.signal.aborted).toBe(true);
+  expect(lines.some((line) => line.includes('writable property handler too slow; acknowledged 500'))).toBe(true);
+
+  // Late: an inProgress and a result from the hung handler change nothing.
+  contexts[0]!.inProgress('still going');
+  hung.resolve({ value: 99 });
+  await pnp.properties.idle();
+  await tick();
+  expect(fanAcks()).toHaveLength(2);
+  await until(() => pnp.reported.size === 0, 'acks sent');
+  expect(transport.patches.at(-1)).toEqual({ fanSpeed: { value: 4, ac: 200, av: 3, ad: 'completed' } });
+  expect(lost).not.toHaveBeenCalled();
   stop();
 });
 

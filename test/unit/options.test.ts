@@ -23,6 +23,7 @@ describe('options validation', () => {
     expect(resolved.credential).toEqual({ groupKey });
     expect(resolved.keepaliveSeconds).toBe(30);
     expect(resolved.publishTimeoutSeconds).toBe(30);
+    expect(resolved.propertyHandlerTimeoutMs).toBe(30_000);
     expect(resolved.policy.maxHubAttempts).toBe(10);
   });
 
@@ -41,6 +42,8 @@ describe('options validation', () => {
     ['negative keepalive', { ...valid, keepaliveSeconds: -1 }, 'keepaliveSeconds'],
     ['publish timeout under 2 s (the SDK counts whole seconds)', { ...valid, publishTimeoutSeconds: 1 }, 'publishTimeoutSeconds'],
     ['fractional publish timeout', { ...valid, publishTimeoutSeconds: 2.5 }, 'publishTimeoutSeconds'],
+    ['zero property handler timeout', { ...valid, propertyHandlerTimeoutMs: 0 }, 'propertyHandlerTimeoutMs'],
+    ['property handler timeout as a string', { ...valid, propertyHandlerTimeoutMs: '30s' }, 'propertyHandlerTimeoutMs'],
     ['fractional send window', { ...valid, sendWindow: 1.5 }, 'sendWindow'],
     ['renewal margin above validity', { ...valid, tokenValiditySeconds: 60, tokenRenewalMarginSeconds: 120 }, 'tokenRenewalMarginSeconds'],
     ['unknown outbox limit', { ...valid, outboxLimits: { maxMessages: 5 } }, 'outboxLimits.maxMessages'],
