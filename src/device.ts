@@ -263,6 +263,8 @@ export function createDevice(options: DeviceOptions): Device {
       started = true;
       actor.start();
       send({ type: 'START' });
+      // Offline commands a crash interrupted: run again now (their handlers are registered).
+      pnp.offline.replay();
     },
     async stop(): Promise<void> {
       if (!started) {
@@ -272,6 +274,7 @@ export function createDevice(options: DeviceOptions): Device {
       send({ type: 'STOP' });
       if (actor.getSnapshot().status !== 'done') await stopped;
       if (ownsOutbox) outbox.close();
+      pnp.offline.close();
     },
     async sendTelemetry(data: Record<string, unknown>, telemetryOptions: TelemetryOptions = {}) {
       if (actor.getSnapshot().status === 'done') throw new MessageRejectedError('stopped', 'the device is stopped');

@@ -5,7 +5,9 @@
 import type { Logger } from 'pino';
 import type { SessionFeature } from '../actors/hub';
 import type { Clock } from '../clock';
+import { commandInboxPath, openCommandInbox } from '../store/command-inbox';
 import { Commands } from './commands';
+import { OfflineCommands } from './offline';
 import { WritableProperties } from './properties';
 import { ReportedQueue, reportedQueuePath } from './reported';
 import { createPnpSessionFeature } from './session';
@@ -21,7 +23,10 @@ export interface PnpSettings {
   /** A writable-property handler still running after this is acknowledged 500. */
   propertyHandlerTimeoutMs: number;
   twinTimeoutMs: number;
-  /** With a data directory, pending reported properties survive a restart. */
+  /**
+   * With a data directory, pending reported properties survive a restart, and offline commands
+   * survive a crash during their handler (the command inbox).
+   */
   dataDir?: string;
   registrationId: string;
   /** Takes the device to Reprovisioning (the built-in `Reprovision` command). */
@@ -33,6 +38,7 @@ export interface Pnp {
   reported: ReportedQueue;
   properties: WritableProperties;
   commands: Commands;
+  offline: OfflineCommands;
 }
 
 export function createPnp(settings: PnpSettings): Pnp {
@@ -45,6 +51,12 @@ export function createPnp(settings: PnpSettings): Pnp {
     logger,
     reprovision: settings.reprovision,
   });
+  const { dataDir, registrationId } = settings;
+  const offline = new OfflineCommands(
+    commands,
+    logger,
+    dataDir ? { path: commandInboxPath(dataDir, registrationId), open: () => openCommandInbox(dataDir, registrationId, { clock: settings.clock }) } : undefined,
+  );
   const feature = createPnpSessionFeature({
     clock: settings.clock,
     logger,
@@ -52,6 +64,7 @@ export function createPnp(settings: PnpSettings): Pnp {
     reported,
     properties,
     commands,
+    offline,
   });
-  return { feature, reported, properties, commands };
+  return { feature, reported, properties, commands, offline };
 }

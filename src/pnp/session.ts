@@ -17,6 +17,7 @@ import type { DeviceMethodResponse } from 'azure-iot-device';
 import type { HubSession, SessionFeature } from '../actors/hub';
 import { withDeadline, type Clock } from '../clock';
 import type { Commands } from './commands';
+import type { OfflineCommands } from './offline';
 import type { TwinDoc, WritableProperties } from './properties';
 import type { ReportedBatch, ReportedQueue } from './reported';
 import { isPlainObject } from './schema';
@@ -47,6 +48,8 @@ export interface PnpSessionSettings {
   reported: ReportedQueue;
   properties: WritableProperties;
   commands: Commands;
+  /** Offline (C2D) commands: stored (with a data directory) before the PUBACK, then run. */
+  offline: OfflineCommands;
 }
 
 /** What the MQTT transport hands to `method_<name>` listeners. */
@@ -77,7 +80,7 @@ function asTwinDoc(value: unknown): TwinDoc | undefined {
 }
 
 export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFeature {
-  const { clock, twinTimeoutMs, reported, properties, commands } = settings;
+  const { clock, twinTimeoutMs, reported, properties, commands, offline } = settings;
 
   return (session: HubSession) => {
     const { transport, epoch } = session;
@@ -211,11 +214,8 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
         return;
       }
       const body = Buffer.isBuffer(message.data) ? message.data : message.data === undefined ? undefined : Buffer.from(String(message.data));
-      void commands.invoke(name, body, { offline: true, requestId: message.messageId }).then((outcome) => {
-        const level = outcome.status >= 400 ? 'warn' : 'info';
-        logger[level]({ command: name, messageId: message.messageId, status: outcome.status, payload: outcome.status >= 400 ? outcome.payload : undefined }, 'offline command handled');
-        outcome.after?.();
-      });
+      // Synchronous up to the inbox write: mqtt.js sends the PUBACK when this event returns.
+      offline.receive(name, body, typeof message.messageId === 'string' && message.messageId !== '' ? message.messageId : undefined);
     };
 
     // Direct methods: one interception point for every name, so an unknown command gets its 404

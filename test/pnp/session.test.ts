@@ -6,9 +6,14 @@
  */
 import { EventEmitter } from 'node:events';
 import pino from 'pino';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Message } from 'azure-iot-common';
 import { SimulatedClock } from 'xstate';
 import type { HubSession } from '../../src/actors/hub';
 import { systemClock } from '../../src/clock';
+import { MAX_OFFLINE_ATTEMPTS } from '../../src/pnp/offline';
 import { createPnp, type Pnp, type PnpSettings, type WritablePropertyContext, type WritablePropertyResult } from '../../src/pnp';
 import { capturingLogger } from '../e2e/harness';
 import { deferred } from './helpers';
@@ -266,4 +271,114 @@ test('a method body that is not JSON gets 400 without reaching the handler; an e
   ]);
   expect(seen).toEqual([undefined]);
   stop();
+});
+
+/** A C2D offline command as the transport hands it over. */
+function c2d(messageId: string, command: string, payload: unknown): Message {
+  const message = new Message(Buffer.from(JSON.stringify(payload)));
+  message.messageId = messageId;
+  message.properties.add('method-name', command);
+  return message;
+}
+
+describe('offline commands with a data directory (the command inbox)', () => {
+  const pnps: Pnp[] = [];
+  afterEach(() => {
+    for (const pnp of pnps.splice(0)) pnp.offline.close();
+  });
+  function device(dataDir: string, handler: (payload: unknown, id?: string) => Promise<void> | void, lines: string[] = []) {
+    const made = setup(2000, { dataDir, logger: capturingLogger(lines) });
+    made.pnp.commands.register('setAlarm', ({ payload, requestId }) => handler(payload, requestId));
+    pnps.push(made.pnp);
+    return made;
+  }
+
+  test('stored while the message event runs (before the PUBACK), run once, done when the handler settles; a redelivery is not run', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'hubstate-offline-'));
+    const gate = deferred();
+    const runs: unknown[] = [];
+    const lines: string[] = [];
+    const { pnp, transport, start } = device(dataDir, async (payload) => {
+      runs.push(payload);
+      await gate.promise;
+    }, lines);
+    const stop = start();
+    await until(() => transport.calls.includes('get'), 'the session set up');
+    transport.emit('message', c2d('m-1', 'setAlarm', '07:30:00'));
+    // Synchronously, as mqtt.js would send the PUBACK right now: the command is in the inbox.
+    expect(pnp.offline.inboxCounts()).toEqual({ pending: 1, done: 0 });
+    expect(runs).toEqual([]); // the handler starts after the event returned
+    transport.emit('message', c2d('m-1', 'setAlarm', '07:30:00')); // redelivered while pending
+    await until(() => runs.length === 1, 'the handler started');
+    gate.resolve();
+    await pnp.offline.idle();
+    expect(pnp.offline.inboxCounts()).toEqual({ pending: 0, done: 1 });
+    transport.emit('message', c2d('m-1', 'setAlarm', '07:30:00')); // redelivered once done
+    await pnp.offline.idle();
+    expect(runs).toEqual(['07:30:00']);
+    expect(lines.filter((line) => line.includes('offline command already received; not run again'))).toHaveLength(2);
+    stop();
+  });
+
+  test('a command whose handler never finished is replayed at the next start, once; then it is done', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'hubstate-offline-'));
+    const first = device(dataDir, () => new Promise<void>(() => undefined)); // "crashes" mid-handler
+    const stop = first.start();
+    await until(() => first.transport.calls.includes('get'), 'the session set up');
+    first.transport.emit('message', c2d('m-1', 'setAlarm', '07:30:00'));
+    stop();
+    first.pnp.offline.close(); // the process is gone; the handler never settled
+
+    const runs: Array<[unknown, string | undefined]> = [];
+    const second = device(dataDir, (payload, id) => void runs.push([payload, id]));
+    second.pnp.offline.replay();
+    second.pnp.offline.replay(); // once per device
+    await second.pnp.offline.idle();
+    expect(runs).toEqual([['07:30:00', 'm-1']]);
+    expect(second.pnp.offline.inboxCounts()).toEqual({ pending: 0, done: 1 });
+    second.pnp.offline.close();
+
+    const third = device(dataDir, (payload) => void runs.push([payload, 'again']));
+    third.pnp.offline.replay();
+    await third.pnp.offline.idle();
+    expect(runs).toHaveLength(1);
+  });
+
+  test(`a command that never finishes in ${MAX_OFFLINE_ATTEMPTS} starts is retired with an error, not replayed forever`, async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'hubstate-offline-'));
+    let starts = 0;
+    const hang = () => {
+      starts++;
+      return new Promise<void>(() => undefined);
+    };
+    const first = device(dataDir, hang);
+    const stop = first.start();
+    await until(() => first.transport.calls.includes('get'), 'the session set up');
+    first.transport.emit('message', c2d('poison', 'setAlarm', '07:30:00'));
+    stop();
+    first.pnp.offline.close();
+    const lines: string[] = [];
+    for (let run = 2; run <= MAX_OFFLINE_ATTEMPTS + 1; run++) {
+      const next = device(dataDir, hang, lines);
+      next.pnp.offline.replay();
+      await tick();
+      next.pnp.offline.close();
+    }
+    expect(starts).toBe(MAX_OFFLINE_ATTEMPTS);
+    expect(lines.some((line) => line.includes('offline command never finished; retired without running it again'))).toBe(true);
+  });
+
+  test('without a data directory an offline command runs straight away (no inbox)', async () => {
+    const { pnp, transport, start } = setup();
+    const runs: unknown[] = [];
+    pnp.commands.register('setAlarm', ({ payload }) => void runs.push(payload));
+    const stop = start();
+    await until(() => transport.calls.includes('get'), 'the session set up');
+    transport.emit('message', c2d('m-1', 'setAlarm', '07:30:00'));
+    transport.emit('message', c2d('m-1', 'setAlarm', '07:30:00'));
+    await pnp.offline.idle();
+    expect(runs).toEqual(['07:30:00', '07:30:00']); // at most once per delivery, as with the bare SDK
+    expect(pnp.offline.inboxCounts()).toBeUndefined();
+    stop();
+  });
 });
