@@ -287,9 +287,10 @@ export function createDevice(options: DeviceOptions): Device {
       } catch (error) {
         throw new MessageRejectedError('invalid-body', (error as Error).message);
       }
+      const createdAt = clock.now();
       const properties: Record<string, string> = {
         ...telemetryOptions.properties,
-        'iothub-creation-time-utc': new Date(clock.now()).toISOString(),
+        'iothub-creation-time-utc': new Date(createdAt).toISOString(),
       };
       for (const [key, value] of Object.entries(properties)) {
         if (typeof value !== 'string') throw new MessageRejectedError('invalid-body', `property '${key}' is not a string`);
@@ -301,7 +302,11 @@ export function createDevice(options: DeviceOptions): Device {
         throw new MessageRejectedError('too-large', `${bytes} bytes; IoT Hub accepts at most ${MAX_MESSAGE_BYTES}`);
       }
       const messageId = randomUUID();
-      outbox.add({ messageId, body, component: telemetryOptions.component, properties, createdAt: clock.now(), bytes });
+      const message = { messageId, body, component: telemetryOptions.component, properties, createdAt, bytes };
+      // A durable outbox commits the sends of one event-loop turn together; the promise still
+      // resolves only once this message is committed.
+      if (outbox.addBatched) await outbox.addBatched(message);
+      else outbox.add(message);
       return { messageId };
     },
     reprovision(): void {

@@ -4,9 +4,13 @@
  * the 256 KB limit refused at the call without blocking the queue; a full outbox that drops
  * the oldest says so, message by message.
  */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { MessageRejectedError } from '../../src/errors';
 import type { DroppedMessage } from '../../src/store/outbox';
+import { openSqliteOutbox } from '../../src/store/sqlite-outbox';
 import { deliveryReport } from '../e2e/harness';
 import { startPnpDevice, waitFor, type PnpDevice } from './helpers';
 
@@ -123,4 +127,23 @@ test('a full outbox with drop-oldest emits `dropped` for each message it drops; 
   await hub.restart();
   await waitFor('the five kept delivered', () => deliveryReport(cloud, ids.slice(3)).lost.length === 0, 15_000);
   expect(deliveryReport(cloud, ids.slice(0, 3)).lost).toEqual(ids.slice(0, 3));
+});
+
+test('durable sends of one event-loop turn share one SQLite commit; each resolves committed, all arrive in capture order', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hubstate-group-commit-'));
+  const outbox = openSqliteOutbox(dir, 'pnp-telemetry-group');
+  try {
+    const d = launch(cloud, 'pnp-telemetry-group', () => undefined, { outbox });
+    await d.waitForState('Connected');
+    const before = outbox.addCommits;
+    const sent = await Promise.all(Array.from({ length: 40 }, (_, n) => d.device.sendTelemetry({ n })));
+    expect(outbox.addCommits - before).toBe(1);
+    const ids = sent.map((s) => s.messageId);
+    await waitFor('all delivered', () => deliveryReport(cloud, ids).lost.length === 0);
+    const arrived = cloud.telemetry({ deviceId: 'pnp-telemetry-group' }).map((r) => r.messageId);
+    expect(arrived.filter((id) => id !== undefined && ids.includes(id))).toEqual(ids);
+  } finally {
+    await Promise.all(running.splice(0).map((d) => d.device.stop()));
+    outbox.close();
+  }
 });
