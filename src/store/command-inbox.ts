@@ -13,11 +13,11 @@
  * not ours is refused with a StorageError and left untouched; a row that does not read back as a
  * command is reported as a StorageError and retired (marked done), never run and never a crash.
  */
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import Database from 'better-sqlite3';
+import { join } from 'node:path';
+import type Database from 'better-sqlite3';
 import type { Clock } from '../clock';
 import { ConfigError, StorageError } from '../errors';
+import { openSqliteStore, sqliteCode, storageError, type SqliteStoreFile } from './sqlite';
 
 /** An offline command as stored: what to run, and how often it was started. */
 export interface InboxCommand {
@@ -63,9 +63,11 @@ const SCHEMA = `
     status      INTEGER                             -- the handler's outcome, once done
   );
   CREATE INDEX inbox_done ON inbox (done_at, seq);
-  PRAGMA application_id = ${APPLICATION_ID};
-  PRAGMA user_version = ${SCHEMA_VERSION};
 `;
+
+/** How openSqliteStore opens and checks this file. */
+const FILE: Omit<SqliteStoreFile, 'path' | 'synchronous'> =
+  { names: { short: 'inbox', long: 'command inbox' }, applicationId: APPLICATION_ID, schemaVersion: SCHEMA_VERSION, schema: SCHEMA };
 
 interface Row {
   seq: unknown;
@@ -78,25 +80,6 @@ interface Row {
 
 export function commandInboxPath(dataDir: string, registrationId: string): string {
   return join(dataDir, `inbox-${encodeURIComponent(registrationId)}.sqlite`);
-}
-
-function sqliteCode(error: unknown): string {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : '';
-}
-
-/** The same mapping as the outbox's: a typed error naming the file. */
-function storageError(path: string, error: unknown, doing: string): StorageError {
-  if (error instanceof StorageError) return error;
-  const code = sqliteCode(error);
-  const message = error instanceof Error ? error.message : String(error);
-  if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) {
-    return new StorageError('corrupt', path, `${doing}: the file is corrupt or not a database (${message}); it was left untouched: move it aside to start an empty inbox`, error);
-  }
-  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
-    return new StorageError('locked', path, `${doing}: the inbox is open in another process or connection (${message})`, error);
-  }
-  return new StorageError('io', path, `${doing}: ${code ? `${code}: ` : ''}${message}`, error);
 }
 
 export class CommandInbox {
@@ -122,31 +105,8 @@ export class CommandInbox {
     this.maxDone = maxDone;
     this.clock = options.clock ?? { now: () => Date.now() };
 
-    try {
-      mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
-      closeSync(openSync(this.path, 'a', 0o600)); // SQLite gives its WAL the mode of the file
-    } catch (error) {
-      throw storageError(this.path, error, 'cannot create or open the inbox file');
-    }
-    let db: Database.Database | undefined;
-    try {
-      const connection = new Database(this.path, { timeout: 0 });
-      db = connection;
-      connection.pragma('locking_mode = EXCLUSIVE');
-      const fresh = this.checkOwnership(connection); // before any write: a foreign file stays untouched
-      if (connection.pragma('journal_mode = WAL', { simple: true }) !== 'wal') {
-        throw new StorageError('io', this.path, 'cannot use WAL mode');
-      }
-      // With WAL, NORMAL: a commit survives a crash of the process (the case this store exists for).
-      connection.pragma('synchronous = NORMAL');
-      if (fresh) connection.transaction(() => connection.exec(SCHEMA))();
-      else connection.exec('BEGIN IMMEDIATE; COMMIT'); // take the lock now: a second opener fails here
-      chmodSync(this.path, 0o600);
-      for (const suffix of ['-wal', '-shm', '-journal']) if (existsSync(this.path + suffix)) chmodSync(this.path + suffix, 0o600);
-    } catch (error) {
-      db?.close();
-      throw storageError(this.path, error, 'cannot open the command inbox');
-    }
+    // With WAL, NORMAL: a commit survives a crash of the process (the case this store exists for).
+    const db = openSqliteStore({ ...FILE, path: this.path, synchronous: 'normal' });
     this.db = db;
     this.insertStatement = db.prepare('INSERT INTO inbox (message_id, command, body, received_at, attempts) VALUES (?, ?, ?, ?, 1)');
     this.stateStatement = db.prepare<[string], { done_at: number | null }>('SELECT done_at FROM inbox WHERE message_id = ?');
@@ -167,20 +127,6 @@ export class CommandInbox {
     });
   }
 
-  private checkOwnership(db: Database.Database): boolean {
-    const applicationId = db.pragma('application_id', { simple: true }) as number;
-    const version = db.pragma('user_version', { simple: true }) as number;
-    const objects = (db.prepare('SELECT COUNT(*) AS n FROM sqlite_schema').get() as { n: number }).n;
-    if (applicationId === 0 && version === 0 && objects === 0) return true;
-    if (applicationId !== APPLICATION_ID) {
-      throw new StorageError('incompatible', this.path, 'this SQLite database is not a hubstate command inbox (application_id differs); it was left untouched');
-    }
-    if (version > SCHEMA_VERSION) {
-      throw new StorageError('incompatible', this.path, `the inbox was written by a newer hubstate (schema ${version}, this one reads ${SCHEMA_VERSION}); it was left untouched`);
-    }
-    return false;
-  }
-
   /**
    * Record a received command (durable when it returns) with its first attempt counted, or say
    * that its id is already known. Throws StorageError when it cannot be written.
@@ -195,7 +141,7 @@ export class CommandInbox {
         const row = this.stateStatement.get(command.messageId);
         return { accepted: false, state: row && row.done_at !== null ? 'done' : 'pending' };
       }
-      throw storageError(this.path, error, 'cannot store an offline command');
+      throw storageError(this.path, error, 'cannot store an offline command', 'inbox');
     }
     const stored: InboxCommand = { messageId: command.messageId, command: command.command, receivedAt, attempts: 1 };
     if (command.body !== undefined) stored.body = command.body;
@@ -208,7 +154,7 @@ export class CommandInbox {
     try {
       return this.beginStatement.get(messageId)?.attempts ?? 0;
     } catch (error) {
-      throw storageError(this.path, error, 'cannot count an attempt');
+      throw storageError(this.path, error, 'cannot count an attempt', 'inbox');
     }
   }
 
@@ -222,7 +168,7 @@ export class CommandInbox {
     try {
       this.completeTransaction(messageId, status);
     } catch (error) {
-      throw storageError(this.path, error, 'cannot mark an offline command done');
+      throw storageError(this.path, error, 'cannot mark an offline command done', 'inbox');
     }
   }
 
@@ -236,7 +182,7 @@ export class CommandInbox {
     try {
       rows = this.pendingStatement.all();
     } catch (error) {
-      throw storageError(this.path, error, 'cannot read pending offline commands');
+      throw storageError(this.path, error, 'cannot read pending offline commands', 'inbox');
     }
     const commands: InboxCommand[] = [];
     const bad: StorageError[] = [];
@@ -257,7 +203,7 @@ export class CommandInbox {
       try {
         this.retireStatement.run(this.clock.now(), row.seq);
       } catch (error) {
-        bad.push(storageError(this.path, error, `cannot retire row ${String(row.seq)}`));
+        bad.push(storageError(this.path, error, `cannot retire row ${String(row.seq)}`, 'inbox'));
       }
     }
     return { commands, bad };

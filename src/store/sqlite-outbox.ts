@@ -1,8 +1,7 @@
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import Database from 'better-sqlite3';
+import { join } from 'node:path';
+import type Database from 'better-sqlite3';
 import type { Clock } from '../clock';
-import { ConfigError, HubstateError, MessageRejectedError, StorageError } from '../errors';
+import { ConfigError, HubstateError, MessageRejectedError } from '../errors';
 import {
   DEFAULT_OUTBOX_LIMITS,
   OutboxSignals,
@@ -13,6 +12,7 @@ import {
   type OutboxLimits,
   type OutboxMessage,
 } from './outbox';
+import { openSqliteStore, sqliteCode, storageError, type SqliteStoreFile } from './sqlite';
 
 /** The in-memory limits plus a maximum age: older messages are dropped with reason `expired`. */
 export type SqliteOutboxLimits = OutboxLimits & { maxAgeMs?: number };
@@ -50,9 +50,11 @@ const SCHEMA = `
   );
   CREATE UNIQUE INDEX outbox_message_id ON outbox (message_id);
   CREATE INDEX outbox_created_at ON outbox (created_at);
-  PRAGMA application_id = ${APPLICATION_ID};
-  PRAGMA user_version = ${SCHEMA_VERSION};
 `;
+
+/** How openSqliteStore opens and checks this file. */
+const FILE: Omit<SqliteStoreFile, 'path' | 'synchronous'> =
+  { names: { short: 'outbox', long: 'outbox' }, applicationId: APPLICATION_ID, schemaVersion: SCHEMA_VERSION, schema: SCHEMA };
 
 interface Row {
   seq: number;
@@ -110,30 +112,6 @@ function validateLimits(limits: SqliteOutboxLimits): void {
   }
 }
 
-function sqliteCode(error: unknown): string {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : '';
-}
-
-/** Map a better-sqlite3 / fs failure to a StorageError that names the file. */
-function storageError(path: string, error: unknown, doing: string): StorageError {
-  if (error instanceof StorageError) return error;
-  const code = sqliteCode(error);
-  const message = error instanceof Error ? error.message : String(error);
-  if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) {
-    return new StorageError(
-      'corrupt',
-      path,
-      `${doing}: the file is corrupt or not a database (${message}); it was left untouched: move it aside to start an empty outbox`,
-      error,
-    );
-  }
-  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
-    return new StorageError('locked', path, `${doing}: the outbox is open in another process or connection (${message})`, error);
-  }
-  return new StorageError('io', path, `${doing}: ${code ? `${code}: ` : ''}${message}`, error);
-}
-
 /**
  * The durable outbox: one SQLite database (better-sqlite3, synchronous) per device, in WAL mode.
  * Same contract as MemoryOutbox; in addition, messages survive a restart with their ids and order,
@@ -181,37 +159,17 @@ export class SqliteOutbox implements Outbox {
     const synchronous = options.synchronous ?? 'normal';
     if (synchronous !== 'normal' && synchronous !== 'full') throw new ConfigError('synchronous', "'normal' or 'full'");
 
-    this.createFile();
-    let db: Database.Database | undefined;
+    const db = openSqliteStore({ ...FILE, path: this.path, synchronous });
     try {
-      // timeout 0: a held lock means another live outbox on this file; fail now, never wait.
-      const connection = new Database(this.path, { timeout: 0 });
-      db = connection;
-      // Before the first access, so that the lock is held from now on and no -shm file is used.
-      connection.pragma('locking_mode = EXCLUSIVE');
-      // Read-only checks first (a file that is not a database fails here, SQLITE_NOTADB): a file
-      // that is not ours is refused before anything, even its journal mode, is written to it.
-      const fresh = this.checkOwnership(connection);
-      const journalMode = connection.pragma('journal_mode = WAL', { simple: true });
-      if (journalMode !== 'wal') {
-        throw new StorageError('io', this.path, `cannot use WAL mode (journal_mode is '${String(journalMode)}')`);
-      }
-      // Durability of add(): with WAL, NORMAL is durable against a crash of the process (SIGKILL),
-      // the requirement; FULL adds power-loss durability (see SqliteOutboxOptions.synchronous).
-      connection.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
-      if (fresh) connection.transaction(() => connection.exec(SCHEMA))();
-      // Take the write lock now, so that a second opener fails at open rather than on its first add.
-      else connection.exec('BEGIN IMMEDIATE; COMMIT');
-      const totals = connection.prepare('SELECT COUNT(*) AS count, COALESCE(SUM(bytes), 0) AS bytes FROM outbox').get() as {
+      const totals = db.prepare('SELECT COUNT(*) AS count, COALESCE(SUM(bytes), 0) AS bytes FROM outbox').get() as {
         count: number;
         bytes: number;
       };
       this.count = totals.count;
       this.bytes = totals.bytes;
-      this.tightenModes();
     } catch (error) {
-      db?.close();
-      throw storageError(this.path, error, 'cannot open the outbox');
+      db.close();
+      throw storageError(this.path, error, 'cannot open the outbox', 'outbox');
     }
     this.db = db;
 
@@ -247,51 +205,6 @@ export class SqliteOutbox implements Outbox {
       }
       return removed;
     });
-  }
-
-  /**
-   * Create the file with mode 0600 before SQLite opens it (SQLite gives its WAL the same mode);
-   * an existing file is opened for writing only to check access, never modified here.
-   */
-  private createFile(): void {
-    try {
-      mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
-      closeSync(openSync(this.path, 'a', 0o600));
-    } catch (error) {
-      throw storageError(this.path, error, 'cannot create or open the outbox file');
-    }
-  }
-
-  /** Once the file is known to be ours: 0600 for it and whatever sidecar files exist. */
-  private tightenModes(): void {
-    chmodSync(this.path, 0o600);
-    for (const suffix of ['-wal', '-shm', '-journal']) {
-      const sidecar = this.path + suffix;
-      if (existsSync(sidecar)) chmodSync(sidecar, 0o600);
-    }
-  }
-
-  /** True for a new, empty file; throws unless the file is a hubstate outbox this version reads. */
-  private checkOwnership(db: Database.Database): boolean {
-    const applicationId = db.pragma('application_id', { simple: true }) as number;
-    const version = db.pragma('user_version', { simple: true }) as number;
-    const objects = (db.prepare('SELECT COUNT(*) AS n FROM sqlite_schema').get() as { n: number }).n;
-    if (applicationId === 0 && version === 0 && objects === 0) return true;
-    if (applicationId !== APPLICATION_ID) {
-      throw new StorageError(
-        'incompatible',
-        this.path,
-        'this SQLite database is not a hubstate outbox (application_id differs); it was left untouched',
-      );
-    }
-    if (version > SCHEMA_VERSION) {
-      throw new StorageError(
-        'incompatible',
-        this.path,
-        `the outbox was written by a newer hubstate (schema ${version}, this one reads ${SCHEMA_VERSION}); it was left untouched`,
-      );
-    }
-    return false;
   }
 
   /**
@@ -341,7 +254,7 @@ export class SqliteOutbox implements Outbox {
       outcomes = this.addTransaction(batch.map((entry) => entry.message));
     } catch (error) {
       this.restore(before); // the transaction rolled back: so do the counters that mirror it
-      const failure = storageError(this.path, error, batch.length === 1 ? 'cannot add a message' : `cannot add ${batch.length} messages`);
+      const failure = storageError(this.path, error, batch.length === 1 ? 'cannot add a message' : `cannot add ${batch.length} messages`, 'outbox');
       for (const entry of batch) entry.settle({ error: failure });
       return;
     }
@@ -426,13 +339,13 @@ export class SqliteOutbox implements Outbox {
       if (this.limits.maxAgeMs !== undefined) expired = this.expireTransaction();
     } catch (error) {
       this.restore(before);
-      throw storageError(this.path, error, 'cannot drop expired messages');
+      throw storageError(this.path, error, 'cannot drop expired messages', 'outbox');
     }
     try {
       rows = this.afterStatement.all(afterSeq, limit);
     } catch (error) {
       this.notifyDropped(expired);
-      throw storageError(this.path, error, 'cannot read messages');
+      throw storageError(this.path, error, 'cannot read messages', 'outbox');
     }
     this.notifyDropped(expired);
     return rows.map(toMessage);
@@ -445,7 +358,7 @@ export class SqliteOutbox implements Outbox {
     try {
       row = this.removeStatement.get(messageId);
     } catch (error) {
-      throw storageError(this.path, error, 'cannot remove a message');
+      throw storageError(this.path, error, 'cannot remove a message', 'outbox');
     }
     if (!row) return false;
     this.count--;
@@ -473,7 +386,7 @@ export class SqliteOutbox implements Outbox {
     try {
       removed = this.removeManyTransaction(messageIds);
     } catch (error) {
-      throw storageError(this.path, error, 'cannot remove messages');
+      throw storageError(this.path, error, 'cannot remove messages', 'outbox');
     }
     // Counters change only once the transaction committed.
     for (const { bytes } of removed) {
