@@ -5,6 +5,7 @@
  * These re-derive the policy's guarantees independently of `nextDelay`: a delay the device
  * chose below `policyLowerBoundMs` is a device bug, not a tolerance question.
  */
+import { publishCheckIntervalMs } from '../actors/hub';
 import { curveCapMs } from '../policy/backoff';
 import { CLASSIFICATION_TABLE } from '../policy/classify';
 import type { ErrorClass, RetryPolicy } from '../policy/types';
@@ -47,31 +48,34 @@ export function maxBackoff(policy: RetryPolicy, schedule: readonly ScheduledFaul
 }
 
 /**
- * The SDK's PUBACK timeout (azure-iot-mqtt-base OnTheWireMessageContainer: 30 s, checked every
- * 10 s): a hub that keeps answering pings but stops acknowledging telemetry is only noticed
- * through it, between 30 and 40 s after the first unacknowledged message.
+ * How long after its last PUBACK-less publish a session is abandoned, at the latest: a hub that
+ * keeps answering pings but stops acknowledging telemetry is only noticed through the SDK's
+ * PUBACK timeout T (the device option `publishTimeoutSeconds`), checked every
+ * publishCheckIntervalMs(T), the stamp rounded to whole seconds (+0.5 s).
  */
-export const SDK_PUBACK_TIMEOUT_MS = 30_000;
-export const SDK_PUBACK_CHECK_MS = 10_000;
+export function pubackStallMs(publishTimeoutSeconds: number): number {
+  return publishTimeoutSeconds * 1000 + 500 + publishCheckIntervalMs(publishTimeoutSeconds);
+}
 
 /**
  * Every device Connected again (and staying so) within R after the faults stop:
- * R = 2 × maxBackoff + S, with S = max(0, end of the last hub.withholdPubacks + 40 s − end of the
- * fault phase): a session that was withholding until near the end is only abandoned by the SDK's
- * PUBACK timeout (30 s + 10 s check interval).
+ * R = 2 × maxBackoff + S, with S = max(0, end of the last hub.withholdPubacks + pubackStallMs(T) −
+ * end of the fault phase): a session that was withholding until near the end is only abandoned
+ * by the SDK's PUBACK timeout.
  */
-export function recoveryBound(policy: RetryPolicy, schedule: readonly ScheduledFault[], faultPhaseMs: number): Bound {
+export function recoveryBound(policy: RetryPolicy, schedule: readonly ScheduledFault[], faultPhaseMs: number, publishTimeoutSeconds: number): Bound {
   const b = maxBackoff(policy, schedule);
   const lastWithholdEnd = schedule
     .filter((f) => f.kind === 'hub.withholdPubacks')
     .reduce((m, f) => Math.max(m, f.atMs + f.durationMs), -Infinity);
-  const stall = Math.max(0, lastWithholdEnd + SDK_PUBACK_TIMEOUT_MS + SDK_PUBACK_CHECK_MS - faultPhaseMs);
+  const stallMs = pubackStallMs(publishTimeoutSeconds);
+  const stall = Math.max(0, lastWithholdEnd + stallMs - faultPhaseMs);
   const valueMs = 2 * b.valueMs + stall;
   return {
     valueMs,
     formula:
       `2 × maxBackoff + PUBACK stall = 2 × ${b.valueMs} + ${stall} = ${valueMs} ms; maxBackoff = ${b.formula}; ` +
-      `stall = max(0, last withholdPubacks end + ${SDK_PUBACK_TIMEOUT_MS} + ${SDK_PUBACK_CHECK_MS} ms − fault phase end)`,
+      `stall = max(0, last withholdPubacks end + ${stallMs} ms (PUBACK timeout ${publishTimeoutSeconds} s + check interval + 0.5 s) − fault phase end)`,
   };
 }
 

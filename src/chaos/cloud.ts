@@ -30,10 +30,9 @@ export interface HubAttempt {
   code?: number;
 }
 
-/** Events: `telemetry` (message id, when a hub stores it), `hubAttempt` ({ deviceId, ...HubAttempt }). */
+/** Events: `telemetry` (message id, when a hub stores it). */
 export interface SoakCloudEvents {
   telemetry: string;
-  hubAttempt: HubAttempt & { deviceId: string };
 }
 
 export interface SoakCloudCommands {
@@ -62,8 +61,12 @@ export interface SoakCloudCommands {
   clearAll(): Promise<void>;
   /** Resolves once every event emitted before it has reached the caller (a no-op in process). */
   sync(): null;
-  /** DPS answers and registration times of one device (cloud clock = this machine's clock). */
-  dpsHistory(deviceId: string): { answers: DpsAnswer[]; registers: number[] };
+  /**
+   * What the cloud saw of one device (cloud clock = this machine's clock): DPS answers and
+   * registration times, hub connects and refusals in time order. Kept here, not in the soak's
+   * process, so the devices' memory does not grow with the history.
+   */
+  history(deviceId: string): { answers: DpsAnswer[]; registers: number[]; hubAttempts: HubAttempt[] };
   metrics(): { dps: DpsMetrics; dpsOpenOperations: number | null; hubs: Array<{ name: string } & HubMetrics>; rss: number };
 }
 
@@ -83,12 +86,18 @@ export async function startSoakCloudService(
   options: SoakCloudOptions,
   emit: <E extends keyof SoakCloudEvents>(event: E, payload: SoakCloudEvents[E]) => void,
 ): Promise<{ info: SoakCloudInfo; commands: SoakCloudCommands; stop(): Promise<void> }> {
+  const hubAttempts = new Map<string, HubAttempt[]>();
+  const recordHubAttempt = (deviceId: string, attempt: HubAttempt) => {
+    let list = hubAttempts.get(deviceId);
+    if (!list) hubAttempts.set(deviceId, (list = []));
+    list.push(attempt);
+  };
   // Refusals are only visible in the emulator's debug log.
   const logger: EmulatorLogger = {
     debug: (o, msg) => {
       if (msg !== 'connect refused') return;
       const r = o as { service?: string; clientId?: string; code?: number };
-      if (r.clientId && r.service?.startsWith('hub-')) emit('hubAttempt', { deviceId: r.clientId, at: Date.now(), hub: r.service, ...(r.code !== undefined ? { code: r.code } : {}) });
+      if (r.clientId && r.service?.startsWith('hub-')) recordHubAttempt(r.clientId, { at: Date.now(), hub: r.service, ...(r.code !== undefined ? { code: r.code } : {}) });
     },
     info: () => undefined,
     warn: () => undefined,
@@ -104,7 +113,7 @@ export async function startSoakCloudService(
   cloud.events.on('telemetry', (record) => {
     if (record.messageId !== undefined) emit('telemetry', record.messageId);
   });
-  cloud.events.on('deviceConnected', ({ hub, deviceId }) => emit('hubAttempt', { deviceId, at: Date.now(), hub }));
+  cloud.events.on('deviceConnected', ({ hub, deviceId }) => recordHubAttempt(deviceId, { at: Date.now(), hub }));
 
   const hubAt = (i: number): EmulatedHub => {
     const hub = cloud.hubs[i];
@@ -156,7 +165,11 @@ export async function startSoakCloudService(
       for (const f of cloud.failovers()) cloud.manualFailback(f.deviceId);
     },
     sync: () => null,
-    dpsHistory: (deviceId) => ({ answers: cloud.dps.answers(deviceId), registers: cloud.dps.attempts(deviceId) }),
+    history: (deviceId) => ({
+      answers: cloud.dps.answers(deviceId),
+      registers: cloud.dps.attempts(deviceId),
+      hubAttempts: (hubAttempts.get(deviceId) ?? []).slice().sort((x, y) => x.at - y.at),
+    }),
     metrics: () => ({
       dps: cloud.dps.metrics(),
       // Registrations the emulator still holds (aborted by devices after a 429/5xx): cloud-side memory.

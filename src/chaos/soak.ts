@@ -80,6 +80,8 @@ export interface SoakOptions {
   policy?: RetryPolicyInput;
   /** MQTT keepalive: a blackholed hub is noticed within ~1.5 × this. Default 2 s. */
   keepaliveSeconds?: number;
+  /** The devices' PUBACK timeout: a hub withholding PUBACKs is left after about this long. Default 5 s. */
+  publishTimeoutSeconds?: number;
   connectTimeoutMs?: number;
   provisionTimeoutMs?: number;
   /** Devices keep durable SQLite outboxes under this directory. Default: in-memory outboxes. */
@@ -244,7 +246,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const otherDigest = scheduleDigest(generateSchedule({ ...scheduleOptions, seed: otherSeed }));
 
   const backoffMax = maxBackoff(policy, schedule);
-  const recovery = recoveryBound(policy, schedule, options.durationMs);
+  const publishTimeoutSeconds = options.publishTimeoutSeconds ?? 5;
+  const recovery = recoveryBound(policy, schedule, options.durationMs, publishTimeoutSeconds);
   const raMin = minRetryAfterMs(schedule);
   const rateBound = attemptRateBound(policy, raMin);
   const quietMs = options.quietMs ?? recovery.valueMs + 5000;
@@ -306,13 +309,6 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     rssSamples.push({ at: Date.now(), rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, queued, external: m.external, fds: openFds() });
   };
 
-  // Cloud-side hub connect attempts per device (accepted and refused).
-  const hubAttempts = new Map<string, HubAttempt[]>();
-  const pushHubAttempt = ({ deviceId, ...attempt }: HubAttempt & { deviceId: string }) => {
-    let list = hubAttempts.get(deviceId);
-    if (!list) hubAttempts.set(deviceId, (list = []));
-    list.push(attempt);
-  };
 
   // Delivery accounting, bounded: only messages in flight are remembered. A message is final
   // when its device reports it `delivered` (PUBACK): the hub stores before it acknowledges, so
@@ -407,7 +403,6 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const theCloud = cloud;
     const commands = theCloud.commands;
     theCloud.events.on('telemetry', arrive);
-    theCloud.events.on('hubAttempt', pushHubAttempt);
     intervals.add(setInterval(() => void syncDeliveries().catch(() => undefined), 250));
 
     const registrationIds = Array.from({ length: options.devices }, (_, i) => `soak-${i}`);
@@ -435,6 +430,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         policy: policyInput,
         seed: seedFrom(`${String(options.seed)}:${index}`),
         keepaliveSeconds: options.keepaliveSeconds ?? 2,
+        publishTimeoutSeconds,
         connectTimeoutMs: options.connectTimeoutMs ?? 5000,
         provisionTimeoutMs: options.provisionTimeoutMs ?? 10_000,
         closeTimeoutMs: 2000,
@@ -788,11 +784,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
 
   // --- cloud-side checks (data stays readable after the devices stop) ---------------------------
   const cloudHistory = async (id: string) => {
+    const none = { answers: [], registers: [], hubAttempts: [] as HubAttempt[] };
     try {
-      return (await cloud?.commands.dpsHistory(id)) ?? { answers: [], registers: [] };
+      return (await cloud?.commands.history(id)) ?? none;
     } catch (error) {
       runError ??= `cloud history: ${(error as Error).message}`;
-      return { answers: [], registers: [] };
+      return none;
     }
   };
   const dpsGapViolations: string[] = [];
@@ -808,7 +805,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const userCommandBetween = (t: Track, from: number, to: number) => t.userCommands.some((c) => c > from && c <= to);
   for (const t of tracks) {
     const id = t.registrationId;
-    const { answers, registers } = await cloudHistory(id);
+    const { answers, registers, hubAttempts: hub } = await cloudHistory(id);
     for (let i = 0; i + 1 < answers.length; i++) {
       const a = answers[i]!;
       if (a.status !== 429 && a.status < 500) continue;
@@ -826,7 +823,6 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         dpsGapViolations.push(`${id}: DPS ${a.status} (retry-after ${ra ?? '-'} ms) at ${a.at - startedAt} ms, next ${next.request} ${next.at - a.at} ms later (< ${required} ms)`);
       }
     }
-    const hub = (hubAttempts.get(id) ?? []).slice().sort((x, y) => x.at - y.at);
     for (let i = 0; i + 1 < hub.length; i++) {
       const a = hub[i]!;
       if (a.code !== 3) continue;
