@@ -2,16 +2,7 @@
 // (same arguments, same output), but it adds 25 messages per event-loop turn with addBatched() and
 // prints `accepted <seq> <messageId>` as each promise resolves, i.e. after its batch committed.
 'use strict';
-const { readFileSync } = require('node:fs');
-const ts = require('typescript');
-
-require.extensions['.ts'] = (module, filename) => {
-  const { outputText } = ts.transpileModule(readFileSync(filename, 'utf8'), {
-    fileName: filename,
-    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
-  });
-  module._compile(outputText, filename);
-};
+require('../support/ts-register.js');
 
 const { SqliteOutbox } = require('../../src/store/sqlite-outbox.ts');
 
