@@ -35,6 +35,8 @@ export const RUN_FIELDS = [
   { key: 'maxDelayMs', kind: 'number', description: 'backoff cap, ms (60000)' },
   { key: 'firstRetryMaxMs', kind: 'number', description: 'first retry after a lost connection, ms (1000)' },
   { key: 'keepaliveSeconds', kind: 'int', description: 'MQTT keepalive (30)' },
+  { key: 'publishTimeoutSeconds', kind: 'int', description: 'PUBACK timeout (a hub withholding PUBACKs is left), whole seconds ≥ 2 (30)' },
+  { key: 'propertyHandlerTimeoutMs', kind: 'number', description: 'writable-property handler deadline (then acknowledged 500), ms (30000)' },
   { key: 'intervalMs', kind: 'number', description: 'telemetry period, ms (5000)' },
   { key: 'duration', kind: 'number', description: 'stop after this many seconds (runs until SIGINT/SIGTERM)' },
   { key: 'log', kind: 'path', description: 'pino log file (stdout)' },
@@ -136,6 +138,8 @@ export function resolveRunConfig(
     ca,
     dataDir,
     keepaliveSeconds: get<number>('keepaliveSeconds'),
+    publishTimeoutSeconds: get<number>('publishTimeoutSeconds'),
+    propertyHandlerTimeoutMs: get<number>('propertyHandlerTimeoutMs'),
     policy: Object.keys(policy).length > 0 ? policy : undefined,
   };
   for (const key of Object.keys(device) as Array<keyof DeviceOptions>) if (device[key] === undefined) delete device[key];
@@ -243,6 +247,9 @@ export const RUN_FLAG_OPTIONS: Record<string, { type: 'string' | 'boolean' }> = 
 ]);
 
 export function runUsage(): string {
-  const rows = RUN_FIELDS.map((f) => `    ${flagOf(f.key).padEnd(22)} ${envOf(f.key).padEnd(30)} ${f.description}`);
+  // Columns as wide as the longest flag and variable, so that a new field keeps them aligned.
+  const flagWidth = Math.max(...RUN_FIELDS.map((f) => flagOf(f.key).length));
+  const envWidth = Math.max(...RUN_FIELDS.map((f) => envOf(f.key).length));
+  const rows = RUN_FIELDS.map((f) => `    ${flagOf(f.key).padEnd(flagWidth)} ${envOf(f.key).padEnd(envWidth)} ${f.description}`);
   return ['  run flags (flag, environment variable; a --config JSON file uses the camelCase names):', ...rows, ''].join('\n');
 }

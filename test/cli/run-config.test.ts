@@ -80,10 +80,34 @@ describe('resolveRunConfig', () => {
     ['a missing CA file', { ...minimal, 'ca-file': 'nope.pem' }, {}, /^--ca-file$/],
     ['a bad log level', { ...minimal, 'log-level': 'loud' }, {}, /^--log-level$/],
     ['an interval that is too short', { ...minimal, 'interval-ms': '1' }, {}, /^--interval-ms$/],
+    ['a publish timeout under 2 s', { ...minimal, 'publish-timeout-seconds': '1' }, {}, /^--publish-timeout-seconds$/],
+    ['a fractional publish timeout', { ...minimal, 'publish-timeout-seconds': '2.5' }, {}, /^--publish-timeout-seconds$/],
+    ['a publish timeout from the environment', minimal, { HUBSTATE_PUBLISH_TIMEOUT_SECONDS: 'soon' }, /^HUBSTATE_PUBLISH_TIMEOUT_SECONDS$/],
+    ['a zero property handler timeout', { ...minimal, 'property-handler-timeout-ms': '0' }, {}, /^--property-handler-timeout-ms$/],
+    ['a property handler timeout from the environment', minimal, { HUBSTATE_PROPERTY_HANDLER_TIMEOUT_MS: '-5' }, /^HUBSTATE_PROPERTY_HANDLER_TIMEOUT_MS$/],
   ])('%s → ConfigError naming the field', (_name, flags, env, field) => {
     const error = errorOf(() => resolveRunConfig(flags as Record<string, string>, env as NodeJS.ProcessEnv, dir));
     expect(error.field).toMatch(field);
     expect(error.message).toMatch(/expected .+/);
+  });
+
+  test('publishTimeoutSeconds and propertyHandlerTimeoutMs: from a flag, the environment or the file, into the device options', () => {
+    const unset = resolveRunConfig(minimal, {}, dir).device;
+    expect(unset.publishTimeoutSeconds).toBeUndefined(); // the library's defaults apply (30 s, 30000 ms)
+    expect(unset.propertyHandlerTimeoutMs).toBeUndefined();
+    const fromFlags = resolveRunConfig({ ...minimal, 'publish-timeout-seconds': '2', 'property-handler-timeout-ms': '1500' }, {}, dir);
+    expect(fromFlags.device).toMatchObject({ publishTimeoutSeconds: 2, propertyHandlerTimeoutMs: 1500 });
+    const env = { HUBSTATE_PUBLISH_TIMEOUT_SECONDS: '5', HUBSTATE_PROPERTY_HANDLER_TIMEOUT_MS: '2500' };
+    expect(resolveRunConfig(minimal, env, dir).device).toMatchObject({ publishTimeoutSeconds: 5, propertyHandlerTimeoutMs: 2500 });
+    const file = writeJson('timeouts.json', { publishTimeoutSeconds: 10, propertyHandlerTimeoutMs: 750 });
+    expect(resolveRunConfig({ ...minimal, config: file }, {}, dir).device).toMatchObject({ publishTimeoutSeconds: 10, propertyHandlerTimeoutMs: 750 });
+  });
+
+  test('bad timeouts in the config file are named with the file', () => {
+    const short = writeJson('short-publish.json', { publishTimeoutSeconds: 1 });
+    expect(errorOf(() => resolveRunConfig({ ...minimal, config: short }, {}, dir)).field).toBe(`${short}: publishTimeoutSeconds`);
+    const text = writeJson('text-handler.json', { propertyHandlerTimeoutMs: '30000' });
+    expect(errorOf(() => resolveRunConfig({ ...minimal, config: text }, {}, dir)).field).toBe(`${text}: propertyHandlerTimeoutMs`);
   });
 
   test('a CA file that is not PEM is reported as --ca-file', () => {
