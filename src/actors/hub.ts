@@ -24,6 +24,7 @@ import type { Failure } from '../policy/types';
 import type { Outbox, OutboxMessage } from '../store/outbox';
 import { deviceKeyOf, type Credential } from './credentials';
 import type { CallbackWork, PromiseWork } from './work';
+import { sharedTlsMqttProvider } from './tls';
 
 export interface HubSettings {
   registrationId: string;
@@ -92,7 +93,7 @@ export function publishCheckIntervalMs(publishTimeoutSeconds: number): number {
  * A withheld PUBACK ends the session between T − 1.5 s and T + 0.5 s + publishCheckIntervalMs(T).
  */
 export function sdkMqttBase(publishTimeoutSeconds: number): MqttBase {
-  const base = new MqttBase();
+  const base = new MqttBase(sharedTlsMqttProvider());
   base.setTimeout(publishTimeoutSeconds);
   const container = (base as unknown as { _onTheWirePublishes?: { timerCheckInMilliseconds?: unknown } })._onTheWirePublishes;
   if (container && typeof container.timerCheckInMilliseconds === 'number') {

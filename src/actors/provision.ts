@@ -21,6 +21,7 @@ import { toFailure } from '../policy/classify';
 import type { Failure } from '../policy/types';
 import { deviceKeyOf, type Credential } from './credentials';
 import type { PromiseWork } from './work';
+import { sharedTlsMqttProvider } from './tls';
 
 export interface ProvisionSettings {
   provisioningHost: string;
@@ -133,7 +134,7 @@ function retryAfterFromTopic(query: string): number | undefined {
 
 export function registerOnce(settings: ProvisionSettings, registrationId: string, signal?: AbortSignal): Promise<ProvisionResult> {
   const { clock, logger } = settings;
-  const base = new GuardedMqttBase();
+  const base = new GuardedMqttBase(sharedTlsMqttProvider());
   if (settings.ca) base.setOptions({ ca: settings.ca });
   const before = new Set(base.listeners('error'));
   const transport = new ProvisioningMqtt(base);
