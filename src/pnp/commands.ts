@@ -12,9 +12,16 @@ import type { Logger } from 'pino';
 import { withDeadline, type Clock } from '../clock';
 import { checkValue } from './schema';
 import { CommandError, type CommandHandler, type CommandOptions, type CommandRequest } from './types';
+import { jsonDepth } from '../json';
 
 /** IoT Hub's limit for a direct method payload (request and response). */
 export const MAX_COMMAND_PAYLOAD_BYTES = 128 * 1024;
+/**
+ * Deepest command payload handed to a handler. IoT Hub sets none, but 128 KB of `[` is 130,000
+ * levels: JSON.parse takes it, while JSON.stringify (the response, a log line) and any recursive
+ * walk in the handler overflow the stack a few thousand levels down.
+ */
+export const MAX_COMMAND_PAYLOAD_DEPTH = 64;
 
 /** The command that takes the device back to DPS (as the DPS guidance asks devices to accept). */
 export const REPROVISION_COMMAND = 'Reprovision';
@@ -80,6 +87,10 @@ export class Commands {
         logger.warn({ command: fullName, offline: meta.offline, bytes: size }, 'command payload is not JSON');
         return fail(400, 'the payload is not JSON');
       }
+    }
+    if (jsonDepth(payload, MAX_COMMAND_PAYLOAD_DEPTH) > MAX_COMMAND_PAYLOAD_DEPTH) {
+      logger.warn({ command: fullName, offline: meta.offline, bytes: size }, 'command payload nested too deep');
+      return fail(400, `the payload is nested deeper than ${MAX_COMMAND_PAYLOAD_DEPTH} levels`);
     }
     const problem = checkValue(registration.options.schema, payload);
     if (problem !== undefined) return fail(400, `invalid payload: ${problem}`);

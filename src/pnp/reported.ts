@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { writeFileAtomic } from '../store/files';
 import { isPlainObject } from './schema';
 import { PropertiesRejectedError } from './types';
+import { jsonDepth, MAX_TWIN_DEPTH } from '../json';
 
 /** IoT Hub's limit for the reported section of a twin. */
 export const MAX_REPORTED_BYTES = 32 * 1024;
@@ -61,6 +62,11 @@ export class ReportedQueue {
     for (const [name, value] of Object.entries(patch)) {
       checkName(name, 'property');
       if (component !== undefined && name === '__t') throw new PropertiesRejectedError('invalid', "'__t' is set by hubstate");
+      // The reported section is level 1 and a component level 2: IoT Hub refuses past 10 levels.
+      const room = MAX_TWIN_DEPTH - (component === undefined ? 1 : 2);
+      if (jsonDepth(value, room) > room) {
+        throw new PropertiesRejectedError('invalid', `property '${name}' is nested deeper than IoT Hub allows (${MAX_TWIN_DEPTH} levels in the twin)`);
+      }
       let text: string | undefined;
       try {
         text = JSON.stringify(value);

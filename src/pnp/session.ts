@@ -22,6 +22,7 @@ import type { TwinDoc, WritableProperties } from './properties';
 import type { ReportedBatch, ReportedQueue } from './reported';
 import { isPlainObject } from './schema';
 import { ServiceProtocolError } from '../errors';
+import { jsonDepth, MAX_TWIN_DEPTH } from '../json';
 
 /** Why a twin message from the hub would crash the SDK's parser, or undefined when it is sound. */
 export function invalidTwinMessage(topic: string, payload: Buffer | string | undefined): string | undefined {
@@ -37,6 +38,10 @@ export function invalidTwinMessage(topic: string, payload: Buffer | string | und
     return `${isResponse ? 'twin answer' : 'desired patch'} that is not JSON`;
   }
   if (isDesiredPatch && !isPlainObject(body)) return 'desired patch that is not a JSON object';
+  // IoT Hub keeps twins within 10 levels (a GET answer wraps them in one more object); deeper
+  // would overflow the stack of whatever walks it next (the acknowledgement, the handler).
+  const allowed = isResponse ? MAX_TWIN_DEPTH + 1 : MAX_TWIN_DEPTH;
+  if (jsonDepth(body, allowed) > allowed) return `${isResponse ? 'twin answer' : 'desired patch'} nested deeper than IoT Hub allows (${MAX_TWIN_DEPTH} levels)`;
   return undefined;
 }
 
