@@ -74,6 +74,8 @@ export type SessionFeature = (session: HubSession) => () => void;
 interface OpenClient {
   client: Client;
   transport: Mqtt;
+  /** The client's token source: its renewal timer must be stopped when the client is discarded. */
+  tokens: TokenRenewal;
   epoch: number;
   /** A loss observed after open() resolved but before the session actor took over. */
   lostEarly?: Failure;
@@ -102,29 +104,37 @@ export function sdkMqttBase(publishTimeoutSeconds: number): MqttBase {
   return base;
 }
 
-/** Close with a timeout: `close()` can hang forever while QoS 1 publishes are un-acked. */
-function closeQuietly(client: Client, transport: Mqtt, clock: Clock, timeoutMs: number, logger: Logger): Promise<void> {
-  const closing = client.close().then(
+/** What the SDK's SharedAccessKeyAuthenticationProvider offers to end its renewal timer. */
+interface TokenRenewal {
+  stop(): void;
+}
+
+/**
+ * Close with a timeout (`close()` can hang forever while QoS 1 publishes are un-acked), then
+ * stop the client's token renewal whatever happened. The SDK stops that timer only when its own
+ * state machine reaches 'disconnected', which a forced end, a connect that never completed or
+ * a close that failed may never do; the timer (45 min by default) then keeps the whole discarded
+ * client, its socket state and buffers alive: the chaos soak's heap held ~1,000 dead clients for
+ * 200 devices after 45 minutes.
+ */
+function closeQuietly(entry: OpenClient, clock: Clock, timeoutMs: number, logger: Logger): Promise<void> {
+  const closing = entry.client.close().then(
     () => undefined,
     (error: Error) => logger.debug({ err: error.message }, 'hub client close failed'),
   );
-  return withDeadline(clock, closing, timeoutMs, () => new Error('close timed out')).catch(() => {
-    logger.warn({ timeoutMs }, 'hub client close timed out; dropping its connection');
-    // The SDK offers no forced close, and an abandoned socket would keep the process alive:
-    // end the mqtt.js client under it (the pinned SDK keeps it at transport._mqtt._mqttClient).
-    const internals = transport as unknown as {
-      _mqtt?: { _mqttClient?: { end(force: boolean): void } };
-      _authenticationProvider?: { stop?(): void };
-    };
-    try {
-      internals._mqtt?._mqttClient?.end(true);
-      // The SDK stops its token-renewal timer only when its own FSM reaches 'disconnected'; after
-      // a forced end that timer (45 min by default) would keep this discarded client and the process alive.
-      internals._authenticationProvider?.stop?.();
-    } catch (error) {
-      logger.debug({ err: (error as Error).message }, 'forced close failed');
-    }
-  });
+  return withDeadline(clock, closing, timeoutMs, () => new Error('close timed out'))
+    .catch(() => {
+      logger.warn({ timeoutMs }, 'hub client close timed out; dropping its connection');
+      // The SDK offers no forced close, and an abandoned socket would keep the process alive:
+      // end the mqtt.js client under it (the pinned SDK keeps it at transport._mqtt._mqttClient).
+      const internals = entry.transport as unknown as { _mqtt?: { _mqttClient?: { end(force: boolean): void } } };
+      try {
+        internals._mqtt?._mqttClient?.end(true);
+      } catch (error) {
+        logger.debug({ err: (error as Error).message }, 'forced close failed');
+      }
+    })
+    .finally(() => entry.tokens.stop());
 }
 
 /** Build the SDK message: the stamped properties travel as they were captured. */
@@ -254,7 +264,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
     if (!entry) return;
     open.delete(epoch);
     entry.client.removeAllListeners('disconnect');
-    const done = closeQuietly(entry.client, entry.transport, clock, settings.closeTimeoutMs, logger);
+    const done = closeQuietly(entry, clock, settings.closeTimeoutMs, logger);
     closing.add(done);
     void done.finally(() => closing.delete(done));
   }
@@ -264,15 +274,17 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
     const key = deviceKeyOf(settings.credential, settings.registrationId);
     // Keep the transport the client builds: session features use it directly (see HubSession).
     let transport: Mqtt | undefined;
+    let tokens: TokenRenewal | undefined;
     const client = Client.fromConnectionString(
       `HostName=${assignment.hubHost};DeviceId=${assignment.deviceId};SharedAccessKey=${key}`,
       function CapturingMqtt(authenticationProvider: ConstructorParameters<typeof Mqtt>[0]) {
+        tokens = authenticationProvider as unknown as TokenRenewal;
         transport = new Mqtt(authenticationProvider, sdkMqttBase(settings.publishTimeoutSeconds));
         return transport;
       } as unknown as typeof Mqtt,
     );
     client.setRetryPolicy(new NoRetry());
-    const entry: OpenClient = { client, transport: transport!, epoch };
+    const entry: OpenClient = { client, transport: transport!, tokens: tokens!, epoch };
     open.set(epoch, entry);
     // Errors after the epoch is over must never crash the process.
     client.on('error', (error: Error) => logger.debug({ epoch, err: error.message }, 'hub client error'));

@@ -175,7 +175,7 @@ const ATTEMPT_STATES: ReadonlySet<DeviceStateName> = new Set(['Provisioning', 'R
 const USER_EVENTS: ReadonlySet<string> = new Set(['REPROVISION', 'STOP', 'RETRY']);
 
 /** `gc()` even without --expose-gc (V8 flag set at runtime, function taken from a fresh context). */
-function exposeGc(): (() => void) | undefined {
+export function exposeGc(): (() => void) | undefined {
   const existing = (globalThis as { gc?: () => void }).gc;
   if (typeof existing === 'function') return existing;
   try {

@@ -29,7 +29,7 @@ beforeAll(async () => {
     });
     device.onCommand('configure', (request) => {
       seen.push({ what: 'configure', depthOk: JSON.stringify(request.payload).length < 1000 });
-      return { ok: true };
+      return { payload: { ok: true } };
     });
   });
   await d.waitForState('Connected');
