@@ -8,63 +8,34 @@
  * again on the same data directory, the device runs that command id exactly once more, and a
  * redelivery of the same message id is not run again. A third start runs nothing.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { childDevices, type ChildDevice } from './child-device';
 import { newDataDir, waitFor } from './harness';
 
-const CHILD = join(__dirname, '..', 'fixtures', 'command-crash-child.js');
 const REGISTRATION_ID = 'offline-crash';
+const children = childDevices('command-crash-child.js');
 
 let cloud: LocalCloud;
-const children: ChildProcess[] = [];
 
 beforeAll(async () => {
   cloud = await startLocalCloud({ hubs: 1, seed: 'offline-command-crash' });
 });
 afterAll(async () => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  children.killLeftovers();
   await cloud.stop();
 });
 
-interface ChildRun {
-  proc: ChildProcess;
+interface ChildRun extends ChildDevice {
   lines: string[];
-  stderr: string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   ran(messageId: string): number;
 }
 
 function startChild(dataDir: string, mode: 'hang' | 'normal'): ChildRun {
-  const config = {
-    idScope: cloud.idScope,
-    registrationId: REGISTRATION_ID,
-    deviceKey: cloud.deviceKey(REGISTRATION_ID),
-    provisioningHost: cloud.provisioningHost,
-    ca: cloud.ca,
-    dataDir,
-    mode,
-  };
-  const proc = spawn(process.execPath, [CHILD], {
-    env: { ...process.env, HUBSTATE_COMMAND_CHILD: JSON.stringify(config) },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  children.push(proc);
-  const child: ChildRun = {
-    proc,
+  const onLine = (line: string) => child.lines.push(line);
+  const child: ChildRun = Object.assign(children.start({ cloud, registrationId: REGISTRATION_ID, dataDir, config: { mode }, stdin: 'pipe', onLine }), {
     lines: [],
-    stderr: '',
-    exited: new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal }))),
-    ran: (messageId) => child.lines.filter((line) => line.startsWith(`ran ${messageId} `)).length,
-  };
-  let buffered = '';
-  proc.stdout!.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString('utf8');
-    const lines = buffered.split('\n');
-    buffered = lines.pop()!;
-    child.lines.push(...lines);
+    ran: (messageId: string) => child.lines.filter((line) => line.startsWith(`ran ${messageId} `)).length,
   });
-  proc.stderr!.on('data', (chunk: Buffer) => (child.stderr += chunk.toString('utf8')));
   return child;
 }
 

@@ -5,74 +5,44 @@
  * it must deliver every message it had accepted: checked by id at the cloud, zero lost, duplicates
  * counted and reported (a duplicate keeps its message id, so downstream can drop it).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { childDevices, type ChildDevice } from './child-device';
 import { deliveryReport, newDataDir, waitFor } from './harness';
 
-const CHILD = join(__dirname, '..', 'fixtures', 'device-crash-child.js');
 const REGISTRATION_ID = 'crash-device';
+const children = childDevices('device-crash-child.js');
 
 let cloud: LocalCloud;
-const children: ChildProcess[] = [];
 
 beforeAll(async () => {
   cloud = await startLocalCloud({ hubs: 1, seed: 'outbox-crash' });
 });
 afterAll(async () => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  children.killLeftovers();
   await cloud.stop();
 });
 
-interface ChildRun {
-  proc: ChildProcess;
+interface ChildRun extends ChildDevice {
   accepted: string[];
   states: string[];
   outbox: number;
   lines: string[];
-  stderr: string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 function startChild(dataDir: string, run: number, extra: { max?: number } = {}): ChildRun {
-  const config = {
-    idScope: cloud.idScope,
-    registrationId: REGISTRATION_ID,
-    deviceKey: cloud.deviceKey(REGISTRATION_ID),
-    provisioningHost: cloud.provisioningHost,
-    ca: cloud.ca,
-    dataDir,
-    run,
-    ...extra,
+  const onLine = (line: string) => {
+    const [kind, value] = line.split(' ');
+    if (kind === 'accepted') child.accepted.push(value);
+    else if (kind === 'outbox') child.outbox = Number(value);
+    else if (kind === 'state') child.states.push(value);
+    else child.lines.push(line);
   };
-  const proc = spawn(process.execPath, [CHILD], {
-    env: { ...process.env, HUBSTATE_CRASH_CHILD: JSON.stringify(config) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(proc);
-  const child: ChildRun = {
-    proc,
+  const child: ChildRun = Object.assign(children.start({ cloud, registrationId: REGISTRATION_ID, dataDir, config: { run, ...extra }, onLine }), {
     accepted: [],
     states: [],
     outbox: 0,
     lines: [],
-    stderr: '',
-    exited: new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal }))),
-  };
-  let buffered = '';
-  proc.stdout!.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString('utf8');
-    const lines = buffered.split('\n');
-    buffered = lines.pop()!;
-    for (const line of lines) {
-      const [kind, value] = line.split(' ');
-      if (kind === 'accepted') child.accepted.push(value);
-      else if (kind === 'outbox') child.outbox = Number(value);
-      else if (kind === 'state') child.states.push(value);
-      else child.lines.push(line);
-    }
   });
-  proc.stderr!.on('data', (chunk: Buffer) => (child.stderr += chunk.toString('utf8')));
   return child;
 }
 
