@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { startLocalCloud, type DpsMetrics, type HubMetrics, type LocalCloud } from '../src/emulator';
-import { forkService, type Async } from '../src/emulator/ipc';
+import { asyncCommands, forkService, type Async } from '../src/emulator/ipc';
 import type { FleetCloud } from '../src/fleet';
 
 export interface BenchCloudOptions {
@@ -88,10 +88,7 @@ export function infoOf(cloud: LocalCloud): BenchCloudInfo {
 
 async function inProcess(options: BenchCloudOptions): Promise<BenchCloud> {
   const cloud = await startCloud(options);
-  const commands = commandsOf(cloud) as unknown as Record<string, (...args: unknown[]) => unknown>;
-  const asyncCommands: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
-  for (const [name, fn] of Object.entries(commands)) asyncCommands[name] = async (...args) => fn(...args);
-  return { mode: 'in-process', info: infoOf(cloud), commands: asyncCommands as unknown as Async<CloudCommands>, stop: () => cloud.stop() };
+  return { mode: 'in-process', info: infoOf(cloud), commands: asyncCommands(commandsOf(cloud)), stop: () => cloud.stop() };
 }
 
 async function childProcess(options: BenchCloudOptions): Promise<BenchCloud> {

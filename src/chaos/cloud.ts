@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events';
 import { extname, join } from 'node:path';
 import { deriveDeviceKey, startLocalCloud, type DpsAnswer, type DpsMetrics, type EmulatedHub, type EmulatorLogger, type HubMetrics, type InjectedDpsStatus, type LocalCloud } from '../emulator';
-import { forkService, type Async } from '../emulator/ipc';
+import { asyncCommands, forkService, type Async } from '../emulator/ipc';
 
 export interface SoakCloudOptions {
   hubs: number;
@@ -183,12 +183,6 @@ export async function startSoakCloudService(
     commands,
     stop: () => cloud.stop(),
   };
-}
-
-function asyncCommands<C extends object>(commands: C): Async<C> {
-  const out: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
-  for (const [name, fn] of Object.entries(commands)) out[name] = async (...args: unknown[]) => (fn as (...a: unknown[]) => unknown)(...args);
-  return out as unknown as Async<C>;
 }
 
 export interface StartSoakCloudOptions extends SoakCloudOptions {

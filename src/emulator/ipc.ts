@@ -17,6 +17,13 @@ import { EventEmitter } from 'node:events';
 /** Each command of `T` as the parent sees it: async. */
 export type Async<T> = { [K in keyof T]: T[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never };
 
+/** The same commands served in this process, with the interface a forked service has. */
+export function asyncCommands<C extends object>(commands: C): Async<C> {
+  const out: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
+  for (const [name, fn] of Object.entries(commands)) out[name] = async (...args: unknown[]) => (fn as (...a: unknown[]) => unknown)(...args);
+  return out as unknown as Async<C>;
+}
+
 
 /** Child → parent. */
 type ChildMessage =
