@@ -11,12 +11,14 @@ import { EmulatedHub, type HubSettings } from './hub';
 import { silentLogger, withFields, type EmulatorLogger } from './logger';
 import { TelemetryStore, type TelemetryFilter } from './telemetry';
 import {
+  DEFAULT_FAILOVER_TTL_MS,
   EmulatorError,
   type DpsOptions,
   type FailoverInfo,
   type FailoverOptions,
   type HubOptions,
   type LocalCloudEvents,
+  type MovedDeviceRefusal,
   type TelemetryRecord,
 } from './types';
 
@@ -42,6 +44,12 @@ function positiveInt(name: string, v: number | undefined, dflt: number): number 
   const n = v ?? dflt;
   if (!Number.isInteger(n) || n < 1) throw new EmulatorError('INVALID_ARGUMENT', `${name} must be a positive integer`);
   return n;
+}
+
+function refusalCodeOf(name: string, v: unknown, dflt: MovedDeviceRefusal): MovedDeviceRefusal {
+  const code = v ?? dflt;
+  if (code !== 3 && code !== 5) throw new EmulatorError('INVALID_ARGUMENT', `${name} must be 3 (server unavailable, as Azure) or 5 (not authorized)`);
+  return code;
 }
 
 function nonNegative(name: string, v: number | undefined, dflt: number): number {
@@ -79,6 +87,8 @@ export class LocalCloud {
     private readonly store: TelemetryStore,
     events: EventEmitter<LocalCloudEvents>,
     private readonly logger: EmulatorLogger,
+    /** CONNACK code for moved and disabled devices unless a failover chooses its own. */
+    readonly refusalCode: MovedDeviceRefusal,
   ) {
     this.events = events;
   }
@@ -109,7 +119,8 @@ export class LocalCloud {
   /**
    * Moves a registered device to another hub: the DPS registration points there (substatus
    * `deviceDataMigrated`), identity and twin are copied there, and the device is disabled and
-   * disconnected on its current hub (CONNACK 5 from then on). After the TTL it fails back.
+   * disconnected on its current hub (refused from then on with `refusalCode`, default the cloud's:
+   * 3 as Azure). After the TTL (default 5 minutes, as IoT Central's tool) it fails back.
    */
   manualFailover(deviceId: string, opts: FailoverOptions = {}): FailoverInfo {
     if (this.failoverMap.has(deviceId)) throw new EmulatorError('ALREADY_FAILED_OVER', `'${deviceId}' is already failed over`);
@@ -126,14 +137,15 @@ export class LocalCloud {
       to = others.reduce((best, h) => ((counts[h.name] ?? 0) < (counts[best.name] ?? 0) ? h : best));
     }
     if (to === from) throw new EmulatorError('INVALID_ARGUMENT', 'failover target is the current hub');
-    const ttlMs = opts.ttlMs ?? (opts.ttlMinutes !== undefined ? opts.ttlMinutes * 60_000 : undefined);
+    const ttlMs = opts.ttlMs === null ? undefined : (opts.ttlMs ?? (opts.ttlMinutes !== undefined ? opts.ttlMinutes * 60_000 : DEFAULT_FAILOVER_TTL_MS));
     if (ttlMs !== undefined && !(ttlMs > 0)) throw new EmulatorError('INVALID_ARGUMENT', 'ttl must be > 0');
+    const refusalCode = refusalCodeOf('refusalCode', opts.refusalCode, this.refusalCode);
 
     to.importIdentity(deviceId, from.exportIdentity(deviceId));
-    from.disableDevice(deviceId, 'failover');
+    from.disableDevice(deviceId, 'failover', refusalCode);
     this.dps.moveRegistration(deviceId, { name: to.name, host: to.host }, 'deviceDataMigrated');
     const now = Date.now();
-    const active: ActiveFailover = { deviceId, fromHub: from.name, toHub: to.name, startedAt: now };
+    const active: ActiveFailover = { deviceId, fromHub: from.name, toHub: to.name, refusalCode, startedAt: now };
     if (ttlMs !== undefined) {
       active.failbackAt = now + ttlMs;
       active.timer = setTimeout(() => {
@@ -167,7 +179,7 @@ export class LocalCloud {
       const snap = to.exportIdentity(deviceId);
       const original = from.device(deviceId);
       if (!original || original.disabledReason === 'failover') from.importIdentity(deviceId, snap);
-      to.disableDevice(deviceId, 'failover');
+      to.disableDevice(deviceId, 'failover', active.refusalCode);
     }
     if (this.dps.registration(deviceId)) {
       this.dps.moveRegistration(deviceId, { name: from.name, host: from.host }, 'reprovisionedToInitialAssignment');
@@ -271,6 +283,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     methodTimeoutMs: positiveInt('hub.methodTimeoutMs', h.methodTimeoutMs, 30_000),
     enforceTokenExpiry: h.enforceTokenExpiry ?? true,
     c2dQueueLimit: positiveInt('hub.c2dQueueLimit', h.c2dQueueLimit, 50),
+    refusalCode: refusalCodeOf('hub.refusalCode', h.refusalCode, 3),
     ...(h.connectRateLimitPerSec ? { connectRateLimitPerSec: h.connectRateLimitPerSec } : {}),
   };
 
@@ -316,7 +329,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       events,
       logger: withFields(logger, { service: 'dps' }),
     });
-    const cloud = new LocalCloud(idScope, groupKey, certs.ca, dps, hubs, store, events, logger);
+    const cloud = new LocalCloud(idScope, groupKey, certs.ca, dps, hubs, store, events, logger, hubSettings.refusalCode);
     if (opts.controlApi) await cloud.attachControlApi();
     logger.info({ provisioningHost: dps.host, hubs: hubs.map((x) => x.host), idScope }, 'local cloud started');
     return cloud;

@@ -4,7 +4,7 @@
  *
  * GET  /state
  * GET  /telemetry?deviceId=&hub=&limit=
- * POST /failover {deviceId, ttlMinutes?, ttlMs?, toHub?}          POST /failback {deviceId}
+ * POST /failover {deviceId, ttlMinutes?, ttlMs? (null: no TTL), toHub?, refusalCode? 3|5}  POST /failback {deviceId}
  * POST /hubs/:hub/kill | restart | refuse {code|null} | blackhole {on} | withhold-pubacks {on, store?}
  * POST /hubs/:hub/devices/:id/disable | enable | delete | disconnect | expire-tokens
  * GET  /hubs/:hub/devices/:id/twin                                POST /hubs/:hub/devices/:id/desired {patch}
@@ -118,10 +118,14 @@ async function route(cloud: LocalCloud, method: string, url: URL, req: http.Inco
     const ttlMs = optNum(body, 'ttlMs');
     const ttlMinutes = optNum(body, 'ttlMinutes');
     const toHub = typeof body['toHub'] === 'string' ? body['toHub'] : undefined;
+    const refusalCode = optNum(body, 'refusalCode');
+    if (refusalCode !== undefined && refusalCode !== 3 && refusalCode !== 5) throw new HttpError(400, 'INVALID_ARGUMENT', "'refusalCode' must be 3 or 5");
     return cloud.manualFailover(str(body, 'deviceId'), {
-      ...(ttlMs !== undefined ? { ttlMs } : {}),
+      // An explicit null keeps the device failed over until /failback (no 5-minute TTL).
+      ...(body['ttlMs'] === null ? { ttlMs: null } : ttlMs !== undefined ? { ttlMs } : {}),
       ...(ttlMinutes !== undefined ? { ttlMinutes } : {}),
       ...(toHub ? { toHub } : {}),
+      ...(refusalCode !== undefined ? { refusalCode } : {}),
     });
   }
   if (method === 'POST' && p0 === 'failback' && parts.length === 1) return cloud.manualFailback(str(body, 'deviceId'));

@@ -22,17 +22,22 @@ import {
   type HubMetrics,
   type LocalCloudEvents,
   type MethodResult,
+  type MovedDeviceRefusal,
+  type RefusalReason,
+  type RefusalRecord,
   type TelemetryRecord,
   type TwinDocument,
   type WithholdOptions,
 } from './types';
 import { jsonDepth, MAX_TWIN_DEPTH } from '../json';
-import { TokenBucket, formatPropertyBag, isJsonObject, mergePatch, parseJsonOr, parsePropertyBag, type JsonObject } from './util';
+import { RingBuffer, TokenBucket, formatPropertyBag, isJsonObject, mergePatch, parseJsonOr, parsePropertyBag, type JsonObject } from './util';
 
 /** Marks packets the emulator itself publishes; only these are forwarded to devices. */
 export const EMULATOR_CLIENT_ID = '$local-cloud';
 
 const TWIN_SECTION_LIMIT = 32 * 1024;
+/** Refusals remembered per device. */
+const REFUSAL_HISTORY = 32;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Twin, key and model of a device, as moved between hubs by a failover. */
@@ -55,9 +60,13 @@ interface Identity extends IdentitySnapshot {
   deviceId: string;
   status: 'enabled' | 'disabled';
   disabledReason?: DisabledReason;
+  /** The code this device is refused with while disabled (a failover may choose its own). */
+  refusalCode?: MovedDeviceRefusal;
   connects: number;
   lastConnectedAt?: number;
   c2dQueue: PendingC2D[];
+  /** Its refused CONNECTs, newest last (bounded). */
+  refusals: RingBuffer<RefusalRecord>;
   /** Tokens with `se` at or before this are refused (emulated expiry). */
   revokedThroughSec?: number;
 }
@@ -90,6 +99,7 @@ export interface HubSettings {
   methodTimeoutMs: number;
   enforceTokenExpiry: boolean;
   c2dQueueLimit: number;
+  refusalCode: MovedDeviceRefusal;
 }
 
 /** Everything a hub shares with the rest of the cloud. */
@@ -146,6 +156,7 @@ export class EmulatedHub {
     connects: 0,
     refusedConnects: 0,
     refusedByCode: {} as Record<string, number>,
+    refusedByReason: {} as Partial<Record<RefusalReason, number>>,
     messages: 0,
     twinGets: 0,
     reportedPatches: 0,
@@ -225,27 +236,33 @@ export class EmulatedHub {
     password: Buffer | undefined,
     done: (error: AuthenticateError | null, success: boolean | null) => void,
   ): void {
-    const refuse = (code: ConnackRefusal, reason: string): void => {
+    const deviceId = client.id;
+    const identity = this.identities.get(deviceId);
+    const refuse = (code: ConnackRefusal, reason: RefusalReason, detail: string): void => {
       this.counters.refusedConnects++;
       this.counters.refusedByCode[code] = (this.counters.refusedByCode[code] ?? 0) + 1;
-      this.ctx.logger.debug({ clientId: client.id, code, reason }, 'connect refused');
-      done(refusal(code, reason), false);
+      this.counters.refusedByReason[reason] = (this.counters.refusedByReason[reason] ?? 0) + 1;
+      identity?.refusals.push({ at: Date.now(), code, reason });
+      this.ctx.logger.debug({ clientId: client.id, code, reason, detail }, 'connect refused');
+      done(refusal(code, detail), false);
     };
-    if (this.stopped) return refuse(3, 'stopped');
-    if (this.refuseCode !== null) return refuse(this.refuseCode, 'refusing connections');
-    if (this.connectBucket && !this.connectBucket.tryTake()) return refuse(3, 'connection rate limit');
-    const deviceId = client.id;
+    if (this.stopped) return refuse(3, 'stopped', 'stopped');
+    if (this.refuseCode !== null) return refuse(this.refuseCode, 'injected', 'refusing connections');
+    if (this.connectBucket && !this.connectBucket.tryTake()) return refuse(3, 'overloaded', 'connection rate limit');
     const user = parseHubUsername(username);
-    if (!user || user.deviceId !== deviceId) return refuse(5, 'bad username');
-    const identity = this.identities.get(deviceId);
-    if (!identity) return refuse(5, 'unknown device');
-    if (identity.status !== 'enabled') return refuse(5, `device disabled (${identity.disabledReason ?? 'operator'})`);
+    if (!user || user.deviceId !== deviceId) return refuse(5, 'unauthorized', 'bad username');
+    if (!identity) return refuse(5, 'unknown-device', 'unknown device');
+    if (identity.status !== 'enabled') {
+      // A moved or disabled device: Azure answers 3 (see the README's fidelity table), 5 selectable.
+      const moved = identity.disabledReason === 'failover';
+      return refuse(identity.refusalCode ?? this.ctx.settings.refusalCode, moved ? 'moved' : 'disabled', `device disabled (${identity.disabledReason ?? 'operator'})`);
+    }
     const check = verifySasToken(password?.toString('utf8'), {
       keys: [identity.key],
       resource: hubResource(this.host, deviceId),
       ...(identity.revokedThroughSec === undefined ? {} : { revokedThroughSec: identity.revokedThroughSec }),
     });
-    if (!check.ok) return refuse(5, `token ${check.reason}`);
+    if (!check.ok) return refuse(5, 'unauthorized', `token ${check.reason}`);
     const modelId = user.params['model-id'];
     const session: Session = {
       deviceId,
@@ -487,6 +504,7 @@ export class EmulatedHub {
       status: 'enabled',
       connects: 0,
       c2dQueue: [],
+      refusals: new RingBuffer<RefusalRecord>(REFUSAL_HISTORY),
       desired: {},
       desiredVersion: 1,
       reported: {},
@@ -523,6 +541,7 @@ export class EmulatedHub {
     if (snap.modelId) i.modelId = snap.modelId;
     i.status = 'enabled';
     delete i.disabledReason;
+    delete i.refusalCode;
   }
 
   /** Snapshot of one identity (undefined when absent). */
@@ -553,11 +572,16 @@ export class EmulatedHub {
     return this.sessions.has(deviceId);
   }
 
-  /** Disables the identity (CONNACK 5 from now on) and drops its connection. */
-  disableDevice(deviceId: string, reason: DisabledReason = 'operator'): void {
+  /**
+   * Disables the identity and drops its connection; it is refused from now on with `refusalCode`
+   * (default: the hub's `refusalCode`, 3 like Azure).
+   */
+  disableDevice(deviceId: string, reason: DisabledReason = 'operator', refusalCode?: MovedDeviceRefusal): void {
     const i = this.identity(deviceId);
     i.status = 'disabled';
     i.disabledReason = reason;
+    if (refusalCode === undefined) delete i.refusalCode;
+    else i.refusalCode = refusalCode;
     this.disconnect(deviceId);
   }
 
@@ -566,6 +590,12 @@ export class EmulatedHub {
     const i = this.identity(deviceId);
     i.status = 'enabled';
     delete i.disabledReason;
+    delete i.refusalCode;
+  }
+
+  /** The device's refused CONNECTs here, oldest first (bounded): why and with which code. */
+  refusals(deviceId: string): RefusalRecord[] {
+    return this.identity(deviceId).refusals.toArray();
   }
 
   /** Deletes the identity (twin and queued C2D included) and drops its connection. */
@@ -739,6 +769,7 @@ export class EmulatedHub {
     return {
       ...this.counters,
       refusedByCode: { ...this.counters.refusedByCode },
+      refusedByReason: { ...this.counters.refusedByReason },
       currentConnections: this.sessions.size,
       mutedConnections: this.endpoint.mutedSockets,
     };

@@ -6,6 +6,34 @@ export type { JsonObject } from './util';
 /** MQTT CONNACK refusal codes a service can answer with (3.1.1). */
 export type ConnackRefusal = 1 | 2 | 3 | 4 | 5;
 
+/**
+ * The CONNACK code a hub refuses a moved (failed-over) or disabled device with. Azure's is 3
+ * "server unavailable" (inferred: the C SDK maps it to DEVICE_DISABLED, the official HA sample
+ * reprovisions on it); 5 "not authorized" is selectable because no Microsoft document states it.
+ */
+export type MovedDeviceRefusal = 3 | 5;
+
+/**
+ * Why a hub refused a CONNECT, as the cloud records it: a moved or disabled device is told apart
+ * from an overloaded hub even when both answer CONNACK 3.
+ */
+export type RefusalReason =
+  | 'moved'
+  | 'disabled'
+  | 'overloaded'
+  | 'injected'
+  | 'unauthorized'
+  | 'unknown-device'
+  | 'stopped';
+
+/** One refused CONNECT, kept per device (bounded). */
+export interface RefusalRecord {
+  /** Epoch ms. */
+  at: number;
+  code: ConnackRefusal;
+  reason: RefusalReason;
+}
+
 /** Errors the emulator API throws (bad arguments, unknown devices, full queues). */
 export class EmulatorError extends Error {
   constructor(
@@ -137,6 +165,8 @@ export interface HubOptions {
   enforceTokenExpiry?: boolean;
   /** Pending C2D messages per device. Default 50 (the IoT Hub limit). */
   c2dQueueLimit?: number;
+  /** CONNACK code for a moved (failed-over) or disabled device. Default 3, as Azure (see README). */
+  refusalCode?: MovedDeviceRefusal;
 }
 
 /** A twin document as the device sees it. */
@@ -211,6 +241,8 @@ export interface HubMetrics {
   connects: number;
   refusedConnects: number;
   refusedByCode: Record<string, number>;
+  /** Refused CONNECTs by why: a moved device and an overloaded hub both answer 3 but differ here. */
+  refusedByReason: Partial<Record<RefusalReason, number>>;
   currentConnections: number;
   /** Connections held open but silent by a blackhole. */
   mutedConnections: number;
@@ -232,19 +264,29 @@ export interface WithholdOptions {
 // ---------------------------------------------------------------------------------------------
 // Cloud
 
-/** Options of a manual failover. Without a TTL the device stays on the failover hub until failback. */
+/**
+ * Options of a manual failover. Without a TTL it fails back after 5 minutes, as IoT Central's
+ * `az iot central device manual-failover` does; `ttlMs: null` keeps it until `manualFailback`.
+ */
 export interface FailoverOptions {
-  ttlMs?: number;
+  ttlMs?: number | null;
   ttlMinutes?: number;
   /** Target hub name or host. Default: the other hub with the fewest devices. */
   toHub?: string;
+  /** CONNACK code the hubs refuse this device with while it is moved. Default: `hub.refusalCode`. */
+  refusalCode?: MovedDeviceRefusal;
 }
+
+/** IoT Central's manual failover lasts 5 minutes unless given a TTL (seed 003, the failover tool). */
+export const DEFAULT_FAILOVER_TTL_MS = 5 * 60_000;
 
 /** An active failover. */
 export interface FailoverInfo {
   deviceId: string;
   fromHub: string;
   toHub: string;
+  /** CONNACK code the device is refused with on the hub it was moved away from. */
+  refusalCode: MovedDeviceRefusal;
   startedAt: number;
   /** Epoch ms of the automatic failback, when a TTL was given. */
   failbackAt?: number;
