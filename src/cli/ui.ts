@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { StateChange } from '../device';
+import { localHttpListener } from '../local-http';
 import { deviceSvgPath } from './paths';
 
 export interface UiStats {
@@ -127,13 +128,16 @@ function page(title: string, svg: string, faults: UiFault[]): string {
       try {
         const res = await fetch('/faults/' + button.dataset.fault, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
         const body = await res.json();
-        set('fault-result', res.ok ? body.done : 'failed: ' + body.error);
+        set('fault-result', res.ok ? body.done : 'failed: ' + (body.message || body.error));
       } catch (err) { set('fault-result', 'failed: ' + err); }
     });
   }
 </script>
 </body></html>`;
 }
+
+/** The page posts `{}` to a fault button's route: nothing larger is needed. */
+export const MAX_UI_BODY_BYTES = 1024;
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
@@ -144,11 +148,8 @@ export async function startUi(backend: UiBackend, options: { port?: number; svg?
   const svg = inlineSvg(options.svg ?? readFileSync(deviceSvgPath(), 'utf8'));
   const html = page(backend.title, svg, backend.faults);
   const clients = new Set<http.ServerResponse>();
-  let allowedHosts: Set<string> = new Set();
 
-  const server = http.createServer((req, res) => {
-    // Only this machine's own names: a web page elsewhere cannot reach us by DNS rebinding.
-    if (!allowedHosts.has(req.headers.host ?? '')) return sendJson(res, 403, { error: 'forbidden host' });
+  const route = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
     if (req.method === 'GET' && url.pathname === '/') {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
@@ -167,19 +168,19 @@ export async function startUi(backend: UiBackend, options: { port?: number; svg?
     }
     const fault = /^\/faults\/([a-z-]+)$/.exec(url.pathname);
     if (req.method === 'POST' && fault) {
-      // A JSON content type makes a cross-site form post impossible without a CORS preflight we never answer.
-      if (!(req.headers['content-type'] ?? '').startsWith('application/json')) return sendJson(res, 415, { error: 'application/json expected' });
       const entry = backend.faults.find((f) => f.name === fault[1]);
-      if (!entry) return sendJson(res, 404, { error: `unknown fault '${fault[1]}'` });
-      req.resume();
+      if (!entry) return sendJson(res, 404, { error: 'NOT_FOUND', message: `unknown fault '${fault[1]}'` });
       entry.run().then(
         (done) => sendJson(res, 200, { done }),
-        (error: unknown) => sendJson(res, 500, { error: (error as Error).message }),
+        (error: unknown) => sendJson(res, 500, { error: 'FAULT_FAILED', message: (error as Error).message }),
       );
       return;
     }
-    sendJson(res, 404, { error: 'not found' });
-  });
+    sendJson(res, 404, { error: 'NOT_FOUND', message: `no route ${req.method} ${url.pathname}` });
+  };
+
+  // Host, Origin, JSON bodies: the local-HTTP checks (`../local-http.ts`) before any route.
+  const server = http.createServer(localHttpListener({ maxBodyBytes: MAX_UI_BODY_BYTES }, route));
 
   const broadcast = (event: string, data: unknown) => {
     const frame = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
@@ -193,7 +194,6 @@ export async function startUi(backend: UiBackend, options: { port?: number; svg?
     server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
   });
   const { port } = server.address() as AddressInfo;
-  allowedHosts = new Set([`127.0.0.1:${port}`, `localhost:${port}`]);
 
   return {
     url: `http://127.0.0.1:${port}/`,

@@ -13,15 +13,23 @@
  * POST /dps/rate-limit {perSec|null, retryAfterSec?}  POST /dps/enrollments/:regId {key?}
  * POST /dps/enrollments/:regId/status {status}
  *
+ * Every request passes the local-HTTP checks of `../local-http.ts` first: Host must be this
+ * server's loopback address and port (421), Origin absent or that same origin (403), and a POST
+ * body `application/json` (415), at most {@link MAX_CONTROL_BODY_BYTES} (413), a UTF-8 JSON
+ * object (400); an empty body is `{}`.
+ *
  * Errors: `{ "error": code, "message": text }` with 400 (bad input), 404 (unknown hub/device/route),
- * 409 (state conflict).
+ * 409 (state conflict). A direct method answers like IoT Hub's service API: 200 `{ status, payload }`
+ * whenever the device answered, whatever status it chose; the hub's own failure otherwise, with its
+ * status and `errorCode` (404 + 404103 device not online, 504 + 504101 no answer in time, ...).
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { LocalCloud } from './cloud';
 import type { InjectedDpsStatus } from './dps';
-import { EmulatorError, type ConnackRefusal, type EnrollmentStatus } from './types';
+import { EmulatorError, type ConnackRefusal, type EnrollmentStatus, type MethodResult } from './types';
 import { isJsonObject, type JsonObject } from './util';
+import { LocalHttpError, localHttpListener } from '../local-http';
 
 /** A running control API. */
 export interface ControlApi {
@@ -29,62 +37,52 @@ export interface ControlApi {
   close(): Promise<void>;
 }
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+/**
+ * Largest request body. The biggest payloads the API carries are a direct method's (IoT Hub: up
+ * to 128 KB of JSON, embedded as is) and a C2D body (up to 64 KB, sent as a JSON string, which
+ * escaping can double): twice the method limit holds either with its envelope.
+ */
+export const MAX_CONTROL_BODY_BYTES = 256 * 1024;
 
-const MAX_BODY = 1024 * 1024;
+/** The hub's own answers when a device did not answer a method (IoT Hub error codes). */
+const HUB_METHOD_FAILURES: Readonly<Record<number, string>> = {
+  404001: 'DEVICE_NOT_FOUND',
+  404103: 'DEVICE_NOT_ONLINE',
+  503001: 'HUB_STOPPED',
+  504101: 'DEVICE_TIMEOUT',
+};
 
-function readBody(req: http.IncomingMessage): Promise<JsonObject> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > MAX_BODY) {
-        reject(new HttpError(413, 'TOO_LARGE', 'body too large'));
-        req.destroy();
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('error', reject);
-    req.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8').trim();
-      if (!text) return resolve({});
-      try {
-        const v: unknown = JSON.parse(text);
-        if (!isJsonObject(v)) throw new Error('not an object');
-        resolve(v);
-      } catch {
-        reject(new HttpError(400, 'BAD_JSON', 'body must be a JSON object'));
-      }
-    });
-  });
+/**
+ * The hub's failure in `result`, when no device answered; undefined when the device answered.
+ * `EmulatedHub.invokeMethod` never rejects: it resolves with `{ status, payload: { errorCode,
+ * message } }` for a device that is unknown, offline or silent, or with the device's own answer.
+ */
+function hubMethodFailure(result: MethodResult): LocalHttpError | undefined {
+  const payload = result.payload;
+  if (!isJsonObject(payload) || typeof payload['errorCode'] !== 'number') return undefined;
+  const errorCode = payload['errorCode'];
+  const code = HUB_METHOD_FAILURES[errorCode];
+  if (code === undefined || Math.floor(errorCode / 1000) !== result.status) return undefined;
+  const message = typeof payload['message'] === 'string' ? payload['message'] : code;
+  return new LocalHttpError(result.status, code, message, { errorCode });
 }
 
 function str(body: JsonObject, key: string): string {
   const v = body[key];
-  if (typeof v !== 'string' || !v) throw new HttpError(400, 'INVALID_ARGUMENT', `'${key}' must be a non-empty string`);
+  if (typeof v !== 'string' || !v) throw new LocalHttpError(400, 'INVALID_ARGUMENT', `'${key}' must be a non-empty string`);
   return v;
 }
 
 function optNum(body: JsonObject, key: string): number | undefined {
   const v = body[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new HttpError(400, 'INVALID_ARGUMENT', `'${key}' must be a number`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new LocalHttpError(400, 'INVALID_ARGUMENT', `'${key}' must be a number`);
   return v;
 }
 
 function bool(body: JsonObject, key: string): boolean {
   const v = body[key];
-  if (typeof v !== 'boolean') throw new HttpError(400, 'INVALID_ARGUMENT', `'${key}' must be a boolean`);
+  if (typeof v !== 'boolean') throw new LocalHttpError(400, 'INVALID_ARGUMENT', `'${key}' must be a boolean`);
   return v;
 }
 
@@ -101,9 +99,7 @@ function errorStatus(err: EmulatorError): number {
   }
 }
 
-async function route(cloud: LocalCloud, method: string, url: URL, req: http.IncomingMessage): Promise<unknown> {
-  const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
-  const body = method === 'POST' ? await readBody(req) : {};
+async function route(cloud: LocalCloud, method: string, url: URL, parts: string[], body: JsonObject): Promise<unknown> {
   const [p0, p1, p2, p3, p4, p5] = parts;
 
   if (method === 'GET' && p0 === 'state' && parts.length === 1) return cloud.state();
@@ -119,7 +115,7 @@ async function route(cloud: LocalCloud, method: string, url: URL, req: http.Inco
     const ttlMinutes = optNum(body, 'ttlMinutes');
     const toHub = typeof body['toHub'] === 'string' ? body['toHub'] : undefined;
     const refusalCode = optNum(body, 'refusalCode');
-    if (refusalCode !== undefined && refusalCode !== 3 && refusalCode !== 5) throw new HttpError(400, 'INVALID_ARGUMENT', "'refusalCode' must be 3 or 5");
+    if (refusalCode !== undefined && refusalCode !== 3 && refusalCode !== 5) throw new LocalHttpError(400, 'INVALID_ARGUMENT', "'refusalCode' must be 3 or 5");
     return cloud.manualFailover(str(body, 'deviceId'), {
       // An explicit null keeps the device failed over until /failback (no 5-minute TTL).
       ...(body['ttlMs'] === null ? { ttlMs: null } : ttlMs !== undefined ? { ttlMs } : {}),
@@ -142,7 +138,7 @@ async function route(cloud: LocalCloud, method: string, url: URL, req: http.Inco
           return { ok: true, host: hub.host };
         case 'refuse': {
           const code = optNum(body, 'code');
-          if (code !== undefined && ![1, 2, 3, 4, 5].includes(code)) throw new HttpError(400, 'INVALID_ARGUMENT', "'code' must be 1-5 or null");
+          if (code !== undefined && ![1, 2, 3, 4, 5].includes(code)) throw new LocalHttpError(400, 'INVALID_ARGUMENT', "'code' must be 1-5 or null");
           hub.refuse(code === undefined ? null : (code as ConnackRefusal));
           return { ok: true };
         }
@@ -174,7 +170,7 @@ async function route(cloud: LocalCloud, method: string, url: URL, req: http.Inco
             return { ok: true };
           case 'desired': {
             const patch = body['patch'];
-            if (!isJsonObject(patch)) throw new HttpError(400, 'INVALID_ARGUMENT', "'patch' must be an object");
+            if (!isJsonObject(patch)) throw new LocalHttpError(400, 'INVALID_ARGUMENT', "'patch' must be an object");
             return { version: hub.updateDesired(p3, patch) };
           }
           case 'c2d': {
@@ -188,7 +184,10 @@ async function route(cloud: LocalCloud, method: string, url: URL, req: http.Inco
       }
       if (method === 'POST' && parts.length === 6 && p4 === 'methods' && p5) {
         const timeoutMs = optNum(body, 'timeoutMs');
-        return hub.invokeMethod(p3, p5, body['payload'], timeoutMs !== undefined ? { timeoutMs } : {});
+        const result = await hub.invokeMethod(p3, p5, body['payload'], timeoutMs !== undefined ? { timeoutMs } : {});
+        const failure = hubMethodFailure(result);
+        if (failure) throw failure;
+        return result;
       }
     }
   }
@@ -218,7 +217,7 @@ async function route(cloud: LocalCloud, method: string, url: URL, req: http.Inco
         case 'fail': {
           const status = optNum(body, 'status');
           if (status === undefined || ![400, 401, 403, 404, 500, 503].includes(status)) {
-            throw new HttpError(400, 'INVALID_ARGUMENT', "'status' must be one of 400, 401, 403, 404, 500, 503");
+            throw new LocalHttpError(400, 'INVALID_ARGUMENT', "'status' must be one of 400, 401, 403, 404, 500, 503");
           }
           const count = optNum(body, 'count');
           const retryAfterSec = optNum(body, 'retryAfterSec');
@@ -239,33 +238,39 @@ async function route(cloud: LocalCloud, method: string, url: URL, req: http.Inco
       }
       if (parts.length === 4 && p3 === 'status') {
         const status = str(body, 'status');
-        if (!['enabled', 'failed', 'disabled'].includes(status)) throw new HttpError(400, 'INVALID_ARGUMENT', "'status' must be enabled, failed or disabled");
+        if (!['enabled', 'failed', 'disabled'].includes(status)) throw new LocalHttpError(400, 'INVALID_ARGUMENT', "'status' must be enabled, failed or disabled");
         dps.setEnrollmentStatus(p2, status as EnrollmentStatus);
         return { ok: true };
       }
     }
   }
-  throw new HttpError(404, 'NOT_FOUND', `no route ${method} ${url.pathname}`);
+  throw new LocalHttpError(404, 'NOT_FOUND', `no route ${method} ${url.pathname}`);
 }
 
 /** Starts the control API for `cloud` on 127.0.0.1 with an ephemeral port. */
 export async function startControlApi(cloud: LocalCloud): Promise<ControlApi> {
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
-    const send = (status: number, value: unknown): void => {
+  const server = http.createServer(
+    localHttpListener({ maxBodyBytes: MAX_CONTROL_BODY_BYTES }, async (req, res, body) => {
+      let url: URL;
+      let parts: string[];
+      try {
+        url = new URL(req.url ?? '/', 'http://127.0.0.1');
+        parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+      } catch {
+        throw new LocalHttpError(400, 'BAD_PATH', 'the request path is not a valid URL path');
+      }
+      let value: unknown;
+      try {
+        value = await route(cloud, req.method ?? 'GET', url, parts, body);
+      } catch (err) {
+        if (err instanceof EmulatorError) throw new LocalHttpError(errorStatus(err), err.code, err.message);
+        throw err;
+      }
       const text = JSON.stringify(value ?? null);
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
       res.end(text);
-    };
-    route(cloud, req.method ?? 'GET', url, req).then(
-      (value) => send(200, value),
-      (err: unknown) => {
-        if (err instanceof HttpError) send(err.status, { error: err.code, message: err.message });
-        else if (err instanceof EmulatorError) send(errorStatus(err), { error: err.code, message: err.message });
-        else send(500, { error: 'INTERNAL', message: (err as Error)?.message ?? String(err) });
-      },
-    );
-  });
+    }),
+  );
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

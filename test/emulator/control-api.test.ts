@@ -15,7 +15,8 @@ afterAll(async () => {
 async function call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; json: any }> {
   const res = await fetch(`${cloud.controlUrl}${path}`, {
     method,
-    ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
+    // Every POST is JSON (415 otherwise), even without input.
+    ...(method === 'POST' ? { body: JSON.stringify(body ?? {}), headers: { 'content-type': 'application/json' } } : {}),
   });
   return { status: res.status, json: await res.json() };
 }
@@ -70,7 +71,7 @@ test('device operations: desired patch, twin, method, c2d, disable', async () =>
   // The SDK subscribes to methods asynchronously after onDeviceMethod: 404 until it has.
   const method = await waitFor(async () => {
     const r = await call('POST', `${base}/methods/ping`, { payload: null, timeoutMs: 2000 });
-    return r.json.status === 404 ? undefined : r.json;
+    return r.status === 404 ? undefined : r.json;
   });
   expect(method).toEqual({ status: 200, payload: 'pong' });
   expect((await call('POST', `${base}/c2d`, { body: 'hello', properties: { k: 'v' } })).json.messageId).toBeDefined();
@@ -99,7 +100,7 @@ test('DPS faults through the API: throttle, fail, enrollment status, down/up', a
 test('errors: unknown route 404, unknown hub 404, bad JSON 400', async () => {
   expect((await call('GET', '/nope')).status).toBe(404);
   expect((await call('POST', '/hubs/hub-9/kill')).json.error).toBe('UNKNOWN_HUB');
-  const bad = await fetch(`${cloud.controlUrl}/failover`, { method: 'POST', body: '{not json' });
+  const bad = await fetch(`${cloud.controlUrl}/failover`, { method: 'POST', body: '{not json', headers: { 'content-type': 'application/json' } });
   expect(bad.status).toBe(400);
   await bad.text();
   expect((await call('POST', '/failover', {})).status).toBe(400);
