@@ -19,8 +19,11 @@ commands:
              --inspect [--inspect-port <n>]: stream the device actor to the Stately inspector
   run        a real device (IoT Central / DPS + IoT Hub), the example app (examples/), until SIGINT/SIGTERM
              --config <file.json>, flags or HUBSTATE_* variables (below)
-  emulator   start the local cloud (DPS + hubs) standalone and print how to connect
-             --hubs <n> (2)
+  emulator   start the local cloud (DPS + hubs) standalone: writes its CA to a file and prints an
+             environment block for unmodified Azure IoT SDK samples (NODE_EXTRA_CA_CERTS, PROVISIONING_*,
+             IOTHUB_DEVICE_DPS_*) and \`hubstate run\` (HUBSTATE_*); runs until Ctrl-C
+             --hubs <n> (2)  --registration-id <id> (adds the device's id and derived key)
+             --ca-out <file> (default: ca.pem in a new temporary directory)  --refusal-code 3|5 (3)
   fleet      N devices in this process against a local cloud whose DPS takes R registrations/s:
              staggered first provisioning, fleet-formula jitter, progress bar and summary
              --devices <n> (100)  --dps-rate <r> (100)  --hubs <n> (2)  --naive  --log <file>
@@ -89,9 +92,15 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     case 'emulator': {
-      const flags = parseFlags(rest, { hubs: { type: 'string' } });
-      const { runEmulator } = await import('./emulator');
-      await runEmulator({ hubs: Math.floor(numberFlag(flags.hubs as string | undefined, 'hubs', 2, 1)), out: process.stdout });
+      const flags = parseFlags(rest, {
+        hubs: { type: 'string' },
+        'registration-id': { type: 'string' },
+        'ca-out': { type: 'string' },
+        'refusal-code': { type: 'string' },
+      });
+      const { emulatorFlags, runEmulator } = await import('./emulator');
+      const options = emulatorFlags(flags);
+      await runEmulator({ ...options, hubs: Math.floor(numberFlag(flags.hubs as string | undefined, 'hubs', 2, 1)), out: process.stdout });
       return 0;
     }
     case 'fleet': {
