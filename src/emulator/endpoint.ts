@@ -6,10 +6,17 @@
  * - blackhole: TCP/TLS is accepted but no MQTT packet is ever answered, and established
  *   connections go silent too (only the client's keepalive can notice).
  *
+ * Optionally an HTTP handler shares the port (DPS serves its REST lookup next to MQTT; Azure uses
+ * 443 and 8883 of one host, the local cloud has one port per service so a device needs no extra
+ * setting): each TLS connection is routed by its first byte, 0x10 (MQTT CONNECT) to aedes,
+ * an ASCII request line (`POST /...`) to a node `http.Server`. Both kinds pass through a Gate, so
+ * kill() and the blackhole treat them alike (a lookup during a blackhole gets no answer).
+ *
  * Every accepted socket gets `setNoDelay(true)` (Nagle + delayed ACK otherwise add 40-90 ms per
  * operation). Connections reach aedes through a small {@link Gate} so they can be silenced.
  */
 import { Duplex } from 'node:stream';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Aedes, AedesOptions, Client as AedesClient } from 'aedes';
@@ -31,6 +38,8 @@ export interface EndpointOptions {
   hooks: EndpointHooks;
   /** Called for every PUBACK a client sends (aedes reports no message id for clean sessions). */
   onPuback?: (client: AedesClient, messageId: number) => void;
+  /** Serves HTTP requests arriving on the same TLS port (routed by their first byte). */
+  http?: http.RequestListener;
   logger: EmulatorLogger;
 }
 
@@ -40,6 +49,18 @@ interface PersistenceWithClear {
 
 const noop = (): void => undefined;
 
+/** First byte of an MQTT CONNECT packet (type 1, flags 0). */
+const MQTT_CONNECT_BYTE = 0x10;
+
+/** A connection that sends nothing is dropped after this long (aedes' own connectTimeout). */
+const FIRST_BYTES_TIMEOUT_MS = 30_000;
+
+/** An HTTP/1.x request line starts with an upper-case method and a space (`POST /…`). */
+function looksLikeHttpRequest(first: Buffer): boolean {
+  const head = first.subarray(0, 8).toString('latin1');
+  return /^[A-Z]{3,7} /.test(head);
+}
+
 /**
  * Duplex between a TLS socket and aedes. Transparent until {@link Gate.silence}: then aedes sees
  * the connection close while the socket stays open and every byte in either direction is dropped.
@@ -47,8 +68,15 @@ const noop = (): void => undefined;
 class Gate extends Duplex {
   private silenced = false;
 
-  constructor(readonly socket: tls.TLSSocket) {
+  private timeoutForwarded = false;
+
+  /** `firstChunk`: bytes already read from the socket to decide where it goes. */
+  constructor(
+    readonly socket: tls.TLSSocket,
+    firstChunk?: Buffer,
+  ) {
     super({ allowHalfOpen: false });
+    if (firstChunk) this.push(firstChunk);
     socket.on('data', (chunk: Buffer) => {
       if (this.silenced) return;
       if (!this.push(chunk)) socket.pause();
@@ -92,10 +120,27 @@ class Gate extends Duplex {
     cb(err);
   }
 
-  /** Detach from aedes (which sees a close) and keep the socket open but mute. */
+  /**
+   * Socket-style idle timeout, delegated to the TLS socket: node's http.Server closes idle
+   * keep-alive connections through it (without it they would stay open forever).
+   */
+  setTimeout(ms: number, onTimeout?: () => void): this {
+    this.socket.setTimeout(ms);
+    if (!this.timeoutForwarded) {
+      this.timeoutForwarded = true;
+      this.socket.on('timeout', () => {
+        if (!this.silenced) this.emit('timeout');
+      });
+    }
+    if (onTimeout) this.once('timeout', onTimeout);
+    return this;
+  }
+
+  /** Detach from its consumer (aedes or http, which see a close) and keep the socket open but mute. */
   silence(): void {
     if (this.silenced) return;
     this.silenced = true;
+    this.socket.setTimeout(0);
     this.socket.resume(); // read and discard
     this.destroy();
   }
@@ -116,6 +161,7 @@ export class MqttEndpoint {
     readonly broker: Aedes,
     private readonly server: tls.Server,
     private readonly logger: EmulatorLogger,
+    private readonly httpServer?: http.Server,
   ) {}
 
   /** Creates the broker and listens on 127.0.0.1 with an ephemeral port. */
@@ -140,7 +186,16 @@ export class MqttEndpoint {
     broker.on('clientError', (client, err) => opts.logger.debug({ clientId: client.id, err: err.message }, 'client error'));
     broker.on('connectionError', (_client, err) => opts.logger.debug({ err: err.message }, 'connection error'));
     const server = tls.createServer({ key: opts.tls.key, cert: opts.tls.cert });
-    const ep = new MqttEndpoint(opts.name, broker, server, opts.logger);
+    let httpServer: http.Server | undefined;
+    if (opts.http) {
+      // Never listens itself: connections are handed over by onSecureConnection.
+      httpServer = http.createServer(opts.http);
+      httpServer.on('clientError', (err, socket) => {
+        opts.logger.debug({ err: err.message }, 'HTTP client error');
+        socket.destroy();
+      });
+    }
+    const ep = new MqttEndpoint(opts.name, broker, server, opts.logger, httpServer);
     server.on('connection', (socket: net.Socket) => ep.onConnection(socket));
     server.on('secureConnection', (socket: tls.TLSSocket) => ep.onSecureConnection(socket));
     server.on('tlsClientError', (err) => opts.logger.debug({ err: err.message }, 'TLS handshake failed'));
@@ -190,11 +245,39 @@ export class MqttEndpoint {
       this.muteSocket(socket);
       return;
     }
-    const gate = new Gate(socket);
+    if (!this.httpServer) {
+      this.broker.handle(this.gate(socket));
+      return;
+    }
+    // Peek at the first bytes to tell MQTT from HTTP; the chunk is handed on through the Gate.
+    socket.on('error', noop); // a reset before the first byte; 'close' follows
+    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
+    socket.once('data', (first: Buffer) => {
+      socket.pause();
+      socket.setTimeout(0);
+      this.route(socket, first);
+    });
+  }
+
+  private route(socket: tls.TLSSocket, first: Buffer): void {
+    if (this.blackholed) {
+      this.muteSocket(socket);
+    } else if (first[0] === MQTT_CONNECT_BYTE) {
+      this.broker.handle(this.gate(socket, first));
+    } else if (this.httpServer && looksLikeHttpRequest(first)) {
+      this.httpServer.emit('connection', this.gate(socket, first));
+    } else {
+      this.logger.debug({ firstByte: first[0] }, 'neither MQTT nor HTTP: connection dropped');
+      socket.destroy();
+    }
+  }
+
+  private gate(socket: tls.TLSSocket, first?: Buffer): Gate {
+    const gate = new Gate(socket, first);
     this.gates.add(gate);
     gate.once('close', () => this.gates.delete(gate));
     gate.on('error', noop);
-    this.broker.handle(gate);
+    return gate;
   }
 
   private muteSocket(socket: tls.TLSSocket): void {
@@ -273,6 +356,8 @@ export class MqttEndpoint {
     if (this.closed) return;
     await this.kill();
     this.closed = true;
+    // The http.Server never listened: closing it only releases its idle-connection bookkeeping.
+    this.httpServer?.closeAllConnections();
     await new Promise<void>((resolve) => this.broker.close(() => resolve()));
   }
 }
