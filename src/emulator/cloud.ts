@@ -52,6 +52,12 @@ function refusalCodeOf(name: string, v: unknown, dflt: MovedDeviceRefusal): Move
   return code;
 }
 
+function nonNegativeInt(name: string, v: number | undefined, dflt: number): number {
+  const n = v ?? dflt;
+  if (!Number.isInteger(n) || n < 0) throw new EmulatorError('INVALID_ARGUMENT', `${name} must be a whole number of seconds`);
+  return n;
+}
+
 function nonNegative(name: string, v: number | undefined, dflt: number): number {
   const n = v ?? dflt;
   if (!(n >= 0) || !Number.isFinite(n)) throw new EmulatorError('INVALID_ARGUMENT', `${name} must be a non-negative number`);
@@ -272,10 +278,14 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
   const dpsSettings: DpsSettings = {
     retryAfterSec: nonNegative('dps.retryAfterSec', d.retryAfterSec, 1),
     assigningPolls: nonNegative('dps.assigningPolls', d.assigningPolls, 1),
-    pollRetryAfterSec: nonNegative('dps.pollRetryAfterSec', d.pollRetryAfterSec, 0.05),
+    // 3 s is what DPS sends with `assigning`; tests that want speed pass a fraction explicitly.
+    pollRetryAfterSec: nonNegative('dps.pollRetryAfterSec', d.pollRetryAfterSec, 3),
     allocation: d.allocation ?? 'even',
     attemptHistory: positiveInt('dps.attemptHistory', d.attemptHistory, 32),
     ...(d.rateLimitPerSec ? { rateLimitPerSec: d.rateLimitPerSec } : {}),
+    // HTTP's Retry-After has no fractions: whole seconds only.
+    lookupRetryAfterSec: nonNegativeInt('dps.lookupRetryAfterSec', d.lookupRetryAfterSec, 1),
+    ...(d.lookupRateLimitPerSec ? { lookupRateLimitPerSec: d.lookupRateLimitPerSec } : {}),
     ...(d.staticHub ? { staticHub: d.staticHub } : {}),
     ...(d.returnData ? { returnData: d.returnData } : {}),
   };

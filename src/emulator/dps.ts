@@ -1,13 +1,19 @@
 /**
- * An emulated Azure Device Provisioning Service (MQTT device API, symmetric keys).
+ * An emulated Azure Device Provisioning Service (MQTT device API + the HTTP Device Registration
+ * Status Lookup on the same port, symmetric keys).
  *
  * Enrollments: one symmetric-key group enrollment (id scope + group key, device key derived per
- * registration id) and optional individual enrollments, which take precedence.
+ * registration id) and optional individual enrollments, which take precedence. Registration ids
+ * follow the documented rules and are case-insensitive.
  * Flow: register → 202 `assigning` (+ `retry-after`) → polls → 200 `assigned` with the registration
- * state. Faults: down/up, injected 429s and error statuses, a registration rate limit, and
- * enrollments whose registrations end `failed` or `disabled`.
+ * state. A wrong or expired token is not refused at CONNECT: every request is answered 401, as
+ * Azure does. Lookup: `POST /{idScope}/registrations/{registrationId}?api-version=…` answers the
+ * current registration (it never allocates). Faults: down/up, blackhole, injected 429s and error
+ * statuses, registration and lookup rate limits, and enrollments whose registrations end `failed`
+ * or `disabled`.
  */
 import type EventEmitter from 'node:events';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { AuthenticateError, Client as AedesClient } from 'aedes';
 import { MqttEndpoint, type EndpointHooks } from './endpoint';
@@ -17,6 +23,8 @@ import {
   EmulatorError,
   type AllocationPolicy,
   type DpsAnswer,
+  type DpsFaultTarget,
+  type DpsLookup,
   type DpsMetrics,
   type EnrollmentStatus,
   type LocalCloudEvents,
@@ -38,6 +46,8 @@ export interface DpsSettings {
   staticHub?: string;
   returnData?: (registrationId: string, requestPayload: unknown) => unknown;
   attemptHistory: number;
+  lookupRateLimitPerSec?: number;
+  lookupRetryAfterSec: number;
 }
 
 /** A hub as DPS sees it. */
@@ -77,22 +87,87 @@ interface Operation {
 interface DpsSession {
   registrationId: string;
   key: string;
+  /** Set when the CONNECT was accepted but every request must be refused (bad token or id). */
+  refusal?: { status: 400 | 401; message?: string };
+}
+
+interface InjectedThrottle {
+  retryAfterSec: number;
+  remaining: number;
+  target: DpsFaultTarget;
+}
+
+interface InjectedFailure {
+  status: InjectedDpsStatus;
+  remaining: number;
+  retryAfterSec?: number;
+  target: DpsFaultTarget;
 }
 
 const MAX_OPERATIONS = 50_000;
+/** Registration ids with a request history kept (oldest forgotten first): bounded memory under id churn. */
+const MAX_TRACKED_REGISTRATIONS = 100_000;
+/** A lookup body is `{"registrationId": …}`; anything this large is not one. */
+export const MAX_LOOKUP_BODY_BYTES = 16 * 1024;
+/** `/{idScope}/registrations/{registrationId}`, both segments URL-encoded. */
+const LOOKUP_PATH = /^\/([^/]+)\/registrations\/([^/]+)\/?$/;
+/** Documented registration id: ≤ 128 chars, alphanumeric plus `- . _ :`, none of those at either end. */
+const REGISTRATION_ID = /^[A-Za-z0-9](?:[A-Za-z0-9._:-]{0,126}[A-Za-z0-9])?$/;
 
+// errorCode = status × 1000 + detail: the Embedded C SDK derives the status as errorCode / 1000.
+// 401002 is what DPS sends for a refused credential (Node SDK issue 721, Embedded C SDK sample).
 const ERROR_TEXT: Record<number, [number, string]> = {
   400: [400001, 'Bad request.'],
-  401: [401002, 'The device is unauthorized.'],
+  401: [401002, 'Unauthorized'],
   403: [403000, 'Forbidden.'],
   404: [404201, 'Not found.'],
+  405: [405000, 'Method not allowed.'],
+  413: [413000, 'Request body too large.'],
+  415: [415000, 'Unsupported media type: use application/json.'],
   429: [429001, 'Operations are being throttled for this tenant.'],
   500: [500000, 'Internal server error.'],
   503: [503000, 'Service unavailable.'],
 };
 
-function refusal(message: string): AuthenticateError {
-  return Object.assign(new Error(message), { returnCode: 5 }) as unknown as AuthenticateError;
+/** 3 "server unavailable" (an unknown id scope, as Azure answers) or 5 "not authorized". */
+function connectRefusal(message: string, returnCode: 3 | 5): AuthenticateError {
+  return Object.assign(new Error(message), { returnCode }) as unknown as AuthenticateError;
+}
+
+/** Why a registration id breaks DPS's documented rules, or undefined when it is valid. */
+export function registrationIdProblem(registrationId: string): string | undefined {
+  if (registrationId.length === 0) return 'registration id is empty';
+  if (registrationId.length > 128) return 'registration id is longer than 128 characters';
+  if (!REGISTRATION_ID.test(registrationId)) {
+    return "registration id may hold letters, digits and - . _ : only, with a letter or digit at both ends";
+  }
+  return undefined;
+}
+
+/** Registration ids are case-insensitive: one key per registration whatever the spelling. */
+function registrationKey(registrationId: string): string {
+  return registrationId.toLowerCase();
+}
+
+/** The bounded history of one registration id, created on first use; the oldest id is forgotten beyond the cap. */
+function historyOf<T>(logs: Map<string, RingBuffer<T>>, registrationId: string, capacity: number): RingBuffer<T> {
+  const key = registrationKey(registrationId);
+  let log = logs.get(key);
+  if (!log) {
+    if (logs.size >= MAX_TRACKED_REGISTRATIONS) logs.delete(logs.keys().next().value!);
+    logs.set(key, (log = new RingBuffer<T>(capacity)));
+  }
+  return log;
+}
+
+/** True when a fault applies to this kind of request. */
+function targets(fault: { target: DpsFaultTarget }, request: 'registration' | 'lookup'): boolean {
+  return fault.target === 'any' || fault.target === request;
+}
+
+/** The media type of a Content-Type header, without parameters, lower-cased. */
+function mediaType(contentType: string | undefined): string {
+  return (contentType ?? '').split(';')[0]!.trim().toLowerCase();
 }
 
 /** Parsed DPS username `{idScope}/registrations/{registrationId}/api-version=...`. */
@@ -107,6 +182,20 @@ function etag(): string {
   return `"${randomBytes(8).toString('hex')}"`;
 }
 
+/** A `DeviceRegistrationResult` as the register poll and the status lookup answer it. */
+function registrationResult(record: RegistrationRecord): Record<string, unknown> {
+  return {
+    registrationId: record.registrationId,
+    createdDateTimeUtc: record.createdDateTimeUtc,
+    assignedHub: record.assignedHub,
+    deviceId: record.deviceId,
+    status: record.status,
+    substatus: record.substatus,
+    lastUpdatedDateTimeUtc: record.lastUpdatedDateTimeUtc,
+    etag: record.etag,
+  };
+}
+
 /** The emulated DPS. Create through `startLocalCloud`. */
 export class EmulatedDps {
   private readonly enrollments = new Map<string, Enrollment>();
@@ -116,12 +205,15 @@ export class EmulatedDps {
   private readonly sessionsByClient = new WeakMap<AedesClient, DpsSession>();
   private readonly attemptLog = new Map<string, RingBuffer<number>>();
   private readonly answerLog = new Map<string, RingBuffer<DpsAnswer>>();
+  private readonly lookupLog = new Map<string, RingBuffer<DpsLookup>>();
   private bucket?: TokenBucket;
-  private throttleFault: { retryAfterSec: number; remaining: number } | null = null;
-  private failFault: { status: InjectedDpsStatus; remaining: number; retryAfterSec?: number } | null = null;
+  private lookupBucket?: TokenBucket;
+  private throttleFault: InjectedThrottle | null = null;
+  private failFault: InjectedFailure | null = null;
   private rawFault: { status: number; body: string; remaining: number } | null = null;
   private readonly peak = new PeakRate();
   private readonly peakRegister = new PeakRate();
+  private readonly peakLookup = new PeakRate();
   private readonly counters = {
     requestsTotal: 0,
     registerRequests: 0,
@@ -130,6 +222,15 @@ export class EmulatedDps {
     throttled: 0,
     failuresInjected: 0,
     registrationsRefused: 0,
+    unauthorized: 0,
+    invalidRegistrationIds: 0,
+    lookupRequests: 0,
+    lookupsFound: 0,
+    lookupsNotFound: 0,
+    lookupsUnauthorized: 0,
+    lookupsThrottled: 0,
+    lookupsRejected: 0,
+    lookupFailuresInjected: 0,
     connects: 0,
     refusedConnects: 0,
     currentConnections: 0,
@@ -138,6 +239,7 @@ export class EmulatedDps {
 
   private constructor(private readonly ctx: DpsContext) {
     if (ctx.settings.rateLimitPerSec) this.bucket = new TokenBucket(ctx.settings.rateLimitPerSec);
+    if (ctx.settings.lookupRateLimitPerSec) this.lookupBucket = new TokenBucket(ctx.settings.lookupRateLimitPerSec);
   }
 
   /** @internal */
@@ -153,7 +255,13 @@ export class EmulatedDps {
       authorizeSubscribe: (_client, sub, cb) => cb(null, sub.topic === '$dps/registrations/res/#' ? sub : null),
       authorizeForward: (_client, packet) => ((packet as { clientId?: string }).clientId === DPS_CLIENT_ID ? packet : null),
     };
-    dps.endpoint = await MqttEndpoint.start({ name: 'dps', tls: ctx.tls, hooks, logger: ctx.logger });
+    dps.endpoint = await MqttEndpoint.start({
+      name: 'dps',
+      tls: ctx.tls,
+      hooks,
+      http: (req, res) => dps.onLookup(req, res),
+      logger: ctx.logger,
+    });
     dps.endpoint.broker.on('client', () => {
       dps.counters.connects++;
       dps.counters.currentConnections++;
@@ -175,6 +283,11 @@ export class EmulatedDps {
     return this.ctx.idScope;
   }
 
+  /** `retry-after` (seconds) sent with `assigning` answers: 3 as Azure unless configured faster. */
+  get pollRetryAfterSec(): number {
+    return this.ctx.settings.pollRetryAfterSec;
+  }
+
   /** True while the listener accepts connections. */
   get isUp(): boolean {
     return this.endpoint.isListening;
@@ -185,18 +298,18 @@ export class EmulatedDps {
 
   /** Adds (or re-keys) an individual symmetric-key enrollment. Returns its key (random when omitted). */
   addIndividualEnrollment(registrationId: string, key: string = randomBytes(32).toString('base64')): string {
-    const e = this.enrollments.get(registrationId);
+    const e = this.enrollments.get(registrationKey(registrationId));
     if (e) e.key = key;
-    else this.enrollments.set(registrationId, { key, status: 'enabled' });
+    else this.enrollments.set(registrationKey(registrationId), { key, status: 'enabled' });
     return key;
   }
 
   /** Removes an individual enrollment (the device falls back to the group enrollment). */
   removeIndividualEnrollment(registrationId: string): void {
-    const e = this.enrollments.get(registrationId);
+    const e = this.enrollments.get(registrationKey(registrationId));
     if (!e) return;
     delete e.key;
-    if (e.status === 'enabled') this.enrollments.delete(registrationId);
+    if (e.status === 'enabled') this.enrollments.delete(registrationKey(registrationId));
   }
 
   /**
@@ -204,22 +317,25 @@ export class EmulatedDps {
    * registrations end with that status (DeviceRegistrationFailedError in the SDK for `failed`).
    */
   setEnrollmentStatus(registrationId: string, status: EnrollmentStatus): void {
-    const e = this.enrollments.get(registrationId);
+    const e = this.enrollments.get(registrationKey(registrationId));
     if (e) e.status = status;
-    else if (status !== 'enabled') this.enrollments.set(registrationId, { status });
+    else if (status !== 'enabled') this.enrollments.set(registrationKey(registrationId), { status });
   }
 
-  /** The key a device must sign with: its individual enrollment key, else the group-derived key. */
+  /**
+   * The key a device must sign with: its individual enrollment key, else the group-derived key
+   * (derived from the id as the device spells it: the device derives it the same way).
+   */
   deviceKey(registrationId: string): string {
-    return this.enrollments.get(registrationId)?.key ?? deriveDeviceKey(this.ctx.groupKey, registrationId);
+    return this.enrollments.get(registrationKey(registrationId))?.key ?? deriveDeviceKey(this.ctx.groupKey, registrationId);
   }
 
   // -------------------------------------------------------------------------------------------
   // Registrations
 
-  /** A registration record (a copy), if the device has registered. */
+  /** A registration record (a copy), if the device has registered. Ids match case-insensitively. */
   registration(registrationId: string): RegistrationRecord | undefined {
-    const r = this.records.get(registrationId);
+    const r = this.records.get(registrationKey(registrationId));
     return r && structuredClone(r);
   }
 
@@ -237,7 +353,7 @@ export class EmulatedDps {
 
   /** @internal Moves a registration to another hub (failover / failback). */
   moveRegistration(registrationId: string, hub: DpsHubRef, substatus: RegistrationSubstatus): RegistrationRecord {
-    const r = this.records.get(registrationId);
+    const r = this.records.get(registrationKey(registrationId));
     if (!r) throw new EmulatorError('UNKNOWN_REGISTRATION', `'${registrationId}' has not registered`);
     this.counts.set(r.hubName, (this.counts.get(r.hubName) ?? 1) - 1);
     this.counts.set(hub.name, (this.counts.get(hub.name) ?? 0) + 1);
@@ -251,7 +367,7 @@ export class EmulatedDps {
 
   /** Request timestamps (epoch ms) of a device's registration requests, oldest first (bounded). */
   attempts(registrationId: string): number[] {
-    return this.attemptLog.get(registrationId)?.toArray() ?? [];
+    return this.attemptLog.get(registrationKey(registrationId))?.toArray() ?? [];
   }
 
   /**
@@ -259,17 +375,28 @@ export class EmulatedDps {
    * {@link attempts}): how soon a device came back after a 429 or a 5xx can be read from here.
    */
   answers(registrationId: string): DpsAnswer[] {
-    return this.answerLog.get(registrationId)?.toArray() ?? [];
+    return this.answerLog.get(registrationKey(registrationId))?.toArray() ?? [];
+  }
+
+  /** Status lookups answered for a registration id (any status), oldest first (bounded like {@link attempts}). */
+  lookups(registrationId: string): DpsLookup[] {
+    return this.lookupLog.get(registrationKey(registrationId))?.toArray() ?? [];
   }
 
   /** Starts a new window for the peak rates in {@link metrics} (the counters keep counting). */
   resetPeaks(): void {
     this.peak.reset();
     this.peakRegister.reset();
+    this.peakLookup.reset();
   }
 
   metrics(): DpsMetrics {
-    return { ...this.counters, peakRequestsPerSec: this.peak.peak, peakRegisterRequestsPerSec: this.peakRegister.peak };
+    return {
+      ...this.counters,
+      peakRequestsPerSec: this.peak.peak,
+      peakRegisterRequestsPerSec: this.peakRegister.peak,
+      peakLookupsPerSec: this.peakLookup.peak,
+    };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -285,28 +412,41 @@ export class EmulatedDps {
     await this.endpoint.restart();
   }
 
-  /** Accept TCP/TLS but never answer an MQTT packet; established connections go silent too. */
+  /**
+   * Accept TCP/TLS but never answer an MQTT packet or an HTTP lookup; established connections go
+   * silent too.
+   */
   blackhole(on: boolean): void {
     this.endpoint.setBlackhole(on);
   }
 
-  /** The next `count` requests (default: all until cleared) get 429 with `retry-after`. */
-  throttle(opts: { retryAfterSec: number; count?: number } | null): void {
-    this.throttleFault = opts ? { retryAfterSec: opts.retryAfterSec, remaining: opts.count ?? Infinity } : null;
+  /**
+   * The next `count` requests (default: all until cleared) get 429 with `retry-after`: MQTT
+   * register/poll requests and HTTP lookups alike unless `target` narrows it (`registration`,
+   * `lookup`). A lookup's `Retry-After` header is rounded up to whole seconds (HTTP allows no fraction).
+   */
+  throttle(opts: { retryAfterSec: number; count?: number; target?: DpsFaultTarget } | null): void {
+    this.throttleFault = opts ? { retryAfterSec: opts.retryAfterSec, remaining: opts.count ?? Infinity, target: opts.target ?? 'any' } : null;
   }
 
   /**
    * The next `count` requests (default: all until cleared) get this status and an error body,
-   * with a `retry-after` when given (the SDK re-polls 5xx after retry-after, else 2 s).
+   * with a `retry-after` when given (the SDK re-polls 5xx after retry-after, else 2 s). Applies
+   * to MQTT requests and lookups alike unless `target` narrows it.
    */
-  failWith(opts: { status: InjectedDpsStatus; count?: number; retryAfterSec?: number } | null): void {
+  failWith(opts: { status: InjectedDpsStatus; count?: number; retryAfterSec?: number; target?: DpsFaultTarget } | null): void {
     this.failFault = opts
-      ? { status: opts.status, remaining: opts.count ?? Infinity, ...(opts.retryAfterSec !== undefined ? { retryAfterSec: opts.retryAfterSec } : {}) }
+      ? {
+          status: opts.status,
+          remaining: opts.count ?? Infinity,
+          target: opts.target ?? 'any',
+          ...(opts.retryAfterSec !== undefined ? { retryAfterSec: opts.retryAfterSec } : {}),
+        }
       : null;
   }
 
   /**
-   * The next `count` requests (default 1) get this status with this raw body, verbatim: junk
+   * The next `count` MQTT requests (default 1) get this status with this raw body, verbatim: junk
    * JSON, missing fields, unknown statuses. For testing how a device copes with a broken service.
    */
   respondRaw(opts: { status: number; body: string; count?: number } | null): void {
@@ -326,6 +466,31 @@ export class EmulatedDps {
     if (retryAfterSec !== undefined) this.ctx.settings.retryAfterSec = retryAfterSec;
   }
 
+  /** Changes the status lookup rate limit (null: unlimited) and its `Retry-After` (whole seconds). */
+  setLookupRateLimit(perSec: number | null, retryAfterSec?: number): void {
+    if (retryAfterSec !== undefined && !(Number.isInteger(retryAfterSec) && retryAfterSec >= 0)) {
+      throw new EmulatorError('INVALID_ARGUMENT', 'lookup retryAfterSec must be whole seconds (HTTP Retry-After)');
+    }
+    this.lookupBucket = perSec ? new TokenBucket(perSec) : undefined;
+    if (retryAfterSec !== undefined) this.ctx.settings.lookupRetryAfterSec = retryAfterSec;
+  }
+
+  /** Takes one injected failure for this kind of request, if one applies. */
+  private takeFailure(request: 'registration' | 'lookup'): InjectedFailure | undefined {
+    const fault = this.failFault;
+    if (!fault || !targets(fault, request)) return undefined;
+    if (--fault.remaining <= 0) this.failFault = null;
+    return fault;
+  }
+
+  /** Takes one injected 429 for this kind of request, if one applies. */
+  private takeThrottle(request: 'registration' | 'lookup'): InjectedThrottle | undefined {
+    const fault = this.throttleFault;
+    if (!fault || !targets(fault, request)) return undefined;
+    if (--fault.remaining <= 0) this.throttleFault = null;
+    return fault;
+  }
+
   // -------------------------------------------------------------------------------------------
   // MQTT
 
@@ -335,18 +500,29 @@ export class EmulatedDps {
     password: Buffer | undefined,
     done: (error: AuthenticateError | null, success: boolean | null) => void,
   ): void {
-    const refuse = (reason: string): void => {
+    const refuse = (reason: string, returnCode: 3 | 5): void => {
       this.counters.refusedConnects++;
-      this.ctx.logger.debug({ clientId: client.id, reason }, 'DPS connect refused');
-      done(refusal(reason), false);
+      this.ctx.logger.debug({ clientId: client.id, reason, returnCode }, 'DPS connect refused');
+      done(connectRefusal(reason, returnCode), false);
     };
     const user = parseDpsUsername(username);
-    if (!user || user.registrationId !== client.id) return refuse('bad username');
-    if (user.idScope !== this.ctx.idScope) return refuse('unknown id scope');
+    if (!user || user.registrationId !== client.id) return refuse('bad username', 5);
+    // An unknown id scope is refused at CONNECT with 3 (azure-iot-sdk-python issue 670, maintainer).
+    if (user.idScope !== this.ctx.idScope) return refuse('unknown id scope', 3);
     const key = this.deviceKey(user.registrationId);
-    const check = verifySasToken(password?.toString('utf8'), { keys: [key], resource: dpsResource(user.idScope, user.registrationId) });
-    if (!check.ok) return refuse(`token ${check.reason}`);
-    this.sessionsByClient.set(client, { registrationId: user.registrationId, key });
+    const session: DpsSession = { registrationId: user.registrationId, key };
+    // DPS accepts the CONNECT of a bad id or token and refuses each request (see onRequest).
+    const idProblem = registrationIdProblem(user.registrationId);
+    if (idProblem) {
+      session.refusal = { status: 400, message: `${idProblem}.` };
+    } else {
+      const check = verifySasToken(password?.toString('utf8'), { keys: [key], resource: dpsResource(user.idScope, user.registrationId) });
+      if (!check.ok) {
+        this.ctx.logger.debug({ clientId: client.id, reason: check.reason }, 'DPS token refused: requests will get 401');
+        session.refusal = { status: 401 };
+      }
+    }
+    this.sessionsByClient.set(client, session);
     done(null, true);
   }
 
@@ -389,10 +565,14 @@ export class EmulatedDps {
   private onRequest(client: AedesClient, s: DpsSession, isRegister: boolean, query: Record<string, string>, payload: string): void {
     const now = Date.now();
     const rid = query['$rid'] ?? '';
+    const history = this.ctx.settings.attemptHistory;
     const answer = (status: number, body: unknown, retryAfterSec?: number, raw = false): void => {
-      let log = this.answerLog.get(s.registrationId);
-      if (!log) this.answerLog.set(s.registrationId, (log = new RingBuffer<DpsAnswer>(this.ctx.settings.attemptHistory)));
-      log.push({ at: Date.now(), request: isRegister ? 'register' : 'poll', status, ...(retryAfterSec !== undefined ? { retryAfterSec } : {}) });
+      historyOf(this.answerLog, s.registrationId, history).push({
+        at: Date.now(),
+        request: isRegister ? 'register' : 'poll',
+        status,
+        ...(retryAfterSec !== undefined ? { retryAfterSec } : {}),
+      });
       this.reply(client, rid, status, body, retryAfterSec, raw);
     };
     this.counters.requestsTotal++;
@@ -400,11 +580,19 @@ export class EmulatedDps {
     if (isRegister) {
       this.counters.registerRequests++;
       this.peakRegister.hit(now);
-      let log = this.attemptLog.get(s.registrationId);
-      if (!log) this.attemptLog.set(s.registrationId, (log = new RingBuffer<number>(this.ctx.settings.attemptHistory)));
-      log.push(now);
+      historyOf(this.attemptLog, s.registrationId, history).push(now);
     } else {
       this.counters.pollRequests++;
+    }
+
+    // The service checks who is asking before anything else: no fault or quota is spent on them.
+    if (s.refusal?.status === 401) {
+      this.counters.unauthorized++;
+      return answer(401, this.errorBody(401));
+    }
+    if (s.refusal?.status === 400) {
+      this.counters.invalidRegistrationIds++;
+      return answer(400, this.errorBody(400, s.refusal.message));
     }
 
     if (this.rawFault) {
@@ -413,17 +601,15 @@ export class EmulatedDps {
       this.counters.failuresInjected++;
       return answer(status, body, undefined, true);
     }
-    if (this.failFault) {
-      const { status, retryAfterSec } = this.failFault;
-      if (--this.failFault.remaining <= 0) this.failFault = null;
+    const failure = this.takeFailure('registration');
+    if (failure) {
       this.counters.failuresInjected++;
-      return answer(status, this.errorBody(status), retryAfterSec);
+      return answer(failure.status, this.errorBody(failure.status), failure.retryAfterSec);
     }
-    if (this.throttleFault) {
-      const retryAfter = this.throttleFault.retryAfterSec;
-      if (--this.throttleFault.remaining <= 0) this.throttleFault = null;
+    const throttle = this.takeThrottle('registration');
+    if (throttle) {
       this.counters.throttled++;
-      return answer(429, this.errorBody(429), retryAfter);
+      return answer(429, this.errorBody(429), throttle.retryAfterSec);
     }
 
     if (isRegister) {
@@ -432,7 +618,7 @@ export class EmulatedDps {
         return answer(429, this.errorBody(429), this.ctx.settings.retryAfterSec);
       }
       const body = parseJsonOr(payload, undefined);
-      if (!isJsonObject(body) || body['registrationId'] !== s.registrationId) {
+      if (!isJsonObject(body) || typeof body['registrationId'] !== 'string' || registrationKey(body['registrationId']) !== registrationKey(s.registrationId)) {
         return answer(400, this.errorBody(400, 'registrationId in the body must match the connection.'));
       }
       const operationId = `4.${randomBytes(8).toString('hex')}.${randomUUID()}`;
@@ -449,7 +635,7 @@ export class EmulatedDps {
 
     const operationId = query['operationId'] ?? '';
     const op = this.operations.get(operationId);
-    if (!op || op.registrationId !== s.registrationId) {
+    if (!op || registrationKey(op.registrationId) !== registrationKey(s.registrationId)) {
       return answer(404, this.errorBody(404, 'Operation not found.'));
     }
     if (op.pollsLeft > 0) {
@@ -464,9 +650,118 @@ export class EmulatedDps {
     answer(200, this.complete(op));
   }
 
+  // -------------------------------------------------------------------------------------------
+  // Device Registration Status Lookup (HTTP, same port)
+
+  /**
+   * `POST /{idScope}/registrations/{registrationId}?api-version=…` with the registration's SAS
+   * token and `{ "registrationId": … }`: answers the current registration, never allocates.
+   */
+  private onLookup(req: IncomingMessage, res: ServerResponse): void {
+    const now = Date.now();
+    this.counters.lookupRequests++;
+    this.peakLookup.hit(now);
+    let registrationId: string | undefined;
+    const send = (status: number, body: unknown, retryAfterSec?: number): void => {
+      // HTTP's Retry-After is whole seconds (RFC 9110 delay-seconds), as DPS sends it.
+      const retryAfter = retryAfterSec === undefined ? undefined : Math.ceil(retryAfterSec);
+      if (registrationId !== undefined) {
+        historyOf(this.lookupLog, registrationId, this.ctx.settings.attemptHistory).push({
+          at: Date.now(),
+          status,
+          ...(retryAfter !== undefined ? { retryAfterSec: retryAfter } : {}),
+        });
+      }
+      if (status === 200) this.counters.lookupsFound++;
+      else if (status === 404) this.counters.lookupsNotFound++;
+      else if (status === 401) this.counters.lookupsUnauthorized++;
+      else if (status === 429) this.counters.lookupsThrottled++;
+      else if (status === 400 || status === 405 || status === 413 || status === 415) this.counters.lookupsRejected++;
+      const headers: Record<string, string> = { 'Content-Type': 'application/json; charset=utf-8' };
+      if (retryAfter !== undefined) headers['Retry-After'] = String(retryAfter);
+      if (status === 405) headers['Allow'] = 'POST';
+      // An unread oversized body would otherwise keep the connection busy.
+      if (status === 413) headers['Connection'] = 'close';
+      res.writeHead(status, headers).end(JSON.stringify(body));
+    };
+
+    const url = new URL(req.url ?? '/', 'https://dps.invalid');
+    const match = LOOKUP_PATH.exec(url.pathname);
+    let idScope: string;
+    try {
+      idScope = decodeURIComponent(match?.[1] ?? '');
+      registrationId = match ? decodeURIComponent(match[2]!) : undefined;
+    } catch {
+      return send(400, this.errorBody(400, 'The request path is not valid URL encoding.'));
+    }
+    if (registrationId === undefined) return send(404, this.errorBody(404, 'No such resource.'));
+    if (req.method !== 'POST') return send(405, this.errorBody(405));
+    if (!url.searchParams.get('api-version')) return send(400, this.errorBody(400, 'api-version is required.'));
+    if (mediaType(req.headers['content-type']) !== 'application/json') return send(415, this.errorBody(415));
+    if (Number(req.headers['content-length'] ?? 0) > MAX_LOOKUP_BODY_BYTES) return send(413, this.errorBody(413));
+
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    req.on('data', (chunk: Buffer) => {
+      if (tooLarge) return;
+      size += chunk.length;
+      if (size > MAX_LOOKUP_BODY_BYTES) {
+        tooLarge = true;
+        send(413, this.errorBody(413));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (tooLarge) return;
+      this.answerLookup(idScope, registrationId!, req.headers.authorization, Buffer.concat(chunks).toString('utf8'), send);
+    });
+  }
+
+  private answerLookup(
+    idScope: string,
+    registrationId: string,
+    authorization: string | undefined,
+    text: string,
+    send: (status: number, body: unknown, retryAfterSec?: number) => void,
+  ): void {
+    const body = parseJsonOr(text, undefined);
+    if (!isJsonObject(body)) return send(400, this.errorBody(400, 'The request body must be a JSON object.'));
+    const idProblem = registrationIdProblem(registrationId);
+    if (idProblem) return send(400, this.errorBody(400, `${idProblem}.`));
+    const bodyId = body['registrationId'];
+    if (bodyId !== undefined && (typeof bodyId !== 'string' || registrationKey(bodyId) !== registrationKey(registrationId))) {
+      return send(400, this.errorBody(400, 'registrationId in the body must match the path.'));
+    }
+    // The troubleshooting table: 404 when "the Device Provisioning Service instance ... doesn't exist".
+    if (idScope !== this.ctx.idScope) return send(404, this.errorBody(404, 'Unknown ID scope.'));
+    const check = verifySasToken(authorization, {
+      keys: [this.deviceKey(registrationId)],
+      resource: dpsResource(idScope, registrationId),
+    });
+    if (!check.ok) {
+      this.ctx.logger.debug({ registrationId, reason: check.reason }, 'DPS lookup token refused');
+      return send(401, this.errorBody(401));
+    }
+    const failure = this.takeFailure('lookup');
+    if (failure) {
+      this.counters.lookupFailuresInjected++;
+      return send(failure.status, this.errorBody(failure.status), failure.retryAfterSec);
+    }
+    const throttle = this.takeThrottle('lookup');
+    if (throttle) return send(429, this.errorBody(429), throttle.retryAfterSec);
+    if (this.lookupBucket && !this.lookupBucket.tryTake()) {
+      return send(429, this.errorBody(429), this.ctx.settings.lookupRetryAfterSec);
+    }
+    const record = this.records.get(registrationKey(registrationId));
+    if (!record) return send(404, this.errorBody(404, 'Registration not found.'));
+    send(200, registrationResult(record));
+  }
+
   private complete(op: Operation): object {
     const nowIso = new Date().toISOString();
-    const enrollment = this.enrollments.get(op.registrationId);
+    const enrollment = this.enrollments.get(registrationKey(op.registrationId));
     const refusedState = (status: 'failed' | 'disabled', errorCode: number, errorMessage: string): object => {
       this.counters.registrationsRefused++;
       return {
@@ -474,7 +769,7 @@ export class EmulatedDps {
         status,
         registrationState: {
           registrationId: op.registrationId,
-          createdDateTimeUtc: this.records.get(op.registrationId)?.createdDateTimeUtc ?? nowIso,
+          createdDateTimeUtc: this.records.get(registrationKey(op.registrationId))?.createdDateTimeUtc ?? nowIso,
           status,
           errorCode,
           errorMessage,
@@ -486,7 +781,7 @@ export class EmulatedDps {
     if (enrollment?.status === 'failed') return refusedState('failed', 400209, 'Device registration failed (enrollment marked failed).');
     if (enrollment?.status === 'disabled') return refusedState('disabled', 401003, 'The enrollment is disabled.');
 
-    let record = this.records.get(op.registrationId);
+    let record = this.records.get(registrationKey(op.registrationId));
     const modelId = isJsonObject(op.payload) && typeof op.payload['modelId'] === 'string' ? op.payload['modelId'] : undefined;
     const recordHub = record && this.ctx.hubs().find((h) => h.name === record!.hubName);
     if (record && recordHub && recordHub.up === false && this.ctx.hubs().some((h) => h.up !== false)) {
@@ -522,7 +817,7 @@ export class EmulatedDps {
         etag: etag(),
         registrations: 1,
       };
-      this.records.set(op.registrationId, record);
+      this.records.set(registrationKey(op.registrationId), record);
       this.counts.set(hub.name, (this.counts.get(hub.name) ?? 0) + 1);
     }
     if (modelId) record.modelId = modelId;
@@ -534,17 +829,7 @@ export class EmulatedDps {
     return {
       operationId: op.operationId,
       status: 'assigned',
-      registrationState: {
-        registrationId: record.registrationId,
-        createdDateTimeUtc: record.createdDateTimeUtc,
-        assignedHub: record.assignedHub,
-        deviceId: record.deviceId,
-        status: 'assigned',
-        substatus: record.substatus,
-        lastUpdatedDateTimeUtc: record.lastUpdatedDateTimeUtc,
-        etag: record.etag,
-        ...(returned !== undefined ? { payload: returned } : {}),
-      },
+      registrationState: { ...registrationResult(record), ...(returned !== undefined ? { payload: returned } : {}) },
     };
   }
 
@@ -575,7 +860,12 @@ export class EmulatedDps {
       idScope: this.idScope,
       up: this.isUp,
       blackholed: this.endpoint.isBlackholed,
-      faults: { throttle: this.throttleFault, failWith: this.failFault, rateLimitPerSec: this.bucket?.ratePerSec ?? null },
+      faults: {
+        throttle: this.throttleFault,
+        failWith: this.failFault,
+        rateLimitPerSec: this.bucket?.ratePerSec ?? null,
+        lookupRateLimitPerSec: this.lookupBucket?.ratePerSec ?? null,
+      },
       metrics: this.metrics(),
       hubCounts: this.hubCounts(),
     };

@@ -1,11 +1,11 @@
 /** DPS answer log: every answer a device got (status, retry-after), for cloud-side retry checks. */
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { provision } from './helpers';
 
 let cloud: LocalCloud;
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 1, seed: 'dps-answers-test' });
+  cloud = await startLocalCloud({ hubs: 1, seed: 'dps-answers-test', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
 });
 
 afterAll(async () => {
@@ -27,7 +27,7 @@ test('answers(): a 429 with its retry-after, then 202 assigning and 200 assigned
 });
 
 test('answers() is bounded by attemptHistory', async () => {
-  const small = await startLocalCloud({ hubs: 1, seed: 'dps-answers-small', dps: { attemptHistory: 2 } });
+  const small = await startLocalCloud({ hubs: 1, seed: 'dps-answers-small', dps: { attemptHistory: 2, pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   try {
     await provision(small, 'answers-2');
     expect(small.dps.answers('answers-2').map((a) => a.status)).toEqual([202, 200]);

@@ -1,11 +1,11 @@
 import { errors } from 'azure-iot-common';
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { provision } from './helpers';
 
 let cloud: LocalCloud;
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'dps-test' });
+  cloud = await startLocalCloud({ hubs: 2, seed: 'dps-test', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
 });
 
 afterAll(async () => {
@@ -46,15 +46,19 @@ describe('DPS registration with the real ProvisioningDeviceClient', () => {
     expect(cloud.dps.registration('even-a')!.registrations).toBe(2);
   });
 
-  test('a wrong key or an unknown id scope is refused with CONNACK 5', async () => {
+  test('a wrong key: CONNECT accepted, register answered 401 → UnauthorizedError; an unknown id scope: CONNACK 3', async () => {
+    const before = cloud.dps.metrics();
     const wrongKey = await provision(cloud, 'dps-bad-key', { key: Buffer.alloc(32, 7).toString('base64') });
-    expect(wrongKey.error).toBeDefined();
-    expect(wrongKey.error!.code ?? wrongKey.error!.transportError?.code).toBe(5);
+    expect(wrongKey.error).toBeInstanceOf(errors.UnauthorizedError);
+    expect(wrongKey.error!.result).toMatchObject({ errorCode: 401002, message: 'Unauthorized' });
+    expect(cloud.dps.answers('dps-bad-key').map((a) => `${a.request}:${a.status}`)).toEqual(['register:401']);
+    expect(cloud.dps.registration('dps-bad-key')).toBeUndefined();
 
     const wrongScope = await provision(cloud, 'dps-bad-scope', { idScope: '0ne00000000' });
-    expect(wrongScope.error!.code ?? wrongScope.error!.transportError?.code).toBe(5);
-    expect(cloud.dps.registration('dps-bad-key')).toBeUndefined();
-    expect(cloud.dps.metrics().refusedConnects).toBeGreaterThanOrEqual(2);
+    expect(wrongScope.error!.code ?? wrongScope.error!.transportError?.code).toBe(3);
+    const after = cloud.dps.metrics();
+    expect(after.unauthorized - before.unauthorized).toBe(1);
+    expect(after.refusedConnects - before.refusedConnects).toBe(1);
   });
 
   test('individual enrollments take precedence over the group key', async () => {
@@ -79,7 +83,7 @@ describe('DPS registration with the real ProvisioningDeviceClient', () => {
   });
 
   test('registration rate limit answers 429 beyond the rate and everyone still registers', async () => {
-    const local = await startLocalCloud({ hubs: 1, dps: { rateLimitPerSec: 5, retryAfterSec: 0.1 } });
+    const local = await startLocalCloud({ hubs: 1, dps: { rateLimitPerSec: 5, retryAfterSec: 0.1, pollRetryAfterSec: FAST_DPS_POLL_SEC } });
     try {
       const ids = Array.from({ length: 8 }, (_, i) => `rl-${i}`);
       const results = await Promise.all(ids.map((id) => provision(local, id)));
@@ -147,7 +151,7 @@ describe('DPS registration with the real ProvisioningDeviceClient', () => {
   });
 
   test('static and custom allocation', async () => {
-    const local = await startLocalCloud({ hubs: 3, dps: { allocation: 'static', staticHub: 'hub-2', assigningPolls: 0 } });
+    const local = await startLocalCloud({ hubs: 3, dps: { allocation: 'static', staticHub: 'hub-2', assigningPolls: 0, pollRetryAfterSec: FAST_DPS_POLL_SEC } });
     try {
       expect((await provision(local, 's-1')).assignedHub).toBe(local.hub('hub-2').host);
     } finally {
@@ -155,7 +159,11 @@ describe('DPS registration with the real ProvisioningDeviceClient', () => {
     }
     const custom = await startLocalCloud({
       hubs: 2,
-      dps: { allocation: (regId, hubs) => (regId.endsWith('1') ? hubs[1]! : hubs[0]!), returnData: (id) => ({ greeting: `hi ${id}` }) },
+      dps: {
+        allocation: (regId, hubs) => (regId.endsWith('1') ? hubs[1]! : hubs[0]!),
+        returnData: (id) => ({ greeting: `hi ${id}` }),
+        pollRetryAfterSec: FAST_DPS_POLL_SEC,
+      },
     });
     try {
       const p = await provision(custom, 'c-1');
