@@ -11,6 +11,7 @@ import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
+import { BENCH_DPS_POLL_SEC } from './cloud';
 import { renderTable, type BenchResults } from './report';
 
 export interface ScenarioSpec {
@@ -74,6 +75,7 @@ async function main(argv: string[]): Promise<void> {
       measuredAt: new Date().toISOString(),
       durationSec: Math.round((Date.now() - started) / 100) / 10,
       machine: { cpus: cpus().length, node: process.version, loadavg1mAtEnd: Math.round(loadavg()[0]! * 100) / 100 },
+      settings: { dpsPollRetryAfterSec: BENCH_DPS_POLL_SEC },
       result,
     };
     writeFileSync(join(outDir, `${spec.name}.json`), `${JSON.stringify(record, null, 2)}\n`);

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createDevice } from '../src';
-import { startLocalCloud, waitFor } from '../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, waitFor } from '../src/emulator';
 import { flagOf, RUN_FIELDS } from '../src/cli/run-config';
 
 jest.setTimeout(60_000);
@@ -45,7 +45,7 @@ describe('README', () => {
 describe('README example', () => {
   // README example: begin
   test('telemetry survives a manual failover', async () => {
-    const cloud = await startLocalCloud({ hubs: 2 });
+    const cloud = await startLocalCloud({ hubs: 2, dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } }); // Azure: 3 s
     const device = createDevice({
       idScope: cloud.idScope, registrationId: 'dev-1', deviceKey: cloud.deviceKey('dev-1'),
       provisioningHost: cloud.provisioningHost, ca: cloud.ca,

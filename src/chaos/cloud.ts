@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { extname, join } from 'node:path';
-import { deriveDeviceKey, startLocalCloud, type DpsAnswer, type DpsMetrics, type EmulatedHub, type EmulatorLogger, type HubMetrics, type InjectedDpsStatus, type LocalCloud } from '../emulator';
+import { FAST_DPS_POLL_SEC, deriveDeviceKey, startLocalCloud, type DpsAnswer, type DpsMetrics, type EmulatedHub, type EmulatorLogger, type HubMetrics, type InjectedDpsStatus, type LocalCloud } from '../emulator';
 import { asyncCommands, forkService, type Async } from '../emulator/ipc';
 
 export interface SoakCloudOptions {
@@ -106,7 +106,8 @@ export async function startSoakCloudService(
   const cloud: LocalCloud = await startLocalCloud({
     hubs: options.hubs,
     seed: options.seed,
-    dps: { attemptHistory: 100_000 },
+    // The soak keeps its pace (Azure answers `assigning` with 3 s; see FAST_DPS_POLL_SEC).
+    dps: { attemptHistory: 100_000, pollRetryAfterSec: FAST_DPS_POLL_SEC },
     hub: { maxTelemetry: 1000 },
     logger,
   });

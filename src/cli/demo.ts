@@ -10,7 +10,7 @@ import pino from 'pino';
 import type { Device, DeviceStateName } from '../device';
 import { startExampleDevice, type ExampleDevice } from '../../examples/failover-device';
 import { REDACTED_PATHS } from '../logger';
-import { startLocalCloud, type LocalCloud } from '../emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../emulator';
 import { sleepUnless } from './shutdown';
 import type { UiBackend, UiFault, UiServer, UiStats } from './ui';
 
@@ -69,7 +69,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const stopping = () => signal?.aborted === true;
   const sleep = (ms: number) => sleepUnless(ms, signal);
   const dataRoot = mkdtempSync(join(tmpdir(), 'hubstate-demo-'));
-  const cloud: LocalCloud = await startLocalCloud({ hubs: 2, controlApi: options.ui !== undefined });
+  // The demo keeps its pace: DPS answers `assigning` with a 0.05 s retry-after, not Azure's 3 s.
+  const cloud: LocalCloud = await startLocalCloud({ hubs: 2, controlApi: options.ui !== undefined, dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   const bridge = options.inspect
     ? await (await import('./inspect')).startInspectorBridge({
         port: options.inspect.port || undefined,
@@ -77,7 +78,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       })
     : undefined;
   if (bridge) out.write(`inspector: open ${bridge.url} in a browser with internet access (it embeds https://stately.ai/inspect)\n`);
-  out.write(`local cloud: DPS ${cloud.provisioningHost}, hubs ${cloud.hubs.map((h) => `${h.name}=${h.host}`).join(', ')}\n`);
+  out.write(
+    `local cloud: DPS ${cloud.provisioningHost} (retry-after ${cloud.dps.pollRetryAfterSec} s while assigning; Azure: 3 s), hubs ${cloud.hubs.map((h) => `${h.name}=${h.host}`).join(', ')}\n`,
+  );
   out.write(`logs: ${options.logFile}\n`);
 
   const fleet: DemoDevice[] = [];

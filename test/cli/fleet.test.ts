@@ -6,7 +6,7 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { spawnCli } from './spawn';
 
 let cloud: LocalCloud;
@@ -14,7 +14,7 @@ let dir: string;
 let caFile: string;
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, dps: { rateLimitPerSec: 20, retryAfterSec: 1 } });
+  cloud = await startLocalCloud({ hubs: 2, dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC, rateLimitPerSec: 20, retryAfterSec: 1 } });
   dir = mkdtempSync(join(tmpdir(), 'hubstate-fleet-cli-'));
   caFile = join(dir, 'ca.pem');
   writeFileSync(caFile, cloud.ca);

@@ -10,7 +10,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { MAX_BRIDGE_BODY_BYTES, startInspectorPage, STATELY_INSPECTOR_ORIGIN } from '../../src/cli/inspect';
 import { MAX_UI_BODY_BYTES, startUi, type UiBackend } from '../../src/cli/ui';
-import { startLocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud } from '../../src/emulator';
 import { MAX_CONTROL_BODY_BYTES } from '../../src/emulator/control-api';
 
 interface Surface {
@@ -28,7 +28,7 @@ interface Surface {
 }
 
 async function controlApiSurface(): Promise<Surface> {
-  const cloud = await startLocalCloud({ hubs: 1, controlApi: true, seed: 'local-http-guard' });
+  const cloud = await startLocalCloud({ hubs: 1, controlApi: true, seed: 'local-http-guard', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   return {
     name: 'control API',
     port: Number(new URL(cloud.controlUrl!).port),

@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { openSqliteOutbox } from '../../src/store/sqlite-outbox';
 import { ROOT, spawnCli } from './spawn';
 
@@ -31,7 +31,7 @@ const logMessages = (text: string) =>
 describe('hubstate run: SIGTERM', () => {
   let cloud: LocalCloud;
   beforeAll(async () => {
-    cloud = await startLocalCloud({ hubs: 1 });
+    cloud = await startLocalCloud({ hubs: 1, dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   });
   afterAll(async () => {
     await cloud?.stop();

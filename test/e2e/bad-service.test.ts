@@ -2,7 +2,7 @@
  * A broken service must never crash the device: junk JSON, missing fields and unknown statuses
  * from DPS become typed, classified failures; the device backs off and recovers.
  */
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { deliveryReport, startDevice, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;
@@ -10,7 +10,7 @@ const uncaught: unknown[] = [];
 const onUncaught = (error: unknown) => uncaught.push(error);
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 1, seed: 'bad-service' });
+  cloud = await startLocalCloud({ hubs: 1, seed: 'bad-service', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   process.on('uncaughtException', onUncaught);
   process.on('unhandledRejection', onUncaught);
 });

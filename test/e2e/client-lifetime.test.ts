@@ -9,7 +9,7 @@
  */
 import { Client } from 'azure-iot-device';
 import { exposeGc } from '../../src/chaos/soak';
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;
@@ -17,7 +17,7 @@ const clients: Array<WeakRef<Client>> = [];
 const build = Client.fromConnectionString;
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'client-lifetime' });
+  cloud = await startLocalCloud({ hubs: 2, seed: 'client-lifetime', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   // Not jest.spyOn: a mock keeps every return value (mock.results), which is the leak we look for.
   Client.fromConnectionString = (...args: Parameters<typeof build>) => {
     const client = build.apply(Client, args);

@@ -4,7 +4,7 @@
  * handler, an uncaught exception that takes the process down. The device must instead fail the
  * attempt (transient), back off, and stay up.
  */
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { startDevice, waitFor, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;
@@ -14,7 +14,7 @@ const onUncaught = (error: Error) => uncaught.push(error.stack ?? String(error))
 
 beforeAll(async () => {
   // Registrations never complete: the device keeps polling, so a poll is always about to be on the wire.
-  cloud = await startLocalCloud({ hubs: 1, seed: 'dps-drop', dps: { assigningPolls: 1_000_000, pollRetryAfterSec: 0.05 } });
+  cloud = await startLocalCloud({ hubs: 1, seed: 'dps-drop', dps: { assigningPolls: 1_000_000, pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   process.on('uncaughtException', onUncaught);
 });
 afterAll(async () => {

@@ -4,14 +4,14 @@
  * and the user-initiated reprovision. Every message sent before, during and after each fault must
  * arrive at some hub (checked by id; duplicates counted, not hidden).
  */
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;
 const running: DeviceUnderTest[] = [];
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'failover-tests' });
+  cloud = await startLocalCloud({ hubs: 2, seed: 'failover-tests', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
 });
 afterEach(async () => {
   await Promise.all(running.splice(0).map((dut) => dut.device.stop()));

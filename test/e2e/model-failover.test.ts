@@ -4,7 +4,7 @@
  * SDK. Each path asserts the sequence of states the device went through, that it ended on the
  * right hub, and that every message sent before, during and after the faults arrived.
  */
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { EXPECTED_LEG, generateFaultSequences, type Fault } from './fault-model';
 import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
 
@@ -13,7 +13,7 @@ const sequences = generateFaultSequences();
 const duplicatesByPath: Record<string, number> = {};
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'model-failover' });
+  cloud = await startLocalCloud({ hubs: 2, seed: 'model-failover', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
 });
 afterAll(async () => {
   console.log(`model-based failover paths: ${sequences.length}; duplicates per path: ${JSON.stringify(duplicatesByPath)}`);

@@ -8,7 +8,7 @@
  * again on the same data directory, the device runs that command id exactly once more, and a
  * redelivery of the same message id is not run again. A third start runs nothing.
  */
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { childDevices, type ChildDevice } from './child-device';
 import { newDataDir, waitFor } from './harness';
 
@@ -18,7 +18,7 @@ const children = childDevices('command-crash-child.js');
 let cloud: LocalCloud;
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 1, seed: 'offline-command-crash' });
+  cloud = await startLocalCloud({ hubs: 1, seed: 'offline-command-crash', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
 });
 afterAll(async () => {
   children.killLeftovers();

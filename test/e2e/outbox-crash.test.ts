@@ -5,7 +5,7 @@
  * it must deliver every message it had accepted: checked by id at the cloud, zero lost, duplicates
  * counted and reported (a duplicate keeps its message id, so downstream can drop it).
  */
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { childDevices, type ChildDevice } from './child-device';
 import { deliveryReport, newDataDir, waitFor } from './harness';
 
@@ -15,7 +15,7 @@ const children = childDevices('device-crash-child.js');
 let cloud: LocalCloud;
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 1, seed: 'outbox-crash' });
+  cloud = await startLocalCloud({ hubs: 1, seed: 'outbox-crash', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
 });
 afterAll(async () => {
   children.killLeftovers();

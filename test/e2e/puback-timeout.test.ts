@@ -6,14 +6,14 @@
  * dropped are sent again from the outbox (checked by id at the cloud).
  */
 import { publishCheckIntervalMs } from '../../src/actors/hub';
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import type { Failure } from '../../src/policy/types';
 import { deliveryReport, startDevice, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 1, seed: 'puback-timeout' });
+  cloud = await startLocalCloud({ hubs: 1, seed: 'puback-timeout', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
 });
 afterAll(async () => {
   await cloud.stop();

@@ -4,7 +4,7 @@
  * is what it was: a device that trusts another CA is refused (fatal), never connected.
  */
 import tls from 'node:tls';
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;
@@ -13,8 +13,8 @@ const contextsForCa = new Map<string, number>();
 let spy: jest.SpyInstance;
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'shared-tls' });
-  other = await startLocalCloud({ hubs: 1, seed: 'shared-tls-other' });
+  cloud = await startLocalCloud({ hubs: 2, seed: 'shared-tls', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
+  other = await startLocalCloud({ hubs: 1, seed: 'shared-tls-other', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   const create = tls.createSecureContext.bind(tls);
   spy = jest.spyOn(tls, 'createSecureContext').mockImplementation((options) => {
     // Client contexts only: the emulator's servers bring a key.

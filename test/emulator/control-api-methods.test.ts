@@ -6,7 +6,7 @@
  * Devices are the real SDK.
  */
 import type { Client } from 'azure-iot-device';
-import { startLocalCloud, waitFor, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, waitFor, type LocalCloud } from '../../src/emulator';
 import { closeQuietly, provision, provisionAndConnect } from './helpers';
 
 let cloud: LocalCloud;
@@ -23,7 +23,7 @@ async function invoke(deviceId: string, method: string, body: Record<string, unk
 }
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 1, controlApi: true, seed: 'control-api-methods' });
+  cloud = await startLocalCloud({ hubs: 1, controlApi: true, seed: 'control-api-methods', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   hubName = cloud.hubs[0]!.name;
   ({ client } = await provisionAndConnect(cloud, 'method-dev'));
   client.onDeviceMethod('ok', (_req, res) => res.send(200, { done: true }, () => undefined));

@@ -1,11 +1,11 @@
 import { errors } from 'azure-iot-common';
-import { startLocalCloud, waitFor, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, waitFor, type LocalCloud } from '../../src/emulator';
 import { closeQuietly, connectDevice, deviceClient, openError, provision } from './helpers';
 
 let cloud: LocalCloud;
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, controlApi: true, seed: 'control-api-test' });
+  cloud = await startLocalCloud({ hubs: 2, controlApi: true, seed: 'control-api-test', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
 });
 
 afterAll(async () => {

@@ -4,13 +4,13 @@
  * the device must be able to connect there. Found by the chaos soak (seed 808133588, 200 devices:
  * 9 devices refused with CONNACK 5 forever after a failback followed by a crash of their hub).
  */
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { closeQuietly, deviceClient, openError, provision } from './helpers';
 
 let cloud: LocalCloud;
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'failover-realloc-test' });
+  cloud = await startLocalCloud({ hubs: 2, seed: 'failover-realloc-test', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
 });
 
 afterAll(async () => {

@@ -1,11 +1,11 @@
 import { errors } from 'azure-iot-common';
-import { startLocalCloud, waitFor, type FailoverInfo, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, waitFor, type FailoverInfo, type LocalCloud } from '../../src/emulator';
 import { closeQuietly, connectDevice, deviceClient, nextDisconnect, openError, provision, provisionAndConnect } from './helpers';
 
 let cloud: LocalCloud;
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'failover-test' });
+  cloud = await startLocalCloud({ hubs: 2, seed: 'failover-test', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
 });
 
 afterAll(async () => {
@@ -125,7 +125,7 @@ test('an overloaded hub, an injected refusal and a moved device are told apart i
 });
 
 test('hub.refusalCode: 5 makes CONNACK 5 the cloud-wide answer for moved and disabled devices', async () => {
-  const other = await startLocalCloud({ hubs: 2, seed: 'failover-code-5', hub: { refusalCode: 5 } });
+  const other = await startLocalCloud({ hubs: 2, seed: 'failover-code-5', hub: { refusalCode: 5 }, dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   try {
     const id = 'fo-dev-6';
     const p = await provision(other, id);

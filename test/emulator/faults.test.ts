@@ -1,13 +1,13 @@
 import type { Client } from 'azure-iot-device';
 import { errors } from 'azure-iot-common';
-import { startLocalCloud, waitFor, type EmulatedHub, type LocalCloud, type TelemetryRecord } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, waitFor, type EmulatedHub, type LocalCloud, type TelemetryRecord } from '../../src/emulator';
 import { Message, closeQuietly, connectDevice, deviceClient, nextDisconnect, openError, provision } from './helpers';
 
 let cloud: LocalCloud;
 let hub: EmulatedHub;
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 1, seed: 'faults-test' });
+  cloud = await startLocalCloud({ hubs: 1, seed: 'faults-test', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   hub = cloud.hubs[0]!;
   await Promise.all(['kill-1', 'refuse-1', 'bh-1', 'bh-2', 'wh-1', 'rl-0', 'rl-1', 'rl-2', 'rl-3'].map((id) => provision(cloud, id)));
 });
@@ -129,7 +129,7 @@ test('stop() releases every socket, listener and timer', async () => {
     return out;
   };
   const baseline = count();
-  const local = await startLocalCloud({ hubs: 2, controlApi: true });
+  const local = await startLocalCloud({ hubs: 2, controlApi: true, dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   const p = await provision(local, 'stop-1');
   const client = await connectDevice(local, p.assignedHub!, 'stop-1');
   local.manualFailover('stop-1', { ttlMinutes: 5 }); // a pending failback timer

@@ -1,7 +1,7 @@
 import { Client as DeviceClient, type Client } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
 import { NoRetry, errors } from 'azure-iot-common';
-import { hubSasToken, startLocalCloud, waitFor, type EmulatedHub, type LocalCloud, type TelemetryRecord } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, hubSasToken, startLocalCloud, waitFor, type EmulatedHub, type LocalCloud, type TelemetryRecord } from '../../src/emulator';
 import { Message, closeQuietly, connectDevice, deviceClient, nextDisconnect, openError, provision } from './helpers';
 
 const MODEL = 'dtmi:com:example:Thermostat;1';
@@ -21,7 +21,7 @@ let client: Client;
 const DEVICE = 'hub-dev-1';
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'hub-test', hub: { methodTimeoutMs: 5000 } });
+  cloud = await startLocalCloud({ hubs: 2, seed: 'hub-test', hub: { methodTimeoutMs: 5000 }, dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   const p = await provision(cloud, DEVICE, { modelId: MODEL });
   hub = cloud.hub(p.assignedHub!);
   client = await connectDevice(cloud, hub.host, DEVICE, { modelId: MODEL });

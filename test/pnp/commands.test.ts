@@ -4,7 +4,7 @@
  * offline commands (C2D with `method-name`, also queued while the device was away), C2D that
  * does not decode, and the built-in Reprovision command.
  */
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { CommandError } from '../../src/pnp';
 import type { Device } from '../../src/device';
 import { deferred, startPnpDevice, waitFor, type PnpDevice } from './helpers';
@@ -36,7 +36,7 @@ function setup(device: Device) {
 }
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'pnp-commands' });
+  cloud = await startLocalCloud({ hubs: 2, seed: 'pnp-commands', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   d = startPnpDevice(cloud, 'pnp-commands', setup, { commandTimeoutMs: 400 });
   await d.waitForState('Connected');
   await waitFor('methods subscribed', () => d.logLines.some((l) => l.includes('twin synchronised')));

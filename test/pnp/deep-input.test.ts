@@ -7,7 +7,7 @@
  */
 import { PropertiesRejectedError } from '../../src/pnp';
 import { MAX_COMMAND_PAYLOAD_DEPTH } from '../../src/pnp/commands';
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { startPnpDevice, waitFor, type PnpDevice } from './helpers';
 
 const nestedJson = (levels: number, leaf = '1') => '{"a":'.repeat(levels) + leaf + '}'.repeat(levels);
@@ -22,7 +22,7 @@ const onUncaught = (error: unknown) => uncaught.push(error);
 beforeAll(async () => {
   process.on('uncaughtException', onUncaught);
   process.on('unhandledRejection', onUncaught);
-  cloud = await startLocalCloud({ hubs: 1, seed: 'pnp-deep' });
+  cloud = await startLocalCloud({ hubs: 1, seed: 'pnp-deep', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   d = startPnpDevice(cloud, 'deep', (device) => {
     device.onWritableProperty('config', (value) => {
       seen.push({ what: 'config', depthOk: JSON.stringify(value).length < 1000 });

@@ -4,7 +4,7 @@
  * 202 then 200, 400 and 500, desired changes made while the device was offline, reported
  * properties while offline (latest wins), properties registered after the first twin read.
  */
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { PropertiesRejectedError, PropertyRejectedError } from '../../src/pnp';
 import { at, deferred, startPnpDevice, waitFor, type PnpDevice } from './helpers';
 
@@ -12,7 +12,7 @@ let cloud: LocalCloud;
 const running: PnpDevice[] = [];
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'pnp-properties' });
+  cloud = await startLocalCloud({ hubs: 2, seed: 'pnp-properties', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
 });
 afterEach(async () => {
   await Promise.all(running.splice(0).map((d) => d.device.stop()));

@@ -7,7 +7,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { MessageRejectedError } from '../../src/errors';
 import type { DroppedMessage } from '../../src/store/outbox';
 import { openSqliteOutbox } from '../../src/store/sqlite-outbox';
@@ -18,7 +18,7 @@ let cloud: LocalCloud;
 const running: PnpDevice[] = [];
 
 beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'pnp-telemetry' });
+  cloud = await startLocalCloud({ hubs: 2, seed: 'pnp-telemetry', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
 });
 afterEach(async () => {
   await Promise.all(running.splice(0).map((d) => d.device.stop()));
