@@ -662,7 +662,8 @@ export class EmulatedDps {
     this.counters.lookupRequests++;
     this.peakLookup.hit(now);
     let registrationId: string | undefined;
-    const send = (status: number, body: unknown, retryAfterSec?: number): void => {
+    /** `injected`: a failWith answer, counted as such and not as what its status would mean. */
+    const send = (status: number, body: unknown, retryAfterSec?: number, injected = false): void => {
       // HTTP's Retry-After is whole seconds (RFC 9110 delay-seconds), as DPS sends it.
       const retryAfter = retryAfterSec === undefined ? undefined : Math.ceil(retryAfterSec);
       if (registrationId !== undefined) {
@@ -672,7 +673,8 @@ export class EmulatedDps {
           ...(retryAfter !== undefined ? { retryAfterSec: retryAfter } : {}),
         });
       }
-      if (status === 200) this.counters.lookupsFound++;
+      if (injected) this.counters.lookupFailuresInjected++;
+      else if (status === 200) this.counters.lookupsFound++;
       else if (status === 404) this.counters.lookupsNotFound++;
       else if (status === 401) this.counters.lookupsUnauthorized++;
       else if (status === 429) this.counters.lookupsThrottled++;
@@ -724,7 +726,7 @@ export class EmulatedDps {
     registrationId: string,
     authorization: string | undefined,
     text: string,
-    send: (status: number, body: unknown, retryAfterSec?: number) => void,
+    send: (status: number, body: unknown, retryAfterSec?: number, injected?: boolean) => void,
   ): void {
     const body = parseJsonOr(text, undefined);
     if (!isJsonObject(body)) return send(400, this.errorBody(400, 'The request body must be a JSON object.'));
@@ -745,10 +747,7 @@ export class EmulatedDps {
       return send(401, this.errorBody(401));
     }
     const failure = this.takeFailure('lookup');
-    if (failure) {
-      this.counters.lookupFailuresInjected++;
-      return send(failure.status, this.errorBody(failure.status), failure.retryAfterSec);
-    }
+    if (failure) return send(failure.status, this.errorBody(failure.status), failure.retryAfterSec, true);
     const throttle = this.takeThrottle('lookup');
     if (throttle) return send(429, this.errorBody(429), throttle.retryAfterSec);
     if (this.lookupBucket && !this.lookupBucket.tryTake()) {
