@@ -8,6 +8,7 @@ import { lstatSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startLocalCloud, type LocalCloud, type MovedDeviceRefusal } from '../emulator';
+import { registrationIdProblem } from '../emulator/dps';
 import { writeFileAtomic } from '../store/files';
 import { UsageError } from './args';
 import { aborted } from './shutdown';
@@ -25,15 +26,12 @@ export interface EmulatorCommandOptions {
   signal?: AbortSignal;
 }
 
-// DPS registration ids: up to 128 letters, digits and - . _ : (as `createDevice` checks them).
-const REGISTRATION_ID = /^[A-Za-z0-9\-._:]{1,128}$/;
-
 /** Validates the `emulator` flags: a mistake is one line naming the flag (exit 2). */
 export function emulatorFlags(flags: Record<string, string | boolean | undefined>): Omit<EmulatorCommandOptions, 'hubs' | 'out' | 'signal'> {
   const registrationId = flags['registration-id'] as string | undefined;
-  if (registrationId !== undefined && !REGISTRATION_ID.test(registrationId)) {
-    throw new UsageError(`--registration-id: expected up to 128 letters, digits and - . _ :, got '${registrationId}'`);
-  }
+  // The local DPS's own rule: an id it would answer 400 is a mistake now, not at the device.
+  const registrationIdMistake = registrationId === undefined ? undefined : registrationIdProblem(registrationId);
+  if (registrationIdMistake !== undefined) throw new UsageError(`--registration-id: ${registrationIdMistake}, got '${registrationId}'`);
   const refusal = flags['refusal-code'] as string | undefined;
   if (refusal !== undefined && refusal !== '3' && refusal !== '5') {
     throw new UsageError(`--refusal-code: expected 3 or 5, got '${refusal}'`);

@@ -8,7 +8,8 @@
  * POST /hubs/:hub/kill | restart | refuse {code|null} | blackhole {on} | withhold-pubacks {on, store?}
  * POST /hubs/:hub/devices/:id/disable | enable | delete | disconnect | expire-tokens
  * GET  /hubs/:hub/devices/:id/twin                                POST /hubs/:hub/devices/:id/desired {patch}
- * POST /hubs/:hub/devices/:id/methods/:name {payload?, timeoutMs?} POST /hubs/:hub/devices/:id/c2d {body, properties?}
+ * POST /hubs/:hub/devices/:id/methods/:name {payload?, responseTimeoutInSeconds?, connectTimeoutInSeconds?, timeoutMs?}
+ * POST /hubs/:hub/devices/:id/c2d {body, properties?}
  * POST /dps/down | up | clear-faults | blackhole {on} | throttle {retryAfterSec, count?} | fail {status, count?}
  * POST /dps/rate-limit {perSec|null, retryAfterSec?}  POST /dps/enrollments/:regId {key?}
  * POST /dps/enrollments/:regId/status {status}
@@ -21,7 +22,8 @@
  * Errors: `{ "error": code, "message": text }` with 400 (bad input), 404 (unknown hub/device/route),
  * 409 (state conflict). A direct method answers like IoT Hub's service API: 200 `{ status, payload }`
  * whenever the device answered, whatever status it chose; the hub's own failure otherwise, with its
- * status and `errorCode` (404 + 404103 device not online, 504 + 504101 no answer in time, ...).
+ * status and `errorCode` (404 + 404103 device not online, 504 + 504101 no answer in time, 400 +
+ * 400004 payload or timeouts refused, ...).
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -46,6 +48,7 @@ export const MAX_CONTROL_BODY_BYTES = 256 * 1024;
 
 /** The hub's own answers when a device did not answer a method (IoT Hub error codes). */
 const HUB_METHOD_FAILURES: Readonly<Record<number, string>> = {
+  400004: 'INVALID_METHOD_REQUEST',
   404001: 'DEVICE_NOT_FOUND',
   404103: 'DEVICE_NOT_ONLINE',
   503001: 'HUB_STOPPED',
@@ -183,8 +186,15 @@ async function route(cloud: LocalCloud, method: string, url: URL, parts: string[
         }
       }
       if (method === 'POST' && parts.length === 6 && p4 === 'methods' && p5) {
+        // IoT Hub's names for its timeouts (seconds; the hub answers 400 out of bounds), or timeoutMs.
         const timeoutMs = optNum(body, 'timeoutMs');
-        const result = await hub.invokeMethod(p3, p5, body['payload'], timeoutMs !== undefined ? { timeoutMs } : {});
+        const responseTimeoutSec = optNum(body, 'responseTimeoutInSeconds');
+        const connectTimeoutSec = optNum(body, 'connectTimeoutInSeconds');
+        const result = await hub.invokeMethod(p3, p5, body['payload'], {
+          ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+          ...(responseTimeoutSec !== undefined ? { responseTimeoutSec } : {}),
+          ...(connectTimeoutSec !== undefined ? { connectTimeoutSec } : {}),
+        });
         const failure = hubMethodFailure(result);
         if (failure) throw failure;
         return result;

@@ -193,7 +193,8 @@ describe('hubstate emulator --ca-out <symlink> --refusal-code 5', () => {
 describe('hubstate emulator: flag mistakes are one line naming the flag, exit 2', () => {
   test.each([
     [['--refusal-code', '4'], /^hubstate: --refusal-code: expected 3 or 5, got '4'$/],
-    [['--registration-id', 'no spaces allowed'], /^hubstate: --registration-id: expected up to 128 letters/],
+    [['--registration-id', 'no spaces allowed'], /^hubstate: --registration-id: registration id may hold letters, digits and - \. _ : only, .*, got 'no spaces allowed'$/],
+    [['--registration-id', 'ends-with-dash-'], /^hubstate: --registration-id: registration id may hold/],
     [['--ca-out', tmpdir()], /^hubstate: --ca-out: expected a file path, got the directory/],
     [['--hubs', '0'], /^hubstate: --hubs: expected a number ≥ 1, got '0'$/],
     [['--group-key', 'x'], /^hubstate: Unknown option '--group-key'/],

@@ -2,7 +2,8 @@
  * `POST /hubs/:hub/devices/:id/methods/:name` answers like IoT Hub's service API: HTTP 200 with
  * `{ status, payload }` whenever the device answered, whatever status it chose (a failed method
  * is still a delivered answer); the hub's own error status and `errorCode` when no device did
- * (404 + 404001 unknown device, 404 + 404103 not online, 504 + 504101 no answer in time).
+ * (404 + 404001 unknown device, 404 + 404103 not online, 504 + 504101 no answer in time, 400 +
+ * 400004 a request it refuses).
  * Devices are the real SDK.
  */
 import type { Client } from 'azure-iot-device';
@@ -13,11 +14,12 @@ let cloud: LocalCloud;
 let client: Client;
 let hubName: string;
 
+/** Invokes through the control API, with a payload (`null` unless given: the SDK answers 400 to none). */
 async function invoke(deviceId: string, method: string, body: Record<string, unknown> = {}): Promise<{ status: number; json: any }> {
   const res = await fetch(`${cloud.controlUrl}/hubs/${hubName}/devices/${deviceId}/methods/${method}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
+    body: JSON.stringify({ payload: null, ...body }),
   });
   return { status: res.status, json: await res.json() };
 }
@@ -51,6 +53,11 @@ test('the device answered with a failure: still HTTP 200, with the status the de
 test('the device did not answer in time: HTTP 504, errorCode 504101', async () => {
   const { status, json } = await invoke('method-dev', 'silent', { timeoutMs: 200 });
   expect({ status, json }).toEqual({ status: 504, json: { error: 'DEVICE_TIMEOUT', errorCode: 504101, message: expect.any(String) } });
+});
+
+test('a request the hub refuses (a response timeout outside the 5-300 s IoT Hub accepts): HTTP 400, errorCode 400004', async () => {
+  const { status, json } = await invoke('method-dev', 'ok', { responseTimeoutInSeconds: 1 });
+  expect({ status, json }).toEqual({ status: 400, json: { error: 'INVALID_METHOD_REQUEST', errorCode: 400004, message: expect.any(String) } });
 });
 
 test('the device is known but not connected: HTTP 404, errorCode 404103', async () => {
