@@ -35,7 +35,7 @@ export interface LocalRequestLimits {
 }
 
 /** The `host:port` forms under which a loopback server on `port` may be addressed. */
-export function loopbackAuthorities(port: number): string[] {
+function loopbackAuthorities(port: number): string[] {
   return [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`];
 }
 
@@ -72,7 +72,7 @@ function tooLarge(maxBodyBytes: number): LocalHttpError {
   return new LocalHttpError(413, 'TOO_LARGE', `the body must be at most ${maxBodyBytes} bytes`);
 }
 
-/** The raw body, refused (413) as soon as it passes `maxBodyBytes`; the rest is discarded unread. */
+/** The raw body, refused (413) as soon as it passes `maxBodyBytes`; the rest is read and dropped. */
 function readBoundedBody(req: http.IncomingMessage, maxBodyBytes: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > maxBodyBytes) return Promise.reject(tooLarge(maxBodyBytes));
