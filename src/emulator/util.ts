@@ -151,3 +151,111 @@ export function parseJsonOr(text: string, fallback: unknown): unknown {
     return fallback;
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Twin rules, as "Understand device twins" states them (Tags and properties format; Device twin size)
+
+/** IoT Hub's limit for each of the desired and reported sections. */
+export const TWIN_SECTION_LIMIT_BYTES = 32 * 1024;
+/** IoT Hub's limit for a twin property name (UTF-8 bytes). */
+export const TWIN_NAME_LIMIT_BYTES = 1024;
+/** Read-only metadata IoT Hub keeps at the top of a section: a patch carrying them changes nothing. */
+export const TWIN_METADATA_KEYS: ReadonlySet<string> = new Set(['$metadata', '$version']);
+
+// eslint-disable-next-line no-control-regex
+const UNICODE_CONTROL = /[\u0000-\u001f\u007f-\u009f]/gu;
+
+/** UTF-8 bytes of `text` without its Unicode control characters (C0 and C1), as IoT Hub counts twin strings. */
+function twinStringSize(text: string): number {
+  return Buffer.byteLength(text.replace(UNICODE_CONTROL, ''), 'utf8');
+}
+
+/**
+ * Why IoT Hub refuses `name` as a twin property name, or undefined when it accepts it: at most
+ * 1 KB (UTF-8), no `.`, `$`, space or Unicode control character.
+ */
+export function twinNameProblem(name: string): string | undefined {
+  if (Buffer.byteLength(name, 'utf8') > TWIN_NAME_LIMIT_BYTES) return `property name longer than ${TWIN_NAME_LIMIT_BYTES} bytes`;
+  // eslint-disable-next-line no-control-regex
+  const bad = /[.$ \u0000-\u001f\u007f-\u009f]/u.exec(name)?.[0];
+  if (bad === undefined) return undefined;
+  const shown = /[.$ ]/.test(bad) ? `'${bad}'` : `U+${bad.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+  return `property name '${name.slice(0, 64)}' contains ${shown}`;
+}
+
+/**
+ * The first property name in a twin patch IoT Hub would refuse (at any depth, inside arrays too),
+ * or undefined. The top-level metadata keys ($version, $metadata) are read-only, not invalid.
+ * Iterative: the caller bounds the depth first (jsonDepth).
+ */
+export function twinPatchProblem(patch: JsonObject): string | undefined {
+  const stack: Array<{ value: unknown; top: boolean }> = [{ value: patch, top: true }];
+  while (stack.length > 0) {
+    const { value, top } = stack.pop()!;
+    if (Array.isArray(value)) {
+      for (const item of value) stack.push({ value: item, top: false });
+    } else if (isPlainObject(value)) {
+      for (const [name, child] of Object.entries(value)) {
+        if (!(top && TWIN_METADATA_KEYS.has(name))) {
+          const problem = twinNameProblem(name);
+          if (problem) return problem;
+        }
+        stack.push({ value: child, top: false });
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Size of a twin section as IoT Hub counts it against the 32 KB limit: for every property its
+ * name plus its value, names and strings as UTF-8 without control characters, a number 8 bytes,
+ * a boolean 4, an object the sum of its members (array elements count as values, null as 0).
+ * The top-level metadata keys are excluded. Not JSON's length: `{"a":1}` is 9 bytes here, 7 in JSON.
+ */
+export function twinSize(section: JsonObject): number {
+  let size = 0;
+  const stack: Array<{ value: unknown; top: boolean }> = [{ value: section, top: true }];
+  while (stack.length > 0) {
+    const { value, top } = stack.pop()!;
+    if (typeof value === 'string') size += twinStringSize(value);
+    else if (typeof value === 'number') size += 8;
+    else if (typeof value === 'boolean') size += 4;
+    else if (Array.isArray(value)) for (const item of value) stack.push({ value: item, top: false });
+    else if (isPlainObject(value)) {
+      for (const [name, child] of Object.entries(value)) {
+        if (top && TWIN_METADATA_KEYS.has(name)) continue;
+        size += twinStringSize(name);
+        stack.push({ value: child, top: false });
+      }
+    }
+  }
+  return size;
+}
+
+/** `patch` without the read-only metadata keys IoT Hub ignores in an update. */
+export function withoutTwinMetadata(patch: JsonObject): JsonObject {
+  const out: JsonObject = {};
+  for (const [name, value] of Object.entries(patch)) if (!TWIN_METADATA_KEYS.has(name)) out[name] = value;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device-to-cloud message size ("Create and read IoT Hub messages", Message size)
+
+/** IoT Hub's limit for a device-to-cloud message. */
+export const D2C_MESSAGE_LIMIT_BYTES = 256 * 1024;
+
+/**
+ * Size of a device-to-cloud message as IoT Hub measures it: the body, plus the values of the
+ * system properties (`$.mid`, `$.ct` ...), plus the names and values of the application
+ * properties; all decoded (the topic's %-escapes do not count).
+ */
+export function d2cMessageSize(body: Buffer, properties: Readonly<Record<string, string>>): number {
+  let size = body.length;
+  for (const [name, value] of Object.entries(properties)) {
+    size += Buffer.byteLength(value, 'utf8');
+    if (!name.startsWith('$.')) size += Buffer.byteLength(name, 'utf8');
+  }
+  return size;
+}
