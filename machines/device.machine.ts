@@ -35,8 +35,16 @@ export interface ProvisionResult {
   assignedAt: number;
 }
 
+/** What the status-lookup actor resolves with: where DPS says the device belongs now. */
+export interface LookupResult {
+  hubHost: string;
+  deviceId: string;
+  /** Epoch ms of the answer (the actor's clock; the machine never reads one). */
+  checkedAt: number;
+}
+
 /** Which step a BackingOff wait returns to. */
-export type RetryStep = 'Provisioning' | 'Reprovisioning' | 'Connecting';
+export type RetryStep = 'Provisioning' | 'Reprovisioning' | 'Connecting' | 'CheckingAssignment';
 
 export interface DeviceContext {
   registrationId: string;
@@ -67,6 +75,11 @@ export interface DeviceContext {
    * be a registration storm while, say, the device is disabled. It backs off first.
    */
   assignmentProven: boolean;
+  /**
+   * DPS confirmed (status lookup) that the current hub is still this device's, during the
+   * current run of hub failures: further refusals are the hub's own trouble, backed off on it.
+   */
+  assignmentConfirmed: boolean;
 }
 
 export interface DeviceInput {
@@ -199,13 +212,26 @@ function hubFailureTransitions(phase: 'hub-connect' | 'hub-session', afterLoss: 
           } as const,
         ]
       : []),
+    // A refused connect asks DPS at once (the attempt itself was already spread by its backoff);
+    // a lost session waits the short spread first, so a fleet dropped together does not ask together.
+    phase === 'hub-connect'
+      ? ({
+          guard: { type: 'shouldCheckAssignment', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
+          target: 'CheckingAssignment',
+          actions: { type: 'noteDoubtfulRefusal', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
+        } as const)
+      : ({
+          guard: { type: 'shouldCheckAssignment', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
+          target: 'BackingOff',
+          actions: { type: 'planAssignmentCheck', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
+        } as const),
     {
-      guard: { type: 'failureIs', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), errorClass: 'reprovision' as const }) },
+      guard: { type: 'hubBudgetSpent', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
       target: 'Reprovisioning',
       actions: leave,
     },
     {
-      guard: { type: 'hubBudgetSpent', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
+      guard: { type: 'reprovisionUnlessConfirmed', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
       target: 'Reprovisioning',
       actions: leave,
     },
@@ -240,6 +266,8 @@ export const deviceMachine = setup({
     openHub: fromPromise<{ connectedAt: number }, HubAttemptInput>(async () => notProvided('openHub')),
     /** Live hub session of one epoch: drains the outbox, reports HUB_LOST, closes on exit. */
     hubSession: fromCallback<EventObject, HubAttemptInput>(() => notProvided('hubSession')),
+    /** Ask DPS where the device belongs now (status lookup, not a registration); rejects with a classified Failure. */
+    lookupAssignment: fromPromise<LookupResult, { registrationId: string }>(async () => notProvided('lookupAssignment')),
     /** Close whatever client is still open (bounded by a timeout). */
     closeHub: fromPromise<void, { epoch: number }>(async () => notProvided('closeHub')),
     /** Resolves at the deadline `retryAt` (epoch ms), on the actor system's clock. */
@@ -265,6 +293,7 @@ export const deviceMachine = setup({
     nextEpoch: assign({ epoch: ({ context }) => context.epoch + 1 }),
     markConnected: assign({
       assignmentProven: true,
+      assignmentConfirmed: false,
       hubAttempts: 0,
       dpsAttempts: 0,
       firstFailureAt: null,
@@ -277,6 +306,8 @@ export const deviceMachine = setup({
       hubAttempts: 0,
       firstFailureAt: null,
     })),
+    /** Going to DPS from a lookup: the hub's failure run is over (the refusal stays the last error). */
+    resetHubRun: assign({ hubAttempts: 0, firstFailureAt: null, assignmentConfirmed: false }),
     planDpsRetry: assign(({ context }, params: { failure: Failure; step: RetryStep }) =>
       planDpsRetry(context, params.failure, params.step),
     ),
@@ -291,6 +322,52 @@ export const deviceMachine = setup({
       retryStep: params.then,
     })),
     resetCounters: assign({ dpsAttempts: 0, hubAttempts: 0, firstFailureAt: null }),
+    /** A hub this device worked on refused a connect in a way that may mean it was moved. */
+    noteDoubtfulRefusal: assign(({ context }, params: { failure: Failure }) => ({
+      lastError: params.failure,
+      retryAfterMs: params.failure.retryAfterMs ?? null,
+      firstFailureAt: context.firstFailureAt ?? params.failure.at,
+    })),
+    /**
+     * A session ended in a way that may mean the device was moved: ask DPS, after the short
+     * spread wait of a first retry (or the fleet window) so that a fleet dropped together does
+     * not become a lookup storm. No floor: the wait is for DPS, not the hub.
+     */
+    planAssignmentCheck: assign(({ context }, params: { failure: Failure }) => {
+      const spread: Failure = { ...params.failure, errorClass: 'transient' };
+      delete spread.retryAfterMs;
+      delete spread.minDelayMs;
+      return {
+        ...scheduleRetry(context, spread, 1, true),
+        lastError: params.failure,
+        retryAfterMs: params.failure.retryAfterMs ?? null,
+        firstFailureAt: context.firstFailureAt ?? params.failure.at,
+        retryStep: 'CheckingAssignment' as const,
+      };
+    }),
+    /**
+     * DPS moved the device: connect to the hub it names now. Like a fresh registration it is not
+     * proven until it works, so a refusal there is not looked up again (no ping-pong between hubs).
+     */
+    adoptLookedUpAssignment: assign(({ event }) => {
+      const output = (event as unknown as { output: LookupResult }).output;
+      return {
+        assignment: { hubHost: output.hubHost, deviceId: output.deviceId, assignedAt: output.checkedAt, source: 'dps' as const },
+        assignmentProven: false,
+        assignmentConfirmed: false,
+        hubAttempts: 0,
+        firstFailureAt: null,
+      };
+    }),
+    /**
+     * DPS still places the device here (or could not answer): the refusal is the hub's own
+     * trouble. Back off on it; the hub budget decides when to register again. A confirmed
+     * assignment is not looked up again until a connection works.
+     */
+    planRetryOnSameHub: assign(({ context }, params: { at: number; confirmed: boolean }) => {
+      const refusal: Failure = { ...(context.lastError ?? failureOf(new Error('hub refused'), 'hub-connect')), at: params.at };
+      return { ...planHubRetry(context, refusal, false), lastError: refusal, retryStep: 'Connecting' as const, assignmentConfirmed: params.confirmed };
+    }),
   },
   guards: {
     hasAssignment: ({ context }) => context.assignment !== null,
@@ -303,6 +380,27 @@ export const deviceMachine = setup({
     failureIs: (_, params: { failure: Failure; errorClass: ErrorClass }) =>
       params.failure.errorClass === params.errorClass,
     hubBudgetSpent: ({ context }, params: { failure: Failure }) => hubBudgetSpent(context, params.failure),
+    /**
+     * Ask DPS (status lookup) before acting: the hub's answer may mean the device was moved, the
+     * assignment has worked before, DPS has not confirmed it in this run, and the preset is not
+     * the official sample's (which re-registers on every loss).
+     */
+    shouldCheckAssignment: ({ context }, params: { failure: Failure }) =>
+      params.failure.assignmentInDoubt === true &&
+      context.assignmentProven &&
+      !context.assignmentConfirmed &&
+      context.policy.reprovisionOnLoss !== true,
+    /** A reprovision-class failure goes to DPS unless DPS just confirmed this hub (then: back off on it). */
+    reprovisionUnlessConfirmed: ({ context }, params: { failure: Failure }) =>
+      params.failure.errorClass === 'reprovision' && !context.assignmentConfirmed,
+    /** The lookup names another hub (or another device id) than the one that refused. */
+    lookupMovedDevice: ({ context, event }) => {
+      const output = (event as unknown as { output: LookupResult }).output;
+      return output.hubHost !== context.assignment?.hubHost || output.deviceId !== context.assignment?.deviceId;
+    },
+    /** The hub's refusal, counted at `at` (after the lookup), spends the hub budget: register with DPS. */
+    refusalSpendsBudget: ({ context }, params: { at: number }) =>
+      context.lastError !== null && hubBudgetSpent(context, { ...context.lastError, at: params.at }),
     /** Baseline preset only: go back to DPS after every lost connection, like the official sample. */
     reprovisionOnLoss: ({ context }) => context.policy.reprovisionOnLoss === true,
   },
@@ -325,6 +423,7 @@ export const deviceMachine = setup({
     rngState: input.seed >>> 0,
     connects: 0,
     assignmentProven: true,
+    assignmentConfirmed: false,
   }),
   states: {
     Idle: {
@@ -364,6 +463,60 @@ export const deviceMachine = setup({
       on: { STOP: { target: 'Disconnecting' } },
     },
 
+    CheckingAssignment: {
+      invoke: {
+        id: 'lookupAssignment',
+        src: 'lookupAssignment',
+        input: ({ context }) => ({ registrationId: context.registrationId }),
+        onDone: [
+          {
+            guard: 'lookupMovedDevice',
+            target: 'Connecting',
+            actions: ['adoptLookedUpAssignment', { type: 'saveAssignment', params: ({ context }) => ({ assignment: context.assignment! }) }],
+          },
+          {
+            guard: { type: 'refusalSpendsBudget', params: ({ event }) => ({ at: (event as unknown as { output: LookupResult }).output.checkedAt }) },
+            target: 'Reprovisioning',
+            actions: 'resetHubRun',
+          },
+          {
+            target: 'BackingOff',
+            actions: {
+              type: 'planRetryOnSameHub',
+              params: ({ event }) => ({ at: (event as unknown as { output: LookupResult }).output.checkedAt, confirmed: true }),
+            },
+          },
+        ],
+        onError: [
+          {
+            guard: { type: 'failureIs', params: ({ event }) => ({ failure: failureFromEvent(event, 'dps-lookup'), errorClass: 'fatal' as const }) },
+            target: 'Failed',
+            actions: { type: 'recordFailure', params: ({ event }) => ({ phase: 'dps-lookup' as const, failure: failureFromEvent(event, 'dps-lookup') }) },
+          },
+          {
+            // Seed 004: no answer (401/403/404) → a full registration.
+            guard: { type: 'failureIs', params: ({ event }) => ({ failure: failureFromEvent(event, 'dps-lookup'), errorClass: 'reprovision' as const }) },
+            target: 'Reprovisioning',
+            actions: 'resetHubRun',
+          },
+          {
+            guard: { type: 'refusalSpendsBudget', params: ({ event }) => ({ at: failureFromEvent(event, 'dps-lookup').at }) },
+            target: 'Reprovisioning',
+            actions: 'resetHubRun',
+          },
+          {
+            // DPS busy or unreachable: carry on with the cached hub; the next refusal asks again.
+            target: 'BackingOff',
+            actions: { type: 'planRetryOnSameHub', params: ({ event }) => ({ at: failureFromEvent(event, 'dps-lookup').at, confirmed: false }) },
+          },
+        ],
+      },
+      on: {
+        STOP: { target: 'Disconnecting' },
+        REPROVISION: { target: 'Reprovisioning' },
+      },
+    },
+
     Connecting: {
       entry: 'nextEpoch',
       invoke: {
@@ -401,6 +554,7 @@ export const deviceMachine = setup({
         onDone: [
           { guard: { type: 'retryStepIs', params: { step: 'Connecting' } }, target: 'Connecting' },
           { guard: { type: 'retryStepIs', params: { step: 'Reprovisioning' } }, target: 'Reprovisioning' },
+          { guard: { type: 'retryStepIs', params: { step: 'CheckingAssignment' } }, target: 'CheckingAssignment' },
           { target: 'Provisioning' },
         ],
       },

@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import { createActor, type Actor, type InspectionEvent, type SnapshotFrom } from 'xstate';
 import { deviceMachine, type Assignment, type DeviceEvent } from '../machines/device.machine';
 import { hubWork } from './actors/hub';
+import { lookupWork } from './actors/lookup';
 import { provisionWork } from './actors/provision';
 import { waitUntilWork } from './actors/wait';
 import { systemClock, type Clock } from './clock';
@@ -38,6 +39,7 @@ export type DeviceStateName =
   | 'Connecting'
   | 'Connected'
   | 'BackingOff'
+  | 'CheckingAssignment'
   | 'Reprovisioning'
   | 'Disconnecting'
   | 'Stopped'
@@ -163,6 +165,15 @@ export function createDevice(options: DeviceOptions): Device {
         idScope: resolved.idScope,
         credential: resolved.credential,
         modelId: resolved.modelId,
+        ca: resolved.ca,
+        deadlineMs: resolved.provisionTimeoutMs,
+        clock,
+        logger,
+      }),
+      lookupAssignment: lookupWork({
+        provisioningHost: resolved.provisioningHost,
+        idScope: resolved.idScope,
+        credential: resolved.credential,
         ca: resolved.ca,
         deadlineMs: resolved.provisionTimeoutMs,
         clock,

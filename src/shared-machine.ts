@@ -7,13 +7,14 @@
  * its actor system (one per root actor, shared by its children) and registered by `bind(actor)`.
  */
 import { fromCallback, fromPromise, type AnyActorRef, type EventObject } from 'xstate';
-import { deviceMachine, type Assignment, type HubAttemptInput, type ProvisionResult } from '../machines/device.machine';
+import { deviceMachine, type Assignment, type HubAttemptInput, type LookupResult, type ProvisionResult } from '../machines/device.machine';
 import type { CallbackWork, PromiseWork } from './actors/work';
 
 /** A device's own implementations of the machine's actors and actions. */
 export interface DeviceImplementations {
   work: {
     provision: PromiseWork<ProvisionResult, { registrationId: string; attempt: number }>;
+    lookupAssignment: PromiseWork<LookupResult, { registrationId: string }>;
     openHub: PromiseWork<{ connectedAt: number }, HubAttemptInput>;
     hubSession: CallbackWork<HubAttemptInput>;
     closeHub: PromiseWork<void, { epoch: number }>;
@@ -37,6 +38,7 @@ function sharedMachine(): typeof deviceMachine {
   shared ??= deviceMachine.provide({
     actors: {
       provision: fromPromise<ProvisionResult, { registrationId: string; attempt: number }>((args) => boundTo(args.system).work.provision(args)),
+      lookupAssignment: fromPromise<LookupResult, { registrationId: string }>((args) => boundTo(args.system).work.lookupAssignment(args)),
       openHub: fromPromise<{ connectedAt: number }, HubAttemptInput>((args) => boundTo(args.system).work.openHub(args)),
       hubSession: fromCallback<EventObject, HubAttemptInput>((args) => boundTo(args.system).work.hubSession(args)),
       closeHub: fromPromise<void, { epoch: number }>((args) => boundTo(args.system).work.closeHub(args)),

@@ -171,7 +171,7 @@ interface Track {
 const RECENT_TRANSITIONS = 40;
 
 const TIMER_TOLERANCE_MS = 2;
-const ATTEMPT_STATES: ReadonlySet<DeviceStateName> = new Set(['Provisioning', 'Reprovisioning', 'Connecting']);
+const ATTEMPT_STATES: ReadonlySet<DeviceStateName> = new Set(['Provisioning', 'Reprovisioning', 'CheckingAssignment', 'Connecting']);
 const USER_EVENTS: ReadonlySet<string> = new Set(['REPROVISION', 'STOP', 'RETRY']);
 
 /** `gc()` even without --expose-gc (V8 flag set at runtime, function taken from a fresh context). */

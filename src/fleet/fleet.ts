@@ -86,6 +86,7 @@ const STATE_NAMES: DeviceStateName[] = [
   'Connecting',
   'Connected',
   'BackingOff',
+  'CheckingAssignment',
   'Reprovisioning',
   'Disconnecting',
   'Stopped',

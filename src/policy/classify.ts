@@ -56,6 +56,8 @@ export interface ClassificationRule {
   when: (facts: ErrorFacts) => boolean;
   /** Floor for the next delay (hub/DPS 5xx: at least 5 s, per the DPS at-scale guidance). */
   minDelayMs?: number;
+  /** Ask DPS where the device belongs (status lookup) before acting on the class. */
+  assignmentInDoubt?: true;
   /** One line for docs and logs: why this class. */
   why: string;
 }
@@ -278,8 +280,10 @@ export function extractFacts(error: unknown, phase: Phase, ctx: ClassifyContext 
 // ---------------------------------------------------------------------------------------------
 
 const has = (facts: ErrorFacts, ...names: string[]): boolean => facts.names.some((n) => names.includes(n));
-const onHub = (facts: ErrorFacts): boolean => facts.phase !== 'dps';
-const onDps = (facts: ErrorFacts): boolean => facts.phase === 'dps';
+const onHub = (facts: ErrorFacts): boolean => facts.phase === 'hub-connect' || facts.phase === 'hub-session';
+/** Registration and status lookup alike: both are DPS answering about this registration. */
+const onDps = (facts: ErrorFacts): boolean => facts.phase === 'dps' || facts.phase === 'dps-lookup';
+const onLookup = (facts: ErrorFacts): boolean => facts.phase === 'dps-lookup';
 const text = (facts: ErrorFacts): string => facts.messages.join('\n');
 const isServerError = (facts: ErrorFacts): boolean =>
   (facts.status !== undefined && facts.status >= 500) ||
@@ -291,12 +295,14 @@ function hubConnackRows(code: 2 | 4 | 5, meaning: string): ClassificationRule[] 
     {
       rule: `connack-${code}-first-connect`,
       errorClass: 'reprovision',
+      assignmentInDoubt: true,
       when: (f) => onHub(f) && f.connack === code && f.firstConnection,
       why: `hub refused the credentials (${meaning}) on the transport's first connect (UnauthorizedError wrapper): the assignment is stale, ask DPS`,
     },
     {
       rule: `connack-${code}-after-connect`,
       errorClass: 'reprovision',
+      assignmentInDoubt: true,
       when: (f) => onHub(f) && f.connack === code && !f.firstConnection,
       why: `hub refused the credentials (${meaning}) after a working connection (NotConnectedError, transportError.code ${code}): device disabled or moved, ask DPS`,
     },
@@ -356,12 +362,23 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     why: 'unacceptable protocol version (NotImplementedError): a build/config problem, any phase',
   },
   {
+    // Azure answers 3 to a device that was failed over or disabled too (C SDK: SERVER_UNAVAIL →
+    // DEVICE_DISABLED; the official HA sample reprovisions on it), so DPS is asked where the device
+    // belongs; if it is still this hub, the hub is busy: the same 5 s floor as a 503.
+    rule: 'connack-3-hub-unavailable',
+    errorClass: 'transient',
+    minDelayMs: 5000,
+    assignmentInDoubt: true,
+    when: (f) => onHub(f) && f.connack === 3,
+    why: 'hub server unavailable: moved/disabled device or an overloaded hub; ask DPS, then back off at least 5 s on the same hub',
+  },
+  {
     // Same meaning as a 503, so it gets the same 5 s floor.
     rule: 'connack-3-server-unavailable',
     errorClass: 'transient',
     minDelayMs: 5000,
     when: (f) => f.connack === 3,
-    why: 'server unavailable (any phase): the service is up but overloaded; back off at least 5 s',
+    why: 'DPS server unavailable: the service is up but overloaded; back off at least 5 s',
   },
   {
     rule: 'dps-connack-rejected',
@@ -376,6 +393,7 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
   {
     rule: 'hub-dns-not-found',
     errorClass: 'reprovision',
+    assignmentInDoubt: true,
     when: (f) => onHub(f) && f.socketCode === 'ENOTFOUND',
     why: 'the assigned hub name no longer resolves (NXDOMAIN; a dead resolver gives EAI_AGAIN): ask DPS for the current hub',
   },
@@ -426,6 +444,13 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     why: 'throttled by hub or DPS: honour retry-after, else the throttled curve',
   },
   {
+    // Seed 004: a lookup answered 401/403/404 means DPS has no current registration to report.
+    rule: 'lookup-no-registration',
+    errorClass: 'reprovision',
+    when: (f) => onLookup(f) && (f.status === 401 || f.status === 403 || f.status === 404 || has(f, 'LookupNotAssignedError')),
+    why: 'the status lookup has no assignment for this device (401/403/404 or not assigned): register with DPS',
+  },
+  {
     // Hub 403 IotHubQuotaExceeded is the hub's daily quota: DPS would hand back the same hub, so
     // reprovisioning would only add DPS load. Waiting is what helps.
     rule: 'hub-quota-exceeded',
@@ -450,6 +475,7 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
   {
     rule: 'hub-unauthorized',
     errorClass: 'reprovision',
+    assignmentInDoubt: true,
     // The first-connection wrapper is also an UnauthorizedError; without a CONNACK code it is not
     // a credential refusal (see first-connection-failed).
     when: (f) =>
@@ -459,6 +485,7 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
   {
     rule: 'hub-device-not-found',
     errorClass: 'reprovision',
+    assignmentInDoubt: true,
     when: (f) => onHub(f) && (f.status === 404 || has(f, 'DeviceNotFoundError')),
     why: 'hub 404: the device is not registered on this hub any more (moved): ask DPS',
   },
@@ -539,6 +566,7 @@ export function classifyFacts(facts: ErrorFacts): Classification {
   // A service-given wait is honoured whatever the class (fatal is not retried at all).
   if (facts.retryAfterMs !== undefined && row.errorClass !== 'fatal') classification.retryAfterMs = facts.retryAfterMs;
   if (row.minDelayMs !== undefined) classification.minDelayMs = row.minDelayMs;
+  if (row.assignmentInDoubt) classification.assignmentInDoubt = true;
   return classification;
 }
 

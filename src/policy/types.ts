@@ -6,8 +6,11 @@
 /** The four error classes; each drives exactly one kind of transition in the device machine. */
 export type ErrorClass = 'transient' | 'throttled' | 'reprovision' | 'fatal';
 
-/** Where an error happened. The same SDK error means different things in different phases. */
-export type Phase = 'dps' | 'hub-connect' | 'hub-session';
+/**
+ * Where an error happened. The same SDK error means different things in different phases.
+ * `dps-lookup` is the Device Registration Status Lookup (asking DPS where the device belongs).
+ */
+export type Phase = 'dps' | 'dps-lookup' | 'hub-connect' | 'hub-session';
 
 /** What `classify` decides about one error. */
 export interface Classification {
@@ -18,6 +21,11 @@ export interface Classification {
   minDelayMs?: number;
   /** The table row that matched, for logs and tests (e.g. "connack-5-after-connect"). */
   rule: string;
+  /**
+   * The hub's answer may mean the device now belongs on another hub (refused as moved or
+   * disabled, unknown, unauthorized): ask DPS where it belongs (status lookup) before deciding.
+   */
+  assignmentInDoubt?: true;
 }
 
 /** A failure as the machine stores it: classified, stamped, JSON-safe, free of secrets. */

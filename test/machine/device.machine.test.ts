@@ -294,4 +294,94 @@ describe('no registration storm', () => {
     await cloud.failOpen(cloud.failure('reprovision'));
     expect(device.value()).toBe('Reprovisioning');
   });
+
+  describe('a refusal that puts the assignment in doubt asks DPS where the device belongs (status lookup)', () => {
+    const refusedAsMoved = (cloud: FakeCloud, phase: 'hub-connect' | 'hub-session' = 'hub-connect') =>
+      cloud.failure('transient', { rule: 'connack-3-hub-unavailable', minDelayMs: 5000, assignmentInDoubt: true, code: 3 }, phase);
+
+    test('refused after a drop: lookup at once, DPS names another hub → connect there, cache saved, no registration', async () => {
+      const cloud = new FakeCloud();
+      const device = start(cloud, { cached: true });
+      await cloud.flush();
+      await cloud.connect();
+      cloud.sessions.get(device.context().epoch)!({ type: 'HUB_LOST', epoch: device.context().epoch, failure: cloud.failure('transient', {}, 'hub-session') });
+      await cloud.flush();
+      expect(device.context().delayMs).toBeLessThanOrEqual(policy.firstRetryMaxMs);
+      await cloud.advance(policy.firstRetryMaxMs);
+      await cloud.failOpen(refusedAsMoved(cloud));
+      expect(device.value()).toBe('CheckingAssignment');
+      expect(cloud.lookups).toHaveLength(1);
+      const refusedAt = cloud.clock.now();
+      await cloud.answerLookup('hub-b.local');
+      expect(device.value()).toBe('Connecting');
+      expect(cloud.clock.now()).toBe(refusedAt); // no wait between the refusal, the lookup and the new hub
+      expect(cloud.opens[0].input).toMatchObject({ assignment: { hubHost: 'hub-b.local', source: 'dps' } });
+      expect(cloud.calls.saveAssignment).toBe(1);
+      await cloud.connect();
+      expect(device.states).toEqual(['Idle', 'Connecting', 'Connected', 'BackingOff', 'Connecting', 'CheckingAssignment', 'Connecting', 'Connected']);
+      expect(cloud.calls.provision).toBe(0);
+    });
+
+    test('DPS names the same hub: the hub is busy → back off on it (its 5 s floor), and the next refusal is not looked up again', async () => {
+      const cloud = new FakeCloud();
+      const device = start(cloud, { cached: true });
+      await cloud.flush();
+      await cloud.failOpen(refusedAsMoved(cloud));
+      await cloud.answerLookup('cached-hub.local');
+      expect(device.value()).toBe('BackingOff');
+      expect(device.context()).toMatchObject({ assignmentConfirmed: true, hubAttempts: 1, retryStep: 'Connecting' });
+      expect(device.context().delayMs).toBeGreaterThanOrEqual(5000);
+      await cloud.advance(device.context().delayMs!);
+      expect(device.value()).toBe('Connecting');
+      await cloud.failOpen(refusedAsMoved(cloud));
+      expect(device.value()).toBe('BackingOff');
+      expect(cloud.calls.lookupAssignment).toBe(1);
+      expect(cloud.calls.provision).toBe(0);
+      await cloud.advance(device.context().delayMs!);
+      await cloud.connect();
+      expect(device.context().assignmentConfirmed).toBe(false); // a working connection ends the run
+    });
+
+    test('a lost session in doubt waits the first-retry spread before the lookup; a lookup 404 means a full registration', async () => {
+      const cloud = new FakeCloud();
+      const device = start(cloud, { cached: true });
+      await cloud.flush();
+      await cloud.connect();
+      const epoch = device.context().epoch;
+      cloud.sessions.get(epoch)!({ type: 'HUB_LOST', epoch, failure: refusedAsMoved(cloud, 'hub-session') });
+      await cloud.flush();
+      expect(device.value()).toBe('BackingOff');
+      expect(device.context().retryStep).toBe('CheckingAssignment');
+      expect(device.context().delayMs).toBeLessThanOrEqual(policy.firstRetryMaxMs); // no 5 s hub floor: the wait is for DPS
+      await cloud.advance(policy.firstRetryMaxMs);
+      expect(device.value()).toBe('CheckingAssignment');
+      await cloud.failLookup(cloud.failure('reprovision', { rule: 'lookup-no-registration', status: 404 } as never, 'dps-lookup'));
+      expect(device.value()).toBe('Reprovisioning');
+    });
+
+    test('DPS unreachable for the lookup: carry on with the cached hub, ask again at the next refusal, register once the budget is spent', async () => {
+      const cloud = new FakeCloud();
+      const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 2 } });
+      await cloud.flush();
+      await cloud.failOpen(refusedAsMoved(cloud));
+      await cloud.failLookup(cloud.failure('transient', { rule: 'socket-refused' }, 'dps-lookup'));
+      expect(device.value()).toBe('BackingOff');
+      expect(device.context()).toMatchObject({ retryStep: 'Connecting', assignmentConfirmed: false, hubAttempts: 1 });
+      await cloud.advance(device.context().delayMs!);
+      await cloud.failOpen(refusedAsMoved(cloud));
+      expect(device.value()).toBe('CheckingAssignment');
+      await cloud.failLookup(cloud.failure('transient', { rule: 'socket-refused' }, 'dps-lookup'));
+      expect(device.value()).toBe('Reprovisioning');
+      expect(cloud.calls.lookupAssignment).toBe(2);
+    });
+
+    test('the official sample preset (reprovisionOnLoss) never looks up: it re-registers', async () => {
+      const cloud = new FakeCloud();
+      const device = start(cloud, { cached: true, policy: { ...policy, reprovisionOnLoss: true } });
+      await cloud.flush();
+      await cloud.failOpen(cloud.failure('reprovision', { assignmentInDoubt: true }));
+      expect(device.value()).toBe('Reprovisioning');
+      expect(cloud.calls.lookupAssignment).toBe(0);
+    });
+  });
 });

@@ -19,7 +19,12 @@ const generated = generatePaths();
 /** Every path into an abstract state and every edge of the abstract graph, prefixes dropped. */
 const replayable = withoutPrefixes([...generated.shortest, ...generated.edges]);
 const generatedCount =
-  generated.shortest.length + generated.edges.length + generated.failover.length + generated.throttled.length + generated.fatal.length;
+  generated.shortest.length +
+  generated.edges.length +
+  generated.failover.length +
+  generated.moved.length +
+  generated.throttled.length +
+  generated.fatal.length;
 
 const values = (path: ModelPath) => path.steps.map((s) => String(s.state.value));
 
@@ -30,11 +35,11 @@ async function expectAllReplay(paths: ModelPath[]) {
 
 describe('model-based tests of the device machine', () => {
   test('the generated paths cover every state and every transition of the machine', () => {
-    const result = coverage(deviceMachine, [...replayable, ...generated.failover, ...generated.throttled, ...generated.fatal]);
+    const result = coverage(deviceMachine, [...replayable, ...generated.failover, ...generated.moved, ...generated.throttled, ...generated.fatal]);
     console.log(
       `${result.line}\n` +
         `generated paths: ${generatedCount} (shortest ${generated.shortest.length}, edges ${generated.edges.length}, ` +
-        `failover ${generated.failover.length}, throttled ${generated.throttled.length}, fatal ${generated.fatal.length}); ` +
+        `failover ${generated.failover.length}, moved ${generated.moved.length}, throttled ${generated.throttled.length}, fatal ${generated.fatal.length}); ` +
         `${replayable.length} replayed after dropping prefixes\n` +
         `abstract graph: ${Object.entries(generated.sizes)
           .map(([name, s]) => `${name} ${s.states} states / ${s.edges} edges`)
@@ -45,7 +50,7 @@ describe('model-based tests of the device machine', () => {
     expect(result.states.covered).toBe(result.states.total);
     expect(result.transitions.covered).toBe(result.transitions.total);
     expect(result.triples.covered).toBe(result.triples.total);
-    expect(result.states.total).toBe(9);
+    expect(result.states.total).toBe(10);
   });
 
   test('every shortest path and every edge of the abstract graph replays on the live machine', async () => {
@@ -69,6 +74,22 @@ describe('model-based tests of the device machine', () => {
     await expectAllReplay(routes);
   });
 
+  test('moved: a refusal in doubt asks DPS (status lookup) and follows its answer, never a registration', async () => {
+    const routes = generated.moved;
+    const sequences = routes.map((path) => values(path).slice(values(path).indexOf('Connected')).join(','));
+    // Session lost in doubt: spread wait, lookup, the other hub.
+    expect(sequences).toContain('Connected,BackingOff,CheckingAssignment,Connecting,Connected');
+    // Refused after a drop: lookup at once, the other hub.
+    expect(sequences).toContain('Connected,BackingOff,Connecting,CheckingAssignment,Connecting,Connected');
+    // DPS names the same hub: back off on it, no registration.
+    expect(sequences).toContain('Connected,BackingOff,CheckingAssignment,BackingOff,Connecting,Connected');
+    for (const sequence of sequences) expect(sequence).not.toMatch(/Provisioning/);
+    for (const config of ['fresh', 'cached', 'one-attempt']) expect(routes.some((p) => p.config === config)).toBe(true);
+    // The official sample's preset re-registers instead: no lookup route there.
+    expect(routes.some((p) => p.config === 'baseline')).toBe(false);
+    await expectAllReplay(routes);
+  });
+
   test('throttled: a throttled failure backs off and then retries the same step', async () => {
     const routes = generated.throttled;
     const sources = new Set<string>();
@@ -79,10 +100,12 @@ describe('model-based tests of the device machine', () => {
       expect(backingOff.state.value).toBe('BackingOff');
       expect(after.event.type).toBe('xstate.done.actor.waitUntil');
       expect(after.state.value).toBe(backingOff.state.context.retryStep);
-      if (source.value !== 'Connected') expect(after.state.value).toBe(source.value);
+      // A throttled lookup carries on with the cached hub; every other step retries itself.
+      if (source.value === 'CheckingAssignment') expect(after.state.value).toBe('Connecting');
+      else if (source.value !== 'Connected') expect(after.state.value).toBe(source.value);
       sources.add(String(source.value));
     }
-    expect([...sources].sort()).toEqual(['Connected', 'Connecting', 'Provisioning', 'Reprovisioning']);
+    expect([...sources].sort()).toEqual(['CheckingAssignment', 'Connected', 'Connecting', 'Provisioning', 'Reprovisioning']);
     await expectAllReplay(routes);
   });
 
@@ -95,7 +118,7 @@ describe('model-based tests of the device machine', () => {
       expect(path.state.value).toBe('Failed');
       sources.add(String(path.steps[n - 2].state.value));
     }
-    expect([...sources].sort()).toEqual(['Connected', 'Connecting', 'Provisioning', 'Reprovisioning']);
+    expect([...sources].sort()).toEqual(['CheckingAssignment', 'Connected', 'Connecting', 'Provisioning', 'Reprovisioning']);
     await expectAllReplay(routes);
   });
 
@@ -117,6 +140,10 @@ describe('model-based tests of the device machine', () => {
       ['Provisioning', 'xstate.error.actor.provision', 'failureIs', 'BackingOff'],
       // RETRY after Failed skips DPS.
       ['Failed', 'RETRY', 'else', 'Connecting'],
+      // A lookup that names another hub is ignored (back off on the old one).
+      ['CheckingAssignment', 'xstate.done.actor.lookupAssignment', 'lookupMovedDevice', 'BackingOff'],
+      // A refused connect in doubt re-registers instead of asking DPS where the device is.
+      ['Connecting', 'xstate.error.actor.openHub', 'shouldCheckAssignment', 'Reprovisioning'],
     ];
     test.each(mutants)('%s --%s [%s]--> %s', async (state, eventType, branch, target) => {
       const mutant = retarget(state, eventType, branch, target);

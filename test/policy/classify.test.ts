@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { errors, NoRetry } from 'azure-iot-common';
 import { Client } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
+import { DpsLookupError, LookupNotAssignedError } from '../../src/actors/lookup';
 import { ConfigError, ServiceProtocolError } from '../../src/errors';
 import {
   CLASSIFICATION_TABLE,
@@ -37,6 +38,7 @@ interface Case {
   errorClass: ErrorClass;
   retryAfterMs?: number;
   minDelayMs?: number;
+  assignmentInDoubt?: true;
 }
 
 const before: ClassifyContext = { connectedBefore: false };
@@ -63,22 +65,22 @@ const CASES: Case[] = [
   { title: 'hub CONNACK 1 before first connect (NotImplementedError)', error: () => hubFirstConnect(connackError(1)), phase: 'hub-connect', ctx: before, rule: 'connack-1-protocol', errorClass: 'fatal' },
   { title: 'hub CONNACK 1 after a first connect', error: () => hubAfterConnect(connackError(1)), phase: 'hub-connect', ctx: after, rule: 'connack-1-protocol', errorClass: 'fatal' },
   { title: 'DPS CONNACK 1 (raw)', error: () => connackError(1), phase: 'dps', rule: 'connack-1-protocol', errorClass: 'fatal' },
-  { title: 'hub CONNACK 3 before first connect (ServiceUnavailableError)', error: () => hubFirstConnect(connackError(3)), phase: 'hub-connect', ctx: before, rule: 'connack-3-server-unavailable', errorClass: 'transient', minDelayMs: 5000 },
-  { title: 'hub CONNACK 3 after a first connect (NotConnectedError, code 3)', error: () => hubAfterConnect(connackError(3)), phase: 'hub-connect', ctx: after, rule: 'connack-3-server-unavailable', errorClass: 'transient', minDelayMs: 5000 },
+  { title: 'hub CONNACK 3 before first connect (ServiceUnavailableError)', error: () => hubFirstConnect(connackError(3)), phase: 'hub-connect', ctx: before, rule: 'connack-3-hub-unavailable', errorClass: 'transient', minDelayMs: 5000 , assignmentInDoubt: true },
+  { title: 'hub CONNACK 3 after a first connect (NotConnectedError, code 3)', error: () => hubAfterConnect(connackError(3)), phase: 'hub-connect', ctx: after, rule: 'connack-3-hub-unavailable', errorClass: 'transient', minDelayMs: 5000 , assignmentInDoubt: true },
   { title: 'DPS CONNACK 3 (raw)', error: () => connackError(3), phase: 'dps', rule: 'connack-3-server-unavailable', errorClass: 'transient', minDelayMs: 5000 },
   { title: 'DPS CONNACK 2 identifier rejected (raw)', error: () => connackError(2), phase: 'dps', rule: 'dps-connack-rejected', errorClass: 'fatal' },
   { title: 'DPS CONNACK 4 bad group/device key (raw)', error: () => connackError(4), phase: 'dps', rule: 'dps-connack-rejected', errorClass: 'fatal' },
   { title: 'DPS CONNACK 5 not authorized (raw)', error: () => connackError(5), phase: 'dps', rule: 'dps-connack-rejected', errorClass: 'fatal' },
-  { title: 'hub CONNACK 2 before first connect', error: () => hubFirstConnect(connackError(2)), phase: 'hub-connect', ctx: before, rule: 'connack-2-first-connect', errorClass: 'reprovision' },
-  { title: 'hub CONNACK 2 after a first connect', error: () => hubAfterConnect(connackError(2)), phase: 'hub-connect', ctx: after, rule: 'connack-2-after-connect', errorClass: 'reprovision' },
-  { title: 'hub CONNACK 4 before first connect', error: () => hubFirstConnect(connackError(4)), phase: 'hub-connect', ctx: before, rule: 'connack-4-first-connect', errorClass: 'reprovision' },
-  { title: 'hub CONNACK 4 after a first connect', error: () => hubAfterConnect(connackError(4)), phase: 'hub-connect', ctx: after, rule: 'connack-4-after-connect', errorClass: 'reprovision' },
-  { title: 'hub CONNACK 5 before first connect (UnauthorizedError)', error: () => hubFirstConnect(connackError(5)), phase: 'hub-connect', ctx: before, rule: 'connack-5-first-connect', errorClass: 'reprovision' },
-  { title: 'hub CONNACK 5 after a first connect (NotConnectedError, code 5)', error: () => hubAfterConnect(connackError(5)), phase: 'hub-connect', ctx: after, rule: 'connack-5-after-connect', errorClass: 'reprovision' },
-  { title: 'hub CONNACK 5 on a token-renewal reconnect (disconnect event, raw)', error: () => ({ transportObj: connackError(5) }), phase: 'hub-session', ctx: after, rule: 'connack-5-after-connect', errorClass: 'reprovision' },
+  { title: 'hub CONNACK 2 before first connect', error: () => hubFirstConnect(connackError(2)), phase: 'hub-connect', ctx: before, rule: 'connack-2-first-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub CONNACK 2 after a first connect', error: () => hubAfterConnect(connackError(2)), phase: 'hub-connect', ctx: after, rule: 'connack-2-after-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub CONNACK 4 before first connect', error: () => hubFirstConnect(connackError(4)), phase: 'hub-connect', ctx: before, rule: 'connack-4-first-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub CONNACK 4 after a first connect', error: () => hubAfterConnect(connackError(4)), phase: 'hub-connect', ctx: after, rule: 'connack-4-after-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub CONNACK 5 before first connect (UnauthorizedError)', error: () => hubFirstConnect(connackError(5)), phase: 'hub-connect', ctx: before, rule: 'connack-5-first-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub CONNACK 5 after a first connect (NotConnectedError, code 5)', error: () => hubAfterConnect(connackError(5)), phase: 'hub-connect', ctx: after, rule: 'connack-5-after-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub CONNACK 5 on a token-renewal reconnect (disconnect event, raw)', error: () => ({ transportObj: connackError(5) }), phase: 'hub-session', ctx: after, rule: 'connack-5-after-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
   // sockets
-  { title: 'hub ENOTFOUND before first connect', error: () => hubFirstConnect(socketError('ENOTFOUND')), phase: 'hub-connect', ctx: before, rule: 'hub-dns-not-found', errorClass: 'reprovision' },
-  { title: 'hub ENOTFOUND after a first connect', error: () => hubAfterConnect(socketError('ENOTFOUND')), phase: 'hub-connect', ctx: after, rule: 'hub-dns-not-found', errorClass: 'reprovision' },
+  { title: 'hub ENOTFOUND before first connect', error: () => hubFirstConnect(socketError('ENOTFOUND')), phase: 'hub-connect', ctx: before, rule: 'hub-dns-not-found', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub ENOTFOUND after a first connect', error: () => hubAfterConnect(socketError('ENOTFOUND')), phase: 'hub-connect', ctx: after, rule: 'hub-dns-not-found', errorClass: 'reprovision' , assignmentInDoubt: true },
   { title: 'DPS ENOTFOUND (raw)', error: () => socketError('ENOTFOUND'), phase: 'dps', rule: 'dps-dns-not-found', errorClass: 'transient' },
   { title: 'hub ECONNREFUSED before first connect (UnauthorizedError "Not authorized" wrapper)', error: () => hubFirstConnect(socketError('ECONNREFUSED')), phase: 'hub-connect', ctx: before, rule: 'socket-refused', errorClass: 'transient' },
   { title: 'hub ECONNREFUSED after a first connect (NotConnectedError)', error: () => hubAfterConnect(socketError('ECONNREFUSED')), phase: 'hub-connect', ctx: after, rule: 'socket-refused', errorClass: 'transient' },
@@ -109,11 +111,17 @@ const CASES: Case[] = [
   { title: 'hub 502 (plain Error "server returned error 502")', error: () => hubStatus(502, undefined), phase: 'hub-session', rule: 'hub-server-error', errorClass: 'transient', minDelayMs: 5000 },
   { title: 'hub 503 (ServiceUnavailableError)', error: () => hubStatus(503), phase: 'hub-session', rule: 'hub-server-error', errorClass: 'transient', minDelayMs: 5000 },
   { title: 'hub 504 (ServiceUnavailableError)', error: () => hubStatus(504), phase: 'hub-connect', rule: 'hub-server-error', errorClass: 'transient', minDelayMs: 5000 },
+  // Status lookup, errors as src/actors/lookup.ts builds them.
+  { title: 'lookup 404 (no registration)', error: () => new DpsLookupError(404, undefined, 'Not found.'), phase: 'dps-lookup', rule: 'lookup-no-registration', errorClass: 'reprovision' },
+  { title: 'lookup 401 (DPS refuses the token)', error: () => new DpsLookupError(401, undefined, undefined), phase: 'dps-lookup', rule: 'lookup-no-registration', errorClass: 'reprovision' },
+  { title: "lookup answered, registration not 'assigned'", error: () => new LookupNotAssignedError('disabled'), phase: 'dps-lookup', rule: 'lookup-no-registration', errorClass: 'reprovision' },
+  { title: 'lookup 429 with Retry-After 2 s', error: () => new DpsLookupError(429, 2000, undefined), phase: 'dps-lookup', rule: 'throttled-429', errorClass: 'throttled', retryAfterMs: 2000 },
+  { title: 'lookup 503', error: () => new DpsLookupError(503, undefined, undefined), phase: 'dps-lookup', rule: 'dps-server-error', errorClass: 'transient', minDelayMs: 5000 },
   { title: 'DPS 500 (InternalServerError)', error: () => dpsStatus(500), phase: 'dps', rule: 'dps-server-error', errorClass: 'transient', minDelayMs: 5000 },
   { title: 'DPS 503 with retry-after (plain Error, status from topic)', error: () => dpsStatus(503, {}, '3'), phase: 'dps', rule: 'dps-server-error', errorClass: 'transient', minDelayMs: 5000, retryAfterMs: 3000 },
-  { title: 'hub 401 (UnauthorizedError)', error: () => hubStatus(401), phase: 'hub-session', rule: 'hub-unauthorized', errorClass: 'reprovision' },
-  { title: 'hub 403 as an HTTP status', error: () => Object.assign(new Error('Forbidden'), { response: { statusCode: 403 } }), phase: 'hub-session', rule: 'hub-unauthorized', errorClass: 'reprovision' },
-  { title: 'hub 404 (DeviceNotFoundError)', error: () => hubStatus(404), phase: 'hub-session', rule: 'hub-device-not-found', errorClass: 'reprovision' },
+  { title: 'hub 401 (UnauthorizedError)', error: () => hubStatus(401), phase: 'hub-session', rule: 'hub-unauthorized', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub 403 as an HTTP status', error: () => Object.assign(new Error('Forbidden'), { response: { statusCode: 403 } }), phase: 'hub-session', rule: 'hub-unauthorized', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub 404 (DeviceNotFoundError)', error: () => hubStatus(404), phase: 'hub-session', rule: 'hub-device-not-found', errorClass: 'reprovision' , assignmentInDoubt: true },
   { title: 'DPS 400 (ArgumentError)', error: () => dpsStatus(400), phase: 'dps', rule: 'dps-bad-request', errorClass: 'fatal' },
   { title: 'DPS 401 (UnauthorizedError)', error: () => dpsStatus(401), phase: 'dps', rule: 'dps-unauthorized', errorClass: 'fatal' },
   { title: 'DPS 403 (plain Error, status from topic)', error: () => dpsStatus(403), phase: 'dps', rule: 'dps-forbidden', errorClass: 'fatal' },
@@ -142,6 +150,7 @@ describe('classify: one fixture per table row, built the way the SDK builds it',
     const expected: Record<string, unknown> = { rule: c.rule, errorClass: c.errorClass };
     if (c.retryAfterMs !== undefined) expected.retryAfterMs = c.retryAfterMs;
     if (c.minDelayMs !== undefined) expected.minDelayMs = c.minDelayMs;
+    if (c.assignmentInDoubt) expected.assignmentInDoubt = true;
     expect(result).toEqual(expected);
   });
 
@@ -318,6 +327,7 @@ describe('toFailure', () => {
       name: 'NotConnectedError',
       message: 'Connection refused: Not authorized',
       code: 5,
+      assignmentInDoubt: true,
       at: 1700000000000,
     });
     expect(JSON.parse(JSON.stringify(failure))).toEqual(failure);

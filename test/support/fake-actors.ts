@@ -4,7 +4,7 @@
  * outcome and the SimulatedClock decides every delay.
  */
 import { fromCallback, fromPromise, SimulatedClock, type EventObject } from 'xstate';
-import { deviceMachine, type DeviceEvent, type DeviceMachine, type HubAttemptInput, type ProvisionResult } from '../../machines/device.machine';
+import { deviceMachine, type DeviceEvent, type DeviceMachine, type HubAttemptInput, type LookupResult, type ProvisionResult } from '../../machines/device.machine';
 import { createWaitUntil } from '../../src/actors/wait';
 import type { ErrorClass, Failure, Phase } from '../../src/policy/types';
 
@@ -28,11 +28,12 @@ export class FakeCloud {
   readonly clock = new SimulatedClock();
   readonly provisions: Pending<ProvisionResult>[] = [];
   readonly opens: Pending<{ connectedAt: number }>[] = [];
+  readonly lookups: Pending<LookupResult>[] = [];
   /** closeHub invocations, parked only when `parkCloses` is set (otherwise closeHub resolves at once). */
   readonly closes: Pending<void>[] = [];
   parkCloses = false;
   readonly sessions = new Map<number, (event: DeviceEvent) => void>();
-  readonly calls = { provision: 0, openHub: 0, closeHub: 0, saveAssignment: 0, forgetAssignment: 0 };
+  readonly calls = { provision: 0, lookupAssignment: 0, openHub: 0, closeHub: 0, saveAssignment: 0, forgetAssignment: 0 };
   hub = { hubHost: 'hub-a.local', deviceId: 'dev-1' };
 
   constructor(startAt = 1_700_000_000_000) {
@@ -50,6 +51,10 @@ export class FakeCloud {
         provision: fromPromise<ProvisionResult, { registrationId: string; attempt: number }>(({ input, signal }) => {
           this.calls.provision++;
           return park(this.provisions, input, signal);
+        }),
+        lookupAssignment: fromPromise<LookupResult, { registrationId: string }>(({ input, signal }) => {
+          this.calls.lookupAssignment++;
+          return park(this.lookups, input, signal);
         }),
         openHub: fromPromise<{ connectedAt: number }, HubAttemptInput>(({ input, signal }) => {
           this.calls.openHub++;
@@ -88,6 +93,17 @@ export class FakeCloud {
 
   async failProvision(failure: Failure): Promise<void> {
     this.provisions.shift()!.reject(failure);
+    await this.flush();
+  }
+
+  /** DPS answers the status lookup: the device is on `hubHost` (default: the fake's current hub). */
+  async answerLookup(hubHost: string = this.hub.hubHost): Promise<void> {
+    this.lookups.shift()!.resolve({ hubHost, deviceId: this.hub.deviceId, checkedAt: this.clock.now() });
+    await this.flush();
+  }
+
+  async failLookup(failure: Failure): Promise<void> {
+    this.lookups.shift()!.reject(failure);
     await this.flush();
   }
 

@@ -26,7 +26,15 @@ import { FakeCloud } from './fake-actors';
 export type Snap = SnapshotFrom<DeviceMachine>;
 
 /** The events of the model. `stale` marks the old-epoch HUB_LOST (the machine ignores the field). */
-export type ModelEvent = EventObject & { error?: Failure; output?: unknown; epoch?: number; failure?: Failure; stale?: true };
+export type ModelEvent = EventObject & {
+  error?: Failure;
+  output?: unknown;
+  epoch?: number;
+  failure?: Failure;
+  stale?: true;
+  /** A status lookup's answer: DPS moved the device, or it is still on the same hub. */
+  lookup?: 'moved' | 'same';
+};
 
 export interface ModelPath {
   /** Which traversal configuration (input) the path belongs to. */
@@ -84,21 +92,50 @@ export function abstractKey(snapshot: Snap): string {
     c.retryStep,
     c.assignment !== null,
     c.assignmentProven,
+    c.assignmentConfirmed,
   ]);
 }
 
 function phaseOf(actorId: string): Phase {
-  return actorId === 'provision' || actorId === 'reprovision' ? 'dps' : 'hub-connect';
+  if (actorId === 'provision' || actorId === 'reprovision') return 'dps';
+  return actorId === 'lookupAssignment' ? 'dps-lookup' : 'hub-connect';
 }
 
-function modelFailure(errorClass: ErrorClass, phase: Phase): Failure {
-  return { errorClass, rule: `model-${errorClass}`, phase, name: 'ModelError', message: errorClass, at: 0 };
+function modelFailure(errorClass: ErrorClass, phase: Phase, inDoubt = false): Failure {
+  return {
+    errorClass,
+    rule: `model-${errorClass}${inDoubt ? '-in-doubt' : ''}`,
+    phase,
+    name: 'ModelError',
+    message: errorClass,
+    at: 0,
+    ...(inDoubt ? { assignmentInDoubt: true as const } : {}),
+  };
 }
 
-function doneOutput(actorId: string): unknown {
-  if (actorId === 'provision' || actorId === 'reprovision') return { hubHost: 'hub-a.local', deviceId: 'dev-1', assignedAt: 0 };
-  if (actorId === 'openHub') return { connectedAt: 0 };
-  return undefined;
+/** The hub the model's lookups name when DPS moved the device (never the one it was on). */
+export const MOVED_HUB = 'hub-b.local';
+
+/** Actor outcomes: a lookup answers either "moved" or "the same hub". */
+function doneOutputs(actorId: string, snapshot: Snap): unknown[] {
+  if (actorId === 'provision' || actorId === 'reprovision') return [{ hubHost: 'hub-a.local', deviceId: 'dev-1', assignedAt: 0 }];
+  if (actorId === 'openHub') return [{ connectedAt: 0 }];
+  if (actorId === 'lookupAssignment') {
+    const current = snapshot.context.assignment?.hubHost ?? 'hub-a.local';
+    const moved = current === MOVED_HUB ? 'hub-a.local' : MOVED_HUB;
+    return [
+      { hubHost: moved, deviceId: 'dev-1', checkedAt: 0 },
+      { hubHost: current, deviceId: 'dev-1', checkedAt: 0 },
+    ];
+  }
+  return [undefined];
+}
+
+/** Hub failures come in two kinds per class: plain, and one that puts the assignment in doubt. */
+function hubFailures(phase: Phase): Failure[] {
+  return ERROR_CLASSES.flatMap((errorClass) =>
+    errorClass === 'fatal' ? [modelFailure(errorClass, phase)] : [modelFailure(errorClass, phase), modelFailure(errorClass, phase, true)],
+  );
 }
 
 /** The events offered in a snapshot: plain commands always, actor outcomes for the live invokes. */
@@ -109,8 +146,16 @@ export function modelEvents(snapshot: Snap): ModelEvent[] {
     for (const invoke of node.invoke) {
       const done = `xstate.done.actor.${invoke.id}`;
       const error = `xstate.error.actor.${invoke.id}`;
-      if (node.transitions.has(done)) events.push({ type: done, output: doneOutput(invoke.id) });
+      if (node.transitions.has(done)) {
+        doneOutputs(invoke.id, snapshot).forEach((output, i) =>
+          events.push({ type: done, output, ...(invoke.id === 'lookupAssignment' ? { lookup: i === 0 ? ('moved' as const) : ('same' as const) } : {}) }),
+        );
+      }
       if (node.transitions.has(error)) {
+        if (invoke.id === 'openHub') {
+          for (const failure of hubFailures('hub-connect')) events.push({ type: error, error: failure });
+          continue;
+        }
         // Closing has no class-dependent behaviour: one failure is enough.
         const classes = invoke.id === 'closeHub' ? (['transient'] as const) : ERROR_CLASSES;
         for (const errorClass of classes) events.push({ type: error, error: modelFailure(errorClass, phaseOf(invoke.id)) });
@@ -119,9 +164,7 @@ export function modelEvents(snapshot: Snap): ModelEvent[] {
   }
   if (snapshot.matches('Connected')) {
     const epoch = snapshot.context.epoch;
-    for (const errorClass of ERROR_CLASSES) {
-      events.push({ type: 'HUB_LOST', epoch, failure: modelFailure(errorClass, 'hub-session') });
-    }
+    for (const failure of hubFailures('hub-session')) events.push({ type: 'HUB_LOST', epoch, failure });
     events.push({ type: 'HUB_LOST', epoch: epoch - 1, stale: true, failure: modelFailure('reprovision', 'hub-session') });
   }
   return events;
@@ -135,9 +178,11 @@ export function classOf(event: ModelEvent): ErrorClass | undefined {
 /** A short readable name of an abstract step, e.g. `error:openHub(throttled)`, `HUB_LOST(stale)`. */
 export function describeEvent(event: ModelEvent): string {
   const type = event.type.replace(/^xstate\.(done|error)\.actor\./, '$1:');
-  if (event.type === 'HUB_LOST') return `HUB_LOST(${event.stale ? 'stale' : classOf(event)})`;
+  const doubt = (event.error ?? event.failure)?.assignmentInDoubt ? ',in-doubt' : '';
+  if (event.type === 'HUB_LOST') return `HUB_LOST(${event.stale ? 'stale' : classOf(event)}${doubt})`;
+  if (event.lookup) return `${type}(${event.lookup})`;
   const errorClass = event.type.startsWith('xstate.error.') ? classOf(event) : undefined;
-  return errorClass ? `${type}(${errorClass})` : type;
+  return errorClass ? `${type}(${errorClass}${doubt})` : type;
 }
 
 export function describePath(path: ModelPath): string {
@@ -174,6 +219,8 @@ function extend(path: ModelPath, event: ModelEvent, state: Snap): ModelPath {
   return { ...path, steps: [...path.steps, { event, state }], state };
 }
 
+const isInDoubt = (event: ModelEvent) => (event.error ?? event.failure)?.assignmentInDoubt === true;
+
 const isPlainCommand = (event: EventObject) => ['START', 'STOP', 'RETRY', 'REPROVISION'].includes(event.type);
 
 type Adjacency = Record<string, { state: Snap; transitions: Record<string, { event: ModelEvent; state: Snap }> }>;
@@ -185,6 +232,11 @@ export interface GeneratedPaths {
   edges: ModelPath[];
   /** Connected → … → Reprovisioning (failure-driven, simple paths) → Connecting → Connected (shortest). */
   failover: ModelPath[];
+  /**
+   * A hub refusal that puts the assignment in doubt → CheckingAssignment (status lookup) → DPS
+   * names another hub → Connected there; or names the same hub → back off on it → Connected.
+   */
+  moved: ModelPath[];
   /** A throttled failure → BackingOff → the wait elapses → back to the same step. */
   throttled: ModelPath[];
   /** A fatal failure → Failed. */
@@ -202,7 +254,7 @@ export function takenTransitions(machine: DeviceMachine, snapshot: Snap, event: 
 }
 
 export function generatePaths(machine: DeviceMachine = deviceMachine): GeneratedPaths {
-  const out: GeneratedPaths = { shortest: [], edges: [], failover: [], throttled: [], fatal: [], sizes: {} };
+  const out: GeneratedPaths = { shortest: [], edges: [], failover: [], moved: [], throttled: [], fatal: [], sizes: {} };
   for (const { name, input } of modelConfigs) {
     const adjacency = getAdjacencyMap(machine, traversalOptions(input) as never) as unknown as Adjacency;
     const shortest = getShortestPaths(machine, traversalOptions(input)).map((p) => toModelPath(name, input, p));
@@ -227,6 +279,30 @@ export function generatePaths(machine: DeviceMachine = deviceMachine): Generated
     }
     out.sizes[name] = { states: shortest.length, edges: edgeCount };
 
+    // Moved: the lookup routes, walked step by step through the abstract graph from the first Connected.
+    const start = shortest.find((p) => p.state.matches('Connected'))!;
+    const walk = (...steps: Array<(event: ModelEvent) => boolean>): ModelPath | undefined => {
+      let path = start;
+      for (const accepts of steps) {
+        const next = Object.values(adjacency[abstractKey(path.state)]?.transitions ?? {}).find((t) => accepts(t.event));
+        if (!next) return undefined;
+        path = extend(path, next.event, next.state);
+      }
+      return path;
+    };
+    const lost = (doubt: boolean) => (e: ModelEvent) => e.type === 'HUB_LOST' && !e.stale && classOf(e) === 'transient' && isInDoubt(e) === doubt;
+    const refused = (e: ModelEvent) => e.type === 'xstate.error.actor.openHub' && classOf(e) === 'reprovision' && isInDoubt(e);
+    const waited = (e: ModelEvent) => e.type === 'xstate.done.actor.waitUntil';
+    const answered = (kind: 'moved' | 'same') => (e: ModelEvent) => e.lookup === kind;
+    const connects = (e: ModelEvent) => e.type === 'xstate.done.actor.openHub';
+    for (const route of [
+      walk(lost(true), waited, answered('moved'), connects),
+      walk(lost(false), waited, refused, answered('moved'), connects),
+      walk(lost(true), waited, answered('same'), waited, connects),
+    ]) {
+      if (route) out.moved.push(route);
+    }
+
     // Failover: from the first Connected, failure-driven simple paths to Reprovisioning (no
     // commands, no fatal, no reconnect on the way), then the shortest way back to Connected.
     const connected = shortest.find((p) => p.state.matches('Connected'))!;
@@ -234,8 +310,10 @@ export function generatePaths(machine: DeviceMachine = deviceMachine): Generated
       machine,
       traversalOptions(input, {
         fromState: connected.state,
+        // Refusals that put the assignment in doubt lead to a lookup, not here (see `moved`); left
+        // out, they also keep the number of simple paths small.
         filterEvents: (_: Snap, event: ModelEvent) =>
-          !isPlainCommand(event) && !event.stale && classOf(event) !== 'fatal' && event.type !== 'xstate.done.actor.openHub',
+          !isPlainCommand(event) && !event.stale && classOf(event) !== 'fatal' && !isInDoubt(event) && event.type !== 'xstate.done.actor.openHub',
         toState: (s: Snap) => s.matches('Reprovisioning'),
       }),
     ).map((p) => joinPaths(connected, toModelPath(name, input, p)));
@@ -347,10 +425,11 @@ export function coverage(machine: DeviceMachine, paths: ModelPath[]): Coverage {
 // ---------------------------------------------------------------------------------------------
 // Replay against a live actor with the fake actors and the simulated clock
 
-type Queue = FakeCloud['provisions'] | FakeCloud['opens'] | FakeCloud['closes'];
+type Queue = FakeCloud['provisions'] | FakeCloud['lookups'] | FakeCloud['opens'] | FakeCloud['closes'];
 
 function queueOf(cloud: FakeCloud, actorId: string): Queue {
   if (actorId === 'provision' || actorId === 'reprovision') return cloud.provisions;
+  if (actorId === 'lookupAssignment') return cloud.lookups;
   if (actorId === 'openHub') return cloud.opens;
   if (actorId === 'closeHub') return cloud.closes;
   throw new Error(`no fake queue for actor '${actorId}'`);
@@ -391,6 +470,7 @@ export class Replayer {
   async replay(path: ModelPath): Promise<void> {
     const cloud = this.cloud;
     cloud.provisions.length = 0;
+    cloud.lookups.length = 0;
     cloud.opens.length = 0;
     cloud.closes.length = 0;
     cloud.sessions.clear();
@@ -424,6 +504,10 @@ export async function replay(path: ModelPath, machine: DeviceMachine = deviceMac
   await new Replayer(machine).replay(path);
 }
 
+function inDoubtOf(event: ModelEvent): Partial<Failure> {
+  return (event.error ?? event.failure)?.assignmentInDoubt ? { assignmentInDoubt: true } : {};
+}
+
 async function perform(cloud: FakeCloud, actor: ReturnType<typeof createActor<DeviceMachine>>, event: ModelEvent): Promise<void> {
   const live = actor.getSnapshot().context;
   if (isPlainCommand(event)) {
@@ -431,7 +515,7 @@ async function perform(cloud: FakeCloud, actor: ReturnType<typeof createActor<De
     return;
   }
   if (event.type === 'HUB_LOST') {
-    const failure = cloud.failure(classOf(event)!, {}, 'hub-session');
+    const failure = cloud.failure(classOf(event)!, inDoubtOf(event), 'hub-session');
     if (event.stale) {
       actor.send({ type: 'HUB_LOST', epoch: live.epoch - 1, failure });
       return;
@@ -452,7 +536,11 @@ async function perform(cloud: FakeCloud, actor: ReturnType<typeof createActor<De
   }
   const pending = takePending(cloud, actorId);
   if (kind === 'error') {
-    pending.reject(cloud.failure(classOf(event)!, {}, phaseOf(actorId)));
+    pending.reject(cloud.failure(classOf(event)!, inDoubtOf(event), phaseOf(actorId)));
+  } else if (actorId === 'lookupAssignment') {
+    const current = live.assignment?.hubHost ?? cloud.hub.hubHost;
+    const hubHost = event.lookup === 'same' ? current : current === MOVED_HUB ? 'hub-a.local' : MOVED_HUB;
+    pending.resolve({ hubHost, deviceId: cloud.hub.deviceId, checkedAt: cloud.clock.now() } as never);
   } else if (actorId === 'provision' || actorId === 'reprovision') {
     pending.resolve({ ...cloud.hub, assignedAt: cloud.clock.now() } as never);
   } else if (actorId === 'openHub') {

@@ -1,0 +1,186 @@
+/**
+ * The status-lookup actor: asks DPS where this device belongs now, without registering again.
+ *
+ * Device Registration Status Lookup (`POST https://{dps}/{idScope}/registrations/{registrationId}
+ * ?api-version=2021-10-01`, SAS-authenticated like a registration) answers the device's current
+ * registration: the new hub after an IoT Central failover, the original one after failback. Seed
+ * 004 calls it "a much lighter weight operation for DPS than a full device registration"; it never
+ * re-allocates. The SDK has no call for it, so this is a plain HTTPS request; the SAS token is the
+ * one the SDK's security client builds for a registration.
+ */
+import * as https from 'node:https';
+import type { SecureContext } from 'node:tls';
+import type { SharedAccessSignature } from 'azure-iot-common';
+import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
+import type { Logger } from 'pino';
+import type { LookupResult } from '../../machines/device.machine';
+import type { Clock } from '../clock';
+import { ServiceProtocolError } from '../errors';
+import { toFailure } from '../policy/classify';
+import { deviceKeyOf, type Credential } from './credentials';
+import { sharedSecureContext } from './tls';
+import type { PromiseWork } from './work';
+
+export interface LookupSettings {
+  provisioningHost: string;
+  idScope: string;
+  credential: Credential;
+  ca?: string;
+  /** Deadline of one lookup (connect, request, answer). */
+  deadlineMs: number;
+  clock: Clock;
+  logger: Logger;
+}
+
+/** The API version of the lookup in Microsoft's REST reference. */
+export const LOOKUP_API_VERSION = '2021-10-01';
+/** A registration result is a few hundred bytes; anything much larger is not one. */
+const MAX_ANSWER_BYTES = 64 * 1024;
+
+/** DPS answered the lookup with an error status (401/403/404: no answer for this device; 429; 5xx). */
+export class DpsLookupError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly retryAfterMs: number | undefined,
+    /** The service's error message, when its body carried one. */
+    detail: string | undefined,
+  ) {
+    super(`DPS status lookup answered ${statusCode}${detail ? `: ${detail}` : ''}`);
+    this.name = 'DpsLookupError';
+  }
+}
+
+/** The lookup answered, but the registration is not `assigned` (failed, disabled, assigning …). */
+export class LookupNotAssignedError extends Error {
+  constructor(readonly registrationStatus: string) {
+    super(`DPS status lookup: the registration is '${registrationStatus}', not assigned`);
+    this.name = 'LookupNotAssignedError';
+  }
+}
+
+function splitHost(host: string): { hostname: string; port: number } {
+  const colon = host.lastIndexOf(':');
+  if (colon > 0 && /^\d+$/.test(host.slice(colon + 1))) return { hostname: host.slice(0, colon), port: Number(host.slice(colon + 1)) };
+  return { hostname: host, port: 443 };
+}
+
+function retryAfterMsOf(header: string | string[] | undefined): number | undefined {
+  const seconds = Number(Array.isArray(header) ? header[0] : header);
+  return Number.isFinite(seconds) && seconds > 0 ? Math.round(seconds * 1000) : undefined;
+}
+
+/** What a 200 answer must hold; anything else is a protocol error, never a crash. */
+export function parseLookupAnswer(text: string): { hubHost: string; deviceId: string } {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new ServiceProtocolError('dps', 'status lookup answer is not JSON');
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ServiceProtocolError('dps', 'status lookup answer is not an object');
+  const { status, assignedHub, deviceId } = body as Record<string, unknown>;
+  if (status !== 'assigned') throw new LookupNotAssignedError(typeof status === 'string' ? status.slice(0, 64) : 'none');
+  if (typeof assignedHub !== 'string' || assignedHub === '' || typeof deviceId !== 'string' || deviceId === '') {
+    throw new ServiceProtocolError('dps', "status lookup answer 'assigned' without a hub and device id");
+  }
+  return { hubHost: assignedHub, deviceId };
+}
+
+function errorDetail(text: string): string | undefined {
+  try {
+    const message = (JSON.parse(text) as { message?: unknown }).message;
+    return typeof message === 'string' ? message.slice(0, 200) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function sasToken(settings: LookupSettings, registrationId: string): Promise<string> {
+  const security = new SymmetricKeySecurityClient(registrationId, deviceKeyOf(settings.credential, registrationId));
+  const sas = (await security.createSharedAccessSignature(settings.idScope)) as SharedAccessSignature;
+  return sas.toString();
+}
+
+/** One lookup; resolves with the current assignment or rejects with a classified Failure. */
+export async function lookupOnce(settings: LookupSettings, registrationId: string, signal?: AbortSignal): Promise<LookupResult> {
+  const { clock } = settings;
+  try {
+    const answer = await request(settings, registrationId, await sasToken(settings, registrationId), signal);
+    return { ...answer, checkedAt: clock.now() };
+  } catch (error) {
+    const failure = toFailure(error, 'dps-lookup', clock.now());
+    settings.logger.debug({ failure }, 'DPS status lookup failed');
+    throw failure;
+  }
+}
+
+function request(settings: LookupSettings, registrationId: string, token: string, signal?: AbortSignal): Promise<{ hubHost: string; deviceId: string }> {
+  const { hostname, port } = splitHost(settings.provisioningHost);
+  const body = JSON.stringify({ registrationId });
+  const path = `/${encodeURIComponent(settings.idScope)}/registrations/${encodeURIComponent(registrationId)}?api-version=${LOOKUP_API_VERSION}`;
+  return new Promise((resolve, reject) => {
+    const { clock } = settings;
+    let settled = false;
+    const finish = (error: unknown, answer?: { hubHost: string; deviceId: string }) => {
+      if (settled) return;
+      settled = true;
+      clock.clearTimeout(deadline);
+      signal?.removeEventListener('abort', onAbort);
+      req.destroy();
+      if (error) reject(error);
+      else resolve(answer!);
+    };
+    // Node's https passes `secureContext` on to tls.connect; its RequestOptions type omits it.
+    const options: https.RequestOptions & { secureContext: SecureContext } = {
+        hostname,
+        port,
+        path,
+        method: 'POST',
+        servername: hostname,
+        secureContext: sharedSecureContext(settings.ca),
+        agent: false,
+        headers: {
+          Authorization: token,
+          'Content-Type': 'application/json; charset=utf-8',
+          Accept: 'application/json',
+          'Content-Length': Buffer.byteLength(body),
+        },
+      };
+    const req = https.request(
+      options,
+      (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > MAX_ANSWER_BYTES) return finish(new ServiceProtocolError('dps', `status lookup answer over ${MAX_ANSWER_BYTES} bytes`));
+          chunks.push(chunk);
+        });
+        res.on('error', (error) => finish(error));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const status = res.statusCode ?? 0;
+          if (status !== 200) return finish(new DpsLookupError(status, retryAfterMsOf(res.headers['retry-after']), errorDetail(text)));
+          try {
+            finish(null, parseLookupAnswer(text));
+          } catch (error) {
+            finish(error);
+          }
+        });
+      },
+    );
+    const onAbort = () => finish(new Error('DPS status lookup cancelled'));
+    const deadline = clock.setTimeout(() => {
+      const timeout = new Error(`DPS status lookup did not complete within ${settings.deadlineMs} ms`);
+      timeout.name = 'TimeoutError';
+      finish(timeout);
+    }, settings.deadlineMs);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    req.on('error', (error) => finish(error));
+    req.end(body);
+  });
+}
+
+export function lookupWork(settings: LookupSettings): PromiseWork<LookupResult, { registrationId: string }> {
+  return ({ input, signal }) => lookupOnce(settings, input.registrationId, signal);
+}
