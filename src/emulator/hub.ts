@@ -15,12 +15,14 @@ import { TelemetryStore } from './telemetry';
 import {
   EmulatorError,
   type C2DProperties,
+  type C2DSendOptions,
   type C2DSendResult,
   type ConnackRefusal,
   type DeviceInfo,
   type DisabledReason,
   type HubMetrics,
   type LocalCloudEvents,
+  type MethodInvokeOptions,
   type MethodResult,
   type MovedDeviceRefusal,
   type RefusalReason,
@@ -30,15 +32,43 @@ import {
   type WithholdOptions,
 } from './types';
 import { jsonDepth, MAX_TWIN_DEPTH } from '../json';
-import { RingBuffer, TokenBucket, formatPropertyBag, isJsonObject, mergePatch, parseJsonOr, parsePropertyBag, type JsonObject } from './util';
+import {
+  D2C_MESSAGE_LIMIT_BYTES,
+  RingBuffer,
+  TWIN_SECTION_LIMIT_BYTES,
+  TokenBucket,
+  d2cMessageSize,
+  formatPropertyBag,
+  isJsonObject,
+  mergePatch,
+  parseJsonOr,
+  parsePropertyBag,
+  twinPatchProblem,
+  twinSize,
+  withoutTwinMetadata,
+  type JsonObject,
+} from './util';
 
 /** Marks packets the emulator itself publishes; only these are forwarded to devices. */
 export const EMULATOR_CLIENT_ID = '$local-cloud';
 
-const TWIN_SECTION_LIMIT = 32 * 1024;
 /** Refusals remembered per device. */
 const REFUSAL_HISTORY = 32;
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** IoT Hub's limit for a direct method's payload ("Understand direct methods"). */
+const METHOD_PAYLOAD_LIMIT_BYTES = 128 * 1024;
+/** IoT Hub's bounds for `responseTimeoutInSeconds` and `connectTimeoutInSeconds`. */
+const METHOD_RESPONSE_TIMEOUT_SEC = { min: 5, max: 300 } as const;
+const METHOD_CONNECT_TIMEOUT_MAX_SEC = 300;
+
+/** IoT Hub's C2D settings ("Send cloud-to-device messages"): TTL default 1 hour, 1 minute to 2 days. */
+const C2D_DEFAULT_TTL_MS = 60 * 60_000;
+const C2D_MIN_DEFAULT_TTL_MS = 60_000;
+const C2D_MAX_TTL_MS = 48 * 60 * 60_000;
+/** maxDeliveryCount: default 10, 1 to 100. */
+const C2D_DEFAULT_MAX_DELIVERY_COUNT = 10;
+const C2D_MAX_DELIVERY_COUNT_LIMIT = 100;
 
 /** Twin, key and model of a device, as moved between hubs by a failover. */
 export interface IdentitySnapshot {
@@ -54,6 +84,10 @@ interface PendingC2D {
   messageId: string;
   topic: string;
   payload: Buffer;
+  /** Epoch ms after which the message is dropped instead of delivered. */
+  expiresAt: number;
+  /** Times written to the device (a delivery not acknowledged before a disconnect counts). */
+  deliveryCount: number;
 }
 
 interface Identity extends IdentitySnapshot {
@@ -69,9 +103,22 @@ interface Identity extends IdentitySnapshot {
   refusals: RingBuffer<RefusalRecord>;
   /** Tokens with `se` at or before this are refused (emulated expiry). */
   revokedThroughSec?: number;
+  /**
+   * The subscriptions of the device's persistent MQTT session (it connected with clean=false),
+   * kept across connections as IoT Hub keeps them; absent after a clean connect.
+   */
+  mqttSession?: Set<Subscription>;
 }
 
 type Subscription = 'c2d' | 'methods' | 'desired' | 'twin';
+
+/** The topic filter of each subscription the hub serves (as the SDK subscribes). */
+const SUBSCRIPTION_FILTERS: ReadonlyArray<[Subscription, (deviceId: string) => string]> = [
+  ['c2d', (deviceId) => `devices/${deviceId}/messages/devicebound/#`],
+  ['methods', () => '$iothub/methods/POST/#'],
+  ['desired', () => '$iothub/twin/PATCH/properties/desired/#'],
+  ['twin', () => '$iothub/twin/res/#'],
+];
 
 interface Session {
   deviceId: string;
@@ -85,12 +132,19 @@ interface Session {
   nextMid: number;
   expiryTimer?: NodeJS.Timeout;
   registered: boolean;
+  /** Connected with clean=false: subscription changes are kept in the identity's MQTT session. */
+  persistent?: boolean;
 }
 
 interface PendingMethod {
   deviceId: string;
   resolve: (r: MethodResult) => void;
   timer: NodeJS.Timeout;
+}
+
+/** The one aedes persistence call the hub answers: a returning client's subscriptions. */
+interface SubscriptionLookup {
+  subscriptionsByClient(client: { id: string }): Promise<Array<{ topic: string; qos: 0 | 1 }>>;
 }
 
 /** Resolved hub options. */
@@ -139,6 +193,24 @@ function toBuffer(body: unknown): Buffer {
   return Buffer.from(JSON.stringify(body ?? null), 'utf8');
 }
 
+/**
+ * Response and connect timeouts of a method call in ms, or why IoT Hub would refuse them (400).
+ * The older `timeoutMs` is taken as it is; the IoT Hub options are checked against its bounds.
+ */
+function methodTiming(opts: MethodInvokeOptions, defaultResponseMs: number): { responseTimeoutMs: number; connectTimeoutMs: number } | string {
+  const { timeoutMs, responseTimeoutSec, connectTimeoutSec = 0 } = opts;
+  if (timeoutMs !== undefined && responseTimeoutSec !== undefined) return 'Give timeoutMs or responseTimeoutSec, not both.';
+  const { min, max } = METHOD_RESPONSE_TIMEOUT_SEC;
+  if (responseTimeoutSec !== undefined && !(Number.isInteger(responseTimeoutSec) && responseTimeoutSec >= min && responseTimeoutSec <= max)) {
+    return `responseTimeoutInSeconds must be a whole number from ${min} to ${max}.`;
+  }
+  if (!(Number.isInteger(connectTimeoutSec) && connectTimeoutSec >= 0 && connectTimeoutSec <= METHOD_CONNECT_TIMEOUT_MAX_SEC)) {
+    return `connectTimeoutInSeconds must be a whole number from 0 to ${METHOD_CONNECT_TIMEOUT_MAX_SEC}.`;
+  }
+  const responseTimeoutMs = responseTimeoutSec !== undefined ? responseTimeoutSec * 1000 : (timeoutMs ?? defaultResponseMs);
+  return { responseTimeoutMs, connectTimeoutMs: connectTimeoutSec * 1000 };
+}
+
 /** One emulated IoT Hub. Create through `startLocalCloud`. */
 export class EmulatedHub {
   private readonly identities = new Map<string, Identity>();
@@ -147,6 +219,14 @@ export class EmulatedHub {
   /** Fault injection: the next twin GET of a device answered with this raw status and body. */
   private readonly rawTwinAnswers = new Map<string, { status: number; body: string }>();
   private readonly pendingMethods = new Map<string, PendingMethod>();
+  /** Method calls with a connect timeout, waiting for their device to subscribe to methods. */
+  private readonly methodWaiters = new Map<string, Set<() => void>>();
+  /** The `clean` flag of each CONNECT, until the connection is registered. */
+  private readonly cleanRequested = new WeakMap<AedesClient, boolean>();
+  private c2dDelivery: { defaultTtlMs: number; maxDeliveryCount: number | null } = {
+    defaultTtlMs: C2D_DEFAULT_TTL_MS,
+    maxDeliveryCount: C2D_DEFAULT_MAX_DELIVERY_COUNT,
+  };
   private connectBucket?: TokenBucket;
   private refuseCode: ConnackRefusal | null = null;
   private withhold: { store: boolean } | null = null;
@@ -164,6 +244,10 @@ export class EmulatedHub {
     methodCalls: 0,
     c2dSent: 0,
     c2dCompleted: 0,
+    oversizedMessages: 0,
+    qos2Publishes: 0,
+    c2dExpired: 0,
+    c2dDeadLettered: 0,
   };
   private endpoint!: MqttEndpoint;
 
@@ -176,11 +260,18 @@ export class EmulatedHub {
     const hub = new EmulatedHub(ctx);
     const hooks: EndpointHooks = {
       preConnect: (client, packet, cb) => {
-        // Sessions are emulated by the hub itself; keep aedes from persisting/replaying anything.
-        packet.clean = true;
+        // The hub keeps MQTT sessions itself (Identity.mqttSession). `clean` reaches aedes as sent
+        // only so that, for clean=false, it asks its persistence for the session's subscriptions
+        // (answered by the hub below) and sets the CONNACK's sessionPresent from them.
+        hub.cleanRequested.set(client, packet.clean !== false);
         cb(null, true);
       },
-      authenticate: (client, username, password, cb) => hub.authenticate(client, username, password, cb),
+      authenticate: (client, username, password, cb) => {
+        // aedes has just copied the CONNECT's flag onto the client: a clean client is one aedes
+        // stores nothing for (no outgoing queue, no subscriptions, nothing replayed).
+        (client as { clean: boolean }).clean = true;
+        hub.authenticate(client, username, password, cb);
+      },
       authorizePublish: (client, packet, cb) => hub.authorizePublish(client, packet, cb),
       authorizeSubscribe: (client, sub, cb) => cb(null, hub.subscriptionKind(client, sub.topic) ? sub : null),
       authorizeForward: (_client, packet) => {
@@ -201,6 +292,8 @@ export class EmulatedHub {
       onPuback: (client, messageId) => hub.onPuback(client, messageId),
     });
     const broker = hub.endpoint.broker;
+    const persistence = (broker as unknown as { persistence: SubscriptionLookup }).persistence;
+    persistence.subscriptionsByClient = (client) => Promise.resolve(hub.sessionFilters(client.id));
     broker.on('client', (client) => hub.onRegistered(client));
     broker.on('clientDisconnect', (client) => hub.onGone(client));
     broker.on('subscribe', (subs, client) => hub.onSubscribed(client, subs.map((s) => s.topic), true));
@@ -290,6 +383,12 @@ export class EmulatedHub {
       return;
     }
     s.identity = identity;
+    // MQTT 3.1.1 (and IoT Hub): a clean connect discards the stored session, otherwise the session
+    // starts or resumes with its subscriptions.
+    s.persistent = this.cleanRequested.get(client) === false;
+    if (s.persistent) identity.mqttSession ??= new Set();
+    else delete identity.mqttSession;
+    for (const kind of identity.mqttSession ?? []) s.subs.add(kind);
     this.sessions.set(s.deviceId, s);
     this.counters.connects++;
     identity.connects++;
@@ -305,6 +404,19 @@ export class EmulatedHub {
       }, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
     }
     this.ctx.events.emit('deviceConnected', { hub: this.name, deviceId: s.deviceId, ...(s.modelId ? { modelId: s.modelId } : {}) });
+    // A resumed session gets its queued C2D now. No PUBLISH can precede the CONNACK: aedes writes
+    // the CONNACK within this same call (or already did) and defers every delivery to setImmediate.
+    this.onSubscriptionsAdded(s);
+  }
+
+  /** Topic filters of the device's stored MQTT session, for aedes (which then answers sessionPresent). */
+  private sessionFilters(deviceId: string): Array<{ topic: string; qos: 0 | 1 }> {
+    const session = this.identities.get(deviceId)?.mqttSession;
+    if (!session) return [];
+    return SUBSCRIPTION_FILTERS.filter(([kind]) => session.has(kind)).map(([kind, filter]) => ({
+      topic: filter(deviceId),
+      qos: kind === 'c2d' ? 1 : 0,
+    }));
   }
 
   private onGone(client: AedesClient): void {
@@ -313,7 +425,9 @@ export class EmulatedHub {
     if (s.expiryTimer) clearTimeout(s.expiryTimer);
     s.subs.clear();
     if (s.inflight.size) {
-      s.identity.c2dQueue.unshift(...s.inflight.values());
+      // Not acknowledged: back to the front of the queue, unless delivered too often already.
+      const redeliverable = [...s.inflight.values()].filter((m) => this.mayRedeliver(s.deviceId, m));
+      s.identity.c2dQueue.unshift(...redeliverable);
       s.inflight.clear();
     }
     if (this.sessions.get(s.deviceId) === s) {
@@ -325,23 +439,33 @@ export class EmulatedHub {
   private subscriptionKind(client: AedesClient, topic: string): Subscription | undefined {
     const s = this.sessionsByClient.get(client);
     if (!s) return undefined;
-    if (topic === `devices/${s.deviceId}/messages/devicebound/#`) return 'c2d';
-    if (topic === '$iothub/methods/POST/#') return 'methods';
-    if (topic === '$iothub/twin/PATCH/properties/desired/#') return 'desired';
-    if (topic === '$iothub/twin/res/#') return 'twin';
-    return undefined;
+    return SUBSCRIPTION_FILTERS.find(([, filter]) => filter(s.deviceId) === topic)?.[0];
   }
 
   private onSubscribed(client: AedesClient, topics: string[], on: boolean): void {
     const s = this.sessionsByClient.get(client);
     if (!s) return;
+    // aedes unsubscribes a closing client from everything: cleanup, not the device's doing.
+    if (!on && client.closed) return;
+    const stored = s.persistent ? s.identity.mqttSession : undefined;
     for (const t of topics) {
       const kind = this.subscriptionKind(client, t);
       if (!kind) continue;
-      if (on) s.subs.add(kind);
-      else s.subs.delete(kind);
+      if (on) {
+        s.subs.add(kind);
+        stored?.add(kind);
+      } else {
+        s.subs.delete(kind);
+        stored?.delete(kind);
+      }
     }
-    if (on && s.subs.has('c2d')) this.pumpC2D(s);
+    if (on) this.onSubscriptionsAdded(s);
+  }
+
+  /** Queued C2D goes out, and method calls waiting for this device (connect timeout) proceed. */
+  private onSubscriptionsAdded(s: Session): void {
+    if (s.subs.has('c2d')) this.pumpC2D(s);
+    if (s.subs.has('methods')) for (const wake of [...(this.methodWaiters.get(s.deviceId) ?? [])]) wake();
   }
 
   private onPuback(client: AedesClient, messageId: number): void {
@@ -364,16 +488,34 @@ export class EmulatedHub {
 
   private authorizePublish(
     client: AedesClient | null,
-    packet: { topic: string; payload: string | Buffer; qos: 0 | 1 | 2 },
+    packet: { topic: string; payload: string | Buffer; qos: 0 | 1 | 2; retain: boolean },
     cb: (error?: Error | null) => void,
   ): void {
     const s = client ? this.sessionsByClient.get(client) : undefined;
     if (!s) return cb(new Error('not authenticated'));
+    // An error here makes aedes close the connection: no PUBACK, nothing stored.
+    if (packet.qos === 2) {
+      this.counters.qos2Publishes++;
+      return cb(new Error('QoS 2 is not supported: IoT Hub closes the connection'));
+    }
+    // IoT Hub keeps no retained message (aedes would store it): telemetry is marked instead.
+    const retained = packet.retain;
+    packet.retain = false;
     const topic = packet.topic;
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
     const events = `devices/${s.deviceId}/messages/events/`;
     if (topic.startsWith(events)) {
-      if (!this.withhold || this.withhold.store) this.storeTelemetry(s, topic.slice(events.length), payload);
+      const bag = topic.slice(events.length);
+      const properties = parsePropertyBag(bag.endsWith('/') ? bag.slice(0, -1) : bag);
+      const size = d2cMessageSize(payload, properties);
+      if (size > D2C_MESSAGE_LIMIT_BYTES) {
+        // As IoT Hub does (azure-iot-sdk-node#501): no error answer, the connection just ends.
+        this.counters.oversizedMessages++;
+        this.ctx.logger.debug({ deviceId: s.deviceId, size }, 'device-to-cloud message over 256 KB: closing the connection');
+        return cb(new Error(`message of ${size} bytes exceeds ${D2C_MESSAGE_LIMIT_BYTES}`));
+      }
+      if (retained) properties['mqtt-retain'] = 'true';
+      if (!this.withhold || this.withhold.store) this.storeTelemetry(s, properties, payload);
       if (this.withhold && packet.qos === 1) packet.qos = 0; // processed, but no PUBACK goes back
       return cb(null);
     }
@@ -389,8 +531,7 @@ export class EmulatedHub {
     cb(new Error(`topic not allowed: ${topic}`));
   }
 
-  private storeTelemetry(s: Session, bag: string, body: Buffer): void {
-    const all = parsePropertyBag(bag.endsWith('/') ? bag.slice(0, -1) : bag);
+  private storeTelemetry(s: Session, all: Record<string, string>, body: Buffer): void {
     const systemProperties: Record<string, string> = {};
     const properties: Record<string, string> = {};
     for (const [k, v] of Object.entries(all)) {
@@ -444,9 +585,12 @@ export class EmulatedHub {
       const patch = parseJsonOr(payload.toString('utf8'), undefined);
       if (!isJsonObject(patch)) return error(400, 400004, 'Reported properties patch must be a JSON object.');
       if (jsonDepth(patch) > MAX_TWIN_DEPTH) return error(400, 400004, `Reported properties are nested deeper than ${MAX_TWIN_DEPTH} levels.`);
-      const next = mergePatch(s.identity.reported, patch);
-      if (Buffer.byteLength(JSON.stringify(next)) > TWIN_SECTION_LIMIT) {
-        return error(400, 400027, 'Reported properties exceed the 32 KB limit.');
+      const problem = twinPatchProblem(patch);
+      if (problem) return error(400, 400004, `Invalid reported properties: ${problem}.`);
+      const next = mergePatch(s.identity.reported, withoutTwinMetadata(patch));
+      const size = twinSize(next);
+      if (size > TWIN_SECTION_LIMIT_BYTES) {
+        return error(400, 400004, `Reported properties would be ${size} bytes, over the ${TWIN_SECTION_LIMIT_BYTES}-byte limit.`);
       }
       s.identity.reported = next;
       s.identity.reportedVersion++;
@@ -471,8 +615,14 @@ export class EmulatedHub {
   private pumpC2D(s: Session): void {
     if (!s.subs.has('c2d') || s.client.closed || this.sessions.get(s.deviceId) !== s) return;
     const queue = s.identity.c2dQueue;
+    const now = Date.now();
     while (queue.length) {
       const m = queue.shift()!;
+      if (m.expiresAt <= now) {
+        this.counters.c2dExpired++;
+        continue;
+      }
+      m.deliveryCount++;
       let mid = s.nextMid;
       while (s.inflight.has(mid)) mid = (mid % 65535) + 1;
       s.nextMid = (mid % 65535) + 1;
@@ -480,6 +630,22 @@ export class EmulatedHub {
       this.counters.c2dSent++;
       this.publishTo(s, m.topic, m.payload, 1, mid);
     }
+  }
+
+  /** False (and counted) when a message has been delivered `maxDeliveryCount` times already: dead-lettered. */
+  private mayRedeliver(deviceId: string, m: PendingC2D): boolean {
+    const max = this.c2dDelivery.maxDeliveryCount;
+    if (max === null || m.deliveryCount < max) return true;
+    this.counters.c2dDeadLettered++;
+    this.ctx.logger.debug({ deviceId, messageId: m.messageId, deliveries: m.deliveryCount }, 'C2D message dead-lettered');
+    return false;
+  }
+
+  /** Drops (and counts) the queued messages whose TTL has passed. */
+  private dropExpiredC2D(i: Identity, now = Date.now()): void {
+    const live = i.c2dQueue.filter((m) => m.expiresAt > now);
+    this.counters.c2dExpired += i.c2dQueue.length - live.length;
+    i.c2dQueue = live;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -549,6 +715,7 @@ export class EmulatedHub {
     const i = this.identities.get(deviceId);
     if (!i) return undefined;
     const s = this.sessions.get(deviceId);
+    this.dropExpiredC2D(i); // expired messages are not pending
     return {
       deviceId,
       hub: this.name,
@@ -642,17 +809,21 @@ export class EmulatedHub {
   updateDesired(deviceId: string, patch: JsonObject): number {
     if (!isJsonObject(patch)) throw new EmulatorError('INVALID_ARGUMENT', 'desired patch must be a JSON object');
     if (jsonDepth(patch) > MAX_TWIN_DEPTH) throw new EmulatorError('INVALID_ARGUMENT', `desired patch nested deeper than ${MAX_TWIN_DEPTH} levels`);
+    const problem = twinPatchProblem(patch);
+    if (problem) throw new EmulatorError('INVALID_ARGUMENT', `invalid desired patch: ${problem}`);
     const i = this.identity(deviceId);
-    const next = mergePatch(i.desired, patch);
-    if (Buffer.byteLength(JSON.stringify(next)) > TWIN_SECTION_LIMIT) {
-      throw new EmulatorError('INVALID_ARGUMENT', 'desired properties exceed the 32 KB limit');
+    const update = withoutTwinMetadata(patch);
+    const next = mergePatch(i.desired, update);
+    const size = twinSize(next);
+    if (size > TWIN_SECTION_LIMIT_BYTES) {
+      throw new EmulatorError('INVALID_ARGUMENT', `desired properties would be ${size} bytes, over the ${TWIN_SECTION_LIMIT_BYTES}-byte limit (32 KB)`);
     }
     i.desired = next;
     i.desiredVersion++;
     const s = this.sessions.get(deviceId);
     if (s?.subs.has('desired')) {
       this.counters.desiredPushes++;
-      const body = JSON.stringify({ ...patch, $version: i.desiredVersion });
+      const body = JSON.stringify({ ...update, $version: i.desiredVersion });
       this.publishTo(s, `$iothub/twin/PATCH/properties/desired/?$version=${i.desiredVersion}`, body, 0);
     }
     return i.desiredVersion;
@@ -681,54 +852,88 @@ export class EmulatedHub {
   }
 
   /**
-   * Invokes a direct method. Resolves (never rejects) with the device's status and payload,
-   * 404 when the device is unknown, not connected or not subscribed to methods, 504 on timeout.
+   * Invokes a direct method as IoT Hub does. Resolves (never rejects) with the device's status
+   * and payload; 400 for a payload over 128 KB or timeouts out of IoT Hub's bounds; 404 when the
+   * device is unknown (404001) or not connected and subscribed to methods (404103), at once or,
+   * with `connectTimeoutSec`, after waiting that long for it; 504 when it does not answer in time.
+   * No payload (undefined) is sent as an empty body, `null` as `null`.
    */
-  invokeMethod(deviceId: string, methodName: string, payload?: unknown, opts: { timeoutMs?: number } = {}): Promise<MethodResult> {
+  async invokeMethod(deviceId: string, methodName: string, payload?: unknown, opts: MethodInvokeOptions = {}): Promise<MethodResult> {
     this.counters.methodCalls++;
-    const now = new Date().toISOString();
-    if (!this.identities.has(deviceId)) {
-      return Promise.resolve({ status: 404, payload: { errorCode: 404001, message: `Device '${deviceId}' not found.`, timestampUtc: now } });
+    const answer = (status: number, errorCode: number, message: string): MethodResult => ({
+      status,
+      payload: { errorCode, message, timestampUtc: new Date().toISOString() },
+    });
+    const timing = methodTiming(opts, this.ctx.settings.methodTimeoutMs);
+    if (typeof timing === 'string') return answer(400, 400004, timing);
+    let body: string;
+    try {
+      body = payload === undefined ? '' : (JSON.stringify(payload) ?? '');
+    } catch (error) {
+      return answer(400, 400004, `The payload is not JSON: ${(error as Error).message}`);
     }
-    const s = this.sessions.get(deviceId);
-    if (!s || !s.subs.has('methods') || this.stopped) {
-      return Promise.resolve({ status: 404, payload: { errorCode: 404103, message: 'Timed out waiting for device to connect.', timestampUtc: now } });
+    const bytes = Buffer.byteLength(body);
+    if (bytes > METHOD_PAYLOAD_LIMIT_BYTES) {
+      return answer(400, 400004, `'payload' size should be less than ${METHOD_PAYLOAD_LIMIT_BYTES} bytes; it is ${bytes}.`);
     }
+    if (!this.identities.has(deviceId)) return answer(404, 404001, `Device '${deviceId}' not found.`);
+    const s = await this.methodSubscriber(deviceId, timing.connectTimeoutMs);
+    if (this.stopped) return answer(503, 503001, 'Hub stopped.');
+    if (!s) return answer(404, 404103, 'Timed out waiting for device to connect.');
     const rid = (++this.ridCounter).toString(16);
-    const timeoutMs = opts.timeoutMs ?? this.ctx.settings.methodTimeoutMs;
     return new Promise<MethodResult>((resolve) => {
       const timer = setTimeout(() => {
         this.pendingMethods.delete(rid);
-        resolve({ status: 504, payload: { errorCode: 504101, message: 'Timed out waiting for the response from device.', timestampUtc: new Date().toISOString() } });
-      }, Math.min(timeoutMs, MAX_TIMER_MS));
+        resolve(answer(504, 504101, 'Timed out waiting for the response from device.'));
+      }, Math.min(timing.responseTimeoutMs, MAX_TIMER_MS));
       this.pendingMethods.set(rid, { deviceId, resolve, timer });
-      this.publishTo(s, `$iothub/methods/POST/${methodName}/?$rid=${rid}`, JSON.stringify(payload ?? null), 0);
+      this.publishTo(s, `$iothub/methods/POST/${methodName}/?$rid=${rid}`, body, 0);
+    });
+  }
+
+  /**
+   * The device's connection when it is subscribed to methods, waiting up to `waitMs` for it to
+   * connect and subscribe (IoT Hub's connect timeout); undefined when it does not in time.
+   */
+  private methodSubscriber(deviceId: string, waitMs: number): Promise<Session | undefined> {
+    const now = (): Session | undefined => {
+      const s = this.sessions.get(deviceId);
+      return s?.subs.has('methods') && !this.stopped ? s : undefined;
+    };
+    const ready = now();
+    if (ready || waitMs <= 0 || this.stopped) return Promise.resolve(ready);
+    return new Promise((resolve) => {
+      const waiters = this.methodWaiters.get(deviceId) ?? new Set<() => void>();
+      this.methodWaiters.set(deviceId, waiters);
+      const wake = (): void => {
+        clearTimeout(timer);
+        waiters.delete(wake);
+        if (waiters.size === 0 && this.methodWaiters.get(deviceId) === waiters) this.methodWaiters.delete(deviceId);
+        resolve(now());
+      };
+      const timer = setTimeout(wake, Math.min(waitMs, MAX_TIMER_MS));
+      waiters.add(wake);
     });
   }
 
   /**
    * Sends a cloud-to-device message: written now when the device is subscribed, otherwise
    * queued (up to the queue limit, 50 by default) and delivered when it subscribes. Messages
-   * not acknowledged (PUBACK) before a disconnect are queued again.
-   * @throws EmulatorError C2D_QUEUE_FULL, UNKNOWN_DEVICE
+   * not acknowledged (PUBACK) before a disconnect are queued again, until delivered
+   * `maxDeliveryCount` times (dead-lettered then). A message whose TTL passes is dropped.
+   * @throws EmulatorError C2D_QUEUE_FULL, UNKNOWN_DEVICE, INVALID_ARGUMENT (TTL)
    */
-  sendC2D(deviceId: string, body: Buffer | string | JsonObject, properties: C2DProperties = {}): C2DSendResult {
-    const i = this.identity(deviceId);
-    const s = this.sessions.get(deviceId);
-    const pending = i.c2dQueue.length + (s?.inflight.size ?? 0);
-    if (pending >= this.ctx.settings.c2dQueueLimit) {
-      throw new EmulatorError('C2D_QUEUE_FULL', `device '${deviceId}' already has ${pending} pending C2D messages`);
-    }
+  sendC2D(deviceId: string, body: Buffer | string | JsonObject, properties: C2DProperties = {}, options: C2DSendOptions = {}): C2DSendResult {
+    const expiresAt = this.c2dExpiry(options.ttlMs);
     const { messageId = randomUUID(), correlationId, ...user } = properties;
-    const bag: Record<string, string> = { '$.mid': messageId, '$.to': `/devices/${deviceId}/messages/devicebound` };
+    // The bag as IoT Hub writes it: `$` and `/` escaped (%24, %2F), `to` ending in `deviceBound`.
+    const bag: Record<string, string> = { '$.mid': messageId };
+    if (options.ttlMs !== undefined) bag['$.exp'] = new Date(expiresAt).toISOString();
+    bag['$.to'] = `/devices/${deviceId}/messages/deviceBound`;
     if (correlationId) bag['$.cid'] = correlationId;
     for (const [k, v] of Object.entries(user)) if (v !== undefined) bag[k] = v;
-    i.c2dQueue.push({ messageId, topic: `devices/${deviceId}/messages/devicebound/${formatPropertyBag(bag)}`, payload: toBuffer(body) });
-    if (s?.subs.has('c2d')) {
-      this.pumpC2D(s);
-      return { messageId, status: 'sent' };
-    }
-    return { messageId, status: 'queued' };
+    const topic = `devices/${deviceId}/messages/devicebound/${formatPropertyBag(bag)}`;
+    return this.enqueueC2D(deviceId, { messageId, topic, payload: toBuffer(body), expiresAt, deliveryCount: 0 });
   }
 
   /**
@@ -737,19 +942,49 @@ export class EmulatedHub {
    * @throws EmulatorError C2D_QUEUE_FULL, UNKNOWN_DEVICE
    */
   sendC2DRaw(deviceId: string, body: Buffer | string, rawPropertyBag: string): C2DSendResult {
+    const topic = `devices/${deviceId}/messages/devicebound/${rawPropertyBag}`;
+    return this.enqueueC2D(deviceId, { messageId: randomUUID(), topic, payload: toBuffer(body), expiresAt: this.c2dExpiry(undefined), deliveryCount: 0 });
+  }
+
+  private enqueueC2D(deviceId: string, message: PendingC2D): C2DSendResult {
     const i = this.identity(deviceId);
     const s = this.sessions.get(deviceId);
+    this.dropExpiredC2D(i);
     const pending = i.c2dQueue.length + (s?.inflight.size ?? 0);
     if (pending >= this.ctx.settings.c2dQueueLimit) {
       throw new EmulatorError('C2D_QUEUE_FULL', `device '${deviceId}' already has ${pending} pending C2D messages`);
     }
-    const messageId = randomUUID();
-    i.c2dQueue.push({ messageId, topic: `devices/${deviceId}/messages/devicebound/${rawPropertyBag}`, payload: toBuffer(body) });
+    i.c2dQueue.push(message);
     if (s?.subs.has('c2d')) {
       this.pumpC2D(s);
-      return { messageId, status: 'sent' };
+      return { messageId: message.messageId, status: 'sent' };
     }
-    return { messageId, status: 'queued' };
+    return { messageId: message.messageId, status: 'queued' };
+  }
+
+  /** Expiry time of a C2D message sent now with this TTL (default: the hub's). */
+  private c2dExpiry(ttlMs: number | undefined): number {
+    if (ttlMs !== undefined && !(ttlMs > 0 && ttlMs <= C2D_MAX_TTL_MS)) {
+      throw new EmulatorError('INVALID_ARGUMENT', `ttlMs must be > 0 and at most ${C2D_MAX_TTL_MS} (48 hours)`);
+    }
+    return Date.now() + (ttlMs ?? this.c2dDelivery.defaultTtlMs);
+  }
+
+  /**
+   * The hub's C2D settings, as IoT Hub's `cloudToDevice` properties: `defaultTtlMs` (1 minute to
+   * 2 days, default 1 hour) and `maxDeliveryCount` (1–100, default 10). `maxDeliveryCount: null`
+   * counts no delivery: unacknowledged messages come back until their TTL ends (see the README).
+   * @throws EmulatorError INVALID_ARGUMENT
+   */
+  setC2DDelivery(settings: { defaultTtlMs?: number; maxDeliveryCount?: number | null }): void {
+    const { defaultTtlMs = this.c2dDelivery.defaultTtlMs, maxDeliveryCount = this.c2dDelivery.maxDeliveryCount } = settings;
+    if (!(defaultTtlMs >= C2D_MIN_DEFAULT_TTL_MS && defaultTtlMs <= C2D_MAX_TTL_MS)) {
+      throw new EmulatorError('INVALID_ARGUMENT', 'defaultTtlMs must be between 1 minute and 48 hours');
+    }
+    if (maxDeliveryCount !== null && !(Number.isInteger(maxDeliveryCount) && maxDeliveryCount >= 1 && maxDeliveryCount <= C2D_MAX_DELIVERY_COUNT_LIMIT)) {
+      throw new EmulatorError('INVALID_ARGUMENT', `maxDeliveryCount must be a whole number from 1 to ${C2D_MAX_DELIVERY_COUNT_LIMIT}, or null`);
+    }
+    this.c2dDelivery = { defaultTtlMs, maxDeliveryCount };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -829,6 +1064,7 @@ export class EmulatedHub {
   /** @internal Stops the hub: pending method calls resolve with 503, sockets and timers go. */
   async stop(): Promise<void> {
     this.stopped = true;
+    for (const waiters of [...this.methodWaiters.values()]) for (const wake of [...waiters]) wake();
     for (const [rid, p] of this.pendingMethods) {
       clearTimeout(p.timer);
       this.pendingMethods.delete(rid);

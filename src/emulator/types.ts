@@ -270,6 +270,28 @@ export interface MethodResult {
   payload: unknown;
 }
 
+/**
+ * Timeouts of a direct method call. `responseTimeoutSec` and `connectTimeoutSec` are IoT Hub's
+ * `responseTimeoutInSeconds` (5–300, default 30) and `connectTimeoutInSeconds` (0–300, default 0:
+ * the device must be connected now); values out of bounds get IoT Hub's 400. `timeoutMs` is the
+ * local cloud's older response timeout in milliseconds, unchecked (short timeouts in tests).
+ */
+export interface MethodInvokeOptions {
+  timeoutMs?: number;
+  responseTimeoutSec?: number;
+  connectTimeoutSec?: number;
+}
+
+/** Delivery options of a C2D message. */
+export interface C2DSendOptions {
+  /**
+   * Time to live: the message expires (dropped, counted, never delivered) when not delivered and
+   * acknowledged by then. At most 48 hours. Written to the device as `$.exp`. Default: the hub's
+   * default TTL (1 hour, as IoT Hub), not written.
+   */
+  ttlMs?: number;
+}
+
 /** Properties of a C2D message. Unknown keys become user properties. */
 export interface C2DProperties {
   messageId?: string;
@@ -300,6 +322,14 @@ export interface HubMetrics {
   methodCalls: number;
   c2dSent: number;
   c2dCompleted: number;
+  /** Device-to-cloud messages over 256 KB (body + properties): the connection was closed, nothing stored. */
+  oversizedMessages: number;
+  /** QoS 2 publishes: the connection was closed, as IoT Hub does. */
+  qos2Publishes: number;
+  /** C2D messages dropped because their TTL passed before delivery. */
+  c2dExpired: number;
+  /** C2D messages dropped after reaching the maximum delivery count. */
+  c2dDeadLettered: number;
 }
 
 /** Options of `withholdPubacks`. */
