@@ -18,6 +18,7 @@ import {
   type FailoverOptions,
   type HubOptions,
   type LocalCloudEvents,
+  type LookupCredentials,
   type MovedDeviceRefusal,
   type TelemetryRecord,
 } from './types';
@@ -44,6 +45,12 @@ function positiveInt(name: string, v: number | undefined, dflt: number): number 
   const n = v ?? dflt;
   if (!Number.isInteger(n) || n < 1) throw new EmulatorError('INVALID_ARGUMENT', `${name} must be a positive integer`);
   return n;
+}
+
+function lookupCredentialsOf(v: unknown): LookupCredentials {
+  const who = v ?? 'device';
+  if (who !== 'device' && who !== 'service') throw new EmulatorError('INVALID_ARGUMENT', "dps.lookupCredentials must be 'device' or 'service'");
+  return who;
 }
 
 function refusalCodeOf(name: string, v: unknown, dflt: MovedDeviceRefusal): MovedDeviceRefusal {
@@ -285,6 +292,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     ...(d.rateLimitPerSec ? { rateLimitPerSec: d.rateLimitPerSec } : {}),
     // HTTP's Retry-After has no fractions: whole seconds only.
     lookupRetryAfterSec: nonNegativeInt('dps.lookupRetryAfterSec', d.lookupRetryAfterSec, 1),
+    lookupCredentials: lookupCredentialsOf(d.lookupCredentials),
     ...(d.lookupRateLimitPerSec ? { lookupRateLimitPerSec: d.lookupRateLimitPerSec } : {}),
     ...(d.staticHub ? { staticHub: d.staticHub } : {}),
     ...(d.returnData ? { returnData: d.returnData } : {}),

@@ -27,6 +27,7 @@ import {
   type DpsLookup,
   type DpsMetrics,
   type EnrollmentStatus,
+  type LookupCredentials,
   type LocalCloudEvents,
   type RegistrationRecord,
   type RegistrationSubstatus,
@@ -48,6 +49,7 @@ export interface DpsSettings {
   attemptHistory: number;
   lookupRateLimitPerSec?: number;
   lookupRetryAfterSec: number;
+  lookupCredentials: LookupCredentials;
 }
 
 /** A hub as DPS sees it. */
@@ -742,6 +744,11 @@ export class EmulatedDps {
       keys: [this.deviceKey(registrationId)],
       resource: dpsResource(idScope, registrationId),
     });
+    // The other reading of the evidence: only service credentials may look up (see the README).
+    if (this.ctx.settings.lookupCredentials === 'service') {
+      this.ctx.logger.debug({ registrationId }, 'DPS lookup with a device token refused (lookupCredentials: service)');
+      return send(401, this.errorBody(401));
+    }
     if (!check.ok) {
       this.ctx.logger.debug({ registrationId, reason: check.reason }, 'DPS lookup token refused');
       return send(401, this.errorBody(401));

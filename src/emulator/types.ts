@@ -91,6 +91,12 @@ export interface DpsOptions {
   lookupRateLimitPerSec?: number;
   /** `Retry-After` (whole seconds, as HTTP requires) sent with lookup 429s. Default 1. */
   lookupRetryAfterSec?: number;
+  /**
+   * Who may call the status lookup. `device` (default): the device's own registration SAS, as the
+   * REST reference and seed 004 describe it. `service`: device tokens get 401, the other reading
+   * of the evidence (azure-iot-sdk-csharp#3372); a device must then fall back to registering.
+   */
+  lookupCredentials?: LookupCredentials;
   /** Default `even`. */
   allocation?: AllocationPolicy;
   /** Hub name or host for `allocation: 'static'`. Default: the first hub. */
@@ -153,6 +159,9 @@ export interface DpsLookup {
 
 /** Which requests an injected DPS fault (`throttle`, `failWith`) applies to. Default `any`. */
 export type DpsFaultTarget = 'any' | 'registration' | 'lookup';
+
+/** Who may call the Device Registration Status Lookup (see `DpsOptions.lookupCredentials`). */
+export type LookupCredentials = 'device' | 'service';
 
 /** Counters of the emulated DPS. */
 export interface DpsMetrics {
