@@ -827,7 +827,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       const a = hub[i]!;
       if (a.code !== 3) continue;
       const next = hub[i + 1]!;
-      if (registers.some((r) => r > a.at && r <= next.at) || userCommandBetween(t, a.at, next.at)) {
+      // The floor is for the hub that said 3: a device that DPS (registration or status lookup)
+      // sent to another hub owes that hub nothing.
+      if (next.hub !== a.hub || registers.some((r) => r > a.at && r <= next.at) || userCommandBetween(t, a.at, next.at)) {
         hubGapsExempt++;
         continue;
       }

@@ -15,9 +15,10 @@ export const EXPECTED_LEG: Record<Fault, RegExp> = {
   DROP: /^Connected BackingOff Connecting Connected$/,
   // hub process gone for a while: retries on the same hub until it is back, no DPS
   CRASH: /^Connected BackingOff (Connecting BackingOff )*Connecting Connected$/,
-  // IoT Central failover: dropped, then refused (CONNACK 5) → DPS → the other hub
-  FAILOVER: /^Connected BackingOff Connecting Reprovisioning Connecting Connected$/,
-  FAILBACK: /^Connected BackingOff Connecting Reprovisioning Connecting Connected$/,
+  // IoT Central failover: dropped, then refused (CONNACK 3 as Azure, or 5) → DPS status lookup
+  // names the other hub → connect there (no registration)
+  FAILOVER: /^Connected BackingOff Connecting CheckingAssignment Connecting Connected$/,
+  FAILBACK: /^Connected BackingOff Connecting CheckingAssignment Connecting Connected$/,
   USER_REPROVISION: /^Connected Reprovisioning Connecting Connected$/,
   // DPS answers 429 once: the device waits retry-after (+ jitter) and registers again
   THROTTLED_REPROVISION: /^Connected Reprovisioning BackingOff Reprovisioning Connecting Connected$/,

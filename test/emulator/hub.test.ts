@@ -218,8 +218,10 @@ describe('identity lifecycle', () => {
     h.disableDevice('life-1');
     await dropped;
     expect(h.isConnected('life-1')).toBe(false);
+    // Azure refuses a disabled device with CONNACK 3 (ServiceUnavailableError), the cloud's default.
     const again = await deviceClient(cloud, h.host, 'life-1', cloud.deviceKey('life-1'));
-    expect(await openError(again)).toBeInstanceOf(errors.UnauthorizedError);
+    expect(await openError(again)).toBeInstanceOf(errors.ServiceUnavailableError);
+    expect(h.refusals('life-1').at(-1)).toMatchObject({ code: 3, reason: 'disabled' });
     h.enableDevice('life-1');
     const back = await deviceClient(cloud, h.host, 'life-1', cloud.deviceKey('life-1'));
     expect(await openError(back)).toBeUndefined();
