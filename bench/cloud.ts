@@ -4,7 +4,7 @@
  * the SDK facts were measured that way). Same interface either way.
  */
 import { join } from 'node:path';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type DpsMetrics, type HubMetrics, type LocalCloud } from '../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type DpsMetrics, type HubMetrics, type LocalCloud, type MovedDeviceRefusal } from '../src/emulator';
 import { asyncCommands, forkService, type Async } from '../src/emulator/ipc';
 import type { FleetCloud } from '../src/fleet';
 
@@ -34,8 +34,12 @@ export interface CloudCommands {
   /** New window for the DPS peak rates. */
   resetPeaks(): void;
   hubMetrics(hub: string): HubMetrics;
-  /** Manual failover (no TTL); returns when it started (epoch ms, cloud clock). */
-  failover(deviceId: string): { startedAt: number; fromHub: string; toHub: string };
+  /**
+   * Manual failover (the cloud's default TTL, 5 min); returns when it started (epoch ms, cloud
+   * clock). `refusalCode`: the CONNACK the old hub answers the moved device with (default the
+   * cloud's: 3, as Azure).
+   */
+  failover(deviceId: string, refusalCode?: MovedDeviceRefusal): { startedAt: number; fromHub: string; toHub: string; refusalCode: MovedDeviceRefusal };
   /** Kill a hub for good; returns when (epoch ms). */
   kill(hub: string): Promise<{ at: number }>;
   setRateLimit(perSec: number | null, retryAfterSec?: number): void;
@@ -55,9 +59,9 @@ export function commandsOf(cloud: LocalCloud): CloudCommands {
     dpsMetrics: () => cloud.dps.metrics(),
     resetPeaks: () => cloud.dps.resetPeaks(),
     hubMetrics: (hub) => cloud.hub(hub).metrics(),
-    failover: (deviceId) => {
-      const info = cloud.manualFailover(deviceId);
-      return { startedAt: info.startedAt, fromHub: cloud.hub(info.fromHub).host, toHub: cloud.hub(info.toHub).host };
+    failover: (deviceId, refusalCode) => {
+      const info = cloud.manualFailover(deviceId, refusalCode === undefined ? {} : { refusalCode });
+      return { startedAt: info.startedAt, fromHub: cloud.hub(info.fromHub).host, toHub: cloud.hub(info.toHub).host, refusalCode: info.refusalCode };
     },
     kill: async (hub) => {
       const at = Date.now();

@@ -89,13 +89,29 @@ describe('benchmarks (smoke)', () => {
     expect(r.recoveredAtMs!.max).toBeLessThanOrEqual(r.recoveredMs!);
   });
 
-  test('failover: recovery measured per run, on the new hub, next to the raw-SDK floor', async () => {
-    const r = await benchFailover({ runs: 2, seedSampleDevices: 0, skipSeedSample: true, cloudMode: 'in-process' });
+  test('failover: recovery measured per run under CONNACK 3 and 5, on the new hub, next to the raw-SDK floor', async () => {
+    const r = await benchFailover({ runs: 1, seedSampleDevices: 0, skipSeedSample: true, cloudMode: 'in-process' });
     expect(r.allOnNewHub).toBe(true);
-    expect(r.oursMs.n).toBe(2);
-    expect(r.floorMs.n).toBe(2);
-    expect(r.oursMs.min).toBeGreaterThan(0);
+    expect(Object.keys(r.byRefusalCode).sort()).toEqual(['3', '5']);
+    for (const code of [3, 5] as const) {
+      const c = r.byRefusalCode[`${code}`]!;
+      expect(c.refusalCode).toBe(code);
+      expect(c.allOnNewHub).toBe(true);
+      expect(c.oursMs.n).toBe(1);
+      expect(c.floorMs.n).toBe(1);
+      expect(c.oursMs.min).toBeGreaterThan(0);
+      expect(c.oursP95OverFloorMs).toBe(c.oursMs.p95 - c.floorMs.median);
+      expect(c.goalMs).toBe(c.floorMs.median + 1000);
+      // The old hub refused with the code asked for; the device asked DPS where it belongs.
+      expect(c.path.refusedByCode[`${code}`]).toBeGreaterThanOrEqual(1);
+      expect(c.path.dpsLookups).toBeGreaterThanOrEqual(1);
+    }
+    expect(r.dpsPollRetryAfterSec).toBeGreaterThan(0);
     expect(r.seedSampleMs).toBeNull();
+    const table = renderTable({ failover: r });
+    expect(table).toMatch(/CONNACK 3 \(Azure\)/);
+    expect(table).toMatch(/CONNACK 5/);
+    expect(table).toMatch(new RegExp(`DPS poll retry-after ${r.dpsPollRetryAfterSec} s`));
   });
 
   test('throughput and memory: figures and ratios are positive; the table renders every row', async () => {
