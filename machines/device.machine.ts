@@ -67,8 +67,13 @@ export interface DeviceContext {
   retryAt: number | null;
   retryStep: RetryStep;
   rngState: number;
-  /** Successful hub connections in this actor's life. */
-  connects: number;
+  /** When the current hub connection was accepted (the openHub actor's clock), while Connected. */
+  connectedAt: number | null;
+  /**
+   * The current connection has lasted `policy.stableConnectionMs`: only then is it a success
+   * that resets the backoff and the hub budget. A session that ends sooner is the next attempt.
+   */
+  connectionStable: boolean;
   /**
    * Whether the current assignment has worked at least once (a cached one is presumed to). A
    * fresh DPS assignment refused by its hub is not a reason to ask DPS again at once: that would
@@ -167,8 +172,12 @@ function planHubRetry(context: DeviceContext, failure: Failure, afterLoss: boole
   };
 }
 
-/** True when this hub failure spends the budget (attempt count or time window, first wins). */
+/**
+ * True when this hub failure spends the budget (attempt count or time window, first wins). A busy
+ * service (5xx, CONNACK 3 on a hub DPS confirmed) never sends the device to DPS on its own.
+ */
 function hubBudgetSpent(context: DeviceContext, failure: Failure): boolean {
+  if (failure.serverBusy === true) return false;
   const attempts = context.hubAttempts + 1;
   const since = context.firstFailureAt ?? failure.at;
   return attempts >= context.policy.maxHubAttempts || failure.at - since >= context.policy.hubRetryWindowMs;
@@ -183,6 +192,15 @@ function dpsFailureTransitions(step: 'Provisioning' | 'Reprovisioning') {
       target: 'Failed',
       actions: { type: 'recordFailure', params: ({ event }: { event: EventObject }) => ({ phase: 'dps' as const, failure: failure({ event }) }) },
     },
+    ...(step === 'Reprovisioning'
+      ? [
+          {
+            guard: 'hasAssignment',
+            target: 'BackingOff',
+            actions: { type: 'planDpsRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), step: 'Connecting' as const }) },
+          } as const,
+        ]
+      : []),
     {
       target: 'BackingOff',
       actions: { type: 'planDpsRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), step }) },
@@ -276,8 +294,6 @@ export const deviceMachine = setup({
   actions: {
     /** Persist the assignment to the provisioning cache (provided by src/). */
     saveAssignment: (_args, _params: { assignment: Assignment }) => {},
-    /** Delete the provisioning cache (provided by src/). */
-    forgetAssignment: () => {},
     adoptAssignment: assign(({ event }) => {
       const output = (event as unknown as { output: ProvisionResult }).output;
       return {
@@ -289,15 +305,20 @@ export const deviceMachine = setup({
         lastError: null,
       };
     }),
-    dropAssignment: assign({ assignment: null }),
     nextEpoch: assign({ epoch: ({ context }) => context.epoch + 1 }),
-    markConnected: assign({
+    /** The hub accepted the device: the assignment works. The counters wait until it has lasted. */
+    markConnected: assign(({ event }) => ({
       assignmentProven: true,
+      connectionStable: false,
+      connectedAt: (event as unknown as { output: { connectedAt: number } }).output.connectedAt,
+    })),
+    /** The connection has lasted `stableConnectionMs`: a success, every failure run is over. */
+    markStable: assign({
+      connectionStable: true,
       assignmentConfirmed: false,
       hubAttempts: 0,
       dpsAttempts: 0,
       firstFailureAt: null,
-      connects: ({ context }) => context.connects + 1,
     }),
     recordFailure: assign((_, params: { phase: Phase; failure: Failure }) => ({ lastError: params.failure })),
     /** Leaving the hub: its failure run is over. */
@@ -318,10 +339,12 @@ export const deviceMachine = setup({
       firstFailureAt: null,
     })),
     planHubRetry: assign(({ context }, params: { failure: Failure; afterLoss: boolean; then: RetryStep }) => ({
-      ...planHubRetry(context, params.failure, params.afterLoss),
+      // Only the loss of a connection that had lasted gets the short first retry.
+      ...planHubRetry(context, params.failure, params.afterLoss && context.connectionStable),
       retryStep: params.then,
     })),
     resetCounters: assign({ dpsAttempts: 0, hubAttempts: 0, firstFailureAt: null }),
+    reprovisionAfterWait: assign({ retryStep: 'Reprovisioning' as const }),
     /** A hub this device worked on refused a connect in a way that may mean it was moved. */
     noteDoubtfulRefusal: assign(({ context }, params: { failure: Failure }) => ({
       lastError: params.failure,
@@ -371,6 +394,8 @@ export const deviceMachine = setup({
   },
   guards: {
     hasAssignment: ({ context }) => context.assignment !== null,
+    /** The current wait is a DPS retry-after (its next step is a registration). */
+    waitingOnDpsRetryAfter: ({ context }) => context.retryAfterMs !== null && context.lastError?.phase === 'dps',
     /** The hub refused (reprovision class) an assignment DPS just gave and that never worked. */
     freshAssignmentRefused: ({ context }, params: { failure: Failure }) =>
       params.failure.errorClass === 'reprovision' && !context.assignmentProven,
@@ -421,7 +446,8 @@ export const deviceMachine = setup({
     retryAt: null,
     retryStep: 'Provisioning',
     rngState: input.seed >>> 0,
-    connects: 0,
+    connectedAt: null,
+    connectionStable: false,
     assignmentProven: true,
     assignmentConfirmed: false,
   }),
@@ -448,8 +474,8 @@ export const deviceMachine = setup({
     },
 
     Reprovisioning: {
-      // The cached hub is no longer trusted: drop it before asking DPS again.
-      entry: ['dropAssignment', 'forgetAssignment'],
+      // The old assignment (and the cache) stays until DPS answers with a new one: if DPS fails,
+      // the device goes back to the old hub instead of being offline until DPS answers.
       invoke: {
         id: 'reprovision',
         src: 'provision',
@@ -533,11 +559,21 @@ export const deviceMachine = setup({
     },
 
     Connected: {
-      invoke: {
-        id: 'hubSession',
-        src: 'hubSession',
-        input: ({ context }) => ({ assignment: context.assignment!, epoch: context.epoch }),
-      },
+      invoke: [
+        {
+          id: 'hubSession',
+          src: 'hubSession',
+          input: ({ context }) => ({ assignment: context.assignment!, epoch: context.epoch }),
+        },
+        {
+          // A connection is a success only once it has lasted (a hub that accepts and drops at
+          // once must not get a fresh budget and a sub-second retry every time).
+          id: 'stableConnection',
+          src: 'waitUntil',
+          input: ({ context }) => ({ retryAt: (context.connectedAt ?? 0) + context.policy.stableConnectionMs }),
+          onDone: { actions: 'markStable' },
+        },
+      ],
       on: {
         // A lost session of an older epoch is history: ignore it, whatever it says.
         HUB_LOST: [{ guard: 'isStaleEpoch' }, ...hubFailureTransitions('hub-session', true)],
@@ -560,7 +596,11 @@ export const deviceMachine = setup({
       },
       on: {
         STOP: { target: 'Disconnecting' },
-        REPROVISION: { target: 'Reprovisioning' },
+        REPROVISION: [
+          // DPS said when to come back: a reprovision asked for meanwhile waits for that too.
+          { guard: 'waitingOnDpsRetryAfter', actions: 'reprovisionAfterWait' },
+          { target: 'Reprovisioning' },
+        ],
       },
     },
 

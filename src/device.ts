@@ -191,13 +191,6 @@ export function createDevice(options: DeviceOptions): Device {
         logger.warn({ err: (error as Error).message }, 'could not save the provisioning cache');
       }
     },
-    forgetAssignment: () => {
-      try {
-        cache.clear();
-      } catch (error) {
-        logger.warn({ err: (error as Error).message }, 'could not clear the provisioning cache');
-      }
-    },
   });
 
   let previous: DeviceStateName = 'Idle';

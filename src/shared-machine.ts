@@ -21,7 +21,6 @@ export interface DeviceImplementations {
     waitUntil: PromiseWork<void, { retryAt: number }>;
   };
   saveAssignment(assignment: Assignment): void;
-  forgetAssignment(): void;
 }
 
 const bySystem = new WeakMap<object, DeviceImplementations>();
@@ -46,7 +45,6 @@ function sharedMachine(): typeof deviceMachine {
     },
     actions: {
       saveAssignment: ({ system }, params) => boundTo(system).saveAssignment(params.assignment),
-      forgetAssignment: ({ system }) => boundTo(system).forgetAssignment(),
     },
   });
   return shared;

@@ -37,6 +37,8 @@ export function seedFrom(input: string | number): number {
 
 /** 2^30 times any sane base is already past every max: stop growing there (no Infinity). */
 const MAX_EXPONENT = 30;
+/** A retry-after beyond this is not a wait any service means: it is capped (one hour). */
+export const MAX_RETRY_AFTER_MS = 3_600_000;
 
 /** DPS at-scale formula: max_retry_delay = (1/load) · T · 1000 ms with T = N / cps. */
 export function fleetMaxDelayMs(devices: number, ratePerSec: number, load: number): number {
@@ -70,7 +72,8 @@ function drawAbove(lo: number, hi: number, floor: number, ceiling: number, rngSt
  * `req.minDelayMs`, jitter at every attempt (including at the cap), one RNG step per decision.
  */
 export function nextDelay(policy: BackoffPolicy, req: DelayRequest, rngState: number): DelayDecision {
-  const floor = Math.max(req.minDelayMs ?? 0, req.retryAfterMs ?? 0);
+  const retryAfterMs = req.retryAfterMs === undefined ? undefined : Math.min(req.retryAfterMs, MAX_RETRY_AFTER_MS);
+  const floor = Math.max(req.minDelayMs ?? 0, retryAfterMs ?? 0);
 
   // Baseline only (the official sample: a fixed 90 s). Still never earlier than the service asks.
   if (policy.fixedDelayMs !== undefined) {
@@ -91,13 +94,16 @@ export function nextDelay(policy: BackoffPolicy, req: DelayRequest, rngState: nu
     return drawAbove(lo, hi, floor, Infinity, rngState);
   }
 
-  // The service said when: retry-after plus a little jitter, never earlier.
-  if (req.retryAfterMs !== undefined) {
-    const base = Math.max(req.retryAfterMs, req.minDelayMs ?? 0);
-    return drawAbove(base, base + policy.retryAfterJitterMs, 0, Infinity, rngState);
+  // The service said when: never earlier, jitter proportional to the wait (a fleet throttled
+  // together must not come back within one second of each other).
+  if (retryAfterMs !== undefined) {
+    const base = Math.max(retryAfterMs, req.minDelayMs ?? 0);
+    return drawAbove(base, base + Math.max(base / 2, policy.retryAfterJitterMs), 0, Infinity, rngState);
   }
 
   const ceiling = Math.max(policy.maxDelayMs, floor);
+  // Once the quick retries failed, at least a minute between retries (seed 004).
+  const slowFloor = req.attempt > policy.quickRetries ? Math.min(policy.slowRetryMinMs, policy.maxDelayMs) : 0;
 
   // First retry after losing a working connection: a blip recovers fast, a fleet still spreads.
   if (req.afterLoss && req.attempt <= 1 && req.errorClass !== 'throttled') {
@@ -107,6 +113,7 @@ export function nextDelay(policy: BackoffPolicy, req: DelayRequest, rngState: nu
   // Equal jitter on the exponential curve: [cap/2, cap], so jitter survives at the cap.
   const base = req.errorClass === 'throttled' ? policy.throttledMinDelayMs : policy.minDelayMs;
   const cap = curveCapMs(base, policy.maxDelayMs, req.attempt);
+  if (slowFloor > cap / 2) return drawAbove(slowFloor, Math.max(slowFloor, policy.maxDelayMs), floor, ceiling, rngState);
   return drawAbove(cap / 2, cap, floor, ceiling, rngState);
 }
 
@@ -115,17 +122,21 @@ export function nextDelay(policy: BackoffPolicy, req: DelayRequest, rngState: nu
 // ---------------------------------------------------------------------------------------------
 
 /**
- * Defaults from the guidance: 10 hub attempts (Microsoft reconnection doc, C SDK MAX_HUB_RETRY)
- * or 15 min on one hub (DPS at-scale: 15–30 min), first reached wins; delays capped at 60 s
- * (the DPS doc asks for >= 1 min between hub retries once the quick retries failed).
+ * Defaults from the guidance: stay on a hub at least 15 min (DPS at-scale: 15–30 min; the window
+ * decides, the attempt count is only a backstop), three quick retries then at least a minute
+ * apart (seed 004: "a gap of at least a minute before a retry"), in [60 s, 90 s] so a fleet
+ * stays spread; a connection counts once it has lasted 30 s (AWS IoT SDK's default).
  */
 export const DEFAULT_POLICY: RetryPolicy = Object.freeze({
   firstRetryMaxMs: 1000,
   minDelayMs: 1000,
-  maxDelayMs: 60_000,
+  maxDelayMs: 90_000,
   throttledMinDelayMs: 5000,
   retryAfterJitterMs: 1000,
-  maxHubAttempts: 10,
+  quickRetries: 3,
+  slowRetryMinMs: 60_000,
+  stableConnectionMs: 30_000,
+  maxHubAttempts: 100,
   hubRetryWindowMs: 15 * 60_000,
 });
 
@@ -135,9 +146,11 @@ export const PRESETS: Readonly<Record<PresetName, Readonly<RetryPolicy>>> = Obje
   default: DEFAULT_POLICY,
   /**
    * IoT Central: an unreachable hub endpoint means "reprovision now" (its failover moves devices
-   * between hubs), so leave the hub after 3 attempts or 60 s.
+   * between hubs), so leave an unreachable hub after 60 s, not after a few quick attempts (a
+   * fleet-wide blip would otherwise be a registration storm against 200 registrations/min). A
+   * moved device does not wait for this: the status lookup sends it on at the first refusal.
    */
-  iotCentral: Object.freeze({ ...DEFAULT_POLICY, maxHubAttempts: 3, hubRetryWindowMs: 60_000 }),
+  iotCentral: Object.freeze({ ...DEFAULT_POLICY, hubRetryWindowMs: 60_000 }),
   /**
    * DPS at scale: stay on the cached hub up to 30 min so a hub outage does not turn into a
    * fleet-wide DPS storm; the window, not the attempt count, decides.
@@ -156,12 +169,13 @@ export const PRESETS: Readonly<Record<PresetName, Readonly<RetryPolicy>>> = Obje
 
 export type RetryPolicyInput = { preset?: PresetName } & Partial<RetryPolicy>;
 
-const DELAY_FIELDS = ['firstRetryMaxMs', 'minDelayMs', 'maxDelayMs', 'throttledMinDelayMs', 'retryAfterJitterMs'] as const;
+const DELAY_FIELDS = ['firstRetryMaxMs', 'minDelayMs', 'maxDelayMs', 'throttledMinDelayMs', 'retryAfterJitterMs', 'slowRetryMinMs', 'stableConnectionMs'] as const;
 const KNOWN_FIELDS: ReadonlySet<string> = new Set([
   'preset',
   ...DELAY_FIELDS,
   'fleet',
   'fixedDelayMs',
+  'quickRetries',
   'maxHubAttempts',
   'hubRetryWindowMs',
   'reprovisionOnLoss',
@@ -175,6 +189,13 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 function requireNonNegative(field: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
     throw new ConfigError(`policy.${field}`, 'a finite number >= 0 (milliseconds)');
+  }
+  return value;
+}
+
+function requireNonNegativeInteger(field: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 1000) {
+    throw new ConfigError(`policy.${field}`, 'an integer from 0 to 1000');
   }
   return value;
 }
@@ -212,6 +233,9 @@ export function resolvePolicy(input?: RetryPolicyInput): RetryPolicy {
     maxDelayMs: requireNonNegative('maxDelayMs', merged.maxDelayMs),
     throttledMinDelayMs: requireNonNegative('throttledMinDelayMs', merged.throttledMinDelayMs),
     retryAfterJitterMs: requireNonNegative('retryAfterJitterMs', merged.retryAfterJitterMs),
+    quickRetries: requireNonNegativeInteger('quickRetries', merged.quickRetries),
+    slowRetryMinMs: requireNonNegative('slowRetryMinMs', merged.slowRetryMinMs),
+    stableConnectionMs: requireNonNegative('stableConnectionMs', merged.stableConnectionMs),
     maxHubAttempts: requirePositive('maxHubAttempts', merged.maxHubAttempts, true),
     hubRetryWindowMs: requireNonNegative('hubRetryWindowMs', merged.hubRetryWindowMs),
   };

@@ -26,6 +26,11 @@ export interface Classification {
    * disabled, unknown, unauthorized): ask DPS where it belongs (status lookup) before deciding.
    */
   assignmentInDoubt?: true;
+  /**
+   * The service is up but busy (5xx, CONNACK 3 "server unavailable"): wait on it. Never a
+   * reason on its own to leave a hub for DPS, however long it lasts.
+   */
+  serverBusy?: true;
 }
 
 /** A failure as the machine stores it: classified, stamped, JSON-safe, free of secrets. */
@@ -49,8 +54,17 @@ export interface BackoffPolicy {
   maxDelayMs: number;
   /** Throttled without retry-after: same shape, starting here. */
   throttledMinDelayMs: number;
-  /** Extra uniform jitter added on top of retry-after so a fleet does not come back in lockstep. */
+  /**
+   * Jitter on top of retry-after R: uniform in [R, R + max(R/2, retryAfterJitterMs)], so a fleet
+   * throttled together does not come back within one second, and a short R still spreads.
+   */
   retryAfterJitterMs: number;
+  /**
+   * The first `quickRetries` attempts of a step follow the exponential curve; later ones wait at
+   * least `slowRetryMinMs` (seed 004: "a gap of at least a minute before a retry").
+   */
+  quickRetries: number;
+  slowRetryMinMs: number;
   /**
    * DPS at-scale fleet formula: when set, delays are uniform in [minDelayMs, max] with
    * max = (devices / ratePerSec) / load seconds (T = N / cps), instead of the exponential curve;
@@ -67,7 +81,12 @@ export interface BackoffPolicy {
 
 /** When to give up on the current hub and go back to DPS. */
 export interface HubBudget {
-  /** Consecutive failed attempts on one hub before reprovisioning (Microsoft: 10). */
+  /**
+   * A connection counts as a success (resetting the backoff and the hub budget) only once it has
+   * lasted this long; a session that ends sooner is the next attempt on the curve (AWS IoT SDK: 30 s).
+   */
+  stableConnectionMs: number;
+  /** Failed attempts on one hub before reprovisioning; a backstop, the window decides by default. */
   maxHubAttempts: number;
   /** Time since the first failure on one hub before reprovisioning (DPS guidance: 15–30 min). */
   hubRetryWindowMs: number;

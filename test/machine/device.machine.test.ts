@@ -8,6 +8,9 @@ const policy: RetryPolicy = {
   maxDelayMs: 60_000,
   throttledMinDelayMs: 5000,
   retryAfterJitterMs: 1000,
+  quickRetries: 10,
+  slowRetryMinMs: 60_000,
+  stableConnectionMs: 30_000,
   maxHubAttempts: 4,
   hubRetryWindowMs: 15 * 60_000,
 };
@@ -38,6 +41,14 @@ async function connectFresh(cloud: FakeCloud, options?: Parameters<typeof start>
   await cloud.assign();
   await cloud.connect();
   return device;
+}
+
+function refusedAsMoved(cloud: FakeCloud, phase: 'hub-connect' | 'hub-session' = 'hub-connect') {
+  return cloud.failure('transient', { rule: 'connack-3-hub-unavailable', minDelayMs: 5000, serverBusy: true, assignmentInDoubt: true, code: 3 }, phase);
+}
+
+function refusedAsUnauthorized(cloud: FakeCloud) {
+  return cloud.failure('reprovision', { rule: 'connack-5-after-connect', assignmentInDoubt: true, code: 5 });
 }
 
 describe('device machine with fake actors and a simulated clock', () => {
@@ -98,8 +109,8 @@ describe('device machine with fake actors and a simulated clock', () => {
     }
     await cloud.failOpen(cloud.failure('transient'));
     expect(device.value()).toBe('Reprovisioning');
-    expect(device.context().assignment).toBeNull();
-    expect(cloud.calls.forgetAssignment).toBe(1);
+    // The old assignment stays until DPS answers with a new one (the fallback if DPS fails).
+    expect(device.context().assignment).toMatchObject({ hubHost: 'cached-hub.local' });
     expect(cloud.calls.provision).toBe(1);
     expect(delays).toHaveLength(policy.maxHubAttempts - 1);
   });
@@ -296,8 +307,6 @@ describe('no registration storm', () => {
   });
 
   describe('a refusal that puts the assignment in doubt asks DPS where the device belongs (status lookup)', () => {
-    const refusedAsMoved = (cloud: FakeCloud, phase: 'hub-connect' | 'hub-session' = 'hub-connect') =>
-      cloud.failure('transient', { rule: 'connack-3-hub-unavailable', minDelayMs: 5000, assignmentInDoubt: true, code: 3 }, phase);
 
     test('refused after a drop: lookup at once, DPS names another hub → connect there, cache saved, no registration', async () => {
       const cloud = new FakeCloud();
@@ -339,8 +348,91 @@ describe('no registration storm', () => {
       expect(cloud.calls.provision).toBe(0);
       await cloud.advance(device.context().delayMs!);
       await cloud.connect();
-      expect(device.context().assignmentConfirmed).toBe(false); // a working connection ends the run
+      expect(device.context().assignmentConfirmed).toBe(true); // accepted, but not yet a success
+      await cloud.advance(policy.stableConnectionMs);
+      expect(device.context()).toMatchObject({ assignmentConfirmed: false, hubAttempts: 0, connectionStable: true }); // lasted: the run is over
     });
+  });
+
+  describe('a connection is a success only once it has lasted (stableConnectionMs)', () => {
+    test('a hub that accepts and drops at once: each short session is the next attempt on the curve, and the budget is spent', async () => {
+      const cloud = new FakeCloud();
+      const flapping = { ...policy, maxHubAttempts: 4, quickRetries: 10 };
+      const device = start(cloud, { cached: true, policy: flapping });
+      await cloud.flush();
+      const delays: number[] = [];
+      for (let session = 1; session <= 3; session++) {
+        await cloud.connect();
+        await cloud.advance(500); // dropped half a second after CONNACK, long before 30 s
+        const epoch = device.context().epoch;
+        cloud.sessions.get(epoch)!({ type: 'HUB_LOST', epoch, failure: cloud.failure('transient', {}, 'hub-session') });
+        await cloud.flush();
+        expect(device.value()).toBe('BackingOff');
+        expect(device.context().hubAttempts).toBe(session);
+        delays.push(device.context().delayMs!);
+        await cloud.advance(device.context().delayMs!);
+      }
+      // No sub-second "first retry after a loss": the curve grows (equal jitter: ≥ cap/2).
+      expect(delays[0]).toBeGreaterThanOrEqual(500);
+      expect(delays[1]).toBeGreaterThanOrEqual(1000);
+      expect(delays[2]).toBeGreaterThanOrEqual(2000);
+      await cloud.connect();
+      await cloud.advance(500);
+      const epoch = device.context().epoch;
+      cloud.sessions.get(epoch)!({ type: 'HUB_LOST', epoch, failure: cloud.failure('transient', {}, 'hub-session') });
+      await cloud.flush();
+      expect(device.value()).toBe('Reprovisioning'); // the fourth short session spends the budget
+    });
+
+    test('a connection that lasted: the next loss gets the short first retry and a fresh budget', async () => {
+      const cloud = new FakeCloud();
+      const device = start(cloud, { cached: true });
+      await cloud.flush();
+      await cloud.failOpen(cloud.failure('transient'));
+      await cloud.advance(device.context().delayMs!);
+      await cloud.connect();
+      expect(device.context().hubAttempts).toBe(1);
+      await cloud.advance(policy.stableConnectionMs);
+      expect(device.context()).toMatchObject({ hubAttempts: 0, connectionStable: true });
+      const epoch = device.context().epoch;
+      cloud.sessions.get(epoch)!({ type: 'HUB_LOST', epoch, failure: cloud.failure('transient', {}, 'hub-session') });
+      await cloud.flush();
+      expect(device.context().delayMs).toBeLessThanOrEqual(policy.firstRetryMaxMs);
+    });
+
+    test('REPROVISION during a DPS retry-after wait waits it out, then registers', async () => {
+      const cloud = new FakeCloud();
+      const device = start(cloud);
+      await cloud.flush();
+      await cloud.failProvision(cloud.failure('throttled', { retryAfterMs: 10_000 }, 'dps'));
+      expect(device.value()).toBe('BackingOff');
+      device.actor.send({ type: 'REPROVISION' });
+      await cloud.flush();
+      expect(device.value()).toBe('BackingOff');
+      expect(cloud.calls.provision).toBe(1);
+      await cloud.advance(9_999);
+      expect(cloud.calls.provision).toBe(1);
+      await cloud.advance(device.context().retryAt! - cloud.clock.now());
+      expect(device.value()).toBe('Reprovisioning');
+      expect(cloud.calls.provision).toBe(2);
+    });
+
+    test('a registration that fails with an old assignment goes back to the old hub instead of waiting offline for DPS', async () => {
+      const cloud = new FakeCloud();
+      const device = start(cloud, { cached: true });
+      await cloud.flush();
+      await cloud.connect();
+      device.actor.send({ type: 'REPROVISION' });
+      await cloud.flush();
+      await cloud.failProvision(cloud.failure('transient', {}, 'dps'));
+      expect(device.context()).toMatchObject({ retryStep: 'Connecting', assignment: { hubHost: 'cached-hub.local' } });
+      await cloud.advance(device.context().delayMs!);
+      expect(device.value()).toBe('Connecting');
+      expect(cloud.opens[0].input).toMatchObject({ assignment: { hubHost: 'cached-hub.local' } });
+    });
+  });
+
+  describe('the status lookup when DPS cannot answer, or says the registration is gone', () => {
 
     test('a lost session in doubt waits the first-retry spread before the lookup; a lookup 404 means a full registration', async () => {
       const cloud = new FakeCloud();
@@ -359,16 +451,16 @@ describe('no registration storm', () => {
       expect(device.value()).toBe('Reprovisioning');
     });
 
-    test('DPS unreachable for the lookup: carry on with the cached hub, ask again at the next refusal, register once the budget is spent', async () => {
+    test('DPS unreachable for the lookup: carry on with the cached hub, ask again at the next refusal, register once the budget is spent (CONNACK 5; a busy CONNACK 3 never spends it)', async () => {
       const cloud = new FakeCloud();
       const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 2 } });
       await cloud.flush();
-      await cloud.failOpen(refusedAsMoved(cloud));
+      await cloud.failOpen(refusedAsUnauthorized(cloud));
       await cloud.failLookup(cloud.failure('transient', { rule: 'socket-refused' }, 'dps-lookup'));
       expect(device.value()).toBe('BackingOff');
       expect(device.context()).toMatchObject({ retryStep: 'Connecting', assignmentConfirmed: false, hubAttempts: 1 });
       await cloud.advance(device.context().delayMs!);
-      await cloud.failOpen(refusedAsMoved(cloud));
+      await cloud.failOpen(refusedAsUnauthorized(cloud));
       expect(device.value()).toBe('CheckingAssignment');
       await cloud.failLookup(cloud.failure('transient', { rule: 'socket-refused' }, 'dps-lookup'));
       expect(device.value()).toBe('Reprovisioning');

@@ -4,6 +4,7 @@ import {
   curveCapMs,
   DEFAULT_POLICY,
   fleetMaxDelayMs,
+  MAX_RETRY_AFTER_MS,
   nextDelay,
   nextRandom,
   PRESETS,
@@ -27,7 +28,8 @@ const curvePolicy: fc.Arbitrary<BackoffPolicy> = fc
     throttledMinDelayMs: fc.integer({ min: 0, max: 30_000 }),
     retryAfterJitterMs: fc.integer({ min: 0, max: 5_000 }),
   })
-  .map(({ extra, ...p }) => ({ ...p, maxDelayMs: Math.max(p.minDelayMs, p.throttledMinDelayMs) + extra }));
+  // quickRetries high: these properties are about the exponential curve; the slow floor has its own tests.
+  .map(({ extra, ...p }) => ({ ...p, quickRetries: 1000, slowRetryMinMs: 60_000, maxDelayMs: Math.max(p.minDelayMs, p.throttledMinDelayMs) + extra }));
 
 function delays(policy: BackoffPolicy, req: DelayRequest, state: number, count: number): number[] {
   const out: number[] = [];
@@ -116,11 +118,21 @@ describe('nextDelay: exponential curve with equal jitter', () => {
     );
   });
 
-  test('the default curve: 1 s, 2 s, 4 s … capped at 60 s; huge attempts do not overflow', () => {
-    const caps = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => nextDelay(DEFAULT_POLICY, { errorClass: 'transient', attempt: n, afterLoss: false }, 1).capMs);
-    expect(caps).toEqual([1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000]);
+  test('the default curve: three quick retries (1 s, 2 s, 4 s), then at least a minute apart, in [60 s, 90 s]; huge attempts do not overflow', () => {
+    const windows = [1, 2, 3, 4, 5, 6].map((n) => {
+      const d = nextDelay(DEFAULT_POLICY, { errorClass: 'transient', attempt: n, afterLoss: false }, 1);
+      return d.capMs;
+    });
+    expect(windows).toEqual([1000, 2000, 4000, 90_000, 90_000, 90_000]);
+    for (let s = 0; s < 100; s++) {
+      for (const n of [4, 5, 50]) {
+        const d = nextDelay(DEFAULT_POLICY, { errorClass: 'transient', attempt: n, afterLoss: false }, seedFrom(s));
+        expect(d.delayMs).toBeGreaterThanOrEqual(60_000); // seed 004: "a gap of at least a minute"
+        expect(d.delayMs).toBeLessThanOrEqual(90_000);
+      }
+    }
     const huge = nextDelay(DEFAULT_POLICY, { errorClass: 'transient', attempt: 1e9, afterLoss: false }, 1);
-    expect(huge.capMs).toBe(60000);
+    expect(huge.capMs).toBe(90_000);
     expect(Number.isFinite(huge.delayMs)).toBe(true);
   });
 
@@ -133,7 +145,8 @@ describe('nextDelay: exponential curve with equal jitter', () => {
     }
     expect(values.size).toBeGreaterThan(150);
     const sorted = [...values].sort((a, b) => a - b);
-    // Spread over most of [30 s, 60 s], not bunched.
+    // Spread over most of [60 s, 90 s], not bunched.
+    expect(sorted[0]!).toBeGreaterThanOrEqual(60_000);
     expect(sorted[sorted.length - 1]! - sorted[0]!).toBeGreaterThan(20_000);
   });
 
@@ -195,14 +208,21 @@ describe('nextDelay: floors', () => {
     );
   });
 
-  test('property: retry-after → retryAfterMs + uniform[0, retryAfterJitterMs]', () => {
+  test('property: retry-after R → uniform in [R, R + max(R/2, retryAfterJitterMs)], never earlier; absurd R capped at an hour', () => {
     fc.assert(
       fc.property(curvePolicy, anyClass, attempt, fc.integer({ min: 0, max: 600_000 }), seed, (policy, errorClass, n, retryAfterMs, s) => {
         const d = nextDelay(policy, { errorClass, attempt: n, afterLoss: false, retryAfterMs }, s);
         expect(d.delayMs).toBeGreaterThanOrEqual(retryAfterMs);
-        expect(d.delayMs).toBeLessThanOrEqual(retryAfterMs + policy.retryAfterJitterMs);
+        expect(d.delayMs).toBeLessThanOrEqual(retryAfterMs + Math.max(retryAfterMs / 2, policy.retryAfterJitterMs));
       }),
     );
+    // A fleet throttled together with retry-after 10 s comes back spread over 5 s, not 1 s.
+    const back = Array.from({ length: 200 }, (_, i) => nextDelay(DEFAULT_POLICY, { errorClass: 'throttled', attempt: 1, afterLoss: false, retryAfterMs: 10_000 }, seedFrom(i)).delayMs);
+    expect(Math.min(...back)).toBeGreaterThanOrEqual(10_000);
+    expect(Math.max(...back) - Math.min(...back)).toBeGreaterThan(4000);
+    const absurd = nextDelay(DEFAULT_POLICY, { errorClass: 'throttled', attempt: 1, afterLoss: false, retryAfterMs: 10 * 86_400_000 }, 1);
+    expect(absurd.delayMs).toBeGreaterThanOrEqual(MAX_RETRY_AFTER_MS);
+    expect(absurd.delayMs).toBeLessThanOrEqual(MAX_RETRY_AFTER_MS * 1.5);
   });
 
   test('property: req.minDelayMs is a floor, and the window shifts instead of collapsing onto it', () => {
@@ -291,10 +311,13 @@ describe('policies', () => {
     expect(DEFAULT_POLICY).toEqual({
       firstRetryMaxMs: 1000,
       minDelayMs: 1000,
-      maxDelayMs: 60_000,
+      maxDelayMs: 90_000,
       throttledMinDelayMs: 5000,
       retryAfterJitterMs: 1000,
-      maxHubAttempts: 10,
+      quickRetries: 3,
+      slowRetryMinMs: 60_000,
+      stableConnectionMs: 30_000,
+      maxHubAttempts: 100,
       hubRetryWindowMs: 15 * 60_000,
     });
     expect(Object.isFrozen(DEFAULT_POLICY)).toBe(true);
@@ -302,7 +325,8 @@ describe('policies', () => {
 
   test('presets', () => {
     expect(PRESETS.default).toEqual(DEFAULT_POLICY);
-    expect(PRESETS.iotCentral).toMatchObject({ maxHubAttempts: 3, hubRetryWindowMs: 60_000 });
+    // Leave an unreachable hub after 60 s, not after 3 quick attempts (a fleet-wide blip would be a registration storm).
+    expect(PRESETS.iotCentral).toMatchObject({ maxHubAttempts: 100, hubRetryWindowMs: 60_000 });
     expect(PRESETS.dpsAtScale).toMatchObject({ maxHubAttempts: 1000, hubRetryWindowMs: 30 * 60_000 });
     expect(PRESETS.seedSample).toMatchObject({ fixedDelayMs: 90_000, reprovisionOnLoss: true });
     // The hub budget is checked before reprovisionOnLoss: a budget of 1 would skip the 90 s wait.
@@ -318,10 +342,10 @@ describe('policies', () => {
     expect(resolvePolicy()).toEqual(DEFAULT_POLICY);
     expect(resolvePolicy({})).toEqual(DEFAULT_POLICY);
     const p = resolvePolicy({ preset: 'iotCentral', maxDelayMs: 30_000, fleet: { devices: 200, ratePerSec: 200 / 60, load: 1 } });
-    expect(p).toMatchObject({ maxHubAttempts: 3, maxDelayMs: 30_000, fleet: { devices: 200 } });
+    expect(p).toMatchObject({ hubRetryWindowMs: 60_000, maxDelayMs: 30_000, fleet: { devices: 200 } });
     expect(JSON.parse(JSON.stringify(p))).toEqual(p);
     p.maxDelayMs = 1;
-    expect(PRESETS.iotCentral.maxDelayMs).toBe(60_000);
+    expect(PRESETS.iotCentral.maxDelayMs).toBe(90_000);
     expect(resolvePolicy({ maxDelayMs: undefined })).toEqual(DEFAULT_POLICY);
   });
 
@@ -335,7 +359,9 @@ describe('policies', () => {
     ['infinite delay', { firstRetryMaxMs: Infinity }, 'policy.firstRetryMaxMs'],
     ['string delay', { retryAfterJitterMs: '1000' }, 'policy.retryAfterJitterMs'],
     ['min > max', { minDelayMs: 10_000, maxDelayMs: 5000 }, 'policy.minDelayMs'],
-    ['throttled min > max', { throttledMinDelayMs: 70_000 }, 'policy.throttledMinDelayMs'],
+    ['throttled min > max', { throttledMinDelayMs: 100_000 }, 'policy.throttledMinDelayMs'],
+    ['fractional quick retries', { quickRetries: 1.5 }, 'policy.quickRetries'],
+    ['negative stable time', { stableConnectionMs: -1 }, 'policy.stableConnectionMs'],
     ['fractional attempts', { maxHubAttempts: 2.5 }, 'policy.maxHubAttempts'],
     ['zero attempts', { maxHubAttempts: 0 }, 'policy.maxHubAttempts'],
     ['infinite attempts (not JSON-safe)', { maxHubAttempts: Infinity }, 'policy.maxHubAttempts'],

@@ -33,7 +33,7 @@ export class FakeCloud {
   readonly closes: Pending<void>[] = [];
   parkCloses = false;
   readonly sessions = new Map<number, (event: DeviceEvent) => void>();
-  readonly calls = { provision: 0, lookupAssignment: 0, openHub: 0, closeHub: 0, saveAssignment: 0, forgetAssignment: 0 };
+  readonly calls = { provision: 0, lookupAssignment: 0, openHub: 0, closeHub: 0, saveAssignment: 0 };
   hub = { hubHost: 'hub-a.local', deviceId: 'dev-1' };
 
   constructor(startAt = 1_700_000_000_000) {
@@ -73,9 +73,6 @@ export class FakeCloud {
       actions: {
         saveAssignment: () => {
           this.calls.saveAssignment++;
-        },
-        forgetAssignment: () => {
-          this.calls.forgetAssignment++;
         },
       },
     });

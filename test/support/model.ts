@@ -54,6 +54,9 @@ export const modelPolicy: RetryPolicy = {
   maxDelayMs: 8000,
   throttledMinDelayMs: 2000,
   retryAfterJitterMs: 500,
+  quickRetries: 3,
+  slowRetryMinMs: 60_000,
+  stableConnectionMs: 30_000,
   maxHubAttempts: 2,
   hubRetryWindowMs: 3_600_000,
 };
@@ -93,6 +96,8 @@ export function abstractKey(snapshot: Snap): string {
     c.assignment !== null,
     c.assignmentProven,
     c.assignmentConfirmed,
+    c.connectionStable,
+    c.retryAfterMs !== null && c.lastError?.phase === 'dps',
   ]);
 }
 
@@ -103,6 +108,8 @@ function phaseOf(actorId: string): Phase {
 
 function modelFailure(errorClass: ErrorClass, phase: Phase, inDoubt = false): Failure {
   return {
+    // DPS throttles with a retry-after (the wait a REPROVISION must not skip).
+    ...(errorClass === 'throttled' && phase === 'dps' ? { retryAfterMs: 1000 } : {}),
     errorClass,
     rule: `model-${errorClass}${inDoubt ? '-in-doubt' : ''}`,
     phase,
@@ -504,8 +511,13 @@ export async function replay(path: ModelPath, machine: DeviceMachine = deviceMac
   await new Replayer(machine).replay(path);
 }
 
+/** What the model's failure carries besides its class: doubt about the assignment, a retry-after. */
 function inDoubtOf(event: ModelEvent): Partial<Failure> {
-  return (event.error ?? event.failure)?.assignmentInDoubt ? { assignmentInDoubt: true } : {};
+  const failure = event.error ?? event.failure;
+  return {
+    ...(failure?.assignmentInDoubt ? { assignmentInDoubt: true as const } : {}),
+    ...(failure?.retryAfterMs !== undefined ? { retryAfterMs: failure.retryAfterMs } : {}),
+  };
 }
 
 async function perform(cloud: FakeCloud, actor: ReturnType<typeof createActor<DeviceMachine>>, event: ModelEvent): Promise<void> {
@@ -528,10 +540,10 @@ async function perform(cloud: FakeCloud, actor: ReturnType<typeof createActor<De
   const outcome = /^xstate\.(done|error)\.actor\.(.+)$/.exec(event.type);
   if (!outcome) throw new Error(`unknown model event ${event.type}`);
   const [, kind, actorId] = outcome;
-  if (actorId === 'waitUntil') {
-    if (kind !== 'done') throw new Error('waitUntil never fails');
-    const retryAt = live.retryAt ?? cloud.clock.now();
-    cloud.clock.increment(Math.max(0, retryAt - cloud.clock.now()));
+  if (actorId === 'waitUntil' || actorId === 'stableConnection') {
+    if (kind !== 'done') throw new Error(`${actorId} never fails`);
+    const deadline = actorId === 'waitUntil' ? live.retryAt : (live.connectedAt ?? 0) + live.policy.stableConnectionMs;
+    cloud.clock.increment(Math.max(0, (deadline ?? cloud.clock.now()) - cloud.clock.now()));
     return;
   }
   const pending = takePending(cloud, actorId);
