@@ -1,8 +1,8 @@
 /**
  * `hubstate demo --ui` in headless Chromium (Debian's /usr/bin/chromium driven by playwright-core;
  * no browser download): the page shows the statechart generated from the machine, lights the
- * active state, and its "failover" button sends the device through Reprovisioning back to
- * Connected, lit live. Without Chromium the test is reported as skipped, with a visible line.
+ * active state, and its "failover" button sends the device through CheckingAssignment (the DPS
+ * status lookup) to the other hub, Connected again, lit live. Without Chromium the test is reported as skipped, with a visible line.
  */
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -32,8 +32,8 @@ const RECORD_LIT_NODES = `
     }
   }).observe(document.querySelector('#chart svg'), { subtree: true, attributes: true, attributeFilter: ['class'] });
 `;
-const REPROVISIONED_THEN_CONNECTED = `(() => {
-  const i = window.__lit.indexOf('Reprovisioning');
+const LOOKED_UP_THEN_CONNECTED = `(() => {
+  const i = window.__lit.indexOf('CheckingAssignment');
   return i >= 0 && window.__lit.slice(i + 1).includes('Connected');
 })()`;
 
@@ -43,7 +43,7 @@ describe('hubstate demo --ui', () => {
     await browser?.close();
   });
 
-  maybe('the failover button lights Reprovisioning, then Connected again; counters move; nothing lost', async () => {
+  maybe('the failover button lights CheckingAssignment (DPS status lookup), then Connected again; counters move; nothing lost', async () => {
     const out = Object.assign(new PassThrough(), { isTTY: false });
     const output: string[] = [];
     out.on('data', (chunk: Buffer) => output.push(chunk.toString()));
@@ -82,7 +82,7 @@ describe('hubstate demo --ui', () => {
 
       // The picture is the one generated from the machine: every state is a node with a title.
       const titles = await page.$$eval('#chart g.node title', (nodes) => nodes.map((n) => n.textContent));
-      for (const state of ['Idle', 'Provisioning', 'Connecting', 'Connected', 'BackingOff', 'Reprovisioning', 'Disconnecting', 'Stopped', 'Failed']) {
+      for (const state of ['Idle', 'Provisioning', 'Connecting', 'Connected', 'BackingOff', 'CheckingAssignment', 'Reprovisioning', 'Disconnecting', 'Stopped', 'Failed']) {
         expect(titles).toContain(state);
       }
       const lit = () => page.$$eval('#chart g.node.active title', (nodes) => nodes.map((n) => n.textContent));
@@ -92,12 +92,12 @@ describe('hubstate demo --ui', () => {
       // Record every node that gets lit, from the DOM itself.
       await page.evaluate(RECORD_LIT_NODES);
       await page.click('#fault-failover');
-      await page.waitForFunction(REPROVISIONED_THEN_CONNECTED, null, { timeout: 30_000 });
+      await page.waitForFunction(LOOKED_UP_THEN_CONNECTED, null, { timeout: 30_000 });
       const sequence = (await page.evaluate('window.__lit')) as string[];
-      expect(sequence.slice(sequence.indexOf('Reprovisioning'))).toContain('Connected');
+      expect(sequence.slice(sequence.indexOf('CheckingAssignment'))).toContain('Connected');
       expect(await page.textContent('#fault-result')).toMatch(/failover of 1 device/);
       expect(await lit()).toEqual(['Connected']);
-      expect(await page.textContent('#history')).toContain('Reprovisioning');
+      expect(await page.textContent('#history')).toContain('CheckingAssignment');
 
       // Counters are live.
       await page.waitForFunction(`Number(document.getElementById('delivered')?.textContent) > 0`, null, { timeout: 10_000 });
