@@ -34,6 +34,12 @@ import {
 } from './types';
 import { PeakRate, RingBuffer, TokenBucket, isJsonObject, parseJsonOr, parsePropertyBag } from './util';
 
+/**
+ * Which requests a `throttle` or `failWith` applies to: the shared targets, or one kind of MQTT
+ * request only (`register`: the register request; `poll`: operation status polls).
+ */
+export type DpsRequestFaultTarget = DpsFaultTarget | 'register' | 'poll';
+
 /** Status codes `failWith` can inject. */
 export type InjectedDpsStatus = 400 | 401 | 403 | 404 | 500 | 503;
 
@@ -96,14 +102,14 @@ interface DpsSession {
 interface InjectedThrottle {
   retryAfterSec: number;
   remaining: number;
-  target: DpsFaultTarget;
+  target: DpsRequestFaultTarget;
 }
 
 interface InjectedFailure {
   status: InjectedDpsStatus;
   remaining: number;
   retryAfterSec?: number;
-  target: DpsFaultTarget;
+  target: DpsRequestFaultTarget;
 }
 
 const MAX_OPERATIONS = 50_000;
@@ -163,8 +169,9 @@ function historyOf<T>(logs: Map<string, RingBuffer<T>>, registrationId: string, 
 }
 
 /** True when a fault applies to this kind of request. */
-function targets(fault: { target: DpsFaultTarget }, request: 'registration' | 'lookup'): boolean {
-  return fault.target === 'any' || fault.target === request;
+function targets(fault: { target: DpsRequestFaultTarget }, request: 'register' | 'poll' | 'lookup'): boolean {
+  if (fault.target === 'any' || fault.target === request) return true;
+  return fault.target === 'registration' && request !== 'lookup';
 }
 
 /** The media type of a Content-Type header, without parameters, lower-cased. */
@@ -425,18 +432,19 @@ export class EmulatedDps {
   /**
    * The next `count` requests (default: all until cleared) get 429 with `retry-after`: MQTT
    * register/poll requests and HTTP lookups alike unless `target` narrows it (`registration`,
-   * `lookup`). A lookup's `Retry-After` header is rounded up to whole seconds (HTTP allows no fraction).
+   * `lookup`, or one kind of MQTT request: `register`, `poll`). A lookup's `Retry-After` header is
+   * rounded up to whole seconds (HTTP allows no fraction).
    */
-  throttle(opts: { retryAfterSec: number; count?: number; target?: DpsFaultTarget } | null): void {
+  throttle(opts: { retryAfterSec: number; count?: number; target?: DpsRequestFaultTarget } | null): void {
     this.throttleFault = opts ? { retryAfterSec: opts.retryAfterSec, remaining: opts.count ?? Infinity, target: opts.target ?? 'any' } : null;
   }
 
   /**
    * The next `count` requests (default: all until cleared) get this status and an error body,
    * with a `retry-after` when given (the SDK re-polls 5xx after retry-after, else 2 s). Applies
-   * to MQTT requests and lookups alike unless `target` narrows it.
+   * to MQTT requests and lookups alike unless `target` narrows it (as for {@link throttle}).
    */
-  failWith(opts: { status: InjectedDpsStatus; count?: number; retryAfterSec?: number; target?: DpsFaultTarget } | null): void {
+  failWith(opts: { status: InjectedDpsStatus; count?: number; retryAfterSec?: number; target?: DpsRequestFaultTarget } | null): void {
     this.failFault = opts
       ? {
           status: opts.status,
@@ -478,7 +486,7 @@ export class EmulatedDps {
   }
 
   /** Takes one injected failure for this kind of request, if one applies. */
-  private takeFailure(request: 'registration' | 'lookup'): InjectedFailure | undefined {
+  private takeFailure(request: 'register' | 'poll' | 'lookup'): InjectedFailure | undefined {
     const fault = this.failFault;
     if (!fault || !targets(fault, request)) return undefined;
     if (--fault.remaining <= 0) this.failFault = null;
@@ -486,7 +494,7 @@ export class EmulatedDps {
   }
 
   /** Takes one injected 429 for this kind of request, if one applies. */
-  private takeThrottle(request: 'registration' | 'lookup'): InjectedThrottle | undefined {
+  private takeThrottle(request: 'register' | 'poll' | 'lookup'): InjectedThrottle | undefined {
     const fault = this.throttleFault;
     if (!fault || !targets(fault, request)) return undefined;
     if (--fault.remaining <= 0) this.throttleFault = null;
@@ -603,12 +611,12 @@ export class EmulatedDps {
       this.counters.failuresInjected++;
       return answer(status, body, undefined, true);
     }
-    const failure = this.takeFailure('registration');
+    const failure = this.takeFailure(isRegister ? 'register' : 'poll');
     if (failure) {
       this.counters.failuresInjected++;
       return answer(failure.status, this.errorBody(failure.status), failure.retryAfterSec);
     }
-    const throttle = this.takeThrottle('registration');
+    const throttle = this.takeThrottle(isRegister ? 'register' : 'poll');
     if (throttle) {
       this.counters.throttled++;
       return answer(429, this.errorBody(429), throttle.retryAfterSec);
