@@ -192,6 +192,12 @@ function dpsFailureTransitions(step: 'Provisioning' | 'Reprovisioning') {
       target: 'Failed',
       actions: { type: 'recordFailure', params: ({ event }: { event: EventObject }) => ({ phase: 'dps' as const, failure: failure({ event }) }) },
     },
+    {
+      // A disabled registration, a DPS that failed it for now: ask again only after the long wait.
+      guard: { type: 'failureIs', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), errorClass: 'parked' as const }) },
+      target: 'BackingOff',
+      actions: { type: 'planDpsRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), step }) },
+    },
     ...(step === 'Reprovisioning'
       ? [
           {
@@ -220,6 +226,13 @@ function hubFailureTransitions(phase: 'hub-connect' | 'hub-session', afterLoss: 
       guard: { type: 'failureIs', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), errorClass: 'fatal' as const }) },
       target: 'Failed',
       actions: { type: 'recordFailure', params: ({ event }: { event: EventObject }) => ({ phase, failure: failure({ event }) }) },
+    },
+    {
+      // What an operator can fix remotely (a blocked device, a clock not set yet): retry this hub
+      // on the long parked wait, without spending the hub budget.
+      guard: { type: 'failureIs', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), errorClass: 'parked' as const }) },
+      target: 'BackingOff',
+      actions: { type: 'planParkedRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), step: 'Connecting' as const }) },
     },
     ...(phase === 'hub-connect'
       ? [
@@ -332,11 +345,20 @@ export const deviceMachine = setup({
     planDpsRetry: assign(({ context }, params: { failure: Failure; step: RetryStep }) =>
       planDpsRetry(context, params.failure, params.step),
     ),
-    /** A fresh assignment refused by its hub: DPS again, but only after a DPS-style backoff. */
-    planReprovisionRetry: assign(({ context }, params: { failure: Failure }) => ({
-      ...planDpsRetry(context, params.failure, 'Reprovisioning'),
-      hubAttempts: 0,
-      firstFailureAt: null,
+    /**
+     * A fresh assignment refused by its hub: DPS again, but only after a DPS-style backoff; once
+     * the quick retries are spent the device is disabled or blocked there (an operator must act):
+     * parked, so it asks DPS at most every 15-30 minutes instead of every minute forever.
+     */
+    planReprovisionRetry: assign(({ context }, params: { failure: Failure }) => {
+      const parked = context.dpsAttempts + 1 > context.policy.quickRetries;
+      const failure: Failure = parked ? { ...params.failure, errorClass: 'parked' } : params.failure;
+      return { ...planDpsRetry(context, failure, 'Reprovisioning'), hubAttempts: 0, firstFailureAt: null };
+    }),
+    /** Parked: the same step again after the long wait; the counters stay as they are. */
+    planParkedRetry: assign(({ context }, params: { failure: Failure; step: RetryStep }) => ({
+      ...scheduleRetry(context, params.failure, 1, false),
+      retryStep: params.step,
     })),
     planHubRetry: assign(({ context }, params: { failure: Failure; afterLoss: boolean; then: RetryStep }) => ({
       // Only the loss of a connection that had lasted gets the short first retry.

@@ -100,6 +100,7 @@ export interface DelayFacts {
 export function policyLowerBoundMs(policy: RetryPolicy, f: DelayFacts): number {
   const floor = Math.max(f.retryAfterMs ?? 0, f.minDelayMs ?? 0);
   if (policy.fixedDelayMs !== undefined) return Math.max(policy.fixedDelayMs, floor);
+  if (f.errorClass === 'parked') return Math.max(policy.parkedMinDelayMs, floor);
   if (policy.fleet !== undefined) return Math.max(policy.minDelayMs, floor);
   if (f.retryAfterMs !== undefined) return Math.max(f.retryAfterMs, f.minDelayMs ?? 0);
   if (f.afterLoss && f.attempt <= 1 && f.errorClass !== 'throttled') return floor;

@@ -19,6 +19,7 @@ import pino from 'pino';
 import { createDevice, type Device, type DeviceStateName, type StateChange } from '../device';
 import type { DeviceOptions } from '../options';
 import type { RetryPolicyInput } from '../policy/backoff';
+import type { ErrorClass } from '../policy/types';
 
 /** Where the fleet provisions: what `LocalCloud` exposes (or a real DPS without `ca`). */
 export interface FleetCloud {
@@ -73,7 +74,7 @@ export interface FleetCounts {
   /** Devices that reached Connected at least once. */
   everConnected: number;
   /** Failures observed by the devices, by class (a DPS 429 is a `throttled` one). */
-  failures: { transient: number; throttled: number; reprovision: number; fatal: number };
+  failures: Record<ErrorClass, number>;
   /** DPS registrations that completed (Provisioning/Reprovisioning → Connecting). */
   assignments: number;
 }
@@ -140,7 +141,7 @@ export class Fleet {
   /** Per device: epoch ms of its last transition into Connected (0 = never). */
   readonly lastConnectedAt: Float64Array;
   private readonly stateCounts = new Map<DeviceStateName, number>();
-  private readonly failureCounts = { transient: 0, throttled: 0, reprovision: 0, fatal: 0 };
+  private readonly failureCounts = { transient: 0, throttled: 0, reprovision: 0, parked: 0, fatal: 0 };
   private everConnected = 0;
   private assignments = 0;
   private timer: NodeJS.Timeout | null = null;

@@ -94,6 +94,11 @@ export function nextDelay(policy: BackoffPolicy, req: DelayRequest, rngState: nu
     return drawAbove(lo, hi, floor, Infinity, rngState);
   }
 
+  // Waiting for an operator: long and spread, whatever the attempt.
+  if (req.errorClass === 'parked') {
+    return drawAbove(policy.parkedMinDelayMs, Math.max(policy.parkedMinDelayMs, policy.parkedMaxDelayMs), floor, Infinity, rngState);
+  }
+
   // The service said when: never earlier, jitter proportional to the wait (a fleet throttled
   // together must not come back within one second of each other).
   if (retryAfterMs !== undefined) {
@@ -135,6 +140,8 @@ export const DEFAULT_POLICY: RetryPolicy = Object.freeze({
   retryAfterJitterMs: 1000,
   quickRetries: 3,
   slowRetryMinMs: 60_000,
+  parkedMinDelayMs: 15 * 60_000,
+  parkedMaxDelayMs: 30 * 60_000,
   stableConnectionMs: 30_000,
   maxHubAttempts: 100,
   hubRetryWindowMs: 15 * 60_000,
@@ -169,7 +176,7 @@ export const PRESETS: Readonly<Record<PresetName, Readonly<RetryPolicy>>> = Obje
 
 export type RetryPolicyInput = { preset?: PresetName } & Partial<RetryPolicy>;
 
-const DELAY_FIELDS = ['firstRetryMaxMs', 'minDelayMs', 'maxDelayMs', 'throttledMinDelayMs', 'retryAfterJitterMs', 'slowRetryMinMs', 'stableConnectionMs'] as const;
+const DELAY_FIELDS = ['firstRetryMaxMs', 'minDelayMs', 'maxDelayMs', 'throttledMinDelayMs', 'retryAfterJitterMs', 'slowRetryMinMs', 'parkedMinDelayMs', 'parkedMaxDelayMs', 'stableConnectionMs'] as const;
 const KNOWN_FIELDS: ReadonlySet<string> = new Set([
   'preset',
   ...DELAY_FIELDS,
@@ -235,12 +242,17 @@ export function resolvePolicy(input?: RetryPolicyInput): RetryPolicy {
     retryAfterJitterMs: requireNonNegative('retryAfterJitterMs', merged.retryAfterJitterMs),
     quickRetries: requireNonNegativeInteger('quickRetries', merged.quickRetries),
     slowRetryMinMs: requireNonNegative('slowRetryMinMs', merged.slowRetryMinMs),
+    parkedMinDelayMs: requireNonNegative('parkedMinDelayMs', merged.parkedMinDelayMs),
+    parkedMaxDelayMs: requireNonNegative('parkedMaxDelayMs', merged.parkedMaxDelayMs),
     stableConnectionMs: requireNonNegative('stableConnectionMs', merged.stableConnectionMs),
     maxHubAttempts: requirePositive('maxHubAttempts', merged.maxHubAttempts, true),
     hubRetryWindowMs: requireNonNegative('hubRetryWindowMs', merged.hubRetryWindowMs),
   };
   if (policy.minDelayMs > policy.maxDelayMs) {
     throw new ConfigError('policy.minDelayMs', `<= policy.maxDelayMs (${policy.maxDelayMs})`);
+  }
+  if (policy.parkedMinDelayMs > policy.parkedMaxDelayMs) {
+    throw new ConfigError('policy.parkedMinDelayMs', `<= policy.parkedMaxDelayMs (${policy.parkedMaxDelayMs})`);
   }
   if (policy.throttledMinDelayMs > policy.maxDelayMs) {
     throw new ConfigError('policy.throttledMinDelayMs', `<= policy.maxDelayMs (${policy.maxDelayMs})`);

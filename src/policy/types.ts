@@ -3,8 +3,12 @@
  * can live in a persisted XState snapshot and in log lines.
  */
 
-/** The four error classes; each drives exactly one kind of transition in the device machine. */
-export type ErrorClass = 'transient' | 'throttled' | 'reprovision' | 'fatal';
+/**
+ * The error classes; each drives exactly one kind of transition in the device machine. `parked`:
+ * what an operator can fix remotely (a disabled registration, a blocked device, a clock not set
+ * yet): retry the same step on a long jittered wait instead of stopping for good.
+ */
+export type ErrorClass = 'transient' | 'throttled' | 'reprovision' | 'parked' | 'fatal';
 
 /**
  * Where an error happened. The same SDK error means different things in different phases.
@@ -65,6 +69,12 @@ export interface BackoffPolicy {
    */
   quickRetries: number;
   slowRetryMinMs: number;
+  /**
+   * Parked retries (what an operator can fix remotely) wait uniformly in [parkedMinDelayMs,
+   * parkedMaxDelayMs]: minutes, so a disabled fleet never storms DPS (at most every 15-30 min).
+   */
+  parkedMinDelayMs: number;
+  parkedMaxDelayMs: number;
   /**
    * DPS at-scale fleet formula: when set, delays are uniform in [minDelayMs, max] with
    * max = (devices / ratePerSec) / load seconds (T = N / cps), instead of the exponential curve;

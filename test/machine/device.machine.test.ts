@@ -10,6 +10,8 @@ const policy: RetryPolicy = {
   retryAfterJitterMs: 1000,
   quickRetries: 10,
   slowRetryMinMs: 60_000,
+  parkedMinDelayMs: 15 * 60_000,
+  parkedMaxDelayMs: 30 * 60_000,
   stableConnectionMs: 30_000,
   maxHubAttempts: 4,
   hubRetryWindowMs: 15 * 60_000,

@@ -2,15 +2,18 @@
  * An hour of one fault, on the simulated clock with the default policy: a device disabled on its
  * hub (every connect refused with CONNACK 3 or 5, the assignment in doubt), DPS answering that it
  * still belongs there. Counts what the fleet operator pays for it: lookups, registrations and hub
- * attempts per hour. The resilience policy v2 issue asks for a parked, much rarer retry; these
- * figures pin today's bounds so that work can only lower them.
+ * attempts per hour (seed 004: stay on the hub, at least a minute between retries; a device an
+ * operator must fix is parked instead of registering every minute).
  */
 import { createActor } from 'xstate';
 import { DEFAULT_POLICY } from '../../src/policy/backoff';
 import { FakeCloud } from '../support/fake-actors';
 
 const HOUR_MS = 3_600_000;
-const REGISTRATIONS_PER_HOUR_TODAY = { 3: 20, 5: 90 } as const;
+/** Code 3: DPS confirmed the hub, so it is a busy hub: never a reason to register. Code 5: three quick re-registrations, then parked (15-30 min). */
+const MAX_REGISTRATIONS_PER_HOUR = { 3: 0, 5: 7 } as const;
+/** Three quick retries, then at least a minute apart. */
+const MAX_HUB_ATTEMPTS_PER_HOUR = 3 + 60;
 
 async function anHourRefused(refusalCode: 3 | 5) {
   const cloud = new FakeCloud();
@@ -32,7 +35,7 @@ async function anHourRefused(refusalCode: 3 | 5) {
       rule: refusalCode === 3 ? 'connack-3-hub-unavailable' : 'connack-5-after-connect',
       assignmentInDoubt: true,
       code: refusalCode,
-      ...(refusalCode === 3 ? { minDelayMs: 5000 } : {}),
+      ...(refusalCode === 3 ? { minDelayMs: 5000, serverBusy: true as const } : {}),
     });
   while (cloud.clock.now() - start < HOUR_MS) {
     const snapshot = actor.getSnapshot();
@@ -53,11 +56,41 @@ test.each([3, 5] as const)('disabled device, refusal code %i, one hour: bounded 
   expect(perHour.state).not.toBe('Failed');
   // One lookup per run on a hub the device worked on; a fresh DPS assignment is not looked up.
   expect(perHour.lookups).toBe(1);
-  // Today's figures (seed 7): code 3 → 18 registrations/h (one per spent hub budget); code 5 →
-  // 81/h, a fresh assignment refused as unauthorized re-registers on the DPS curve (≤ 60 s apart).
-  // The second is the defect the resilience policy v2 issue removes (a parked retry, DPS at most
-  // every 15-30 min); these bounds only keep it from getting worse until then.
-  expect(perHour.registrations).toBeLessThanOrEqual(REGISTRATIONS_PER_HOUR_TODAY[code]);
-  // Never faster than the capped curve allows on average (≥ 1 s apart even at the start).
-  expect(perHour.hubAttempts).toBeLessThanOrEqual(HOUR_MS / 10_000);
+  expect(perHour.registrations).toBeLessThanOrEqual(MAX_REGISTRATIONS_PER_HOUR[code]);
+  expect(perHour.hubAttempts).toBeLessThanOrEqual(MAX_HUB_ATTEMPTS_PER_HOUR);
+});
+
+test('a flapping hub (accepts, drops half a second later), one hour: no sub-second hammering, DPS only when the window is spent', async () => {
+  const cloud = new FakeCloud();
+  const actor = createActor(cloud.machine(), {
+    clock: cloud.clock,
+    input: { registrationId: 'dev-1', policy: DEFAULT_POLICY, seed: 11, cachedAssignment: { hubHost: cloud.hub.hubHost, deviceId: 'dev-1', assignedAt: 1 } },
+  });
+  actor.start();
+  actor.send({ type: 'START' });
+  await cloud.flush();
+  const start = cloud.clock.now();
+  let sessions = 0;
+  while (cloud.clock.now() - start < HOUR_MS) {
+    const snapshot = actor.getSnapshot();
+    if (cloud.opens.length) {
+      await cloud.connect();
+      sessions++;
+      await cloud.advance(500);
+      const epoch = actor.getSnapshot().context.epoch;
+      cloud.sessions.get(epoch)?.({ type: 'HUB_LOST', epoch, failure: cloud.failure('transient', { rule: 'connection-lost' }, 'hub-session') });
+      await cloud.flush();
+    } else if (cloud.provisions.length) await cloud.assign();
+    else if (snapshot.value === 'BackingOff') await cloud.advance(Math.max(0, snapshot.context.retryAt! - cloud.clock.now()));
+    else throw new Error(`stuck in ${String(snapshot.value)}`);
+  }
+  actor.stop();
+  const perHour = { sessions, registrations: cloud.calls.provision, lookups: cloud.calls.lookupAssignment };
+  console.log(`one hour of a flapping hub: ${JSON.stringify(perHour)}`);
+  // A session that ends before stableConnectionMs is the next attempt on the curve: quick retries,
+  // then at least a minute apart; the 15-minute window sends the device to DPS (≤ 4 per hour).
+  expect(perHour.sessions).toBeLessThanOrEqual(4 * (3 + 15));
+  expect(perHour.registrations).toBeLessThanOrEqual(4);
+  expect(perHour.registrations).toBeGreaterThanOrEqual(1);
+  expect(perHour.lookups).toBe(0);
 });

@@ -29,7 +29,7 @@ const curvePolicy: fc.Arbitrary<BackoffPolicy> = fc
     retryAfterJitterMs: fc.integer({ min: 0, max: 5_000 }),
   })
   // quickRetries high: these properties are about the exponential curve; the slow floor has its own tests.
-  .map(({ extra, ...p }) => ({ ...p, quickRetries: 1000, slowRetryMinMs: 60_000, maxDelayMs: Math.max(p.minDelayMs, p.throttledMinDelayMs) + extra }));
+  .map(({ extra, ...p }) => ({ ...p, quickRetries: 1000, slowRetryMinMs: 60_000, parkedMinDelayMs: 900_000, parkedMaxDelayMs: 1_800_000, maxDelayMs: Math.max(p.minDelayMs, p.throttledMinDelayMs) + extra }));
 
 function delays(policy: BackoffPolicy, req: DelayRequest, state: number, count: number): number[] {
   const out: number[] = [];
@@ -316,6 +316,8 @@ describe('policies', () => {
       retryAfterJitterMs: 1000,
       quickRetries: 3,
       slowRetryMinMs: 60_000,
+      parkedMinDelayMs: 15 * 60_000,
+      parkedMaxDelayMs: 30 * 60_000,
       stableConnectionMs: 30_000,
       maxHubAttempts: 100,
       hubRetryWindowMs: 15 * 60_000,

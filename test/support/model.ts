@@ -45,7 +45,7 @@ export interface ModelPath {
   state: Snap;
 }
 
-export const ERROR_CLASSES: readonly ErrorClass[] = ['transient', 'throttled', 'reprovision', 'fatal'];
+export const ERROR_CLASSES: readonly ErrorClass[] = ['transient', 'throttled', 'reprovision', 'parked', 'fatal'];
 
 /** Small and bounded: two attempts per hub, a window that never trips during a replay. */
 export const modelPolicy: RetryPolicy = {
@@ -56,6 +56,8 @@ export const modelPolicy: RetryPolicy = {
   retryAfterJitterMs: 500,
   quickRetries: 3,
   slowRetryMinMs: 60_000,
+  parkedMinDelayMs: 900_000,
+  parkedMaxDelayMs: 1_800_000,
   stableConnectionMs: 30_000,
   maxHubAttempts: 2,
   hubRetryWindowMs: 3_600_000,
