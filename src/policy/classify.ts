@@ -13,8 +13,16 @@
  *   inner text says so). The inner code is lost: only the message tells ECONNREFUSED, EMFILE, a
  *   TLS failure or a real CONNACK 5 apart.
  * - The DPS transport passes mqtt.js and socket errors through raw, and builds HTTP-ish errors
- *   with `translateError(message, status, body, { topic, payload })`, which keeps the status only
- *   in the response topic (`$dps/registrations/res/403/?$rid=…`) and the body's `errorCode`.
+ *   with `translateError(message, status, body, { topic, payload })` for statuses 300–428 only,
+ *   which keeps the status only in the response topic (`$dps/registrations/res/403/?$rid=…`) and
+ *   the body's `errorCode`. 429 and every 5xx are never errors there: the SDK re-polls them, so
+ *   they reach us only as src/actors/provision.ts's DpsStatusError (`statusCode`, `retryAfterMs`).
+ * - The hub answers twin requests on `$iothub/twin/res/{status}`; azure-iot-device-mqtt
+ *   (mqtt_twin_client.js `_onResponseMessage`) ignores the status and turns an `errorCode` body
+ *   into `new Error(body.message)`. Status and errorCode are gone: only the hub's text is left.
+ *   (azure-iot-device's twin_errors.translateError, which would keep the status, is never called
+ *   on the MQTT path, so no ThrottlingError / IotHubQuotaExceededError / DeviceNotFoundError
+ *   reaches a device from the hub.)
  * So facts are extracted once from the whole error chain, and an ordered table decides.
  */
 import type { Classification, ErrorClass, Failure, Phase } from './types';
@@ -47,6 +55,11 @@ export interface ErrorFacts {
   firstConnection: boolean;
   /** DPS registration status from a result body, lower case ('failed', 'disabled', …). */
   registrationStatus?: string;
+  /**
+   * Status of a hub twin answer that the SDK reduced to `new Error(body.message)` (see the header):
+   * recovered from IoT Hub's documented error texts, only for a bare `Error` seen on the hub.
+   */
+  twinStatus?: number;
 }
 
 /** One row of the classification table. First matching row wins. */
@@ -110,6 +123,23 @@ const CONNACK_TEXTS: ReadonlyArray<readonly [code: number, text: string]> = [
 /** Texts of a connection that went away (mqtt-base, mqtt.js, end-of-stream). */
 const CONNECTION_LOST_TEXT =
   /connection to the server has been closed|premature close|client disconnecting|no connection to broker|unable to establish a connection|connect(ion)? was lost|connection closed/i;
+
+/**
+ * IoT Hub's texts for a refused twin request, by the status they stand for (first match wins).
+ * Sources: "Understand and resolve Azure IoT Hub errors" (troubleshoot-error-codes: the 401003
+ * messages, the 429xxx names, 503008 "Message throttled"), the REST common error codes
+ * ("An internal error occurred", 503 "Service Unavailable"), and the 403002 body text
+ * ("Total number of messages on IotHub '…' exceeded the allocated quota").
+ */
+const TWIN_REFUSAL_TEXTS: ReadonlyArray<readonly [status: number, text: RegExp]> = [
+  [429, /throttl|too ?many ?requests/i],
+  [403, /exceeded the allocated quota|iot ?hub ?quota ?exceeded/i],
+  [
+    401,
+    /unauthori[sz]ed|authorization header missing|does not contain the specified device|does not allow access|authentication failed for this device|thumbprint does not match|is not authorized for/i,
+  ],
+  [500, /internal (server )?error|server ?error|service ?unavailable|server ?(is )?busy|partition ?not ?found|gateway ?time-?out/i],
+];
 
 const MAX_CHAIN = 8;
 const MAX_MESSAGE_CHARS = 500;
@@ -259,8 +289,12 @@ export function extractFacts(error: unknown, phase: Phase, ctx: ClassifyContext 
   if (facts.socketCode === undefined) {
     facts.socketCode = SOCKET_CODES.find((code) => new RegExp(`\\b${code}\\b`).test(text));
   }
-  // azure-iot-device twin_errors default: Error('server returned error 502').
-  facts.status ??= asStatus(/server returned error (\d{3})/.exec(text)?.[1]);
+  // A twin answer with an errorCode body is a bare Error holding only the hub's text (see header).
+  const bareError = facts.names.length === 1 && facts.names[0] === 'Error';
+  if ((phase === 'hub-connect' || phase === 'hub-session') && bareError && facts.status === undefined) {
+    const noOtherSignal = facts.connack === undefined && facts.socketCode === undefined && facts.tlsCode === undefined;
+    if (noOtherSignal) facts.twinStatus = TWIN_REFUSAL_TEXTS.find(([, re]) => re.test(text))?.[0];
+  }
   // DeviceRegistrationFailedError's name is 'ProvisioningRegistrationFailedError'; check both.
   if (facts.names.some((n) => n === 'DeviceRegistrationFailedError' || n === 'ProvisioningRegistrationFailedError')) {
     facts.registrationStatus ??= 'failed';
@@ -285,9 +319,10 @@ const onHub = (facts: ErrorFacts): boolean => facts.phase === 'hub-connect' || f
 const onDps = (facts: ErrorFacts): boolean => facts.phase === 'dps' || facts.phase === 'dps-lookup';
 const onLookup = (facts: ErrorFacts): boolean => facts.phase === 'dps-lookup';
 const text = (facts: ErrorFacts): string => facts.messages.join('\n');
-const isServerError = (facts: ErrorFacts): boolean =>
-  (facts.status !== undefined && facts.status >= 500) ||
-  has(facts, 'InternalServerError', 'ServiceUnavailableError', 'GatewayTimeoutError');
+/** A status the hub answered: a twin answer's (from its text), or one a wrapper kept as `statusCode`. */
+const hubStatus = (facts: ErrorFacts): number | undefined => (onHub(facts) ? (facts.status ?? facts.twinStatus) : undefined);
+/** InvalidOperationError text of the provisioning polling state machine (polling_state_machine.js). */
+const OPERATION_IN_PROGRESS = /another operation is in progress/i;
 
 /** Hub CONNACK 2/4/5 rows, split by shape so logs say which one the SDK produced. */
 function hubConnackRows(code: 2 | 4 | 5, meaning: string): ClassificationRule[] {
@@ -323,24 +358,17 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     why: 'invalid configuration cannot fix itself',
   },
   {
+    // azure-iot-device-mqtt sendEvent refuses a body over 256 KiB before publishing it.
     rule: 'message-too-large',
     errorClass: 'fatal',
-    when: (f) => has(f, 'MessageTooLargeError') || f.status === 413,
-    why: 'the hub never accepts this message; retrying it only blocks the queue',
+    when: (f) => has(f, 'MessageTooLargeError'),
+    why: 'the SDK refuses a body over 256 KiB (MessageTooLargeError); the hub would never take it, retrying only blocks the queue',
   },
   {
     rule: 'tls-certificate',
     errorClass: 'fatal',
     when: (f) => f.tlsCode !== undefined,
     why: 'certificate validation failed (any phase): wrong CA, expired or mismatched cert; retrying cannot help and must never be silently bypassed',
-  },
-  {
-    // IoT Central "block device": best effort (by text), the operator can unblock, so the device
-    // waits on the throttled curve instead of stopping for good.
-    rule: 'operator-blocked',
-    errorClass: 'throttled',
-    when: (f) => /\b(device (is )?blocked|blocked by (the )?operator)\b/i.test(text(f)),
-    why: 'IoT Central operator blocked the device: wait long, unblocking must not need a restart',
   },
   {
     rule: 'registration-failed',
@@ -353,6 +381,33 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     errorClass: 'fatal',
     when: (f) => f.registrationStatus === 'disabled',
     why: 'DPS enrollment disabled: only an operator can change that',
+  },
+  {
+    // mqtt.js refuses a topic filter with '+' or '#' inside a segment ("Invalid topic …"), and
+    // mqtt-base translateError makes that a FormatError. Our filters are fixed strings plus the
+    // device id (devices/{id}/messages/devicebound/#), so the id is the cause: every retry and
+    // every hub builds the same filter.
+    rule: 'mqtt-invalid-topic',
+    errorClass: 'fatal',
+    when: (f) => has(f, 'FormatError') || /\binvalid topic\b/i.test(text(f)),
+    why: "an MQTT topic we build is invalid (FormatError 'Invalid topic': a '+' or '#' in the device id): it fails the same way every time, an operator must fix the identity",
+  },
+  {
+    // ProvisioningDeviceClient (its polling state machine) refuses a second register() while one
+    // is pending. The provision actor now drives the transport itself and builds one per attempt,
+    // so this can only be a race on a stale client: a race is retried, never fatal.
+    rule: 'sdk-operation-in-progress',
+    errorClass: 'transient',
+    when: (f) => has(f, 'InvalidOperationError') && OPERATION_IN_PROGRESS.test(text(f)),
+    why: "InvalidOperationError 'another operation is in progress' (provisioning polling state machine): a busy SDK object, not a verdict; the next attempt uses a new one",
+  },
+  {
+    // The other InvalidOperationErrors are API misuse decided by configuration, e.g. token renewal
+    // options with X.509 or a bare SAS (device-mqtt setOptions): the same call fails every time.
+    rule: 'sdk-invalid-operation',
+    errorClass: 'fatal',
+    when: (f) => has(f, 'InvalidOperationError'),
+    why: 'InvalidOperationError (e.g. token renewal options with X.509 or a SAS without key): a build/config error, identical on every retry',
   },
   // --- MQTT CONNACK refusals -------------------------------------------------------------------
   {
@@ -436,12 +491,45 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     why: 'out of file descriptors or buffers on the device (wrapped as UnauthorizedError before a first connect): not a credential problem',
   },
   // --- HTTP-ish statuses --------------------------------------------------------------------------
+  // Hub: on MQTT only a twin answer carries a status, and the SDK keeps only its text (see header),
+  // so every hub-status row below is a twin answer recognised by IoT Hub's documented texts.
+  {
+    rule: 'hub-throttled',
+    errorClass: 'throttled',
+    when: (f) => hubStatus(f) === 429,
+    why: 'hub 429, i.e. a twin answer (throttling / too many requests): wait on the throttled curve (a twin answer carries no retry-after)',
+  },
+  {
+    // IoT Hub 403002 IotHubQuotaExceeded is the hub's daily quota: DPS would hand back the same
+    // hub, so reprovisioning would only add DPS load. Waiting is what helps.
+    rule: 'hub-quota-exceeded',
+    errorClass: 'throttled',
+    when: (f) => hubStatus(f) === 403,
+    why: "hub 403, i.e. a twin answer (403002 'exceeded the allocated quota'): the daily quota; wait on the throttled curve, reprovisioning would return the same hub",
+  },
+  {
+    // Same meaning as a refused hub token: the token or the assignment is in doubt (401003 lists
+    // "IotHub '…' does not contain the specified device '…'"), so DPS is asked first.
+    rule: 'hub-unauthorized',
+    errorClass: 'reprovision',
+    assignmentInDoubt: true,
+    when: (f) => hubStatus(f) === 401,
+    why: 'hub 401, i.e. a twin answer (401003 IoTHubUnauthorized texts): the token or the assignment is in doubt; ask DPS, register again if it moved',
+  },
+  {
+    rule: 'hub-server-error',
+    errorClass: 'transient',
+    minDelayMs: 5000,
+    when: (f) => (hubStatus(f) ?? 0) >= 500,
+    why: 'hub 5xx, i.e. a twin answer (internal error / service unavailable / server busy): retry the same hub, at least 5 s later (DPS at-scale guidance)',
+  },
+  // DPS: 429 and 5xx come from provision.ts (DpsStatusError) and the lookup (DpsLookupError);
+  // 300–428 from the SDK's translateError, status in the response topic.
   {
     rule: 'throttled-429',
     errorClass: 'throttled',
-    // DPS translateError maps 429 to IotHubQuotaExceededError.
-    when: (f) => f.status === 429 || has(f, 'ThrottlingError') || (onDps(f) && has(f, 'IotHubQuotaExceededError')),
-    why: 'throttled by hub or DPS: honour retry-after, else the throttled curve',
+    when: (f) => f.status === 429,
+    why: 'DPS or the status lookup answered 429: honour retry-after, else the throttled curve',
   },
   {
     // Seed 004: a lookup answered 401/403/404 means DPS has no current registration to report.
@@ -451,43 +539,11 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     why: 'the status lookup has no assignment for this device (401/403/404 or not assigned): register with DPS',
   },
   {
-    // Hub 403 IotHubQuotaExceeded is the hub's daily quota: DPS would hand back the same hub, so
-    // reprovisioning would only add DPS load. Waiting is what helps.
-    rule: 'hub-quota-exceeded',
-    errorClass: 'throttled',
-    when: (f) => onHub(f) && has(f, 'IotHubQuotaExceededError'),
-    why: 'hub quota exceeded: wait on the throttled curve, reprovisioning would return the same hub',
-  },
-  {
-    rule: 'hub-server-error',
-    errorClass: 'transient',
-    minDelayMs: 5000,
-    when: (f) => onHub(f) && isServerError(f),
-    why: 'hub 5xx: retry the same hub, at least 5 s later (DPS at-scale guidance)',
-  },
-  {
     rule: 'dps-server-error',
     errorClass: 'transient',
     minDelayMs: 5000,
-    when: (f) => onDps(f) && isServerError(f),
+    when: (f) => onDps(f) && f.status !== undefined && f.status >= 500,
     why: 'DPS 5xx: retry, at least 5 s later',
-  },
-  {
-    rule: 'hub-unauthorized',
-    errorClass: 'reprovision',
-    assignmentInDoubt: true,
-    // The first-connection wrapper is also an UnauthorizedError; without a CONNACK code it is not
-    // a credential refusal (see first-connection-failed).
-    when: (f) =>
-      onHub(f) && (f.status === 401 || f.status === 403 || (has(f, 'UnauthorizedError') && !f.firstConnection)),
-    why: 'hub 401/403: token or device rejected here (IoT Central failover shows up this way): ask DPS',
-  },
-  {
-    rule: 'hub-device-not-found',
-    errorClass: 'reprovision',
-    assignmentInDoubt: true,
-    when: (f) => onHub(f) && (f.status === 404 || has(f, 'DeviceNotFoundError')),
-    why: 'hub 404: the device is not registered on this hub any more (moved): ask DPS',
   },
   {
     rule: 'dps-bad-request',
@@ -512,6 +568,27 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     errorClass: 'fatal',
     when: (f) => onDps(f) && (f.status === 404 || has(f, 'DeviceNotFoundError')),
     why: 'DPS 404: no enrollment for this registration id / id scope',
+  },
+  {
+    // 409 Conflict / 412 Precondition Failed: the registration changed under us (a concurrent
+    // registration or an etag race), the same request can succeed once it has settled.
+    rule: 'dps-conflict',
+    errorClass: 'transient',
+    when: (f) => onDps(f) && (f.status === 409 || f.status === 412),
+    why: 'DPS 409/412: conflict or precondition failed (a concurrent change): retry with backoff',
+  },
+  {
+    // RFC 9110 §15.5.9: the server gave up waiting for the request; the client may repeat it.
+    rule: 'dps-request-timeout',
+    errorClass: 'transient',
+    when: (f) => onDps(f) && f.status === 408,
+    why: 'DPS 408: the service timed out waiting for our request (RFC 9110: may be repeated)',
+  },
+  {
+    rule: 'dps-client-error',
+    errorClass: 'fatal',
+    when: (f) => onDps(f) && f.status !== undefined && f.status >= 400 && f.status < 500,
+    why: 'any other DPS 4xx: the request itself is refused and nothing says a retry helps; an operator must look',
   },
   // --- lost connections and timeouts ------------------------------------------------------------
   {
