@@ -85,6 +85,8 @@ export interface DeviceContext {
    * current run of hub failures: further refusals are the hub's own trouble, backed off on it.
    */
   assignmentConfirmed: boolean;
+  /** See {@link DeviceInput.lookupAtBoot}. */
+  lookupAtBoot: boolean;
 }
 
 export interface DeviceInput {
@@ -94,6 +96,12 @@ export interface DeviceInput {
   cachedAssignment?: Omit<Assignment, 'source'> | null;
   /** Seed of the jitter RNG (any 32-bit integer). */
   seed: number;
+  /**
+   * The device cannot keep a provisioning cache (no data directory): without a cached assignment
+   * START asks DPS where it belongs (status lookup) instead of registering (seed 004, "Devices
+   * that can't store a connection string"); it registers when DPS has no registration for it.
+   */
+  lookupAtBoot?: boolean;
 }
 
 export type DeviceEvent =
@@ -416,6 +424,8 @@ export const deviceMachine = setup({
   },
   guards: {
     hasAssignment: ({ context }) => context.assignment !== null,
+    noAssignment: ({ context }) => context.assignment === null,
+    lookupAtBoot: ({ context }) => context.lookupAtBoot,
     /** The current wait is a DPS retry-after (its next step is a registration). */
     waitingOnDpsRetryAfter: ({ context }) => context.retryAfterMs !== null && context.lastError?.phase === 'dps',
     /** The hub refused (reprovision class) an assignment DPS just gave and that never worked. */
@@ -472,11 +482,12 @@ export const deviceMachine = setup({
     connectionStable: false,
     assignmentProven: true,
     assignmentConfirmed: false,
+    lookupAtBoot: input.lookupAtBoot === true,
   }),
   states: {
     Idle: {
       on: {
-        START: [{ guard: 'hasAssignment', target: 'Connecting' }, { target: 'Provisioning' }],
+        START: [{ guard: 'hasAssignment', target: 'Connecting' }, { guard: 'lookupAtBoot', target: 'CheckingAssignment' }, { target: 'Provisioning' }],
         STOP: { target: 'Stopped' },
       },
     },
@@ -551,6 +562,12 @@ export const deviceMachine = setup({
             guard: { type: 'refusalSpendsBudget', params: ({ event }) => ({ at: failureFromEvent(event, 'dps-lookup').at }) },
             target: 'Reprovisioning',
             actions: 'resetHubRun',
+          },
+          {
+            // At boot with nothing cached, DPS unreachable: the registration is the next step.
+            guard: { type: 'noAssignment' },
+            target: 'BackingOff',
+            actions: { type: 'planDpsRetry', params: ({ event }) => ({ failure: failureFromEvent(event, 'dps-lookup'), step: 'Provisioning' as const }) },
           },
           {
             // DPS busy or unreachable: carry on with the cached hub; the next refusal asks again.

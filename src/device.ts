@@ -245,6 +245,8 @@ export function createDevice(options: DeviceOptions): Device {
       registrationId: resolved.registrationId,
       policy: resolved.policy,
       cachedAssignment: cached,
+      // Nowhere to keep an assignment across restarts: ask DPS where it is before registering.
+      lookupAtBoot: options.cache === undefined && !resolved.dataDir,
       seed: resolved.seed ?? seedFrom(`${resolved.registrationId}:${clock.now()}`),
     },
   });

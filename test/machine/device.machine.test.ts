@@ -479,3 +479,52 @@ describe('no registration storm', () => {
     });
   });
 });
+
+describe('parked: what an operator can fix remotely waits long instead of ending in Failed', () => {
+  test('a DPS registration answered disabled parks for 15-30 min, then registers again; Failed is never reached', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud);
+    await cloud.flush();
+    await cloud.failProvision(cloud.failure('parked', { rule: 'registration-disabled' }, 'dps'));
+    expect(device.value()).toBe('BackingOff');
+    expect(device.context().delayMs).toBeGreaterThanOrEqual(policy.parkedMinDelayMs);
+    expect(device.context().delayMs).toBeLessThanOrEqual(policy.parkedMaxDelayMs);
+    expect(device.context().lastError).toMatchObject({ errorClass: 'parked', rule: 'registration-disabled' });
+    await cloud.advance(device.context().delayMs! - 1);
+    expect(cloud.calls.provision).toBe(1);
+    await cloud.advance(1);
+    expect(device.value()).toBe('Provisioning');
+    await cloud.assign();
+    await cloud.connect();
+    expect(device.value()).toBe('Connected');
+  });
+
+  test('a hub refusing a blocked device parks on that hub without spending the hub budget', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 2 } });
+    await cloud.flush();
+    for (let i = 0; i < 3; i++) {
+      await cloud.failOpen(cloud.failure('parked', { rule: 'operator-blocked' }));
+      expect(device.value()).toBe('BackingOff');
+      expect(device.context()).toMatchObject({ retryStep: 'Connecting', hubAttempts: 0 });
+      expect(device.context().delayMs).toBeGreaterThanOrEqual(policy.parkedMinDelayMs);
+      await cloud.advance(device.context().delayMs!);
+    }
+    expect(cloud.calls.provision).toBe(0);
+  });
+
+  test('a fresh assignment its hub keeps refusing: quick re-registrations, then parked', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { policy: { ...policy, quickRetries: 2 } });
+    await cloud.flush();
+    const classes: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      await cloud.assign();
+      await cloud.failOpen(refusedAsUnauthorized(cloud));
+      expect(device.value()).toBe('BackingOff');
+      classes.push(device.context().delayMs! >= policy.parkedMinDelayMs ? 'parked' : 'quick');
+      await cloud.advance(device.context().delayMs!);
+    }
+    expect(classes).toEqual(['quick', 'quick', 'parked', 'parked']);
+  });
+});

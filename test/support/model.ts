@@ -78,6 +78,8 @@ export const modelConfigs: ReadonlyArray<{ name: string; input: DeviceInput }> =
       cachedAssignment: { hubHost: 'cached-hub.local', deviceId: 'dev-1', assignedAt: 1 },
     },
   },
+  // No data directory: START asks DPS (status lookup) before registering.
+  { name: 'no-cache', input: { registrationId: 'dev-1', policy: modelPolicy, seed: 5, lookupAtBoot: true } },
   { name: 'baseline', input: { registrationId: 'dev-1', policy: { ...modelPolicy, reprovisionOnLoss: true }, seed: 3 } },
   // With one attempt per hub, a lost session spends the budget at once (the only way to reach the
   // `hubBudgetSpent` branch of HUB_LOST: a connect resets the counter).
