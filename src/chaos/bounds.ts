@@ -25,6 +25,10 @@ export interface Bound {
  * carries a retry-after]) with F = the table's largest floor (5 s), RAmax the schedule's largest
  * retry-after. (A fixed-delay policy adds fixedDelayMs.)
  */
+function withRetryAfterJitter(waitMs: number, policy: RetryPolicy): number {
+  return waitMs + Math.max(waitMs / 2, policy.retryAfterJitterMs);
+}
+
 export function maxBackoff(policy: RetryPolicy, schedule: readonly ScheduledFault[]): Bound {
   const raMax = schedule.reduce((m, f) => Math.max(m, (f.retryAfterSec ?? 0) * 1000), 0);
   const fiveXxWithRetryAfter = schedule.some((f) => f.kind === 'dps.failWith' && f.retryAfterSec !== undefined);
@@ -32,16 +36,18 @@ export function maxBackoff(policy: RetryPolicy, schedule: readonly ScheduledFaul
     policy.maxDelayMs,
     policy.firstRetryMaxMs,
     SERVER_ERROR_FLOOR_MS,
-    raMax > 0 ? raMax + policy.retryAfterJitterMs : 0,
-    fiveXxWithRetryAfter ? Math.max(raMax, SERVER_ERROR_FLOOR_MS) + policy.retryAfterJitterMs : 0,
+    // Retry-after jitter is proportional: [R, R + max(R/2, retryAfterJitterMs)].
+    raMax > 0 ? withRetryAfterJitter(raMax, policy) : 0,
+    fiveXxWithRetryAfter ? withRetryAfterJitter(Math.max(raMax, SERVER_ERROR_FLOOR_MS), policy) : 0,
     policy.fixedDelayMs ?? 0,
+    policy.parkedMaxDelayMs,
   ];
   const valueMs = Math.max(...candidates);
   return {
     valueMs,
     formula:
       `max(maxDelayMs ${policy.maxDelayMs}, firstRetryMaxMs ${policy.firstRetryMaxMs}, 5xx/CONNACK-3 floor ${SERVER_ERROR_FLOOR_MS}, ` +
-      `max retry-after ${raMax} + retryAfterJitterMs ${policy.retryAfterJitterMs}` +
+      `max retry-after ${raMax} + max(retry-after/2, retryAfterJitterMs ${policy.retryAfterJitterMs})` +
       (fiveXxWithRetryAfter ? `, max(retry-after, floor) + jitter` : '') +
       `) = ${valueMs} ms`,
   };

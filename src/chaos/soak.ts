@@ -50,6 +50,10 @@ export const SOAK_POLICY: RetryPolicyInput = {
   firstRetryMaxMs: 1000,
   throttledMinDelayMs: 1000,
   retryAfterJitterMs: 1000,
+  // Compressed like the rest: a connection counts once it has lasted 5 s; parked waits of seconds.
+  stableConnectionMs: 5000,
+  parkedMinDelayMs: 3000,
+  parkedMaxDelayMs: 5000,
   maxHubAttempts: 5,
   hubRetryWindowMs: 30_000,
 };

@@ -535,8 +535,10 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     // Seed 004: a lookup answered 401/403/404 means DPS has no current registration to report.
     rule: 'lookup-no-registration',
     errorClass: 'reprovision',
-    when: (f) => onLookup(f) && (f.status === 401 || f.status === 403 || f.status === 404 || has(f, 'LookupNotAssignedError')),
-    why: 'the status lookup has no assignment for this device (401/403/404 or not assigned): register with DPS',
+    // Any other 4xx too (400, 405, 415, …): a lookup DPS will not answer is no reason to stop; a
+    // registration gives the real verdict.
+    when: (f) => onLookup(f) && ((f.status !== undefined && f.status >= 400 && f.status < 500 && f.status !== 429) || has(f, 'LookupNotAssignedError')),
+    why: 'the status lookup has no assignment for this device (401/403/404, another 4xx, or not assigned): register with DPS',
   },
   {
     rule: 'dps-server-error',
@@ -644,6 +646,8 @@ export function classifyFacts(facts: ErrorFacts): Classification {
   if (facts.retryAfterMs !== undefined && row.errorClass !== 'fatal') classification.retryAfterMs = facts.retryAfterMs;
   if (row.minDelayMs !== undefined) classification.minDelayMs = row.minDelayMs;
   if (row.assignmentInDoubt) classification.assignmentInDoubt = true;
+  // The rows with a floor are the service saying it is busy (5xx, CONNACK 3).
+  if (row.minDelayMs !== undefined) classification.serverBusy = true;
   return classification;
 }
 

@@ -138,7 +138,9 @@ const CASES: Case[] = [
   { title: 'DPS 404 (DeviceNotFoundError: no enrollment)', error: () => dpsError(404), phase: 'dps', rule: 'dps-not-found', errorClass: 'fatal' },
   { title: 'DPS 409 Conflict (plain Error, status from topic)', error: () => dpsError(409), phase: 'dps', rule: 'dps-conflict', errorClass: 'transient' },
   { title: 'DPS 412 Precondition Failed', error: () => dpsError(412), phase: 'dps', rule: 'dps-conflict', errorClass: 'transient' },
-  { title: 'lookup 409 (DpsLookupError)', error: () => new DpsLookupError(409, undefined, undefined), phase: 'dps-lookup', rule: 'dps-conflict', errorClass: 'transient' },
+  // Any other lookup 4xx: a registration gives the real verdict (the lookup is only a shortcut).
+  { title: 'lookup 409 (DpsLookupError)', error: () => new DpsLookupError(409, undefined, undefined), phase: 'dps-lookup', rule: 'lookup-no-registration', errorClass: 'reprovision' },
+  { title: 'lookup 405 (DpsLookupError)', error: () => new DpsLookupError(405, undefined, undefined), phase: 'dps-lookup', rule: 'lookup-no-registration', errorClass: 'reprovision' },
   { title: 'DPS 408 Request Timeout', error: () => dpsError(408), phase: 'dps', rule: 'dps-request-timeout', errorClass: 'transient' },
   { title: 'DPS 405 Method Not Allowed', error: () => dpsError(405), phase: 'dps', rule: 'dps-client-error', errorClass: 'fatal' },
   { title: 'DPS 422 Unprocessable', error: () => dpsError(422, dpsErrorBody(422, 'Custom allocation payload rejected')), phase: 'dps', rule: 'dps-client-error', errorClass: 'fatal' },
