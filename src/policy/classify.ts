@@ -55,6 +55,8 @@ export interface ErrorFacts {
   firstConnection: boolean;
   /** DPS registration status from a result body, lower case ('failed', 'disabled', …). */
   registrationStatus?: string;
+  /** Status behind the `errorCode` DPS put inside a failed `registrationState` (429 → 429001 …). */
+  registrationErrorStatus?: number;
   /**
    * Status of a hub twin answer that the SDK reduced to `new Error(body.message)` (see the header):
    * recovered from IoT Hub's documented error texts, only for a bare `Error` seen on the hub.
@@ -259,6 +261,7 @@ export function extractFacts(error: unknown, phase: Phase, ctx: ClassifyContext 
       if (typeof bodyMessage === 'string' && bodyMessage !== '') facts.messages.push(bodyMessage);
       const status = read(body, 'status');
       const stateStatus = read(read(body, 'registrationState'), 'status');
+      facts.registrationErrorStatus ??= statusFromErrorCode(read(read(body, 'registrationState'), 'errorCode'));
       for (const candidate of [status, stateStatus]) {
         if (typeof candidate === 'string' && /^(failed|disabled)$/i.test(candidate)) {
           facts.registrationStatus ??= candidate.toLowerCase();
@@ -365,10 +368,27 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     why: 'the SDK refuses a body over 256 KiB (MessageTooLargeError); the hub would never take it, retrying only blocks the queue',
   },
   {
+    // A device that boots before NTP sees every certificate as not yet valid (or long expired):
+    // the clock, not the certificate, is wrong, and it gets set remotely. Wait, do not die.
+    rule: 'tls-certificate-time',
+    errorClass: 'parked',
+    when: (f) => f.tlsCode === 'CERT_NOT_YET_VALID' || f.tlsCode === 'CERT_HAS_EXPIRED',
+    why: 'certificate not yet valid or expired: most often the device clock is not set yet; parked (long wait), verification stays on',
+  },
+  {
     rule: 'tls-certificate',
     errorClass: 'fatal',
     when: (f) => f.tlsCode !== undefined,
     why: 'certificate validation failed (any phase): wrong CA, expired or mismatched cert; retrying cannot help and must never be silently bypassed',
+  },
+  {
+    // DPS failed the registration for a reason of its own (throttled, internal error): the
+    // enrollment is fine, DPS is not, for now.
+    rule: 'registration-failed-retryable',
+    errorClass: 'parked',
+    when: (f) =>
+      f.registrationStatus === 'failed' && f.registrationErrorStatus !== undefined && (f.registrationErrorStatus === 429 || f.registrationErrorStatus >= 500),
+    why: "DPS registration 'failed' with a 429/5xx errorCode inside: DPS's trouble, not the enrollment's; parked (DPS at most every 15-30 min)",
   },
   {
     rule: 'registration-failed',
@@ -378,9 +398,9 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
   },
   {
     rule: 'registration-disabled',
-    errorClass: 'fatal',
+    errorClass: 'parked',
     when: (f) => f.registrationStatus === 'disabled',
-    why: 'DPS enrollment disabled: only an operator can change that',
+    why: 'DPS enrollment disabled: an operator can enable it remotely; parked (DPS at most every 15-30 min) instead of dead',
   },
   {
     // mqtt.js refuses a topic filter with '+' or '#' inside a segment ("Invalid topic …"), and

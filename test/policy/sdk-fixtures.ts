@@ -143,10 +143,10 @@ export function dpsErrorBody(status: number, message = `DPS status ${status}`): 
 }
 
 /** A registration answer with a body status (200), e.g. 'failed' or 'disabled'. */
-export function dpsRegistrationBody(status: 'failed' | 'disabled'): Record<string, unknown> {
+export function dpsRegistrationBody(status: 'failed' | 'disabled', errorCode = 400209): Record<string, unknown> {
   const registrationState =
     status === 'failed'
-      ? { registrationId: 'dev1', status, errorCode: 400209, errorMessage: 'Custom allocation failed' }
+      ? { registrationId: 'dev1', status, errorCode, errorMessage: errorCode === 400209 ? 'Custom allocation failed' : 'Internal error' }
       : { registrationId: 'dev1', status };
   return { operationId: '4.0000.0000', status, registrationState };
 }
