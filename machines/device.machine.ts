@@ -16,7 +16,7 @@
  */
 import { assign, fromCallback, fromPromise, setup, type EventObject } from 'xstate';
 import { nextDelay } from '../src/policy/backoff';
-import type { ErrorClass, Failure, Phase, RetryPolicy } from '../src/policy/types';
+import type { Failure, Phase, RetryPolicy } from '../src/policy/types';
 
 /** Where the device is assigned: the IoT Hub and the device id DPS gave it. */
 export interface Assignment {
@@ -122,30 +122,48 @@ function notProvided(name: string): never {
   throw new Error(`device machine: actor '${name}' was not provided (use deviceMachine.provide)`);
 }
 
+/** Which step failed, from the event itself: the actor that rejected, or a lost session. */
+function phaseOfEvent(event: EventObject): Phase {
+  if (event.type === 'HUB_LOST') return 'hub-session';
+  if (event.type === 'xstate.error.actor.openHub') return 'hub-connect';
+  if (event.type === 'xstate.error.actor.lookupAssignment') return 'dps-lookup';
+  return 'dps';
+}
+
+function isFailure(value: unknown): value is Failure {
+  const candidate = value as Partial<Failure> | null;
+  return !!candidate && typeof candidate.errorClass === 'string' && typeof candidate.at === 'number';
+}
+
 /**
- * Actors always reject with a classified `Failure`. Anything else is a bug in an actor; it is
- * treated as transient (the hub budget still bounds it) rather than crashing the device.
+ * The failure an actor error event or a HUB_LOST carries. Actors always reject with a classified
+ * `Failure`; anything else is a bug in an actor, treated as transient (the hub budget still
+ * bounds it) rather than crashing the device, and dated at the latest time the machine knows:
+ * the machine never reads a clock.
  */
-function failureOf(error: unknown, phase: Phase): Failure {
-  const candidate = error as Partial<Failure> | null;
-  if (candidate && typeof candidate.errorClass === 'string' && typeof candidate.at === 'number') {
-    return candidate as Failure;
-  }
+function failureIn(event: EventObject, context: DeviceContext): Failure {
+  if (event.type === 'HUB_LOST') return (event as Extract<DeviceEvent, { type: 'HUB_LOST' }>).failure;
+  const error = (event as EventObject & { error?: unknown }).error;
+  if (isFailure(error)) return error;
   const asError = error instanceof Error ? error : new Error(String(error));
   return {
     errorClass: 'transient',
     rule: 'unclassified-actor-error',
-    phase,
+    phase: phaseOfEvent(event),
     name: asError.name,
     message: asError.message,
-    at: Date.now(),
+    at: Math.max(context.lastError?.at ?? 0, context.connectedAt ?? 0, context.retryAt ?? 0),
   };
 }
 
-/** The failure carried by an actor error event or a HUB_LOST event. */
-function failureFromEvent(event: EventObject, phase: Phase): Failure {
-  if (event.type === 'HUB_LOST') return (event as Extract<DeviceEvent, { type: 'HUB_LOST' }>).failure;
-  return failureOf((event as EventObject & { error?: unknown }).error, phase);
+/** The status lookup's answer (on its done event). */
+function lookupAnswer(event: EventObject): LookupResult {
+  return (event as unknown as { output: LookupResult }).output;
+}
+
+/** When the lookup ended: its answer's time, or its failure's. */
+function lookupEndedAt(event: EventObject, context: DeviceContext): number {
+  return event.type === 'xstate.done.actor.lookupAssignment' ? lookupAnswer(event).checkedAt : failureIn(event, context).at;
 }
 
 /** The next deadline after `failure`: the policy's delay for this attempt, from the failure's time. */
@@ -191,102 +209,62 @@ function hubBudgetSpent(context: DeviceContext, failure: Failure): boolean {
   return attempts >= context.policy.maxHubAttempts || failure.at - since >= context.policy.hubRetryWindowMs;
 }
 
-/** DPS failures: fatal ends in Failed; everything else waits and tries the same step again. */
-function dpsFailureTransitions(step: 'Provisioning' | 'Reprovisioning') {
-  const failure = ({ event }: { event: EventObject }) => failureFromEvent(event, 'dps');
-  return [
-    {
-      guard: { type: 'failureIs', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), errorClass: 'fatal' as const }) },
-      target: 'Failed',
-      actions: { type: 'recordFailure', params: ({ event }: { event: EventObject }) => ({ phase: 'dps' as const, failure: failure({ event }) }) },
+/** What every working state accepts: stop, or go to DPS now. */
+const STOP_OR_REPROVISION = {
+  STOP: { target: 'Disconnecting' },
+  REPROVISION: { target: 'Reprovisioning' },
+} as const;
+
+/**
+ * Provisioning and Reprovisioning: one DPS registration each; they differ in what a failed
+ * registration falls back to (Reprovisioning keeps the old assignment and can go back to it).
+ */
+function registrationState(id: 'provision' | 'reprovision') {
+  const step = id === 'provision' ? ('Provisioning' as const) : ('Reprovisioning' as const);
+  return {
+    invoke: {
+      id,
+      src: 'provision',
+      input: ({ context }: { context: DeviceContext }) => ({ registrationId: context.registrationId, attempt: context.dpsAttempts + 1 }),
+      onDone: {
+        target: 'Connecting',
+        actions: ['adoptAssignment', { type: 'saveAssignment', params: ({ context }: { context: DeviceContext }) => ({ assignment: context.assignment! }) }],
+      },
+      onError: [
+        { guard: 'isFatal', target: 'Failed', actions: 'recordFailure' },
+        // A disabled registration, a DPS that failed it for now: ask again only after the long wait.
+        { guard: 'isParked', target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step } } },
+        // The old assignment (and the cache) stays until DPS answers with a new one: if DPS
+        // fails, go back to the old hub instead of being offline until DPS answers.
+        ...(step === 'Reprovisioning' ? [{ guard: 'hasAssignment', target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step: 'Connecting' } } } as const] : []),
+        { target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step } } },
+      ],
     },
-    {
-      // A disabled registration, a DPS that failed it for now: ask again only after the long wait.
-      guard: { type: 'failureIs', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), errorClass: 'parked' as const }) },
-      target: 'BackingOff',
-      actions: { type: 'planDpsRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), step }) },
-    },
-    ...(step === 'Reprovisioning'
-      ? [
-          {
-            guard: 'hasAssignment',
-            target: 'BackingOff',
-            actions: { type: 'planDpsRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), step: 'Connecting' as const }) },
-          } as const,
-        ]
-      : []),
-    {
-      target: 'BackingOff',
-      actions: { type: 'planDpsRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), step }) },
-    },
-  ] as const;
+    on: { STOP: { target: 'Disconnecting' } },
+  } as const;
 }
 
 /**
- * Hub failures, on connect and in session. Guard order matters: fatal, then the reprovision
- * class, then the budget (so the counter cannot grow without bound), then back off on this hub.
+ * Hub failures, on connect and in session. Guard order matters: fatal, parked, a fresh assignment
+ * refused, a refusal in doubt (ask DPS), then the budget (so the counter cannot grow without
+ * bound), the reprovision class, then back off on this hub.
  */
-function hubFailureTransitions(phase: 'hub-connect' | 'hub-session', afterLoss: boolean) {
-  const failure = ({ event }: { event: EventObject }) => failureFromEvent(event, phase);
-  const leave = { type: 'leaveHub', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) } as const;
+function hubFailureTransitions(phase: 'hub-connect' | 'hub-session') {
   return [
-    {
-      guard: { type: 'failureIs', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), errorClass: 'fatal' as const }) },
-      target: 'Failed',
-      actions: { type: 'recordFailure', params: ({ event }: { event: EventObject }) => ({ phase, failure: failure({ event }) }) },
-    },
-    {
-      // What an operator can fix remotely (a blocked device, a clock not set yet): retry this hub
-      // on the long parked wait, without spending the hub budget.
-      guard: { type: 'failureIs', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), errorClass: 'parked' as const }) },
-      target: 'BackingOff',
-      actions: { type: 'planParkedRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), step: 'Connecting' as const }) },
-    },
-    ...(phase === 'hub-connect'
-      ? [
-          {
-            guard: { type: 'freshAssignmentRefused', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
-            target: 'BackingOff',
-            actions: { type: 'planReprovisionRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
-          } as const,
-        ]
-      : []),
+    { guard: 'isFatal', target: 'Failed', actions: 'recordFailure' },
+    // What an operator can fix remotely (a blocked device, a clock not set yet): retry this hub on
+    // the long parked wait, without spending the hub budget.
+    { guard: 'isParked', target: 'BackingOff', actions: { type: 'planParkedRetry', params: { step: 'Connecting' } } },
+    ...(phase === 'hub-connect' ? [{ guard: 'freshAssignmentRefused', target: 'BackingOff', actions: 'planReprovisionRetry' } as const] : []),
     // A refused connect asks DPS at once (the attempt itself was already spread by its backoff);
     // a lost session waits the short spread first, so a fleet dropped together does not ask together.
     phase === 'hub-connect'
-      ? ({
-          guard: { type: 'shouldCheckAssignment', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
-          target: 'CheckingAssignment',
-          actions: { type: 'noteDoubtfulRefusal', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
-        } as const)
-      : ({
-          guard: { type: 'shouldCheckAssignment', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
-          target: 'BackingOff',
-          actions: { type: 'planAssignmentCheck', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
-        } as const),
-    {
-      guard: { type: 'hubBudgetSpent', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
-      target: 'Reprovisioning',
-      actions: leave,
-    },
-    {
-      guard: { type: 'reprovisionUnlessConfirmed', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }) }) },
-      target: 'Reprovisioning',
-      actions: leave,
-    },
-    ...(afterLoss
-      ? [
-          {
-            guard: 'reprovisionOnLoss',
-            target: 'BackingOff',
-            actions: { type: 'planHubRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), afterLoss, then: 'Reprovisioning' as const }) },
-          } as const,
-        ]
-      : []),
-    {
-      target: 'BackingOff',
-      actions: { type: 'planHubRetry', params: ({ event }: { event: EventObject }) => ({ failure: failure({ event }), afterLoss, then: 'Connecting' as const }) },
-    },
+      ? ({ guard: 'shouldCheckAssignment', target: 'CheckingAssignment', actions: 'noteDoubtfulRefusal' } as const)
+      : ({ guard: 'shouldCheckAssignment', target: 'BackingOff', actions: 'planAssignmentCheck' } as const),
+    { guard: 'hubBudgetSpent', target: 'Reprovisioning', actions: 'leaveHub' },
+    { guard: 'reprovisionUnlessConfirmed', target: 'Reprovisioning', actions: 'leaveHub' },
+    ...(phase === 'hub-session' ? [{ guard: 'reprovisionOnLoss', target: 'BackingOff', actions: { type: 'planHubRetry', params: { then: 'Reprovisioning' } } } as const] : []),
+    { target: 'BackingOff', actions: { type: 'planHubRetry', params: { then: 'Connecting' } } },
   ] as const;
 }
 
@@ -341,60 +319,63 @@ export const deviceMachine = setup({
       dpsAttempts: 0,
       firstFailureAt: null,
     }),
-    recordFailure: assign((_, params: { phase: Phase; failure: Failure }) => ({ lastError: params.failure })),
+    recordFailure: assign(({ context, event }) => ({ lastError: failureIn(event, context) })),
     /** Leaving the hub: its failure run is over. */
-    leaveHub: assign((_, params: { failure: Failure }) => ({
-      lastError: params.failure,
+    leaveHub: assign(({ context, event }) => ({
+      lastError: failureIn(event, context),
       hubAttempts: 0,
       firstFailureAt: null,
     })),
     /** Going to DPS from a lookup: the hub's failure run is over (the refusal stays the last error). */
     resetHubRun: assign({ hubAttempts: 0, firstFailureAt: null, assignmentConfirmed: false }),
-    planDpsRetry: assign(({ context }, params: { failure: Failure; step: RetryStep }) =>
-      planDpsRetry(context, params.failure, params.step),
-    ),
+    planDpsRetry: assign(({ context, event }, params: { step: RetryStep }) => planDpsRetry(context, failureIn(event, context), params.step)),
     /**
      * A fresh assignment refused by its hub: DPS again, but only after a DPS-style backoff; once
      * the quick retries are spent the device is disabled or blocked there (an operator must act):
      * parked, so it asks DPS at most every 15-30 minutes instead of every minute forever.
      */
-    planReprovisionRetry: assign(({ context }, params: { failure: Failure }) => {
+    planReprovisionRetry: assign(({ context, event }) => {
+      const refusal = failureIn(event, context);
       const parked = context.dpsAttempts + 1 > context.policy.quickRetries;
-      const failure: Failure = parked ? { ...params.failure, errorClass: 'parked' } : params.failure;
+      const failure: Failure = parked ? { ...refusal, errorClass: 'parked' } : refusal;
       return { ...planDpsRetry(context, failure, 'Reprovisioning'), hubAttempts: 0, firstFailureAt: null };
     }),
     /** Parked: the same step again after the long wait; the counters stay as they are. */
-    planParkedRetry: assign(({ context }, params: { failure: Failure; step: RetryStep }) => ({
-      ...scheduleRetry(context, params.failure, 1, false),
+    planParkedRetry: assign(({ context, event }, params: { step: RetryStep }) => ({
+      ...scheduleRetry(context, failureIn(event, context), 1, false),
       retryStep: params.step,
     })),
-    planHubRetry: assign(({ context }, params: { failure: Failure; afterLoss: boolean; then: RetryStep }) => ({
+    planHubRetry: assign(({ context, event }, params: { then: RetryStep }) => ({
       // Only the loss of a connection that had lasted gets the short first retry.
-      ...planHubRetry(context, params.failure, params.afterLoss && context.connectionStable),
+      ...planHubRetry(context, failureIn(event, context), event.type === 'HUB_LOST' && context.connectionStable),
       retryStep: params.then,
     })),
     resetCounters: assign({ dpsAttempts: 0, hubAttempts: 0, firstFailureAt: null }),
     reprovisionAfterWait: assign({ retryStep: 'Reprovisioning' as const }),
     /** A hub this device worked on refused a connect in a way that may mean it was moved. */
-    noteDoubtfulRefusal: assign(({ context }, params: { failure: Failure }) => ({
-      lastError: params.failure,
-      retryAfterMs: params.failure.retryAfterMs ?? null,
-      firstFailureAt: context.firstFailureAt ?? params.failure.at,
-    })),
+    noteDoubtfulRefusal: assign(({ context, event }) => {
+      const refusal = failureIn(event, context);
+      return {
+        lastError: refusal,
+        retryAfterMs: refusal.retryAfterMs ?? null,
+        firstFailureAt: context.firstFailureAt ?? refusal.at,
+      };
+    }),
     /**
      * A session ended in a way that may mean the device was moved: ask DPS, after the short
      * spread wait of a first retry (or the fleet window) so that a fleet dropped together does
      * not become a lookup storm. No floor: the wait is for DPS, not the hub.
      */
-    planAssignmentCheck: assign(({ context }, params: { failure: Failure }) => {
-      const spread: Failure = { ...params.failure, errorClass: 'transient' };
+    planAssignmentCheck: assign(({ context, event }) => {
+      const loss = failureIn(event, context);
+      const spread: Failure = { ...loss, errorClass: 'transient' };
       delete spread.retryAfterMs;
       delete spread.minDelayMs;
       return {
         ...scheduleRetry(context, spread, 1, true),
-        lastError: params.failure,
-        retryAfterMs: params.failure.retryAfterMs ?? null,
-        firstFailureAt: context.firstFailureAt ?? params.failure.at,
+        lastError: loss,
+        retryAfterMs: loss.retryAfterMs ?? null,
+        firstFailureAt: context.firstFailureAt ?? loss.at,
         retryStep: 'CheckingAssignment' as const,
       };
     }),
@@ -403,9 +384,9 @@ export const deviceMachine = setup({
      * proven until it works, so a refusal there is not looked up again (no ping-pong between hubs).
      */
     adoptLookedUpAssignment: assign(({ event }) => {
-      const output = (event as unknown as { output: LookupResult }).output;
+      const answer = lookupAnswer(event);
       return {
-        assignment: { hubHost: output.hubHost, deviceId: output.deviceId, assignedAt: output.checkedAt, source: 'dps' as const },
+        assignment: { hubHost: answer.hubHost, deviceId: answer.deviceId, assignedAt: answer.checkedAt, source: 'dps' as const },
         assignmentProven: false,
         assignmentConfirmed: false,
         hubAttempts: 0,
@@ -413,12 +394,13 @@ export const deviceMachine = setup({
       };
     }),
     /**
-     * DPS still places the device here (or could not answer): the refusal is the hub's own
-     * trouble. Back off on it; the hub budget decides when to register again. A confirmed
-     * assignment is not looked up again until a connection works.
+     * DPS still places the device here (`confirmed`) or could not answer: the refusal is the hub's
+     * own trouble. Back off on it; the hub budget decides when to register again. A confirmed
+     * assignment is not looked up again until a connection lasts.
      */
-    planRetryOnSameHub: assign(({ context }, params: { at: number; confirmed: boolean }) => {
-      const refusal: Failure = { ...(context.lastError ?? failureOf(new Error('hub refused'), 'hub-connect')), at: params.at };
+    planRetryOnSameHub: assign(({ context, event }, params: { confirmed: boolean }) => {
+      const at = lookupEndedAt(event, context);
+      const refusal: Failure = { ...(context.lastError ?? failureIn(event, context)), at };
       return { ...planHubRetry(context, refusal, false), lastError: refusal, retryStep: 'Connecting' as const, assignmentConfirmed: params.confirmed };
     }),
   },
@@ -428,36 +410,34 @@ export const deviceMachine = setup({
     lookupAtBoot: ({ context }) => context.lookupAtBoot,
     /** The current wait is a DPS retry-after (its next step is a registration). */
     waitingOnDpsRetryAfter: ({ context }) => context.retryAfterMs !== null && context.lastError?.phase === 'dps',
+    isFatal: ({ context, event }) => failureIn(event, context).errorClass === 'fatal',
+    isParked: ({ context, event }) => failureIn(event, context).errorClass === 'parked',
+    isReprovisionClass: ({ context, event }) => failureIn(event, context).errorClass === 'reprovision',
     /** The hub refused (reprovision class) an assignment DPS just gave and that never worked. */
-    freshAssignmentRefused: ({ context }, params: { failure: Failure }) =>
-      params.failure.errorClass === 'reprovision' && !context.assignmentProven,
-    isCurrentEpoch: ({ context, event }) => event.type === 'HUB_LOST' && event.epoch === context.epoch,
+    freshAssignmentRefused: ({ context, event }) => failureIn(event, context).errorClass === 'reprovision' && !context.assignmentProven,
     isStaleEpoch: ({ context, event }) => event.type === 'HUB_LOST' && event.epoch !== context.epoch,
     retryStepIs: ({ context }, params: { step: RetryStep }) => context.retryStep === params.step,
-    failureIs: (_, params: { failure: Failure; errorClass: ErrorClass }) =>
-      params.failure.errorClass === params.errorClass,
-    hubBudgetSpent: ({ context }, params: { failure: Failure }) => hubBudgetSpent(context, params.failure),
+    hubBudgetSpent: ({ context, event }) => hubBudgetSpent(context, failureIn(event, context)),
     /**
      * Ask DPS (status lookup) before acting: the hub's answer may mean the device was moved, the
      * assignment has worked before, DPS has not confirmed it in this run, and the preset is not
      * the official sample's (which re-registers on every loss).
      */
-    shouldCheckAssignment: ({ context }, params: { failure: Failure }) =>
-      params.failure.assignmentInDoubt === true &&
+    shouldCheckAssignment: ({ context, event }) =>
+      failureIn(event, context).assignmentInDoubt === true &&
       context.assignmentProven &&
       !context.assignmentConfirmed &&
       context.policy.reprovisionOnLoss !== true,
     /** A reprovision-class failure goes to DPS unless DPS just confirmed this hub (then: back off on it). */
-    reprovisionUnlessConfirmed: ({ context }, params: { failure: Failure }) =>
-      params.failure.errorClass === 'reprovision' && !context.assignmentConfirmed,
+    reprovisionUnlessConfirmed: ({ context, event }) => failureIn(event, context).errorClass === 'reprovision' && !context.assignmentConfirmed,
     /** The lookup names another hub (or another device id) than the one that refused. */
     lookupMovedDevice: ({ context, event }) => {
-      const output = (event as unknown as { output: LookupResult }).output;
-      return output.hubHost !== context.assignment?.hubHost || output.deviceId !== context.assignment?.deviceId;
+      const answer = lookupAnswer(event);
+      return answer.hubHost !== context.assignment?.hubHost || answer.deviceId !== context.assignment?.deviceId;
     },
-    /** The hub's refusal, counted at `at` (after the lookup), spends the hub budget: register with DPS. */
-    refusalSpendsBudget: ({ context }, params: { at: number }) =>
-      context.lastError !== null && hubBudgetSpent(context, { ...context.lastError, at: params.at }),
+    /** The hub's refusal, counted when the lookup ended, spends the hub budget: register with DPS. */
+    refusalSpendsBudget: ({ context, event }) =>
+      context.lastError !== null && hubBudgetSpent(context, { ...context.lastError, at: lookupEndedAt(event, context) }),
     /** Baseline preset only: go back to DPS after every lost connection, like the official sample. */
     reprovisionOnLoss: ({ context }) => context.policy.reprovisionOnLoss === true,
   },
@@ -492,35 +472,9 @@ export const deviceMachine = setup({
       },
     },
 
-    Provisioning: {
-      invoke: {
-        id: 'provision',
-        src: 'provision',
-        input: ({ context }) => ({ registrationId: context.registrationId, attempt: context.dpsAttempts + 1 }),
-        onDone: {
-          target: 'Connecting',
-          actions: ['adoptAssignment', { type: 'saveAssignment', params: ({ context }) => ({ assignment: context.assignment! }) }],
-        },
-        onError: dpsFailureTransitions('Provisioning'),
-      },
-      on: { STOP: { target: 'Disconnecting' } },
-    },
+    Provisioning: registrationState('provision'),
 
-    Reprovisioning: {
-      // The old assignment (and the cache) stays until DPS answers with a new one: if DPS fails,
-      // the device goes back to the old hub instead of being offline until DPS answers.
-      invoke: {
-        id: 'reprovision',
-        src: 'provision',
-        input: ({ context }) => ({ registrationId: context.registrationId, attempt: context.dpsAttempts + 1 }),
-        onDone: {
-          target: 'Connecting',
-          actions: ['adoptAssignment', { type: 'saveAssignment', params: ({ context }) => ({ assignment: context.assignment! }) }],
-        },
-        onError: dpsFailureTransitions('Reprovisioning'),
-      },
-      on: { STOP: { target: 'Disconnecting' } },
-    },
+    Reprovisioning: registrationState('reprovision'),
 
     CheckingAssignment: {
       invoke: {
@@ -533,53 +487,21 @@ export const deviceMachine = setup({
             target: 'Connecting',
             actions: ['adoptLookedUpAssignment', { type: 'saveAssignment', params: ({ context }) => ({ assignment: context.assignment! }) }],
           },
-          {
-            guard: { type: 'refusalSpendsBudget', params: ({ event }) => ({ at: (event as unknown as { output: LookupResult }).output.checkedAt }) },
-            target: 'Reprovisioning',
-            actions: 'resetHubRun',
-          },
-          {
-            target: 'BackingOff',
-            actions: {
-              type: 'planRetryOnSameHub',
-              params: ({ event }) => ({ at: (event as unknown as { output: LookupResult }).output.checkedAt, confirmed: true }),
-            },
-          },
+          { guard: 'refusalSpendsBudget', target: 'Reprovisioning', actions: 'resetHubRun' },
+          { target: 'BackingOff', actions: { type: 'planRetryOnSameHub', params: { confirmed: true } } },
         ],
         onError: [
-          {
-            guard: { type: 'failureIs', params: ({ event }) => ({ failure: failureFromEvent(event, 'dps-lookup'), errorClass: 'fatal' as const }) },
-            target: 'Failed',
-            actions: { type: 'recordFailure', params: ({ event }) => ({ phase: 'dps-lookup' as const, failure: failureFromEvent(event, 'dps-lookup') }) },
-          },
-          {
-            // Seed 004: no answer (401/403/404) → a full registration.
-            guard: { type: 'failureIs', params: ({ event }) => ({ failure: failureFromEvent(event, 'dps-lookup'), errorClass: 'reprovision' as const }) },
-            target: 'Reprovisioning',
-            actions: 'resetHubRun',
-          },
-          {
-            guard: { type: 'refusalSpendsBudget', params: ({ event }) => ({ at: failureFromEvent(event, 'dps-lookup').at }) },
-            target: 'Reprovisioning',
-            actions: 'resetHubRun',
-          },
-          {
-            // At boot with nothing cached, DPS unreachable: the registration is the next step.
-            guard: { type: 'noAssignment' },
-            target: 'BackingOff',
-            actions: { type: 'planDpsRetry', params: ({ event }) => ({ failure: failureFromEvent(event, 'dps-lookup'), step: 'Provisioning' as const }) },
-          },
-          {
-            // DPS busy or unreachable: carry on with the cached hub; the next refusal asks again.
-            target: 'BackingOff',
-            actions: { type: 'planRetryOnSameHub', params: ({ event }) => ({ at: failureFromEvent(event, 'dps-lookup').at, confirmed: false }) },
-          },
+          { guard: 'isFatal', target: 'Failed', actions: 'recordFailure' },
+          // Seed 004: no answer (401/403/404) → a full registration.
+          { guard: 'isReprovisionClass', target: 'Reprovisioning', actions: 'resetHubRun' },
+          { guard: 'refusalSpendsBudget', target: 'Reprovisioning', actions: 'resetHubRun' },
+          // At boot with nothing cached, DPS unreachable: the registration is the next step.
+          { guard: 'noAssignment', target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step: 'Provisioning' } } },
+          // DPS busy or unreachable: carry on with the cached hub; the next refusal asks again.
+          { target: 'BackingOff', actions: { type: 'planRetryOnSameHub', params: { confirmed: false } } },
         ],
       },
-      on: {
-        STOP: { target: 'Disconnecting' },
-        REPROVISION: { target: 'Reprovisioning' },
-      },
+      on: STOP_OR_REPROVISION,
     },
 
     Connecting: {
@@ -589,12 +511,9 @@ export const deviceMachine = setup({
         src: 'openHub',
         input: ({ context }) => ({ assignment: context.assignment!, epoch: context.epoch }),
         onDone: { target: 'Connected', actions: 'markConnected' },
-        onError: hubFailureTransitions('hub-connect', false),
+        onError: hubFailureTransitions('hub-connect'),
       },
-      on: {
-        STOP: { target: 'Disconnecting' },
-        REPROVISION: { target: 'Reprovisioning' },
-      },
+      on: STOP_OR_REPROVISION,
     },
 
     Connected: {
@@ -615,9 +534,8 @@ export const deviceMachine = setup({
       ],
       on: {
         // A lost session of an older epoch is history: ignore it, whatever it says.
-        HUB_LOST: [{ guard: 'isStaleEpoch' }, ...hubFailureTransitions('hub-session', true)],
-        STOP: { target: 'Disconnecting' },
-        REPROVISION: { target: 'Reprovisioning' },
+        HUB_LOST: [{ guard: 'isStaleEpoch' }, ...hubFailureTransitions('hub-session')],
+        ...STOP_OR_REPROVISION,
       },
     },
 

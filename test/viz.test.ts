@@ -65,12 +65,12 @@ describe('visualizations generated from the machine', () => {
     expect(shortEventName('xstate.error.actor.openHub')).toBe('error: openHub');
     expect(shortEventName('xstate.after.1000.device.BackingOff')).toBe('after 1000');
     const dot = toDot(deviceMachine);
-    expect(dot).toContain('"Connecting" -> "Failed" [label="error: openHub [failureIs fatal]"]');
+    expect(dot).toContain('"Connecting" -> "Failed" [label="error: openHub [isFatal]"]');
     expect(dot).toContain('"BackingOff" -> "Connecting" [label="done: waitUntil [retryStepIs Connecting]"]');
     expect(dot).toContain('"Idle" -> "Provisioning" [label="START [else]"]');
     expect(dot).toContain('"Connected" -> "Connected" [label="HUB_LOST [isStaleEpoch] (ignored)", style=dashed]');
     // Mermaid ends a label at ':' — the renderer uses a look-alike.
-    expect(toMermaid(deviceMachine)).toContain('Connecting --> Failed : error\u02F8 openHub [failureIs fatal]');
+    expect(toMermaid(deviceMachine)).toContain('Connecting --> Failed : error\u02F8 openHub [isFatal]');
     expect(toMermaid(deviceMachine).split('\n').every((line) => !/ : .*[:;]/.test(line))).toBe(true);
   });
 

@@ -142,7 +142,7 @@ describe('model-based tests of the device machine', () => {
       // A stale HUB_LOST is not ignored.
       ['Connected', 'HUB_LOST', 'isStaleEpoch', 'Reprovisioning'],
       // A fatal DPS error is retried.
-      ['Provisioning', 'xstate.error.actor.provision', 'failureIs', 'BackingOff'],
+      ['Provisioning', 'xstate.error.actor.provision', 'isFatal', 'BackingOff'],
       // RETRY after Failed skips DPS.
       ['Failed', 'RETRY', 'else', 'Connecting'],
       // A lookup that names another hub is ignored (back off on the old one).
@@ -152,9 +152,10 @@ describe('model-based tests of the device machine', () => {
     ];
     test.each(mutants)('%s --%s [%s]--> %s', async (state, eventType, branch, target) => {
       const mutant = retarget(state, eventType, branch, target);
-      const failures = await replayAll(replayable, mutant);
+      // One diverging path is enough to catch the mutant.
+      const failures = await replayAll(replayable, mutant, { stopAtFirst: true });
       console.log(
-        `mutant ${state} --${eventType} [${branch}]--> ${target}: ${failures.length}/${replayable.length} paths fail` +
+        `mutant ${state} --${eventType} [${branch}]--> ${target}: caught` +
           (failures.length ? `; first: ${failures[0].message.split('\n')[0]} on ${describePath(failures[0].path)}` : ''),
       );
       expect(failures.length).toBeGreaterThan(0);

@@ -566,8 +566,8 @@ async function perform(cloud: FakeCloud, actor: ReturnType<typeof createActor<De
   }
 }
 
-/** Replays every path; returns the failures (path + message). */
-export async function replayAll(paths: ModelPath[], machine: DeviceMachine = deviceMachine) {
+/** Replays every path (or until the first divergence); returns the failures (path + message). */
+export async function replayAll(paths: ModelPath[], machine: DeviceMachine = deviceMachine, opts: { stopAtFirst?: boolean } = {}) {
   const failures: Array<{ path: ModelPath; message: string }> = [];
   const replayer = new Replayer(machine);
   for (const path of paths) {
@@ -575,6 +575,7 @@ export async function replayAll(paths: ModelPath[], machine: DeviceMachine = dev
       await replayer.replay(path);
     } catch (error) {
       failures.push({ path, message: (error as Error).message });
+      if (opts.stopAtFirst) break;
     }
   }
   return failures;
