@@ -58,6 +58,9 @@ export function testDeviceOptions(
     seed: 1,
     logger: capturingLogger(logLines),
     ...overrides,
+    // Tests inject faults seconds apart: a connection counts as a success after 1 s here (30 s by
+    // default), or every later fault would meet the minute-apart retries of a flapping hub.
+    policy: { stableConnectionMs: 1000, ...overrides.policy },
   };
 }
 

@@ -36,7 +36,8 @@ test('four devices, a failover and a hub restart: 12+ TLS connections, one conte
   await hub.kill();
   await hub.restart();
   await waitFor('all back', () => devices.every((d) => d.device.state() === 'Connected'), 20_000);
-  const connects = cloud.hubs.reduce((n, h) => n + h.metrics().connects, 0) + cloud.dps.metrics().registerRequests;
+  const dpsMetrics = cloud.dps.metrics();
+  const connects = cloud.hubs.reduce((n, h) => n + h.metrics().connects, 0) + dpsMetrics.registerRequests + dpsMetrics.lookupRequests;
   expect(connects).toBeGreaterThanOrEqual(10);
   expect(contextsForCa.get(cloud.ca) ?? 0).toBeLessThanOrEqual(1);
   await Promise.all(devices.map((d) => d.device.stop()));

@@ -22,7 +22,7 @@ export interface PnpDevice {
 }
 
 /** Fast reconnects: these tests are about Plug and Play, not backoff. */
-export const QUICK_POLICY = { minDelayMs: 50, maxDelayMs: 300, firstRetryMaxMs: 100, throttledMinDelayMs: 200 };
+export const QUICK_POLICY = { minDelayMs: 50, maxDelayMs: 300, firstRetryMaxMs: 100, throttledMinDelayMs: 200, stableConnectionMs: 500 };
 
 export function startPnpDevice(
   cloud: LocalCloud,

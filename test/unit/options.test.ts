@@ -24,7 +24,7 @@ describe('options validation', () => {
     expect(resolved.keepaliveSeconds).toBe(30);
     expect(resolved.publishTimeoutSeconds).toBe(30);
     expect(resolved.propertyHandlerTimeoutMs).toBe(30_000);
-    expect(resolved.policy.maxHubAttempts).toBe(10);
+    expect(resolved.policy).toMatchObject({ maxHubAttempts: 100, hubRetryWindowMs: 15 * 60_000, stableConnectionMs: 30_000 });
   });
 
   test.each([
