@@ -95,7 +95,8 @@ describe.each([3, 5] as const)('refusal code %i', (refusalCode) => {
 
   test('device disabled on its hub: asks DPS once, then backs off on the hub (no registration storm) until it is enabled', async () => {
     const id = `fo-disabled-${refusalCode}`;
-    const dut = launch(id);
+    // Retries at least 2 s apart after the quick ones (a minute by default) keep the test short.
+    const dut = launch(id, { policy: { slowRetryMinMs: 2000, maxDelayMs: 6000 } });
     await waitForState(dut, 'Connected');
     const hub = cloud.hub(dut.device.assignment()!.hubHost);
     const registrations = cloud.dps.attempts(id).length;
