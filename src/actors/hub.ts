@@ -68,8 +68,18 @@ export interface HubSession {
  * A feature that lives for one hub session (twin sync, commands, ...). Returns its cleanup.
  * After the cleanup runs it must never touch `client` or `transport` again: the SDK silently
  * reconnects a discarded client to its old hub.
+ *
+ * `inbound`, when present, attaches the feature's listeners for what the hub sends (C2D, method
+ * requests, twin messages) to the transport before `open()`: a hub that kept the device's MQTT
+ * session (IoT Hub does, the SDK connects with clean=false) delivers queued C2D and waiting
+ * method requests right after the CONNACK, possibly in the same read, before the session starts;
+ * mqtt.js acknowledges a C2D message nobody listened for and it is gone. It must only listen (the
+ * transport may not be connected yet); its cleanup runs when the client is discarded. `lost` ends
+ * the session that follows (or the one running) like `HubSession.lost`.
  */
-export type SessionFeature = (session: HubSession) => () => void;
+export type SessionFeature = ((session: HubSession) => () => void) & {
+  inbound?(connection: HubSession): () => void;
+};
 
 interface OpenClient {
   client: Client;
@@ -80,6 +90,8 @@ interface OpenClient {
   /** A loss observed after open() resolved but before the session actor took over. */
   lostEarly?: Failure;
   onLost?: (failure: Failure) => void;
+  /** Cleanups of the features' inbound listeners, run when the client is discarded. */
+  inboundCleanups: Array<() => void>;
 }
 
 /** The SDK checks its PUBACK deadlines every 10 s; a shorter deadline gets a check every half of it (≥ 1 s). */
@@ -264,6 +276,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
     if (!entry) return;
     open.delete(epoch);
     entry.client.removeAllListeners('disconnect');
+    for (const cleanup of entry.inboundCleanups.splice(0)) cleanup();
     const done = closeQuietly(entry, clock, settings.closeTimeoutMs, logger);
     closing.add(done);
     void done.finally(() => closing.delete(done));
@@ -284,18 +297,31 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
       } as unknown as typeof Mqtt,
     );
     client.setRetryPolicy(new NoRetry());
-    const entry: OpenClient = { client, transport: transport!, tokens: tokens!, epoch };
+    const entry: OpenClient = { client, transport: transport!, tokens: tokens!, epoch, inboundCleanups: [] };
     open.set(epoch, entry);
+    const reportLoss = (failure: Failure) => {
+      if (entry.onLost) entry.onLost(failure);
+      else entry.lostEarly ??= failure;
+    };
     // Errors after the epoch is over must never crash the process.
     client.on('error', (error: Error) => logger.debug({ epoch, err: error.message }, 'hub client error'));
     client.on('disconnect', (error?: Error) => {
       const cause = (error as { transportObj?: unknown } | undefined)?.transportObj ?? error ?? new Error('disconnected');
-      const failure = toFailure(cause, 'hub-session', clock.now(), { connectedBefore: true });
-      if (entry.onLost) entry.onLost(failure);
-      else entry.lostEarly ??= failure;
+      reportLoss(toFailure(cause, 'hub-session', clock.now(), { connectedBefore: true }));
     });
     signal.addEventListener('abort', () => discard(epoch), { once: true });
     try {
+      // Before open(): what a resumed MQTT session delivers right after the CONNACK has listeners.
+      const connection: HubSession = {
+        client,
+        transport: entry.transport,
+        epoch,
+        deviceId: assignment.deviceId,
+        lost: (error) => reportLoss(toFailure(error, 'hub-session', clock.now(), { connectedBefore: true })),
+      };
+      for (const feature of features) {
+        if (feature.inbound) entry.inboundCleanups.push(feature.inbound(connection));
+      }
       await client.setOptions({
         ca: settings.ca,
         modelId: settings.modelId,

@@ -7,6 +7,7 @@
  */
 import type EventEmitter from 'node:events';
 import { randomUUID } from 'node:crypto';
+import type { Writable } from 'node:stream';
 import type { AuthenticateError, Client as AedesClient } from 'aedes';
 import { MqttEndpoint, type EndpointHooks } from './endpoint';
 import type { EmulatorLogger } from './logger';
@@ -134,6 +135,8 @@ interface Session {
   registered: boolean;
   /** Connected with clean=false: subscription changes are kept in the identity's MQTT session. */
   persistent?: boolean;
+  /** While set, writes to the device are held (corked) to leave in one write: see `resumeInOneWrite`. */
+  burst?: { collecting: boolean; pending: number };
 }
 
 interface PendingMethod {
@@ -230,6 +233,7 @@ export class EmulatedHub {
   private connectBucket?: TokenBucket;
   private refuseCode: ConnackRefusal | null = null;
   private withhold: { store: boolean } | null = null;
+  private oneWriteResume = false;
   private ridCounter = 0;
   private stopped = false;
   private readonly counters = {
@@ -369,6 +373,11 @@ export class EmulatedHub {
       ...(modelId ? { modelId } : {}),
     };
     this.sessionsByClient.set(client, session);
+    if (this.oneWriteResume && this.cleanRequested.get(client) === false && identity.mqttSession) {
+      // Before aedes writes the CONNACK: it leaves together with the resumed session's deliveries.
+      (client.conn as unknown as Writable).cork();
+      session.burst = { collecting: true, pending: 0 };
+    }
     done(null, true);
   }
 
@@ -407,6 +416,21 @@ export class EmulatedHub {
     // A resumed session gets its queued C2D now. No PUBLISH can precede the CONNACK: aedes writes
     // the CONNACK within this same call (or already did) and defers every delivery to setImmediate.
     this.onSubscriptionsAdded(s);
+    if (s.burst) {
+      // Method calls woken above publish from a promise continuation: still part of the burst.
+      setImmediate(() => {
+        if (!s.burst) return;
+        s.burst.collecting = false;
+        if (s.burst.pending === 0) this.endBurst(s);
+      });
+    }
+  }
+
+  /** Lets the held CONNACK and deliveries go, in one write. */
+  private endBurst(s: Session): void {
+    if (!s.burst) return;
+    delete s.burst;
+    (s.client.conn as unknown as Writable).uncork();
   }
 
   /** Topic filters of the device's stored MQTT session, for aedes (which then answers sessionPresent). */
@@ -423,6 +447,7 @@ export class EmulatedHub {
     const s = this.sessionsByClient.get(client);
     if (!s) return;
     if (s.expiryTimer) clearTimeout(s.expiryTimer);
+    this.endBurst(s);
     s.subs.clear();
     if (s.inflight.size) {
       // Not acknowledged: back to the front of the queue, unless delivered too often already.
@@ -475,10 +500,13 @@ export class EmulatedHub {
 
   private publishTo(s: Session, topic: string, payload: Buffer | string, qos: 0 | 1, messageId?: number): void {
     const clientId = messageId === undefined ? EMULATOR_CLIENT_ID : `${EMULATOR_CLIENT_ID}#${messageId}`;
+    const burst = s.burst?.collecting ? s.burst : undefined;
+    if (burst) burst.pending++;
     s.client.publish(
       { cmd: 'publish', topic, payload, qos, dup: false, retain: false, clientId } as never,
       (err?: Error) => {
         if (err) this.ctx.logger.debug({ deviceId: s.deviceId, topic, err: err.message }, 'publish to device failed');
+        if (burst && --burst.pending === 0 && !burst.collecting) this.endBurst(s);
       },
     );
   }
@@ -1040,6 +1068,17 @@ export class EmulatedHub {
   /** Stop sending PUBACKs for telemetry (the connection stays alive and pings are answered). */
   withholdPubacks(on: boolean, opts: WithholdOptions = {}): void {
     this.withhold = on ? { store: opts.store ?? true } : null;
+  }
+
+  /**
+   * Network fidelity: the CONNACK of a resumed session (clean=false, subscriptions kept) and what
+   * the hub delivers with it at once (queued C2D, method calls waiting for the device) leave in
+   * one write, as they often arrive from a hub across a real network: the device reads them in
+   * one go, before any code that waits for its connect to resolve. Off by default (loopback
+   * writes otherwise reach the device one by one).
+   */
+  resumeInOneWrite(on: boolean): void {
+    this.oneWriteResume = on;
   }
 
   /** Change the connection rate limit (null: unlimited). */

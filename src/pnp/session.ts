@@ -10,6 +10,10 @@
  * none, ignores the response status and can leave a GET unsettled forever. A timeout or a lost
  * subscription ends the session (HUB_LOST); the machine reconnects, and all of this runs again.
  * After cleanup nothing here touches the transport: a discarded SDK client would reconnect.
+ *
+ * The listeners for what the hub sends (methods, C2D, twin messages) are the feature's `inbound`
+ * part, attached before the connection opens: a hub that kept the device's MQTT session delivers
+ * queued C2D and waiting method requests right after the CONNACK, before the session starts.
  */
 import type { Logger } from 'pino';
 import type { Message } from 'azure-iot-common';
@@ -45,6 +49,30 @@ export function invalidTwinMessage(topic: string, payload: Buffer | string | und
   return undefined;
 }
 
+/** The SDK's own pattern for C2D topics (`devices/{id}/messages/devicebound/{bag}`). */
+const C2D_TOPIC = /^devices\/.*\/messages\/devicebound\/.*$/;
+
+/**
+ * False for a C2D topic whose property bag the SDK's decoding (decodeURIComponent of each key and
+ * value, inside its MQTT message handler) would throw on; true for any other topic.
+ */
+export function c2dPropertyBagDecodes(topic: string): boolean {
+  if (!C2D_TOPIC.test(topic)) return true;
+  const bag = topic.split('/')[4];
+  if (!bag) return true;
+  try {
+    for (const pair of bag.split('&')) {
+      const [key, value] = pair.split('=');
+      decodeURIComponent(key!);
+      if (value !== undefined) decodeURIComponent(value);
+    }
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+
 export interface PnpSessionSettings {
   clock: Clock;
   logger: Logger;
@@ -78,6 +106,11 @@ function isServiceRefusal(error: unknown): boolean {
   return error instanceof Error && error.name === 'Error' && error.constructor === Error;
 }
 
+/** The listeners of one connection for what the hub sends. */
+interface Inbound {
+  detach(): void;
+}
+
 function asTwinDoc(value: unknown): TwinDoc | undefined {
   if (!isPlainObject(value) || !isPlainObject(value.desired) || !isPlainObject(value.reported)) return undefined;
   if (typeof value.desired.$version !== 'number') return undefined;
@@ -86,10 +119,119 @@ function asTwinDoc(value: unknown): TwinDoc | undefined {
 
 export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFeature {
   const { clock, twinTimeoutMs, reported, properties, commands, offline } = settings;
+  /** The inbound listeners of each connection, by its transport (attached before open()). */
+  const inboundOf = new WeakMap<object, Inbound>();
 
-  return (session: HubSession) => {
+  const attachInbound = (connection: HubSession): Inbound => {
+    const { transport, epoch } = connection;
+    const logger = settings.logger.child({ epoch });
+    let detached = false;
+    const lost = (error: unknown) => {
+      if (!detached) connection.lost(error);
+    };
+
+    // ---- commands: every `method_<name>` event of the transport comes here, known or not.
+    const respond = (message: MethodMessage, outcome: { status: number; payload: unknown; after?: () => void }) => {
+      if (detached) {
+        logger.warn({ requestId: message.requestId, status: outcome.status }, 'command finished after its connection ended; no response sent');
+        outcome.after?.();
+        return;
+      }
+      const response = { requestId: message.requestId, status: outcome.status, payload: outcome.payload ?? null };
+      try {
+        transport.sendMethodResponse(response as unknown as DeviceMethodResponse, (error?: Error) => {
+          if (error) logger.warn({ requestId: message.requestId, err: error.message }, 'command response not sent');
+          outcome.after?.();
+        });
+      } catch (error) {
+        logger.warn({ requestId: message.requestId, err: (error as Error).message }, 'command response not sent');
+        outcome.after?.();
+      }
+    };
+    const onMethod = (message: MethodMessage) => {
+      if (detached) return;
+      const name = message.methods?.methodName ?? '';
+      logger.debug({ command: name, requestId: message.requestId }, 'command received');
+      void commands
+        .invoke(name, message.body, { offline: false, requestId: message.requestId })
+        .then((outcome) => respond(message, outcome));
+    };
+    const onC2D = (message: Message) => {
+      if (detached) return;
+      let name: unknown;
+      try {
+        name = message.properties?.getValue('method-name');
+      } catch {
+        name = undefined;
+      }
+      if (typeof name !== 'string' || name === '') {
+        logger.warn({ messageId: message.messageId }, 'C2D message without a method-name property; ignored');
+        return;
+      }
+      const body = Buffer.isBuffer(message.data) ? message.data : message.data === undefined ? undefined : Buffer.from(String(message.data));
+      // Synchronous up to the inbox write: mqtt.js sends the PUBACK when this event returns.
+      offline.receive(name, body, typeof message.messageId === 'string' && message.messageId !== '' ? message.messageId : undefined);
+    };
+
+    // Direct methods: one interception point for every name, so an unknown command gets its 404
+    // instead of the caller's timeout. The transport emits `method_<name>` for each request.
+    const originalEmit = transport.emit;
+    transport.emit = function (this: typeof transport, event: string | symbol, ...args: unknown[]): boolean {
+      if (typeof event === 'string' && event.startsWith('method_')) {
+        onMethod(args[0] as MethodMessage);
+        return true;
+      }
+      return originalEmit.call(this, event, ...args);
+    } as typeof transport.emit;
+
+    // Every MQTT message passes here before the SDK's handlers:
+    // - twin: the SDK parses twin answers and desired patches with a bare JSON.parse inside its
+    //   MQTT message handler, so junk from the hub would be an uncaught exception (measured). Junk
+    //   ends the session (transient): the next connection re-reads the twin.
+    // - C2D: the SDK decodes the property bag there too; a bag that does not decode (bad %-escape)
+    //   would throw and take the process down. Such a message is logged and dropped.
+    const mqttBase = (transport as unknown as { _mqtt?: { emit: (event: string | symbol, ...args: unknown[]) => boolean } })._mqtt;
+    const originalBaseEmit = mqttBase?.emit;
+    if (mqttBase && originalBaseEmit) {
+      mqttBase.emit = function (this: unknown, event: string | symbol, ...args: unknown[]): boolean {
+        if (event === 'message') {
+          const topic = String(args[0]);
+          const problem = invalidTwinMessage(topic, args[1] as Buffer);
+          if (problem) {
+            logger.warn({ topic: topic.slice(0, 200), problem }, 'invalid twin message from the hub; ending the session');
+            lost(new ServiceProtocolError('hub', problem));
+            return true;
+          }
+          if (!c2dPropertyBagDecodes(topic)) {
+            logger.warn({ topic: topic.slice(0, 200) }, 'C2D message with an undecodable property bag; ignored');
+            return true;
+          }
+        }
+        return originalBaseEmit.call(this, event, ...args);
+      };
+    }
+
+    transport.on('message', onC2D);
+    const inbound: Inbound = {
+      detach() {
+        if (detached) return;
+        detached = true;
+        inboundOf.delete(transport);
+        transport.emit = originalEmit;
+        if (mqttBase && originalBaseEmit) mqttBase.emit = originalBaseEmit;
+        transport.removeListener('message', onC2D);
+      },
+    };
+    inboundOf.set(transport, inbound);
+    return inbound;
+  };
+
+  const startSession = (session: HubSession) => {
     const { transport, epoch } = session;
     const logger = settings.logger.child({ epoch });
+    // The hub attaches the inbound listeners before open(); for a caller that does not, they live
+    // with this session.
+    const ownInbound = inboundOf.has(transport) ? undefined : attachInbound(session);
     let stopped = false;
     let subscribed = false;
     let synced = false;
@@ -180,94 +322,6 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
       return syncing;
     };
 
-    // ---- commands: every `method_<name>` event of the transport comes here, known or not.
-    const respond = (message: MethodMessage, outcome: { status: number; payload: unknown; after?: () => void }) => {
-      if (stopped) {
-        logger.warn({ requestId: message.requestId, status: outcome.status }, 'command finished after its connection ended; no response sent');
-        outcome.after?.();
-        return;
-      }
-      const response = { requestId: message.requestId, status: outcome.status, payload: outcome.payload ?? null };
-      try {
-        transport.sendMethodResponse(response as unknown as DeviceMethodResponse, (error?: Error) => {
-          if (error) logger.warn({ requestId: message.requestId, err: error.message }, 'command response not sent');
-          outcome.after?.();
-        });
-      } catch (error) {
-        logger.warn({ requestId: message.requestId, err: (error as Error).message }, 'command response not sent');
-        outcome.after?.();
-      }
-    };
-    const onMethod = (message: MethodMessage) => {
-      if (stopped) return;
-      const name = message.methods?.methodName ?? '';
-      logger.debug({ command: name, requestId: message.requestId }, 'command received');
-      void commands
-        .invoke(name, message.body, { offline: false, requestId: message.requestId })
-        .then((outcome) => respond(message, outcome));
-    };
-    const onC2D = (message: Message) => {
-      if (stopped) return;
-      let name: unknown;
-      try {
-        name = message.properties?.getValue('method-name');
-      } catch {
-        name = undefined;
-      }
-      if (typeof name !== 'string' || name === '') {
-        logger.warn({ messageId: message.messageId }, 'C2D message without a method-name property; ignored');
-        return;
-      }
-      const body = Buffer.isBuffer(message.data) ? message.data : message.data === undefined ? undefined : Buffer.from(String(message.data));
-      // Synchronous up to the inbox write: mqtt.js sends the PUBACK when this event returns.
-      offline.receive(name, body, typeof message.messageId === 'string' && message.messageId !== '' ? message.messageId : undefined);
-    };
-
-    // Direct methods: one interception point for every name, so an unknown command gets its 404
-    // instead of the caller's timeout. The transport emits `method_<name>` for each request.
-    const originalEmit = transport.emit;
-    transport.emit = function (this: typeof transport, event: string | symbol, ...args: unknown[]): boolean {
-      if (typeof event === 'string' && event.startsWith('method_')) {
-        onMethod(args[0] as MethodMessage);
-        return true;
-      }
-      return originalEmit.call(this, event, ...args);
-    } as typeof transport.emit;
-
-    // C2D: the SDK decodes the property bag inside its MQTT message handler; a bag that does not
-    // decode (bad %-escape) would throw there and take the process down. Guard that one handler.
-    const c2dTopic = (transport as unknown as { _topics?: { message?: { handler?: (topic: string, payload: Buffer) => void } } })._topics?.message;
-    const originalC2DHandler = c2dTopic?.handler;
-    if (c2dTopic && originalC2DHandler) {
-      c2dTopic.handler = (topic: string, payload: Buffer) => {
-        try {
-          originalC2DHandler(topic, payload);
-        } catch (error) {
-          logger.warn({ topic: topic.slice(0, 200), err: (error as Error).message }, 'C2D message with an undecodable property bag; ignored');
-        }
-      };
-    }
-
-    // Twin: the SDK parses twin answers and desired patches with a bare JSON.parse inside the
-    // MQTT message handler, so junk from the hub would be an uncaught exception (measured). Check
-    // them first; junk ends the session (transient): the next connection re-reads the twin.
-    const mqttBase = (transport as unknown as { _mqtt?: { emit: (event: string | symbol, ...args: unknown[]) => boolean } })._mqtt;
-    const originalBaseEmit = mqttBase?.emit;
-    if (mqttBase && originalBaseEmit) {
-      mqttBase.emit = function (this: unknown, event: string | symbol, ...args: unknown[]): boolean {
-        if (event === 'message') {
-          const problem = invalidTwinMessage(String(args[0]), args[1] as Buffer);
-          if (problem) {
-            logger.warn({ topic: String(args[0]).slice(0, 200), problem }, 'invalid twin message from the hub; ending the session');
-            lost(new ServiceProtocolError('hub', problem));
-            return true;
-          }
-        }
-        return originalBaseEmit.call(this, event, ...args);
-      };
-    }
-
-    transport.on('message', onC2D);
     transport.on('twinDesiredPropertiesUpdate', onPatch);
     const unsubscribeReported = reported.onChange(() => {
       if (subscribed && !stopped) void flush();
@@ -288,13 +342,16 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
       stopped = true;
       for (const abandon of [...pending]) abandon(new Error('session ended'));
       properties.endSession();
-      transport.emit = originalEmit;
-      if (mqttBase && originalBaseEmit) mqttBase.emit = originalBaseEmit;
-      if (c2dTopic && originalC2DHandler) c2dTopic.handler = originalC2DHandler;
-      transport.removeListener('message', onC2D);
       transport.removeListener('twinDesiredPropertiesUpdate', onPatch);
       unsubscribeReported();
       unsubscribeRegistered();
+      ownInbound?.detach();
     };
   };
+  return Object.assign(startSession, {
+    inbound: (connection: HubSession) => {
+      const inbound = attachInbound(connection);
+      return () => inbound.detach();
+    },
+  });
 }
