@@ -21,6 +21,7 @@ import { MemoryOutbox, type DroppedMessage, type Outbox } from './store/outbox';
 import { openSqliteOutbox } from './store/sqlite-outbox';
 import { machineFor } from './shared-machine';
 import { createPnp } from './pnp';
+import type { DroppedProperties } from './pnp/reported';
 import {
   PropertiesRejectedError,
   type CommandHandler,
@@ -68,6 +69,8 @@ export interface DeviceEvents {
   state: [StateChange];
   delivered: [string];
   dropped: [DroppedMessage];
+  /** Reported properties the hub refused for good (400/413): which, and why. */
+  droppedProperties: [DroppedProperties];
 }
 
 export type DeviceActor = Actor<typeof deviceMachine>;
@@ -256,6 +259,7 @@ export function createDevice(options: DeviceOptions): Device {
     logger.warn(dropped, 'telemetry dropped');
     emitter.emit('dropped', dropped);
   });
+  pnp.reported.onDropped((dropped) => emitter.emit('droppedProperties', dropped));
 
   const send = (event: DeviceEvent) => actor.send(event);
   const stopped = new Promise<void>((resolve) => actor.subscribe({ complete: () => resolve() }));

@@ -221,6 +221,8 @@ export class EmulatedHub {
   private readonly sessions = new Map<string, Session>();
   /** Fault injection: the next twin GET of a device answered with this raw status and body. */
   private readonly rawTwinAnswers = new Map<string, { status: number; body: string }>();
+  /** Fault injection: the next reported PATCHes of a device answered with this status (not applied). */
+  private readonly reportedPatchAnswers = new Map<string, { status: number; body: string; remaining: number }>();
   private readonly pendingMethods = new Map<string, PendingMethod>();
   /** Method calls with a connect timeout, waiting for their device to subscribe to methods. */
   private readonly methodWaiters = new Map<string, Set<() => void>>();
@@ -610,6 +612,11 @@ export class EmulatedHub {
       return reply(200, JSON.stringify(this.twinDocument(s.identity)));
     }
     if (path === '$iothub/twin/PATCH/properties/reported/') {
+      const injected = this.reportedPatchAnswers.get(s.identity.deviceId);
+      if (injected) {
+        if (--injected.remaining === 0) this.reportedPatchAnswers.delete(s.identity.deviceId);
+        return reply(injected.status, injected.body);
+      }
       const patch = parseJsonOr(payload.toString('utf8'), undefined);
       if (!isJsonObject(patch)) return error(400, 400004, 'Reported properties patch must be a JSON object.');
       if (jsonDepth(patch) > MAX_TWIN_DEPTH) return error(400, 400004, `Reported properties are nested deeper than ${MAX_TWIN_DEPTH} levels.`);
@@ -864,6 +871,21 @@ export class EmulatedHub {
   answerNextTwinGetRaw(deviceId: string, status: number, body: string): void {
     this.identity(deviceId);
     this.rawTwinAnswers.set(deviceId, { status, body });
+  }
+
+  /**
+   * Fault injection: answer the device's next `count` reported-properties PATCHes with `status`
+   * (429 throttled, 503, 400, 413 …) and `body` (default: IoT Hub's error body, `errorCode`
+   * status × 1000 + 1), without applying them.
+   * @throws EmulatorError INVALID_ARGUMENT (status not 300-599, count not 1-1000), UNKNOWN_DEVICE
+   */
+  answerNextReportedPatch(deviceId: string, status: number, opts: { body?: string; count?: number } = {}): void {
+    const { count = 1 } = opts;
+    if (!(Number.isInteger(status) && status >= 300 && status <= 599)) throw new EmulatorError('INVALID_ARGUMENT', 'status must be an error status (300-599)');
+    if (!(Number.isInteger(count) && count >= 1 && count <= 1000)) throw new EmulatorError('INVALID_ARGUMENT', 'count must be a whole number from 1 to 1000');
+    this.identity(deviceId);
+    const body = opts.body ?? JSON.stringify({ errorCode: status * 1000 + 1, message: `Injected answer ${status}.`, trackingId: randomUUID(), timestampUtc: new Date().toISOString() });
+    this.reportedPatchAnswers.set(deviceId, { status, body, remaining: count });
   }
 
   /**

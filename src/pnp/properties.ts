@@ -27,7 +27,7 @@ export interface TwinDoc {
   reported: Record<string, unknown>;
 }
 
-interface Ack {
+export interface Ack {
   value?: unknown;
   ac: number;
   av: number;
@@ -57,7 +57,8 @@ function sectionOf(root: Record<string, unknown>, component: string | undefined)
   return isPlainObject(section) ? section : undefined;
 }
 
-function ackOf(value: unknown): Ack | undefined {
+/** The value as a writable-property acknowledgement (`{ value?, ac, av, ad? }`), when it is one. */
+export function ackOf(value: unknown): Ack | undefined {
   if (!isPlainObject(value)) return undefined;
   const { ac, av } = value;
   if (typeof ac !== 'number' || typeof av !== 'number') return undefined;

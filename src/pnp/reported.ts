@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { writeFileAtomic } from '../store/files';
+import { ackOf } from './properties';
 import { isPlainObject } from './schema';
 import { PropertiesRejectedError } from './types';
 import { jsonDepth, MAX_TWIN_DEPTH } from '../json';
@@ -28,6 +29,17 @@ export interface ReportedBatch {
   taken: Array<[key: string, generation: number]>;
 }
 
+/** Reported properties given up: the hub refused the PATCH that carried them for good. */
+export interface DroppedProperties {
+  reason: 'refused';
+  /** The hub's status (400, 413). */
+  status: number;
+  /** `name`, or `component.name` for a component property. */
+  properties: string[];
+  /** The hub's message, when it sent one. */
+  detail?: string;
+}
+
 /** Names IoT Hub accepts in a twin: no `.`, `$`, space or control characters, at most 1 KB. */
 function checkName(name: string, what: string): void {
   // eslint-disable-next-line no-control-regex
@@ -37,6 +49,7 @@ function checkName(name: string, what: string): void {
 }
 
 const keyOf = (component: string | undefined, name: string) => `${component ?? ''}\u0000${name}`;
+const displayName = (entry: Entry) => (entry.component === undefined ? entry.name : `${entry.component}.${entry.name}`);
 
 export function reportedQueuePath(dataDir: string, registrationId: string): string {
   return join(dataDir, `reported-${encodeURIComponent(registrationId)}.json`);
@@ -46,6 +59,7 @@ export class ReportedQueue {
   private readonly entries = new Map<string, Entry>();
   private generation = 0;
   private readonly listeners = new Set<() => void>();
+  private readonly droppedListeners = new Set<(dropped: DroppedProperties) => void>();
 
   constructor(
     private readonly logger: Logger,
@@ -94,8 +108,17 @@ export class ReportedQueue {
 
   /** Everything pending, as one patch (components carry `"__t": "c"`), or null when empty. */
   take(): ReportedBatch | null {
-    if (this.entries.size === 0) return null;
-    const entries = [...this.entries.entries()];
+    return this.batchOf([...this.entries.entries()]);
+  }
+
+  /** One pending property (by its key in a batch's `taken`) as a patch of its own, or null when it left. */
+  takeOne(key: string): ReportedBatch | null {
+    const entry = this.entries.get(key);
+    return entry ? this.batchOf([[key, entry]]) : null;
+  }
+
+  private batchOf(entries: Array<[string, Entry]>): ReportedBatch | null {
+    if (entries.length === 0) return null;
     return {
       patch: this.build(entries.map(([, entry]) => entry)),
       taken: entries.map(([key, entry]) => [key, entry.generation]),
@@ -108,6 +131,41 @@ export class ReportedQueue {
       if (this.entries.get(key)?.generation === generation) this.entries.delete(key);
     }
     this.persist();
+  }
+
+  /**
+   * The hub refused the batch for good (400, 413). A writable-property acknowledgement that still
+   * carries its value stays queued without it (`{ ac, av, ad }` always fits a twin): the service
+   * must learn the outcome. Everything else the batch carried (and nothing replaced since) is
+   * dropped and reported to the `onDropped` listeners. Returns the names dropped.
+   */
+  refuse(batch: ReportedBatch, status: number, detail?: string): string[] {
+    const dropped: string[] = [];
+    for (const [key, generation] of batch.taken) {
+      const entry = this.entries.get(key);
+      if (entry?.generation !== generation) continue;
+      const ack = ackOf(entry.value);
+      if (ack && 'value' in ack) {
+        const { value: _refused, ...withoutValue } = ack;
+        entry.value = { ...withoutValue, ad: `the hub refused the value (${status})` };
+        entry.generation = ++this.generation;
+        continue;
+      }
+      this.entries.delete(key);
+      dropped.push(displayName(entry));
+    }
+    this.persist();
+    if (dropped.length > 0) {
+      const report: DroppedProperties = { reason: 'refused', status, properties: dropped, ...(detail !== undefined ? { detail } : {}) };
+      for (const listener of this.droppedListeners) listener(report);
+    }
+    return dropped;
+  }
+
+  /** Called for every refusal that dropped properties. Returns an unsubscribe function. */
+  onDropped(listener: (dropped: DroppedProperties) => void): () => void {
+    this.droppedListeners.add(listener);
+    return () => this.droppedListeners.delete(listener);
   }
 
   onChange(listener: () => void): () => void {

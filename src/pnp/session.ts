@@ -27,6 +27,7 @@ import type { ReportedBatch, ReportedQueue } from './reported';
 import { isPlainObject } from './schema';
 import { ServiceProtocolError } from '../errors';
 import { jsonDepth, MAX_TWIN_DEPTH } from '../json';
+import { curveCapMs, nextRandom, seedFrom } from '../policy/backoff';
 
 /** Why a twin message from the hub would crash the SDK's parser, or undefined when it is sound. */
 export function invalidTwinMessage(topic: string, payload: Buffer | string | undefined): string | undefined {
@@ -106,8 +107,38 @@ function isServiceRefusal(error: unknown): boolean {
   return error instanceof Error && error.name === 'Error' && error.constructor === Error;
 }
 
+/** The status of a twin answer (`$iothub/twin/res/{status}/?$rid=…`), or undefined for other topics. */
+export function twinResponseStatus(topic: string): number | undefined {
+  if (!topic.startsWith('$iothub/twin/res/')) return undefined;
+  const status = Number(topic.split('/')[3]);
+  return Number.isInteger(status) ? status : undefined;
+}
+
+/** Retries of a reported PATCH the hub answered 429, 5xx or another status it may not repeat. */
+export const REPORTED_RETRY_BASE_MS = 1000;
+export const REPORTED_RETRY_MAX_MS = 60_000;
+
+/**
+ * What to do with a reported PATCH, from the status of the hub's answer (the SDK ignores it: an
+ * `errorCode` body becomes a bare Error, any other body a success) or, when the status is not
+ * known (a transport without the SDK's MQTT base), from the error alone.
+ */
+export function reportedPatchVerdict(status: number | undefined, error: unknown): 'delivered' | 'refused' | 'retry' | 'lost' {
+  if (status !== undefined) {
+    if (status >= 200 && status < 300) return 'delivered';
+    // The only answers that will not change by sending the same patch again.
+    if (status === 400 || status === 413) return 'refused';
+    return 'retry';
+  }
+  if (error === undefined || error === null) return 'delivered';
+  // A refusal whose status we could not read: keep it (never lost), the retries are bounded in rate.
+  return isServiceRefusal(error) ? 'retry' : 'lost';
+}
+
 /** The listeners of one connection for what the hub sends. */
 interface Inbound {
+  /** Status of the twin answer being dispatched right now (its request's callback runs inside). */
+  twinStatus: number | undefined;
   detach(): void;
 }
 
@@ -129,6 +160,7 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
     const lost = (error: unknown) => {
       if (!detached) connection.lost(error);
     };
+    const inbound: Inbound = { twinStatus: undefined, detach: () => undefined };
 
     // ---- commands: every `method_<name>` event of the transport comes here, known or not.
     const respond = (message: MethodMessage, outcome: { status: number; payload: unknown; after?: () => void }) => {
@@ -206,13 +238,22 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
             logger.warn({ topic: topic.slice(0, 200) }, 'C2D message with an undecodable property bag; ignored');
             return true;
           }
+          const status = twinResponseStatus(topic);
+          if (status !== undefined) {
+            inbound.twinStatus = status;
+            try {
+              return originalBaseEmit.call(this, event, ...args);
+            } finally {
+              inbound.twinStatus = undefined;
+            }
+          }
         }
         return originalBaseEmit.call(this, event, ...args);
       };
     }
 
     transport.on('message', onC2D);
-    const inbound: Inbound = {
+    Object.assign(inbound, {
       detach() {
         if (detached) return;
         detached = true;
@@ -221,7 +262,7 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
         if (mqttBase && originalBaseEmit) mqttBase.emit = originalBaseEmit;
         transport.removeListener('message', onC2D);
       },
-    };
+    });
     inboundOf.set(transport, inbound);
     return inbound;
   };
@@ -232,6 +273,7 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
     // The hub attaches the inbound listeners before open(); for a caller that does not, they live
     // with this session.
     const ownInbound = inboundOf.has(transport) ? undefined : attachInbound(session);
+    const inbound = ownInbound ?? inboundOf.get(transport)!;
     let stopped = false;
     let subscribed = false;
     let synced = false;
@@ -264,22 +306,55 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
     };
 
     // ---- reported properties: the queue is flushed whenever it changes, one PATCH at a time.
+    // A PATCH answered 429/5xx stays queued and is sent again after a backoff (the flush returns
+    // meanwhile, so the twin GET is not held up); one refused for good (400/413) is split into
+    // one PATCH per property, so only what the hub refuses is dropped.
+    let retryTimer: unknown = null;
+    let retries = 0;
+    const isolate: string[] = [];
+    const patchReported = (patch: Record<string, unknown>) =>
+      call<{ status: number | undefined; error: Error | undefined }>('twin PATCH reported', (done) =>
+        transport.updateTwinReportedProperties(patch, (error?: Error | null) => done(null, { status: inbound.twinStatus, error: error ?? undefined })),
+      );
+    const scheduleRetry = (batch: ReportedBatch, status: number | undefined, error: Error | undefined) => {
+      retries++;
+      const capMs = curveCapMs(REPORTED_RETRY_BASE_MS, REPORTED_RETRY_MAX_MS, retries);
+      // Jittered per device, connection and attempt: a throttled fleet does not come back in step.
+      const [u] = nextRandom(seedFrom(`${session.deviceId}:${epoch}:${retries}`));
+      const delayMs = Math.round(capMs / 2 + (u * capMs) / 2);
+      logger.warn({ status, err: error?.message, properties: Object.keys(batch.patch), attempt: retries, retryInMs: delayMs }, 'hub did not take the reported properties; kept, sent again later');
+      retryTimer = clock.setTimeout(() => {
+        retryTimer = null;
+        if (!stopped) void flush();
+      }, delayMs);
+    };
     const flushLoop = async (): Promise<void> => {
       let batch: ReportedBatch | null;
-      while (!stopped && (batch = reported.take())) {
+      while (!stopped && retryTimer === null && (batch = isolate.length > 0 ? reported.takeOne(isolate.shift()!) : reported.take())) {
+        let answer: { status: number | undefined; error: Error | undefined };
         try {
-          await call<void>('twin PATCH reported', (done) => transport.updateTwinReportedProperties(batch!.patch, done));
-          if (stopped) return; // acknowledged on a connection that is over: sent again next time (idempotent)
+          answer = await patchReported(batch.patch);
+        } catch (error) {
+          if (!stopped) lost(error); // no answer (timeout) or transport trouble: kept for the next connection
+          return;
+        }
+        if (stopped) return; // answered on a connection that is over: sent again next time (idempotent)
+        const { status, error } = answer;
+        const verdict = reportedPatchVerdict(status, error);
+        if (verdict === 'delivered') {
+          retries = 0;
           reported.settle(batch);
           logger.debug({ properties: Object.keys(batch.patch) }, 'reported properties sent');
-        } catch (error) {
-          if (stopped) return;
-          if (isServiceRefusal(error)) {
-            // The hub said no (e.g. the 32 KB limit): retrying would loop forever. Drop it, loudly.
-            reported.settle(batch);
-            logger.error({ properties: Object.keys(batch.patch), err: (error as Error).message }, 'hub refused reported properties; dropped');
-            continue;
-          }
+        } else if (verdict === 'refused' && batch.taken.length > 1) {
+          logger.warn({ status, properties: Object.keys(batch.patch) }, 'hub refused reported properties; sending them one by one');
+          isolate.push(...batch.taken.map(([key]) => key));
+        } else if (verdict === 'refused') {
+          const dropped = reported.refuse(batch, status!, error?.message);
+          if (dropped.length > 0) logger.error({ status, properties: dropped, err: error?.message }, 'hub refused reported properties; dropped');
+        } else if (verdict === 'retry') {
+          scheduleRetry(batch, status, error);
+          return;
+        } else {
           lost(error);
           return;
         }
@@ -340,6 +415,7 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
 
     return () => {
       stopped = true;
+      if (retryTimer !== null) clock.clearTimeout(retryTimer);
       for (const abandon of [...pending]) abandon(new Error('session ended'));
       properties.endSession();
       transport.removeListener('twinDesiredPropertiesUpdate', onPatch);

@@ -31,7 +31,7 @@ function connectCountingReads(deviceId: string) {
     keepalive: 0,
   });
   let reads = 0;
-  client.stream.prependListener('data', () => reads++); // before mqtt.js parses the read
+  (client as unknown as { stream: NodeJS.ReadableStream }).stream.prependListener('data', () => reads++); // before mqtt.js parses the read
   const packets: Array<{ cmd: string; topic?: string; read: number }> = [];
   client.on('packetreceive', (packet: mqtt.Packet) => {
     packets.push({ cmd: packet.cmd, ...('topic' in packet ? { topic: String(packet.topic) } : {}), read: reads });

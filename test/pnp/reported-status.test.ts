@@ -1,0 +1,194 @@
+/**
+ * Reported PATCHes by the status of the hub's answer (`$iothub/twin/res/{status}`), which the SDK
+ * ignores: an `errorCode` body becomes a bare Error, any other body a success. 429/5xx keep the
+ * batch and send it again after a jittered backoff (simulated clock) without holding up the twin
+ * GET; 400/413 drop only what the hub refuses (a batch is split into one PATCH per property), with
+ * a `dropped`-style report; a writable-property acknowledgement is re-sent without its value.
+ *
+ * The transport is scripted but answers like the SDK's: through its MQTT base's 'message' event,
+ * with the PATCH's callback called inside it.
+ */
+import { EventEmitter } from 'node:events';
+import { SimulatedClock } from 'xstate';
+import type { HubSession } from '../../src/actors/hub';
+import { createPnp, type Pnp } from '../../src/pnp';
+import type { DroppedProperties } from '../../src/pnp/reported';
+import { REPORTED_RETRY_BASE_MS, reportedPatchVerdict, twinResponseStatus } from '../../src/pnp/session';
+import { capturingLogger } from '../e2e/harness';
+
+type Callback = (error?: Error | null, result?: unknown) => void;
+
+/** Answers every reported PATCH from `answers` (then 204), through `_mqtt` as the SDK's twin client does. */
+class TwinTransport extends EventEmitter {
+  readonly _mqtt = new EventEmitter();
+  patches: Array<Record<string, unknown>> = [];
+  calls: string[] = [];
+  answers: Array<{ status: number; body?: string }> = [];
+  private pending: Callback | undefined;
+
+  constructor() {
+    super();
+    this._mqtt.on('message', (topic: string, payload: Buffer) => {
+      const callback = this.pending;
+      this.pending = undefined;
+      const text = payload.toString();
+      const parsed = text ? (JSON.parse(text) as { errorCode?: number; message?: string }) : undefined;
+      if (parsed?.errorCode) callback?.(new Error(parsed.message));
+      else callback?.(null, parsed);
+      void topic;
+    });
+  }
+  enableTwinDesiredPropertiesUpdates(done: Callback) {
+    done(null);
+  }
+  enableMethods(done: Callback) {
+    done(null);
+  }
+  enableC2D(done: Callback) {
+    done(null);
+  }
+  getTwin(done: Callback) {
+    this.calls.push('get');
+    done(null, { desired: { $version: 1 }, reported: { $version: 1 } });
+  }
+  updateTwinReportedProperties(patch: Record<string, unknown>, done: Callback) {
+    this.calls.push('patch');
+    this.patches.push(patch);
+    this.pending = done;
+    const { status, body } = this.answers.shift() ?? { status: 204, body: '' };
+    const text = body ?? JSON.stringify({ errorCode: status * 1000 + 1, message: `status ${status}` });
+    setImmediate(() => this._mqtt.emit('message', `$iothub/twin/res/${status}/?$rid=1`, Buffer.from(text)));
+  }
+}
+
+async function until(predicate: () => boolean, what: string, timeoutMs = 2000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
+
+function setup() {
+  const clock = new SimulatedClock();
+  const lines: string[] = [];
+  const pnp: Pnp = createPnp({
+    clock,
+    logger: capturingLogger(lines),
+    commandTimeoutMs: 1000,
+    propertyHandlerTimeoutMs: 1000,
+    twinTimeoutMs: 60_000,
+    registrationId: 'unit',
+    reprovision: () => undefined,
+  });
+  const transport = new TwinTransport();
+  const lost = jest.fn();
+  const dropped: DroppedProperties[] = [];
+  pnp.reported.onDropped((d) => dropped.push(d));
+  const session = { client: {} as HubSession['client'], transport: transport as unknown as HubSession['transport'], epoch: 1, deviceId: 'unit', lost } as HubSession;
+  // As the hub does: the inbound part before open(), then the session.
+  const detach = pnp.feature.inbound!(session);
+  const stopSession = pnp.feature(session);
+  const stop = () => {
+    stopSession();
+    detach();
+  };
+  /** Resolves once `n` retries have been scheduled (the answer that asked for it was read). */
+  const retriesScheduled = (n: number) =>
+    until(() => lines.filter((l) => l.includes('sent again later')).length === n, `${n} retries scheduled`);
+  return { clock, pnp, transport, lost, dropped, stop, retriesScheduled };
+}
+
+test('the verdict by status: 2xx delivered, 400/413 refused, 429/5xx and anything else retried; no status: by the error', () => {
+  expect(twinResponseStatus('$iothub/twin/res/429/?$rid=7')).toBe(429);
+  expect(twinResponseStatus('$iothub/twin/PATCH/properties/desired/?$version=2')).toBeUndefined();
+  expect([204, 200, 400, 413, 429, 500, 503, 401].map((status) => reportedPatchVerdict(status, undefined))).toEqual([
+    'delivered',
+    'delivered',
+    'refused',
+    'refused',
+    'retry',
+    'retry',
+    'retry',
+    'retry',
+  ]);
+  // A 429 whose body had no errorCode reaches us as a success from the SDK: the status decides.
+  expect(reportedPatchVerdict(429, undefined)).toBe('retry');
+  expect(reportedPatchVerdict(undefined, new Error('refused, status unknown'))).toBe('retry');
+  expect(reportedPatchVerdict(undefined, Object.assign(new Error('closed'), { name: 'NotConnectedError' }))).toBe('lost');
+});
+
+test('429, then 503 with an empty body: the batch is kept and sent again after a jittered backoff; the twin GET is not held up', async () => {
+  const { clock, pnp, transport, lost, dropped, stop, retriesScheduled } = setup();
+  transport.answers = [{ status: 429 }, { status: 503, body: '' }];
+  pnp.reported.set({ battery: 50 });
+  await retriesScheduled(1);
+  await until(() => transport.calls.includes('get'), 'the GET after the throttled PATCH');
+  expect(transport.calls).toEqual(['patch', 'get']);
+
+  // First retry: uniform in [base/2, base].
+  clock.increment(REPORTED_RETRY_BASE_MS / 2 - 1);
+  await settle();
+  expect(transport.patches).toHaveLength(1);
+  pnp.reported.set({ battery: 49 }); // newer value while waiting: no extra PATCH, the retry carries it
+  await settle();
+  expect(transport.patches).toHaveLength(1);
+  clock.increment(REPORTED_RETRY_BASE_MS / 2 + 1);
+  await until(() => transport.patches.length === 2, 'the first retry');
+  expect(transport.patches[1]).toEqual({ battery: 49 });
+  await retriesScheduled(2);
+
+  // Second retry (after the 503 with no errorCode the SDK called a success): within [base, 2·base].
+  clock.increment(REPORTED_RETRY_BASE_MS - 1);
+  await settle();
+  expect(transport.patches).toHaveLength(2);
+  clock.increment(REPORTED_RETRY_BASE_MS + 1);
+  await until(() => transport.patches.length === 3 && pnp.reported.size === 0, 'the second retry, accepted');
+  expect(dropped).toEqual([]);
+  expect(lost).not.toHaveBeenCalled();
+  stop();
+});
+
+test('400 drops only what the hub refuses: a batch is split into one PATCH per property; the report names it', async () => {
+  const { pnp, transport, lost, dropped, stop } = setup();
+  transport.answers = [{ status: 400 }, { status: 400, body: JSON.stringify({ errorCode: 400004, message: 'Invalid reported properties.' }) }];
+  pnp.reported.set({ serial: 'A-1', firmware: '2.0' });
+  await until(() => transport.patches.length === 3 && pnp.reported.size === 0, 'the split');
+  expect(transport.patches).toEqual([{ serial: 'A-1', firmware: '2.0' }, { serial: 'A-1' }, { firmware: '2.0' }]);
+  expect(dropped).toEqual([{ reason: 'refused', status: 400, properties: ['serial'], detail: 'Invalid reported properties.' }]);
+  expect(lost).not.toHaveBeenCalled();
+  stop();
+});
+
+test('a writable-property acknowledgement refused with 413 is sent again without its value; never dropped while it has one', async () => {
+  const { pnp, transport, dropped, stop } = setup();
+  transport.answers = [{ status: 413 }];
+  pnp.reported.set({ fanSpeed: { value: 'x'.repeat(100), ac: 200, av: 7, ad: 'completed' } });
+  await until(() => transport.patches.length === 2 && pnp.reported.size === 0, 'the ack without its value');
+  expect(transport.patches[1]).toEqual({ fanSpeed: { ac: 200, av: 7, ad: 'the hub refused the value (413)' } });
+  expect(dropped).toEqual([]);
+  stop();
+});
+
+test('a component property refused for good is reported as component.name', async () => {
+  const { pnp, transport, dropped, stop } = setup();
+  transport.answers = [{ status: 413 }];
+  pnp.reported.set({ maxTemp: 40 }, 'thermostat1');
+  await until(() => dropped.length === 1, 'the report');
+  expect(dropped[0]).toMatchObject({ reason: 'refused', status: 413, properties: ['thermostat1.maxTemp'] });
+  expect(pnp.reported.size).toBe(0);
+  stop();
+});
+
+test('the retry timer dies with the session: nothing is sent after cleanup, the batch stays for the next connection', async () => {
+  const { clock, pnp, transport, stop, retriesScheduled } = setup();
+  transport.answers = [{ status: 429 }];
+  pnp.reported.set({ battery: 50 });
+  await retriesScheduled(1);
+  stop();
+  clock.increment(10 * REPORTED_RETRY_BASE_MS);
+  await settle();
+  expect(transport.patches).toHaveLength(1);
+  expect(pnp.reported.size).toBe(1);
+});
