@@ -400,7 +400,14 @@ export const deviceMachine = setup({
      */
     planRetryOnSameHub: assign(({ context, event }, params: { confirmed: boolean }) => {
       const at = lookupEndedAt(event, context);
-      const refusal: Failure = { ...(context.lastError ?? failureIn(event, context)), at };
+      // A busy DPS (429 + retry-after, 5xx) is not asked again before its own wait is over: the
+      // next hub attempt, whose refusal would ask again, waits for it too.
+      const lookupFailure = (event as EventObject).type === 'xstate.done.actor.lookupAssignment' ? undefined : failureIn(event, context);
+      const dpsWait = {
+        ...(lookupFailure?.retryAfterMs !== undefined ? { retryAfterMs: lookupFailure.retryAfterMs } : {}),
+        ...(lookupFailure?.minDelayMs !== undefined ? { minDelayMs: Math.max(lookupFailure.minDelayMs, context.lastError?.minDelayMs ?? 0) } : {}),
+      };
+      const refusal: Failure = { ...(context.lastError ?? failureIn(event, context)), ...dpsWait, at };
       return { ...planHubRetry(context, refusal, false), lastError: refusal, retryStep: 'Connecting' as const, assignmentConfirmed: params.confirmed };
     }),
   },
@@ -494,7 +501,8 @@ export const deviceMachine = setup({
           { guard: 'isFatal', target: 'Failed', actions: 'recordFailure' },
           // Seed 004: no answer (401/403/404) → a full registration.
           { guard: 'isReprovisionClass', target: 'Reprovisioning', actions: 'resetHubRun' },
-          { guard: 'refusalSpendsBudget', target: 'Reprovisioning', actions: 'resetHubRun' },
+          // The hub budget is spent but DPS is busy too: register once DPS's own wait is over.
+          { guard: 'refusalSpendsBudget', target: 'BackingOff', actions: ['resetHubRun', { type: 'planDpsRetry', params: { step: 'Reprovisioning' } }] },
           // At boot with nothing cached, DPS unreachable: the registration is the next step.
           { guard: 'noAssignment', target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step: 'Provisioning' } } },
           // DPS busy or unreachable: carry on with the cached hub; the next refusal asks again.

@@ -9,6 +9,9 @@ import { extname, join } from 'node:path';
 import { FAST_DPS_POLL_SEC, deriveDeviceKey, startLocalCloud, type DpsAnswer, type DpsMetrics, type EmulatedHub, type EmulatorLogger, type HubMetrics, type InjectedDpsStatus, type LocalCloud } from '../emulator';
 import { asyncCommands, forkService, type Async } from '../emulator/ipc';
 
+/** A DPS answer of any kind: register and poll (MQTT) or status lookup (HTTPS). */
+export type DpsExchange = Omit<DpsAnswer, 'request'> & { request: DpsAnswer['request'] | 'lookup' };
+
 export interface SoakCloudOptions {
   hubs: number;
   /** Seeds the emulator (allocation, keys). */
@@ -66,7 +69,7 @@ export interface SoakCloudCommands {
    * registration times, hub connects and refusals in time order. Kept here, not in the soak's
    * process, so the devices' memory does not grow with the history.
    */
-  history(deviceId: string): { answers: DpsAnswer[]; registers: number[]; hubAttempts: HubAttempt[] };
+  history(deviceId: string): { answers: DpsExchange[]; registers: number[]; hubAttempts: HubAttempt[] };
   metrics(): { dps: DpsMetrics; dpsOpenOperations: number | null; hubs: Array<{ name: string } & HubMetrics>; rss: number };
 }
 
@@ -167,7 +170,11 @@ export async function startSoakCloudService(
     },
     sync: () => null,
     history: (deviceId) => ({
-      answers: cloud.dps.answers(deviceId),
+      // Status lookups are DPS requests too: their 429/5xx waits are checked like a registration's.
+      answers: [
+        ...cloud.dps.answers(deviceId),
+        ...cloud.dps.lookups(deviceId).map((l) => ({ ...l, request: 'lookup' as const })),
+      ].sort((x, y) => x.at - y.at),
       registers: cloud.dps.attempts(deviceId),
       hubAttempts: (hubAttempts.get(deviceId) ?? []).slice().sort((x, y) => x.at - y.at),
     }),

@@ -490,7 +490,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         const failure = ctx.lastError;
         backoffRules[failure.rule] = (backoffRules[failure.rule] ?? 0) + 1;
         const hubPlan = ctx.retryStep === 'Connecting';
-        const lower = policyLowerBoundMs(policy, {
+        // The wait before a status lookup is the first-retry spread, whatever the loss: no floor
+        // (it is DPS that is asked, not the hub that refused).
+        const lower = ctx.retryStep === 'CheckingAssignment' ? 0 : policyLowerBoundMs(policy, {
           errorClass: failure.errorClass,
           attempt: hubPlan ? ctx.hubAttempts : ctx.dpsAttempts,
           afterLoss: change.previous === 'Connected',

@@ -465,6 +465,9 @@ describe('no registration storm', () => {
       await cloud.failOpen(refusedAsUnauthorized(cloud));
       expect(device.value()).toBe('CheckingAssignment');
       await cloud.failLookup(cloud.failure('transient', { rule: 'socket-refused' }, 'dps-lookup'));
+      // Budget spent: register, after DPS's own wait (never straight into a DPS that just failed).
+      expect(device.context().retryStep).toBe('Reprovisioning');
+      await cloud.advance(device.context().delayMs!);
       expect(device.value()).toBe('Reprovisioning');
       expect(cloud.calls.lookupAssignment).toBe(2);
     });
@@ -526,5 +529,19 @@ describe('parked: what an operator can fix remotely waits long instead of ending
       await cloud.advance(device.context().delayMs!);
     }
     expect(classes).toEqual(['quick', 'quick', 'parked', 'parked']);
+  });
+});
+
+describe('a busy DPS is not asked again before its own wait is over', () => {
+  test('lookup answered 429 + retry-after 20 s: the next hub attempt (whose refusal asks again) waits at least that long', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true });
+    await cloud.flush();
+    await cloud.failOpen(refusedAsUnauthorized(cloud));
+    expect(device.value()).toBe('CheckingAssignment');
+    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 20_000 }, 'dps-lookup'));
+    expect(device.value()).toBe('BackingOff');
+    expect(device.context().retryStep).toBe('Connecting');
+    expect(device.context().delayMs).toBeGreaterThanOrEqual(20_000);
   });
 });
