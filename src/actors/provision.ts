@@ -23,7 +23,6 @@ import { ProvisioningDeviceConstants, type DeviceRegistrationResult, type Regist
 import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
 import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
 import type { Logger } from 'pino';
-import { fromPromise } from 'xstate';
 import type { ProvisionResult } from '../../machines/device.machine';
 import type { Clock } from '../clock';
 import { ServiceProtocolError } from '../errors';
@@ -387,9 +386,5 @@ export function registerOnce(settings: ProvisionSettings, registrationId: string
 
 export function provisionWork(settings: ProvisionSettings): PromiseWork<ProvisionResult, { registrationId: string; attempt: number }> {
   return ({ input, signal }) => registerOnce(settings, input.registrationId, signal, input.attempt);
-}
-
-export function createProvisionActor(settings: ProvisionSettings) {
-  return fromPromise(provisionWork(settings));
 }
 
