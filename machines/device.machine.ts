@@ -209,6 +209,15 @@ function hubBudgetSpent(context: DeviceContext, failure: Failure): boolean {
   return attempts >= context.policy.maxHubAttempts || failure.at - since >= context.policy.hubRetryWindowMs;
 }
 
+/**
+ * The hub has been unreachable (not refusing, not busy: no answer, a refused socket) since the
+ * first failure of this run for `lookupAfterUnreachableMs`: DPS may have moved the device.
+ */
+function unreachableTooLong(context: DeviceContext, failure: Failure): boolean {
+  if (failure.errorClass !== 'transient' || failure.serverBusy === true || context.firstFailureAt === null) return false;
+  return failure.at - context.firstFailureAt >= context.policy.lookupAfterUnreachableMs;
+}
+
 /** What every working state accepts: stop, or go to DPS now. */
 const STOP_OR_REPROVISION = {
   STOP: { target: 'Disconnecting' },
@@ -430,11 +439,15 @@ export const deviceMachine = setup({
      * assignment has worked before, DPS has not confirmed it in this run, and the preset is not
      * the official sample's (which re-registers on every loss).
      */
-    shouldCheckAssignment: ({ context, event }) =>
-      failureIn(event, context).assignmentInDoubt === true &&
-      context.assignmentProven &&
-      !context.assignmentConfirmed &&
-      context.policy.reprovisionOnLoss !== true,
+    shouldCheckAssignment: ({ context, event }) => {
+      const failure = failureIn(event, context);
+      return (
+        (failure.assignmentInDoubt === true || unreachableTooLong(context, failure)) &&
+        context.assignmentProven &&
+        !context.assignmentConfirmed &&
+        context.policy.reprovisionOnLoss !== true
+      );
+    },
     /** A reprovision-class failure goes to DPS unless DPS just confirmed this hub (then: back off on it). */
     reprovisionUnlessConfirmed: ({ context, event }) => failureIn(event, context).errorClass === 'reprovision' && !context.assignmentConfirmed,
     /** The lookup names another hub (or another device id) than the one that refused. */

@@ -144,6 +144,7 @@ export const DEFAULT_POLICY: RetryPolicy = Object.freeze({
   parkedMaxDelayMs: 30 * 60_000,
   stableConnectionMs: 30_000,
   maxHubAttempts: 100,
+  lookupAfterUnreachableMs: 60_000,
   hubRetryWindowMs: 15 * 60_000,
 });
 
@@ -176,7 +177,7 @@ export const PRESETS: Readonly<Record<PresetName, Readonly<RetryPolicy>>> = Obje
 
 export type RetryPolicyInput = { preset?: PresetName } & Partial<RetryPolicy>;
 
-const DELAY_FIELDS = ['firstRetryMaxMs', 'minDelayMs', 'maxDelayMs', 'throttledMinDelayMs', 'retryAfterJitterMs', 'slowRetryMinMs', 'parkedMinDelayMs', 'parkedMaxDelayMs', 'stableConnectionMs'] as const;
+const DELAY_FIELDS = ['firstRetryMaxMs', 'minDelayMs', 'maxDelayMs', 'throttledMinDelayMs', 'retryAfterJitterMs', 'slowRetryMinMs', 'parkedMinDelayMs', 'parkedMaxDelayMs', 'stableConnectionMs', 'lookupAfterUnreachableMs'] as const;
 const KNOWN_FIELDS: ReadonlySet<string> = new Set([
   'preset',
   ...DELAY_FIELDS,
@@ -245,6 +246,7 @@ export function resolvePolicy(input?: RetryPolicyInput): RetryPolicy {
     parkedMinDelayMs: requireNonNegative('parkedMinDelayMs', merged.parkedMinDelayMs),
     parkedMaxDelayMs: requireNonNegative('parkedMaxDelayMs', merged.parkedMaxDelayMs),
     stableConnectionMs: requireNonNegative('stableConnectionMs', merged.stableConnectionMs),
+    lookupAfterUnreachableMs: requireNonNegative('lookupAfterUnreachableMs', merged.lookupAfterUnreachableMs),
     maxHubAttempts: requirePositive('maxHubAttempts', merged.maxHubAttempts, true),
     hubRetryWindowMs: requireNonNegative('hubRetryWindowMs', merged.hubRetryWindowMs),
   };

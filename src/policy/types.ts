@@ -98,6 +98,12 @@ export interface HubBudget {
   stableConnectionMs: number;
   /** Failed attempts on one hub before reprovisioning; a backstop, the window decides by default. */
   maxHubAttempts: number;
+  /**
+   * A hub this device worked on that stays unreachable (refused sockets, timeouts) this long is
+   * asked about: DPS may have moved the device elsewhere (IoT Central: "unreachable hub" means
+   * reprovision). One status lookup per failure run; the hub budget still decides registrations.
+   */
+  lookupAfterUnreachableMs: number;
   /** Time since the first failure on one hub before reprovisioning (DPS guidance: 15–30 min). */
   hubRetryWindowMs: number;
   /** Go back to DPS after every lost connection (the official sample's behaviour; baseline only). */

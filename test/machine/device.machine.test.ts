@@ -13,6 +13,7 @@ const policy: RetryPolicy = {
   parkedMinDelayMs: 15 * 60_000,
   parkedMaxDelayMs: 30 * 60_000,
   stableConnectionMs: 30_000,
+  lookupAfterUnreachableMs: 60_000,
   maxHubAttempts: 4,
   hubRetryWindowMs: 15 * 60_000,
 };
@@ -543,5 +544,31 @@ describe('a busy DPS is not asked again before its own wait is over', () => {
     expect(device.value()).toBe('BackingOff');
     expect(device.context().retryStep).toBe('Connecting');
     expect(device.context().delayMs).toBeGreaterThanOrEqual(20_000);
+  });
+});
+
+describe('a hub that stays unreachable is asked about', () => {
+  test('refused sockets for lookupAfterUnreachableMs: one status lookup (DPS may have moved the device), then on to the hub it names', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 100, quickRetries: 10, maxDelayMs: 8000 } });
+    await cloud.flush();
+    await cloud.connect();
+    await cloud.advance(policy.stableConnectionMs);
+    const epoch = device.context().epoch;
+    cloud.sessions.get(epoch)!({ type: 'HUB_LOST', epoch, failure: cloud.failure('transient', { rule: 'connection-lost' }, 'hub-session') });
+    await cloud.flush();
+    const start0 = cloud.clock.now();
+    while (device.value() !== 'CheckingAssignment') {
+      expect(device.value()).toBe('BackingOff');
+      await cloud.advance(device.context().delayMs!);
+      await cloud.failOpen(cloud.failure('transient', { rule: 'socket-refused', code: 'ECONNREFUSED' }));
+      expect(cloud.clock.now() - start0).toBeLessThan(60_000 + 8000 + 1000);
+    }
+    expect(cloud.clock.now() - start0).toBeGreaterThanOrEqual(60_000 - 1000);
+    await cloud.answerLookup('hub-b.local');
+    expect(device.value()).toBe('Connecting');
+    expect(cloud.opens[0].input).toMatchObject({ assignment: { hubHost: 'hub-b.local' } });
+    expect(cloud.calls.lookupAssignment).toBe(1);
+    expect(cloud.calls.provision).toBe(0);
   });
 });

@@ -81,6 +81,7 @@ test('a flapping hub (accepts, drops half a second later), one hour: no sub-seco
       cloud.sessions.get(epoch)?.({ type: 'HUB_LOST', epoch, failure: cloud.failure('transient', { rule: 'connection-lost' }, 'hub-session') });
       await cloud.flush();
     } else if (cloud.provisions.length) await cloud.assign();
+    else if (cloud.lookups.length) await cloud.answerLookup();
     else if (snapshot.value === 'BackingOff') await cloud.advance(Math.max(0, snapshot.context.retryAt! - cloud.clock.now()));
     else throw new Error(`stuck in ${String(snapshot.value)}`);
   }
@@ -92,5 +93,6 @@ test('a flapping hub (accepts, drops half a second later), one hour: no sub-seco
   expect(perHour.sessions).toBeLessThanOrEqual(4 * (3 + 15));
   expect(perHour.registrations).toBeLessThanOrEqual(4);
   expect(perHour.registrations).toBeGreaterThanOrEqual(1);
-  expect(perHour.lookups).toBe(0);
+  // Failing for a minute counts as unreachable: DPS is asked once per failure run (it says: same hub).
+  expect(perHour.lookups).toBeLessThanOrEqual(perHour.registrations + 1);
 });

@@ -320,6 +320,7 @@ describe('policies', () => {
       parkedMaxDelayMs: 30 * 60_000,
       stableConnectionMs: 30_000,
       maxHubAttempts: 100,
+      lookupAfterUnreachableMs: 60_000,
       hubRetryWindowMs: 15 * 60_000,
     });
     expect(Object.isFrozen(DEFAULT_POLICY)).toBe(true);

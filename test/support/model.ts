@@ -59,6 +59,8 @@ export const modelPolicy: RetryPolicy = {
   parkedMinDelayMs: 900_000,
   parkedMaxDelayMs: 1_800_000,
   stableConnectionMs: 30_000,
+  // Like the window: never trips in the model (its failures are all stamped 0).
+  lookupAfterUnreachableMs: 3_600_000,
   maxHubAttempts: 2,
   hubRetryWindowMs: 3_600_000,
 };
