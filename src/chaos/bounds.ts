@@ -31,14 +31,14 @@ function withRetryAfterJitter(waitMs: number, policy: RetryPolicy): number {
 
 export function maxBackoff(policy: RetryPolicy, schedule: readonly ScheduledFault[]): Bound {
   const raMax = schedule.reduce((m, f) => Math.max(m, (f.retryAfterSec ?? 0) * 1000), 0);
-  const fiveXxWithRetryAfter = schedule.some((f) => f.kind === 'dps.failWith' && f.retryAfterSec !== undefined);
   const candidates = [
     policy.maxDelayMs,
     policy.firstRetryMaxMs,
     SERVER_ERROR_FLOOR_MS,
     // Retry-after jitter is proportional: [R, R + max(R/2, retryAfterJitterMs)].
-    raMax > 0 ? withRetryAfterJitter(raMax, policy) : 0,
-    fiveXxWithRetryAfter ? withRetryAfterJitter(Math.max(raMax, SERVER_ERROR_FLOOR_MS), policy) : 0,
+    // A retry-after meets the 5 s floor on a 5xx, and a lookup's retry-after carries into a busy
+    // hub's retry (CONNACK 3): the wait is then max(R, floor) plus its proportional jitter.
+    raMax > 0 ? withRetryAfterJitter(Math.max(raMax, SERVER_ERROR_FLOOR_MS), policy) : 0,
     policy.fixedDelayMs ?? 0,
     policy.parkedMaxDelayMs,
   ];
@@ -47,8 +47,7 @@ export function maxBackoff(policy: RetryPolicy, schedule: readonly ScheduledFaul
     valueMs,
     formula:
       `max(maxDelayMs ${policy.maxDelayMs}, firstRetryMaxMs ${policy.firstRetryMaxMs}, 5xx/CONNACK-3 floor ${SERVER_ERROR_FLOOR_MS}, ` +
-      `max retry-after ${raMax} + max(retry-after/2, retryAfterJitterMs ${policy.retryAfterJitterMs})` +
-      (fiveXxWithRetryAfter ? `, max(retry-after, floor) + jitter` : '') +
+      `max(max retry-after ${raMax}, floor) + max(that/2, retryAfterJitterMs ${policy.retryAfterJitterMs})` +
       `) = ${valueMs} ms`,
   };
 }

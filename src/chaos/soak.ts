@@ -489,7 +489,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         backoffs++;
         const failure = ctx.lastError;
         backoffRules[failure.rule] = (backoffRules[failure.rule] ?? 0) + 1;
-        const hubPlan = ctx.retryStep === 'Connecting';
+        // A failed registration that goes back to the old hub is still a DPS plan (dpsAttempts).
+        const hubPlan = ctx.retryStep === 'Connecting' && failure.phase !== 'dps';
         // The wait before a status lookup is the first-retry spread, whatever the loss: no floor
         // (it is DPS that is asked, not the hub that refused).
         const lower = ctx.retryStep === 'CheckingAssignment' ? 0 : policyLowerBoundMs(policy, {

@@ -75,12 +75,12 @@ describe('bounds derived from the policy', () => {
 
   test('maxBackoff and the recovery bound: 2 × maxBackoff, plus the PUBACK stall of a late withholdPubacks', () => {
     const throttle: ScheduledFault = { id: 0, kind: 'dps.throttle', atMs: 0, durationMs: 1000, retryAfterSec: 4, devices: [0] };
-    expect(maxBackoff(policy, [throttle]).valueMs).toBe(6000); // max(5000, 4000 + max(4000/2, 1000))
+    expect(maxBackoff(policy, [throttle]).valueMs).toBe(7500); // max(4000, 5000 floor) + max(5000/2, 1000)
     const late: ScheduledFault = { id: 1, kind: 'hub.withholdPubacks', atMs: 20_000, durationMs: 5000, hub: 0, store: true };
-    expect(recoveryBound(policy, [throttle], 30_000, 30).valueMs).toBe(12_000);
+    expect(recoveryBound(policy, [throttle], 30_000, 30).valueMs).toBe(15_000);
     // The SDK default (30 s, checked every 10 s) and the soak's 5 s (checked every 2.5 s).
-    expect(recoveryBound(policy, [throttle, late], 30_000, 30).valueMs).toBe(12_000 + (25_000 + 30_000 + 500 + 10_000 - 30_000));
-    expect(recoveryBound(policy, [throttle, late], 30_000, 5).valueMs).toBe(12_000 + (25_000 + 5000 + 500 + 2500 - 30_000));
+    expect(recoveryBound(policy, [throttle, late], 30_000, 30).valueMs).toBe(15_000 + (25_000 + 30_000 + 500 + 10_000 - 30_000));
+    expect(recoveryBound(policy, [throttle, late], 30_000, 5).valueMs).toBe(15_000 + (25_000 + 5000 + 500 + 2500 - 30_000));
     const early: ScheduledFault = { ...late, atMs: 0, durationMs: 1000 };
     expect(recoveryBound(policy, [early], 60_000, 30).valueMs).toBe(10_000);
   });
