@@ -128,6 +128,14 @@ export function createDevice(options: DeviceOptions): Device {
       ? openSqliteOutbox(resolved.dataDir, resolved.registrationId, { limits: resolved.outboxLimits, clock })
       : new MemoryOutbox(resolved.outboxLimits));
   const emitter = new EventEmitter<DeviceEvents>();
+  /** Application listeners are observers: one that throws is logged and never breaks the device. */
+  const notify = <E extends keyof DeviceEvents>(event: E, ...args: DeviceEvents[E]): void => {
+    try {
+      (emitter.emit as (event: E, ...args: DeviceEvents[E]) => boolean)(event, ...args);
+    } catch (error) {
+      logger.error({ event, err: (error as Error).message }, 'a device event listener threw');
+    }
+  };
   const pnp = createPnp({
     clock,
     logger,
@@ -155,7 +163,7 @@ export function createDevice(options: DeviceOptions): Device {
       clock,
       logger,
       outbox,
-      onDelivered: (messageId) => emitter.emit('delivered', messageId),
+      onDelivered: (messageId) => notify('delivered', messageId),
     },
     [pnp.feature, ...(options.features ?? [])],
   );
@@ -237,7 +245,7 @@ export function createDevice(options: DeviceOptions): Device {
     if (value === 'Failed' && context.lastError) {
       logger.error({ failure: context.lastError }, 'device failed; it will not retry until retry() or reprovision()');
     }
-    emitter.emit('state', change);
+    notify('state', change);
   };
 
   const cached = cache.load();
@@ -257,12 +265,21 @@ export function createDevice(options: DeviceOptions): Device {
   actor.subscribe({ error: (error) => logger.error({ err: (error as Error).message }, 'device actor error') });
   outbox.onDropped((dropped) => {
     logger.warn(dropped, 'telemetry dropped');
-    emitter.emit('dropped', dropped);
+    notify('dropped', dropped);
   });
-  pnp.reported.onDropped((dropped) => emitter.emit('droppedProperties', dropped));
+  pnp.reported.onDropped((dropped) => notify('droppedProperties', dropped));
 
   const send = (event: DeviceEvent) => actor.send(event);
-  const stopped = new Promise<void>((resolve) => actor.subscribe({ complete: () => resolve() }));
+  // Stopped, or (whatever went wrong) no longer running: stop() must resolve either way.
+  const stopped = new Promise<void>((resolve) => actor.subscribe({ complete: () => resolve(), error: () => resolve() }));
+  /** Closing the stores is best effort: a close that fails is logged, never a rejected stop(). */
+  const closeQuietly = (what: string, close: () => void) => {
+    try {
+      close();
+    } catch (error) {
+      logger.warn({ err: (error as Error).message }, `could not close the ${what}`);
+    }
+  };
   let started = false;
 
   const device = Object.assign(emitter, {
@@ -281,10 +298,12 @@ export function createDevice(options: DeviceOptions): Device {
         started = true;
         actor.start();
       }
-      send({ type: 'STOP' });
-      if (actor.getSnapshot().status !== 'done') await stopped;
-      if (ownsOutbox) outbox.close();
-      pnp.offline.close();
+      if (actor.getSnapshot().status === 'active') {
+        send({ type: 'STOP' });
+        await stopped;
+      }
+      if (ownsOutbox) closeQuietly('outbox', () => outbox.close());
+      closeQuietly('command inbox', () => pnp.offline.close());
     },
     async sendTelemetry(data: Record<string, unknown>, telemetryOptions: TelemetryOptions = {}) {
       if (actor.getSnapshot().status === 'done') throw new MessageRejectedError('stopped', 'the device is stopped');

@@ -197,7 +197,28 @@ class TelemetryPump {
     ];
   }
 
+  /**
+   * Sends what the window allows. Never throws: it runs inside `sendTelemetry` (onAdded), PUBACK
+   * continuations and the session's start, so an outbox that cannot be read (StorageError) ends
+   * the session instead (classified, the machine reconnects; the messages stay in the outbox).
+   */
   fill(): void {
+    try {
+      this.fillWindow();
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  private fail(error: unknown): void {
+    if (this.stopped) {
+      this.settings.logger.warn({ err: (error as Error).message }, 'telemetry pump failed after its session ended');
+      return;
+    }
+    this.onFailure(error);
+  }
+
+  private fillWindow(): void {
     while (!this.stopped && this.inFlight < this.settings.sendWindow) {
       if (this.aheadIndex >= this.ahead.length) {
         this.ahead = this.settings.outbox.after(this.cursor, Math.max(PREFETCH, this.settings.sendWindow));
@@ -214,7 +235,13 @@ class TelemetryPump {
     this.client.sendEvent(toSdkMessage(message)).then(
       () => {
         this.inFlight--;
-        this.acknowledged(message.messageId);
+        try {
+          this.acknowledged(message.messageId);
+        } catch (error) {
+          // E.g. the outbox could not remove it: it stays and is sent again (same id) next session.
+          this.fail(error);
+          return;
+        }
         this.fill();
       },
       (error: unknown) => {
@@ -238,7 +265,13 @@ class TelemetryPump {
     this.acked.push(messageId);
     if (this.flushPending) return;
     this.flushPending = true;
-    setImmediate(() => this.flushAcknowledged());
+    setImmediate(() => {
+      try {
+        this.flushAcknowledged();
+      } catch (error) {
+        this.fail(error);
+      }
+    });
   }
 
   private flushAcknowledged(): void {
@@ -261,7 +294,11 @@ class TelemetryPump {
     this.stopped = true;
     this.ahead = [];
     for (const unsubscribe of this.unsubscribe) unsubscribe();
-    this.flushAcknowledged(); // before the outbox can be closed
+    try {
+      this.flushAcknowledged(); // before the outbox can be closed
+    } catch (error) {
+      this.fail(error);
+    }
   }
 }
 
@@ -271,12 +308,21 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
   const open = new Map<number, OpenClient>();
   const closing = new Set<Promise<void>>();
 
+  /** A cleanup that throws is logged: the rest of the teardown (and the client's close) still runs. */
+  function runCleanup(cleanup: () => void, epoch: number): void {
+    try {
+      cleanup();
+    } catch (error) {
+      logger.error({ epoch, err: (error as Error).message }, 'session cleanup failed');
+    }
+  }
+
   function discard(epoch: number): void {
     const entry = open.get(epoch);
     if (!entry) return;
     open.delete(epoch);
     entry.client.removeAllListeners('disconnect');
-    for (const cleanup of entry.inboundCleanups.splice(0)) cleanup();
+    for (const cleanup of entry.inboundCleanups.splice(0)) runCleanup(cleanup, epoch);
     const done = closeQuietly(entry, clock, settings.closeTimeoutMs, logger);
     closing.add(done);
     void done.finally(() => closing.delete(done));
@@ -367,17 +413,23 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
     };
     const pump = new TelemetryPump(entry.client, settings, loseWith);
     entry.onLost = lose;
-    let cleanups: Array<() => void> = [];
+    const cleanups: Array<() => void> = [];
     if (entry.lostEarly) lose(entry.lostEarly);
     else {
-      // Features start only on a live client: their first calls would reconnect a dead one.
-      cleanups = features.map((feature) => feature(session));
-      pump.fill();
+      // A feature that throws ends the session (classified), never the device actor: an error
+      // thrown from here would put the machine in XState's error status.
+      try {
+        // Features start only on a live client: their first calls would reconnect a dead one.
+        for (const feature of features) cleanups.push(feature(session));
+        pump.fill();
+      } catch (error) {
+        loseWith(error);
+      }
     }
     return () => {
       ended = true;
       pump.stop();
-      for (const cleanup of cleanups) cleanup();
+      for (const cleanup of cleanups) runCleanup(cleanup, epoch);
       discard(epoch);
     };
   };

@@ -186,7 +186,8 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
       logger.debug({ command: name, requestId: message.requestId }, 'command received');
       void commands
         .invoke(name, message.body, { offline: false, requestId: message.requestId })
-        .then((outcome) => respond(message, outcome));
+        .then((outcome) => respond(message, outcome))
+        .catch((error: unknown) => logger.error({ command: name, requestId: message.requestId, err: (error as Error).message }, 'command failed after its handler'));
     };
     const onC2D = (message: Message) => {
       if (detached) return;
@@ -325,7 +326,7 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
       logger.warn({ status, err: error?.message, properties: Object.keys(batch.patch), attempt: retries, retryInMs: delayMs }, 'hub did not take the reported properties; kept, sent again later');
       retryTimer = clock.setTimeout(() => {
         retryTimer = null;
-        if (!stopped) void flush();
+        if (!stopped) flush().catch(lost);
       }, delayMs);
     };
     const flushLoop = async (): Promise<void> => {
@@ -399,7 +400,7 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
 
     transport.on('twinDesiredPropertiesUpdate', onPatch);
     const unsubscribeReported = reported.onChange(() => {
-      if (subscribed && !stopped) void flush();
+      if (subscribed && !stopped) flush().catch(lost);
     });
     const unsubscribeRegistered = properties.onRegistered(() => {
       if (synced && !stopped) sync().catch(lost);
