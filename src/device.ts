@@ -13,7 +13,7 @@ import { waitUntilWork } from './actors/wait';
 import { systemClock, type Clock } from './clock';
 import { MessageRejectedError } from './errors';
 import { createLogger } from './logger';
-import { resolveOptions, type DeviceOptions } from './options';
+import { resolveOptions, resolveStopOptions, type DeviceOptions, type StopOptions } from './options';
 import type { ErrorClass } from './policy/types';
 import { seedFrom } from './policy/backoff';
 import { FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
@@ -80,8 +80,13 @@ export interface Device extends EventEmitter<DeviceEvents> {
   readonly actor: DeviceActor;
   readonly registrationId: string;
   start(): void;
-  /** STOP → Disconnecting → Stopped; resolves when Stopped. Queued telemetry stays in the outbox. */
-  stop(): Promise<void>;
+  /**
+   * STOP → Disconnecting → Stopped; resolves when Stopped (always). With `drainMs`, waits first
+   * (at most that long) for the outbox to empty. Unsent telemetry stays in a durable outbox
+   * (dataDir); an in-memory outbox reports each unsent message as `dropped` (reason 'stopped').
+   * Rejects with ConfigError, stopping nothing, for an invalid `drainMs`.
+   */
+  stop(options?: StopOptions): Promise<void>;
   sendTelemetry(data: Record<string, unknown>, options?: TelemetryOptions): Promise<{ messageId: string }>;
   /** User-initiated reprovisioning, accepted at any time. */
   reprovision(): void;
@@ -120,13 +125,14 @@ export function createDevice(options: DeviceOptions): Device {
     (resolved.dataDir
       ? new FileProvisioningCache(resolved.dataDir, resolved.registrationId, logger)
       : new MemoryProvisioningCache());
-  // With a data directory telemetry is durable (SQLite); without one it lives in memory.
+  // With a data directory telemetry is durable (SQLite); without one it lives in memory, and what
+  // is still unsent when the device stops is reported as dropped (reason 'stopped').
   const ownsOutbox = options.outbox === undefined;
+  const memoryOutbox = ownsOutbox && !resolved.dataDir ? new MemoryOutbox(resolved.outboxLimits) : undefined;
   const outbox: Outbox =
-    options.outbox ??
-    (resolved.dataDir
-      ? openSqliteOutbox(resolved.dataDir, resolved.registrationId, { limits: resolved.outboxLimits, clock })
-      : new MemoryOutbox(resolved.outboxLimits));
+    options.outbox ?? memoryOutbox ?? openSqliteOutbox(resolved.dataDir!, resolved.registrationId, { limits: resolved.outboxLimits, clock });
+  /** Set while stop() drains the outbox: called after each delivery or drop. */
+  let drainCheck: (() => void) | null = null;
   const emitter = new EventEmitter<DeviceEvents>();
   /** Application listeners are observers: one that throws is logged and never breaks the device. */
   const notify = <E extends keyof DeviceEvents>(event: E, ...args: DeviceEvents[E]): void => {
@@ -163,7 +169,10 @@ export function createDevice(options: DeviceOptions): Device {
       clock,
       logger,
       outbox,
-      onDelivered: (messageId) => notify('delivered', messageId),
+      onDelivered: (messageId) => {
+        notify('delivered', messageId);
+        drainCheck?.();
+      },
     },
     [pnp.feature, ...(options.features ?? [])],
   );
@@ -264,12 +273,31 @@ export function createDevice(options: DeviceOptions): Device {
   bind(actor);
   actor.subscribe({ error: (error) => logger.error({ err: (error as Error).message }, 'device actor error') });
   outbox.onDropped((dropped) => {
-    logger.warn(dropped, 'telemetry dropped');
+    if (dropped.reason !== 'stopped') logger.warn(dropped, 'telemetry dropped'); // stop() logs those once
     notify('dropped', dropped);
+    drainCheck?.();
   });
   pnp.reported.onDropped((dropped) => notify('droppedProperties', dropped));
 
   const send = (event: DeviceEvent) => actor.send(event);
+  /** Resolves when the outbox is empty, or after `ms` on the device's clock (one drain at a time). */
+  let draining: Promise<void> | null = null;
+  const drained = (ms: number): Promise<void> => {
+    if (outbox.stats().count === 0) return Promise.resolve();
+    draining ??= new Promise<void>((resolve) => {
+      const finish = () => {
+        clock.clearTimeout(timer);
+        drainCheck = null;
+        draining = null;
+        resolve();
+      };
+      const timer = clock.setTimeout(finish, ms);
+      drainCheck = () => {
+        if (outbox.stats().count === 0) finish();
+      };
+    });
+    return draining;
+  };
   // Stopped, or (whatever went wrong) no longer running: stop() must resolve either way.
   const stopped = new Promise<void>((resolve) => actor.subscribe({ complete: () => resolve(), error: () => resolve() }));
   /** Closing the stores is best effort: a close that fails is logged, never a rejected stop(). */
@@ -293,14 +321,22 @@ export function createDevice(options: DeviceOptions): Device {
       // Offline commands a crash interrupted: run again now (their handlers are registered).
       pnp.offline.replay();
     },
-    async stop(): Promise<void> {
+    async stop(stopOptions?: StopOptions): Promise<void> {
+      const { drainMs } = resolveStopOptions(stopOptions);
+      const wasStarted = started;
       if (!started) {
         started = true;
         actor.start();
       }
       if (actor.getSnapshot().status === 'active') {
+        if (wasStarted && drainMs > 0) await drained(drainMs);
         send({ type: 'STOP' });
         await stopped;
+      }
+      if (memoryOutbox) {
+        // Not one message of an in-memory outbox goes silently: each is reported as dropped.
+        const count = memoryOutbox.dropAll('stopped');
+        if (count > 0) logger.warn({ count }, 'telemetry not delivered before stop() dropped (in-memory outbox: no dataDir)');
       }
       if (ownsOutbox) closeQuietly('outbox', () => outbox.close());
       closeQuietly('command inbox', () => pnp.offline.close());

@@ -203,6 +203,27 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
   };
 }
 
+/** Options of `device.stop()`. */
+export interface StopOptions {
+  /**
+   * Before disconnecting, wait up to this long for the outbox to empty (what is connected keeps
+   * sending; what is not may reconnect meanwhile). Default 0: stop at once.
+   */
+  drainMs?: number;
+}
+
+/** Longer than any shutdown grace period a supervisor gives (systemd 90 s, Kubernetes 30 s). */
+export const MAX_DRAIN_MS = 600_000;
+
+export function resolveStopOptions(options: StopOptions = {}): { drainMs: number } {
+  if (typeof options !== 'object' || options === null) throw new ConfigError('stop options', 'an object');
+  const { drainMs = 0 } = options;
+  if (typeof drainMs !== 'number' || !Number.isFinite(drainMs) || drainMs < 0 || drainMs > MAX_DRAIN_MS) {
+    throw new ConfigError('drainMs', `a number of milliseconds from 0 to ${MAX_DRAIN_MS}`);
+  }
+  return { drainMs };
+}
+
 function resolveOutboxLimits(limits: Partial<SqliteOutboxLimits> = {}): SqliteOutboxLimits {
   if (typeof limits !== 'object' || limits === null) throw new ConfigError('outboxLimits', 'an object');
   const known = ['maxCount', 'maxBytes', 'maxAgeMs', 'whenFull'];

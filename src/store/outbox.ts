@@ -45,8 +45,11 @@ export const DEFAULT_OUTBOX_LIMITS: OutboxLimits = {
 
 export interface DroppedMessage {
   messageId: string;
-  /** `outbox-full`: pushed out by `drop-oldest`; `expired`: older than the outbox's maximum age. */
-  reason: 'outbox-full' | 'expired';
+  /**
+   * `outbox-full`: pushed out by `drop-oldest`; `expired`: older than the outbox's maximum age;
+   * `stopped`: still unsent when the device stopped, in an outbox that does not outlive it (memory).
+   */
+  reason: 'outbox-full' | 'expired' | 'stopped';
 }
 
 /**
@@ -187,6 +190,16 @@ export class MemoryOutbox implements Outbox {
 
   stats(): { count: number; bytes: number } {
     return { count: this.messages.size, bytes: this.bytes };
+  }
+
+  /** Empties the outbox, telling the `dropped` listeners of each message (capture order). Returns how many. */
+  dropAll(reason: DroppedMessage['reason']): number {
+    const all = this.after(0, this.messages.size);
+    for (const message of all) {
+      this.remove(message.messageId);
+      this.signals.dropped({ messageId: message.messageId, reason });
+    }
+    return all.length;
   }
 
   onAdded(listener: () => void): () => void {
