@@ -14,6 +14,7 @@
  */
 import pino from 'pino';
 import { createDevice, type Device } from '../src/device';
+import { resolvePolicy } from '../src/policy/backoff';
 import type { MovedDeviceRefusal } from '../src/emulator';
 import { BENCH_DPS_POLL_SEC, launchCloud, type BenchCloud } from './cloud';
 import { closeQuietly, rawMessage, rawOpen, rawRegister } from './raw-sdk';
@@ -25,6 +26,8 @@ export interface FailoverOptions {
   cloudMode: 'in-process' | 'child-process';
   /** Skip the seed sample (≥ 90 s). */
   skipSeedSample?: boolean;
+  /** Wait after every device connected, before the first failover. Default: stableConnectionMs + 1 s. */
+  settleMs?: number;
   /** CONNACK codes the old hub refuses the moved device with; `runs` failovers each. Default [3, 5]. */
   refusalCodes?: MovedDeviceRefusal[];
 }
@@ -170,6 +173,9 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverR
     try {
       for (const d of all) d.start();
       await Promise.all(all.map((d) => waitConnected(d, 30_000)));
+      // A failover meets an established connection (one that has lasted stableConnectionMs, 30 s
+      // by default), not one a second old: only then is the first retry after the loss the short one.
+      await sleep(options.settleMs ?? resolvePolicy({ preset: 'default' }).stableConnectionMs + 1000);
       for (let i = 0; i < options.runs; i++) {
         for (const code of i % 2 === 0 ? codes : [...codes].reverse()) {
           const s = samples.get(code)!;
