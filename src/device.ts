@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createActor, type Actor, type InspectionEvent, type SnapshotFrom } from 'xstate';
 import { deviceMachine, type Assignment, type DeviceEvent } from '../machines/device.machine';
+import { deviceKeyOf } from './actors/credentials';
 import { hubWork } from './actors/hub';
 import { lookupWork } from './actors/lookup';
 import { provisionWork } from './actors/provision';
@@ -16,7 +17,7 @@ import { createLogger } from './logger';
 import { resolveOptions, resolveStopOptions, type DeviceOptions, type StopOptions } from './options';
 import type { ErrorClass } from './policy/types';
 import { seedFrom } from './policy/backoff';
-import { FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
+import { credentialFingerprint, FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
 import { MemoryOutbox, type DroppedMessage, type Outbox } from './store/outbox';
 import { openSqliteOutbox } from './store/sqlite-outbox';
 import { machineFor } from './shared-machine';
@@ -123,7 +124,12 @@ export function createDevice(options: DeviceOptions): Device {
   const cache: ProvisioningCache =
     options.cache ??
     (resolved.dataDir
-      ? new FileProvisioningCache(resolved.dataDir, resolved.registrationId, logger)
+      ? new FileProvisioningCache(resolved.dataDir, resolved.registrationId, logger, {
+          idScope: resolved.idScope,
+          provisioningHost: resolved.provisioningHost,
+          registrationId: resolved.registrationId,
+          credential: credentialFingerprint(deviceKeyOf(resolved.credential, resolved.registrationId)),
+        })
       : new MemoryProvisioningCache());
   // With a data directory telemetry is durable (SQLite); without one it lives in memory, and what
   // is still unsent when the device stops is reported as dropped (reason 'stopped').

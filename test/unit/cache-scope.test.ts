@@ -1,0 +1,126 @@
+/**
+ * The provisioning cache is keyed by ID scope, provisioning host, registration id and a
+ * fingerprint of the credential (a hash, never the key): a cache planted for another app, DPS or
+ * key is ignored with a warning and the device provisions; one written by the version before
+ * scopes is used and migrated; a matching one goes straight to the hub.
+ */
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { createDevice, type StateChange } from '../../src/device';
+import { credentialFingerprint, FileProvisioningCache, type CacheScope } from '../../src/store/cache';
+import { deriveDeviceKey } from '../../src/actors/credentials';
+
+const DEVICE_KEY = Buffer.alloc(32, 7).toString('base64');
+const GROUP_KEY = Buffer.alloc(32, 9).toString('base64');
+const SCOPE: CacheScope = {
+  idScope: '0ne00AAA111',
+  provisioningHost: 'localhost:9', // nothing listens: the device tests below only watch the first step
+  registrationId: 'sensor-1',
+  credential: credentialFingerprint(DEVICE_KEY),
+};
+const ASSIGNMENT = { hubHost: 'localhost:19', deviceId: 'sensor-1', assignedAt: 1_700_000_000_000 };
+
+function freshDir() {
+  return mkdtempSync(join(tmpdir(), 'hubstate-cache-scope-'));
+}
+function capture() {
+  const lines: string[] = [];
+  return { lines, logger: pino({ level: 'info' }, { write: (line: string) => lines.push(line) }) };
+}
+function plant(dir: string, content: object): string {
+  const path = join(dir, 'assignment-sensor-1.json');
+  writeFileSync(path, JSON.stringify(content));
+  return path;
+}
+
+test('written with its scope (version 2) and loaded back under the same scope', () => {
+  const dir = freshDir();
+  const cache = new FileProvisioningCache(dir, 'sensor-1', pino({ level: 'silent' }), SCOPE);
+  cache.save(ASSIGNMENT);
+  expect(JSON.parse(readFileSync(cache.path, 'utf8'))).toEqual({ version: 2, for: SCOPE, ...ASSIGNMENT });
+  expect(cache.load()).toEqual(ASSIGNMENT);
+  // Case does not matter (DPS ids and host names are case-insensitive).
+  const upper = { ...SCOPE, idScope: SCOPE.idScope.toUpperCase(), provisioningHost: 'LOCALHOST:9' };
+  expect(new FileProvisioningCache(dir, 'sensor-1', pino({ level: 'silent' }), upper).load()).toEqual(ASSIGNMENT);
+});
+
+test.each([
+  ['idScope', { ...SCOPE, idScope: '0ne00BBB222' }],
+  ['provisioningHost', { ...SCOPE, provisioningHost: 'global.azure-devices-provisioning.net' }],
+  ['credential', { ...SCOPE, credential: credentialFingerprint(Buffer.alloc(32, 8).toString('base64')) }],
+])('a cache planted for another %s is ignored with a warning naming it', (field, plantedFor) => {
+  const dir = freshDir();
+  plant(dir, { version: 2, for: plantedFor, ...ASSIGNMENT });
+  const { lines, logger } = capture();
+  expect(new FileProvisioningCache(dir, 'sensor-1', logger, SCOPE).load()).toBeNull();
+  expect(lines).toHaveLength(1);
+  const line = JSON.parse(lines[0]!) as { level: number; msg: string; differing: string[] };
+  expect(line.level).toBe(40);
+  expect(line.msg).toMatch(/written for another scope, DPS or credential/);
+  expect(line.differing).toEqual([field]);
+});
+
+test('a version 1 file (before scopes) is used and migrated to version 2 for the current scope', () => {
+  const dir = freshDir();
+  const path = plant(dir, ASSIGNMENT);
+  const { lines, logger } = capture();
+  expect(new FileProvisioningCache(dir, 'sensor-1', logger, SCOPE).load()).toEqual(ASSIGNMENT);
+  expect(JSON.parse(readFileSync(path, 'utf8'))).toEqual({ version: 2, for: SCOPE, ...ASSIGNMENT });
+  expect(lines.some((l) => l.includes('migrated to version 2'))).toBe(true);
+  // A malformed scope is unreadable, not trusted.
+  plant(dir, { version: 2, for: { idScope: 42 }, ...ASSIGNMENT });
+  expect(new FileProvisioningCache(dir, 'sensor-1', logger, SCOPE).load()).toBeNull();
+});
+
+test('the file holds a fingerprint of the key, never the key (group key and derived key alike)', () => {
+  const derived = deriveDeviceKey(GROUP_KEY, 'sensor-1');
+  const scope = { ...SCOPE, credential: credentialFingerprint(derived) };
+  const dir = freshDir();
+  const cache = new FileProvisioningCache(dir, 'sensor-1', pino({ level: 'silent' }), scope);
+  cache.save(ASSIGNMENT);
+  const text = readFileSync(cache.path, 'utf8');
+  for (const secret of [GROUP_KEY, derived, Buffer.from(derived, 'base64').toString('hex')]) expect(text).not.toContain(secret);
+  expect(scope.credential).toMatch(/^[0-9a-f]{32}$/);
+  expect(credentialFingerprint(derived)).toBe(scope.credential);
+  expect(credentialFingerprint(DEVICE_KEY)).not.toBe(scope.credential);
+});
+
+describe('createDevice with a data directory', () => {
+  /** The first transition of a device started on `dataDir` (nothing listens at the hosts: it only has to choose). */
+  async function firstStep(dataDir: string, lines: string[]): Promise<StateChange> {
+    const device = createDevice({
+      idScope: SCOPE.idScope,
+      registrationId: 'sensor-1',
+      deviceKey: DEVICE_KEY,
+      provisioningHost: SCOPE.provisioningHost,
+      dataDir,
+      logger: pino({ level: 'info' }, { write: (line: string) => lines.push(line) }),
+      provisionTimeoutMs: 1000,
+      connectTimeoutMs: 1000,
+    });
+    const first = new Promise<StateChange>((resolve) => device.once('state', resolve));
+    device.start();
+    const change = await first;
+    await device.stop();
+    return change;
+  }
+
+  test('a cache planted for another ID scope: warning, and the device provisions', async () => {
+    const dir = freshDir();
+    plant(dir, { version: 2, for: { ...SCOPE, idScope: '0ne00BBB222' }, ...ASSIGNMENT });
+    const lines: string[] = [];
+    expect((await firstStep(dir, lines)).value).toBe('Provisioning');
+    expect(lines.some((l) => l.includes('written for another scope'))).toBe(true);
+  });
+
+  test('its own cache: straight to the cached hub', async () => {
+    const dir = freshDir();
+    plant(dir, { version: 2, for: SCOPE, ...ASSIGNMENT });
+    const lines: string[] = [];
+    const change = await firstStep(dir, lines);
+    expect(change.value).toBe('Connecting');
+    expect(change.hubHost).toBe(ASSIGNMENT.hubHost);
+  });
+});
