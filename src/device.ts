@@ -16,7 +16,7 @@ import { MessageRejectedError } from './errors';
 import { createLogger } from './logger';
 import { resolveOptions, resolveStopOptions, type DeviceOptions, type StopOptions } from './options';
 import type { ErrorClass } from './policy/types';
-import { seedFrom } from './policy/backoff';
+import { nextRandom, seedFrom } from './policy/backoff';
 import { credentialFingerprint, FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
 import { MemoryOutbox, type DroppedMessage, type Outbox } from './store/outbox';
 import { openSqliteOutbox } from './store/sqlite-outbox';
@@ -264,6 +264,7 @@ export function createDevice(options: DeviceOptions): Device {
   };
 
   const cached = cache.load();
+  const seed = resolved.seed ?? seedFrom(`${resolved.registrationId}:${clock.now()}`);
   const actor: DeviceActor = createActor(machine, {
     clock,
     inspect: onTransition,
@@ -273,7 +274,7 @@ export function createDevice(options: DeviceOptions): Device {
       cachedAssignment: cached,
       // Nowhere to keep an assignment across restarts: ask DPS where it is before registering.
       lookupAtBoot: options.cache === undefined && !resolved.dataDir,
-      seed: resolved.seed ?? seedFrom(`${resolved.registrationId}:${clock.now()}`),
+      seed,
     },
   });
   bind(actor);
@@ -315,6 +316,25 @@ export function createDevice(options: DeviceOptions): Device {
     }
   };
   let started = false;
+  /** START has been sent (after the first-boot wait, if any). */
+  let begun = false;
+  /** The first-boot wait, while it runs (stop() cancels it). */
+  let firstBootTimer: unknown = null;
+  const begin = () => {
+    firstBootTimer = null;
+    begun = true;
+    send({ type: 'START' });
+  };
+  /**
+   * With nothing cached, the first DPS request of a fleet powered on together would arrive at
+   * once: wait U[0, firstBootJitterMs] (seeded, on the device's clock) first. The machine stays
+   * Idle meanwhile.
+   */
+  const firstBootDelayMs = (): number => {
+    if (cached !== null || resolved.firstBootJitterMs === 0) return 0;
+    const [u] = nextRandom(seedFrom(`first-boot:${seed}`));
+    return Math.round(u * resolved.firstBootJitterMs);
+  };
 
   const device = Object.assign(emitter, {
     actor,
@@ -323,19 +343,28 @@ export function createDevice(options: DeviceOptions): Device {
       if (started) return;
       started = true;
       actor.start();
-      send({ type: 'START' });
+      const delayMs = firstBootDelayMs();
+      if (delayMs > 0) {
+        logger.info({ delayMs, startsAt: new Date(clock.now() + delayMs).toISOString() }, 'first registration staggered (policy.firstBootJitterMs)');
+        firstBootTimer = clock.setTimeout(begin, delayMs);
+      } else {
+        begin();
+      }
       // Offline commands a crash interrupted: run again now (their handlers are registered).
       pnp.offline.replay();
     },
     async stop(stopOptions?: StopOptions): Promise<void> {
       const { drainMs } = resolveStopOptions(stopOptions);
-      const wasStarted = started;
       if (!started) {
         started = true;
         actor.start();
       }
+      if (firstBootTimer !== null) {
+        clock.clearTimeout(firstBootTimer);
+        firstBootTimer = null;
+      }
       if (actor.getSnapshot().status === 'active') {
-        if (wasStarted && drainMs > 0) await drained(drainMs);
+        if (begun && drainMs > 0) await drained(drainMs);
         send({ type: 'STOP' });
         await stopped;
       }

@@ -29,8 +29,13 @@ export interface DeviceOptions {
   ca?: string;
   /** Where the provisioning cache lives. Without it the cache is in memory only. */
   dataDir?: string;
-  /** Retry policy: a preset name and/or overrides (see README, "Policy"). */
-  policy?: Parameters<typeof resolvePolicy>[0];
+  /**
+   * Retry policy: a preset name and/or overrides (see README, "Policy"), plus
+   * `firstBootJitterMs`: with no cached assignment, the first DPS request waits a random time in
+   * [0, firstBootJitterMs] so a fleet powered on together staggers its registrations (default 0,
+   * at most 7 days).
+   */
+  policy?: Parameters<typeof resolvePolicy>[0] & { firstBootJitterMs?: number };
   logger?: Logger;
   /** Seed of the backoff jitter. Default: derived from the registration id and the time. */
   seed?: number;
@@ -88,6 +93,8 @@ export interface ResolvedOptions {
   ca?: string;
   dataDir?: string;
   policy: RetryPolicy;
+  /** Upper bound of the wait before the first DPS request when nothing is cached (0: none). */
+  firstBootJitterMs: number;
   seed?: number;
   keepaliveSeconds: number;
   publishTimeoutSeconds: number;
@@ -186,7 +193,7 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     provisioningHost,
     ca: options.ca,
     dataDir: options.dataDir,
-    policy: resolvePolicy(options.policy),
+    ...resolvePolicyOptions(options.policy),
     seed: options.seed,
     keepaliveSeconds: positive(options.keepaliveSeconds, 'keepaliveSeconds', 30, true),
     publishTimeoutSeconds: publishTimeout(options.publishTimeoutSeconds),
@@ -201,6 +208,24 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     propertyHandlerTimeoutMs: positive(options.propertyHandlerTimeoutMs, 'propertyHandlerTimeoutMs', 30_000),
     twinTimeoutMs: positive(options.twinTimeoutMs, 'twinTimeoutMs', 15_000),
   };
+}
+
+/**
+ * A million devices at IoT Central's 200 registrations a minute need about 3.5 days; past a week
+ * a wait is a misconfiguration (and a longer timer would overflow Node's 24.8-day limit anyway).
+ */
+export const MAX_FIRST_BOOT_JITTER_MS = 7 * 24 * 3_600_000;
+
+/** The retry policy, and the first-boot jitter that travels in the same option object. */
+function resolvePolicyOptions(policy: DeviceOptions['policy']): { policy: RetryPolicy; firstBootJitterMs: number } {
+  if (typeof policy !== 'object' || policy === null || !('firstBootJitterMs' in policy)) {
+    return { policy: resolvePolicy(policy), firstBootJitterMs: 0 };
+  }
+  const { firstBootJitterMs = 0, ...retryPolicy } = policy;
+  if (typeof firstBootJitterMs !== 'number' || !Number.isFinite(firstBootJitterMs) || firstBootJitterMs < 0 || firstBootJitterMs > MAX_FIRST_BOOT_JITTER_MS) {
+    throw new ConfigError('policy.firstBootJitterMs', `a number of milliseconds from 0 to ${MAX_FIRST_BOOT_JITTER_MS} (7 days)`);
+  }
+  return { policy: resolvePolicy(retryPolicy), firstBootJitterMs };
 }
 
 /** Options of `device.stop()`. */
