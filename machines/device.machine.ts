@@ -87,6 +87,11 @@ export interface DeviceContext {
   assignmentConfirmed: boolean;
   /** See {@link DeviceInput.lookupAtBoot}. */
   lookupAtBoot: boolean;
+  /**
+   * A REPROVISION (application or cloud command) is pending until DPS answers: a failed
+   * registration then tries DPS again instead of falling back to the old hub.
+   */
+  reprovisionRequested: boolean;
 }
 
 export interface DeviceInput {
@@ -221,7 +226,7 @@ function unreachableTooLong(context: DeviceContext, failure: Failure): boolean {
 /** What every working state accepts: stop, or go to DPS now. */
 const STOP_OR_REPROVISION = {
   STOP: { target: 'Disconnecting' },
-  REPROVISION: { target: 'Reprovisioning' },
+  REPROVISION: { target: 'Reprovisioning', actions: 'noteReprovisionRequest' },
 } as const;
 
 /**
@@ -245,7 +250,8 @@ function registrationState(id: 'provision' | 'reprovision') {
         { guard: 'isParked', target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step } } },
         // The old assignment (and the cache) stays until DPS answers with a new one: if DPS
         // fails, go back to the old hub instead of being offline until DPS answers.
-        ...(step === 'Reprovisioning' ? [{ guard: 'hasAssignment', target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step: 'Connecting' } } } as const] : []),
+        // A reprovision the application (or the cloud's command) asked for is not dropped: DPS again.
+        ...(step === 'Reprovisioning' ? [{ guard: 'mayFallBackToOldHub', target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step: 'Connecting' } } } as const] : []),
         { target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step } } },
       ],
     },
@@ -311,6 +317,7 @@ export const deviceMachine = setup({
         hubAttempts: 0,
         firstFailureAt: null,
         lastError: null,
+        reprovisionRequested: false,
       };
     }),
     nextEpoch: assign({ epoch: ({ context }) => context.epoch + 1 }),
@@ -361,6 +368,7 @@ export const deviceMachine = setup({
     })),
     resetCounters: assign({ dpsAttempts: 0, hubAttempts: 0, firstFailureAt: null }),
     reprovisionAfterWait: assign({ retryStep: 'Reprovisioning' as const }),
+    noteReprovisionRequest: assign({ reprovisionRequested: true }),
     /** A hub this device worked on refused a connect in a way that may mean it was moved. */
     noteDoubtfulRefusal: assign(({ context, event }) => {
       const refusal = failureIn(event, context);
@@ -423,6 +431,8 @@ export const deviceMachine = setup({
   guards: {
     hasAssignment: ({ context }) => context.assignment !== null,
     noAssignment: ({ context }) => context.assignment === null,
+    /** A failed registration may go back to the old hub, unless the reprovision was asked for. */
+    mayFallBackToOldHub: ({ context }) => context.assignment !== null && !context.reprovisionRequested,
     lookupAtBoot: ({ context }) => context.lookupAtBoot,
     /** The current wait is a DPS retry-after (its next step is a registration). */
     waitingOnDpsRetryAfter: ({ context }) => context.retryAfterMs !== null && context.lastError?.phase === 'dps',
@@ -483,6 +493,7 @@ export const deviceMachine = setup({
     assignmentProven: true,
     assignmentConfirmed: false,
     lookupAtBoot: input.lookupAtBoot === true,
+    reprovisionRequested: false,
   }),
   states: {
     Idle: {
@@ -576,8 +587,8 @@ export const deviceMachine = setup({
         STOP: { target: 'Disconnecting' },
         REPROVISION: [
           // DPS said when to come back: a reprovision asked for meanwhile waits for that too.
-          { guard: 'waitingOnDpsRetryAfter', actions: 'reprovisionAfterWait' },
-          { target: 'Reprovisioning' },
+          { guard: 'waitingOnDpsRetryAfter', actions: ['reprovisionAfterWait', 'noteReprovisionRequest'] },
+          { target: 'Reprovisioning', actions: 'noteReprovisionRequest' },
         ],
       },
     },
@@ -595,7 +606,7 @@ export const deviceMachine = setup({
     Failed: {
       on: {
         RETRY: { target: 'Provisioning', actions: 'resetCounters' },
-        REPROVISION: { target: 'Reprovisioning' },
+        REPROVISION: { target: 'Reprovisioning', actions: 'noteReprovisionRequest' },
         STOP: { target: 'Stopped' },
       },
     },

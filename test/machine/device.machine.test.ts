@@ -420,18 +420,34 @@ describe('no registration storm', () => {
       expect(cloud.calls.provision).toBe(2);
     });
 
-    test('a registration that fails with an old assignment goes back to the old hub instead of waiting offline for DPS', async () => {
+    test('a registration that fails after the hub budget was spent goes back to the old hub instead of waiting offline for DPS', async () => {
+      const cloud = new FakeCloud();
+      const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 2 } });
+      await cloud.flush();
+      await cloud.failOpen(cloud.failure('transient', { rule: 'socket-refused' }));
+      await cloud.advance(device.context().delayMs!);
+      await cloud.failOpen(cloud.failure('transient', { rule: 'socket-refused' }));
+      expect(device.value()).toBe('Reprovisioning');
+      await cloud.failProvision(cloud.failure('transient', {}, 'dps'));
+      expect(device.context()).toMatchObject({ retryStep: 'Connecting', assignment: { hubHost: 'cached-hub.local' } });
+      await cloud.advance(device.context().delayMs!);
+      expect(device.value()).toBe('Connecting');
+      expect(cloud.opens[0].input).toMatchObject({ assignment: { hubHost: 'cached-hub.local' } });
+    });
+
+    test('a REPROVISION that was asked for is not dropped when DPS fails: DPS again after the wait', async () => {
       const cloud = new FakeCloud();
       const device = start(cloud, { cached: true });
       await cloud.flush();
       await cloud.connect();
       device.actor.send({ type: 'REPROVISION' });
       await cloud.flush();
-      await cloud.failProvision(cloud.failure('transient', {}, 'dps'));
-      expect(device.context()).toMatchObject({ retryStep: 'Connecting', assignment: { hubHost: 'cached-hub.local' } });
+      await cloud.failProvision(cloud.failure('throttled', { retryAfterMs: 2000 }, 'dps'));
+      expect(device.context()).toMatchObject({ retryStep: 'Reprovisioning', reprovisionRequested: true });
       await cloud.advance(device.context().delayMs!);
-      expect(device.value()).toBe('Connecting');
-      expect(cloud.opens[0].input).toMatchObject({ assignment: { hubHost: 'cached-hub.local' } });
+      expect(device.value()).toBe('Reprovisioning');
+      await cloud.assign();
+      expect(device.context().reprovisionRequested).toBe(false);
     });
   });
 

@@ -103,6 +103,7 @@ export function abstractKey(snapshot: Snap): string {
     c.assignmentProven,
     c.assignmentConfirmed,
     c.connectionStable,
+    c.reprovisionRequested,
     c.retryAfterMs !== null && c.lastError?.phase === 'dps',
   ]);
 }
