@@ -9,6 +9,7 @@ import { EXPECTED_LEG, generateFaultSequences, type Fault } from './fault-model'
 import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;
+const STABLE_CONNECTION_MS = 1000;
 const sequences = generateFaultSequences();
 const duplicatesByPath: Record<string, number> = {};
 
@@ -58,12 +59,24 @@ test('the fault model yields every allowed two-fault sequence', () => {
   expect(sequences).not.toContainEqual(['FAILBACK', 'FAILOVER']);
 });
 
+/**
+ * The model's faults hit a device whose connection has lasted (the harness's stableConnectionMs):
+ * a second fault inside that second is a flapping hub, which the policy rightly answers with
+ * minute-apart retries (test/machine/hour-of-refusals.test.ts covers that).
+ */
+async function untilConnectionStable(dut: DeviceUnderTest): Promise<void> {
+  const connectedAt = [...dut.states].reverse().find((s) => s.value === 'Connected')!.at;
+  await waitFor('the connection to last', () => Date.now() >= connectedAt + STABLE_CONNECTION_MS + 200);
+  expect(dut.device.state()).toBe('Connected');
+}
+
 test.each(sequences.map((faults, i) => [faults.join(' → '), faults, i] as const))('%s', async (_name, faults, index) => {
-  const dut = startDevice(cloud, `mb-${index}`, { seed: index + 1 });
+  const dut = startDevice(cloud, `mb-${index}`, { seed: index + 1, policy: { stableConnectionMs: STABLE_CONNECTION_MS } });
+  let sending = true;
+  let producer: Promise<void> = Promise.resolve();
   try {
     await waitForState(dut, 'Connected');
-    let sending = true;
-    const producer = (async () => {
+    producer = (async () => {
       while (sending) {
         await dut.send({ path: index });
         await new Promise((resolve) => setTimeout(resolve, 40));
@@ -72,6 +85,7 @@ test.each(sequences.map((faults, i) => [faults.join(' → '), faults, i] as cons
     const home = hubOf(dut);
     let failedOver = false;
     for (const fault of faults) {
+      await untilConnectionStable(dut);
       const mark = dut.states.length;
       const hubBefore = hubOf(dut);
       await inject(fault, dut, mark);
@@ -91,6 +105,8 @@ test.each(sequences.map((faults, i) => [faults.join(' → '), faults, i] as cons
     await waitFor('every message delivered', () => deliveryReport(cloud, dut.accepted).lost.length === 0, 30_000);
     duplicatesByPath[faults.join('>')] = deliveryReport(cloud, dut.accepted).duplicates;
   } finally {
+    sending = false;
+    await producer.catch(() => undefined); // a failed path must not leave a producer behind
     await dut.device.stop();
   }
 });
