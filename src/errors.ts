@@ -18,10 +18,26 @@ export class ConfigError extends HubstateError {
   }
 }
 
-/** A telemetry message the hub can never accept (over 256 KiB, not serialisable, ...). */
+/**
+ * A telemetry message the hub can never accept, refused at `sendTelemetry`:
+ * - `too-large`: over IoT Hub's 256 KB, counting the body, the properties and the component;
+ * - `properties-too-large`: the URL-encoded properties and component exceed MQTT's topic limit;
+ * - `invalid-body`: not a JSON object; `invalid-component`: not a DTDL name;
+ * - `invalid-property`: not a string, a reserved name (`$.`, `iothub-`, `dt-subject`), or not
+ *   well-formed Unicode; `invalid-options`: the options are not an object of known keys;
+ * - `outbox-full`, `stopped`: not a fault of the message.
+ */
 export class MessageRejectedError extends HubstateError {
   constructor(
-    readonly reason: 'too-large' | 'invalid-body' | 'outbox-full' | 'stopped',
+    readonly reason:
+      | 'too-large'
+      | 'properties-too-large'
+      | 'invalid-body'
+      | 'invalid-component'
+      | 'invalid-property'
+      | 'invalid-options'
+      | 'outbox-full'
+      | 'stopped',
     detail: string,
   ) {
     super(`telemetry rejected (${reason}): ${detail}`);
@@ -30,11 +46,12 @@ export class MessageRejectedError extends HubstateError {
 
 /**
  * A durable store (the SQLite outbox) cannot be used: corrupt or not ours, locked by another
- * process, or an I/O failure. Names the file; hubstate never deletes or replaces it by itself.
+ * process, an I/O failure, or `unsafe`: a symlink, not a regular file, or owned by someone else
+ * (never followed, never opened). Names the file; hubstate never deletes or replaces it by itself.
  */
 export class StorageError extends HubstateError {
   constructor(
-    readonly reason: 'corrupt' | 'incompatible' | 'locked' | 'io',
+    readonly reason: 'corrupt' | 'incompatible' | 'locked' | 'io' | 'unsafe',
     readonly path: string,
     detail: string,
     cause?: unknown,

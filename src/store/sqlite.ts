@@ -2,10 +2,12 @@
  * What the SQLite stores (the outbox, the command inbox) share: opening a database file of ours
  * the same careful way, and turning SQLite / fs failures into StorageErrors that name the file.
  */
-import { chmodSync, existsSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { StorageError } from '../errors';
-import { createPrivateFile } from './files';
+import { checkStoreFile, chmodPrivate, createPrivateFile } from './files';
+
+/** The files SQLite opens beside a database (by name, following symlinks): checked like the database. */
+const SIDECARS = ['-wal', '-shm', '-journal'];
 
 /** How a store is named in its errors: `short` ('inbox') in most, `long` ('command inbox') for its kind. */
 export interface StoreNames {
@@ -55,7 +57,10 @@ export interface SqliteStoreFile {
 }
 
 /**
- * Open (or create) a store's database: file mode 0600 (its directory 0700), exclusive locking
+ * Open (or create) a store's database: file mode 0600 (its directory 0700), never through a
+ * symlink: a database or sidecar file (-wal, -shm, -journal) that is a symlink (dangling or not),
+ * not a regular file, or owned by someone else is refused with StorageError('unsafe') before
+ * SQLite opens anything (SQLite itself would follow it and create the file where it points). Exclusive locking
  * (a second opener, in this process or another, fails with StorageError('locked') at once instead
  * of waiting), WAL. A file that is corrupt, not this kind of store, or of a newer schema is
  * refused with a StorageError and left untouched.
@@ -63,6 +68,7 @@ export interface SqliteStoreFile {
 export function openSqliteStore(file: SqliteStoreFile): Database.Database {
   const { path, names } = file;
   try {
+    for (const suffix of SIDECARS) checkStoreFile(path + suffix);
     // Before SQLite opens it: SQLite gives its WAL the mode of the file.
     createPrivateFile(path);
   } catch (error) {
@@ -123,11 +129,11 @@ function checkOwnership(db: Database.Database, file: SqliteStoreFile): boolean {
   return false;
 }
 
-/** Once the file is known to be ours: 0600 for it and whatever sidecar files exist. */
+/** Once the file is known to be ours: 0600 for it and whatever sidecar files exist (never through a symlink). */
 function tightenModes(path: string): void {
-  chmodSync(path, 0o600);
-  for (const suffix of ['-wal', '-shm', '-journal']) {
+  chmodPrivate(path);
+  for (const suffix of SIDECARS) {
     const sidecar = path + suffix;
-    if (existsSync(sidecar)) chmodSync(sidecar, 0o600);
+    if (checkStoreFile(sidecar)) chmodPrivate(sidecar);
   }
 }
