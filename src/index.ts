@@ -2,16 +2,16 @@ export { createDevice, MAX_MESSAGE_BYTES } from './device';
 export type { Device, DeviceActor, DeviceSnapshot, DeviceStateName, StateChange, TelemetryOptions } from './device';
 export { deviceMachine } from '../machines/device.machine';
 export type { Assignment, DeviceContext, DeviceEvent, DeviceInput } from '../machines/device.machine';
-export type { DeviceOptions } from './options';
+export type { DeviceOptions, StopOptions } from './options';
 export { ConfigError, HubstateError, MessageRejectedError } from './errors';
 export { classify, toFailure, redactSecrets } from './policy/classify';
 export { nextDelay, resolvePolicy, DEFAULT_POLICY, PRESETS } from './policy/backoff';
 export type { Classification, ErrorClass, Failure, Phase, RetryPolicy } from './policy/types';
 export { createLogger } from './logger';
 export { MemoryOutbox } from './store/outbox';
-export type { Outbox, OutboxMessage } from './store/outbox';
-export { FileProvisioningCache, MemoryProvisioningCache } from './store/cache';
-export type { ProvisioningCache, CachedAssignment } from './store/cache';
+export type { DroppedMessage, Outbox, OutboxMessage } from './store/outbox';
+export { credentialFingerprint, FileProvisioningCache, MemoryProvisioningCache } from './store/cache';
+export type { CacheScope, CachedAssignment, ProvisioningCache } from './store/cache';
 export { deriveDeviceKey } from './actors/credentials';
 export type { HubSession, SessionFeature } from './actors/hub';
 export {
@@ -35,4 +35,5 @@ export type {
   WritablePropertyOptions,
   WritablePropertyResult,
 } from './pnp';
+export type { DroppedProperties } from './pnp/reported';
 export type { Clock } from './clock';
