@@ -6,12 +6,14 @@
  * GET  /telemetry?deviceId=&hub=&limit=
  * POST /failover {deviceId, ttlMinutes?, ttlMs? (null: no TTL), toHub?, refusalCode? 3|5}  POST /failback {deviceId}
  * POST /hubs/:hub/kill | restart | refuse {code|null} | blackhole {on} | withhold-pubacks {on, store?}
- * POST /hubs/:hub/devices/:id/disable | enable | delete | disconnect | expire-tokens
+ * POST /hubs/:hub/devices/:id/disable {refusalCode? 3|5} | enable | delete | disconnect | expire-tokens
  * GET  /hubs/:hub/devices/:id/twin                                POST /hubs/:hub/devices/:id/desired {patch}
  * POST /hubs/:hub/devices/:id/methods/:name {payload?, responseTimeoutInSeconds?, connectTimeoutInSeconds?, timeoutMs?}
  * POST /hubs/:hub/devices/:id/c2d {body, properties?}
- * POST /dps/down | up | clear-faults | blackhole {on} | throttle {retryAfterSec, count?} | fail {status, count?}
- * POST /dps/rate-limit {perSec|null, retryAfterSec?}  POST /dps/enrollments/:regId {key?}
+ * POST /dps/down | up | clear-faults | blackhole {on} | throttle {retryAfterSec, count?, target?} | fail {status, count?, retryAfterSec?, target?}
+ *      (target: any | registration | lookup | register | poll)
+ * POST /dps/rate-limit {perSec|null, retryAfterSec?}  POST /dps/lookup-rate-limit {perSec|null, retryAfterSec?}
+ * POST /dps/enrollments/:regId {key?}
  * POST /dps/enrollments/:regId/status {status}
  *
  * Every request passes the local-HTTP checks of `../local-http.ts` first: Host must be this
@@ -28,8 +30,8 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { LocalCloud } from './cloud';
-import type { InjectedDpsStatus } from './dps';
-import { EmulatorError, type ConnackRefusal, type EnrollmentStatus, type MethodResult } from './types';
+import type { DpsRequestFaultTarget, InjectedDpsStatus } from './dps';
+import { EmulatorError, type ConnackRefusal, type MovedDeviceRefusal, type EnrollmentStatus, type MethodResult } from './types';
 import { isJsonObject, type JsonObject } from './util';
 import { LocalHttpError, localHttpListener } from '../local-http';
 
@@ -83,6 +85,25 @@ function optNum(body: JsonObject, key: string): number | undefined {
   return v;
 }
 
+const DPS_FAULT_TARGETS: readonly DpsRequestFaultTarget[] = ['any', 'registration', 'lookup', 'register', 'poll'];
+
+/** The requests a DPS fault applies to (absent: all). */
+function optFaultTarget(body: JsonObject): DpsRequestFaultTarget | undefined {
+  const v = body['target'];
+  if (v === undefined || v === null) return undefined;
+  if (!DPS_FAULT_TARGETS.includes(v as DpsRequestFaultTarget)) {
+    throw new LocalHttpError(400, 'INVALID_ARGUMENT', `'target' must be one of ${DPS_FAULT_TARGETS.join(', ')}`);
+  }
+  return v as DpsRequestFaultTarget;
+}
+
+/** A refusal code for a moved or disabled device (absent: the hub's own). */
+function optRefusalCode(body: JsonObject): MovedDeviceRefusal | undefined {
+  const code = optNum(body, 'refusalCode');
+  if (code !== undefined && code !== 3 && code !== 5) throw new LocalHttpError(400, 'INVALID_ARGUMENT', "'refusalCode' must be 3 or 5");
+  return code;
+}
+
 function bool(body: JsonObject, key: string): boolean {
   const v = body[key];
   if (typeof v !== 'boolean') throw new LocalHttpError(400, 'INVALID_ARGUMENT', `'${key}' must be a boolean`);
@@ -117,8 +138,7 @@ async function route(cloud: LocalCloud, method: string, url: URL, parts: string[
     const ttlMs = optNum(body, 'ttlMs');
     const ttlMinutes = optNum(body, 'ttlMinutes');
     const toHub = typeof body['toHub'] === 'string' ? body['toHub'] : undefined;
-    const refusalCode = optNum(body, 'refusalCode');
-    if (refusalCode !== undefined && refusalCode !== 3 && refusalCode !== 5) throw new LocalHttpError(400, 'INVALID_ARGUMENT', "'refusalCode' must be 3 or 5");
+    const refusalCode = optRefusalCode(body);
     return cloud.manualFailover(str(body, 'deviceId'), {
       // An explicit null keeps the device failed over until /failback (no 5-minute TTL).
       ...(body['ttlMs'] === null ? { ttlMs: null } : ttlMs !== undefined ? { ttlMs } : {}),
@@ -157,9 +177,11 @@ async function route(cloud: LocalCloud, method: string, url: URL, parts: string[
       if (method === 'GET' && parts.length === 5 && p4 === 'twin') return hub.getTwin(p3);
       if (method === 'POST' && parts.length === 5) {
         switch (p4) {
-          case 'disable':
-            hub.disableDevice(p3);
+          case 'disable': {
+            const refusalCode = optRefusalCode(body);
+            hub.disableDevice(p3, 'operator', refusalCode);
             return { ok: true };
+          }
           case 'enable':
             hub.enableDevice(p3);
             return { ok: true };
@@ -221,7 +243,8 @@ async function route(cloud: LocalCloud, method: string, url: URL, parts: string[
         case 'throttle': {
           const retryAfterSec = optNum(body, 'retryAfterSec') ?? 1;
           const count = optNum(body, 'count');
-          dps.throttle({ retryAfterSec, ...(count !== undefined ? { count } : {}) });
+          const target = optFaultTarget(body);
+          dps.throttle({ retryAfterSec, ...(count !== undefined ? { count } : {}), ...(target ? { target } : {}) });
           return { ok: true };
         }
         case 'fail': {
@@ -231,7 +254,13 @@ async function route(cloud: LocalCloud, method: string, url: URL, parts: string[
           }
           const count = optNum(body, 'count');
           const retryAfterSec = optNum(body, 'retryAfterSec');
-          dps.failWith({ status: status as InjectedDpsStatus, ...(count !== undefined ? { count } : {}), ...(retryAfterSec !== undefined ? { retryAfterSec } : {}) });
+          const target = optFaultTarget(body);
+          dps.failWith({
+            status: status as InjectedDpsStatus,
+            ...(count !== undefined ? { count } : {}),
+            ...(retryAfterSec !== undefined ? { retryAfterSec } : {}),
+            ...(target ? { target } : {}),
+          });
           return { ok: true };
         }
         case 'rate-limit': {
@@ -239,6 +268,9 @@ async function route(cloud: LocalCloud, method: string, url: URL, parts: string[
           dps.setRateLimit(perSec ?? null, optNum(body, 'retryAfterSec'));
           return { ok: true };
         }
+        case 'lookup-rate-limit':
+          dps.setLookupRateLimit(optNum(body, 'perSec') ?? null, optNum(body, 'retryAfterSec'));
+          return { ok: true };
       }
     }
     if (p1 === 'enrollments' && p2) {

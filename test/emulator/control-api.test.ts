@@ -97,6 +97,35 @@ test('DPS faults through the API: throttle, fail, enrollment status, down/up', a
   expect(cloud.dps.isUp).toBe(true);
 });
 
+test('disable refuses with the hub refusal code, or the code given', async () => {
+  const host = cloud.dps.registration('api-dev-2')!.assignedHub;
+  const base = `/hubs/${cloud.hub(host).name}/devices/api-dev-2`;
+  const key = cloud.deviceKey('api-dev-2');
+  expect((await call('POST', `${base}/disable`)).status).toBe(200);
+  expect(await openError(await deviceClient(cloud, host, 'api-dev-2', key))).toBeInstanceOf(errors.ServiceUnavailableError);
+  expect((await call('POST', `${base}/disable`, { refusalCode: 5 })).status).toBe(200);
+  expect(await openError(await deviceClient(cloud, host, 'api-dev-2', key))).toBeInstanceOf(errors.UnauthorizedError);
+  expect((await call('POST', `${base}/disable`, { refusalCode: 4 })).json.error).toBe('INVALID_ARGUMENT');
+  expect((await call('POST', `${base}/enable`)).status).toBe(200);
+});
+
+test('DPS faults narrowed to one kind of request, and the lookup rate limit', async () => {
+  expect((await call('POST', '/dps/throttle', { retryAfterSec: 1, count: 1, target: 'lookup' })).status).toBe(200);
+  const throttledBefore = cloud.dps.metrics().throttled;
+  expect((await provision(cloud, 'api-dev-5')).assignedHub).toBeDefined();
+  expect(cloud.dps.metrics().throttled).toBe(throttledBefore); // a registration is not a lookup
+  expect((await call('POST', '/dps/fail', { status: 503, target: 'poll', count: 1 })).status).toBe(200);
+  expect((await call('GET', '/state')).json.dps.faults.failWith).toMatchObject({ status: 503, target: 'poll' });
+  expect((await call('POST', '/dps/fail', { status: 503, target: 'everything' })).json.error).toBe('INVALID_ARGUMENT');
+  expect((await call('POST', '/dps/clear-faults')).status).toBe(200);
+
+  expect((await call('POST', '/dps/lookup-rate-limit', { perSec: 2, retryAfterSec: 3 })).status).toBe(200);
+  expect((await call('GET', '/state')).json.dps.faults.lookupRateLimitPerSec).toBe(2);
+  expect((await call('POST', '/dps/lookup-rate-limit', { perSec: 2, retryAfterSec: 0.5 })).json.error).toBe('INVALID_ARGUMENT');
+  expect((await call('POST', '/dps/lookup-rate-limit', { perSec: null })).status).toBe(200);
+  expect((await call('GET', '/state')).json.dps.faults.lookupRateLimitPerSec).toBeNull();
+});
+
 test('errors: unknown route 404, unknown hub 404, bad JSON 400', async () => {
   expect((await call('GET', '/nope')).status).toBe(404);
   expect((await call('POST', '/hubs/hub-9/kill')).json.error).toBe('UNKNOWN_HUB');
