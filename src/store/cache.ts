@@ -1,8 +1,9 @@
-import { createHmac } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { writeFileAtomic } from './files';
+import { ConfigError } from '../errors';
+import { readStoreFile, writeFileAtomic } from './files';
 
 /** What is cached after a DPS assignment: where to connect. Never a key. */
 export interface CachedAssignment {
@@ -33,11 +34,43 @@ export interface CacheScope {
 
 /**
  * A fingerprint of a device key for the cache: HMAC-SHA256 keyed with the key itself over a fixed
- * label, 128 bits in hex. It tells two keys apart and reveals nothing about either.
+ * label, 128 bits in hex. It tells two keys apart and reveals nothing about either. It is written
+ * in the file in the clear, so it says which key a cache was written for; it authenticates
+ * nothing (see `cacheMacKey`).
  */
 export function credentialFingerprint(deviceKey: string): string {
   return createHmac('sha256', Buffer.from(deviceKey, 'base64')).update('hubstate provisioning cache').digest('hex').slice(0, 32);
 }
+
+/**
+ * The key that authenticates the cache: HKDF-SHA256 of the device key (for a group enrollment,
+ * the derived device key) with a fixed label, 256 bits. Never written anywhere. Without the device
+ * key nobody can write a cache this device accepts, even in a directory it shares.
+ */
+export function cacheMacKey(deviceKey: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', Buffer.from(deviceKey, 'base64'), Buffer.alloc(0), 'hubstate provisioning cache MAC v3', 32));
+}
+
+/** A DNS label: letters, digits and inner hyphens, 1..63 characters. */
+const DNS_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+/**
+ * A hub host as the cache may hold it: `host` or `host:port`, the host a DNS name (dot-separated
+ * labels of letters, digits and inner hyphens, each 1..63 characters, 253 in all; an IPv4 address
+ * passes too), the port 1..65535 without leading zeros. Nothing else: no scheme, path, user,
+ * spaces or brackets.
+ */
+export function isHubHost(value: unknown): value is string {
+  if (typeof value !== 'string') return false;
+  const match = /^([^:]{1,253})(?::([1-9][0-9]{0,4}))?$/.exec(value);
+  if (!match) return false;
+  const [, host, port] = match;
+  if (port !== undefined && Number(port) > 65535) return false;
+  return host!.split('.').every((label) => DNS_LABEL.test(label));
+}
+
+/** An IoT Hub device id: 1..128 ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ ' */
+const DEVICE_ID = /^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$/;
 
 /** Scopes compare case-insensitively (DPS ids and host names are). */
 function differingFields(cached: CacheScope, current: CacheScope): Array<keyof CacheScope> {
@@ -57,27 +90,59 @@ function isCacheScope(value: unknown): value is CacheScope {
   );
 }
 
+/** The shape of an assignment (the hub host is checked apart, to say so in the warning). */
 function isCachedAssignment(value: unknown): value is CachedAssignment {
   const v = value as Partial<CachedAssignment> | null;
   return (
     typeof v === 'object' &&
     v !== null &&
+    !Array.isArray(v) &&
     typeof v.hubHost === 'string' &&
     v.hubHost.length > 0 &&
     typeof v.deviceId === 'string' &&
-    v.deviceId.length > 0 &&
-    typeof v.assignedAt === 'number'
+    DEVICE_ID.test(v.deviceId) &&
+    typeof v.assignedAt === 'number' &&
+    Number.isFinite(v.assignedAt) &&
+    v.assignedAt >= 0
   );
 }
 
+/** The version of the authenticated file format. */
+const VERSION = 3;
+
+/** What the MAC covers: every field of the file but the MAC, in a fixed order, as written. */
+function macInput(scope: CacheScope, { hubHost, deviceId, assignedAt }: CachedAssignment): string {
+  const { idScope, provisioningHost, registrationId, credential } = scope;
+  return JSON.stringify(['hubstate provisioning cache', VERSION, idScope, provisioningHost, registrationId, credential, hubHost, deviceId, assignedAt]);
+}
+
+function computeMac(key: Buffer, scope: CacheScope, assignment: CachedAssignment): Buffer {
+  return createHmac('sha256', key).update(macInput(scope, assignment)).digest();
+}
+
+/** Bounded, so that a long planted value cannot flood the log (pino escapes it anyway). */
+const shown = (value: string) => (value.length > 80 ? `${value.slice(0, 80)}…` : value);
+
 /**
- * A JSON file per registration id in the data directory, written atomically with mode 0600.
+ * A JSON file per registration id in the data directory, written atomically with mode 0600, read
+ * only if it is a regular file of ours (never through a symlink: a refused file is a warning).
  *
- * With a `scope`, the file is version 2: `{ version: 2, for: CacheScope, hubHost, deviceId,
- * assignedAt }`, and a file written for another scope is ignored (warning) so the device
- * provisions. A version 1 file (`{ hubHost, deviceId, assignedAt }`, before scopes) is used as
- * it was and rewritten as version 2 for the current scope: an upgrade costs no registration.
- * Without a `scope` (direct use of this class) files are version 1, as before.
+ * A device passes a `scope` and a `macKey` (`cacheMacKey` of its device key): the file is then
+ * version 3, `{ version: 3, for: CacheScope, hubHost, deviceId, assignedAt, mac }`, the MAC an
+ * HMAC-SHA256 over all the other fields. A file is used only if it reads as an assignment, its
+ * hub host is a host[:port] (`isHubHost`), it was written for this scope (ID scope, DPS,
+ * registration id, credential fingerprint: else a warning naming what differs) and its MAC is
+ * right. Anything else is ignored with a warning and the device provisions through DPS: a bad
+ * cache costs one registration, never the device, and is never trusted.
+ *
+ * Files of earlier versions carry no MAC: version 1 (`{ hubHost, deviceId, assignedAt }`) and
+ * version 2 (with `for`, keyed by the fingerprint, which is written in the clear and so can be
+ * copied into a planted file) are ignored with a warning and re-provisioned once, not migrated:
+ * signing one would authenticate whatever was planted there before the upgrade. The new
+ * assignment is then saved as version 3.
+ *
+ * Without a `scope` (direct use of this class, tests) files are version 1, unauthenticated, and
+ * only their shape and hub host are checked.
  */
 export class FileProvisioningCache implements ProvisioningCache {
   readonly path: string;
@@ -87,17 +152,27 @@ export class FileProvisioningCache implements ProvisioningCache {
     registrationId: string,
     private readonly logger: Logger,
     private readonly scope?: CacheScope,
+    private readonly macKey?: Buffer,
   ) {
+    if (scope !== undefined && (!Buffer.isBuffer(macKey) || macKey.length < 16)) {
+      throw new ConfigError('macKey', 'cacheMacKey(deviceKey) with a scope: a scoped cache is always authenticated');
+    }
     this.path = join(dataDir, `assignment-${encodeURIComponent(registrationId)}.json`);
   }
 
+  /** The cached assignment, or null (after a warning) when there is none worth trusting. Never throws. */
   load(): CachedAssignment | null {
-    let text: string;
     try {
-      text = readFileSync(this.path, 'utf8');
-    } catch {
+      return this.read();
+    } catch (error) {
+      this.logger.warn({ path: this.path, err: (error as Error).message }, 'provisioning cache refused; ignoring it and provisioning through DPS');
       return null;
     }
+  }
+
+  private read(): CachedAssignment | null {
+    const text = readStoreFile(this.path);
+    if (text === null) return null;
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
@@ -110,10 +185,21 @@ export class FileProvisioningCache implements ProvisioningCache {
       return null;
     }
     const assignment: CachedAssignment = { hubHost: parsed.hubHost, deviceId: parsed.deviceId, assignedAt: parsed.assignedAt };
+    if (!isHubHost(assignment.hubHost)) {
+      this.logger.warn(
+        { path: this.path, hubHost: shown(assignment.hubHost) },
+        'provisioning cache names an invalid hub host (expected host[:port]); ignoring it and provisioning through DPS',
+      );
+      return null;
+    }
     if (!this.scope) return assignment;
-    if (written === undefined) {
-      this.migrate(assignment);
-      return assignment;
+    const { version, mac } = parsed as { version?: unknown; mac?: unknown };
+    if (written === undefined || version !== VERSION) {
+      this.logger.warn(
+        { path: this.path, version: typeof version === 'number' ? version : 1 },
+        'provisioning cache of an earlier version carries no MAC; ignoring it and provisioning through DPS (once: the new assignment is saved authenticated)',
+      );
+      return null;
     }
     const differing = differingFields(written, this.scope);
     if (differing.length > 0) {
@@ -124,6 +210,15 @@ export class FileProvisioningCache implements ProvisioningCache {
       );
       return null;
     }
+    const expected = computeMac(this.macKey!, written, assignment);
+    const given = typeof mac === 'string' && /^[0-9a-f]{64}$/.test(mac) ? Buffer.from(mac, 'hex') : undefined;
+    if (given === undefined || !timingSafeEqual(given, expected)) {
+      this.logger.warn(
+        { path: this.path, mac: given === undefined ? 'missing' : 'wrong' },
+        'provisioning cache not authenticated (MAC missing or wrong: not written by this device); ignoring it and provisioning through DPS',
+      );
+      return null;
+    }
     return assignment;
   }
 
@@ -131,18 +226,11 @@ export class FileProvisioningCache implements ProvisioningCache {
     writeFileAtomic(this.path, JSON.stringify(this.fileContent(assignment)));
   }
 
-  private fileContent({ hubHost, deviceId, assignedAt }: CachedAssignment): object {
-    return this.scope ? { version: 2, for: this.scope, hubHost, deviceId, assignedAt } : { hubHost, deviceId, assignedAt };
-  }
-
-  /** A version 1 file: trusted as before, and rewritten for the current scope. */
-  private migrate(assignment: CachedAssignment): void {
-    try {
-      this.save(assignment);
-      this.logger.info({ path: this.path }, 'provisioning cache migrated to version 2 (scoped)');
-    } catch (error) {
-      this.logger.warn({ path: this.path, err: (error as Error).message }, 'could not migrate the provisioning cache; using it as it is');
-    }
+  private fileContent(assignment: CachedAssignment): object {
+    const { hubHost, deviceId, assignedAt } = assignment;
+    if (!this.scope) return { hubHost, deviceId, assignedAt };
+    const mac = computeMac(this.macKey!, this.scope, { hubHost, deviceId, assignedAt }).toString('hex');
+    return { version: VERSION, for: this.scope, hubHost, deviceId, assignedAt, mac };
   }
 
   clear(): void {

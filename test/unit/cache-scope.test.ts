@@ -1,15 +1,16 @@
 /**
  * The provisioning cache is keyed by ID scope, provisioning host, registration id and a
- * fingerprint of the credential (a hash, never the key): a cache planted for another app, DPS or
- * key is ignored with a warning and the device provisions; one written by the version before
- * scopes is used and migrated; a matching one goes straight to the hub.
+ * fingerprint of the credential (a hash, never the key), and authenticated by a MAC keyed from the
+ * device key: a cache planted for another app, DPS or key is ignored with a warning and the device
+ * provisions; one written by an earlier version (no MAC) is ignored and re-provisioned once; a
+ * matching one goes straight to the hub.
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { createDevice, type StateChange } from '../../src/device';
-import { credentialFingerprint, FileProvisioningCache, type CacheScope } from '../../src/store/cache';
+import { cacheMacKey, credentialFingerprint, FileProvisioningCache, type CacheScope } from '../../src/store/cache';
 import { deriveDeviceKey } from '../../src/actors/credentials';
 
 const DEVICE_KEY = Buffer.alloc(32, 7).toString('base64');
@@ -21,6 +22,7 @@ const SCOPE: CacheScope = {
   credential: credentialFingerprint(DEVICE_KEY),
 };
 const ASSIGNMENT = { hubHost: 'localhost:19', deviceId: 'sensor-1', assignedAt: 1_700_000_000_000 };
+const KEY = cacheMacKey(DEVICE_KEY);
 
 function freshDir() {
   return mkdtempSync(join(tmpdir(), 'hubstate-cache-scope-'));
@@ -37,13 +39,13 @@ function plant(dir: string, content: object): string {
 
 test('written with its scope (version 2) and loaded back under the same scope', () => {
   const dir = freshDir();
-  const cache = new FileProvisioningCache(dir, 'sensor-1', pino({ level: 'silent' }), SCOPE);
+  const cache = new FileProvisioningCache(dir, 'sensor-1', pino({ level: 'silent' }), SCOPE, KEY);
   cache.save(ASSIGNMENT);
-  expect(JSON.parse(readFileSync(cache.path, 'utf8'))).toEqual({ version: 2, for: SCOPE, ...ASSIGNMENT });
+  expect(JSON.parse(readFileSync(cache.path, 'utf8'))).toEqual({ version: 3, for: SCOPE, ...ASSIGNMENT, mac: expect.stringMatching(/^[0-9a-f]{64}$/) });
   expect(cache.load()).toEqual(ASSIGNMENT);
   // Case does not matter (DPS ids and host names are case-insensitive).
   const upper = { ...SCOPE, idScope: SCOPE.idScope.toUpperCase(), provisioningHost: 'LOCALHOST:9' };
-  expect(new FileProvisioningCache(dir, 'sensor-1', pino({ level: 'silent' }), upper).load()).toEqual(ASSIGNMENT);
+  expect(new FileProvisioningCache(dir, 'sensor-1', pino({ level: 'silent' }), upper, KEY).load()).toEqual(ASSIGNMENT);
 });
 
 test.each([
@@ -52,9 +54,9 @@ test.each([
   ['credential', { ...SCOPE, credential: credentialFingerprint(Buffer.alloc(32, 8).toString('base64')) }],
 ])('a cache planted for another %s is ignored with a warning naming it', (field, plantedFor) => {
   const dir = freshDir();
-  plant(dir, { version: 2, for: plantedFor, ...ASSIGNMENT });
+  plant(dir, { version: 3, for: plantedFor, ...ASSIGNMENT, mac: '0'.repeat(64) });
   const { lines, logger } = capture();
-  expect(new FileProvisioningCache(dir, 'sensor-1', logger, SCOPE).load()).toBeNull();
+  expect(new FileProvisioningCache(dir, 'sensor-1', logger, SCOPE, KEY).load()).toBeNull();
   expect(lines).toHaveLength(1);
   const line = JSON.parse(lines[0]!) as { level: number; msg: string; differing: string[] };
   expect(line.level).toBe(40);
@@ -62,26 +64,34 @@ test.each([
   expect(line.differing).toEqual([field]);
 });
 
-test('a version 1 file (before scopes) is used and migrated to version 2 for the current scope', () => {
+test.each([
+  ['version 1 (before scopes)', ASSIGNMENT],
+  ['version 2 (scoped, no MAC)', { version: 2, for: SCOPE, ...ASSIGNMENT }],
+])('a %s file is ignored with a warning (never trusted, never migrated) and left for the next save', (_, content) => {
   const dir = freshDir();
-  const path = plant(dir, ASSIGNMENT);
+  const path = plant(dir, content);
   const { lines, logger } = capture();
-  expect(new FileProvisioningCache(dir, 'sensor-1', logger, SCOPE).load()).toEqual(ASSIGNMENT);
-  expect(JSON.parse(readFileSync(path, 'utf8'))).toEqual({ version: 2, for: SCOPE, ...ASSIGNMENT });
-  expect(lines.some((l) => l.includes('migrated to version 2'))).toBe(true);
+  const cache = new FileProvisioningCache(dir, 'sensor-1', logger, SCOPE, KEY);
+  expect(cache.load()).toBeNull();
+  expect(JSON.parse(readFileSync(path, 'utf8'))).toEqual(content);
+  expect(lines.some((l) => l.includes('earlier version carries no MAC'))).toBe(true);
   // A malformed scope is unreadable, not trusted.
-  plant(dir, { version: 2, for: { idScope: 42 }, ...ASSIGNMENT });
-  expect(new FileProvisioningCache(dir, 'sensor-1', logger, SCOPE).load()).toBeNull();
+  plant(dir, { version: 3, for: { idScope: 42 }, ...ASSIGNMENT });
+  expect(cache.load()).toBeNull();
+  // The next assignment is saved authenticated, and trusted from then on.
+  cache.save(ASSIGNMENT);
+  expect(cache.load()).toEqual(ASSIGNMENT);
 });
 
 test('the file holds a fingerprint of the key, never the key (group key and derived key alike)', () => {
   const derived = deriveDeviceKey(GROUP_KEY, 'sensor-1');
   const scope = { ...SCOPE, credential: credentialFingerprint(derived) };
   const dir = freshDir();
-  const cache = new FileProvisioningCache(dir, 'sensor-1', pino({ level: 'silent' }), scope);
+  const key = cacheMacKey(derived);
+  const cache = new FileProvisioningCache(dir, 'sensor-1', pino({ level: 'silent' }), scope, key);
   cache.save(ASSIGNMENT);
   const text = readFileSync(cache.path, 'utf8');
-  for (const secret of [GROUP_KEY, derived, Buffer.from(derived, 'base64').toString('hex')]) expect(text).not.toContain(secret);
+  for (const secret of [GROUP_KEY, derived, Buffer.from(derived, 'base64').toString('hex'), key.toString('hex')]) expect(text).not.toContain(secret);
   expect(scope.credential).toMatch(/^[0-9a-f]{32}$/);
   expect(credentialFingerprint(derived)).toBe(scope.credential);
   expect(credentialFingerprint(DEVICE_KEY)).not.toBe(scope.credential);
@@ -109,7 +119,7 @@ describe('createDevice with a data directory', () => {
 
   test('a cache planted for another ID scope: warning, and the device provisions', async () => {
     const dir = freshDir();
-    plant(dir, { version: 2, for: { ...SCOPE, idScope: '0ne00BBB222' }, ...ASSIGNMENT });
+    new FileProvisioningCache(dir, 'sensor-1', pino({ level: 'silent' }), { ...SCOPE, idScope: '0ne00BBB222' }, KEY).save(ASSIGNMENT);
     const lines: string[] = [];
     expect((await firstStep(dir, lines)).value).toBe('Provisioning');
     expect(lines.some((l) => l.includes('written for another scope'))).toBe(true);
@@ -117,7 +127,7 @@ describe('createDevice with a data directory', () => {
 
   test('its own cache: straight to the cached hub', async () => {
     const dir = freshDir();
-    plant(dir, { version: 2, for: SCOPE, ...ASSIGNMENT });
+    new FileProvisioningCache(dir, 'sensor-1', pino({ level: 'silent' }), SCOPE, KEY).save(ASSIGNMENT);
     const lines: string[] = [];
     const change = await firstStep(dir, lines);
     expect(change.value).toBe('Connecting');
