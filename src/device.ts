@@ -17,7 +17,8 @@ import { createLogger } from './logger';
 import { resolveOptions, resolveStopOptions, type DeviceOptions, type StopOptions } from './options';
 import type { ErrorClass } from './policy/types';
 import { nextRandom, seedFrom } from './policy/backoff';
-import { credentialFingerprint, FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
+import { cacheMacKey, credentialFingerprint, FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
+import { checkDataDir } from './store/files';
 import { MemoryOutbox, type DroppedMessage, type Outbox } from './store/outbox';
 import { openSqliteOutbox } from './store/sqlite-outbox';
 import { machineFor } from './shared-machine';
@@ -119,17 +120,25 @@ function stateName(snapshot: DeviceSnapshot): DeviceStateName {
 
 export function createDevice(options: DeviceOptions): Device {
   const resolved = resolveOptions(options);
+  // Owned by us, not group/other-writable (else ConfigError('dataDir')): before anything in it is read.
+  if (resolved.dataDir !== undefined) checkDataDir(resolved.dataDir);
   const clock: Clock = options.clock ?? systemClock;
   const logger = (options.logger ?? createLogger()).child({ registrationId: resolved.registrationId });
   const cache: ProvisioningCache =
     options.cache ??
     (resolved.dataDir
-      ? new FileProvisioningCache(resolved.dataDir, resolved.registrationId, logger, {
-          idScope: resolved.idScope,
-          provisioningHost: resolved.provisioningHost,
-          registrationId: resolved.registrationId,
-          credential: credentialFingerprint(deviceKeyOf(resolved.credential, resolved.registrationId)),
-        })
+      ? new FileProvisioningCache(
+          resolved.dataDir,
+          resolved.registrationId,
+          logger,
+          {
+            idScope: resolved.idScope,
+            provisioningHost: resolved.provisioningHost,
+            registrationId: resolved.registrationId,
+            credential: credentialFingerprint(deviceKeyOf(resolved.credential, resolved.registrationId)),
+          },
+          cacheMacKey(deviceKeyOf(resolved.credential, resolved.registrationId)),
+        )
       : new MemoryProvisioningCache());
   // With a data directory telemetry is durable (SQLite); without one it lives in memory, and what
   // is still unsent when the device stops is reported as dropped (reason 'stopped').
