@@ -337,3 +337,64 @@ export function rssVerdict(samples: readonly RssSample[], tolerance: RssToleranc
     ok: growth <= tolerance.growth && drift <= tolerance.drift && third.length > 0 && last.length > 0,
   };
 }
+
+/**
+ * Hub attempts of one cycle that spends the hub budget the fastest: w(1) + … + w(M−1), or the
+ * hub retry window if that comes first (the budget is spent at M attempts or after the window).
+ */
+export function fastestHubCycleMs(policy: RetryPolicy, minRetryAfterMs: number): number {
+  let sum = 0;
+  for (let n = 1; n < policy.maxHubAttempts && sum < policy.hubRetryWindowMs; n++) sum += shortestWaitMs(policy, n, minRetryAfterMs);
+  return Math.min(sum, policy.hubRetryWindowMs);
+}
+
+export interface DisabledDpsBound {
+  periodMs: number;
+  /** DPS requests (registrations + status lookups) one device may make while disabled, without user commands. */
+  value: number;
+  formula: string;
+}
+
+/**
+ * A disabled identity (refused at every CONNECT, whatever the code) must not make its device
+ * storm DPS. Over a disabled period P, DPS requests (registrations + status lookups) per device
+ * ≤ 2 + Q + ⌈P / C⌉ (+ 2 per user reprovision), where
+ * - 2: the status lookup after the refusal (DPS confirms the hub: not asked again until a
+ *   connection lasts) and the lookup after the hub stayed unreachable (once per failure run);
+ * - Q = quickRetries: registrations on the DPS curve once a fresh assignment is refused;
+ * - C = min(parkedMinDelayMs, fastest hub cycle): after the quick retries a refused fresh assignment
+ *   is parked (≥ parkedMinDelayMs before the next registration), and a hub budget can only be spent
+ *   again after a whole cycle of hub attempts (fastestHubCycleMs).
+ * With the default policy (parked 15–30 min, 15 min window) that is ≤ 9 per hour; the soak's
+ * compressed policy (parked 3–5 s) allows far more, and a device that registers on every refusal
+ * (one per hub attempt) still exceeds it.
+ */
+export function disabledDpsBound(policy: RetryPolicy, minRetryAfterMs: number, periodMs: number): DisabledDpsBound {
+  const cycle = Math.max(1, Math.min(policy.parkedMinDelayMs, fastestHubCycleMs(policy, minRetryAfterMs)));
+  const value = 2 + policy.quickRetries + Math.ceil(periodMs / cycle);
+  return {
+    periodMs,
+    value,
+    formula: `2 + quickRetries ${policy.quickRetries} + ⌈P ${Math.round(periodMs)} ms / min(parkedMinDelayMs ${policy.parkedMinDelayMs}, fastest hub cycle ${Math.round(fastestHubCycleMs(policy, minRetryAfterMs))}) ms⌉ = ${value}`,
+  };
+}
+
+/**
+ * Attempts (device side: entries into Provisioning/Reprovisioning/CheckingAssignment/Connecting;
+ * cloud side: DPS registrations + hub connects) in one window [from, to]: ≤ (1 + L) · base + 2 · U,
+ * with base = attemptRateBound over the window's length, L = losses of *stable* connections (those
+ * that lasted stableConnectionMs; a shorter session is the next attempt on the curve and allows
+ * nothing more), U = user reprovision commands.
+ */
+export function checkWindow(
+  attempts: readonly number[],
+  stableLosses: readonly number[],
+  userCommands: readonly number[],
+  bound: AttemptRateBound,
+  from: number,
+  to: number,
+): { count: number; limit: number } {
+  const count = countBetween(attempts, from, to);
+  const limit = (1 + countBetween(stableLosses, from, to)) * bound.base + 2 * countBetween(userCommands, from, to);
+  return { count, limit };
+}

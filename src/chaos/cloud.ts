@@ -60,6 +60,11 @@ export interface SoakCloudCommands {
   enableDevice(hub: string, deviceId: string): void;
   deleteDevice(deviceId: string): void;
   disconnectDevice(deviceId: string): void;
+  /**
+   * A flapping hub for these devices: their current session is dropped now, and every session a
+   * hub accepts from them is dropped `holdMs` later, until `flap(ids, null)` (or clearAll).
+   */
+  flap(deviceIds: string[], holdMs: number | null): void;
   /** Every fault off: DPS up and answering, hubs up and answering, failovers failed back, operator disables lifted. */
   clearAll(): Promise<void>;
   /** Resolves once every event emitted before it has reached the caller (a no-op in process). */
@@ -117,7 +122,27 @@ export async function startSoakCloudService(
   cloud.events.on('telemetry', (record) => {
     if (record.messageId !== undefined) emit('telemetry', record.messageId);
   });
-  cloud.events.on('deviceConnected', ({ hub, deviceId }) => recordHubAttempt(deviceId, { at: Date.now(), hub }));
+  // Flapping hub (no emulator fault of its own): the soak drops each accepted session of a
+  // flapping device after its hold time, with the hub's own server-side disconnect.
+  const flapping = new Map<string, number>();
+  const flapTimers = new Set<NodeJS.Timeout>();
+  cloud.events.on('deviceConnected', ({ hub, deviceId }) => {
+    recordHubAttempt(deviceId, { at: Date.now(), hub });
+    const holdMs = flapping.get(deviceId);
+    if (holdMs === undefined) return;
+    const timer = setTimeout(() => {
+      flapTimers.delete(timer);
+      if (flapping.has(deviceId)) cloud.hub(hub).disconnect(deviceId);
+    }, holdMs);
+    flapTimers.add(timer);
+  });
+  const stopFlapping = (deviceIds?: string[]) => {
+    for (const id of deviceIds ?? [...flapping.keys()]) flapping.delete(id);
+    if (flapping.size === 0) {
+      for (const t of flapTimers) clearTimeout(t);
+      flapTimers.clear();
+    }
+  };
 
   const hubAt = (i: number): EmulatedHub => {
     const hub = cloud.hubs[i];
@@ -153,7 +178,15 @@ export async function startSoakCloudService(
     enableDevice: (hub, deviceId) => cloud.hub(hub).enableDevice(deviceId),
     deleteDevice: (deviceId) => currentHub(deviceId).deleteDevice(deviceId),
     disconnectDevice: (deviceId) => currentHub(deviceId).disconnect(deviceId),
+    flap: (deviceIds, holdMs) => {
+      if (holdMs === null) return stopFlapping(deviceIds);
+      for (const id of deviceIds) {
+        flapping.set(id, holdMs);
+        for (const hub of cloud.hubs) if (hub.isUp) hub.disconnect(id);
+      }
+    },
     clearAll: async () => {
+      stopFlapping();
       await cloud.dps.up();
       cloud.dps.blackhole(false);
       cloud.dps.clearFaults();
@@ -189,7 +222,10 @@ export async function startSoakCloudService(
   return {
     info: { idScope: cloud.idScope, groupKey: cloud.groupKey, provisioningHost: cloud.provisioningHost, ca: cloud.ca, hubs: cloud.hubs.length },
     commands,
-    stop: () => cloud.stop(),
+    stop: () => {
+      stopFlapping();
+      return cloud.stop();
+    },
   };
 }
 

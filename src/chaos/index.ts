@@ -2,6 +2,7 @@
 export { runSoak, SOAK_POLICY, DEFAULT_RSS_TOLERANCE, type SoakOptions, type SoakReport, type InvariantResult, type FaultOutcome } from './soak';
 export {
   FAULT_KINDS,
+  LONG_FAULTS,
   generateSchedule,
   scheduleDigest,
   scheduleSeed,
@@ -20,12 +21,16 @@ export {
   shortestWaitMs,
   attemptRateBound,
   checkAttemptRate,
+  checkWindow,
+  disabledDpsBound,
+  fastestHubCycleMs,
   maxInWindow,
   rssVerdict,
   SERVER_ERROR_FLOOR_MS,
   type Bound,
   type DelayFacts,
   type AttemptRateBound,
+  type DisabledDpsBound,
   type RssSample,
   type RssTolerance,
 } from './bounds';

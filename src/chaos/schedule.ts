@@ -20,7 +20,11 @@ import { nextRandom, seedFrom } from '../policy/backoff';
  * - `device.failover`: IoT Central manual failover, failback by TTL (= the duration);
  * - `device.failback`: manual failover, then an explicit manualFailback after the duration;
  * - `device.expireTokens`: connection dropped, current token refused (CONNACK 5) from then on;
- * - `device.disable`: identity disabled (CONNACK 5) for the duration, then enabled;
+ * - `device.disable`: identity disabled for a period (`longFaultMinMs`–`longFaultMaxMs`), then
+ *   enabled; refused with the hub's refusal code (3, like Azure: "server unavailable");
+ * - `device.flap`: a flapping hub: for a period (`longFaultMinMs`–`longFaultMaxMs`) the device's hub
+ *   accepts each CONNECT and drops the session `holdMs` later (100–1000 ms, far below
+ *   stableConnectionMs), again and again;
  * - `device.delete`: identity deleted (recreated when the device registers with DPS again);
  * - `device.disconnect`: server-side disconnect.
  *
@@ -48,12 +52,16 @@ export const FAULT_KINDS = [
   'device.disable',
   'device.delete',
   'device.disconnect',
+  'device.flap',
 ] as const;
 
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** Faults that happen at one instant (duration 0); their targets stay reserved for `settleMs`. */
 const INSTANT: ReadonlySet<FaultKind> = new Set(['device.expireTokens', 'device.delete', 'device.disconnect']);
+
+/** Faults that last a period (`longFaultMinMs`–`longFaultMaxMs`): long enough to meet several backoff cycles. */
+export const LONG_FAULTS: ReadonlySet<FaultKind> = new Set(['device.disable', 'device.flap']);
 
 export interface ScheduledFault {
   /** Position in the schedule (0-based, by start time). */
@@ -75,6 +83,8 @@ export interface ScheduledFault {
   perSec?: number;
   /** hub.withholdPubacks: whether the hub stores the messages it does not acknowledge. */
   store?: boolean;
+  /** device.flap: how long the hub keeps each accepted session before dropping it. */
+  holdMs?: number;
 }
 
 export interface ScheduleOptions {
@@ -89,6 +99,12 @@ export interface ScheduleOptions {
   /** Bounds of a fault's duration. Defaults 1000 and 15000 ms. */
   minFaultMs?: number;
   maxFaultMs?: number;
+  /** Bounds of the duration of the long faults (device.disable, device.flap). Defaults 20000 and 90000 ms. */
+  longFaultMinMs?: number;
+  longFaultMaxMs?: number;
+  /** Bounds of device.flap's holdMs. Defaults 100 and 1000 ms. */
+  minFlapHoldMs?: number;
+  maxFlapHoldMs?: number;
   /** After an instantaneous device fault, its targets get no other device fault for this long. Default 3000 ms. */
   settleMs?: number;
   /** At most this share of the fleet is hit by one device or DPS fault. Default 0.1. */
@@ -109,6 +125,10 @@ export function resolveScheduleOptions(options: ScheduleOptions): ResolvedSchedu
     faultRateMs: options.faultRateMs ?? 2000,
     minFaultMs: options.minFaultMs ?? 1000,
     maxFaultMs: options.maxFaultMs ?? 15_000,
+    longFaultMinMs: options.longFaultMinMs ?? 20_000,
+    longFaultMaxMs: options.longFaultMaxMs ?? 90_000,
+    minFlapHoldMs: options.minFlapHoldMs ?? 100,
+    maxFlapHoldMs: options.maxFlapHoldMs ?? 1000,
     settleMs: options.settleMs ?? 3000,
     maxTargetShare: options.maxTargetShare ?? 0.1,
     minRetryAfterSec: options.minRetryAfterSec ?? 2,
@@ -126,11 +146,17 @@ export function resolveScheduleOptions(options: ScheduleOptions): ResolvedSchedu
   positive('faultRateMs');
   positive('minFaultMs');
   positive('maxFaultMs');
+  positive('longFaultMinMs');
+  positive('longFaultMaxMs');
+  positive('minFlapHoldMs', true);
+  positive('maxFlapHoldMs', true);
   positive('settleMs');
   positive('maxTargetShare');
   positive('minRetryAfterSec', true);
   positive('maxRetryAfterSec', true);
   if (resolved.minFaultMs > resolved.maxFaultMs) throw new RangeError('schedule: minFaultMs must be <= maxFaultMs');
+  if (resolved.longFaultMinMs > resolved.longFaultMaxMs) throw new RangeError('schedule: longFaultMinMs must be <= longFaultMaxMs');
+  if (resolved.minFlapHoldMs > resolved.maxFlapHoldMs) throw new RangeError('schedule: minFlapHoldMs must be <= maxFlapHoldMs');
   if (resolved.minRetryAfterSec > resolved.maxRetryAfterSec) throw new RangeError('schedule: minRetryAfterSec must be <= maxRetryAfterSec');
   if (typeof resolved.seed !== 'number' && typeof resolved.seed !== 'string') throw new RangeError('schedule: seed must be a number or a string');
   return resolved;
@@ -188,7 +214,8 @@ export function generateSchedule(options: ScheduleOptions): ScheduledFault[] {
     const kind = fromCoverage ? coverage.shift()! : rng.pick(FAULT_KINDS);
     const instant = INSTANT.has(kind);
     const room = o.durationMs - at;
-    const durationMs = instant ? 0 : Math.min(room, rng.int(o.minFaultMs, o.maxFaultMs));
+    const drawn = LONG_FAULTS.has(kind) ? rng.int(o.longFaultMinMs, o.longFaultMaxMs) : rng.int(o.minFaultMs, o.maxFaultMs);
+    const durationMs = instant ? 0 : Math.min(room, drawn);
     const until = at + (instant ? o.settleMs : durationMs);
     const fault: ScheduledFault = { id: faults.length, kind, atMs: at, durationMs };
     let placed = true;
@@ -222,6 +249,7 @@ export function generateSchedule(options: ScheduleOptions): ScheduledFault[] {
     const retryAfterSec = rng.int(o.minRetryAfterSec, o.maxRetryAfterSec);
     const coin = rng.next();
     const rate = rng.int(1, 3);
+    const hold = rng.int(o.minFlapHoldMs, o.maxFlapHoldMs);
     if (kind === 'dps.throttle' || kind === 'dps.rateLimit') fault.retryAfterSec = retryAfterSec;
     if (kind === 'dps.failWith') {
       fault.status = coin < 0.5 ? 500 : 503;
@@ -230,6 +258,7 @@ export function generateSchedule(options: ScheduleOptions): ScheduledFault[] {
     if (kind === 'dps.rateLimit') fault.perSec = rate;
     if (kind === 'hub.connectRateLimit') fault.perSec = Math.max(1, Math.ceil((o.devices / 20) * rate));
     if (kind === 'hub.withholdPubacks') fault.store = coin < 0.5;
+    if (kind === 'device.flap') fault.holdMs = hold;
 
     const impossible = (kind === 'device.failover' || kind === 'device.failback') && o.hubs < 2;
     if (placed) faults.push(fault);
@@ -270,6 +299,7 @@ export function describeFault(f: ScheduledFault): string {
   if (f.retryAfterSec !== undefined) parts.push(`retry-after ${f.retryAfterSec}s`);
   if (f.perSec !== undefined) parts.push(`${f.perSec}/s`);
   if (f.store !== undefined) parts.push(f.store ? 'stored' : 'not stored');
+  if (f.holdMs !== undefined) parts.push(`sessions dropped after ${f.holdMs} ms`);
   if (f.durationMs > 0) parts.push(`for ${(f.durationMs / 1000).toFixed(1)}s`);
   return parts.join(' ');
 }

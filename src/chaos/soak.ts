@@ -18,6 +18,9 @@ import type { RetryPolicy } from '../policy/types';
 import {
   attemptRateBound,
   checkAttemptRate,
+  checkWindow,
+  countBetween,
+  disabledDpsBound,
   maxBackoff,
   policyLowerBoundMs,
   recoveryBound,
@@ -162,7 +165,13 @@ interface Track {
   state: DeviceStateName;
   connectedSince: number | null;
   attempts: number[];
+  /** Losses of stable connections (lasted stableConnectionMs): only those restart the curves. */
   losses: number[];
+  /** Sessions that ended before stableConnectionMs (the next attempt on the curve). */
+  shortSessions: number;
+  /** Entries into Connected, and exits from it (same order). */
+  connects: number[];
+  disconnects: number[];
   userCommands: number[];
   backoff: BackoffEntry | null;
   accepted: number;
@@ -449,6 +458,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         connectedSince: null,
         attempts: [],
         losses: [],
+        shortSessions: 0,
+        connects: [],
+        disconnects: [],
         userCommands: [],
         backoff: null,
         accepted: 0,
@@ -480,9 +492,19 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
           }
         } else backoffsExempt++;
       }
-      if (change.previous === 'Connected' && !USER_EVENTS.has(change.event)) track.losses.push(now);
+      if (change.previous === 'Connected') track.disconnects.push(now);
+      if (change.previous === 'Connected' && !USER_EVENTS.has(change.event)) {
+        // Only a connection that lasted is a success that restarts the curves (the device's own
+        // rule, policy.stableConnectionMs); a shorter session is the next attempt on the curve, so
+        // a flapping hub earns no extra attempts in the rate bounds.
+        if (track.connectedSince !== null && now - track.connectedSince >= policy.stableConnectionMs) track.losses.push(now);
+        else track.shortSessions++;
+      }
       if (ATTEMPT_STATES.has(change.value)) track.attempts.push(now);
-      if (change.value === 'Connected') track.connectedSince = now;
+      if (change.value === 'Connected') {
+        track.connectedSince = now;
+        track.connects.push(now);
+      }
       if (change.value === 'Failed') track.failedRules.push(ctx.lastError?.rule ?? 'unknown');
 
       if (change.value === 'BackingOff' && ctx.lastError && ctx.delayMs !== null && ctx.retryAt !== null) {
@@ -651,6 +673,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         case 'device.disconnect':
           await forEachTarget(outcome, targets, (id) => commands.disconnectDevice(id));
           break;
+        case 'device.flap':
+          await commands.flap(targets, f.holdMs!);
+          reverts.set(f.id, () => commands.flap(targets, null));
+          break;
       }
     };
 
@@ -810,9 +836,13 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const cloudRate = { maxCount: 0, boundThere: rateBound.base, worstRatio: 0, violations: 0, worstDevice: '' };
   const deviceRate = { maxCount: 0, boundThere: rateBound.base, worstRatio: 0, violations: 0, worstDevice: '' };
   const userCommandBetween = (t: Track, from: number, to: number) => t.userCommands.some((c) => c > from && c <= to);
+  /** Per device, what the cloud saw: registrations, status lookups, accepted hub connects (by hub). */
+  const seen = new Map<string, { registers: number[]; lookups: number[]; connects: number[]; hubConnects: HubAttempt[] }>();
   for (const t of tracks) {
     const id = t.registrationId;
     const { answers, registers, hubAttempts: hub } = await cloudHistory(id);
+    const accepted = hub.filter((h) => h.code === undefined);
+    seen.set(id, { registers, lookups: answers.filter((a) => a.request === 'lookup').map((a) => a.at), connects: accepted.map((h) => h.at), hubConnects: accepted });
     for (let i = 0; i + 1 < answers.length; i++) {
       const a = answers[i]!;
       if (a.status !== 429 && a.status < 500) continue;
@@ -862,6 +892,124 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     fold(deviceRate, t.attempts);
     fold(cloudRate, [...registers, ...hub.map((h) => h.at)].sort((x, y) => x - y));
   }
+
+  // --- flapping hub and disabled device: per fault, per target ----------------------------------
+  // Each long device fault is checked over its own period [start, end]: attempts (flap) or DPS
+  // requests (disable) against bounds derived from the policy, and the device must be back on a
+  // session that lasts (stableConnectionMs) within 2 × maxBackoff of the fault's end, unless a
+  // fault on its hub or on DPS overlapped that time (exempt, counted).
+  const reconnectBoundMs = 2 * backoffMax.valueMs;
+  const flap = { faults: 0, targets: 0, sessions: 0, maxSessionsPerMin: 0, maxRatio: 0, worst: '', violations: [] as string[] };
+  const disabled = { faults: 0, targets: 0, dpsRequests: 0, registrations: 0, lookups: 0, hubConnectsRefused: 0, maxDps: 0, maxRatio: 0, worst: '', violations: [] as string[], disabledMs: 0 };
+  const reconnect = { checked: 0, exempt: 0, maxMs: 0, worst: '', violations: [] as string[], times: [] as number[] };
+  const faultWindow = (f: ScheduledFault) => {
+    const o = faultOutcomes[f.id]!;
+    if (o.startedAtMs === undefined || phaseStart === 0) return undefined;
+    const from = phaseStart + o.startedAtMs;
+    const to = o.endedAtMs !== undefined ? phaseStart + o.endedAtMs : clearAt || from + f.durationMs;
+    return { from, to };
+  };
+  const hubOf = (id: string, at: number): string | undefined => {
+    const list = seen.get(id)?.hubConnects ?? [];
+    let hub: string | undefined;
+    for (const h of list) if (h.at <= at) hub = h.hub;
+    return hub;
+  };
+  const checkReconnect = (f: ScheduledFault, t: Track, end: number) => {
+    // The first session alive after the end that lasted stableConnectionMs (or still runs).
+    let back: number | undefined;
+    for (let i = 0; i < t.connects.length; i++) {
+      const c = t.connects[i]!;
+      const left = t.disconnects.find((d) => d >= c) ?? Infinity;
+      if (left > end && left - c >= policy.stableConnectionMs) {
+        back = Math.max(c, end);
+        break;
+      }
+    }
+    const waited = back === undefined ? Infinity : back - end;
+    const hub = hubOf(t.registrationId, end);
+    const blocking = schedule.some((g) => {
+      if (g.id === f.id) return false;
+      const w = faultWindow(g);
+      if (!w || w.to < end || w.from > end + reconnectBoundMs) return false;
+      return g.kind.startsWith('dps.') || (g.kind.startsWith('hub.') && hub === `hub-${g.hub}`) || (g.devices?.includes(t.index) === true && g.kind.startsWith('device.'));
+    });
+    if (blocking || t.userCommands.some((c) => c >= end && c <= end + reconnectBoundMs) || (clearAt > 0 && end + reconnectBoundMs > clearAt)) {
+      reconnect.exempt++;
+      return;
+    }
+    reconnect.checked++;
+    reconnect.times.push(waited);
+    if (waited > reconnect.maxMs) {
+      reconnect.maxMs = waited;
+      reconnect.worst = `${t.registrationId} after fault #${f.id} (${f.kind})`;
+    }
+    if (waited > reconnectBoundMs && reconnect.violations.length < 50) {
+      reconnect.violations.push(`${t.registrationId}: not back on a lasting session ${Number.isFinite(waited) ? ms(waited) : 'at all'} after fault #${f.id} (${f.kind}) ended (bound ${ms(reconnectBoundMs)})`);
+    }
+  };
+  for (const f of schedule) {
+    if (f.kind !== 'device.flap' && f.kind !== 'device.disable') continue;
+    const w = faultWindow(f);
+    if (!w) continue;
+    if (f.kind === 'device.flap') {
+      flap.faults++;
+      // Attempts right after the end still follow the flap's curve: the window runs maxBackoff on.
+      const to = w.to + backoffMax.valueMs;
+      const bound = attemptRateBound(policy, raMin, to - w.from);
+      for (const i of f.devices ?? []) {
+        const t = tracks[i]!;
+        const h = seen.get(t.registrationId);
+        flap.targets++;
+        const sessions = countBetween(t.connects, w.from, w.to);
+        flap.sessions += sessions;
+        flap.maxSessionsPerMin = Math.max(flap.maxSessionsPerMin, (sessions * 60_000) / Math.max(1, w.to - w.from));
+        const device = checkWindow(t.attempts, t.losses, t.userCommands, bound, w.from, to);
+        const cloudSide = checkWindow([...(h?.registers ?? []), ...(h?.connects ?? [])].sort((x, y) => x - y), t.losses, t.userCommands, bound, w.from, to);
+        for (const [side, r] of [['device', device], ['cloud', cloudSide]] as const) {
+          const ratio = r.count / r.limit;
+          if (ratio > flap.maxRatio) {
+            flap.maxRatio = ratio;
+            flap.worst = `${t.registrationId} in fault #${f.id}: ${r.count} attempts (${side} side) in ${ms(to - w.from)}, bound ${r.limit}`;
+          }
+          if (r.count > r.limit && flap.violations.length < 50) flap.violations.push(`${t.registrationId} in fault #${f.id} (${side} side): ${r.count} attempts in ${ms(to - w.from)} > ${r.limit}`);
+        }
+        checkReconnect(f, t, w.to);
+      }
+    } else {
+      disabled.faults++;
+      const bound = disabledDpsBound(policy, raMin, w.to - w.from);
+      for (const i of f.devices ?? []) {
+        const t = tracks[i]!;
+        const h = seen.get(t.registrationId);
+        disabled.targets++;
+        disabled.disabledMs += w.to - w.from;
+        const registrations = countBetween(h?.registers ?? [], w.from, w.to);
+        const lookups = countBetween(h?.lookups ?? [], w.from, w.to);
+        disabled.registrations += registrations;
+        disabled.lookups += lookups;
+        disabled.dpsRequests += registrations + lookups;
+        disabled.maxDps = Math.max(disabled.maxDps, registrations + lookups);
+        // The disable itself ends a stable session (the first loss); only later ones add a cycle.
+        const laterLosses = Math.max(0, countBetween(t.losses, w.from, w.to) - 1);
+        const limit = (1 + laterLosses) * bound.value + 2 * countBetween(t.userCommands, w.from, w.to);
+        const ratio = (registrations + lookups) / limit;
+        if (ratio > disabled.maxRatio) {
+          disabled.maxRatio = ratio;
+          disabled.worst = `${t.registrationId} in fault #${f.id}: ${registrations} registrations + ${lookups} lookups in ${ms(w.to - w.from)}, bound ${limit}`;
+        }
+        if (registrations + lookups > limit && disabled.violations.length < 50) {
+          disabled.violations.push(`${t.registrationId} in fault #${f.id}: ${registrations} registrations + ${lookups} lookups in ${ms(w.to - w.from)} > ${limit} (${bound.formula})`);
+        }
+        checkReconnect(f, t, w.to);
+      }
+    }
+  }
+  // Whole-run DPS load per device (registrations and status lookups the cloud saw), per hour.
+  const runHours = Math.max(1e-9, ((quietEnd || Date.now()) - (phaseStart || startedAt)) / 3_600_000);
+  const registrationsTotal = [...seen.values()].reduce((n, h) => n + countBetween(h.registers, phaseStart, quietEnd || Infinity), 0);
+  const lookupsTotal = [...seen.values()].reduce((n, h) => n + countBetween(h.lookups, phaseStart, quietEnd || Infinity), 0);
+  const perDeviceHour = (n: number) => Math.round((n / Math.max(1, tracks.length) / runHours) * 10) / 10;
 
   // --- delivery ------------------------------------------------------------------------------------
   // Messages never acknowledged: stored at least once counts as arrived, never stored is lost.
@@ -976,6 +1124,30 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       bound: rateBound.formula,
     },
     {
+      name: 'flapping hub: attempts within the policy (short sessions are attempts on the curve)',
+      ok: flap.violations.length === 0,
+      measured: flap.faults === 0
+        ? 'no device.flap fault in the schedule'
+        : `${flap.faults} flaps on ${flap.targets} devices, ${flap.sessions} sessions (max ${flap.maxSessionsPerMin.toFixed(1)}/min on one device); worst ratio ${flap.maxRatio.toFixed(2)} (${flap.worst})${flap.violations.length ? `; ${flap.violations.slice(0, 3).join('; ')}` : ''}`,
+      bound: `per device over [start, end + maxBackoff]: attempts (device and cloud side) ≤ (1 + L) · base(window) + 2 · U, L = losses of connections that lasted ${policy.stableConnectionMs} ms`,
+    },
+    {
+      name: 'disabled device: no DPS storm',
+      ok: disabled.violations.length === 0,
+      measured: disabled.faults === 0
+        ? 'no device.disable fault in the schedule'
+        : `${disabled.faults} disables on ${disabled.targets} devices (${(disabled.disabledMs / 60_000).toFixed(1)} device-minutes): ${disabled.registrations} registrations + ${disabled.lookups} lookups, max ${disabled.maxDps} on one device; worst ratio ${disabled.maxRatio.toFixed(2)} (${disabled.worst})${disabled.violations.length ? `; ${disabled.violations.slice(0, 3).join('; ')}` : ''}`,
+      bound: `per device over the disabled period P: registrations + lookups ≤ (1 + later stable losses) · (2 + quickRetries + ⌈P / min(parkedMinDelayMs, fastest hub cycle)⌉) + 2 · U`,
+    },
+    {
+      name: 'back on a lasting session after a flap or a disable',
+      ok: reconnect.violations.length === 0,
+      measured: reconnect.checked + reconnect.exempt === 0
+        ? 'nothing to check'
+        : `${reconnect.checked} checked: max ${Number.isFinite(reconnect.maxMs) ? ms(reconnect.maxMs) : '∞'}${reconnect.worst ? ` (${reconnect.worst})` : ''}, p95 ${ms(percentile(reconnect.times.filter(Number.isFinite), 95))}; ${reconnect.exempt} exempt (a fault on its hub or on DPS, a user command, or the end of the fault phase within the bound)${reconnect.violations.length ? `; ${reconnect.violations.slice(0, 3).join('; ')}` : ''}`,
+      bound: `a session that lasts ${policy.stableConnectionMs} ms starts ≤ 2 × maxBackoff = ${reconnectBoundMs} ms after the fault ends`,
+    },
+    {
       name: 'no unhandled rejection or uncaught exception',
       ok: unhandledRejections.length === 0 && uncaughtExceptions.length === 0,
       measured: `${unhandledRejections.length} unhandled rejections, ${uncaughtExceptions.length} uncaught exceptions`,
@@ -1067,6 +1239,17 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       },
       cloudGaps: { dpsChecked: dpsGapsChecked, dpsExempt: dpsGapsExempt, dpsViolations: dpsGapViolations, hubChecked: hubGapsChecked, hubExempt: hubGapsExempt, hubViolations: hubGapViolations },
       attemptRate: { bound: rateBound, device: deviceRate, cloud: cloudRate },
+      flap: { ...flap, violations: flap.violations },
+      disabled: { ...disabled, bound: disabledDpsBound(policy, raMin, 60_000).formula + ' (per minute disabled)' },
+      reconnect: { checked: reconnect.checked, exempt: reconnect.exempt, maxMs: Number.isFinite(reconnect.maxMs) ? reconnect.maxMs : null, p95Ms: percentile(reconnect.times.filter(Number.isFinite), 95), worst: reconnect.worst, boundMs: reconnectBoundMs, violations: reconnect.violations },
+      dpsLoad: {
+        registrations: registrationsTotal,
+        lookups: lookupsTotal,
+        hours: Math.round(runHours * 1000) / 1000,
+        registrationsPerDevicePerHour: perDeviceHour(registrationsTotal),
+        lookupsPerDevicePerHour: perDeviceHour(lookupsTotal),
+      },
+      shortSessions: tracks.reduce((n, t) => n + t.shortSessions, 0),
       transitions,
       lateDeviceTimelines: Object.fromEntries(
         tracks

@@ -5,7 +5,12 @@ import type { ErrorClass } from '../../src/policy/types';
 import {
   attemptRateBound,
   checkAttemptRate,
+  checkWindow,
+  disabledDpsBound,
+  describeFault,
+  fastestHubCycleMs,
   FAULT_KINDS,
+  LONG_FAULTS,
   faultsByKind,
   generateSchedule,
   maxBackoff,
@@ -39,7 +44,7 @@ describe('fault schedule', () => {
     for (const f of schedule) {
       expect(f.atMs).toBeGreaterThanOrEqual(0);
       expect(f.atMs + f.durationMs).toBeLessThanOrEqual(shape.durationMs);
-      expect(f.durationMs).toBeLessThanOrEqual(15_000);
+      expect(f.durationMs).toBeLessThanOrEqual(LONG_FAULTS.has(f.kind) ? 90_000 : 15_000);
       if (f.kind.startsWith('hub.')) expect(f.hub).toBeGreaterThanOrEqual(0);
       if (f.kind.startsWith('device.') || f.kind.startsWith('dps.')) expect(f.devices!.length).toBeGreaterThan(0);
       for (const d of f.devices ?? []) expect(d).toBeLessThan(shape.devices);
@@ -55,6 +60,41 @@ describe('fault schedule', () => {
         }
       }
     }
+  });
+
+  test('flapping hub and disabled device: long periods, a hold far below stableConnectionMs, deterministic from the seed', () => {
+    const long = { durationMs: 600_000, devices: 50, hubs: 2 };
+    const a = generateSchedule({ seed: 99, ...long });
+    expect(generateSchedule({ seed: 99, ...long })).toEqual(a);
+    const flaps = a.filter((f) => f.kind === 'device.flap');
+    const disables = a.filter((f) => f.kind === 'device.disable');
+    expect(flaps.length).toBeGreaterThan(3);
+    expect(disables.length).toBeGreaterThan(3);
+    for (const f of [...flaps, ...disables]) {
+      // Long enough to meet several backoff cycles, unless cut by the end of the phase.
+      if (f.atMs + 90_000 <= long.durationMs) expect(f.durationMs).toBeGreaterThanOrEqual(20_000);
+      expect(f.durationMs).toBeLessThanOrEqual(90_000);
+      expect(f.devices!.length).toBeGreaterThanOrEqual(1);
+      expect(f.devices!.length).toBeLessThanOrEqual(5); // 10 % of 50
+    }
+    for (const f of flaps) {
+      expect(f.holdMs).toBeGreaterThanOrEqual(100);
+      expect(f.holdMs).toBeLessThanOrEqual(1000);
+      expect(f.holdMs!).toBeLessThan(resolvePolicy(SOAK_POLICY).stableConnectionMs);
+      expect(describeFault(f)).toMatch(/device\.flap \d+ device\(s\) sessions dropped after \d+ ms for \d+\.\ds/);
+    }
+    for (const f of disables) expect(f.holdMs).toBeUndefined();
+    // The same draw, the same values: the first flap of seed 99 is pinned.
+    expect(flaps[0]).toEqual(generateSchedule({ seed: 99, ...long }).find((f) => f.kind === 'device.flap'));
+    // Another seed moves them.
+    const b = generateSchedule({ seed: 100, ...long }).filter((f) => f.kind === 'device.flap');
+    expect(b.map((f) => [f.atMs, f.holdMs])).not.toEqual(flaps.map((f) => [f.atMs, f.holdMs]));
+    // Options: the long period and the hold are configurable, and checked.
+    const short = generateSchedule({ seed: 99, ...long, longFaultMinMs: 5000, longFaultMaxMs: 6000, minFlapHoldMs: 200, maxFlapHoldMs: 200 });
+    for (const f of short.filter((x) => LONG_FAULTS.has(x.kind))) expect(f.durationMs).toBeLessThanOrEqual(6000);
+    for (const f of short.filter((x) => x.kind === 'device.flap')) expect(f.holdMs).toBe(200);
+    expect(() => generateSchedule({ seed: 1, ...long, longFaultMinMs: 9000, longFaultMaxMs: 1000 })).toThrow(/longFaultMinMs/);
+    expect(() => generateSchedule({ seed: 1, ...long, minFlapHoldMs: 0.5 })).toThrow(/minFlapHoldMs/);
   });
 
   test('invalid shapes are refused', () => {
@@ -119,6 +159,46 @@ describe('bounds derived from the policy', () => {
     const flapping = Array.from({ length: 300 }, (_, i) => i * 200);
     const losses = Array.from({ length: 60 }, (_, i) => i * 1000);
     expect(checkAttemptRate(flapping, losses, [], bound, 5000).violations).toBe(0);
+  });
+
+  test('flapping hub: sessions shorter than stableConnectionMs allow nothing more, so a flap storm is seen', () => {
+    const window = 60_000;
+    const bound = attemptRateBound(policy, 2000, window);
+    // A hub that accepts and drops within 100 ms, retried 100 ms later each time: 5 attempts a second.
+    const storm = Array.from({ length: 300 }, (_, i) => i * 200);
+    expect(bound.base).toBeLessThan(150);
+    // Only the first drop ended a stable connection; the soak counts no short session as a loss.
+    expect(checkWindow(storm, [0], [], bound, 0, window).count).toBeGreaterThan(checkWindow(storm, [0], [], bound, 0, window).limit);
+    // Counting every flap as a loss (the old rule) would have hidden it.
+    const everyFlap = storm.filter((_, i) => i % 2 === 0);
+    expect(checkWindow(storm, everyFlap, [], bound, 0, window).count).toBeLessThanOrEqual(checkWindow(storm, everyFlap, [], bound, 0, window).limit);
+    // A device on the curve through the flap (each short session the next attempt): within the bound.
+    const curve: number[] = [0];
+    let at = 0;
+    for (let n = 1; at < window; n++) {
+      at += policy.minDelayMs * Math.min(2 ** (n - 1), policy.maxDelayMs / policy.minDelayMs) / 2 + 300;
+      curve.push(at);
+    }
+    const r = checkWindow(curve, [0], [], bound, 0, window);
+    expect(r.count).toBeLessThanOrEqual(r.limit);
+    // User reprovision commands add 2 each.
+    expect(checkWindow(storm, [0], [1000, 2000], bound, 0, window).limit).toBe(2 * bound.base + 4);
+  });
+
+  test('disabled device: DPS requests bounded by the parked wait and the hub cycle', () => {
+    const cycle = fastestHubCycleMs(policy, 2000);
+    // w(1..4) = min(cap/2, cap_throttled/2, 2 s) = 250 + 500 + 1000 + 2000.
+    expect(cycle).toBe(3750);
+    const b = disabledDpsBound(policy, 2000, 60_000);
+    expect(b.value).toBe(2 + policy.quickRetries + Math.ceil(60_000 / Math.min(policy.parkedMinDelayMs, cycle)));
+    expect(b.formula).toContain(`= ${b.value}`);
+    // The default policy: parked 15-30 min, a 15 min window: at most 9 DPS requests in an hour disabled.
+    const defaults = resolvePolicy({});
+    expect(disabledDpsBound(defaults, Infinity, 3_600_000).value).toBe(9);
+    // The soak compresses the parked wait to 3-5 s, so its bound is loose (about 20 a minute);
+    // a device that registers every second, or at each refused connect of a fresh curve, exceeds it.
+    expect(b.value).toBe(25);
+    expect(60).toBeGreaterThan(b.value);
   });
 
   test('RSS verdict is one-sided: a leak fails, a drop passes', () => {
