@@ -11,6 +11,7 @@ import type { Device, DeviceStateName } from '../device';
 import { startExampleDevice, type ExampleDevice } from '../../examples/failover-device';
 import { REDACTED_PATHS } from '../logger';
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../emulator';
+import { openLogFile } from './files';
 import { sleepUnless } from './shutdown';
 import type { UiBackend, UiFault, UiServer, UiStats } from './ui';
 
@@ -19,6 +20,8 @@ export interface DemoOptions {
   forever: boolean;
   devices: number;
   logFile: string;
+  /** The log file already opened (openLogFile: 0600, checked); else runDemo opens `logFile`. */
+  logFd?: number;
   /** Telemetry interval per device. */
   intervalMs: number;
   out: NodeJS.WritableStream & { isTTY?: boolean };
@@ -62,7 +65,7 @@ export interface DemoSummary {
 export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const logger = pino(
     { level: 'info', redact: { paths: REDACTED_PATHS, censor: '[redacted]' } },
-    pino.destination({ dest: options.logFile, sync: true }),
+    pino.destination({ dest: options.logFd ?? openLogFile(options.logFile, '--log'), sync: true }),
   );
   const out = options.out;
   const signal = options.signal;

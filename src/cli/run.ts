@@ -11,6 +11,7 @@ import { MODEL_ID, startExampleDevice } from '../../examples/failover-device';
 import { createDevice, type Device, type StateChange } from '../device';
 import { MessageRejectedError } from '../errors';
 import { createLogger } from '../logger';
+import { ensureDirectory, openLogFile } from './files';
 import type { RunConfig } from './run-config';
 import { aborted, sleepUnless } from './shutdown';
 
@@ -18,6 +19,18 @@ export interface RunIo {
   /** Human lines (stderr); the logs go to stdout or the log file. */
   err: NodeJS.WritableStream;
   signal?: AbortSignal;
+  /** The log file, already opened by prepareRunPaths (else runDevice prepares the paths itself). */
+  logFd?: number;
+}
+
+/**
+ * Creates the data directory (0700) and opens the log file (0600) before anything starts: a
+ * path that cannot be used is a ConfigError naming the field (exit 2), never a recursive mkdir
+ * that spins on /proc, never a stack trace. Returns the log file's descriptor (when --log).
+ */
+export function prepareRunPaths(config: Pick<RunConfig, 'device' | 'logFile' | 'names'>): { logFd?: number } {
+  if (config.device.dataDir !== undefined) ensureDirectory(config.device.dataDir, config.names.dataDir, 0o700);
+  return config.logFile === undefined ? {} : { logFd: openLogFile(config.logFile, config.names.log) };
 }
 
 /** A plausible sample reading: slow sine waves with a little noise. */
@@ -28,9 +41,11 @@ export function sampleReading(n: number): { temperature: number; humidity: numbe
 
 /** Runs until the signal aborts, `durationSeconds` pass, or the device fails. Returns the exit code. */
 export async function runDevice(config: RunConfig, io: RunIo): Promise<number> {
+  // The log file is created 0600 (openLogFile), whatever the umask.
+  const logFd = io.logFd ?? prepareRunPaths(config).logFd;
   const logger = createLogger({
     level: config.logLevel,
-    destination: pino.destination({ dest: config.logFile ?? 1, sync: true, mkdir: true }),
+    destination: pino.destination({ dest: logFd ?? 1, sync: true }),
   });
   for (const warning of config.warnings) io.err.write(`hubstate: warning: ${warning}\n`);
 

@@ -6,6 +6,7 @@
  */
 import pino from 'pino';
 import { FAST_DPS_POLL_SEC, startLocalCloud } from '../emulator';
+import { openLogFile } from '../cli/files';
 import { REDACTED_PATHS } from '../logger';
 import type { FleetCloud } from './fleet';
 import { runFleet, type FleetSummary } from './run';
@@ -22,8 +23,10 @@ export interface FleetCommandOptions {
   target?: FleetCloud;
   /** Registration ids are `${prefix}${index}`. Default 'fleet-'. */
   prefix?: string;
-  /** pino log file of the devices (level warn: failures only). */
+  /** pino log file of the devices (level warn: failures only), created 0600. */
   logFile: string;
+  /** The log file already opened (openLogFile); else runFleetCommand opens `logFile`. */
+  logFd?: number;
   out: NodeJS.WriteStream;
 }
 
@@ -49,7 +52,7 @@ export function formatSummary(summary: FleetSummary): string {
 }
 
 export async function runFleetCommand(options: FleetCommandOptions): Promise<FleetSummary> {
-  const logger = pino({ level: 'warn', redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, pino.destination({ dest: options.logFile, sync: false }));
+  const logger = pino({ level: 'warn', redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, pino.destination({ dest: options.logFd ?? openLogFile(options.logFile, '--log'), sync: false }));
   const out = options.out;
   const local = options.target
     ? null

@@ -4,10 +4,9 @@
  * replaced it meanwhile. With a data directory the queue is a small JSON file, written atomically,
  * so what was reported (acknowledgements included) survives a restart.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { writeFileAtomic } from '../store/files';
+import { readStoreFile, writeFileAtomic } from '../store/files';
 import { ackOf } from './properties';
 import { isPlainObject } from './schema';
 import { PropertiesRejectedError } from './types';
@@ -198,12 +197,15 @@ export class ReportedQueue {
   }
 
   private load(path: string): void {
-    let text: string;
+    let text: string | null;
     try {
-      text = readFileSync(path, 'utf8');
-    } catch {
+      // Never through a symlink, never someone else's file (StorageError 'unsafe': a warning).
+      text = readStoreFile(path);
+    } catch (error) {
+      this.logger.warn({ path, err: (error as Error).message }, 'pending reported properties refused; ignoring them');
       return;
     }
+    if (text === null) return;
     try {
       const parsed = JSON.parse(text) as { entries?: unknown };
       if (!Array.isArray(parsed.entries)) throw new Error('no entries');
