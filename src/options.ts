@@ -1,6 +1,8 @@
+import { X509Certificate } from 'node:crypto';
+import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { InspectionEvent, Observer } from 'xstate';
-import { ConfigError } from './errors';
+import { ConfigError, MessageRejectedError } from './errors';
 import type { Clock } from './clock';
 import { resolvePolicy } from './policy/backoff';
 import type { RetryPolicy } from './policy/types';
@@ -10,6 +12,7 @@ import type { Credential } from './actors/credentials';
 import type { SessionFeature } from './actors/hub';
 import { DEFAULT_OUTBOX_LIMITS } from './store/outbox';
 import type { SqliteOutboxLimits } from './store/sqlite-outbox';
+import { firstUnknownKey, unknownKeyExpectation } from './validate';
 
 export const DEFAULT_PROVISIONING_HOST = 'global.azure-devices-provisioning.net';
 
@@ -25,8 +28,13 @@ export interface DeviceOptions {
   modelId?: string;
   /** DPS endpoint, 'host' or 'host:port'. */
   provisioningHost?: string;
-  /** Extra trusted CA (PEM) for DPS and the hubs. TLS verification is never turned off. */
+  /**
+   * Extra trusted CA certificates (PEM) for DPS and the hubs, trusted in addition to Node's
+   * default roots (e.g. a TLS-inspecting proxy's CA). TLS verification is never turned off.
+   */
   ca?: string;
+  /** Trust only the certificates in `ca`, not Node's default roots (a private PKI). Default false. */
+  trustOnlyCa?: boolean;
   /** Where the provisioning cache lives. Without it the cache is in memory only. */
   dataDir?: string;
   /**
@@ -90,6 +98,7 @@ export interface ResolvedOptions {
   credential: Credential;
   modelId?: string;
   provisioningHost: string;
+  /** The whole TLS trust list (PEM) when `ca` was given: the default roots + ca, or ca alone. */
   ca?: string;
   dataDir?: string;
   policy: RetryPolicy;
@@ -113,37 +122,190 @@ export interface ResolvedOptions {
 const ID_SCOPE = /^[A-Za-z0-9]{1,64}$/;
 // DPS: up to 128 lower-case alphanumerics and - . _ : (we accept upper case; DPS folds it)
 const REGISTRATION_ID = /^[A-Za-z0-9\-._:]{1,128}$/;
-const DTMI = /^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*;[1-9][0-9]{0,8}$/;
-const HOST = /^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$/;
+/**
+ * A user DTMI as the DTDL v3 specification defines it ("Digital Twin Model Identifier",
+ * DTDL.Specification.v3.md: path segments of letters, digits and underscores, each starting with
+ * a letter and not ending with an underscore; a version 1..999999999 with an optional minor
+ * version), with the version required: IoT Plug and Play resolves a model by its versioned id.
+ */
+const DTMI = /^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*;[1-9][0-9]{0,8}(?:\.[1-9][0-9]{0,5})?$/;
+/** Longest model id accepted: the DTMI length limit of the DTDL language reference (2,048 characters). */
+export const MAX_DTMI_LENGTH = 2048;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
-function isBase64Key(value: unknown): value is string {
-  return typeof value === 'string' && value.length >= 16 && BASE64.test(value);
-}
-
-function positive(value: unknown, field: string, fallback: number, integer = false): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
-    throw new ConfigError(field, integer ? 'a positive integer' : 'a positive number');
-  }
-  return value;
-}
+/** A DNS label (RFC 1035 / RFC 1123): 1-63 letters, digits and hyphens, no hyphen at either end. */
+const DNS_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+/** A ca PEM beyond this is not a CA list anyone means (Node's whole root store is ~220 KB). */
+export const MAX_CA_BYTES = 1024 * 1024;
 
 /**
- * The SDK compares whole-second stamps (floor at publish, round at the check), so a publish can
- * time out up to 1.5 s early: below 2 s a healthy hub's PUBACK could be called missing.
+ * A `host` or `host:port` as DPS and hub endpoints are written: a DNS name (labels of RFC 1123,
+ * at most 253 characters, no empty label) or a dotted IPv4 address, and a port from 1 to 65535
+ * without leading zeros. Also used for the hub host a cache or DPS hands us.
  */
-function publishTimeout(value: unknown): number {
-  if (value === undefined) return 30;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 2) {
-    throw new ConfigError('publishTimeoutSeconds', 'a whole number of seconds, at least 2');
+export function isHostPort(value: unknown): value is string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 253 + 6) return false;
+  const colon = value.lastIndexOf(':');
+  const host = colon === -1 ? value : value.slice(0, colon);
+  if (colon !== -1) {
+    const port = value.slice(colon + 1);
+    if (!/^[1-9][0-9]{0,4}$/.test(port) || Number(port) > 65_535) return false;
+  }
+  if (host.length === 0 || host.length > 253) return false;
+  const labels = host.split('.');
+  if (!labels.every((label) => DNS_LABEL.test(label))) return false;
+  // All-numeric: it must be a dotted IPv4 address (4 octets, each 0-255), not '999' or '1.2'.
+  if (labels.every((label) => /^[0-9]+$/.test(label))) {
+    return labels.length === 4 && labels.every((label) => Number(label) <= 255 && !/^0[0-9]/.test(label));
+  }
+  // The top-level label of a name is never all digits (RFC 3696 §2).
+  return !/^[0-9]+$/.test(labels[labels.length - 1]!);
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----\r?\n([\s\S]*?)-----END CERTIFICATE-----/g;
+
+/**
+ * The certificates of a PEM bundle, each parsed by node:crypto (garbage between the markers is
+ * refused here, not as a fatal TLS error later). Text outside the blocks (a bundle's comments)
+ * is allowed, as OpenSSL allows it; markers that do not pair up are not.
+ */
+export function parsePemCertificates(pem: string): X509Certificate[] {
+  const blocks = pem.match(PEM_CERTIFICATE) ?? [];
+  const begins = pem.split('-----BEGIN').length - 1;
+  const ends = pem.split('-----END').length - 1;
+  if (blocks.length === 0 || begins !== blocks.length || ends !== blocks.length) {
+    throw new Error('not one or more PEM CERTIFICATE blocks');
+  }
+  return blocks.map((block, index) => {
+    try {
+      return new X509Certificate(block);
+    } catch {
+      throw new Error(`certificate #${index + 1} does not parse as X.509`);
+    }
+  });
+}
+
+/** Node's default trusted roots (its bundled Mozilla store, or what `--use-*-ca` selects). */
+function defaultRoots(): readonly string[] {
+  const tlsWithStore = tls as typeof tls & { getCACertificates?: (kind: string) => string[] };
+  return typeof tlsWithStore.getCACertificates === 'function' ? tlsWithStore.getCACertificates('default') : tls.rootCertificates;
+}
+
+const trustLists = new Map<string, string>();
+
+/**
+ * The one place the TLS trust list is built, for DPS, the status lookup and every hub: Node's
+ * default roots plus `ca` (what the README promises: an *extra* trusted CA, e.g. a TLS-inspecting
+ * proxy's, without losing Azure's roots), or `ca` alone with `trustOnlyCa`. Memoised, so every
+ * device of a process with the same CA holds the same string (and src/actors/tls.ts builds one
+ * SecureContext for it).
+ */
+export function trustedCaPem(ca: string, trustOnlyCa: boolean): string {
+  if (trustOnlyCa) return ca;
+  let list = trustLists.get(ca);
+  if (list === undefined) {
+    list = [...defaultRoots(), ca.trim()].join('\n') + '\n';
+    trustLists.set(ca, list);
+  }
+  return list;
+}
+
+function isBase64Key(value: unknown): value is string {
+  return typeof value === 'string' && value.length >= 16 && value.length <= 1024 && BASE64.test(value);
+}
+
+/** A bounded number option: an upper bound for every number, a reason for each bound. */
+interface Bound {
+  min: number;
+  max: number;
+  integer?: boolean;
+  unit: 'ms' | 's' | 'messages' | 'bytes' | '';
+  /** Why the upper bound is where it is (shown in the README's options table). */
+  why: string;
+}
+
+const DAY_MS = 86_400_000;
+
+/**
+ * Every numeric option of `createDevice`, with its bounds. Node fires a timer beyond 2^31 − 1 ms
+ * (24.8 days) after 1 ms; hubstate's clock chains long timers, but the SDK's own timers (token
+ * renewal, keepalive) do not, so the bounds keep every wait the SDK schedules below that limit.
+ */
+export const OPTION_BOUNDS = {
+  keepaliveSeconds: { min: 1, max: 1767, integer: true, unit: 's', why: "IoT Hub's maximum keep-alive (1,767 s); MQTT's own field stops at 65,535" },
+  publishTimeoutSeconds: { min: 2, max: 3600, integer: true, unit: 's', why: 'an hour without a PUBACK is a dead link' },
+  connectTimeoutMs: { min: 1, max: 600_000, unit: 'ms', why: 'ten minutes: a connect that takes longer is not coming' },
+  provisionTimeoutMs: { min: 1, max: 3_600_000, unit: 'ms', why: 'an hour; the registration is also bounded by its hard cap (15 min)' },
+  closeTimeoutMs: { min: 1, max: 600_000, unit: 'ms', why: 'ten minutes: stop() must end' },
+  tokenValiditySeconds: { min: 2, max: 24 * 86_400, integer: true, unit: 's', why: "24 days: the SDK's renewal timer would overflow Node's 24.8-day limit" },
+  tokenRenewalMarginSeconds: { min: 1, max: 24 * 86_400 - 1, integer: true, unit: 's', why: 'below tokenValiditySeconds' },
+  sendWindow: { min: 1, max: 1000, integer: true, unit: 'messages', why: 'far above what one MQTT connection keeps in flight usefully' },
+  commandTimeoutMs: { min: 1, max: 300_000, unit: 'ms', why: "IoT Hub's longest direct-method timeout (300 s)" },
+  propertyHandlerTimeoutMs: { min: 1, max: 3_600_000, unit: 'ms', why: 'an hour' },
+  twinTimeoutMs: { min: 1, max: 600_000, unit: 'ms', why: 'ten minutes' },
+  'outboxLimits.maxCount': { min: 1, max: 100_000_000, integer: true, unit: 'messages', why: '10^8 messages' },
+  'outboxLimits.maxBytes': { min: 1, max: 64 * 1024 ** 3, integer: true, unit: 'bytes', why: '64 GiB' },
+  'outboxLimits.maxAgeMs': { min: 1, max: 365 * DAY_MS, unit: 'ms', why: 'a year' },
+} satisfies Record<string, Bound>;
+
+function bounded(value: unknown, field: keyof typeof OPTION_BOUNDS, fallback: number, max?: number): number {
+  if (value === undefined) return fallback;
+  const bound: Bound = OPTION_BOUNDS[field];
+  const top = max ?? bound.max;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < bound.min || value > top || (bound.integer && !Number.isInteger(value))) {
+    const kind = bound.integer ? 'an integer' : 'a number';
+    const unit = bound.unit === '' ? '' : ` (${bound.unit})`;
+    throw new ConfigError(field, `${kind} from ${bound.min} to ${top}${unit}`);
   }
   return value;
+}
+
+/** Every key `createDevice` knows: anything else is refused (a typo must not change nothing, silently). */
+export const DEVICE_OPTION_KEYS = [
+  'idScope',
+  'registrationId',
+  'groupKey',
+  'deviceKey',
+  'modelId',
+  'provisioningHost',
+  'ca',
+  'trustOnlyCa',
+  'dataDir',
+  'policy',
+  'logger',
+  'seed',
+  'keepaliveSeconds',
+  'publishTimeoutSeconds',
+  'connectTimeoutMs',
+  'provisionTimeoutMs',
+  'closeTimeoutMs',
+  'tokenValiditySeconds',
+  'tokenRenewalMarginSeconds',
+  'sendWindow',
+  'outboxLimits',
+  'inspect',
+  'commandTimeoutMs',
+  'propertyHandlerTimeoutMs',
+  'twinTimeoutMs',
+  'clock',
+  'outbox',
+  'cache',
+  'features',
+] as const satisfies ReadonlyArray<keyof DeviceOptions>;
+
+/** Throws ConfigError(`${prefix}${key}`) for the first key of `value` not in `known`. */
+export function refuseUnknownKeys(value: object, known: readonly string[], prefix = ''): void {
+  const key = firstUnknownKey(value, known);
+  if (key !== undefined) throw new ConfigError(`${prefix}${key}`, unknownKeyExpectation(key, known));
+}
+
+function hasMethods(value: unknown, names: readonly string[]): boolean {
+  return typeof value === 'object' && value !== null && names.every((name) => typeof (value as Record<string, unknown>)[name] === 'function');
 }
 
 /** Validate everything up front: a typed error naming the field, before any I/O. */
 export function resolveOptions(options: DeviceOptions): ResolvedOptions {
-  if (typeof options !== 'object' || options === null) throw new ConfigError('options', 'an object');
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new ConfigError('options', 'an object');
+  refuseUnknownKeys(options, DEVICE_OPTION_KEYS);
   if (typeof options.idScope !== 'string' || !ID_SCOPE.test(options.idScope)) {
     throw new ConfigError('idScope', 'the DPS ID scope, letters and digits (e.g. 0ne00ABC123)');
   }
@@ -161,27 +323,45 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     if (!isBase64Key(options.deviceKey)) throw new ConfigError('deviceKey', 'a base64 symmetric key');
     credential = { deviceKey: options.deviceKey };
   }
-  if (options.modelId !== undefined && (typeof options.modelId !== 'string' || !DTMI.test(options.modelId))) {
-    throw new ConfigError('modelId', 'a DTMI such as dtmi:com:example:Thermostat;1');
+  if (options.modelId !== undefined && (typeof options.modelId !== 'string' || options.modelId.length > MAX_DTMI_LENGTH || !DTMI.test(options.modelId))) {
+    throw new ConfigError('modelId', `a DTMI such as dtmi:com:example:Thermostat;1 (DTDL v3 syntax, at most ${MAX_DTMI_LENGTH} characters)`);
   }
   const provisioningHost = options.provisioningHost ?? DEFAULT_PROVISIONING_HOST;
-  if (typeof provisioningHost !== 'string' || !HOST.test(provisioningHost)) {
-    throw new ConfigError('provisioningHost', "a host name, optionally with ':port'");
+  if (!isHostPort(provisioningHost)) {
+    throw new ConfigError('provisioningHost', "a DNS host name or IPv4 address, optionally with ':port' (1-65535)");
   }
-  if (options.ca !== undefined && (typeof options.ca !== 'string' || !options.ca.includes('BEGIN CERTIFICATE'))) {
-    throw new ConfigError('ca', 'a PEM certificate');
+  if (options.trustOnlyCa !== undefined && typeof options.trustOnlyCa !== 'boolean') throw new ConfigError('trustOnlyCa', 'a boolean');
+  if (options.trustOnlyCa === true && options.ca === undefined) throw new ConfigError('trustOnlyCa', 'only together with ca');
+  if (options.ca !== undefined) {
+    if (typeof options.ca !== 'string' || Buffer.byteLength(options.ca) > MAX_CA_BYTES) throw new ConfigError('ca', `PEM certificates, at most ${MAX_CA_BYTES} bytes`);
+    try {
+      parsePemCertificates(options.ca);
+    } catch (error) {
+      throw new ConfigError('ca', `PEM certificates that parse as X.509 (${(error as Error).message})`);
+    }
   }
-  if (options.dataDir !== undefined && (typeof options.dataDir !== 'string' || options.dataDir.length === 0)) {
+  if (options.dataDir !== undefined && (typeof options.dataDir !== 'string' || options.dataDir.length === 0 || options.dataDir.includes('\0'))) {
     throw new ConfigError('dataDir', 'a directory path');
   }
   if (options.inspect !== undefined && typeof options.inspect !== 'function' && (typeof options.inspect !== 'object' || options.inspect === null)) {
     throw new ConfigError('inspect', 'a function or an observer ({ next })');
   }
-  if (options.seed !== undefined && (typeof options.seed !== 'number' || !Number.isInteger(options.seed))) {
-    throw new ConfigError('seed', 'an integer');
+  if (options.logger !== undefined && !hasMethods(options.logger, ['child', 'debug', 'info', 'warn', 'error'])) {
+    throw new ConfigError('logger', 'a pino logger (child, debug, info, warn, error)');
   }
-  const tokenValiditySeconds = positive(options.tokenValiditySeconds, 'tokenValiditySeconds', 3600, true);
-  const tokenRenewalMarginSeconds = positive(options.tokenRenewalMarginSeconds, 'tokenRenewalMarginSeconds', 900, true);
+  if (options.clock !== undefined && !hasMethods(options.clock, ['now', 'setTimeout', 'clearTimeout'])) {
+    throw new ConfigError('clock', 'a clock { now, setTimeout, clearTimeout }');
+  }
+  if (options.outbox !== undefined && (typeof options.outbox !== 'object' || options.outbox === null)) throw new ConfigError('outbox', 'an Outbox');
+  if (options.cache !== undefined && (typeof options.cache !== 'object' || options.cache === null)) throw new ConfigError('cache', 'a ProvisioningCache');
+  if (options.features !== undefined && (!Array.isArray(options.features) || !options.features.every((f) => typeof f === 'object' && f !== null))) {
+    throw new ConfigError('features', 'an array of session features');
+  }
+  if (options.seed !== undefined && (typeof options.seed !== 'number' || !Number.isSafeInteger(options.seed))) {
+    throw new ConfigError('seed', 'a safe integer');
+  }
+  const tokenValiditySeconds = bounded(options.tokenValiditySeconds, 'tokenValiditySeconds', 3600);
+  const tokenRenewalMarginSeconds = bounded(options.tokenRenewalMarginSeconds, 'tokenRenewalMarginSeconds', 900);
   if (tokenRenewalMarginSeconds >= tokenValiditySeconds) {
     throw new ConfigError('tokenRenewalMarginSeconds', 'less than tokenValiditySeconds');
   }
@@ -191,22 +371,22 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     credential,
     modelId: options.modelId,
     provisioningHost,
-    ca: options.ca,
+    ca: options.ca === undefined ? undefined : trustedCaPem(options.ca, options.trustOnlyCa === true),
     dataDir: options.dataDir,
     ...resolvePolicyOptions(options.policy),
     seed: options.seed,
-    keepaliveSeconds: positive(options.keepaliveSeconds, 'keepaliveSeconds', 30, true),
-    publishTimeoutSeconds: publishTimeout(options.publishTimeoutSeconds),
-    connectTimeoutMs: positive(options.connectTimeoutMs, 'connectTimeoutMs', 30_000),
-    provisionTimeoutMs: positive(options.provisionTimeoutMs, 'provisionTimeoutMs', 60_000),
-    closeTimeoutMs: positive(options.closeTimeoutMs, 'closeTimeoutMs', 5_000),
+    keepaliveSeconds: bounded(options.keepaliveSeconds, 'keepaliveSeconds', 30),
+    publishTimeoutSeconds: bounded(options.publishTimeoutSeconds, 'publishTimeoutSeconds', 30),
+    connectTimeoutMs: bounded(options.connectTimeoutMs, 'connectTimeoutMs', 30_000),
+    provisionTimeoutMs: bounded(options.provisionTimeoutMs, 'provisionTimeoutMs', 60_000),
+    closeTimeoutMs: bounded(options.closeTimeoutMs, 'closeTimeoutMs', 5_000),
     tokenValiditySeconds,
     tokenRenewalMarginSeconds,
-    sendWindow: positive(options.sendWindow, 'sendWindow', 16, true),
+    sendWindow: bounded(options.sendWindow, 'sendWindow', 16),
     outboxLimits: resolveOutboxLimits(options.outboxLimits),
-    commandTimeoutMs: positive(options.commandTimeoutMs, 'commandTimeoutMs', 25_000),
-    propertyHandlerTimeoutMs: positive(options.propertyHandlerTimeoutMs, 'propertyHandlerTimeoutMs', 30_000),
-    twinTimeoutMs: positive(options.twinTimeoutMs, 'twinTimeoutMs', 15_000),
+    commandTimeoutMs: bounded(options.commandTimeoutMs, 'commandTimeoutMs', 25_000),
+    propertyHandlerTimeoutMs: bounded(options.propertyHandlerTimeoutMs, 'propertyHandlerTimeoutMs', 30_000),
+    twinTimeoutMs: bounded(options.twinTimeoutMs, 'twinTimeoutMs', 15_000),
   };
 }
 
@@ -242,6 +422,7 @@ export const MAX_DRAIN_MS = 600_000;
 
 export function resolveStopOptions(options: StopOptions = {}): { drainMs: number } {
   if (typeof options !== 'object' || options === null) throw new ConfigError('stop options', 'an object');
+  refuseUnknownKeys(options, ['drainMs'], 'stop options.');
   const { drainMs = 0 } = options;
   if (typeof drainMs !== 'number' || !Number.isFinite(drainMs) || drainMs < 0 || drainMs > MAX_DRAIN_MS) {
     throw new ConfigError('drainMs', `a number of milliseconds from 0 to ${MAX_DRAIN_MS}`);
@@ -250,19 +431,45 @@ export function resolveStopOptions(options: StopOptions = {}): { drainMs: number
 }
 
 function resolveOutboxLimits(limits: Partial<SqliteOutboxLimits> = {}): SqliteOutboxLimits {
-  if (typeof limits !== 'object' || limits === null) throw new ConfigError('outboxLimits', 'an object');
-  const known = ['maxCount', 'maxBytes', 'maxAgeMs', 'whenFull'];
-  for (const key of Object.keys(limits)) {
-    if (!known.includes(key)) throw new ConfigError(`outboxLimits.${key}`, `one of ${known.join(', ')}`);
-  }
+  if (typeof limits !== 'object' || limits === null || Array.isArray(limits)) throw new ConfigError('outboxLimits', 'an object');
+  refuseUnknownKeys(limits, ['maxCount', 'maxBytes', 'maxAgeMs', 'whenFull'], 'outboxLimits.');
   const whenFull = limits.whenFull ?? DEFAULT_OUTBOX_LIMITS.whenFull;
   if (whenFull !== 'reject-new' && whenFull !== 'drop-oldest') {
     throw new ConfigError('outboxLimits.whenFull', "'reject-new' or 'drop-oldest'");
   }
   return {
-    maxCount: positive(limits.maxCount, 'outboxLimits.maxCount', DEFAULT_OUTBOX_LIMITS.maxCount, true),
-    maxBytes: positive(limits.maxBytes, 'outboxLimits.maxBytes', DEFAULT_OUTBOX_LIMITS.maxBytes, true),
-    ...(limits.maxAgeMs !== undefined ? { maxAgeMs: positive(limits.maxAgeMs, 'outboxLimits.maxAgeMs', 0) } : {}),
+    maxCount: bounded(limits.maxCount, 'outboxLimits.maxCount', DEFAULT_OUTBOX_LIMITS.maxCount),
+    maxBytes: bounded(limits.maxBytes, 'outboxLimits.maxBytes', DEFAULT_OUTBOX_LIMITS.maxBytes),
+    ...(limits.maxAgeMs !== undefined ? { maxAgeMs: bounded(limits.maxAgeMs, 'outboxLimits.maxAgeMs', 0) } : {}),
     whenFull,
   };
+}
+
+/** What `sendTelemetry` takes besides the body (kept in step with device.ts's TelemetryOptions). */
+export const TELEMETRY_OPTION_KEYS = ['component', 'properties'] as const;
+
+/**
+ * The shape of `sendTelemetry`'s options, checked before anything else reads them: an object (or
+ * undefined) with known keys only, and `properties` a plain object (a string would spread into
+ * '0', '1', ... properties). Throws MessageRejectedError('invalid-body', ...) naming the problem.
+ * The values themselves (strings, names, sizes) are checked by sendTelemetry.
+ */
+export function checkTelemetryOptions<T extends object>(options: T | undefined | null): T {
+  if (options === undefined) return {} as T;
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new MessageRejectedError('invalid-body', 'telemetry options must be an object { component?, properties? }');
+  }
+  const key = firstUnknownKey(options, TELEMETRY_OPTION_KEYS);
+  if (key !== undefined) throw new MessageRejectedError('invalid-body', `telemetry option '${key}': ${unknownKeyExpectation(key, TELEMETRY_OPTION_KEYS)}`);
+  const { properties } = options as { properties?: unknown };
+  if (properties !== undefined && !isPlainRecord(properties)) {
+    throw new MessageRejectedError('invalid-body', 'properties must be a plain object of string values');
+  }
+  return options;
+}
+
+function isPlainRecord(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) return false;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  return proto === Object.prototype || proto === null;
 }

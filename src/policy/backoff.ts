@@ -3,6 +3,7 @@
  * kept in machine context, so a run replays exactly from its seed and snapshots stay JSON.
  */
 import { ConfigError } from '../errors';
+import { firstUnknownKey, unknownKeyExpectation } from '../validate';
 import type { BackoffPolicy, DelayDecision, DelayRequest, RetryPolicy } from './types';
 
 // ---------------------------------------------------------------------------------------------
@@ -37,13 +38,40 @@ export function seedFrom(input: string | number): number {
 
 /** 2^30 times any sane base is already past every max: stop growing there (no Infinity). */
 const MAX_EXPONENT = 30;
-/** A retry-after beyond this is not a wait any service means: it is capped (one hour). */
+/**
+ * A retry-after beyond this is not a wait any service means: it is capped (one hour). The one
+ * cap on every service-given wait (DPS register/poll/lookup, hub): nextDelay applies it, and
+ * `retryAfterMsFromSeconds` at each place a retry-after is read.
+ */
 export const MAX_RETRY_AFTER_MS = 3_600_000;
 
-/** DPS at-scale formula: max_retry_delay = (1/load) · T · 1000 ms with T = N / cps. */
+/** A `retry-after` value in seconds (header or topic parameter) as ms, capped; undefined if absent or invalid. */
+export function retryAfterMsFromSeconds(value: unknown): number | undefined {
+  if (value === undefined || value === null || value === '') return undefined;
+  const seconds = Number(value);
+  return Number.isFinite(seconds) && seconds > 0 ? Math.min(Math.round(seconds * 1000), MAX_RETRY_AFTER_MS) : undefined;
+}
+
+/** The longest delay any policy field may ask for (24 h); no wait hubstate schedules is longer. */
+export const MAX_POLICY_DELAY_MS = 86_400_000;
+
+/**
+ * DPS at-scale formula (seed 004, "Timing logic when retrying operations"):
+ * max_retry_delay_msec = (1.0 / load) · T · 1000 with T = N / cps, and the device waits "a
+ * random amount of time, between min_retry_delay_msec [1000] and max_retry_delay_msec".
+ */
 export function fleetMaxDelayMs(devices: number, ratePerSec: number, load: number): number {
   return ((devices / ratePerSec) / load) * 1000;
 }
+
+/** DPS's registration limit per service: 1,000 registrations a minute (DPS quotas and limits). */
+export const DPS_REGISTRATIONS_PER_SEC = 1000 / 60;
+/**
+ * The fleet the dpsAtScale preset assumes when `fleet` is not given in full: 1,000 devices at
+ * DPS's 1,000 registrations a minute with load 1, so T = 60 s and retries are uniform in
+ * [1 s, 60 s]. Give `fleet: { devices }` (and `ratePerSec`, `load`) for the real fleet.
+ */
+export const DPS_AT_SCALE_FLEET = Object.freeze({ devices: 1000, ratePerSec: DPS_REGISTRATIONS_PER_SEC, load: 1 });
 
 /** Upper bound of the exponential curve for attempt n: min(max, base · 2^(n-1)). */
 export function curveCapMs(baseMs: number, maxDelayMs: number, attempt: number): number {
@@ -160,10 +188,13 @@ export const PRESETS: Readonly<Record<PresetName, Readonly<RetryPolicy>>> = Obje
    */
   iotCentral: Object.freeze({ ...DEFAULT_POLICY, hubRetryWindowMs: 60_000 }),
   /**
-   * DPS at scale: stay on the cached hub up to 30 min so a hub outage does not turn into a
-   * fleet-wide DPS storm; the window, not the attempt count, decides.
+   * DPS at scale (seed 004): stay on the cached hub up to 30 min so a hub outage does not turn
+   * into a fleet-wide DPS storm (the window, not the attempt count, decides), and every delay
+   * from the at-scale formula: uniform in [min_retry_delay = 1 s, (1/load) · N/cps · 1000 ms],
+   * for a default fleet of 1,000 devices at DPS's 1,000 registrations a minute (T = 60 s);
+   * `fleet: { devices, ratePerSec?, load? }` overrides it field by field.
    */
-  dpsAtScale: Object.freeze({ ...DEFAULT_POLICY, maxHubAttempts: 1000, hubRetryWindowMs: 30 * 60_000 }),
+  dpsAtScale: Object.freeze({ ...DEFAULT_POLICY, maxHubAttempts: 1000, hubRetryWindowMs: 30 * 60_000, fleet: DPS_AT_SCALE_FLEET }),
   /** The official sample's strategy (fixed 90 s, DPS after every loss). Benchmark baseline only. */
   // maxHubAttempts stays at the default: with 1, the hub budget (checked before
   // reprovisionOnLoss) sent the device to DPS at once after a loss, skipping the 90 s wait.
@@ -195,8 +226,8 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 }
 
 function requireNonNegative(field: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new ConfigError(`policy.${field}`, 'a finite number >= 0 (milliseconds)');
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_POLICY_DELAY_MS) {
+    throw new ConfigError(`policy.${field}`, `a number of milliseconds from 0 to ${MAX_POLICY_DELAY_MS} (24 h)`);
   }
   return value;
 }
@@ -208,12 +239,20 @@ function requireNonNegativeInteger(field: string, value: unknown): number {
   return value;
 }
 
-function requirePositive(field: string, value: unknown, integer: boolean): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
-    throw new ConfigError(`policy.${field}`, integer ? 'a positive integer' : 'a finite number > 0');
+function requirePositive(field: string, value: unknown, integer: boolean, max: number): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > max || (integer && !Number.isInteger(value))) {
+    throw new ConfigError(`policy.${field}`, `${integer ? 'an integer from 1' : 'a number > 0 and'} to ${max}`);
   }
   return value;
 }
+
+/** Upper bounds of the count-like policy fields. */
+export const POLICY_BOUNDS = Object.freeze({
+  maxHubAttempts: 1_000_000,
+  'fleet.devices': 100_000_000,
+  'fleet.ratePerSec': 1_000_000,
+  'fleet.load': 1000,
+});
 
 /**
  * A complete, validated policy: a preset (default 'default') with the given fields on top.
@@ -222,9 +261,8 @@ function requirePositive(field: string, value: unknown, integer: boolean): numbe
 export function resolvePolicy(input?: RetryPolicyInput): RetryPolicy {
   if (input === undefined) return { ...DEFAULT_POLICY };
   if (!isPlainObject(input)) throw new ConfigError('policy', 'an object');
-  for (const key of Object.keys(input)) {
-    if (!KNOWN_FIELDS.has(key)) throw new ConfigError(`policy.${key}`, 'no such option (unknown key)');
-  }
+  const unknown = firstUnknownKey(input, KNOWN_FIELDS);
+  if (unknown !== undefined) throw new ConfigError(`policy.${unknown}`, unknownKeyExpectation(unknown, [...KNOWN_FIELDS]));
   const presetName = input.preset ?? 'default';
   if (!Object.prototype.hasOwnProperty.call(PRESETS, presetName)) {
     throw new ConfigError('policy.preset', `one of ${Object.keys(PRESETS).map((k) => `'${k}'`).join(', ')}`);
@@ -247,7 +285,7 @@ export function resolvePolicy(input?: RetryPolicyInput): RetryPolicy {
     parkedMaxDelayMs: requireNonNegative('parkedMaxDelayMs', merged.parkedMaxDelayMs),
     stableConnectionMs: requireNonNegative('stableConnectionMs', merged.stableConnectionMs),
     lookupAfterUnreachableMs: requireNonNegative('lookupAfterUnreachableMs', merged.lookupAfterUnreachableMs),
-    maxHubAttempts: requirePositive('maxHubAttempts', merged.maxHubAttempts, true),
+    maxHubAttempts: requirePositive('maxHubAttempts', merged.maxHubAttempts, true, POLICY_BOUNDS.maxHubAttempts),
     hubRetryWindowMs: requireNonNegative('hubRetryWindowMs', merged.hubRetryWindowMs),
   };
   if (policy.minDelayMs > policy.maxDelayMs) {
@@ -265,16 +303,26 @@ export function resolvePolicy(input?: RetryPolicyInput): RetryPolicy {
     policy.reprovisionOnLoss = merged.reprovisionOnLoss;
   }
   if (merged.fleet !== undefined) {
-    const fleet = merged.fleet;
-    if (!isPlainObject(fleet)) throw new ConfigError('policy.fleet', 'an object { devices, ratePerSec, load }');
-    for (const key of Object.keys(fleet)) {
-      if (!FLEET_FIELDS.has(key)) throw new ConfigError(`policy.fleet.${key}`, 'no such option (unknown key)');
+    const given = overrides.fleet;
+    const base = PRESETS[presetName as PresetName].fleet;
+    if (given !== undefined && !isPlainObject(given)) throw new ConfigError('policy.fleet', 'an object { devices, ratePerSec, load }');
+    if (given !== undefined) {
+      const unknownFleet = firstUnknownKey(given, FLEET_FIELDS);
+      if (unknownFleet !== undefined) throw new ConfigError(`policy.fleet.${unknownFleet}`, unknownKeyExpectation(unknownFleet, [...FLEET_FIELDS]));
     }
+    // A preset with a fleet of its own (dpsAtScale) takes the given fields on top of it; otherwise
+    // all three are required.
+    const fleet: Record<string, unknown> = { ...base };
+    for (const [key, value] of Object.entries(given ?? {})) if (value !== undefined) fleet[key] = value;
     policy.fleet = {
-      devices: requirePositive('fleet.devices', fleet.devices, true),
-      ratePerSec: requirePositive('fleet.ratePerSec', fleet.ratePerSec, false),
-      load: requirePositive('fleet.load', fleet.load, false),
+      devices: requirePositive('fleet.devices', fleet.devices, true, POLICY_BOUNDS['fleet.devices']),
+      ratePerSec: requirePositive('fleet.ratePerSec', fleet.ratePerSec, false, POLICY_BOUNDS['fleet.ratePerSec']),
+      load: requirePositive('fleet.load', fleet.load, false, POLICY_BOUNDS['fleet.load']),
     };
+    const windowMs = fleetMaxDelayMs(policy.fleet.devices, policy.fleet.ratePerSec, policy.fleet.load);
+    if (windowMs > MAX_POLICY_DELAY_MS) {
+      throw new ConfigError('policy.fleet', `a fleet whose at-scale window (1/load) · N/cps is at most 24 h (got ${Math.round(windowMs / 1000)} s)`);
+    }
   }
   return policy;
 }

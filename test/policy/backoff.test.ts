@@ -4,8 +4,11 @@ import {
   curveCapMs,
   DEFAULT_POLICY,
   fleetMaxDelayMs,
+  DPS_REGISTRATIONS_PER_SEC,
+  MAX_POLICY_DELAY_MS,
   MAX_RETRY_AFTER_MS,
   nextDelay,
+  retryAfterMsFromSeconds,
   nextRandom,
   PRESETS,
   resolvePolicy,
@@ -330,7 +333,7 @@ describe('policies', () => {
     expect(PRESETS.default).toEqual(DEFAULT_POLICY);
     // Leave an unreachable hub after 60 s, not after 3 quick attempts (a fleet-wide blip would be a registration storm).
     expect(PRESETS.iotCentral).toMatchObject({ maxHubAttempts: 100, hubRetryWindowMs: 60_000 });
-    expect(PRESETS.dpsAtScale).toMatchObject({ maxHubAttempts: 1000, hubRetryWindowMs: 30 * 60_000 });
+    expect(PRESETS.dpsAtScale).toMatchObject({ maxHubAttempts: 1000, hubRetryWindowMs: 30 * 60_000, fleet: { devices: 1000, load: 1 } });
     expect(PRESETS.seedSample).toMatchObject({ fixedDelayMs: 90_000, reprovisionOnLoss: true });
     // The hub budget is checked before reprovisionOnLoss: a budget of 1 would skip the 90 s wait.
     expect(PRESETS.seedSample.maxHubAttempts).toBeGreaterThan(1);
@@ -403,8 +406,98 @@ describe('policies', () => {
       fc.property(input, attempt, seed, (i, n, s) => {
         const policy = resolvePolicy(i);
         const d = nextDelay(policy, { errorClass: 'transient', attempt: n, afterLoss: false }, s);
-        expect(d.delayMs).toBeLessThanOrEqual(policy.maxDelayMs);
+        // dpsAtScale draws from the at-scale formula's window instead of the curve.
+        const top = policy.fleet ? Math.max(policy.minDelayMs, fleetMaxDelayMs(policy.fleet.devices, policy.fleet.ratePerSec, policy.fleet.load)) : policy.maxDelayMs;
+        expect(d.delayMs).toBeLessThanOrEqual(top);
       }),
     );
+  });
+});
+
+/**
+ * Issue 12 §3: dpsAtScale uses the at-scale formula for its delays, not only the window. Seed 004
+ * ("Timing logic when retrying operations"): min_retry_delay_msec = 1000, max_retry_delay_msec =
+ * (1.0 / load) * T * 1000 with T = N / cps, and a random delay between the two.
+ */
+describe('dpsAtScale: the DPS at-scale formula (seed 004)', () => {
+  const req = (n: number): DelayRequest => ({ errorClass: 'transient', attempt: n, afterLoss: false });
+
+  test("the seed's numbers: min 1000 ms, max (1/load) · (N/cps) · 1000 ms", () => {
+    // DPS: 1,000 registrations a minute. 1,000 devices, load 1 → T = 60 s → max 60,000 ms.
+    expect(fleetMaxDelayMs(1000, DPS_REGISTRATIONS_PER_SEC, 1)).toBeCloseTo(60_000, 6);
+    // IoT Central's 200 registrations a minute (the seed's batch example), 200 devices: T = 60 s.
+    expect(fleetMaxDelayMs(200, 200 / 60, 1)).toBeCloseTo(60_000, 6);
+    // load 2 halves the window; load 0.5 doubles it.
+    expect(fleetMaxDelayMs(1000, DPS_REGISTRATIONS_PER_SEC, 2)).toBeCloseTo(30_000, 6);
+    expect(fleetMaxDelayMs(1000, DPS_REGISTRATIONS_PER_SEC, 0.5)).toBeCloseTo(120_000, 6);
+  });
+
+  test('the preset draws every retry (the 1st, the 5th, the 50th) uniformly in [1 s, 60 s], not on the curve', () => {
+    const policy = resolvePolicy({ preset: 'dpsAtScale' });
+    expect(policy.minDelayMs).toBe(1000);
+    for (const n of [1, 5, 50]) {
+      const d = delays(policy, req(n), 42, 2000);
+      expect(Math.min(...d)).toBeGreaterThanOrEqual(1000);
+      expect(Math.max(...d)).toBeLessThanOrEqual(60_000);
+      // Uniform: spread over the whole window (the old preset stayed on the curve: [0.5 s, 1 s] at n = 1).
+      expect(Math.min(...d)).toBeLessThan(2000);
+      expect(Math.max(...d)).toBeGreaterThan(59_000);
+      const mean = d.reduce((a, b) => a + b, 0) / d.length;
+      expect(mean).toBeGreaterThan(28_000);
+      expect(mean).toBeLessThan(33_000);
+    }
+  });
+
+  test('the real fleet: fleet.devices on top of the preset (ratePerSec and load kept): 50,000 devices → [1 s, 50 min]', () => {
+    const policy = resolvePolicy({ preset: 'dpsAtScale', fleet: { devices: 50_000 } } as RetryPolicyInput);
+    expect(policy.fleet).toEqual({ devices: 50_000, ratePerSec: DPS_REGISTRATIONS_PER_SEC, load: 1 });
+    const d = delays(policy, req(3), 7, 1000);
+    expect(Math.max(...d)).toBeLessThanOrEqual(3_000_000);
+    expect(Math.max(...d)).toBeGreaterThan(2_900_000);
+    // A retry-after still wins: never earlier than the service asked.
+    const throttled = nextDelay(policy, { errorClass: 'throttled', attempt: 1, afterLoss: false, retryAfterMs: 4_000_000 }, 1);
+    expect(throttled.delayMs).toBeGreaterThanOrEqual(MAX_RETRY_AFTER_MS);
+  });
+
+  test('other presets still need a complete fleet', () => {
+    expect(() => resolvePolicy({ fleet: { devices: 5 } } as RetryPolicyInput)).toThrow(/policy\.fleet\.ratePerSec/);
+  });
+});
+
+describe('policy bounds (issue 13 §3): every number has an upper bound', () => {
+  test.each([
+    ['maxDelayMs 1e300', { maxDelayMs: 1e300 }, 'policy.maxDelayMs'],
+    ['maxDelayMs just over 24 h', { maxDelayMs: MAX_POLICY_DELAY_MS + 1 }, 'policy.maxDelayMs'],
+    ['hubRetryWindowMs 1e12', { hubRetryWindowMs: 1e12 }, 'policy.hubRetryWindowMs'],
+    ['parkedMaxDelayMs 1e10', { parkedMaxDelayMs: 1e10 }, 'policy.parkedMaxDelayMs'],
+    ['fixedDelayMs 3e9', { fixedDelayMs: 3e9 }, 'policy.fixedDelayMs'],
+    ['maxHubAttempts 1e9', { maxHubAttempts: 1e9 }, 'policy.maxHubAttempts'],
+    ['fleet.devices 1e12', { fleet: { devices: 1e12, ratePerSec: 1, load: 1 } }, 'policy.fleet.devices'],
+    ['fleet.load 1e6', { fleet: { devices: 10, ratePerSec: 1, load: 1e6 } }, 'policy.fleet.load'],
+    ['fleet window over 24 h', { fleet: { devices: 10_000_000, ratePerSec: 1, load: 1 } }, 'policy.fleet'],
+  ])('%s → ConfigError', (_t, input, field) => {
+    let thrown: unknown;
+    try {
+      resolvePolicy(input as RetryPolicyInput);
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(ConfigError);
+    expect((thrown as ConfigError).field).toBe(field);
+  });
+
+  test('at the bound is accepted', () => {
+    expect(resolvePolicy({ maxDelayMs: MAX_POLICY_DELAY_MS }).maxDelayMs).toBe(MAX_POLICY_DELAY_MS);
+  });
+
+  test('an unknown key names the nearest known one', () => {
+    expect(() => resolvePolicy({ maxDelay: 5 } as RetryPolicyInput)).toThrow(/did you mean 'maxDelayMs'/);
+  });
+
+  test('retry-after values are read once, capped at MAX_RETRY_AFTER_MS', () => {
+    expect(retryAfterMsFromSeconds('3000000')).toBe(MAX_RETRY_AFTER_MS);
+    expect(retryAfterMsFromSeconds(2)).toBe(2000);
+    expect(retryAfterMsFromSeconds('0.5')).toBe(500);
+    for (const bad of [undefined, null, '', 'soon', '-1', '0', 'Infinity', NaN]) expect(retryAfterMsFromSeconds(bad)).toBeUndefined();
   });
 });
