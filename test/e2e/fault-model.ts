@@ -1,13 +1,31 @@
 /**
  * An abstract model of what the cloud can do to a connected device, for model-based end-to-end
  * tests: each event is a fault the local cloud can inject, and each fault has the leg of device
- * states it must cause. `xstate/graph` generates every sequence of two faults the model allows
- * (a failback only after a failover), and the suite replays them with the real SDK.
+ * states it must cause. `xstate/graph` generates every path the model allows, and the suites
+ * replay them with the real SDK:
+ *
+ * - short faults (a dropped socket, a crash, failover and failback, reprovisions): every sequence
+ *   of two (a failback only after a failover), replayed by test/e2e/model-failover.test.ts;
+ * - long faults (a flapping hub, a long DPS outage with and without a need for DPS, a disabled
+ *   device): seconds of compressed backoff each, so each is a path of its own, replayed by
+ *   test/e2e/model-paths.test.ts.
+ *
+ * A path with a hub refusal in it (failover, failback, a disabled device) is replayed under both
+ * CONNACK codes a hub may refuse with (3 as Azure, 5 the other reading of the evidence).
  */
-import { assign, createMachine } from 'xstate';
+import { assign, setup, type AnyStateNode, type AnyTransitionDefinition } from 'xstate';
 import { getSimplePaths } from 'xstate/graph';
 
-export type Fault = 'DROP' | 'CRASH' | 'FAILOVER' | 'FAILBACK' | 'USER_REPROVISION' | 'THROTTLED_REPROVISION';
+export type ShortFault = 'DROP' | 'CRASH' | 'FAILOVER' | 'FAILBACK' | 'USER_REPROVISION' | 'THROTTLED_REPROVISION';
+export type LongFault = 'FLAPPING_HUB' | 'DPS_OUTAGE' | 'DPS_OUTAGE_REPROVISION' | 'DISABLED_DEVICE';
+export type Fault = ShortFault | LongFault;
+export type RefusalCode = 3 | 5;
+
+export const SHORT_FAULTS: readonly ShortFault[] = ['DROP', 'CRASH', 'FAILOVER', 'FAILBACK', 'USER_REPROVISION', 'THROTTLED_REPROVISION'];
+export const LONG_FAULTS: readonly LongFault[] = ['FLAPPING_HUB', 'DPS_OUTAGE', 'DPS_OUTAGE_REPROVISION', 'DISABLED_DEVICE'];
+const ALL_FAULTS: readonly Fault[] = [...SHORT_FAULTS, ...LONG_FAULTS];
+/** Faults in which a hub refuses the device's CONNECT (moved or disabled): their paths run under both codes. */
+export const REFUSING_FAULTS: readonly Fault[] = ['FAILOVER', 'FAILBACK', 'DISABLED_DEVICE'];
 
 /** The device states each fault must cause, from Connected back to Connected (as a pattern). */
 export const EXPECTED_LEG: Record<Fault, RegExp> = {
@@ -22,44 +40,128 @@ export const EXPECTED_LEG: Record<Fault, RegExp> = {
   USER_REPROVISION: /^Connected Reprovisioning Connecting Connected$/,
   // DPS answers 429 once: the device waits retry-after (+ jitter) and registers again
   THROTTLED_REPROVISION: /^Connected Reprovisioning BackingOff Reprovisioning Connecting Connected$/,
+  // the hub accepts and drops the device within a moment, again and again: each short session is
+  // a failed attempt (a reconnect the drop beats is one too), so the retries back off on the
+  // curve, on the same hub, no DPS; the first session that lasts ends it
+  FLAPPING_HUB: /^Connected BackingOff Connecting (?:(?:Connected )?BackingOff Connecting )+Connected$/,
+  // DPS gone while the hub is fine: nothing to do, the device stays connected
+  DPS_OUTAGE: /^Connected$/,
+  // DPS gone when the device must register: back off on the curve while DPS is unreachable,
+  // the 5 s floor after its 5xx, then register
+  DPS_OUTAGE_REPROVISION: /^Connected Reprovisioning (?:BackingOff Reprovisioning )+Connecting Connected$/,
+  // disabled on its hub: dropped, refused → one status lookup (DPS still names this hub) → back
+  // off on the hub, refused again without another lookup or a registration; enabled → connected
+  DISABLED_DEVICE: /^Connected BackingOff Connecting CheckingAssignment BackingOff Connecting (?:BackingOff Connecting )*Connected$/,
 };
 
-export const faultModel = createMachine({
-  types: {} as { context: { failedOver: boolean; faults: number }; events: { type: Fault } },
+type ModelContext = { failedOver: boolean; faults: number };
+
+export const faultModel = setup({
+  types: {} as { context: ModelContext; events: { type: Fault } },
+  actions: {
+    count: assign({ faults: ({ context }) => context.faults + 1 }),
+    failOver: assign({ failedOver: true, faults: ({ context }) => context.faults + 1 }),
+    failBack: assign({ failedOver: false, faults: ({ context }) => context.faults + 1 }),
+    /** A long fault is the whole path. */
+    endPath: assign({ faults: 2 }),
+  },
+  guards: {
+    twoFaults: ({ context }) => context.faults >= 2,
+    failedOver: ({ context }) => context.failedOver,
+    notFailedOver: ({ context }) => !context.failedOver,
+    /** A long fault hits a fresh device only: nothing before it, nothing after it. */
+    firstFault: ({ context }) => context.faults === 0,
+  },
+}).createMachine({
   id: 'faults',
   context: { failedOver: false, faults: 0 },
   initial: 'Connected',
   states: {
     Connected: {
-      always: { guard: ({ context }) => context.faults >= 2, target: 'Done' },
+      always: { guard: 'twoFaults', target: 'Done' },
       on: {
-        DROP: { actions: assign({ faults: ({ context }) => context.faults + 1 }) },
-        CRASH: { actions: assign({ faults: ({ context }) => context.faults + 1 }) },
-        USER_REPROVISION: { actions: assign({ faults: ({ context }) => context.faults + 1 }) },
-        THROTTLED_REPROVISION: { actions: assign({ faults: ({ context }) => context.faults + 1 }) },
-        FAILOVER: {
-          guard: ({ context }) => !context.failedOver,
-          actions: assign({ failedOver: true, faults: ({ context }) => context.faults + 1 }),
-        },
-        FAILBACK: {
-          guard: ({ context }) => context.failedOver,
-          actions: assign({ failedOver: false, faults: ({ context }) => context.faults + 1 }),
-        },
+        DROP: { actions: 'count' },
+        CRASH: { actions: 'count' },
+        USER_REPROVISION: { actions: 'count' },
+        THROTTLED_REPROVISION: { actions: 'count' },
+        FAILOVER: { guard: 'notFailedOver', actions: 'failOver' },
+        FAILBACK: { guard: 'failedOver', actions: 'failBack' },
+        FLAPPING_HUB: { guard: 'firstFault', actions: 'endPath' },
+        DPS_OUTAGE: { guard: 'firstFault', actions: 'endPath' },
+        DPS_OUTAGE_REPROVISION: { guard: 'firstFault', actions: 'endPath' },
+        DISABLED_DEVICE: { guard: 'firstFault', actions: 'endPath' },
       },
     },
     Done: { type: 'final' },
   },
 });
 
-const ALL_FAULTS: Fault[] = ['DROP', 'CRASH', 'FAILOVER', 'FAILBACK', 'USER_REPROVISION', 'THROTTLED_REPROVISION'];
+type SimplePath = ReturnType<typeof getSimplePaths<typeof faultModel>>[number];
 
-/** Every sequence of two faults the model allows. */
-export function generateFaultSequences(): Fault[][] {
-  const paths = getSimplePaths(faultModel, {
+function simplePaths(): SimplePath[] {
+  return getSimplePaths(faultModel, {
     events: ALL_FAULTS.map((type) => ({ type })),
     serializeState: (snapshot) => `${String(snapshot.value)}|${snapshot.context.failedOver}|${snapshot.context.faults}`,
+  }).filter((path) => path.state.value === 'Done');
+}
+
+const faultsOf = (path: SimplePath): Fault[] =>
+  path.steps.map((step) => step.event.type).filter((type): type is Fault => ALL_FAULTS.includes(type as Fault));
+
+/** Every path the model allows, as its faults: all two-fault sequences of short faults, and each long fault alone. */
+export function generateFaultPaths(): Fault[][] {
+  return simplePaths().map(faultsOf);
+}
+
+/** Every sequence of two short faults the model allows. */
+export function generateFaultSequences(): Fault[][] {
+  return generateFaultPaths().filter((faults) => faults.every((f) => (SHORT_FAULTS as readonly Fault[]).includes(f)));
+}
+
+export const isLongPath = (faults: readonly Fault[]) => faults.some((f) => (LONG_FAULTS as readonly Fault[]).includes(f));
+
+export interface ReplayCase {
+  /** Test name: the faults, and the refusal code when the path has a refusal in it. */
+  name: string;
+  faults: Fault[];
+  /** The CONNACK code the hubs refuse the device with on this run (paths with a refusal only). */
+  refusalCode?: RefusalCode;
+}
+
+/** One run per path, two (CONNACK 3 and 5) for a path with a hub refusal in it. */
+export function replayCases(paths: Fault[][]): ReplayCase[] {
+  return paths.flatMap((faults) => {
+    const name = faults.join(' → ');
+    if (!faults.some((f) => REFUSING_FAULTS.includes(f))) return [{ name, faults }];
+    return ([3, 5] as const).map((refusalCode) => ({ name: `${name} (CONNACK ${refusalCode})`, faults, refusalCode }));
   });
-  return paths
-    .filter((path) => path.state.value === 'Done')
-    .map((path) => path.steps.map((step) => step.event.type).filter((type): type is Fault => ALL_FAULTS.includes(type as Fault)));
+}
+
+/**
+ * Transitions of the fault model (each guarded branch, the eventless one included) that the
+ * generated paths take, so a fault added to the model without a path cannot go unnoticed.
+ */
+export function faultModelCoverage(): { covered: number; total: number; missing: string[]; paths: number; line: string } {
+  const items: Array<{ label: string; transition: AnyTransitionDefinition }> = [];
+  for (const node of Object.values(faultModel.root.states) as AnyStateNode[]) {
+    for (const [eventType, definitions] of node.transitions) {
+      definitions.forEach((transition, i) => items.push({ label: `${node.key} --${eventType}#${i}--> ${transition.target?.map((t) => t.key).join(',') ?? node.key}`, transition }));
+    }
+    (node.always ?? []).forEach((transition, i) => items.push({ label: `${node.key} --always#${i}--> ${transition.target?.map((t) => t.key).join(',')}`, transition }));
+  }
+  const taken = new Set<AnyTransitionDefinition>();
+  const paths = simplePaths();
+  for (const path of paths) {
+    path.steps.forEach((step, i) => {
+      if (i === 0) return;
+      const before = path.steps[i - 1].state;
+      for (const t of faultModel.getTransitionData(before, step.event)) taken.add(t);
+      // The eventless Connected → Done fires right after the event that completes a path.
+      if (step.state.value === 'Done') for (const t of faultModel.root.states.Connected.always ?? []) taken.add(t);
+    });
+  }
+  const covered = items.filter((item) => taken.has(item.transition)).length;
+  const missing = items.filter((item) => !taken.has(item.transition)).map((item) => item.label);
+  const line = `fault model coverage: ${covered}/${items.length} transitions by ${paths.length} paths`;
+  return { covered, total: items.length, missing, paths: paths.length, line };
 }

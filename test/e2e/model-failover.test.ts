@@ -2,28 +2,44 @@
  * Model-based failover suite: every two-fault sequence generated from the fault model
  * (test/e2e/fault-model.ts, via xstate/graph) is replayed against the local cloud with the real
  * SDK. Each path asserts the sequence of states the device went through, that it ended on the
- * right hub, and that every message sent before, during and after the faults arrived.
+ * right hub, and that every message sent before, during and after the faults arrived. A path with
+ * a refusal in it (failover, failback) runs under both CONNACK codes (3 as Azure, and 5); the
+ * model's long faults (flapping hub, DPS outages, disabled device) are in model-paths.test.ts.
  */
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
-import { EXPECTED_LEG, generateFaultSequences, type Fault } from './fault-model';
+import {
+  EXPECTED_LEG,
+  faultModelCoverage,
+  generateFaultPaths,
+  generateFaultSequences,
+  isLongPath,
+  replayCases,
+  type Fault,
+  type RefusalCode,
+} from './fault-model';
 import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;
-const STABLE_CONNECTION_MS = 1000;
+/**
+ * A connection counts as a success after 0.5 s here (30 s by default, 1 s in the harness): each
+ * fault waits for that before it hits, so a shorter one keeps the suite short with both codes.
+ */
+const STABLE_CONNECTION_MS = 500;
 const sequences = generateFaultSequences();
+const cases = replayCases(sequences);
 const duplicatesByPath: Record<string, number> = {};
 
 beforeAll(async () => {
   cloud = await startLocalCloud({ hubs: 2, seed: 'model-failover', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
 });
 afterAll(async () => {
-  console.log(`model-based failover paths: ${sequences.length}; duplicates per path: ${JSON.stringify(duplicatesByPath)}`);
+  console.log(`model-based failover paths: ${sequences.length} (${cases.length} runs); duplicates per run: ${JSON.stringify(duplicatesByPath)}`);
   await cloud.stop();
 });
 
 const hubOf = (dut: DeviceUnderTest) => cloud.hubs.find((h) => h.host === dut.device.assignment()?.hubHost)!.name;
 
-async function inject(fault: Fault, dut: DeviceUnderTest, mark: number): Promise<void> {
+async function inject(fault: Fault, dut: DeviceUnderTest, mark: number, refusalCode: RefusalCode | undefined): Promise<void> {
   const deviceId = dut.device.assignment()!.deviceId;
   const hub = cloud.hub(hubOf(dut));
   const since = () => dut.states.slice(mark);
@@ -37,7 +53,7 @@ async function inject(fault: Fault, dut: DeviceUnderTest, mark: number): Promise
       await hub.restart();
       break;
     case 'FAILOVER':
-      cloud.manualFailover(deviceId, { ttlMinutes: 60 });
+      cloud.manualFailover(deviceId, { ttlMinutes: 60, refusalCode });
       break;
     case 'FAILBACK':
       cloud.manualFailback(deviceId);
@@ -49,14 +65,28 @@ async function inject(fault: Fault, dut: DeviceUnderTest, mark: number): Promise
       cloud.dps.throttle({ retryAfterSec: 0.3, count: 1 });
       dut.device.reprovision();
       break;
+    default:
+      throw new Error(`${fault} is a long fault: replayed by model-paths.test.ts`);
   }
   await waitFor(`Connected again after ${fault}`, () => since().some((s) => s.value === 'Connected'), 30_000);
 }
 
-test('the fault model yields every allowed two-fault sequence', () => {
+test('the fault model yields every allowed two-fault sequence, and its paths take every transition of the model', () => {
   expect(sequences).toHaveLength(25);
   expect(sequences).toContainEqual(['FAILOVER', 'FAILBACK']);
   expect(sequences).not.toContainEqual(['FAILBACK', 'FAILOVER']);
+  // 9 sequences have a failover in them: those run under CONNACK 3 and 5
+  expect(cases).toHaveLength(25 + 9);
+  expect(cases.map((c) => c.name)).toContain('FAILOVER → FAILBACK (CONNACK 5)');
+  expect(cases.map((c) => c.name)).toContain('DROP → CRASH');
+  const all = generateFaultPaths();
+  // the long faults are paths of their own (model-paths.test.ts)
+  expect(all.filter(isLongPath)).toEqual([['FLAPPING_HUB'], ['DPS_OUTAGE'], ['DPS_OUTAGE_REPROVISION'], ['DISABLED_DEVICE']]);
+  const coverage = faultModelCoverage();
+  console.log(`${coverage.line}: ${cases.length} runs here, ${replayCases(all.filter(isLongPath)).length} in model-paths.test.ts`);
+  expect(coverage.missing).toEqual([]);
+  expect(coverage.covered).toBe(coverage.total);
+  expect(coverage.total).toBe(11); // ten faults and Connected → Done
 });
 
 /**
@@ -70,7 +100,7 @@ async function untilConnectionStable(dut: DeviceUnderTest): Promise<void> {
   expect(dut.device.state()).toBe('Connected');
 }
 
-test.each(sequences.map((faults, i) => [faults.join(' → '), faults, i] as const))('%s', async (_name, faults, index) => {
+test.each(cases.map((c, i) => [c.name, c.faults, c.refusalCode, i] as const))('%s', async (_name, faults, refusalCode, index) => {
   const dut = startDevice(cloud, `mb-${index}`, { seed: index + 1, policy: { stableConnectionMs: STABLE_CONNECTION_MS } });
   let sending = true;
   let producer: Promise<void> = Promise.resolve();
@@ -88,9 +118,14 @@ test.each(sequences.map((faults, i) => [faults.join(' → '), faults, i] as cons
       await untilConnectionStable(dut);
       const mark = dut.states.length;
       const hubBefore = hubOf(dut);
-      await inject(fault, dut, mark);
+      await inject(fault, dut, mark, refusalCode);
       const leg = ['Connected', ...dut.states.slice(mark).map((s) => s.value)].join(' ');
       expect(leg).toMatch(EXPECTED_LEG[fault]);
+      if (fault === 'FAILOVER' || fault === 'FAILBACK') {
+        // the hub it left refused it, with this run's code, as a moved device
+        const refusals = cloud.hub(hubBefore).refusals(dut.device.assignment()!.deviceId);
+        expect(refusals.at(-1)).toMatchObject({ code: refusalCode, reason: 'moved' });
+      }
       if (fault === 'FAILOVER') failedOver = true;
       if (fault === 'FAILBACK') failedOver = false;
       if (fault === 'FAILOVER' || fault === 'FAILBACK') expect(hubOf(dut)).not.toBe(hubBefore);
@@ -103,7 +138,7 @@ test.each(sequences.map((faults, i) => [faults.join(' → '), faults, i] as cons
     sending = false;
     await producer;
     await waitFor('every message delivered', () => deliveryReport(cloud, dut.accepted).lost.length === 0, 30_000);
-    duplicatesByPath[faults.join('>')] = deliveryReport(cloud, dut.accepted).duplicates;
+    duplicatesByPath[faults.join('>') + (refusalCode ? `/${refusalCode}` : '')] = deliveryReport(cloud, dut.accepted).duplicates;
   } finally {
     sending = false;
     await producer.catch(() => undefined); // a failed path must not leave a producer behind
