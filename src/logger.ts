@@ -1,3 +1,5 @@
+import { createRequire } from 'node:module';
+import { formatWithOptions } from 'node:util';
 import pino, { type Logger } from 'pino';
 
 /**
@@ -26,3 +28,123 @@ export function createLogger(options: { level?: string; destination?: pino.Desti
     options.destination,
   );
 }
+
+/*
+ * The `debug` module (DEBUG=...) is how the MQTT stack traces itself, and mqtt-packet's
+ * `writeString` writes the CONNECT password — a SAS token valid for an hour, for DPS and for
+ * the hub — in clear. Redaction at the only place every namespace passes through: the module's
+ * `log` (the formatted line) and its `%o`/`%O` formatters (a password Buffer). Installed when
+ * this module loads (the library and the CLI import it before any MQTT client exists).
+ */
+
+const SECRET_PATTERNS: Array<[RegExp, string]> = [
+  [/SharedAccessSignature\s+[^\s'"`,;)}\]]+/g, 'SharedAccessSignature [redacted]'],
+  [/\bsig=[^&\s'"`,;)}\]]+/gi, 'sig=[redacted]'],
+  [/\bSharedAccessKey=[^;\s'"`,)}\]]+/gi, 'SharedAccessKey=[redacted]'],
+];
+
+/** The text with SAS tokens, `sig=` values and connection-string keys replaced by `[redacted]`. */
+export function redactSecrets(text: string): string {
+  let out = text;
+  for (const [pattern, replacement] of SECRET_PATTERNS) out = out.replace(pattern, replacement);
+  return out;
+}
+
+interface DebugModule {
+  log: (...args: unknown[]) => unknown;
+  formatters: Record<string, ((this: unknown, value: unknown) => string) | undefined>;
+  inspectOpts?: object;
+  [GUARD]?: true;
+}
+const GUARD = Symbol.for('hubstate.debug-redaction');
+
+/** Where `debug` is loaded from: ours, and the copies the MQTT stack (client and local broker) uses. */
+const DEBUG_CHAINS = [
+  ['debug'],
+  ['azure-iot-mqtt-base', 'mqtt', 'mqtt-packet', 'debug'],
+  ['azure-iot-mqtt-base', 'mqtt', 'debug'],
+  ['azure-iot-device-mqtt', 'debug'],
+  ['azure-iot-provisioning-device-mqtt', 'debug'],
+  ['aedes', 'mqtt-packet', 'debug'],
+];
+
+function resolveChain(chain: string[]): string | undefined {
+  let from = __filename;
+  try {
+    for (const name of chain) from = createRequire(from).resolve(name);
+    return from;
+  } catch {
+    return undefined;
+  }
+}
+
+const looksSecret = (bytes: Uint8Array): boolean => /SharedAccess|sig=/.test(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1'));
+
+/**
+ * Makes every `debug` module copy the MQTT stack uses redact SAS tokens. Idempotent; returns how
+ * many copies are guarded (0: none found, e.g. a bundler removed them).
+ */
+export function guardDebugOutput(): number {
+  const seen = new Set<string>();
+  let guarded = 0;
+  for (const chain of DEBUG_CHAINS) {
+    const path = resolveChain(chain);
+    if (path === undefined || seen.has(path)) continue;
+    seen.add(path);
+    let mod: DebugModule;
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      mod = require(path) as DebugModule;
+    } catch {
+      continue;
+    }
+    if (typeof mod?.log !== 'function' || typeof mod.formatters !== 'object') continue;
+    if (!mod[GUARD]) {
+      const log = mod.log;
+      mod.log = function redactedLog(this: unknown, ...args: unknown[]) {
+        return log.call(this, redactSecrets(formatWithOptions(mod.inspectOpts ?? {}, ...args)));
+      };
+      for (const key of ['o', 'O']) {
+        const format = mod.formatters[key];
+        if (typeof format !== 'function') continue;
+        mod.formatters[key] = function redactedFormat(this: unknown, value: unknown) {
+          const safe = value instanceof Uint8Array && looksSecret(value) ? '[redacted bytes]' : value;
+          return redactSecrets(format.call(this, safe));
+        };
+      }
+      mod[GUARD] = true;
+    }
+    guarded++;
+  }
+  return guarded;
+}
+
+/** `debug` namespaces whose output carries the SAS tokens (before redaction). */
+export const SECRET_DEBUG_NAMESPACES = ['mqtt-packet:writeToStream', 'mqtt-packet:parser', 'mqttjs:client', 'aedes'];
+
+/** Whether a DEBUG value (the `debug` module's syntax: `a:*,-b`, spaces or commas) enables `namespace`. */
+export function debugEnables(debugValue: string, namespace: string): boolean {
+  const toRegExp = (pattern: string) => new RegExp(`^${pattern.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*?')}$`);
+  let enabled = false;
+  for (const part of debugValue.split(/[\s,]+/).filter(Boolean)) {
+    if (part.startsWith('-')) {
+      if (toRegExp(part.slice(1)).test(namespace)) return false;
+    } else if (toRegExp(part).test(namespace)) {
+      enabled = true;
+    }
+  }
+  return enabled;
+}
+
+/** The warning to print at start when DEBUG turns on output that carries SAS tokens (else undefined). */
+export function debugSecretsWarning(debugValue: string | undefined, guarded: boolean): string | undefined {
+  if (debugValue === undefined || debugValue.trim() === '') return undefined;
+  const hits = SECRET_DEBUG_NAMESPACES.filter((ns) => debugEnables(debugValue, ns));
+  if (hits.length === 0) return undefined;
+  const what = `DEBUG=${debugValue.length > 60 ? `${debugValue.slice(0, 57)}...` : debugValue} turns on ${hits.join(', ')}: MQTT traces that carry the SAS tokens (DPS and hub, each valid for 1 h)`;
+  return guarded
+    ? `${what}. hubstate redacts the tokens in that output, but the rest (device ids, hosts, payloads) is still sensitive: do not share it, and do not set DEBUG in production`
+    : `${what}, and hubstate could not find the debug module to redact them: THE TOKENS WILL BE PRINTED. Unset DEBUG`;
+}
+
+guardDebugOutput();

@@ -15,9 +15,31 @@ export function parseFlags(argv: string[], options: FlagOptions): Record<string,
   }
 }
 
-export function numberFlag(value: string | undefined, flag: string, fallback: number, min = 0): number {
+/** Decimal notation only (no hex, no 'Infinity', no blanks): 30, 1.5, 2e3. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+/** Node's longest timer (2³¹−1 ms, 24.8 days): a longer one fires after 1 ms. */
+export const MAX_TIMER_MS = 2_147_483_647;
+export const MAX_TIMER_SECONDS = Math.floor(MAX_TIMER_MS / 1000);
+
+/** A number flag within [min, max] (every number flag has an upper bound), else a UsageError naming it. */
+export function numberFlag(value: string | undefined, flag: string, fallback: number, min = 0, max = MAX_TIMER_MS): number {
   if (value === undefined) return fallback;
-  const parsed = Number(value);
-  if (!Number.isFinite(parsed) || parsed < min) throw new UsageError(`--${flag}: expected a number ≥ ${min}, got '${value}'`);
+  const parsed = DECIMAL.test(value) ? Number(value) : NaN;
+  if (!Number.isFinite(parsed) || parsed < min || parsed > max) {
+    throw new UsageError(`--${flag}: expected a number from ${min} to ${max}, got '${shorten(value)}'`);
+  }
   return parsed;
 }
+
+/** A whole-number flag within [min, max], else a UsageError naming it. */
+export function intFlag(value: string | undefined, flag: string, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  const parsed = DECIMAL.test(value) ? Number(value) : NaN;
+  if (!Number.isInteger(parsed) || parsed < min || parsed > max) {
+    throw new UsageError(`--${flag}: expected a whole number from ${min} to ${max}, got '${shorten(value)}'`);
+  }
+  return parsed;
+}
+
+const shorten = (value: string): string => (value.length > 40 ? `${value.slice(0, 37)}...` : value);

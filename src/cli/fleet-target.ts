@@ -4,12 +4,12 @@
  * user of the machine (`ps`). Every field is checked the way a device checks it (one device's
  * options are resolved up front), so a mistake is one line naming the flag, before any device starts.
  */
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigError } from '../errors';
 import type { FleetCloud } from '../fleet';
 import { resolveOptions } from '../options';
 import { UsageError } from './args';
+import { readBoundedFile } from './files';
 
 const FLAG_OF_FIELD: Record<string, string> = {
   idScope: '--id-scope',
@@ -24,6 +24,8 @@ export function fleetTarget(
   flags: Record<string, string | boolean | undefined>,
   env: NodeJS.ProcessEnv,
   cwd = process.cwd(),
+  /** How many devices: every registration id `${prefix}0` … `${prefix}${devices - 1}` is checked. */
+  devices = 1,
 ): { cloud: FleetCloud; prefix: string } | null {
   const idScope = flags['id-scope'] as string | undefined;
   if (idScope === undefined) {
@@ -39,22 +41,27 @@ export function fleetTarget(
   const prefix = (flags.prefix as string | undefined) ?? 'fleet-';
   let ca: string | undefined;
   const caFile = flags['ca-file'] as string | undefined;
-  if (caFile !== undefined) {
-    try {
-      ca = readFileSync(resolve(cwd, caFile), 'utf8');
-    } catch (error) {
-      throw new ConfigError('--ca-file', `a readable PEM file (${(error as NodeJS.ErrnoException).code ?? 'unreadable'}: ${caFile})`);
-    }
-  }
+  if (caFile !== undefined) ca = readBoundedFile(resolve(cwd, caFile), '--ca-file', 'a readable PEM file', caFile);
   const provisioningHost = flags['provisioning-host'] as string | undefined;
   try {
-    const resolved = resolveOptions({
+    const options = {
       idScope,
       registrationId: `${prefix}0`,
       groupKey,
       ...(provisioningHost !== undefined ? { provisioningHost } : {}),
       ...(ca !== undefined ? { ca } : {}),
-    });
+    };
+    const resolved = resolveOptions(options);
+    // The ids differ only in their decimal suffix: the last is the longest.
+    const last = `${prefix}${Math.max(0, devices - 1)}`;
+    try {
+      resolveOptions({ ...options, registrationId: last });
+    } catch (error) {
+      if (error instanceof ConfigError && error.field === 'registrationId') {
+        throw new ConfigError('--prefix', `a prefix giving registration ids of up to 128 letters, digits and - . _ : (device ${devices - 1} would be ${last.length} characters)`);
+      }
+      throw error;
+    }
     return { cloud: { idScope, groupKey, provisioningHost: resolved.provisioningHost, ...(ca !== undefined ? { ca } : {}) }, prefix };
   } catch (error) {
     if (error instanceof ConfigError) throw new ConfigError(FLAG_OF_FIELD[error.field] ?? error.field, error.expected);

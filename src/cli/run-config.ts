@@ -4,9 +4,13 @@
  * field as the user wrote it (`--max-hub-attempts`, `HUBSTATE_ID_SCOPE`, `f.json: idScope`) and
  * says what is expected. Values of keys never appear in a message.
  */
-import { readFileSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { ConfigError } from '../errors';
+import { MAX_TIMER_MS, MAX_TIMER_SECONDS } from './args';
+import { readBoundedFile } from './files';
+
+export { MAX_TIMER_MS, MAX_TIMER_SECONDS };
 import { resolveOptions, type DeviceOptions } from '../options';
 import { PRESETS, type RetryPolicyInput } from '../policy/backoff';
 
@@ -17,7 +21,14 @@ interface FieldSpec {
   key: string;
   kind: Kind;
   description: string;
+  /** Numbers: the largest value accepted (every number has one). */
+  max?: number;
+  /** Numbers: the smallest value accepted (inclusive); absent: any value > 0. */
+  min?: number;
 }
+
+/** IoT Hub's largest MQTT keepalive (29.45 minutes); MQTT's own limit is 65535. */
+export const MAX_KEEPALIVE_SECONDS = 1767;
 
 export const RUN_FIELDS = [
   { key: 'idScope', kind: 'string', description: 'DPS ID scope of the IoT Central app / DPS instance' },
@@ -29,20 +40,20 @@ export const RUN_FIELDS = [
   { key: 'dataDir', kind: 'path', description: 'provisioning cache and durable outbox (./hubstate-data)' },
   { key: 'caFile', kind: 'path', description: 'extra trusted CA certificate, PEM file' },
   { key: 'preset', kind: 'string', description: `policy preset: ${Object.keys(PRESETS).join(', ')}` },
-  { key: 'maxHubAttempts', kind: 'int', description: 'hub failures before going back to DPS (10)' },
-  { key: 'hubRetryWindowMs', kind: 'number', description: 'or this long on a failing hub, ms (900000)' },
-  { key: 'minDelayMs', kind: 'number', description: 'backoff curve start, ms (1000)' },
-  { key: 'maxDelayMs', kind: 'number', description: 'backoff cap, ms (60000)' },
-  { key: 'firstRetryMaxMs', kind: 'number', description: 'first retry after a lost connection, ms (1000)' },
-  { key: 'keepaliveSeconds', kind: 'int', description: 'MQTT keepalive (30)' },
-  { key: 'publishTimeoutSeconds', kind: 'int', description: 'PUBACK timeout (a hub withholding PUBACKs is left), whole seconds ≥ 2 (30)' },
-  { key: 'propertyHandlerTimeoutMs', kind: 'number', description: 'writable-property handler deadline (then acknowledged 500), ms (30000)' },
-  { key: 'intervalMs', kind: 'number', description: 'telemetry period, ms (5000)' },
-  { key: 'duration', kind: 'number', description: 'stop after this many seconds (runs until SIGINT/SIGTERM)' },
+  { key: 'maxHubAttempts', kind: 'int', max: 1_000_000, description: 'hub failures before going back to DPS (10), ≤ 1000000' },
+  { key: 'hubRetryWindowMs', kind: 'number', max: MAX_TIMER_MS, description: 'or this long on a failing hub, ms (900000), ≤ 2147483647' },
+  { key: 'minDelayMs', kind: 'number', max: MAX_TIMER_MS, description: 'backoff curve start, ms (1000), ≤ 2147483647' },
+  { key: 'maxDelayMs', kind: 'number', max: MAX_TIMER_MS, description: 'backoff cap, ms (60000), ≤ 2147483647' },
+  { key: 'firstRetryMaxMs', kind: 'number', max: MAX_TIMER_MS, description: 'first retry after a lost connection, ms (1000), ≤ 2147483647' },
+  { key: 'keepaliveSeconds', kind: 'int', max: MAX_KEEPALIVE_SECONDS, description: "MQTT keepalive (30), ≤ 1767 (IoT Hub's maximum)" },
+  { key: 'publishTimeoutSeconds', kind: 'int', max: MAX_TIMER_SECONDS, description: 'PUBACK timeout (a hub withholding PUBACKs is left), whole seconds 2-2147483 (30)' },
+  { key: 'propertyHandlerTimeoutMs', kind: 'number', max: MAX_TIMER_MS, description: 'writable-property handler deadline (then acknowledged 500), ms (30000), ≤ 2147483647' },
+  { key: 'intervalMs', kind: 'number', min: 10, max: MAX_TIMER_MS, description: 'telemetry period, ms (5000), 10-2147483647' },
+  { key: 'duration', kind: 'number', max: MAX_TIMER_SECONDS, description: 'stop after this many seconds, ≤ 2147483 (runs until SIGINT/SIGTERM)' },
   { key: 'log', kind: 'path', description: 'pino log file (stdout)' },
   { key: 'logLevel', kind: 'string', description: 'pino level (info)' },
   { key: 'inspect', kind: 'boolean', description: 'stream the actor to the Stately inspector' },
-  { key: 'inspectPort', kind: 'int', description: 'port of the local inspector page (ephemeral)' },
+  { key: 'inspectPort', kind: 'int', max: 65535, description: 'port of the local inspector page (ephemeral), 1-65535' },
 ] as const satisfies readonly FieldSpec[];
 
 export type RunFieldKey = (typeof RUN_FIELDS)[number]['key'];
@@ -67,6 +78,8 @@ export interface RunConfig {
   inspectPort: number;
   /** Human notes for stderr (e.g. a key given on the command line). */
   warnings: string[];
+  /** How the user named the paths (for errors when they are created): '--log', 'HUBSTATE_DATA_DIR' ... */
+  names: { log: string; dataDir: string };
 }
 
 type Raw = string | number | boolean;
@@ -84,8 +97,11 @@ export function resolveRunConfig(
   cwd = process.cwd(),
 ): RunConfig {
   const warnings: string[] = [];
-  const configPath = (flags.config as string | undefined) ?? env.HUBSTATE_CONFIG;
-  const file = configPath === undefined ? {} : readConfigFile(resolve(cwd, configPath), configPath, warnings);
+  const configFromFlag = flags.config as string | undefined;
+  const configPath = configFromFlag ?? (env.HUBSTATE_CONFIG === '' ? undefined : env.HUBSTATE_CONFIG);
+  const configName = configFromFlag !== undefined ? '--config' : 'HUBSTATE_CONFIG';
+  if (configPath === '') throw new ConfigError(configName, 'a path to a JSON file');
+  const file = configPath === undefined ? {} : readConfigFile(resolve(cwd, configPath), configPath, configName, warnings);
 
   const values = new Map<RunFieldKey, Sourced>();
   for (const field of RUN_FIELDS) {
@@ -108,8 +124,8 @@ export function resolveRunConfig(
   const get = <T extends Raw>(key: RunFieldKey): T | undefined => {
     const entry = values.get(key);
     if (!entry) return undefined;
-    const spec = RUN_FIELDS.find((f) => f.key === key)!;
-    return convert(entry, spec.kind) as T;
+    const spec: FieldSpec = RUN_FIELDS.find((f) => f.key === key)!;
+    return convert(entry, spec) as T;
   };
 
   const policy: RetryPolicyInput = {};
@@ -119,14 +135,9 @@ export function resolveRunConfig(
   }
   let ca: string | undefined;
   const caFile = get<string>('caFile');
-  if (caFile !== undefined) {
-    try {
-      ca = readFileSync(resolve(cwd, caFile), 'utf8');
-    } catch (error) {
-      throw new ConfigError(nameOf('caFile'), `a readable PEM file (${(error as NodeJS.ErrnoException).code ?? 'unreadable'}: ${caFile})`);
-    }
-  }
+  if (caFile !== undefined) ca = readBoundedFile(resolve(cwd, caFile), nameOf('caFile'), 'a readable PEM file', caFile);
   const dataDir = resolve(cwd, get<string>('dataDir') ?? DEFAULT_DATA_DIR);
+  checkPath(dataDir, nameOf('dataDir'), 'directory');
 
   const device: DeviceOptions = {
     idScope: get<string>('idScope') as string,
@@ -154,13 +165,12 @@ export function resolveRunConfig(
 
   const logLevel = get<string>('logLevel') ?? 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(nameOf('logLevel'), `one of ${LOG_LEVELS.join(', ')}`);
+  // Numbers are bounded by their field specs (convert): intervalMs 10-2147483647, duration ≤ 2147483 s ...
   const intervalMs = get<number>('intervalMs') ?? 5000;
-  if (!(intervalMs >= 10)) throw new ConfigError(nameOf('intervalMs'), 'a number of milliseconds ≥ 10');
   const durationSeconds = get<number>('duration');
-  if (durationSeconds !== undefined && !(durationSeconds > 0)) throw new ConfigError(nameOf('duration'), 'a positive number of seconds');
   const inspectPort = get<number>('inspectPort') ?? 0;
-  if (inspectPort > 65535) throw new ConfigError(nameOf('inspectPort'), 'a TCP port (1-65535)');
   const log = get<string>('log');
+  if (log !== undefined) checkPath(resolve(cwd, log), nameOf('log'), 'file');
 
   return {
     device,
@@ -171,7 +181,39 @@ export function resolveRunConfig(
     inspect: get<boolean>('inspect') ?? false,
     inspectPort,
     warnings,
+    names: { log: nameOf('log'), dataDir: values.get('dataDir')?.name ?? `${flagOf('dataDir')} (default ./${DEFAULT_DATA_DIR})` },
   };
+}
+
+/**
+ * A first look at a path the run will create (the real checks come when it is created, see
+ * files.ts): a data directory that is a file, or a log file that is a directory, is a mistake
+ * now, named after the field, not a stack trace later.
+ */
+function checkPath(path: string, field: string, want: 'file' | 'directory'): void {
+  let stat;
+  try {
+    stat = statSync(path);
+  } catch {
+    stat = undefined;
+  }
+  if (stat) {
+    if (want === 'directory' && !stat.isDirectory()) throw new ConfigError(field, `a directory, but ${path} is not one`);
+    if (want === 'file' && stat.isDirectory()) throw new ConfigError(field, `a log file path, but ${path} is a directory`);
+    return;
+  }
+  // Missing: its nearest existing ancestor must be a directory.
+  for (let at = dirname(path); ; at = dirname(at)) {
+    let parent;
+    try {
+      parent = statSync(at);
+    } catch {
+      if (dirname(at) === at) return;
+      continue;
+    }
+    if (!parent.isDirectory()) throw new ConfigError(field, `a path under directories, but ${at} is not a directory`);
+    return;
+  }
 }
 
 function userField(field: string, nameOf: (key: RunFieldKey) => string): string {
@@ -186,13 +228,18 @@ function userField(field: string, nameOf: (key: RunFieldKey) => string): string 
   return field;
 }
 
-function convert(entry: Sourced, kind: Kind): Raw {
+/** Decimal notation only (no hex, no 'Infinity', no blanks): 30, 1.5, 2e3. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+function convert(entry: Sourced, spec: FieldSpec): Raw {
   const { value, name } = entry;
+  const kind = spec.kind;
   switch (kind) {
     case 'string':
     case 'secret':
     case 'path':
       if (typeof value !== 'string' || value.length === 0) throw new ConfigError(name, kind === 'path' ? 'a path' : 'a non-empty string');
+      if (value.includes('\0')) throw new ConfigError(name, `${kind === 'path' ? 'a path' : 'a string'} without NUL characters`);
       return value;
     case 'boolean':
       if (typeof value === 'boolean') return value;
@@ -201,33 +248,39 @@ function convert(entry: Sourced, kind: Kind): Raw {
       throw new ConfigError(name, 'true or false');
     case 'int':
     case 'number': {
-      const n = typeof value === 'number' ? value : entry.fromText && typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
-      const ok = Number.isFinite(n) && n > 0 && (kind === 'number' || Number.isInteger(n));
-      if (!ok) throw new ConfigError(name, `${kind === 'int' ? 'a positive integer' : 'a positive number'}, got ${JSON.stringify(value)}`);
+      const n = typeof value === 'number' ? value : entry.fromText && typeof value === 'string' && DECIMAL.test(value) ? Number(value) : NaN;
+      const max = spec.max ?? MAX_TIMER_MS;
+      const ok = Number.isFinite(n) && (spec.min === undefined ? n > 0 : n >= spec.min) && n <= max && (kind === 'number' || Number.isInteger(n));
+      if (!ok) {
+        const what = kind === 'int' ? 'a positive integer' : 'a positive number';
+        const range = spec.min === undefined ? `≤ ${max}` : `from ${spec.min} to ${max}`;
+        throw new ConfigError(name, `${what} ${range}, got ${shortJson(value)}`);
+      }
       return n;
     }
   }
 }
 
-function readConfigFile(path: string, shown: string, warnings: string[]): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (error) {
-    throw new ConfigError('--config', `a readable JSON file (${(error as NodeJS.ErrnoException).code ?? 'unreadable'}: ${shown})`);
-  }
+/** A value in a message: at most 40 characters of it. */
+function shortJson(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 40 ? `${text.slice(0, 37)}...` : text;
+}
+
+function readConfigFile(path: string, shown: string, field: string, warnings: string[]): Record<string, unknown> {
+  const text = readBoundedFile(path, field, 'a readable JSON file', shown);
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch (error) {
-    throw new ConfigError('--config', `valid JSON in ${shown} (${(error as Error).message})`);
+    throw new ConfigError(field, `valid JSON in ${shown} (${(error as Error).message.slice(0, 120)})`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new ConfigError('--config', `a JSON object in ${shown}`);
+    throw new ConfigError(field, `a JSON object in ${shown}`);
   }
   const known = RUN_FIELDS.map((f) => f.key) as string[];
   for (const key of Object.keys(parsed)) {
-    if (!known.includes(key)) throw new ConfigError(`${shown}: ${key}`, `a known key (${known.join(', ')})`);
+    if (!known.includes(key)) throw new ConfigError(`${shown}: ${key.length > 60 ? `${key.slice(0, 57)}...` : key}`, `a known key (${known.join(', ')})`);
   }
   const object = parsed as Record<string, unknown>;
   if ((object.groupKey !== undefined || object.deviceKey !== undefined) && process.platform !== 'win32') {

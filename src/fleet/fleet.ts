@@ -17,7 +17,8 @@
 import type { Logger } from 'pino';
 import pino from 'pino';
 import { createDevice, type Device, type DeviceStateName, type StateChange } from '../device';
-import type { DeviceOptions } from '../options';
+import { ConfigError } from '../errors';
+import { resolveOptions, type DeviceOptions } from '../options';
 import type { RetryPolicyInput } from '../policy/backoff';
 import type { ErrorClass } from '../policy/types';
 
@@ -163,12 +164,48 @@ export class Fleet {
     positive('batchIntervalMs', this.options.batchIntervalMs);
     if (options.staggerRatePerSec !== undefined) positive('staggerRatePerSec', options.staggerRatePerSec);
     if (options.load !== undefined) positive('load', options.load);
+    if (!Number.isInteger(this.options.firstIndex) || this.options.firstIndex < 0) {
+      throw new RangeError(`fleet: firstIndex must be a non-negative integer (got ${this.options.firstIndex})`);
+    }
     this.policy = fleetPolicy(this.options);
     this.logger = options.logger ?? pino({ level: 'silent' });
+    this.validateMembers();
     this.launchedAt = new Float64Array(this.options.devices);
     this.firstConnectedAt = new Float64Array(this.options.devices);
     this.lastConnectedAt = new Float64Array(this.options.devices);
     for (const name of STATE_NAMES) this.stateCounts.set(name, 0);
+  }
+
+  /**
+   * Every member's options, checked now rather than in a timer callback (where a ConfigError
+   * would be an uncaught exception): the ids differ only in their decimal suffix, so the first
+   * and the longest (the last) stand for all of them. A bad id is reported as `prefix`.
+   */
+  private validateMembers(): void {
+    for (const index of new Set([0, this.options.devices - 1])) {
+      const registrationId = this.registrationId(index);
+      try {
+        resolveOptions(this.memberOptions(index));
+      } catch (error) {
+        if (error instanceof ConfigError && error.field === 'registrationId') {
+          throw new ConfigError('prefix', `a prefix giving registration ids of up to 128 letters, digits and - . _ : (the id of device ${index} would be '${registrationId.length > 40 ? `${registrationId.slice(0, 37)}...` : registrationId}', ${registrationId.length} characters)`);
+        }
+        throw error;
+      }
+    }
+  }
+
+  private memberOptions(index: number): DeviceOptions {
+    return {
+      idScope: this.options.cloud.idScope,
+      registrationId: this.registrationId(index),
+      groupKey: this.options.cloud.groupKey,
+      provisioningHost: this.options.cloud.provisioningHost,
+      ...(this.options.cloud.ca ? { ca: this.options.cloud.ca } : {}),
+      policy: this.policy,
+      logger: this.logger,
+      ...this.options.deviceOptions,
+    };
   }
 
   /** The policy every member uses. */
@@ -204,16 +241,7 @@ export class Fleet {
   }
 
   private launch(index: number): void {
-    const device = createDevice({
-      idScope: this.options.cloud.idScope,
-      registrationId: this.registrationId(index),
-      groupKey: this.options.cloud.groupKey,
-      provisioningHost: this.options.cloud.provisioningHost,
-      ...(this.options.cloud.ca ? { ca: this.options.cloud.ca } : {}),
-      policy: this.policy,
-      logger: this.logger,
-      ...this.options.deviceOptions,
-    });
+    const device = createDevice(this.memberOptions(index));
     this.devices.push(device);
     this.launchedAt[index] = Date.now();
     this.stateCounts.set('Idle', this.stateCounts.get('Idle')! + 1);

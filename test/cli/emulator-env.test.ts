@@ -196,7 +196,7 @@ describe('hubstate emulator: flag mistakes are one line naming the flag, exit 2'
     [['--registration-id', 'no spaces allowed'], /^hubstate: --registration-id: registration id may hold letters, digits and - \. _ : only, .*, got 'no spaces allowed'$/],
     [['--registration-id', 'ends-with-dash-'], /^hubstate: --registration-id: registration id may hold/],
     [['--ca-out', tmpdir()], /^hubstate: --ca-out: expected a file path, got the directory/],
-    [['--hubs', '0'], /^hubstate: --hubs: expected a number ≥ 1, got '0'$/],
+    [['--hubs', '0'], /^hubstate: --hubs: expected a whole number from 1 to 100, got '0'$/],
     [['--group-key', 'x'], /^hubstate: Unknown option '--group-key'/],
   ])('%j', async (args, firstLine) => {
     const cli = spawnCli(['emulator', ...args]);
