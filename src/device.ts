@@ -24,6 +24,7 @@ import { openSqliteOutbox } from './store/sqlite-outbox';
 import { machineFor } from './shared-machine';
 import { createPnp } from './pnp';
 import type { DroppedProperties } from './pnp/reported';
+import { componentProblem, CREATION_TIME_PROPERTY, propertyNameProblem, telemetryProblem, telemetrySize } from './pnp/telemetry';
 import {
   PropertiesRejectedError,
   type CommandHandler,
@@ -33,8 +34,7 @@ import {
   type WritablePropertyOptions,
 } from './pnp/types';
 
-/** IoT Hub's limit for one device-to-cloud message (body and properties). */
-export const MAX_MESSAGE_BYTES = 256 * 1024;
+export { MAX_MESSAGE_BYTES } from './pnp/telemetry';
 
 export type DeviceStateName =
   | 'Idle'
@@ -61,10 +61,58 @@ export interface StateChange {
 }
 
 export interface TelemetryOptions {
-  /** Plug and Play component: the message carries `$.sub`. */
+  /** Plug and Play component (a DTDL name, at most 64 characters): the message carries `$.sub`. */
   component?: string;
-  /** Extra application properties (strings). */
+  /**
+   * Extra application properties: strings, names not starting with `$.` or `iothub-` (system
+   * and IoT Hub properties) and not `dt-subject` (the component).
+   */
   properties?: Record<string, string>;
+}
+
+const TELEMETRY_OPTION_KEYS: ReadonlySet<string> = new Set(['component', 'properties']);
+
+/** The user's options checked (MessageRejectedError); the properties copied, so later changes do not leak in. */
+function checkTelemetryOptions(options: unknown): { component?: string; properties: Record<string, string> } {
+  if (options === undefined) return { properties: {} };
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new MessageRejectedError('invalid-options', 'the options must be an object ({ component?, properties? })');
+  }
+  for (const key of Object.keys(options)) {
+    if (!TELEMETRY_OPTION_KEYS.has(key)) throw new MessageRejectedError('invalid-options', `unknown option '${key}' (known: component, properties)`);
+  }
+  const { component, properties } = options as TelemetryOptions;
+  const badComponent = componentProblem(component);
+  if (badComponent) throw new MessageRejectedError('invalid-component', badComponent);
+  if (properties === undefined) return { component, properties: {} };
+  const prototype = typeof properties === 'object' && properties !== null ? Object.getPrototypeOf(properties) : undefined;
+  if (prototype !== Object.prototype && prototype !== null) {
+    throw new MessageRejectedError('invalid-property', 'properties must be a plain object of strings');
+  }
+  const copy: Record<string, string> = {};
+  for (const [name, value] of Object.entries(properties)) {
+    const badName = propertyNameProblem(name);
+    if (badName) throw new MessageRejectedError('invalid-property', badName);
+    if (typeof value !== 'string') throw new MessageRejectedError('invalid-property', `property '${name}' is not a string`);
+    copy[name] = value;
+  }
+  return { component, properties: copy };
+}
+
+/** The JSON text of a telemetry body (MessageRejectedError unless it is a JSON object). */
+function telemetryBody(data: unknown): string {
+  // These serialise to something else than their content ({} for a Map, a string for a Date ...).
+  const notAnObject =
+    typeof data !== 'object' || data === null || Array.isArray(data) || data instanceof Map || data instanceof Set || data instanceof Date || ArrayBuffer.isView(data);
+  if (notAnObject) throw new MessageRejectedError('invalid-body', 'telemetry must be a JSON object');
+  let body: unknown;
+  try {
+    body = JSON.stringify(data);
+  } catch (error) {
+    throw new MessageRejectedError('invalid-body', (error as Error).message);
+  }
+  if (typeof body !== 'string' || !body.startsWith('{')) throw new MessageRejectedError('invalid-body', 'telemetry must serialise to a JSON object');
+  return body;
 }
 
 export interface DeviceEvents {
@@ -385,33 +433,18 @@ export function createDevice(options: DeviceOptions): Device {
       if (ownsOutbox) closeQuietly('outbox', () => outbox.close());
       closeQuietly('command inbox', () => pnp.offline.close());
     },
-    async sendTelemetry(data: Record<string, unknown>, telemetryOptions: TelemetryOptions = {}) {
+    async sendTelemetry(data: Record<string, unknown>, telemetryOptions?: TelemetryOptions) {
       if (actor.getSnapshot().status === 'done') throw new MessageRejectedError('stopped', 'the device is stopped');
-      if (typeof data !== 'object' || data === null || Array.isArray(data)) {
-        throw new MessageRejectedError('invalid-body', 'telemetry must be a JSON object');
-      }
-      let body: string;
-      try {
-        body = JSON.stringify(data);
-      } catch (error) {
-        throw new MessageRejectedError('invalid-body', (error as Error).message);
-      }
+      const body = telemetryBody(data);
+      const { component, properties: userProperties } = checkTelemetryOptions(telemetryOptions);
       const createdAt = clock.now();
-      const properties: Record<string, string> = {
-        ...telemetryOptions.properties,
-        'iothub-creation-time-utc': new Date(createdAt).toISOString(),
-      };
-      for (const [key, value] of Object.entries(properties)) {
-        if (typeof value !== 'string') throw new MessageRejectedError('invalid-body', `property '${key}' is not a string`);
-      }
-      const bytes =
-        Buffer.byteLength(body) +
-        Object.entries(properties).reduce((sum, [k, v]) => sum + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
-      if (bytes > MAX_MESSAGE_BYTES) {
-        throw new MessageRejectedError('too-large', `${bytes} bytes; IoT Hub accepts at most ${MAX_MESSAGE_BYTES}`);
-      }
+      const properties: Record<string, string> = { ...userProperties, [CREATION_TIME_PROPERTY]: new Date(createdAt).toISOString() };
       const messageId = randomUUID();
-      const message = { messageId, body, component: telemetryOptions.component, properties, createdAt, bytes };
+      const parts = { messageId, body, component, properties };
+      // What goes on the wire (body, properties, component, system properties), as the pump sends it.
+      const problem = telemetryProblem(parts);
+      if (problem) throw problem;
+      const message = { ...parts, createdAt, bytes: telemetrySize(parts) };
       // A durable outbox commits the sends of one event-loop turn together; the promise still
       // resolves only once this message is committed.
       if (outbox.addBatched) await outbox.addBatched(message);

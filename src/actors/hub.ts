@@ -22,6 +22,7 @@ import { withDeadline, type Clock } from '../clock';
 import { toFailure } from '../policy/classify';
 import type { Failure } from '../policy/types';
 import type { Outbox, OutboxMessage } from '../store/outbox';
+import { COMPONENT_PROPERTY, CONTENT_ENCODING, CONTENT_TYPE, isMessagePublishError, telemetryProblem } from '../pnp/telemetry';
 import { deviceKeyOf, type Credential } from './credentials';
 import type { CallbackWork, PromiseWork } from './work';
 import { sharedTlsMqttProvider } from './tls';
@@ -153,9 +154,9 @@ function closeQuietly(entry: OpenClient, clock: Clock, timeoutMs: number, logger
 function toSdkMessage(message: OutboxMessage): Message {
   const sdkMessage = new Message(message.body);
   sdkMessage.messageId = message.messageId;
-  sdkMessage.contentType = 'application/json';
-  sdkMessage.contentEncoding = 'utf-8';
-  if (message.component) sdkMessage.properties.add('dt-subject', message.component);
+  sdkMessage.contentType = CONTENT_TYPE;
+  sdkMessage.contentEncoding = CONTENT_ENCODING;
+  if (message.component) sdkMessage.properties.add(COMPONENT_PROPERTY, message.component);
   for (const [key, value] of Object.entries(message.properties)) sdkMessage.properties.add(key, value);
   return sdkMessage;
 }
@@ -166,6 +167,15 @@ function toSdkMessage(message: OutboxMessage): Message {
  */
 /** Outbox messages read ahead by the telemetry pump. */
 const PREFETCH = 256;
+
+/**
+ * Tries of a message whose publishing fails for a reason that is not the connection (an encoding
+ * error: see isMessagePublishError) before it is dropped as `unsendable`. Such a failure comes
+ * back every time and the message would hold back everything after it, across restarts; a few
+ * tries cover a fluke. Each failed try also ends the session: the encoder may have written half a
+ * packet on the connection.
+ */
+export const MAX_MESSAGE_PUBLISH_TRIES = 3;
 
 class TelemetryPump {
   private cursor = 0;
@@ -187,6 +197,10 @@ class TelemetryPump {
     private readonly client: Client,
     private readonly settings: HubSettings,
     private readonly onFailure: (error: unknown) => void,
+    /** The topic is measured for this device id. */
+    private readonly deviceId: string,
+    /** Failed tries by message id, kept across the sessions of the device (see MAX_MESSAGE_PUBLISH_TRIES). */
+    private readonly publishFailures: Map<string, number>,
   ) {
     this.unsubscribe = [
       settings.outbox.onAdded(() => this.fill()),
@@ -231,8 +245,21 @@ class TelemetryPump {
 
   private send(message: OutboxMessage): void {
     this.cursor = message.seq;
+    // Refused by sendTelemetry, so stored by another version or by hand: it would fail (or make
+    // the hub close the connection) on every try. The drop empties `ahead`: the loop reads on.
+    const problem = telemetryProblem(message, this.deviceId);
+    if (problem) {
+      this.dropUnsendable(message.messageId, problem.message);
+      return;
+    }
     this.inFlight++;
-    this.client.sendEvent(toSdkMessage(message)).then(
+    let publishing: Promise<unknown>;
+    try {
+      publishing = this.client.sendEvent(toSdkMessage(message));
+    } catch (error) {
+      publishing = Promise.reject(error);
+    }
+    publishing.then(
       () => {
         this.inFlight--;
         try {
@@ -246,9 +273,32 @@ class TelemetryPump {
       },
       (error: unknown) => {
         this.inFlight--;
-        if (!this.stopped) this.onFailure(error);
+        if (this.stopped) return;
+        if (isMessagePublishError(error)) this.failedToPublish(message.messageId, error as Error);
+        this.onFailure(error);
       },
     );
+  }
+
+  /** One more failed try of a message the connection is not to blame for; the last one drops it. */
+  private failedToPublish(messageId: string, error: Error): void {
+    const tries = (this.publishFailures.get(messageId) ?? 0) + 1;
+    if (tries < MAX_MESSAGE_PUBLISH_TRIES) {
+      this.publishFailures.set(messageId, tries);
+      this.settings.logger.warn({ messageId, tries, err: error.message }, 'telemetry message failed to publish; tried again on the next connection');
+      return;
+    }
+    this.publishFailures.delete(messageId);
+    this.dropUnsendable(messageId, `publishing failed ${tries} times (${error.name}: ${error.message})`);
+  }
+
+  private dropUnsendable(messageId: string, detail: string): void {
+    try {
+      this.settings.outbox.drop(messageId, 'unsendable', detail);
+    } catch (error) {
+      // Still in the outbox (it could not be removed): tried again next session, never lost silently.
+      this.settings.logger.warn({ messageId, err: (error as Error).message }, 'could not drop an unsendable telemetry message');
+    }
   }
 
   /**
@@ -258,6 +308,7 @@ class TelemetryPump {
    */
   private acknowledged(messageId: string): void {
     const { outbox } = this.settings;
+    if (this.publishFailures.size > 0) this.publishFailures.delete(messageId);
     if (!outbox.removeMany) {
       if (outbox.remove(messageId)) this.settings.onDelivered(messageId);
       return;
@@ -307,6 +358,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
   const { clock, logger } = settings;
   const open = new Map<number, OpenClient>();
   const closing = new Set<Promise<void>>();
+  const publishFailures = new Map<string, number>();
 
   /** A cleanup that throws is logged: the rest of the teardown (and the client's close) still runs. */
   function runCleanup(cleanup: () => void, epoch: number): void {
@@ -411,7 +463,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
       deviceId: input.assignment.deviceId,
       lost: loseWith,
     };
-    const pump = new TelemetryPump(entry.client, settings, loseWith);
+    const pump = new TelemetryPump(entry.client, settings, loseWith, input.assignment.deviceId, publishFailures);
     entry.onLost = lose;
     const cleanups: Array<() => void> = [];
     if (entry.lostEarly) lose(entry.lostEarly);

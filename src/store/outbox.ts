@@ -47,9 +47,14 @@ export interface DroppedMessage {
   messageId: string;
   /**
    * `outbox-full`: pushed out by `drop-oldest`; `expired`: older than the outbox's maximum age;
-   * `stopped`: still unsent when the device stopped, in an outbox that does not outlive it (memory).
+   * `stopped`: still unsent when the device stopped, in an outbox that does not outlive it (memory);
+   * `unsendable`: it can never be published (it breaks a limit of IoT Hub or MQTT, it cannot be
+   * read, or publishing it failed for a reason that is not the connection, several times): a
+   * message stored by another version or by hand, since `sendTelemetry` refuses such messages.
    */
-  reason: 'outbox-full' | 'expired' | 'stopped';
+  reason: 'outbox-full' | 'expired' | 'stopped' | 'unsendable';
+  /** Why, for `unsendable`. */
+  detail?: string;
 }
 
 /**
@@ -75,6 +80,11 @@ export interface Outbox {
    * Without it the sender calls `remove` for each.
    */
   removeMany?(messageIds: readonly string[]): string[];
+  /**
+   * Remove a message that will never be sent and tell the `dropped` listeners (nothing leaves
+   * silently). Returns false if it was not there (nothing is reported then).
+   */
+  drop(messageId: string, reason: DroppedMessage['reason'], detail?: string): boolean;
   stats(): { count: number; bytes: number };
   /** Called after every accepted message (wakes the sender). Returns an unsubscribe function. */
   onAdded(listener: () => void): () => void;
@@ -185,6 +195,12 @@ export class MemoryOutbox implements Outbox {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
+    return true;
+  }
+
+  drop(messageId: string, reason: DroppedMessage['reason'], detail?: string): boolean {
+    if (!this.remove(messageId)) return false;
+    this.signals.dropped(detail === undefined ? { messageId, reason } : { messageId, reason, detail });
     return true;
   }
 

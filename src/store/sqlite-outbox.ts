@@ -348,7 +348,16 @@ export class SqliteOutbox implements Outbox {
       throw storageError(this.path, error, 'cannot read messages', 'outbox');
     }
     this.notifyDropped(expired);
-    return rows.map(toMessage);
+    const messages: OutboxMessage[] = [];
+    for (const row of rows) {
+      const message = toMessage(row);
+      // A row this version did not write (or a damaged one) would fail every read: dropped, said so.
+      if (message) messages.push(message);
+      else this.drop(row.message_id, 'unsendable', 'its stored properties are not a JSON object');
+    }
+    // A page of nothing but dropped rows is not the end of the outbox: read on.
+    if (messages.length === 0 && rows.length === limit) return this.after(rows[rows.length - 1]!.seq, limit);
+    return messages;
   }
 
   /** True if the message was queued and is now gone (acknowledged). False after close. */
@@ -363,6 +372,13 @@ export class SqliteOutbox implements Outbox {
     if (!row) return false;
     this.count--;
     this.bytes -= row.bytes;
+    return true;
+  }
+
+  /** `remove`, then the `dropped` listeners are told (a message that will never be sent). */
+  drop(messageId: string, reason: DroppedMessage['reason'], detail?: string): boolean {
+    if (!this.remove(messageId)) return false;
+    this.signals.dropped(detail === undefined ? { messageId, reason } : { messageId, reason, detail });
     return true;
   }
 
@@ -416,12 +432,20 @@ export class SqliteOutbox implements Outbox {
   }
 }
 
-function toMessage(row: Row): OutboxMessage {
+/** The message of a row, or undefined if its properties cannot be read back. */
+function toMessage(row: Row): OutboxMessage | undefined {
+  let properties: unknown;
+  try {
+    properties = JSON.parse(row.properties);
+  } catch {
+    return undefined;
+  }
+  if (typeof properties !== 'object' || properties === null || Array.isArray(properties)) return undefined;
   const message: OutboxMessage = {
     seq: row.seq,
     messageId: row.message_id,
     body: row.body,
-    properties: JSON.parse(row.properties) as Record<string, string>,
+    properties: properties as Record<string, string>,
     createdAt: row.created_at,
     bytes: row.bytes,
   };

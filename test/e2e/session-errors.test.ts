@@ -48,6 +48,9 @@ class FaultyOutbox implements Outbox {
     }
     return this.inner.remove(messageId);
   }
+  drop(...args: Parameters<Outbox['drop']>): boolean {
+    return this.inner.drop(...args);
+  }
   stats() {
     return this.inner.stats();
   }

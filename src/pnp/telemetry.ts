@@ -1,0 +1,148 @@
+/**
+ * One telemetry message as it goes on the wire, and the limits it must fit: the one place that
+ * says whether a message can ever be sent. `sendTelemetry` refuses a message that breaks a limit
+ * (MessageRejectedError); the telemetry pump drops a stored one that does (a row written by an
+ * older version or by hand) instead of failing on it forever.
+ *
+ * The wire form is the pinned SDK's (azure-iot-device-mqtt `_getEventTopicFromMessage`): topic
+ * `devices/{deviceId}/messages/events/` + `querystring.stringify({ $.mid, $.ct, $.ce })`, then
+ * `&` + encodeURIComponent(name) + `=` + encodeURIComponent(value) per message property, the
+ * component's `dt-subject` first (sent as `$.sub`); the payload is the JSON body.
+ */
+import { stringify } from 'node:querystring';
+import { MessageRejectedError } from '../errors';
+
+/** IoT Hub's limit for one device-to-cloud message, counted as `telemetrySize` does. */
+export const MAX_MESSAGE_BYTES = 256 * 1024;
+/** MQTT's limit for a topic name: a 2-byte length prefix (MQTT 3.1.1 §1.5.3). */
+export const MAX_TOPIC_BYTES = 65_535;
+/** IoT Hub's longest device id: a message accepted before the assignment fits any device id. */
+export const MAX_DEVICE_ID_LENGTH = 128;
+export const CONTENT_TYPE = 'application/json';
+export const CONTENT_ENCODING = 'utf-8';
+/** The SDK sends a message property of this name as the system property `$.sub` (the component). */
+export const COMPONENT_PROPERTY = 'dt-subject';
+/** DTDL v2/v3 names: a letter, then letters, digits and `_`, not ending with `_`; at most 64. */
+const DTDL_NAME = /^[a-zA-Z](?:[a-zA-Z0-9_]*[a-zA-Z0-9])?$/;
+const MAX_COMPONENT_LENGTH = 64;
+/** Stamped by sendTelemetry: the capture time, an application property IoT Hub reads. */
+export const CREATION_TIME_PROPERTY = 'iothub-creation-time-utc';
+
+/** What the wire form is built from (an outbox message has these fields). */
+export interface TelemetryParts {
+  messageId: string;
+  body: string;
+  component?: string;
+  properties: Record<string, string>;
+}
+
+/** The system properties the SDK puts first in the topic, in its order. */
+function systemProperties(messageId: string): Record<string, string> {
+  return { '$.mid': messageId, '$.ct': CONTENT_TYPE, '$.ce': CONTENT_ENCODING };
+}
+
+/** The message properties in the order they go on the topic (component first, as toSdkMessage adds them). */
+export function messageProperties(parts: Pick<TelemetryParts, 'component' | 'properties'>): Array<[string, string]> {
+  const entries = Object.entries(parts.properties);
+  return parts.component ? [[COMPONENT_PROPERTY, parts.component], ...entries] : entries;
+}
+
+/**
+ * The MQTT topic the SDK publishes `parts` on. Throws URIError for a string that is not
+ * well-formed Unicode (a lone surrogate), as the SDK's encoding would.
+ */
+export function telemetryTopic(deviceId: string, parts: TelemetryParts): string {
+  let topic = `devices/${deviceId}/messages/events/${stringify(systemProperties(parts.messageId))}`;
+  for (const [name, value] of messageProperties(parts)) {
+    topic += `&${encodeURIComponent(name === COMPONENT_PROPERTY ? '$.sub' : name)}=${encodeURIComponent(value)}`;
+  }
+  return topic;
+}
+
+/**
+ * The size IoT Hub counts against its 256 KB: the body, the values of the system properties
+ * (`$.mid`, `$.ct`, `$.ce`, `$.sub`), the names and values of the application properties, all in
+ * UTF-8 and decoded (the topic's %-escapes do not count) ("Create and read IoT Hub messages",
+ * Message size; the local cloud's `d2cMessageSize` counts the same way).
+ */
+export function telemetrySize(parts: TelemetryParts): number {
+  let size = Buffer.byteLength(parts.body) + Buffer.byteLength(parts.messageId) + CONTENT_TYPE.length + CONTENT_ENCODING.length;
+  if (parts.component) size += Buffer.byteLength(parts.component);
+  for (const [name, value] of Object.entries(parts.properties)) size += Buffer.byteLength(name) + Buffer.byteLength(value);
+  return size;
+}
+
+/** True for a string without lone surrogates (encodeURIComponent and UTF-8 need well-formed text). */
+function isWellFormed(text: string): boolean {
+  // eslint-disable-next-line no-control-regex
+  return !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(text);
+}
+
+/** Why `component` is not a valid component name, or undefined. */
+export function componentProblem(component: unknown): string | undefined {
+  if (component === undefined) return undefined;
+  if (typeof component !== 'string') return `component must be a string (got ${typeof component})`;
+  if (component.length > MAX_COMPONENT_LENGTH) return `component is ${component.length} characters; DTDL names have at most ${MAX_COMPONENT_LENGTH}`;
+  if (!DTDL_NAME.test(component)) return `component '${component}' is not a DTDL name (a letter, then letters, digits or '_', not ending with '_')`;
+  return undefined;
+}
+
+/**
+ * Why an application property name is not ours to use, or undefined. `$.` names are system
+ * properties (a user `$.mid` would replace the message id and break de-duplication), `iothub-`
+ * names are IoT Hub's (`iothub-creation-time-utc` is stamped here), `dt-subject` is the
+ * component (the SDK sends it as `$.sub`).
+ */
+export function propertyNameProblem(name: string): string | undefined {
+  if (name === '') return 'property names must not be empty';
+  if (!isWellFormed(name)) return `property name '${name}' is not well-formed Unicode (a lone surrogate)`;
+  if (name.startsWith('$.')) return `property '${name}': names starting with '$.' are system properties`;
+  if (name.toLowerCase().startsWith('iothub-')) return `property '${name}': names starting with 'iothub-' are reserved by IoT Hub`;
+  if (name.toLowerCase() === COMPONENT_PROPERTY) return `property '${name}' is the component: use the component option`;
+  return undefined;
+}
+
+/**
+ * Why `parts` can never be sent, as the error sendTelemetry throws; undefined if it can. With no
+ * `deviceId` (not known before the assignment, and it may change) the topic is measured for the
+ * longest device id, so a message accepted now fits any hub it may go to.
+ */
+export function telemetryProblem(parts: TelemetryParts, deviceId?: string): MessageRejectedError | undefined {
+  if (typeof parts.body !== 'string') return new MessageRejectedError('invalid-body', 'the body is not JSON text');
+  const component = componentProblem(parts.component);
+  if (component) return new MessageRejectedError('invalid-component', component);
+  if (typeof parts.properties !== 'object' || parts.properties === null || Array.isArray(parts.properties)) {
+    return new MessageRejectedError('invalid-property', 'properties must be an object of strings');
+  }
+  for (const [name, value] of Object.entries(parts.properties)) {
+    if (typeof value !== 'string') return new MessageRejectedError('invalid-property', `property '${name}' is not a string`);
+    if (!isWellFormed(value)) return new MessageRejectedError('invalid-property', `property '${name}' is not well-formed Unicode (a lone surrogate)`);
+  }
+  if (typeof parts.messageId !== 'string' || parts.messageId === '' || !isWellFormed(parts.messageId)) {
+    return new MessageRejectedError('invalid-property', 'the message id is not a non-empty, well-formed string');
+  }
+  const size = telemetrySize(parts);
+  if (size > MAX_MESSAGE_BYTES) {
+    return new MessageRejectedError('too-large', `${size} bytes (body, properties and component); IoT Hub accepts at most ${MAX_MESSAGE_BYTES}`);
+  }
+  const topicBytes = Buffer.byteLength(telemetryTopic(deviceId ?? 'd'.repeat(MAX_DEVICE_ID_LENGTH), parts));
+  if (topicBytes > MAX_TOPIC_BYTES) {
+    return new MessageRejectedError(
+      'properties-too-large',
+      `the properties and component take a ${topicBytes}-byte MQTT topic once URL-encoded; MQTT allows ${MAX_TOPIC_BYTES}`,
+    );
+  }
+  return undefined;
+}
+
+/**
+ * Errors of publishing one message that say nothing about the connection: the encoding failed
+ * (a TypeError from mqtt-packet, a URIError from the topic's encoding, ...) or the SDK refused the
+ * message itself. By name: errors of Node's core come from another realm than the caller's.
+ */
+const MESSAGE_ERROR_NAMES = new Set(['TypeError', 'RangeError', 'URIError', 'SyntaxError', 'MessageTooLargeError', 'ArgumentError']);
+
+export function isMessagePublishError(error: unknown): boolean {
+  const name = typeof error === 'object' && error !== null ? (error as { name?: unknown }).name : undefined;
+  return typeof name === 'string' && MESSAGE_ERROR_NAMES.has(name);
+}
