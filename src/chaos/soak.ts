@@ -29,6 +29,7 @@ import {
   type RssSample,
   type RssTolerance,
 } from './bounds';
+import { FAST_DPS_POLL_SEC } from '../emulator';
 import { startSoakCloud, type HubAttempt, type SoakCloud } from './cloud';
 import {
   describeFault,
@@ -928,11 +929,15 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     }
     const waited = back === undefined ? Infinity : back - end;
     const hub = hubOf(t.registrationId, end);
+    const h = seen.get(t.registrationId);
+    const askedDps = countBetween(h?.registers ?? [], end, end + reconnectBoundMs) + countBetween(h?.lookups ?? [], end, end + reconnectBoundMs) > 0;
     const blocking = schedule.some((g) => {
       if (g.id === f.id) return false;
       const w = faultWindow(g);
       if (!w || w.to < end || w.from > end + reconnectBoundMs) return false;
-      return g.kind.startsWith('dps.') || (g.kind.startsWith('hub.') && hub === `hub-${g.hub}`) || (g.devices?.includes(t.index) === true && g.kind.startsWith('device.'));
+      // A DPS fault only matters to a device that asked DPS meanwhile.
+      if (g.kind.startsWith('dps.')) return askedDps;
+      return (g.kind.startsWith('hub.') && hub === `hub-${g.hub}`) || (g.devices?.includes(t.index) === true && g.kind.startsWith('device.'));
     });
     if (blocking || t.userCommands.some((c) => c >= end && c <= end + reconnectBoundMs) || (clearAt > 0 && end + reconnectBoundMs > clearAt)) {
       reconnect.exempt++;
@@ -1190,6 +1195,17 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       minFaultMs: resolvedSchedule.minFaultMs,
       maxFaultMs: resolvedSchedule.maxFaultMs,
       keepaliveSeconds: options.keepaliveSeconds ?? 2,
+      publishTimeoutSeconds,
+      longFaultMinMs: resolvedSchedule.longFaultMinMs,
+      longFaultMaxMs: resolvedSchedule.longFaultMaxMs,
+      // The local cloud's Azure-like defaults (a disabled or refused device gets CONNACK 3, retry-after
+      // in whole seconds), and the one compression on the cloud side: DPS's 'assigning' poll.
+      cloud: {
+        hubRefusalCode: 3,
+        dpsRetryAfterSec: `${resolvedSchedule.minRetryAfterSec}-${resolvedSchedule.maxRetryAfterSec} (whole seconds)`,
+        lookupRetryAfterSec: 1,
+        dpsPollRetryAfterSec: FAST_DPS_POLL_SEC,
+      },
       outbox: options.dataDir ? 'sqlite' : 'memory',
       node: process.version,
     },
