@@ -197,7 +197,7 @@ export class FileProvisioningCache implements ProvisioningCache {
     if (written === undefined || version !== VERSION) {
       this.logger.warn(
         { path: this.path, version: typeof version === 'number' ? version : 1 },
-        'provisioning cache of an earlier version carries no MAC; ignoring it and provisioning through DPS (once: the new assignment is saved authenticated)',
+        'provisioning cache of an earlier (unauthenticated) or unknown version; ignoring it and provisioning through DPS (once: the new assignment is saved authenticated)',
       );
       return null;
     }

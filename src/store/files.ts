@@ -55,8 +55,13 @@ const octal = (mode: number) => `0${(mode & 0o777).toString(8).padStart(3, '0')}
 export function checkDataDir(dir: string): void {
   let stats: Stats;
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    stats = statSync(dir);
+    try {
+      stats = statSync(dir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      stats = statSync(dir);
+    }
   } catch (error) {
     throw new ConfigError('dataDir', `a directory this user can create and use (${dir}: ${(error as Error).message})`);
   }
@@ -239,6 +244,7 @@ export function writeFileAtomic(path: string, data: string | Buffer): void {
  */
 export function createPrivateFile(path: string): void {
   makeParentDir(path);
+  checkStoreFile(path);
   const fd = openNoFollow(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | (constants.O_NONBLOCK ?? 0), 0o600);
   try {
     checkOpened(fd, path);

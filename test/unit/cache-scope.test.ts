@@ -74,7 +74,7 @@ test.each([
   const cache = new FileProvisioningCache(dir, 'sensor-1', logger, SCOPE, KEY);
   expect(cache.load()).toBeNull();
   expect(JSON.parse(readFileSync(path, 'utf8'))).toEqual(content);
-  expect(lines.some((l) => l.includes('earlier version carries no MAC'))).toBe(true);
+  expect(lines.some((l) => l.includes('earlier (unauthenticated) or unknown version'))).toBe(true);
   // A malformed scope is unreadable, not trusted.
   plant(dir, { version: 3, for: { idScope: 42 }, ...ASSIGNMENT });
   expect(cache.load()).toBeNull();
