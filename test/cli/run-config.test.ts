@@ -5,6 +5,7 @@
  */
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { rootCertificates } from 'node:tls';
 import { join } from 'node:path';
 import { ConfigError } from '../../src/errors';
 import { envOf, flagOf, resolveRunConfig, RUN_FLAG_OPTIONS } from '../../src/cli/run-config';
@@ -60,7 +61,7 @@ describe('resolveRunConfig', () => {
 
   test('environment alone (HUBSTATE_CONFIG too); --ca-file is read', () => {
     const ca = join(dir, 'ca.pem');
-    writeFileSync(ca, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+    writeFileSync(ca, `${rootCertificates[0]}\n`); // a real certificate (the library parses it)
     const file = writeJson('env.json', { caFile: ca });
     const config = resolveRunConfig({}, { HUBSTATE_ID_SCOPE: '0ne00X', HUBSTATE_REGISTRATION_ID: 'r', HUBSTATE_GROUP_KEY: key, HUBSTATE_CONFIG: file }, dir);
     expect(config.device.ca).toContain('BEGIN CERTIFICATE');
