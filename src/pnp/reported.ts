@@ -10,6 +10,7 @@ import { readStoreFile, writeFileAtomic } from '../store/files';
 import { ackOf } from './properties';
 import { isPlainObject } from './schema';
 import { PropertiesRejectedError } from './types';
+import { twinSize } from './twin-size';
 import { jsonDepth, MAX_TWIN_DEPTH } from '../json';
 
 /** IoT Hub's limit for the reported section of a twin. */
@@ -89,9 +90,10 @@ export class ReportedQueue {
       if (text === undefined) throw new PropertiesRejectedError('invalid', `property '${name}' has no JSON value`);
       updates.push([keyOf(component, name), { component, name, value: JSON.parse(text) as unknown, generation: 0 }]);
     }
-    const bytes = Buffer.byteLength(JSON.stringify(this.build(updates.map(([, entry]) => entry))));
+    // Counted as IoT Hub counts a twin (numbers 8 bytes, no JSON punctuation), not as JSON text.
+    const bytes = twinSize(this.build(updates.map(([, entry]) => entry)));
     if (bytes > MAX_REPORTED_BYTES) {
-      throw new PropertiesRejectedError('too-large', `${bytes} bytes; a twin's reported section holds at most ${MAX_REPORTED_BYTES}`);
+      throw new PropertiesRejectedError('too-large', `${bytes} bytes as IoT Hub counts a twin; its reported section holds at most ${MAX_REPORTED_BYTES}`);
     }
     for (const [key, entry] of updates) {
       entry.generation = ++this.generation;

@@ -7,6 +7,7 @@
  */
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { MessageRejectedError } from '../../src/errors';
+import { MAX_REPORTED_BYTES, PropertiesRejectedError } from '../../src/pnp';
 import type { TelemetryOptions } from '../../src/device';
 import { MAX_DEVICE_ID_LENGTH, MAX_MESSAGE_BYTES, MAX_TOPIC_BYTES } from '../../src/pnp/telemetry';
 import { QUICK_POLICY } from '../pnp/helpers';
@@ -181,6 +182,30 @@ test('nothing refused reached the hub; everything accepted arrived, in order, wi
   const firstArrivals = [...new Set(records.map((r) => r.messageId))];
   expect(firstArrivals).toEqual(accepted);
   expect(dut.states.filter((s) => s.event === 'HUB_LOST')).toEqual([]);
+});
+
+// ---- reported properties: the same reasoning, the size as IoT Hub counts a twin ------------------
+const reportedRefusal = (patch: Record<string, unknown>) => {
+  try {
+    dut.device.reportProperties(patch);
+    return 'accepted';
+  } catch (error) {
+    return error instanceof PropertiesRejectedError ? error.reason : error;
+  }
+};
+
+test('reported: 3,000 numeric properties are 30 KB of JSON but 39 KB of twin → PropertiesRejectedError(too-large) at the call', () => {
+  const patch = Object.fromEntries(Array.from({ length: 3000 }, (_, i) => [`p${String(i).padStart(4, '0')}`, 1]));
+  expect(Buffer.byteLength(JSON.stringify(patch))).toBeLessThan(MAX_REPORTED_BYTES);
+  expect(reportedRefusal(patch)).toBe('too-large');
+  expect(dut.device.pendingReportedProperties()).toBe(0);
+});
+
+test('reported: 20,000 quotes are 40 KB of JSON but 20 KB of twin → accepted, and the hub takes them', async () => {
+  const quotes = '"'.repeat(20_000);
+  expect(Buffer.byteLength(JSON.stringify({ quotes }))).toBeGreaterThan(MAX_REPORTED_BYTES);
+  expect(reportedRefusal({ quotes })).toBe('accepted');
+  await waitFor('the quotes in the reported twin, acknowledged', () => cloud.hubs[0]!.getTwin('telemetry-inputs').reported.quotes === quotes && dut.device.pendingReportedProperties() === 0);
 });
 
 test('after stop(): MessageRejectedError(stopped)', async () => {
