@@ -25,6 +25,12 @@ let cloud: LocalCloud;
  * fault waits for that before it hits, so a shorter one keeps the suite short with both codes.
  */
 const STABLE_CONNECTION_MS = 500;
+/**
+ * The paths assert states, hubs and delivery, not delays (failover.test.ts and model-paths.test.ts
+ * do): the first retry after a loss within 0.3 s (1 s by default), the curve from 0.2 s (1 s), and
+ * retry-after + at most 0.2 s of jitter (1 s), so 34 runs stay within a couple of minutes.
+ */
+const POLICY = { stableConnectionMs: STABLE_CONNECTION_MS, firstRetryMaxMs: 300, minDelayMs: 200, retryAfterJitterMs: 200 };
 const sequences = generateFaultSequences();
 const cases = replayCases(sequences);
 const duplicatesByPath: Record<string, number> = {};
@@ -101,7 +107,7 @@ async function untilConnectionStable(dut: DeviceUnderTest): Promise<void> {
 }
 
 test.each(cases.map((c, i) => [c.name, c.faults, c.refusalCode, i] as const))('%s', async (_name, faults, refusalCode, index) => {
-  const dut = startDevice(cloud, `mb-${index}`, { seed: index + 1, policy: { stableConnectionMs: STABLE_CONNECTION_MS } });
+  const dut = startDevice(cloud, `mb-${index}`, { seed: index + 1, policy: POLICY });
   let sending = true;
   let producer: Promise<void> = Promise.resolve();
   try {
