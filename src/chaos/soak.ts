@@ -902,7 +902,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const reconnectBoundMs = 2 * backoffMax.valueMs;
   const flap = { faults: 0, targets: 0, sessions: 0, maxSessionsPerMin: 0, maxRatio: 0, worst: '', violations: [] as string[] };
   const disabled = { faults: 0, targets: 0, dpsRequests: 0, registrations: 0, lookups: 0, hubConnectsRefused: 0, maxDps: 0, maxRatio: 0, worst: '', violations: [] as string[], disabledMs: 0 };
-  const reconnect = { checked: 0, exempt: 0, maxMs: 0, worst: '', violations: [] as string[], times: [] as number[] };
+  const reconnect = { checked: 0, exempt: 0, exemptBy: {} as Record<string, number>, maxMs: 0, worst: '', violations: [] as string[], times: [] as number[] };
   const faultWindow = (f: ScheduledFault) => {
     const o = faultOutcomes[f.id]!;
     if (o.startedAtMs === undefined || phaseStart === 0) return undefined;
@@ -931,7 +931,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const hub = hubOf(t.registrationId, end);
     const h = seen.get(t.registrationId);
     const askedDps = countBetween(h?.registers ?? [], end, end + reconnectBoundMs) + countBetween(h?.lookups ?? [], end, end + reconnectBoundMs) > 0;
-    const blocking = schedule.some((g) => {
+    const blocker = schedule.find((g) => {
       if (g.id === f.id) return false;
       const w = faultWindow(g);
       if (!w || w.to < end || w.from > end + reconnectBoundMs) return false;
@@ -939,8 +939,16 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       if (g.kind.startsWith('dps.')) return askedDps;
       return (g.kind.startsWith('hub.') && hub === `hub-${g.hub}`) || (g.devices?.includes(t.index) === true && g.kind.startsWith('device.'));
     });
-    if (blocking || t.userCommands.some((c) => c >= end && c <= end + reconnectBoundMs) || (clearAt > 0 && end + reconnectBoundMs > clearAt)) {
+    const why = blocker
+      ? blocker.kind
+      : t.userCommands.some((c) => c >= end && c <= end + reconnectBoundMs)
+        ? 'user command'
+        : clearAt > 0 && end + reconnectBoundMs > clearAt
+          ? 'end of the fault phase'
+          : undefined;
+    if (why !== undefined) {
       reconnect.exempt++;
+      reconnect.exemptBy[why] = (reconnect.exemptBy[why] ?? 0) + 1;
       return;
     }
     reconnect.checked++;
@@ -1257,7 +1265,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       attemptRate: { bound: rateBound, device: deviceRate, cloud: cloudRate },
       flap: { ...flap, violations: flap.violations },
       disabled: { ...disabled, bound: disabledDpsBound(policy, raMin, 60_000).formula + ' (per minute disabled)' },
-      reconnect: { checked: reconnect.checked, exempt: reconnect.exempt, maxMs: Number.isFinite(reconnect.maxMs) ? reconnect.maxMs : null, p95Ms: percentile(reconnect.times.filter(Number.isFinite), 95), worst: reconnect.worst, boundMs: reconnectBoundMs, violations: reconnect.violations },
+      reconnect: { checked: reconnect.checked, exempt: reconnect.exempt, exemptBy: reconnect.exemptBy, maxMs: Number.isFinite(reconnect.maxMs) ? reconnect.maxMs : null, p95Ms: percentile(reconnect.times.filter(Number.isFinite), 95), worst: reconnect.worst, boundMs: reconnectBoundMs, violations: reconnect.violations },
       dpsLoad: {
         registrations: registrationsTotal,
         lookups: lookupsTotal,
