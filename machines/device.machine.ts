@@ -14,7 +14,7 @@
  * Randomness: the jitter RNG state lives in context (`rngState`), seeded from input, so a run is
  * reproducible and a restored snapshot continues the same sequence.
  */
-import { assign, fromCallback, fromPromise, setup, type EventObject } from 'xstate';
+import { assign, fromCallback, fromPromise, setup, type EventObject, type StateValue } from 'xstate';
 import { nextDelay } from '../src/policy/backoff';
 import type { Failure, Phase, RetryPolicy } from '../src/policy/types';
 
@@ -223,11 +223,15 @@ function unreachableTooLong(context: DeviceContext, failure: Failure): boolean {
   return failure.at - context.firstFailureAt >= context.policy.lookupAfterUnreachableMs;
 }
 
-/** What every working state accepts: stop, or go to DPS now. */
-const STOP_OR_REPROVISION = {
-  STOP: { target: 'Disconnecting' },
-  REPROVISION: { target: 'Reprovisioning', actions: 'noteReprovisionRequest' },
-} as const;
+/**
+ * The state a device reports: the leaf of the snapshot value (`{ Active: 'Connected' }` →
+ * `Connected`). `Active` only groups the working states; it is never a state of its own.
+ */
+export function leafStateName(value: StateValue): string {
+  let leaf = value;
+  while (typeof leaf !== 'string') leaf = Object.values(leaf)[0]!;
+  return leaf;
+}
 
 /**
  * Provisioning and Reprovisioning: one DPS registration each; they differ in what a failed
@@ -245,7 +249,7 @@ function registrationState(id: 'provision' | 'reprovision') {
         actions: ['adoptAssignment', { type: 'saveAssignment', params: ({ context }: { context: DeviceContext }) => ({ assignment: context.assignment! }) }],
       },
       onError: [
-        { guard: 'isFatal', target: 'Failed', actions: 'recordFailure' },
+        { guard: 'isFatal', target: '#device.Failed', actions: 'recordFailure' },
         // A disabled registration, a DPS that failed it for now: ask again only after the long wait.
         { guard: 'isParked', target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step } } },
         // The old assignment (and the cache) stays until DPS answers with a new one: if DPS
@@ -255,7 +259,9 @@ function registrationState(id: 'provision' | 'reprovision') {
         { target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step } } },
       ],
     },
-    on: { STOP: { target: 'Disconnecting' } },
+    // STOP comes from Active. A REPROVISION is already under way: the event is swallowed here
+    // rather than restarting the registration from Active.
+    on: { REPROVISION: {} },
   } as const;
 }
 
@@ -266,7 +272,7 @@ function registrationState(id: 'provision' | 'reprovision') {
  */
 function hubFailureTransitions(phase: 'hub-connect' | 'hub-session') {
   return [
-    { guard: 'isFatal', target: 'Failed', actions: 'recordFailure' },
+    { guard: 'isFatal', target: '#device.Failed', actions: 'recordFailure' },
     // What an operator can fix remotely (a blocked device, a clock not set yet): retry this hub on
     // the long parked wait, without spending the hub budget.
     { guard: 'isParked', target: 'BackingOff', actions: { type: 'planParkedRetry', params: { step: 'Connecting' } } },
@@ -498,98 +504,111 @@ export const deviceMachine = setup({
   states: {
     Idle: {
       on: {
-        START: [{ guard: 'hasAssignment', target: 'Connecting' }, { guard: 'lookupAtBoot', target: 'CheckingAssignment' }, { target: 'Provisioning' }],
+        START: [
+          { guard: 'hasAssignment', target: 'Active.Connecting' },
+          { guard: 'lookupAtBoot', target: 'Active.CheckingAssignment' },
+          { target: 'Active.Provisioning' },
+        ],
+        // Nothing is open yet: nothing to close.
         STOP: { target: 'Stopped' },
       },
     },
 
-    Provisioning: registrationState('provision'),
-
-    Reprovisioning: registrationState('reprovision'),
-
-    CheckingAssignment: {
-      invoke: {
-        id: 'lookupAssignment',
-        src: 'lookupAssignment',
-        input: ({ context }) => ({ registrationId: context.registrationId }),
-        onDone: [
-          {
-            guard: 'lookupMovedDevice',
-            target: 'Connecting',
-            actions: ['adoptLookedUpAssignment', { type: 'saveAssignment', params: ({ context }) => ({ assignment: context.assignment! }) }],
-          },
-          { guard: 'refusalSpendsBudget', target: 'Reprovisioning', actions: 'resetHubRun' },
-          { target: 'BackingOff', actions: { type: 'planRetryOnSameHub', params: { confirmed: true } } },
-        ],
-        onError: [
-          { guard: 'isFatal', target: 'Failed', actions: 'recordFailure' },
-          // Seed 004: no answer (401/403/404) → a full registration.
-          { guard: 'isReprovisionClass', target: 'Reprovisioning', actions: 'resetHubRun' },
-          // The hub budget is spent but DPS is busy too: register once DPS's own wait is over.
-          { guard: 'refusalSpendsBudget', target: 'BackingOff', actions: ['resetHubRun', { type: 'planDpsRetry', params: { step: 'Reprovisioning' } }] },
-          // At boot with nothing cached, DPS unreachable: the registration is the next step.
-          { guard: 'noAssignment', target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step: 'Provisioning' } } },
-          // DPS busy or unreachable: carry on with the cached hub; the next refusal asks again.
-          { target: 'BackingOff', actions: { type: 'planRetryOnSameHub', params: { confirmed: false } } },
-        ],
-      },
-      on: STOP_OR_REPROVISION,
-    },
-
-    Connecting: {
-      entry: 'nextEpoch',
-      invoke: {
-        id: 'openHub',
-        src: 'openHub',
-        input: ({ context }) => ({ assignment: context.assignment!, epoch: context.epoch }),
-        onDone: { target: 'Connected', actions: 'markConnected' },
-        onError: hubFailureTransitions('hub-connect'),
-      },
-      on: STOP_OR_REPROVISION,
-    },
-
-    Connected: {
-      invoke: [
-        {
-          id: 'hubSession',
-          src: 'hubSession',
-          input: ({ context }) => ({ assignment: context.assignment!, epoch: context.epoch }),
-        },
-        {
-          // A connection is a success only once it has lasted (a hub that accepts and drops at
-          // once must not get a fresh budget and a sub-second retry every time).
-          id: 'stableConnection',
-          src: 'waitUntil',
-          input: ({ context }) => ({ retryAt: (context.connectedAt ?? 0) + context.policy.stableConnectionMs }),
-          onDone: { actions: 'markStable' },
-        },
-      ],
-      on: {
-        // A lost session of an older epoch is history: ignore it, whatever it says.
-        HUB_LOST: [{ guard: 'isStaleEpoch' }, ...hubFailureTransitions('hub-session')],
-        ...STOP_OR_REPROVISION,
-      },
-    },
-
-    BackingOff: {
-      invoke: {
-        id: 'waitUntil',
-        src: 'waitUntil',
-        input: ({ context }) => ({ retryAt: context.retryAt ?? 0 }),
-        onDone: [
-          { guard: { type: 'retryStepIs', params: { step: 'Connecting' } }, target: 'Connecting' },
-          { guard: { type: 'retryStepIs', params: { step: 'Reprovisioning' } }, target: 'Reprovisioning' },
-          { guard: { type: 'retryStepIs', params: { step: 'CheckingAssignment' } }, target: 'CheckingAssignment' },
-          { target: 'Provisioning' },
-        ],
-      },
+    /**
+     * The working states. Leaving Active (STOP) exits the current one first, which stops its
+     * invoked actor (a registration, a connect, the hub session, a wait). Every transition into
+     * Active names its step; `initial` is the first boot's, which XState requires.
+     */
+    Active: {
+      initial: 'Provisioning',
       on: {
         STOP: { target: 'Disconnecting' },
-        REPROVISION: [
-          // DPS said when to come back: a reprovision asked for meanwhile waits for that too.
-          { guard: 'waitingOnDpsRetryAfter', actions: ['reprovisionAfterWait', 'noteReprovisionRequest'] },
-          { target: 'Reprovisioning', actions: 'noteReprovisionRequest' },
-        ],
+        REPROVISION: { target: '.Reprovisioning', actions: 'noteReprovisionRequest' },
+      },
+      states: {
+        Provisioning: registrationState('provision'),
+
+        Reprovisioning: registrationState('reprovision'),
+
+        CheckingAssignment: {
+          invoke: {
+            id: 'lookupAssignment',
+            src: 'lookupAssignment',
+            input: ({ context }) => ({ registrationId: context.registrationId }),
+            onDone: [
+              {
+                guard: 'lookupMovedDevice',
+                target: 'Connecting',
+                actions: ['adoptLookedUpAssignment', { type: 'saveAssignment', params: ({ context }) => ({ assignment: context.assignment! }) }],
+              },
+              { guard: 'refusalSpendsBudget', target: 'Reprovisioning', actions: 'resetHubRun' },
+              { target: 'BackingOff', actions: { type: 'planRetryOnSameHub', params: { confirmed: true } } },
+            ],
+            onError: [
+              { guard: 'isFatal', target: '#device.Failed', actions: 'recordFailure' },
+              // Seed 004: no answer (401/403/404) → a full registration.
+              { guard: 'isReprovisionClass', target: 'Reprovisioning', actions: 'resetHubRun' },
+              // The hub budget is spent but DPS is busy too: register once DPS's own wait is over.
+              { guard: 'refusalSpendsBudget', target: 'BackingOff', actions: ['resetHubRun', { type: 'planDpsRetry', params: { step: 'Reprovisioning' } }] },
+              // At boot with nothing cached, DPS unreachable: the registration is the next step.
+              { guard: 'noAssignment', target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step: 'Provisioning' } } },
+              // DPS busy or unreachable: carry on with the cached hub; the next refusal asks again.
+              { target: 'BackingOff', actions: { type: 'planRetryOnSameHub', params: { confirmed: false } } },
+            ],
+          },
+        },
+
+        Connecting: {
+          entry: 'nextEpoch',
+          invoke: {
+            id: 'openHub',
+            src: 'openHub',
+            input: ({ context }) => ({ assignment: context.assignment!, epoch: context.epoch }),
+            onDone: { target: 'Connected', actions: 'markConnected' },
+            onError: hubFailureTransitions('hub-connect'),
+          },
+        },
+
+        Connected: {
+          invoke: [
+            {
+              id: 'hubSession',
+              src: 'hubSession',
+              input: ({ context }) => ({ assignment: context.assignment!, epoch: context.epoch }),
+            },
+            {
+              // A connection is a success only once it has lasted (a hub that accepts and drops at
+              // once must not get a fresh budget and a sub-second retry every time).
+              id: 'stableConnection',
+              src: 'waitUntil',
+              input: ({ context }) => ({ retryAt: (context.connectedAt ?? 0) + context.policy.stableConnectionMs }),
+              onDone: { actions: 'markStable' },
+            },
+          ],
+          on: {
+            // A lost session of an older epoch is history: ignore it, whatever it says.
+            HUB_LOST: [{ guard: 'isStaleEpoch' }, ...hubFailureTransitions('hub-session')],
+          },
+        },
+
+        BackingOff: {
+          invoke: {
+            id: 'waitUntil',
+            src: 'waitUntil',
+            input: ({ context }) => ({ retryAt: context.retryAt ?? 0 }),
+            onDone: [
+              { guard: { type: 'retryStepIs', params: { step: 'Connecting' } }, target: 'Connecting' },
+              { guard: { type: 'retryStepIs', params: { step: 'Reprovisioning' } }, target: 'Reprovisioning' },
+              { guard: { type: 'retryStepIs', params: { step: 'CheckingAssignment' } }, target: 'CheckingAssignment' },
+              { target: 'Provisioning' },
+            ],
+          },
+          on: {
+            // DPS said when to come back: a reprovision asked for meanwhile waits for that too.
+            // Otherwise Active's REPROVISION goes to DPS now.
+            REPROVISION: { guard: 'waitingOnDpsRetryAfter', actions: ['reprovisionAfterWait', 'noteReprovisionRequest'] },
+          },
+        },
       },
     },
 
@@ -603,10 +622,11 @@ export const deviceMachine = setup({
       },
     },
 
+    // Outside Active: nothing runs, so STOP needs no Disconnecting.
     Failed: {
       on: {
-        RETRY: { target: 'Provisioning', actions: 'resetCounters' },
-        REPROVISION: { target: 'Reprovisioning', actions: 'noteReprovisionRequest' },
+        RETRY: { target: 'Active.Provisioning', actions: 'resetCounters' },
+        REPROVISION: { target: 'Active.Reprovisioning', actions: 'noteReprovisionRequest' },
         STOP: { target: 'Stopped' },
       },
     },

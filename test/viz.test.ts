@@ -11,7 +11,9 @@ import { describeMachine, shortEventName, toDot, toMermaid } from '../src/viz/re
 
 const root = join(__dirname, '..');
 const committed = (name: string) => readFileSync(join(root, 'visualizations', name), 'utf8');
-const stateNames = allStateNodes(deviceMachine).map((node) => node.key);
+const stateNames = allStateNodes(deviceMachine).filter((node) => node.type !== 'compound').map((node) => node.key);
+/** States that group others (Active): a cluster with a pseudo-state for their own transitions. */
+const compoundNames = allStateNodes(deviceMachine).filter((node) => node.type === 'compound').map((node) => node.key);
 const REGENERATE = 'visualizations/ is out of date with machines/device.machine.ts: run `npm run viz` and commit it';
 
 /**
@@ -42,6 +44,7 @@ describe('visualizations generated from the machine', () => {
     const fresh = renderSvgInChild(toDot(deviceMachine));
     if (svg !== fresh) throw new Error(REGENERATE);
     for (const name of stateNames) expect(svg).toContain(`<title>${name}</title>`);
+    for (const name of compoundNames) expect(svg).toContain(`<title>cluster_${name}</title>`);
   });
 
   test('every state appears in every picture; every transition appears as an edge', () => {
@@ -50,6 +53,11 @@ describe('visualizations generated from the machine', () => {
     for (const name of stateNames) {
       expect(mmd).toMatch(new RegExp(`^\\s+${name}\\b`, 'm'));
       expect(dot).toContain(`"${name}" [label="${name}`);
+    }
+    expect(compoundNames).toEqual(['Active']);
+    for (const name of compoundNames) {
+      expect(mmd).toMatch(new RegExp(`^\\s+state ${name} \\{\\n\\s+state "any ${name} state" as ${name}_any$`, 'm'));
+      expect(dot).toContain(`subgraph "cluster_${name}" {\n    label="${name}";\n    "${name}" [label="any ${name} state", style=dashed];`);
     }
     expect(mmd).toContain('[*] --> Idle');
     expect(mmd).toContain('Stopped --> [*]');
@@ -69,6 +77,9 @@ describe('visualizations generated from the machine', () => {
     expect(dot).toContain('"BackingOff" -> "Connecting" [label="done: waitUntil [retryStepIs Connecting]"]');
     expect(dot).toContain('"Idle" -> "Provisioning" [label="START [else]"]');
     expect(dot).toContain('"Connected" -> "Connected" [label="HUB_LOST [isStaleEpoch] (ignored)", style=dashed]');
+    // Transitions declared once on Active start from its "any Active state" pseudo-state.
+    expect(dot).toContain('"Active" -> "Disconnecting" [label="STOP"]');
+    expect(toMermaid(deviceMachine)).toContain('Active_any --> Reprovisioning : REPROVISION');
     // Mermaid ends a label at ':' — the renderer uses a look-alike.
     expect(toMermaid(deviceMachine)).toContain('Connecting --> Failed : error\u02F8 openHub [isFatal]');
     expect(toMermaid(deviceMachine).split('\n').every((line) => !/ : .*[:;]/.test(line))).toBe(true);

@@ -7,7 +7,7 @@
 import type { AnyStateMachine, AnyStateNode, AnyTransitionDefinition } from 'xstate';
 
 export interface VizState {
-  /** Unique id usable in Mermaid and DOT (state path joined with `_`). */
+  /** Unique id usable in Mermaid and DOT: the state key, or its path joined with `_` if the key is not unique. */
   id: string;
   /** Display name (the state key). */
   name: string;
@@ -102,7 +102,32 @@ function actionName(action: unknown): string | null {
 /** Source id of transitions defined on the machine root (they apply in every state). */
 export const ANY_STATE = '__any';
 
-const idOf = (node: AnyStateNode) => (node.path.length ? node.path.join('_') : ANY_STATE);
+// Pictures name a nested state by its key (`Connecting`, not `Active_Connecting`), as the device
+// reports it; the path is needed only where a key occurs twice in the machine.
+const repeatedKeysByMachine = new WeakMap<object, Set<string>>();
+
+function repeatedKeys(root: AnyStateNode): Set<string> {
+  let repeated = repeatedKeysByMachine.get(root);
+  if (!repeated) {
+    const seen = new Set<string>();
+    repeated = new Set<string>();
+    const walk = (node: AnyStateNode) => {
+      for (const child of Object.values(node.states)) {
+        if (seen.has(child.key)) repeated!.add(child.key);
+        seen.add(child.key);
+        walk(child);
+      }
+    };
+    walk(root);
+    repeatedKeysByMachine.set(root, repeated);
+  }
+  return repeated;
+}
+
+function idOf(node: AnyStateNode): string {
+  if (!node.path.length) return ANY_STATE;
+  return repeatedKeys(node.machine.root).has(node.key) ? node.path.join('_') : node.key;
+}
 
 function describeState(node: AnyStateNode): VizState {
   const children = Object.values(node.states).map(describeState);
@@ -163,11 +188,16 @@ function mermaidText(text: string): string {
 export function toMermaid(machine: AnyStateMachine): string {
   const graph = describeMachine(machine);
   const lines = ['stateDiagram-v2'];
+  const sources = new Set(graph.edges.map((e) => e.source));
+  // A compound state's own transitions start from a pseudo-state inside it ("any Active state"):
+  // an edge from a composite to its own child is not something Mermaid lays out.
+  const anyInside = (id: string) => `${id}_any`;
   const emitStates = (states: VizState[], initial: string | null, indent: string) => {
     if (initial) lines.push(`${indent}[*] --> ${initial}`);
     for (const state of states) {
       if (state.children.length) {
         lines.push(`${indent}state ${state.id} {`);
+        if (sources.has(state.id)) lines.push(`${indent}  state "any ${state.name} state" as ${anyInside(state.id)}`);
         emitStates(state.children, state.initial, `${indent}  `);
         lines.push(`${indent}}`);
       }
@@ -178,7 +208,11 @@ export function toMermaid(machine: AnyStateMachine): string {
   };
   emitStates(graph.states, graph.initial, '  ');
   if (graph.edges.some((e) => e.source === ANY_STATE)) lines.push(`  state "any state" as ${ANY_STATE}`);
-  for (const edge of graph.edges) lines.push(`  ${edge.source} --> ${edge.target} : ${mermaidText(edge.label)}`);
+  const compound = new Set(flatten(graph.states).filter((st) => st.children.length).map((st) => st.id));
+  for (const edge of graph.edges) {
+    const source = compound.has(edge.source) ? anyInside(edge.source) : edge.source;
+    lines.push(`  ${source} --> ${edge.target} : ${mermaidText(edge.label)}`);
+  }
   for (const state of flatten(graph.states)) if (state.final) lines.push(`  ${state.id} --> [*]`);
   return `${lines.join('\n')}\n`;
 }
@@ -192,11 +226,11 @@ export function toDot(machine: AnyStateMachine): string {
   const graph = describeMachine(machine);
   const all = flatten(graph.states);
   const byId = new Map(all.map((s) => [s.id, s]));
-  // Edges to or from a compound state attach to its initial leaf, clipped at the cluster border.
   const leafOf = (id: string): string => {
     const state = byId.get(id);
     return state && state.children.length ? leafOf(state.initial ?? state.children[0].id) : id;
   };
+  const sources = new Set(graph.edges.map((e) => e.source));
   const lines = [
     `digraph ${dotString(graph.id)} {`,
     '  rankdir=TB;',
@@ -218,6 +252,9 @@ export function toDot(machine: AnyStateMachine): string {
       if (state.children.length) {
         lines.push(`${indent}subgraph ${dotString(`cluster_${state.id}`)} {`);
         lines.push(`${indent}  label=${dotString([state.name, ...details].join('\n'))};`);
+        // Its own transitions start from a node inside the cluster: Graphviz cannot clip an edge
+        // at the border of a cluster that also holds its head.
+        if (sources.has(state.id)) lines.push(`${indent}  ${dotString(state.id)} [label=${dotString(`any ${state.name} state`)}, style=dashed];`);
         emitStates(state.children, state.initial, `${indent}  `, state.id);
         lines.push(`${indent}}`);
         continue;
@@ -232,8 +269,8 @@ export function toDot(machine: AnyStateMachine): string {
   for (const edge of graph.edges) {
     const attrs = [`label=${dotString(edge.label)}`];
     if (edge.targetless) attrs.push('style=dashed');
-    const [source, target] = [leafOf(edge.source), leafOf(edge.target)];
-    if (source !== edge.source) attrs.push(`ltail=${dotString(`cluster_${edge.source}`)}`);
+    // Edges into a compound state attach to its initial leaf, clipped at the cluster border.
+    const [source, target] = [edge.source, leafOf(edge.target)];
     if (target !== edge.target) attrs.push(`lhead=${dotString(`cluster_${edge.target}`)}`);
     lines.push(`  ${dotString(source)} -> ${dotString(target)} [${attrs.join(', ')}];`);
   }

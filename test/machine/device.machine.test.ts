@@ -1,4 +1,5 @@
 import { createActor } from 'xstate';
+import { leafStateName } from '../../machines/device.machine';
 import type { RetryPolicy } from '../../src/policy/types';
 import { FakeCloud } from '../support/fake-actors';
 
@@ -30,12 +31,12 @@ function start(cloud: FakeCloud, options: { cached?: boolean; policy?: RetryPoli
   });
   const states: string[] = [];
   actor.subscribe((snapshot) => {
-    const value = snapshot.value as string;
+    const value = leafStateName(snapshot.value);
     if (states[states.length - 1] !== value) states.push(value);
   });
   actor.start();
   actor.send({ type: 'START' });
-  return { actor, states, value: () => actor.getSnapshot().value, context: () => actor.getSnapshot().context };
+  return { actor, states, value: () => leafStateName(actor.getSnapshot().value), context: () => actor.getSnapshot().context };
 }
 
 async function connectFresh(cloud: FakeCloud, options?: Parameters<typeof start>[1]) {
@@ -221,6 +222,104 @@ describe('device machine with fake actors and a simulated clock', () => {
     expect(cloud2.calls.openHub).toBe(1);
   });
 
+  test('STOP in Connected leaves Active: the hub session and the stable-connection wait stop, then the hub is closed', async () => {
+    const cloud = new FakeCloud();
+    const device = await connectFresh(cloud);
+    expect(device.actor.getSnapshot().value).toEqual({ Active: 'Connected' });
+    expect(cloud.sessions.size).toBe(1);
+    device.actor.send({ type: 'STOP' });
+    await cloud.flush();
+    expect(device.states.slice(-3)).toEqual(['Connected', 'Disconnecting', 'Stopped']);
+    expect(cloud.sessions.size).toBe(0);
+    expect(cloud.calls.closeHub).toBe(1);
+    // The stable-connection wait was cancelled with its state: it never marks the connection stable.
+    await cloud.advance(policy.stableConnectionMs);
+    expect(device.context().connectionStable).toBe(false);
+  });
+
+  test('STOP in a registration or a connect cancels it: its late outcome changes nothing', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud);
+    await cloud.flush();
+    device.actor.send({ type: 'STOP' });
+    await cloud.flush();
+    expect(cloud.provisions[0].aborted).toBe(true);
+    await cloud.assign();
+    expect(device.value()).toBe('Stopped');
+    expect(cloud.calls.saveAssignment).toBe(0);
+
+    const cloud2 = new FakeCloud();
+    const connecting = start(cloud2, { cached: true });
+    await cloud2.flush();
+    connecting.actor.send({ type: 'STOP' });
+    await cloud2.flush();
+    expect(cloud2.opens[0].aborted).toBe(true);
+    expect(connecting.states).toEqual(['Idle', 'Connecting', 'Disconnecting', 'Stopped']);
+  });
+
+  test('STOP outside Active (Idle, Failed) stops at once: nothing is open to close', async () => {
+    const cloud = new FakeCloud();
+    const idle = createActor(cloud.machine(), { clock: cloud.clock, input: { registrationId: 'dev-1', policy, seed: 1 } });
+    idle.start();
+    idle.send({ type: 'STOP' });
+    expect(idle.getSnapshot().value).toBe('Stopped');
+
+    const failed = start(cloud);
+    await cloud.flush();
+    await cloud.failProvision(cloud.failure('fatal', {}, 'dps'));
+    expect(failed.value()).toBe('Failed');
+    failed.actor.send({ type: 'STOP' });
+    await cloud.flush();
+    expect(failed.states.slice(-2)).toEqual(['Failed', 'Stopped']);
+    expect(cloud.calls.closeHub).toBe(0);
+  });
+
+  test('REPROVISION during a registration is swallowed: the one under way goes on, no second registration', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud);
+    await cloud.flush();
+    device.actor.send({ type: 'REPROVISION' });
+    await cloud.flush();
+    expect(device.value()).toBe('Provisioning');
+    expect(cloud.calls.provision).toBe(1);
+    expect(cloud.provisions[0].aborted).toBe(false);
+
+    await cloud.assign();
+    await cloud.connect();
+    device.actor.send({ type: 'REPROVISION' });
+    await cloud.flush();
+    expect(device.value()).toBe('Reprovisioning');
+    device.actor.send({ type: 'REPROVISION' });
+    await cloud.flush();
+    expect(device.value()).toBe('Reprovisioning');
+    expect(cloud.calls.provision).toBe(2);
+    expect(cloud.provisions.filter((p) => !p.aborted)).toHaveLength(1);
+  });
+
+  test('Failed accepts REPROVISION (to DPS) and RETRY; Disconnecting ignores REPROVISION and a second STOP', async () => {
+    const cloud = new FakeCloud();
+    cloud.parkCloses = true;
+    const device = start(cloud);
+    await cloud.flush();
+    await cloud.failProvision(cloud.failure('fatal', {}, 'dps'));
+    device.actor.send({ type: 'REPROVISION' });
+    await cloud.flush();
+    expect(device.value()).toBe('Reprovisioning');
+    expect(device.context().reprovisionRequested).toBe(true);
+
+    device.actor.send({ type: 'STOP' });
+    await cloud.flush();
+    expect(device.value()).toBe('Disconnecting');
+    device.actor.send({ type: 'REPROVISION' });
+    device.actor.send({ type: 'STOP' });
+    await cloud.flush();
+    expect(device.value()).toBe('Disconnecting');
+    expect(cloud.calls.closeHub).toBe(1);
+    cloud.closes[0].resolve();
+    await cloud.flush();
+    expect(device.value()).toBe('Stopped');
+  });
+
   test('a snapshot persisted in BackingOff resumes and fires at the original deadline', async () => {
     const cloud = new FakeCloud();
     const device = start(cloud, { cached: true });
@@ -235,14 +334,14 @@ describe('device machine with fake actors and a simulated clock', () => {
     const restored = createActor(revived.machine(), { clock: revived.clock, snapshot: persisted, input: undefined as never });
     restored.start();
     await revived.flush();
-    expect(restored.getSnapshot().value).toBe('BackingOff');
+    expect(leafStateName(restored.getSnapshot().value)).toBe('BackingOff');
     const remaining = retryAt! - revived.clock.now();
     if (remaining > 0) {
       await revived.advance(remaining - 1);
-      expect(restored.getSnapshot().value).toBe('BackingOff');
+      expect(leafStateName(restored.getSnapshot().value)).toBe('BackingOff');
     }
     await revived.advance(1);
-    expect(restored.getSnapshot().value).toBe('Connecting');
+    expect(leafStateName(restored.getSnapshot().value)).toBe('Connecting');
     expect(revived.clock.now()).toBe(Math.max(retryAt!, cloud.clock.now() + 400));
   });
 

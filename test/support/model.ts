@@ -19,11 +19,14 @@
  */
 import { createActor, createMachine, type AnyStateNode, type AnyTransitionDefinition, type EventObject, type SnapshotFrom } from 'xstate';
 import { getAdjacencyMap, getShortestPaths, getSimplePaths, type StatePath } from 'xstate/graph';
-import { deviceMachine, type DeviceEvent, type DeviceInput, type DeviceMachine } from '../../machines/device.machine';
+import { deviceMachine, leafStateName, type DeviceEvent, type DeviceInput, type DeviceMachine } from '../../machines/device.machine';
 import type { ErrorClass, Failure, Phase, RetryPolicy } from '../../src/policy/types';
 import { FakeCloud } from './fake-actors';
 
 export type Snap = SnapshotFrom<DeviceMachine>;
+
+/** The state a snapshot is in, as the device reports it (the leaf: `Connected`, not `{ Active: 'Connected' }`). */
+export const stateOf = (snapshot: Snap): string => leafStateName(snapshot.value);
 
 /** The events of the model. `stale` marks the old-epoch HUB_LOST (the machine ignores the field). */
 export type ModelEvent = EventObject & {
@@ -89,13 +92,13 @@ export const modelConfigs: ReadonlyArray<{ name: string; input: DeviceInput }> =
 ];
 
 /**
- * State value + what the guards read: hubAttempts, min(dpsAttempts, 2), retryStep, whether there is
+ * State (the leaf name) + what the guards read: hubAttempts, min(dpsAttempts, 2), retryStep, whether there is
  * an assignment and whether it is proven. Epoch, rngState, deadlines and errors are ignored.
  */
 export function abstractKey(snapshot: Snap): string {
   const c = snapshot.context;
   return JSON.stringify([
-    snapshot.value,
+    stateOf(snapshot),
     c.hubAttempts,
     Math.min(c.dpsAttempts, 2),
     c.retryStep,
@@ -176,7 +179,7 @@ export function modelEvents(snapshot: Snap): ModelEvent[] {
       }
     }
   }
-  if (snapshot.matches('Connected')) {
+  if (stateOf(snapshot) === 'Connected') {
     const epoch = snapshot.context.epoch;
     for (const failure of hubFailures('hub-session')) events.push({ type: 'HUB_LOST', epoch, failure });
     events.push({ type: 'HUB_LOST', epoch: epoch - 1, stale: true, failure: modelFailure('reprovision', 'hub-session') });
@@ -284,8 +287,8 @@ export function generatePaths(machine: DeviceMachine = deviceMachine): Generated
         const path = extend(head, event, next);
         out.edges.push(path);
         const errorClass = classOf(event);
-        if (errorClass === 'fatal' && next.matches('Failed') && !event.stale) out.fatal.push(path);
-        if (errorClass === 'throttled' && next.matches('BackingOff')) {
+        if (errorClass === 'fatal' && stateOf(next) === 'Failed' && !event.stale) out.fatal.push(path);
+        if (errorClass === 'throttled' && stateOf(next) === 'BackingOff') {
           const wait = Object.values(adjacency[abstractKey(next)].transitions).find((t) => t.event.type === 'xstate.done.actor.waitUntil')!;
           out.throttled.push(extend(path, wait.event, wait.state));
         }
@@ -294,7 +297,7 @@ export function generatePaths(machine: DeviceMachine = deviceMachine): Generated
     out.sizes[name] = { states: shortest.length, edges: edgeCount };
 
     // Moved: the lookup routes, walked step by step through the abstract graph from the first Connected.
-    const start = shortest.find((p) => p.state.matches('Connected'))!;
+    const start = shortest.find((p) => stateOf(p.state) === 'Connected')!;
     const walk = (...steps: Array<(event: ModelEvent) => boolean>): ModelPath | undefined => {
       let path = start;
       for (const accepts of steps) {
@@ -319,7 +322,7 @@ export function generatePaths(machine: DeviceMachine = deviceMachine): Generated
 
     // Failover: from the first Connected, failure-driven simple paths to Reprovisioning (no
     // commands, no fatal, no reconnect on the way), then the shortest way back to Connected.
-    const connected = shortest.find((p) => p.state.matches('Connected'))!;
+    const connected = shortest.find((p) => stateOf(p.state) === 'Connected')!;
     const leg1 = getSimplePaths(
       machine,
       traversalOptions(input, {
@@ -328,7 +331,7 @@ export function generatePaths(machine: DeviceMachine = deviceMachine): Generated
         // out, they also keep the number of simple paths small.
         filterEvents: (_: Snap, event: ModelEvent) =>
           !isPlainCommand(event) && !event.stale && classOf(event) !== 'fatal' && !isInDoubt(event) && event.type !== 'xstate.done.actor.openHub',
-        toState: (s: Snap) => s.matches('Reprovisioning'),
+        toState: (s: Snap) => stateOf(s) === 'Reprovisioning',
       }),
     ).map((p) => joinPaths(connected, toModelPath(name, input, p)));
     for (const head of leg1) {
@@ -337,7 +340,7 @@ export function generatePaths(machine: DeviceMachine = deviceMachine): Generated
         traversalOptions(input, {
           fromState: head.state,
           filterEvents: (_: Snap, event: ModelEvent) => !isPlainCommand(event),
-          toState: (s: Snap) => s.matches('Connected'),
+          toState: (s: Snap) => stateOf(s) === 'Connected',
         }),
       );
       out.failover.push(joinPaths(head, toModelPath(name, input, leg2)));
@@ -596,15 +599,38 @@ function guardTypeOf(transition: unknown): string {
   return 'inline';
 }
 
+/** State configs, keyed by config path: `Idle`, `Active.Connecting`, … */
+type StateConfig = Record<string, any> & { states?: Record<string, StateConfig> };
+
+/** The config path of the state called `key` (keys are unique in the device machine). */
+function configPathOf(states: Record<string, StateConfig>, key: string): string[] | undefined {
+  for (const [name, child] of Object.entries(states)) {
+    if (name === key) return [name];
+    const below = child.states && configPathOf(child.states, key);
+    if (below) return [name, ...below];
+  }
+  return undefined;
+}
+
+/** A copy of `states` where the state at `path` is `replacement` (everything else shared). */
+function withState(states: Record<string, StateConfig>, [head, ...rest]: string[], replacement: StateConfig): Record<string, StateConfig> {
+  const node = rest.length ? { ...states[head], states: withState(states[head].states!, rest, replacement) } : replacement;
+  return { ...states, [head]: node };
+}
+
 /**
- * A copy of the device machine whose transition `eventType` in `state` goes to `target` instead.
+ * A copy of the device machine whose transition `eventType` in `state` (a leaf name, wherever it
+ * is nested) goes to `target` instead. Targets resolve as in the machine: a sibling name, or
+ * `Active.X` from outside Active.
  * The branch is chosen by its guard: a guard type (first match), `type#n` for the n-th (0-based)
  * branch with that guard type, or `else` for the unguarded one. Built from the machine's config
  * and implementations, so everything else is identical.
  */
 export function retarget(state: string, eventType: string, branch: string, target: string): DeviceMachine {
-  const config = deviceMachine.config as unknown as { states: Record<string, Record<string, unknown>> } & Record<string, unknown>;
-  const node = { ...config.states[state] } as Record<string, any>;
+  const config = deviceMachine.config as unknown as { states: Record<string, StateConfig> } & Record<string, unknown>;
+  const path = configPathOf(config.states, state);
+  if (!path) throw new Error(`no state '${state}'`);
+  const node = { ...path.reduce<StateConfig>((states, name) => states.states![name], config as StateConfig) };
   const swap = (transitions: unknown) => {
     const list = Array.isArray(transitions) ? [...transitions] : [transitions];
     const [guardType, nth = '0'] = branch.split('#');
@@ -624,6 +650,6 @@ export function retarget(state: string, eventType: string, branch: string, targe
   } else {
     node.on = { ...node.on, [eventType]: swap(node.on[eventType]) };
   }
-  const mutated = { ...config, states: { ...config.states, [state]: node } };
+  const mutated = { ...config, states: withState(config.states, path, node) };
   return createMachine(mutated as never, deviceMachine.implementations as never) as unknown as DeviceMachine;
 }
