@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { InspectionEvent, Observer } from 'xstate';
-import { ConfigError, MessageRejectedError } from './errors';
+import { ConfigError } from './errors';
 import type { Clock } from './clock';
 import { resolvePolicy } from './policy/backoff';
 import type { RetryPolicy } from './policy/types';
@@ -326,7 +326,7 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
   if (options.modelId !== undefined && (typeof options.modelId !== 'string' || options.modelId.length > MAX_DTMI_LENGTH || !DTMI.test(options.modelId))) {
     throw new ConfigError('modelId', `a DTMI such as dtmi:com:example:Thermostat;1 (DTDL v3 syntax, at most ${MAX_DTMI_LENGTH} characters)`);
   }
-  const provisioningHost = options.provisioningHost ?? DEFAULT_PROVISIONING_HOST;
+  const provisioningHost = options.provisioningHost === undefined ? DEFAULT_PROVISIONING_HOST : options.provisioningHost;
   if (!isHostPort(provisioningHost)) {
     throw new ConfigError('provisioningHost', "a DNS host name or IPv4 address, optionally with ':port' (1-65535)");
   }
@@ -445,31 +445,9 @@ function resolveOutboxLimits(limits: Partial<SqliteOutboxLimits> = {}): SqliteOu
   };
 }
 
-/** What `sendTelemetry` takes besides the body (kept in step with device.ts's TelemetryOptions). */
-export const TELEMETRY_OPTION_KEYS = ['component', 'properties'] as const;
-
-/**
- * The shape of `sendTelemetry`'s options, checked before anything else reads them: an object (or
- * undefined) with known keys only, and `properties` a plain object (a string would spread into
- * '0', '1', ... properties). Throws MessageRejectedError('invalid-body', ...) naming the problem.
- * The values themselves (strings, names, sizes) are checked by sendTelemetry.
- */
-export function checkTelemetryOptions<T extends object>(options: T | undefined | null): T {
-  if (options === undefined) return {} as T;
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new MessageRejectedError('invalid-body', 'telemetry options must be an object { component?, properties? }');
-  }
-  const key = firstUnknownKey(options, TELEMETRY_OPTION_KEYS);
-  if (key !== undefined) throw new MessageRejectedError('invalid-body', `telemetry option '${key}': ${unknownKeyExpectation(key, TELEMETRY_OPTION_KEYS)}`);
-  const { properties } = options as { properties?: unknown };
-  if (properties !== undefined && !isPlainRecord(properties)) {
-    throw new MessageRejectedError('invalid-body', 'properties must be a plain object of string values');
-  }
-  return options;
-}
-
-function isPlainRecord(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null) return false;
-  const proto = Object.getPrototypeOf(value) as unknown;
-  return proto === Object.prototype || proto === null;
+/** Why `reportProperties`' options are not `{ component? }`, or undefined (the component's name is checked by the queue). */
+export function reportOptionsProblem(options: unknown): string | undefined {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) return 'the options must be an object ({ component? })';
+  const key = firstUnknownKey(options, ['component']);
+  return key === undefined ? undefined : `option '${key}': ${unknownKeyExpectation(key, ['component'])}`;
 }

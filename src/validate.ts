@@ -21,6 +21,12 @@ function distance(a: string, b: string): number {
 
 /** The known key closest to `key`, when it is close enough to be a likely typo. */
 export function nearestKey(key: string, known: Iterable<string>): string | undefined {
+  const lower = key.toLowerCase();
+  // A known key with something added or cut off ('dataDirectory', 'outboxLimit'): that one.
+  for (const candidate of known) {
+    const c = candidate.toLowerCase();
+    if (Math.min(c.length, lower.length) >= 4 && (lower.startsWith(c) || c.startsWith(lower))) return candidate;
+  }
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of known) {

@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 import type { LookupResult } from '../../machines/device.machine';
 import type { Clock } from '../clock';
 import { ServiceProtocolError } from '../errors';
+import { retryAfterMsFromSeconds } from '../policy/backoff';
 import { toFailure } from '../policy/classify';
 import { deviceKeyOf, type Credential } from './credentials';
 import { sharedSecureContext } from './tls';
@@ -65,8 +66,7 @@ function splitHost(host: string): { hostname: string; port: number } {
 }
 
 function retryAfterMsOf(header: string | string[] | undefined): number | undefined {
-  const seconds = Number(Array.isArray(header) ? header[0] : header);
-  return Number.isFinite(seconds) && seconds > 0 ? Math.round(seconds * 1000) : undefined;
+  return retryAfterMsFromSeconds(Array.isArray(header) ? header[0] : header);
 }
 
 /** What a 200 answer must hold; anything else is a protocol error, never a crash. */

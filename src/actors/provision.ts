@@ -26,7 +26,7 @@ import type { Logger } from 'pino';
 import type { ProvisionResult } from '../../machines/device.machine';
 import type { Clock } from '../clock';
 import { ServiceProtocolError } from '../errors';
-import { DEFAULT_POLICY, nextDelay, seedFrom } from '../policy/backoff';
+import { DEFAULT_POLICY, nextDelay, retryAfterMsFromSeconds, seedFrom } from '../policy/backoff';
 import { classify, toFailure } from '../policy/classify';
 import type { Failure } from '../policy/types';
 import { deviceKeyOf, type Credential } from './credentials';
@@ -169,8 +169,7 @@ export function guardTransportErrors(
 }
 
 function retryAfterFromTopic(query: string): number | undefined {
-  const seconds = Number(new URLSearchParams(query).get('retry-after'));
-  return Number.isFinite(seconds) && seconds > 0 ? Math.round(seconds * 1000) : undefined;
+  return retryAfterMsFromSeconds(new URLSearchParams(query).get('retry-after'));
 }
 
 export interface PollRetry {

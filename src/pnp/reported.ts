@@ -11,7 +11,7 @@ import { ackOf } from './properties';
 import { isPlainObject } from './schema';
 import { PropertiesRejectedError } from './types';
 import { twinSize } from './twin-size';
-import { jsonDepth, MAX_TWIN_DEPTH } from '../json';
+import { jsonDepth, jsonOddity, MAX_TWIN_DEPTH } from '../json';
 
 /** IoT Hub's limit for the reported section of a twin. */
 export const MAX_REPORTED_BYTES = 32 * 1024;
@@ -41,7 +41,8 @@ export interface DroppedProperties {
 }
 
 /** Names IoT Hub accepts in a twin: no `.`, `$`, space or control characters, at most 1 KB. */
-function checkName(name: string, what: string): void {
+function checkName(name: unknown, what: string): void {
+  if (typeof name !== 'string') throw new PropertiesRejectedError('invalid', `${what} must be a string (got ${typeof name})`);
   // eslint-disable-next-line no-control-regex
   if (name.length === 0 || Buffer.byteLength(name) > 1024 || /[.$ \u0000-\u001f\u007f-\u009f]/.test(name)) {
     throw new PropertiesRejectedError('invalid', `${what} '${name}' is not a valid twin name (no '.', '$', spaces or control characters)`);
@@ -70,7 +71,10 @@ export class ReportedQueue {
 
   /** Queue a patch (validated now, so a bad one fails at the caller). */
   set(patch: Record<string, unknown>, component?: string): void {
-    if (!isPlainObject(patch)) throw new PropertiesRejectedError('invalid', 'a reported-properties patch must be a JSON object');
+    // A Map, Date or Buffer would be read as its own fields ({} or indexes): a plain object only.
+    if (!isPlainObject(patch) || ![Object.prototype, null].includes(Object.getPrototypeOf(patch) as object | null)) {
+      throw new PropertiesRejectedError('invalid', 'a reported-properties patch must be a plain JSON object');
+    }
     if (component !== undefined) checkName(component, 'component');
     const updates: Array<[string, Entry]> = [];
     for (const [name, value] of Object.entries(patch)) {
@@ -81,6 +85,8 @@ export class ReportedQueue {
       if (jsonDepth(value, room) > room) {
         throw new PropertiesRejectedError('invalid', `property '${name}' is nested deeper than IoT Hub allows (${MAX_TWIN_DEPTH} levels in the twin)`);
       }
+      const oddity = jsonOddity(value);
+      if (oddity) throw new PropertiesRejectedError('invalid', `property '${name}': ${oddity}`);
       let text: string | undefined;
       try {
         text = JSON.stringify(value);
