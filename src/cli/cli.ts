@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import { ConfigError } from '../errors';
 import { debugSecretsWarning, guardDebugOutput } from '../logger';
 import { intFlag, MAX_TIMER_MS, MAX_TIMER_SECONDS, numberFlag, parseFlags, UsageError } from './args';
-import { openLogFile } from './files';
+import { openLogFile, prepareRunPaths } from './files';
 import { runUsage } from './run-config';
 import { installShutdown } from './shutdown';
 
@@ -132,9 +132,9 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     case 'run': {
       const { RUN_FLAG_OPTIONS, resolveRunConfig } = await import('./run-config');
       const config = resolveRunConfig(parseFlags(rest, RUN_FLAG_OPTIONS), io.env, io.cwd);
-      const { prepareRunPaths, runDevice } = await import('./run');
       const { logFd } = prepareRunPaths(config);
       if (io.dryRun) return dryRunDone(logFd);
+      const { runDevice } = await import('./run');
       warnAboutDebug(io);
       const shutdown = installShutdown();
       try {

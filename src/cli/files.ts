@@ -10,6 +10,7 @@
 import { closeSync, constants, fstatSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { ConfigError } from '../errors';
+import type { RunConfig } from './run-config';
 
 /** The largest file the CLI reads (`--config`, `--ca-file`): far above any config or CA bundle. */
 export const MAX_INPUT_FILE_BYTES = 1024 * 1024;
@@ -126,4 +127,14 @@ export function openLogFile(path: string, field: string): number {
     throw new ConfigError(field, `a regular log file, not ${kindOf(stat)} (${file})`);
   }
   return fd;
+}
+
+/**
+ * Creates the data directory (0700) and opens the log file (0600) before anything starts: a
+ * path that cannot be used is a ConfigError naming the field (exit 2), never a recursive mkdir
+ * that spins on /proc, never a stack trace. Returns the log file's descriptor (when --log).
+ */
+export function prepareRunPaths(config: Pick<RunConfig, 'device' | 'logFile' | 'names'>): { logFd?: number } {
+  if (config.device.dataDir !== undefined) ensureDirectory(config.device.dataDir, config.names.dataDir, 0o700);
+  return config.logFile === undefined ? {} : { logFd: openLogFile(config.logFile, config.names.log) };
 }

@@ -11,7 +11,7 @@ import { MODEL_ID, startExampleDevice } from '../../examples/failover-device';
 import { createDevice, type Device, type StateChange } from '../device';
 import { MessageRejectedError } from '../errors';
 import { createLogger } from '../logger';
-import { ensureDirectory, openLogFile } from './files';
+import { prepareRunPaths } from './files';
 import type { RunConfig } from './run-config';
 import { aborted, sleepUnless } from './shutdown';
 
@@ -21,16 +21,6 @@ export interface RunIo {
   signal?: AbortSignal;
   /** The log file, already opened by prepareRunPaths (else runDevice prepares the paths itself). */
   logFd?: number;
-}
-
-/**
- * Creates the data directory (0700) and opens the log file (0600) before anything starts: a
- * path that cannot be used is a ConfigError naming the field (exit 2), never a recursive mkdir
- * that spins on /proc, never a stack trace. Returns the log file's descriptor (when --log).
- */
-export function prepareRunPaths(config: Pick<RunConfig, 'device' | 'logFile' | 'names'>): { logFd?: number } {
-  if (config.device.dataDir !== undefined) ensureDirectory(config.device.dataDir, config.names.dataDir, 0o700);
-  return config.logFile === undefined ? {} : { logFd: openLogFile(config.logFile, config.names.log) };
 }
 
 /** A plausible sample reading: slow sine waves with a little noise. */
