@@ -14,6 +14,12 @@ import { spawnCli } from '../cli/spawn';
 
 jest.setTimeout(120_000);
 
+interface DebugModule {
+  (namespace: string): (...args: unknown[]) => void;
+  enable(namespaces: string): void;
+  disable(): string;
+}
+
 /** What a leaked token looks like in clear, in a sig= value, or as Buffer bytes ("SharedAccessSig" in hex). */
 function leaks(text: string): string[] {
   const found: string[] = [];
@@ -57,7 +63,7 @@ describe('redaction and the warning (units)', () => {
   test("the debug module's output: a token in %s, %o and as Buffer bytes is redacted", () => {
     expect(guardDebugOutput()).toBeGreaterThan(0);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const createDebug = require(require.resolve('debug', { paths: [require.resolve('mqtt-packet')] })) as typeof import('debug');
+    const createDebug = require(require.resolve('debug', { paths: [require.resolve('mqtt-packet')] })) as DebugModule;
     const written: string[] = [];
     const spy = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => (written.push(String(chunk)), true));
     const previous = createDebug.disable();
