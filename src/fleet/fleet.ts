@@ -16,6 +16,7 @@
  */
 import type { Logger } from 'pino';
 import pino from 'pino';
+import { MAX_TIMER_MS, systemClock } from '../clock';
 import { createDevice, type Device, type DeviceStateName, type StateChange } from '../device';
 import { ConfigError } from '../errors';
 import { resolveOptions, type DeviceOptions } from '../options';
@@ -234,7 +235,7 @@ export class Fleet {
       }
       this.notify();
       if (step < schedule.length) {
-        this.timer = setTimeout(runBatch, Math.max(0, this.startedAt + schedule[step]!.atMs - Date.now()));
+        this.timer = setTimeout(runBatch, Math.min(MAX_TIMER_MS, Math.max(0, this.startedAt + schedule[step]!.atMs - Date.now())));
       }
     };
     runBatch();
@@ -291,11 +292,12 @@ export class Fleet {
       const check = (): void => {
         const counts = this.counts();
         if (!predicate(counts)) return;
-        clearTimeout(timeout);
+        systemClock.clearTimeout(timeout);
         this.listeners.delete(check);
         resolve(counts);
       };
-      const timeout = setTimeout(() => {
+      // The system clock: a timeoutMs beyond 2^31 - 1 ms must not reject after 1 ms.
+      const timeout = systemClock.setTimeout(() => {
         this.listeners.delete(check);
         reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${JSON.stringify(this.counts().byState)}`));
       }, timeoutMs);
