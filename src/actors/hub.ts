@@ -16,7 +16,6 @@ import { Client, Message } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
 import { MqttBase } from 'azure-iot-mqtt-base';
 import type { Logger } from 'pino';
-import { fromCallback, fromPromise, type EventObject } from 'xstate';
 import type { DeviceEvent, HubAttemptInput } from '../../machines/device.machine';
 import { withDeadline, type Clock } from '../clock';
 import { toFailure } from '../policy/classify';
@@ -405,7 +404,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
     client.on('error', (error: Error) => logger.debug({ epoch, err: error.message }, 'hub client error'));
     client.on('disconnect', (error?: Error) => {
       const cause = (error as { transportObj?: unknown } | undefined)?.transportObj ?? error ?? new Error('disconnected');
-      reportLoss(toFailure(cause, 'hub-session', clock.now(), { connectedBefore: true }));
+      reportLoss(toFailure(cause, 'hub-session', clock.now()));
     });
     signal.addEventListener('abort', () => discard(epoch), { once: true });
     try {
@@ -415,7 +414,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
         transport: entry.transport,
         epoch,
         deviceId: assignment.deviceId,
-        lost: (error) => reportLoss(toFailure(error, 'hub-session', clock.now(), { connectedBefore: true })),
+        lost: (error) => reportLoss(toFailure(error, 'hub-session', clock.now())),
       };
       for (const feature of features) {
         if (feature.inbound) entry.inboundCleanups.push(feature.inbound(connection));
@@ -436,7 +435,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
       });
     } catch (error) {
       discard(epoch);
-      throw toFailure(error, 'hub-connect', clock.now(), { connectedBefore: false });
+      throw toFailure(error, 'hub-connect', clock.now());
     }
     return { connectedAt: clock.now() };
   };
@@ -455,7 +454,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
       lose(toFailure(new Error('hub client vanished before the session began'), 'hub-session', clock.now()));
       return () => undefined;
     }
-    const loseWith = (error: unknown) => lose(toFailure(error, 'hub-session', clock.now(), { connectedBefore: true }));
+    const loseWith = (error: unknown) => lose(toFailure(error, 'hub-session', clock.now()));
     const session: HubSession = {
       client: entry.client,
       transport: entry.transport,
@@ -493,13 +492,4 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
   };
 
   return { openHub, hubSession, closeHub };
-}
-
-export function createHubActors(settings: HubSettings, features: SessionFeature[] = []) {
-  const work = hubWork(settings, features);
-  return {
-    openHub: fromPromise(work.openHub),
-    hubSession: fromCallback<EventObject, HubAttemptInput>(work.hubSession),
-    closeHub: fromPromise(work.closeHub),
-  };
 }

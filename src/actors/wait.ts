@@ -1,4 +1,3 @@
-import { fromPromise } from 'xstate';
 import type { Clock } from '../clock';
 import type { PromiseWork } from './work';
 
@@ -13,8 +12,4 @@ export function waitUntilWork(clock: Clock): PromiseWork<void, { retryAt: number
       const timer = clock.setTimeout(() => resolve(), remaining);
       signal.addEventListener('abort', () => clock.clearTimeout(timer), { once: true });
     });
-}
-
-export function createWaitUntil(clock: Clock) {
-  return fromPromise(waitUntilWork(clock));
 }

@@ -27,16 +27,9 @@
  */
 import type { Classification, ErrorClass, Failure, Phase } from './types';
 
-/** What the caller knows that the error itself may not say. */
-export interface ClassifyContext {
-  /** True once this transport has connected at least once (informational; shapes say it too). */
-  connectedBefore?: boolean;
-}
-
 /** Everything the rules look at, extracted once from an error and the links it carries. */
 export interface ErrorFacts {
   phase: Phase;
-  connectedBefore?: boolean;
   /** `name` and `constructor.name` of every link of the chain, outermost first. */
   names: string[];
   /** Messages of the chain (and of DPS/hub response bodies), outermost first. */
@@ -214,9 +207,8 @@ function chainOf(error: unknown): unknown[] {
 }
 
 /** Extracts the facts once; rules never look at the raw error. Never throws. */
-export function extractFacts(error: unknown, phase: Phase, ctx: ClassifyContext = {}): ErrorFacts {
+export function extractFacts(error: unknown, phase: Phase): ErrorFacts {
   const facts: ErrorFacts = { phase, names: [], messages: [], firstConnection: false };
-  if (ctx.connectedBefore !== undefined) facts.connectedBefore = ctx.connectedBefore;
   const topics: string[] = [];
 
   for (const link of chainOf(error)) {
@@ -672,8 +664,8 @@ export function classifyFacts(facts: ErrorFacts): Classification {
 }
 
 /** Classifies one error seen in `phase`. Never throws. */
-export function classify(error: unknown, phase: Phase, ctx?: ClassifyContext): Classification {
-  return classifyFacts(extractFacts(error, phase, ctx));
+export function classify(error: unknown, phase: Phase): Classification {
+  return classifyFacts(extractFacts(error, phase));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -727,8 +719,8 @@ function describe(error: unknown, facts: ErrorFacts): { name: string; message: s
 }
 
 /** Builds the JSON-safe, secret-free Failure the machine stores. Never throws. */
-export function toFailure(error: unknown, phase: Phase, at: number, ctx?: ClassifyContext): Failure {
-  const facts = extractFacts(error, phase, ctx);
+export function toFailure(error: unknown, phase: Phase, at: number): Failure {
+  const facts = extractFacts(error, phase);
   const classification = classifyFacts(facts);
   const { name, message } = describe(error, facts);
   const failure: Failure = { ...classification, phase, name, message, at };

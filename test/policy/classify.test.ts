@@ -13,7 +13,6 @@ import {
   extractFacts,
   redactSecrets,
   toFailure,
-  type ClassifyContext,
 } from '../../src/policy/classify';
 import type { Classification, ErrorClass, Phase } from '../../src/policy/types';
 import {
@@ -44,7 +43,6 @@ interface Case {
   /** Sync, or async when the SDK's own code path answers through callbacks/timers. */
   error: () => unknown;
   phase: Phase;
-  ctx?: ClassifyContext;
   rule: string;
   errorClass: ErrorClass;
   retryAfterMs?: number;
@@ -52,21 +50,19 @@ interface Case {
   assignmentInDoubt?: true;
 }
 
-const before: ClassifyContext = { connectedBefore: false };
-const after: ClassifyContext = { connectedBefore: true };
 
 /** One or more fixtures per table row, in table order. */
 const CASES: Case[] = [
   // fatal
   { title: 'ConfigError from src/errors', error: () => new ConfigError('hubHost', 'a host name'), phase: 'hub-connect', rule: 'config-error', errorClass: 'fatal' },
   { title: 'MessageTooLargeError (device-mqtt sendEvent refuses a body over 256 KiB)', error: sendTooLarge, phase: 'hub-session', rule: 'message-too-large', errorClass: 'fatal' },
-  { title: 'hub self-signed cert before first connect (UnauthorizedError, code lost)', error: () => hubFirstConnect(tlsError('DEPTH_ZERO_SELF_SIGNED_CERT')), phase: 'hub-connect', ctx: before, rule: 'tls-certificate', errorClass: 'fatal' },
-  { title: 'hub self-signed cert in chain before first connect', error: () => hubFirstConnect(tlsError('SELF_SIGNED_CERT_IN_CHAIN')), phase: 'hub-connect', ctx: before, rule: 'tls-certificate', errorClass: 'fatal' },
-  { title: 'hub unable to verify leaf before first connect', error: () => hubFirstConnect(tlsError('UNABLE_TO_VERIFY_LEAF_SIGNATURE')), phase: 'hub-connect', ctx: before, rule: 'tls-certificate', errorClass: 'fatal' },
+  { title: 'hub self-signed cert before first connect (UnauthorizedError, code lost)', error: () => hubFirstConnect(tlsError('DEPTH_ZERO_SELF_SIGNED_CERT')), phase: 'hub-connect', rule: 'tls-certificate', errorClass: 'fatal' },
+  { title: 'hub self-signed cert in chain before first connect', error: () => hubFirstConnect(tlsError('SELF_SIGNED_CERT_IN_CHAIN')), phase: 'hub-connect', rule: 'tls-certificate', errorClass: 'fatal' },
+  { title: 'hub unable to verify leaf before first connect', error: () => hubFirstConnect(tlsError('UNABLE_TO_VERIFY_LEAF_SIGNATURE')), phase: 'hub-connect', rule: 'tls-certificate', errorClass: 'fatal' },
   // Expired / not yet valid: most often a device clock not set yet (boot before NTP): parked.
-  { title: 'hub expired cert after a first connect (NotConnectedError with code)', error: () => hubAfterConnect(tlsError('CERT_HAS_EXPIRED')), phase: 'hub-connect', ctx: after, rule: 'tls-certificate-time', errorClass: 'parked' },
+  { title: 'hub expired cert after a first connect (NotConnectedError with code)', error: () => hubAfterConnect(tlsError('CERT_HAS_EXPIRED')), phase: 'hub-connect', rule: 'tls-certificate-time', errorClass: 'parked' },
   { title: 'DPS certificate not yet valid (raw, clock not set)', error: () => tlsError('CERT_NOT_YET_VALID'), phase: 'dps', rule: 'tls-certificate-time', errorClass: 'parked' },
-  { title: 'hub altname mismatch before first connect', error: () => hubFirstConnect(tlsError('ERR_TLS_CERT_ALTNAME_INVALID')), phase: 'hub-connect', ctx: before, rule: 'tls-certificate', errorClass: 'fatal' },
+  { title: 'hub altname mismatch before first connect', error: () => hubFirstConnect(tlsError('ERR_TLS_CERT_ALTNAME_INVALID')), phase: 'hub-connect', rule: 'tls-certificate', errorClass: 'fatal' },
   { title: 'DPS self-signed cert (raw from mqtt.js)', error: () => tlsError('DEPTH_ZERO_SELF_SIGNED_CERT'), phase: 'dps', rule: 'tls-certificate', errorClass: 'fatal' },
   { title: 'DPS altname mismatch (raw)', error: () => tlsError('ERR_TLS_CERT_ALTNAME_INVALID'), phase: 'dps', rule: 'tls-certificate', errorClass: 'fatal' },
   { title: 'DPS unable to get local issuer (raw)', error: () => tlsError('UNABLE_TO_GET_ISSUER_CERT_LOCALLY'), phase: 'dps', rule: 'tls-certificate', errorClass: 'fatal' },
@@ -79,38 +75,38 @@ const CASES: Case[] = [
   { title: "a second register() while one is pending (InvalidOperationError 'another operation is in progress')", error: async () => (await registerTwice()).second, phase: 'dps', rule: 'sdk-operation-in-progress', errorClass: 'transient' },
   { title: 'token renewal options with a keyless SAS credential (device-mqtt setOptions: InvalidOperationError)', error: tokenRenewalWithoutKey, phase: 'hub-connect', rule: 'sdk-invalid-operation', errorClass: 'fatal' },
   // CONNACK
-  { title: 'hub CONNACK 1 before first connect (NotImplementedError)', error: () => hubFirstConnect(connackError(1)), phase: 'hub-connect', ctx: before, rule: 'connack-1-protocol', errorClass: 'fatal' },
-  { title: 'hub CONNACK 1 after a first connect', error: () => hubAfterConnect(connackError(1)), phase: 'hub-connect', ctx: after, rule: 'connack-1-protocol', errorClass: 'fatal' },
+  { title: 'hub CONNACK 1 before first connect (NotImplementedError)', error: () => hubFirstConnect(connackError(1)), phase: 'hub-connect', rule: 'connack-1-protocol', errorClass: 'fatal' },
+  { title: 'hub CONNACK 1 after a first connect', error: () => hubAfterConnect(connackError(1)), phase: 'hub-connect', rule: 'connack-1-protocol', errorClass: 'fatal' },
   { title: 'DPS CONNACK 1 (raw)', error: () => connackError(1), phase: 'dps', rule: 'connack-1-protocol', errorClass: 'fatal' },
-  { title: 'hub CONNACK 3 before first connect (ServiceUnavailableError)', error: () => hubFirstConnect(connackError(3)), phase: 'hub-connect', ctx: before, rule: 'connack-3-hub-unavailable', errorClass: 'transient', minDelayMs: 5000 , assignmentInDoubt: true },
-  { title: 'hub CONNACK 3 after a first connect (NotConnectedError, code 3)', error: () => hubAfterConnect(connackError(3)), phase: 'hub-connect', ctx: after, rule: 'connack-3-hub-unavailable', errorClass: 'transient', minDelayMs: 5000 , assignmentInDoubt: true },
+  { title: 'hub CONNACK 3 before first connect (ServiceUnavailableError)', error: () => hubFirstConnect(connackError(3)), phase: 'hub-connect', rule: 'connack-3-hub-unavailable', errorClass: 'transient', minDelayMs: 5000 , assignmentInDoubt: true },
+  { title: 'hub CONNACK 3 after a first connect (NotConnectedError, code 3)', error: () => hubAfterConnect(connackError(3)), phase: 'hub-connect', rule: 'connack-3-hub-unavailable', errorClass: 'transient', minDelayMs: 5000 , assignmentInDoubt: true },
   { title: 'DPS CONNACK 3 (raw)', error: () => connackError(3), phase: 'dps', rule: 'connack-3-server-unavailable', errorClass: 'transient', minDelayMs: 5000 },
   { title: 'DPS CONNACK 2 identifier rejected (raw)', error: () => connackError(2), phase: 'dps', rule: 'dps-connack-rejected', errorClass: 'fatal' },
   { title: 'DPS CONNACK 4 bad group/device key (raw)', error: () => connackError(4), phase: 'dps', rule: 'dps-connack-rejected', errorClass: 'fatal' },
   { title: 'DPS CONNACK 5 not authorized (raw)', error: () => connackError(5), phase: 'dps', rule: 'dps-connack-rejected', errorClass: 'fatal' },
-  { title: 'hub CONNACK 2 before first connect', error: () => hubFirstConnect(connackError(2)), phase: 'hub-connect', ctx: before, rule: 'connack-2-first-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
-  { title: 'hub CONNACK 2 after a first connect', error: () => hubAfterConnect(connackError(2)), phase: 'hub-connect', ctx: after, rule: 'connack-2-after-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
-  { title: 'hub CONNACK 4 before first connect', error: () => hubFirstConnect(connackError(4)), phase: 'hub-connect', ctx: before, rule: 'connack-4-first-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
-  { title: 'hub CONNACK 4 after a first connect', error: () => hubAfterConnect(connackError(4)), phase: 'hub-connect', ctx: after, rule: 'connack-4-after-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
-  { title: 'hub CONNACK 5 before first connect (UnauthorizedError)', error: () => hubFirstConnect(connackError(5)), phase: 'hub-connect', ctx: before, rule: 'connack-5-first-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
-  { title: 'hub CONNACK 5 after a first connect (NotConnectedError, code 5)', error: () => hubAfterConnect(connackError(5)), phase: 'hub-connect', ctx: after, rule: 'connack-5-after-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
-  { title: 'hub CONNACK 5 on a token-renewal reconnect (disconnect event, raw)', error: () => ({ transportObj: connackError(5) }), phase: 'hub-session', ctx: after, rule: 'connack-5-after-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub CONNACK 2 before first connect', error: () => hubFirstConnect(connackError(2)), phase: 'hub-connect', rule: 'connack-2-first-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub CONNACK 2 after a first connect', error: () => hubAfterConnect(connackError(2)), phase: 'hub-connect', rule: 'connack-2-after-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub CONNACK 4 before first connect', error: () => hubFirstConnect(connackError(4)), phase: 'hub-connect', rule: 'connack-4-first-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub CONNACK 4 after a first connect', error: () => hubAfterConnect(connackError(4)), phase: 'hub-connect', rule: 'connack-4-after-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub CONNACK 5 before first connect (UnauthorizedError)', error: () => hubFirstConnect(connackError(5)), phase: 'hub-connect', rule: 'connack-5-first-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub CONNACK 5 after a first connect (NotConnectedError, code 5)', error: () => hubAfterConnect(connackError(5)), phase: 'hub-connect', rule: 'connack-5-after-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub CONNACK 5 on a token-renewal reconnect (disconnect event, raw)', error: () => ({ transportObj: connackError(5) }), phase: 'hub-session', rule: 'connack-5-after-connect', errorClass: 'reprovision' , assignmentInDoubt: true },
   // sockets
-  { title: 'hub ENOTFOUND before first connect', error: () => hubFirstConnect(socketError('ENOTFOUND')), phase: 'hub-connect', ctx: before, rule: 'hub-dns-not-found', errorClass: 'reprovision' , assignmentInDoubt: true },
-  { title: 'hub ENOTFOUND after a first connect', error: () => hubAfterConnect(socketError('ENOTFOUND')), phase: 'hub-connect', ctx: after, rule: 'hub-dns-not-found', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub ENOTFOUND before first connect', error: () => hubFirstConnect(socketError('ENOTFOUND')), phase: 'hub-connect', rule: 'hub-dns-not-found', errorClass: 'reprovision' , assignmentInDoubt: true },
+  { title: 'hub ENOTFOUND after a first connect', error: () => hubAfterConnect(socketError('ENOTFOUND')), phase: 'hub-connect', rule: 'hub-dns-not-found', errorClass: 'reprovision' , assignmentInDoubt: true },
   { title: 'DPS ENOTFOUND (raw)', error: () => socketError('ENOTFOUND'), phase: 'dps', rule: 'dps-dns-not-found', errorClass: 'transient' },
-  { title: 'hub ECONNREFUSED before first connect (UnauthorizedError "Not authorized" wrapper)', error: () => hubFirstConnect(socketError('ECONNREFUSED')), phase: 'hub-connect', ctx: before, rule: 'socket-refused', errorClass: 'transient' },
-  { title: 'hub ECONNREFUSED after a first connect (NotConnectedError)', error: () => hubAfterConnect(socketError('ECONNREFUSED')), phase: 'hub-connect', ctx: after, rule: 'socket-refused', errorClass: 'transient' },
+  { title: 'hub ECONNREFUSED before first connect (UnauthorizedError "Not authorized" wrapper)', error: () => hubFirstConnect(socketError('ECONNREFUSED')), phase: 'hub-connect', rule: 'socket-refused', errorClass: 'transient' },
+  { title: 'hub ECONNREFUSED after a first connect (NotConnectedError)', error: () => hubAfterConnect(socketError('ECONNREFUSED')), phase: 'hub-connect', rule: 'socket-refused', errorClass: 'transient' },
   { title: 'DPS down: ECONNREFUSED (raw)', error: () => socketError('ECONNREFUSED'), phase: 'dps', rule: 'socket-refused', errorClass: 'transient' },
   { title: 'hub ECONNRESET while connected (disconnect event)', error: () => ({ transportObj: socketError('ECONNRESET') }), phase: 'hub-session', rule: 'socket-reset', errorClass: 'transient' },
   { title: 'hub EPIPE on publish (translated)', error: () => hubAfterConnect(socketError('EPIPE')), phase: 'hub-session', rule: 'socket-reset', errorClass: 'transient' },
   { title: 'DPS ECONNRESET (raw)', error: () => socketError('ECONNRESET'), phase: 'dps', rule: 'socket-reset', errorClass: 'transient' },
-  { title: 'hub ETIMEDOUT before first connect', error: () => hubFirstConnect(socketError('ETIMEDOUT')), phase: 'hub-connect', ctx: before, rule: 'socket-timeout', errorClass: 'transient' },
+  { title: 'hub ETIMEDOUT before first connect', error: () => hubFirstConnect(socketError('ETIMEDOUT')), phase: 'hub-connect', rule: 'socket-timeout', errorClass: 'transient' },
   { title: 'DPS ETIMEDOUT (raw)', error: () => socketError('ETIMEDOUT'), phase: 'dps', rule: 'socket-timeout', errorClass: 'transient' },
-  { title: 'hub EHOSTUNREACH after a first connect', error: () => hubAfterConnect(socketError('EHOSTUNREACH')), phase: 'hub-connect', ctx: after, rule: 'network-unreachable', errorClass: 'transient' },
-  { title: 'hub ENETUNREACH before first connect', error: () => hubFirstConnect(socketError('ENETUNREACH')), phase: 'hub-connect', ctx: before, rule: 'network-unreachable', errorClass: 'transient' },
-  { title: 'hub EAI_AGAIN (resolver down) is not ENOTFOUND', error: () => hubFirstConnect(socketError('EAI_AGAIN')), phase: 'hub-connect', ctx: before, rule: 'network-unreachable', errorClass: 'transient' },
-  { title: 'hub EMFILE before first connect (getaddrinfo EMFILE inside UnauthorizedError)', error: () => hubFirstConnect(socketError('EMFILE')), phase: 'hub-connect', ctx: before, rule: 'os-resources', errorClass: 'transient' },
+  { title: 'hub EHOSTUNREACH after a first connect', error: () => hubAfterConnect(socketError('EHOSTUNREACH')), phase: 'hub-connect', rule: 'network-unreachable', errorClass: 'transient' },
+  { title: 'hub ENETUNREACH before first connect', error: () => hubFirstConnect(socketError('ENETUNREACH')), phase: 'hub-connect', rule: 'network-unreachable', errorClass: 'transient' },
+  { title: 'hub EAI_AGAIN (resolver down) is not ENOTFOUND', error: () => hubFirstConnect(socketError('EAI_AGAIN')), phase: 'hub-connect', rule: 'network-unreachable', errorClass: 'transient' },
+  { title: 'hub EMFILE before first connect (getaddrinfo EMFILE inside UnauthorizedError)', error: () => hubFirstConnect(socketError('EMFILE')), phase: 'hub-connect', rule: 'os-resources', errorClass: 'transient' },
   // statuses
   // Hub statuses: on MQTT only a twin answer has one, and the SDK keeps only the hub's text.
   { title: 'twin GET answered 429 (429001 ThrottlingException text)', error: () => twinAnswer(429, hubErrorBody(429001, 'IoT Hub throttling limits have been exceeded for the requested operation.')), phase: 'hub-session', rule: 'hub-throttled', errorClass: 'throttled' },
@@ -154,11 +150,11 @@ const CASES: Case[] = [
   { title: 'DPS junk response (ServiceProtocolError from the guarded transport)', error: () => new ServiceProtocolError('dps', 'status 202 with a body that is not JSON'), phase: 'dps', rule: 'malformed-service-response', errorClass: 'transient' },
   { title: 'hub junk twin response (ServiceProtocolError from the guarded session)', error: () => new ServiceProtocolError('hub', 'twin GET answer without sections'), phase: 'hub-session', rule: 'malformed-service-response', errorClass: 'transient' },
   { title: 'DPS registration cancelled (polling state machine cancel: OperationCancelledError)', error: async () => (await registerTwice()).first, phase: 'dps', rule: 'operation-cancelled', errorClass: 'transient' },
-  { title: 'socket closed before CONNACK on first connect (mqtt-base "Unable to establish a connection")', error: () => hubFirstConnect(new errors.NotConnectedError('Unable to establish a connection')), phase: 'hub-connect', ctx: before, rule: 'first-connection-failed', errorClass: 'transient' },
-  { title: 'socket closed while connected (disconnect event, Disconnected.transportObj)', error: hubConnectionClosed, phase: 'hub-session', ctx: after, rule: 'connection-lost', errorClass: 'transient' },
+  { title: 'socket closed before CONNACK on first connect (mqtt-base "Unable to establish a connection")', error: () => hubFirstConnect(new errors.NotConnectedError('Unable to establish a connection')), phase: 'hub-connect', rule: 'first-connection-failed', errorClass: 'transient' },
+  { title: 'socket closed while connected (disconnect event, Disconnected.transportObj)', error: hubConnectionClosed, phase: 'hub-session', rule: 'connection-lost', errorClass: 'transient' },
   { title: 'un-acked QoS 1 send failed by the close', error: () => new errors.NotConnectedError('Connection to the server has been closed.'), phase: 'hub-session', rule: 'connection-lost', errorClass: 'transient' },
   { title: 'DPS connection dropped between polls (transport "error" event)', error: () => new errors.NotConnectedError('Connection to the server has been closed.'), phase: 'dps', rule: 'connection-lost', errorClass: 'transient' },
-  { title: 'premature close after a first connect', error: () => hubAfterConnect(new Error('premature close')), phase: 'hub-connect', ctx: after, rule: 'connection-lost', errorClass: 'transient' },
+  { title: 'premature close after a first connect', error: () => hubAfterConnect(new Error('premature close')), phase: 'hub-connect', rule: 'connection-lost', errorClass: 'transient' },
   // default
   { title: 'an unknown Error', error: () => new Error('something nobody expected'), phase: 'hub-session', rule: 'unknown', errorClass: 'transient' },
   { title: 'a thrown string', error: () => 'boom', phase: 'hub-connect', rule: 'unknown', errorClass: 'transient' },
@@ -170,7 +166,7 @@ const CASES: Case[] = [
 describe('classify: one fixture per table row, built the way the SDK builds it', () => {
   test.each(CASES.map((c) => [c.title, c] as const))('%s', async (_title, c) => {
     // serverBusy is derived from the floor by classifyFacts (policy v2) and checked with it.
-    const { serverBusy: _derived, ...result } = classify(await c.error(), c.phase, c.ctx) as Classification & { serverBusy?: true };
+    const { serverBusy: _derived, ...result } = classify(await c.error(), c.phase) as Classification & { serverBusy?: true };
     const expected: Record<string, unknown> = { rule: c.rule, errorClass: c.errorClass };
     if (c.retryAfterMs !== undefined) expected.retryAfterMs = c.retryAfterMs;
     if (c.minDelayMs !== undefined) expected.minDelayMs = c.minDelayMs;
@@ -180,7 +176,7 @@ describe('classify: one fixture per table row, built the way the SDK builds it',
 
   test('every row of the table is hit by at least one fixture', async () => {
     const hit = new Set<string>();
-    for (const c of CASES) hit.add(classify(await c.error(), c.phase, c.ctx).rule);
+    for (const c of CASES) hit.add(classify(await c.error(), c.phase).rule);
     const missing = CLASSIFICATION_TABLE.map((r) => r.rule).filter((rule) => !hit.has(rule));
     expect(missing).toEqual([]);
   });
@@ -233,7 +229,7 @@ describe('fixtures match the shapes in the facts document', () => {
     const fixture = hubFirstConnect(socketError('ECONNREFUSED'));
     expect((error as Error).name).toBe(fixture.name);
     expect((error as Error).message).toMatch(/^mqtt\.js returned Failure on first connection \(Not authorized\): connect ECONNREFUSED /);
-    expect(classify(error, 'hub-connect', before)).toEqual({ rule: 'socket-refused', errorClass: 'transient' });
+    expect(classify(error, 'hub-connect')).toEqual({ rule: 'socket-refused', errorClass: 'transient' });
   });
 });
 
@@ -244,10 +240,9 @@ describe('extractFacts', () => {
   });
 
   test('reads transportError.code after a first connect', () => {
-    expect(extractFacts(hubAfterConnect(connackError(4)), 'hub-connect', after)).toMatchObject({
+    expect(extractFacts(hubAfterConnect(connackError(4)), 'hub-connect')).toMatchObject({
       connack: 4,
       firstConnection: false,
-      connectedBefore: true,
     });
   });
 
@@ -344,7 +339,7 @@ describe('redactSecrets', () => {
 
 describe('toFailure', () => {
   test('builds a classified, JSON-safe failure with the SDK name and a code', () => {
-    const failure = toFailure(hubAfterConnect(connackError(5)), 'hub-connect', 1700000000000, after);
+    const failure = toFailure(hubAfterConnect(connackError(5)), 'hub-connect', 1700000000000);
     expect(failure).toEqual({
       errorClass: 'reprovision',
       rule: 'connack-5-after-connect',
@@ -368,7 +363,7 @@ describe('toFailure', () => {
   });
 
   test('a disconnect event: the name of the transport error, socket code, no raw objects', () => {
-    const failure = toFailure(hubConnectionClosed(), 'hub-session', 5, after);
+    const failure = toFailure(hubConnectionClosed(), 'hub-session', 5);
     expect(failure).toMatchObject({ name: 'NotConnectedError', rule: 'connection-lost', message: 'Connection to the server has been closed.' });
     const tls = toFailure(tlsError('ERR_TLS_CERT_ALTNAME_INVALID'), 'dps', 5);
     expect(tls.code).toBe('ERR_TLS_CERT_ALTNAME_INVALID');

@@ -5,7 +5,7 @@
  */
 import { fromCallback, fromPromise, SimulatedClock, type EventObject } from 'xstate';
 import { deviceMachine, type DeviceEvent, type DeviceMachine, type HubAttemptInput, type LookupResult, type ProvisionResult } from '../../machines/device.machine';
-import { createWaitUntil } from '../../src/actors/wait';
+import { waitUntilWork } from '../../src/actors/wait';
 import type { ErrorClass, Failure, Phase } from '../../src/policy/types';
 
 interface Pending<T> {
@@ -68,7 +68,8 @@ export class FakeCloud {
           this.calls.closeHub++;
           if (this.parkCloses) return park(this.closes, input, signal);
         }),
-        waitUntil: createWaitUntil(this.clock),
+        // The device's own wait, on the simulated clock.
+        waitUntil: fromPromise(waitUntilWork(this.clock)),
       },
       actions: {
         saveAssignment: () => {
