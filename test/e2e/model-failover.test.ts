@@ -96,9 +96,9 @@ test('the fault model yields every allowed two-fault sequence, and its paths tak
 });
 
 /**
- * The model's faults hit a device whose connection has lasted (the harness's stableConnectionMs):
- * a second fault inside that second is a flapping hub, which the policy rightly answers with
- * minute-apart retries (test/machine/hour-of-refusals.test.ts covers that).
+ * The model's faults hit a device whose connection has lasted (stableConnectionMs): a second fault
+ * inside that window is a flapping hub, which the policy rightly answers with ever longer retries
+ * (the model's FLAPPING_HUB path, model-paths.test.ts, and test/machine/hour-of-refusals.test.ts).
  */
 async function untilConnectionStable(dut: DeviceUnderTest): Promise<void> {
   const connectedAt = [...dut.states].reverse().find((s) => s.value === 'Connected')!.at;
