@@ -6,6 +6,8 @@
  * timers far beyond Node's 2^31 − 1 ms limit that must not fire early.
  */
 import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
@@ -549,5 +551,20 @@ describe('timers beyond 2^31 − 1 ms are not fired early (finding 3)', () => {
     expect(fired).not.toHaveBeenCalled();
     clock.increment(delayMs - MAX_RETRY_AFTER_MS + 1);
     expect(fired).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe("the README's options table shows every bound", () => {
+  const readme = readFileSync(join(__dirname, '../../README.md'), 'utf8');
+  const table = readme.slice(readme.indexOf('### Options (`createDevice`)'), readme.indexOf('### Plug and Play'));
+  test.each(Object.entries(OPTION_BOUNDS).filter(([field]) => field !== 'tokenRenewalMarginSeconds'))('%s', (field, bound) => {
+    const row = table.split('\n').find((line) => line.includes(`\`${field.split('.').pop()!}\``))!;
+    expect(row).toBeDefined();
+    expect(row).toContain(bound.max.toLocaleString('en-US'));
+  });
+  test('ca, trustOnlyCa and unknown keys are documented', () => {
+    expect(table).toMatch(/in addition to\*\* Node's default roots/);
+    expect(table).toContain('`trustOnlyCa`');
+    expect(table).toMatch(/unknown key/);
   });
 });
