@@ -273,6 +273,12 @@ class TelemetryPump {
       (error: unknown) => {
         this.inFlight--;
         if (this.stopped) return;
+        if ((error as Error | undefined)?.name === 'MessageTooLargeError') {
+          // The SDK refuses such a body before publishing, every time: the connection is intact.
+          this.dropUnsendable(message.messageId, `the SDK refused it: ${(error as Error).message}`);
+          this.fill();
+          return;
+        }
         if (isMessagePublishError(error)) this.failedToPublish(message.messageId, error as Error);
         this.onFailure(error);
       },

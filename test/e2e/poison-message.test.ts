@@ -132,3 +132,25 @@ test(`a publish that fails for a reason that is not the connection (mqtt-packet'
   await waitFor('a message sent now delivered', () => delivered(live));
   expect(losses(dut)).toBe(MAX_MESSAGE_PUBLISH_TRIES);
 });
+
+test('a message the SDK refuses as too large (MessageTooLargeError) is dropped at once, on the same connection', async () => {
+  // The SDK's own check (a body over 256 KiB) comes after ours, so it is made to refuse one message.
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  const { Mqtt } = require('azure-iot-device-mqtt') as { Mqtt: { prototype: { sendEvent: (message: SdkMessage, done: (error?: Error) => void) => void } } };
+  const { errors } = require('azure-iot-common') as { errors: { MessageTooLargeError: new (message: string) => Error } };
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  type SdkMessage = { properties: { getValue(key: string): unknown } };
+  const sendEvent = Mqtt.prototype.sendEvent;
+  jest.spyOn(Mqtt.prototype, 'sendEvent').mockImplementation(function (this: unknown, message: SdkMessage, done: (error?: Error) => void) {
+    if (message.properties.getValue('poison') === 'sdk') return done(new errors.MessageTooLargeError('Message size is greater than 256KiB'));
+    return sendEvent.call(this, message, done);
+  });
+  const registrationId = 'poison-sdk-size';
+  const dataDir = newDataDir();
+  plant(dataDir, registrationId, [row('poison-sdk', { poison: 'sdk' }), row('after-sdk')]);
+  const dut = launch(registrationId, dataDir);
+  await waitFor('the message after the refused one delivered', () => delivered('after-sdk'));
+  expect(dut.dropped).toEqual([{ messageId: 'poison-sdk', reason: 'unsendable', detail: expect.stringContaining('the SDK refused it') }]);
+  expect(losses(dut)).toBe(0);
+  expect(dut.device.state()).toBe('Connected');
+});
