@@ -4,7 +4,7 @@
  * See bench/results/mutation.md for the mutants and the ones left as equivalent.
  */
 import { ConfigError } from '../../src/errors';
-import { DEFAULT_POLICY, nextDelay, nextRandom, PRESETS, resolvePolicy, seedFrom, type RetryPolicyInput } from '../../src/policy/backoff';
+import { DEFAULT_POLICY, MAX_POLICY_DELAY_MS, nextDelay, nextRandom, PRESETS, resolvePolicy, seedFrom, type RetryPolicyInput } from '../../src/policy/backoff';
 import type { BackoffPolicy, DelayRequest } from '../../src/policy/types';
 
 /** The published mulberry32 (Tommy Ettinger), written independently of src/policy/backoff.ts. */
@@ -121,10 +121,10 @@ describe('resolvePolicy validation', () => {
   });
 
   test('unknown keys name the key', () => {
-    expect(configError({ maxDelay: 1 })).toMatchObject({ field: 'policy.maxDelay', expected: 'no such option (unknown key)' });
+    expect(configError({ maxDelay: 1 })).toMatchObject({ field: 'policy.maxDelay', expected: "no such option (unknown key; did you mean 'maxDelayMs'?)" });
     expect(configError({ fleet: { devices: 1, ratePerSec: 1, load: 1, rate: 2 } })).toMatchObject({
       field: 'policy.fleet.rate',
-      expected: 'no such option (unknown key)',
+      expected: "no such option (unknown key; did you mean 'ratePerSec'?)",
     });
   });
 
@@ -136,7 +136,8 @@ describe('resolvePolicy validation', () => {
 
   test('each delay field is checked under its own name', () => {
     for (const field of ['firstRetryMaxMs', 'minDelayMs', 'maxDelayMs', 'throttledMinDelayMs', 'retryAfterJitterMs', 'slowRetryMinMs', 'parkedMinDelayMs', 'parkedMaxDelayMs', 'stableConnectionMs', 'lookupAfterUnreachableMs', 'hubRetryWindowMs', 'fixedDelayMs'] as const) {
-      expect(configError({ [field]: -1 })).toMatchObject({ field: `policy.${field}`, expected: 'a finite number >= 0 (milliseconds)' });
+      expect(configError({ [field]: -1 })).toMatchObject({ field: `policy.${field}`, expected: 'a number of milliseconds from 0 to 86400000 (24 h)' });
+      expect(configError({ [field]: MAX_POLICY_DELAY_MS + 1 })).toMatchObject({ field: `policy.${field}` });
     }
     expect(configError({ minDelayMs: '5' })).toMatchObject({ field: 'policy.minDelayMs' });
   });
@@ -150,10 +151,10 @@ describe('resolvePolicy validation', () => {
   });
 
   test('positive fields: integer or finite as documented', () => {
-    expect(configError({ maxHubAttempts: 0 })).toMatchObject({ field: 'policy.maxHubAttempts', expected: 'a positive integer' });
+    expect(configError({ maxHubAttempts: 0 })).toMatchObject({ field: 'policy.maxHubAttempts', expected: 'an integer from 1 to 1000000' });
     expect(configError({ fleet: { devices: 10, ratePerSec: Infinity, load: 1 } })).toMatchObject({
       field: 'policy.fleet.ratePerSec',
-      expected: 'a finite number > 0',
+      expected: 'a number > 0 and to 1000000',
     });
     // ratePerSec and load may be fractions; devices may not.
     expect(resolvePolicy({ fleet: { devices: 10, ratePerSec: 2.5, load: 0.5 } }).fleet).toEqual({ devices: 10, ratePerSec: 2.5, load: 0.5 });
