@@ -134,7 +134,9 @@ describe('hubstate demo: SIGINT, with --inspect', () => {
     expect(events.some((e) => e.type === '@xstate.actor' && e.name === 'device')).toBe(true);
     const values = events
       .filter((e) => e.type === '@xstate.snapshot')
-      .map((e) => (e.snapshot as { value?: unknown } | undefined)?.value);
+      .map((e) => (e.snapshot as { value?: unknown } | undefined)?.value)
+      // A leaf state's name, top level ('Connected') or nested ({ Active: 'Connected' }).
+      .map((v) => (v !== null && typeof v === 'object' ? Object.values(v as Record<string, unknown>)[0] : v));
     expect(values).toContain('Connected');
     process.stdout.write(`demo: SIGINT → exit in ${exit.at - signalledAt} ms; ${events.length} inspection events streamed\n`);
   });
