@@ -72,11 +72,16 @@ export function telemetrySize(parts: TelemetryParts): number {
   return size;
 }
 
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
 /** True for a string without lone surrogates (encodeURIComponent and UTF-8 need well-formed text). */
 function isWellFormed(text: string): boolean {
-  // eslint-disable-next-line no-control-regex
-  return !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(text);
+  const native = (text as { isWellFormed?: () => boolean }).isWellFormed;
+  return native ? native.call(text) : !LONE_SURROGATE.test(text);
 }
+
+/** More than the topic's fixed text (`devices/`, `/messages/events/`, `%24.mid=`, `$.ct`, `$.ce`, `%24.sub=`). */
+const TOPIC_FIXED_TEXT_BOUND = 128;
 
 /** Why `component` is not a valid component name, or undefined. */
 export function componentProblem(component: unknown): string | undefined {
@@ -114,9 +119,13 @@ export function telemetryProblem(parts: TelemetryParts, deviceId?: string): Mess
   if (typeof parts.properties !== 'object' || parts.properties === null || Array.isArray(parts.properties)) {
     return new MessageRejectedError('invalid-property', 'properties must be an object of strings');
   }
+  let propertyCount = 0;
+  let propertyBytes = 0;
   for (const [name, value] of Object.entries(parts.properties)) {
     if (typeof value !== 'string') return new MessageRejectedError('invalid-property', `property '${name}' is not a string`);
-    if (!isWellFormed(value)) return new MessageRejectedError('invalid-property', `property '${name}' is not well-formed Unicode (a lone surrogate)`);
+    if (!isWellFormed(name) || !isWellFormed(value)) return new MessageRejectedError('invalid-property', `property '${name}' is not well-formed Unicode (a lone surrogate)`);
+    propertyCount++;
+    propertyBytes += Buffer.byteLength(name) + Buffer.byteLength(value);
   }
   if (typeof parts.messageId !== 'string' || parts.messageId === '' || !isWellFormed(parts.messageId)) {
     return new MessageRejectedError('invalid-property', 'the message id is not a non-empty, well-formed string');
@@ -125,6 +134,10 @@ export function telemetryProblem(parts: TelemetryParts, deviceId?: string): Mess
   if (size > MAX_MESSAGE_BYTES) {
     return new MessageRejectedError('too-large', `${size} bytes (body, properties and component); IoT Hub accepts at most ${MAX_MESSAGE_BYTES}`);
   }
+  // URL-encoding at most triples a UTF-8 byte: the exact topic is built only when this bound does not fit.
+  const deviceIdBytes = deviceId === undefined ? MAX_DEVICE_ID_LENGTH : Buffer.byteLength(deviceId);
+  const encodedBound = 3 * (Buffer.byteLength(parts.messageId) + (parts.component ? Buffer.byteLength(parts.component) : 0) + propertyBytes);
+  if (TOPIC_FIXED_TEXT_BOUND + deviceIdBytes + encodedBound + 2 * propertyCount <= MAX_TOPIC_BYTES) return undefined;
   const topicBytes = Buffer.byteLength(telemetryTopic(deviceId ?? 'd'.repeat(MAX_DEVICE_ID_LENGTH), parts));
   if (topicBytes > MAX_TOPIC_BYTES) {
     return new MessageRejectedError(
