@@ -7,7 +7,7 @@
 import Database from 'better-sqlite3';
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { MAX_MESSAGE_PUBLISH_TRIES } from '../../src/actors/hub';
-import type { DroppedMessage, NewOutboxMessage } from '../../src/store/outbox';
+import { MemoryOutbox, type DroppedMessage, type NewOutboxMessage } from '../../src/store/outbox';
 import { openSqliteOutbox, sqliteOutboxPath } from '../../src/store/sqlite-outbox';
 import { QUICK_POLICY } from '../pnp/helpers';
 import { deliveryReport, newDataDir, startDevice, waitFor, type DeviceUnderTest } from './harness';
@@ -153,4 +153,17 @@ test('a message the SDK refuses as too large (MessageTooLargeError) is dropped a
   expect(dut.dropped).toEqual([{ messageId: 'poison-sdk', reason: 'unsendable', detail: expect.stringContaining('the SDK refused it') }]);
   expect(losses(dut)).toBe(0);
   expect(dut.device.state()).toBe('Connected');
+});
+
+test('the in-memory outbox drops an unsendable message the same way', async () => {
+  const outbox = new MemoryOutbox();
+  outbox.add(row('poison-memory', { p: 'v'.repeat(70 * 1024) }));
+  outbox.add(row('after-memory'));
+  const dut = startDevice(cloud, 'poison-memory', { dataDir: undefined, outbox, policy: QUICK_POLICY });
+  running.push(dut);
+  const dropped: DroppedMessage[] = [];
+  dut.device.on('dropped', (d) => dropped.push(d));
+  await waitFor('the message after the poison delivered, the outbox empty', () => delivered('after-memory') && outbox.stats().count === 0);
+  expect(dropped.map((d) => [d.messageId, d.reason])).toEqual([['poison-memory', 'unsendable']]);
+  expect(losses(dut)).toBe(0);
 });
