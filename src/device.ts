@@ -25,6 +25,7 @@ import { machineFor } from './shared-machine';
 import { createPnp } from './pnp';
 import type { DroppedProperties } from './pnp/reported';
 import { componentProblem, CREATION_TIME_PROPERTY, propertyNameProblem, telemetryProblem, telemetrySize } from './pnp/telemetry';
+import { unknownKeyExpectation } from './validate';
 import {
   PropertiesRejectedError,
   type CommandHandler,
@@ -79,7 +80,7 @@ function checkTelemetryOptions(options: unknown): { component?: string; properti
     throw new MessageRejectedError('invalid-options', 'the options must be an object ({ component?, properties? })');
   }
   for (const key of Object.keys(options)) {
-    if (!TELEMETRY_OPTION_KEYS.has(key)) throw new MessageRejectedError('invalid-options', `unknown option '${key}' (known: component, properties)`);
+    if (!TELEMETRY_OPTION_KEYS.has(key)) throw new MessageRejectedError('invalid-options', `'${key}': ${unknownKeyExpectation(key, [...TELEMETRY_OPTION_KEYS])}`);
   }
   const { component, properties } = options as TelemetryOptions;
   const badComponent = componentProblem(component);

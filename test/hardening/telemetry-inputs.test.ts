@@ -135,6 +135,7 @@ const CASES: Array<[string, () => Promise<unknown>, Reason]> = [
   ['options a string', () => send(ok, 'thermostat1'), 'invalid-options'],
   ['options an array', () => send(ok, []), 'invalid-options'],
   ['options with a misspelt key', () => send(ok, { componet: 'thermostat1' }), 'invalid-options'],
+  ['options with a misspelt key (any case)', () => send(ok, { Properties: { p: 'v' } }), 'invalid-options'],
   ['options with an unknown key', () => send(ok, { properties: {}, ttl: 5 }), 'invalid-options'],
 ];
 
@@ -152,6 +153,10 @@ test.each(CASES.map(([name, call, reason]) => ({ name, call, reason })))('$name 
   expect((error as MessageRejectedError).reason).toBe(reason);
   const after = await accept({ after: name });
   await waitFor(`the messages around "${name}" delivered`, () => deliveryReport(cloud, [before, after]).lost.length === 0);
+});
+
+test('a misspelt option is named, with the nearest known one', async () => {
+  await expect(send(ok, { componet: 'thermostat1' })).rejects.toThrow("'componet': no such option (unknown key; did you mean 'component'?)");
 });
 
 test('the boundaries are where the hub and MQTT put them: the last byte that fits is delivered', async () => {
