@@ -5,11 +5,11 @@
  * safely) before anything starts. `io.dryRun` stops there (tests of bad input, in process).
  */
 import { closeSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { ConfigError } from '../errors';
 import { debugSecretsWarning, guardDebugOutput } from '../logger';
 import { intFlag, MAX_TIMER_MS, MAX_TIMER_SECONDS, numberFlag, parseFlags, UsageError } from './args';
-import { openLogFile, prepareRunPaths } from './files';
+import { ensureDirectory, openLogFile, prepareRunPaths } from './files';
 import { runUsage } from './run-config';
 import { installShutdown } from './shutdown';
 
@@ -152,6 +152,8 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       });
       const { emulatorFlags, runEmulator } = await import('./emulator');
       const options = emulatorFlags(flags);
+      // The CA's directory, created one level at a time (a recursive mkdir spins on /proc/x/...).
+      if (options.caOut !== undefined) ensureDirectory(dirname(options.caOut), '--ca-out');
       const hubs = intFlag(flags.hubs as string | undefined, 'hubs', 2, 1, LIMITS.hubs);
       if (io.dryRun) return 0;
       warnAboutDebug(io);

@@ -3,10 +3,22 @@
  * The `hubstate` command: demo, run, emulator, fleet, viz (see cli.ts). Entry point only. The
  * `debug` module's output is guarded first (SAS tokens redacted), before any MQTT code loads.
  */
+import { ConfigError } from '../errors';
 import { guardDebugOutput } from '../logger';
+import { UsageError } from './args';
 import { runCli } from './cli';
 
 guardDebugOutput();
+
+// A mistake in the input found late (in a timer or a callback) is still one line and exit 2.
+process.on('uncaughtException', (error) => {
+  if (error instanceof UsageError || error instanceof ConfigError) {
+    process.stderr.write(`hubstate: ${error.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`hubstate: ${error.stack ?? String(error)}\n`);
+  process.exit(1);
+});
 
 runCli(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd() }).then((code) => {
   process.exitCode = code;

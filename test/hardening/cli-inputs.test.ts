@@ -169,6 +169,8 @@ const emulator: Case[] = [
   ['emulator --hubs 101', ['emulator', '--hubs', '101'], {}, '--hubs'],
   ['emulator --hubs 1e9', ['emulator', '--hubs', '1e9'], {}, '--hubs'],
   ['emulator --hubs fractional', ['emulator', '--hubs', '2.5'], {}, '--hubs'],
+  ['emulator --ca-out under /proc (would spin in a recursive mkdir)', ['emulator', '--ca-out', '/proc/x/ca.pem'], {}, '--ca-out'],
+  ['emulator --ca-out under a file', ['emulator', '--ca-out', join(aFile, 'ca.pem')], {}, '--ca-out'],
 ];
 
 const fleet: Case[] = [
