@@ -3,14 +3,14 @@
  * fresh local cloud in a process of its own (as `npm run soak` runs it), 30 s of faults (one every second on average, every kind of the cloud's
  * fault list at least once), then everything
  * cleared and a quiet period that ends once the fleet is healthy; every invariant must hold.
- * Reproduce outside Jest: npm run soak -- --seed 20261121 --devices 12 --duration 30 --fault-rate 1000
+ * Reproduce outside Jest: npm run soak -- --seed 20261122 --devices 12 --duration 30 --fault-rate 1000
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FAULT_KINDS, faultsByKind, formatReport, generateSchedule, runSoak, scheduleDigest, type SoakReport } from '../../src/chaos';
 
-const SEED = 20261121;
+const SEED = 20261122; // its DPS 500 and 429 faults do not overlap dps.down/blackhole, so devices meet them
 const SHAPE = { devices: 12, durationMs: 30_000, faultRateMs: 1000 };
 let report: SoakReport;
 
