@@ -65,6 +65,8 @@ export interface SoakCloudCommands {
    * hub accepts from them is dropped `holdMs` later, until `flap(ids, null)` (or clearAll).
    */
   flap(deviceIds: string[], holdMs: number | null): void;
+  /** The device's DPS registration (hub) and its identity on every hub (status, why disabled), for reports. */
+  identity(deviceId: string): { dpsHub: string | null; hubs: Array<{ hub: string; up: boolean; status: string | null; disabledReason: string | null; connected: boolean }> ; failedOver: boolean };
   /** Every fault off: DPS up and answering, hubs up and answering, failovers failed back, operator disables lifted. */
   clearAll(): Promise<void>;
   /** Resolves once every event emitted before it has reached the caller (a no-op in process). */
@@ -185,6 +187,14 @@ export async function startSoakCloudService(
         for (const hub of cloud.hubs) if (hub.isUp) hub.disconnect(id);
       }
     },
+    identity: (deviceId) => ({
+      dpsHub: cloud.dps.registration(deviceId)?.hubName ?? null,
+      hubs: cloud.hubs.map((h) => {
+        const d = h.device(deviceId) as { status?: string; disabledReason?: string } | undefined;
+        return { hub: h.name, up: h.isUp, status: d?.status ?? null, disabledReason: d?.disabledReason ?? null, connected: h.isConnected(deviceId) };
+      }),
+      failedOver: cloud.failovers().some((f) => f.deviceId === deviceId),
+    }),
     clearAll: async () => {
       stopFlapping();
       await cloud.dps.up();

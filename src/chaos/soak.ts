@@ -385,6 +385,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     } else duplicates += p.arrivals - 1;
   };
   let dropped = 0;
+  const droppedReasons: Record<string, number> = {};
+  const droppedSamples: string[] = [];
   const rejectReasons: Record<string, number> = {};
   const transitions: Record<string, number> = {};
   const backoffRules: Record<string, number> = {};
@@ -470,7 +472,13 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         recent: [],
       };
       device.on('state', (change) => onState(track, change));
-      device.on('dropped', () => dropped++);
+      device.on('dropped', (d) => {
+        dropped++;
+        const reason = (d as { reason?: string }).reason ?? 'unknown';
+        droppedReasons[reason] = (droppedReasons[reason] ?? 0) + 1;
+        const detail = (d as { detail?: string }).detail;
+        if (droppedSamples.length < 10) droppedSamples.push(`${registrationId} +${Date.now() - startedAt} ms: ${reason}${detail ? ` (${detail.slice(0, 300)})` : ''}`);
+      });
       device.on('delivered', (messageId) => deliveredUnsynced.push(messageId));
       tracks.push(track);
     }
@@ -907,7 +915,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const o = faultOutcomes[f.id]!;
     if (o.startedAtMs === undefined || phaseStart === 0) return undefined;
     const from = phaseStart + o.startedAtMs;
-    const to = o.endedAtMs !== undefined ? phaseStart + o.endedAtMs : clearAt || from + f.durationMs;
+    // An instant fault (duration 0) has no end of its own: its window is its start.
+    const to = f.durationMs === 0 ? from : o.endedAtMs !== undefined ? phaseStart + o.endedAtMs : clearAt || from + f.durationMs;
     return { from, to };
   };
   const hubOf = (id: string, at: number): string | undefined => {
@@ -1069,6 +1078,15 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     samples: [],
   };
 
+  // What the cloud holds for a late device: its DPS registration and its identity on each hub.
+  const lateIdentities = new Map<string, unknown>();
+  for (const t of tracks.filter((_, i) => !(recoveries[i]! <= recovery.valueMs)).slice(0, 10)) {
+    try {
+      lateIdentities.set(t.registrationId, await cloud?.commands.identity(t.registrationId));
+    } catch (error) {
+      lateIdentities.set(t.registrationId, `unavailable: ${(error as Error).message}`);
+    }
+  }
   let cloudMetrics: Awaited<ReturnType<SoakCloud['commands']['metrics']>> | undefined;
   try {
     cloudMetrics = await cloud?.commands.metrics();
@@ -1239,6 +1257,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         unknownArrivals,
         rejected: rejectReasons,
         dropped,
+        droppedReasons,
+        droppedSamples,
         stillQueued,
       },
       recovery: {
@@ -1279,7 +1299,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         tracks
           .filter((_, i) => !(recoveries[i]! <= recovery.valueMs))
           .slice(0, 10)
-          .map((t) => [t.registrationId, { state: t.state, outbox: safeCount(t.device), hub: t.device.assignment()?.hubHost ?? null, recent: t.recent }]),
+          .map((t) => [t.registrationId, { state: t.state, outbox: safeCount(t.device), hub: t.device.assignment()?.hubHost ?? null, identity: lateIdentities.get(t.registrationId) ?? null, recent: t.recent }]),
       ),
       failedStates: tracks.filter((t) => t.failedRules.length > 0).map((t) => `${t.registrationId}: ${t.failedRules.join(', ')}`),
       attemptsTotal: tracks.reduce((n, t) => n + t.attempts.length, 0),
