@@ -4,7 +4,7 @@
  * See bench/results/mutation.md for the mutants and the ones left as equivalent.
  */
 import { ConfigError } from '../../src/errors';
-import { DEFAULT_POLICY, MAX_POLICY_DELAY_MS, nextDelay, nextRandom, PRESETS, resolvePolicy, seedFrom, type RetryPolicyInput } from '../../src/policy/backoff';
+import { DEFAULT_POLICY, DPS_REGISTRATIONS_PER_SEC, MAX_POLICY_DELAY_MS, nextDelay, nextRandom, PRESETS, resolvePolicy, seedFrom, type RetryPolicyInput } from '../../src/policy/backoff';
 import type { BackoffPolicy, DelayRequest } from '../../src/policy/types';
 
 /** The published mulberry32 (Tommy Ettinger), written independently of src/policy/backoff.ts. */
@@ -184,5 +184,46 @@ describe('resolvePolicy validation', () => {
 
   test('the message names the option and what was expected', () => {
     expect(configError({ quickRetries: 2000 }).message).toBe("invalid option 'policy.quickRetries': expected an integer from 0 to 1000");
+  });
+});
+
+describe('policy bounds (mutation run of 03:00, after the bounded validation)', () => {
+  test('maxHubAttempts: 1000000 is the largest accepted', () => {
+    expect(resolvePolicy({ maxHubAttempts: 1_000_000 }).maxHubAttempts).toBe(1_000_000);
+    expect(configError({ maxHubAttempts: 1_000_001 })).toMatchObject({ field: 'policy.maxHubAttempts', expected: 'an integer from 1 to 1000000' });
+  });
+
+  test('a fractional fleet field that is NaN is refused, not passed on as NaN', () => {
+    expect(configError({ fleet: { devices: 10, ratePerSec: NaN, load: 1 } })).toMatchObject({ field: 'policy.fleet.ratePerSec' });
+    expect(configError({ fleet: { devices: 10, ratePerSec: 1, load: NaN } })).toMatchObject({ field: 'policy.fleet.load' });
+  });
+
+  test('the at-scale window may be exactly 24 h; one device more is refused, with the window in seconds', () => {
+    // (1/load) · N/cps · 1000 ms = 86400 / 1 / 1 · 1000 = 86 400 000 ms.
+    expect(resolvePolicy({ fleet: { devices: 86_400, ratePerSec: 1, load: 1 } }).fleet).toEqual({ devices: 86_400, ratePerSec: 1, load: 1 });
+    expect(configError({ fleet: { devices: 86_401, ratePerSec: 1, load: 1 } })).toMatchObject({
+      field: 'policy.fleet',
+      expected: 'a fleet whose at-scale window (1/load) · N/cps is at most 24 h (got 86401 s)',
+    });
+  });
+
+  test("dpsAtScale: a fleet field given as undefined keeps the preset's value", () => {
+    // As a JavaScript caller may write it (the type asks for the whole fleet).
+    const input = { preset: 'dpsAtScale', fleet: { devices: undefined, load: 2 } } as unknown as RetryPolicyInput;
+    expect(resolvePolicy(input).fleet).toEqual({
+      devices: 1000,
+      ratePerSec: DPS_REGISTRATIONS_PER_SEC,
+      load: 2,
+    });
+  });
+});
+
+describe('throttled is never a blip (deterministic; a fast-check property in backoff.test.ts finds this only on some seeds)', () => {
+  test('a throttled first retry after a loss is on the throttled curve, not in [0, firstRetryMaxMs]', () => {
+    const delays = manyDelays(DEFAULT_POLICY, { errorClass: 'throttled', attempt: 1, afterLoss: true });
+    expect(Math.min(...delays)).toBeGreaterThanOrEqual(DEFAULT_POLICY.throttledMinDelayMs / 2);
+    expect(Math.max(...delays)).toBeLessThanOrEqual(DEFAULT_POLICY.throttledMinDelayMs);
+    // A transient one is the blip window.
+    expect(Math.max(...manyDelays(DEFAULT_POLICY, { errorClass: 'transient', attempt: 1, afterLoss: true }))).toBeLessThanOrEqual(DEFAULT_POLICY.firstRetryMaxMs);
   });
 });
