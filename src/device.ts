@@ -14,7 +14,8 @@ import { waitUntilWork } from './actors/wait';
 import { systemClock, type Clock } from './clock';
 import { MessageRejectedError } from './errors';
 import { createLogger } from './logger';
-import { resolveOptions, resolveStopOptions, type DeviceOptions, type StopOptions } from './options';
+import { jsonOddity } from './json';
+import { reportOptionsProblem, resolveOptions, resolveStopOptions, type DeviceOptions, type StopOptions } from './options';
 import type { ErrorClass } from './policy/types';
 import { nextRandom, seedFrom } from './policy/backoff';
 import { cacheMacKey, credentialFingerprint, FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
@@ -106,6 +107,8 @@ function telemetryBody(data: unknown): string {
   const notAnObject =
     typeof data !== 'object' || data === null || Array.isArray(data) || data instanceof Map || data instanceof Set || data instanceof Date || ArrayBuffer.isView(data);
   if (notAnObject) throw new MessageRejectedError('invalid-body', 'telemetry must be a JSON object');
+  const oddity = jsonOddity(data);
+  if (oddity) throw new MessageRejectedError('invalid-body', oddity);
   let body: unknown;
   try {
     body = JSON.stringify(data);
@@ -473,6 +476,8 @@ export function createDevice(options: DeviceOptions): Device {
     },
     reportProperties(patch: Record<string, unknown>, reportOptions: ReportOptions = {}): void {
       if (actor.getSnapshot().status === 'done') throw new PropertiesRejectedError('stopped', 'the device is stopped');
+      const reportProblem = reportOptionsProblem(reportOptions);
+      if (reportProblem) throw new PropertiesRejectedError('invalid', reportProblem);
       pnp.reported.set(patch, reportOptions.component);
     },
     onCommand(name: string, handler: CommandHandler, commandOptions?: CommandOptions): void {
