@@ -354,7 +354,7 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
   }
   if (options.outbox !== undefined && (typeof options.outbox !== 'object' || options.outbox === null)) throw new ConfigError('outbox', 'an Outbox');
   if (options.cache !== undefined && (typeof options.cache !== 'object' || options.cache === null)) throw new ConfigError('cache', 'a ProvisioningCache');
-  if (options.features !== undefined && (!Array.isArray(options.features) || !options.features.every((f) => typeof f === 'object' && f !== null))) {
+  if (options.features !== undefined && (!Array.isArray(options.features) || !options.features.every((f) => typeof f === 'function'))) {
     throw new ConfigError('features', 'an array of session features');
   }
   if (options.seed !== undefined && (typeof options.seed !== 'number' || !Number.isSafeInteger(options.seed))) {

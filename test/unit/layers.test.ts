@@ -26,10 +26,14 @@ test('machines/ imports only xstate and the pure policies', () => {
   }
 });
 
-test('src/policy/ is pure: no node built-ins that do I/O, no SDK, nothing outside itself but errors', () => {
+test('src/policy/ is pure: no node built-ins that do I/O, no SDK, nothing outside itself but errors and validation', () => {
   for (const file of sources('src/policy')) {
-    for (const spec of importsOf(file)) expect(`${file}: ${spec}`).toMatch(/: (\.\/[a-z-]+|\.\.\/errors)$/);
+    for (const spec of importsOf(file)) expect(`${file}: ${spec}`).toMatch(/: (\.\/[a-z-]+|\.\.\/errors|\.\.\/validate)$/);
   }
+});
+
+test('src/validate.ts, shared by the policy, is pure: it imports nothing', () => {
+  expect(importsOf('src/validate.ts')).toEqual([]);
 });
 
 test('only src/actors/ and src/pnp/ import the Azure SDK', () => {
