@@ -85,6 +85,13 @@ export interface DeviceContext {
    * current run of hub failures: further refusals are the hub's own trouble, backed off on it.
    */
   assignmentConfirmed: boolean;
+  /**
+   * When DPS last confirmed it. A confirmation holds for one hub window
+   * (`policy.hubRetryWindowMs`): refusals that outlast it ask DPS again, since the device may have
+   * been moved after the lookup answered (a failover racing the lookup would otherwise leave it
+   * knocking on a hub that refuses it forever).
+   */
+  assignmentConfirmedAt: number | null;
   /** See {@link DeviceInput.lookupAtBoot}. */
   lookupAtBoot: boolean;
   /**
@@ -212,6 +219,12 @@ function hubBudgetSpent(context: DeviceContext, failure: Failure): boolean {
   const attempts = context.hubAttempts + 1;
   const since = context.firstFailureAt ?? failure.at;
   return attempts >= context.policy.maxHubAttempts || failure.at - since >= context.policy.hubRetryWindowMs;
+}
+
+/** DPS confirmed this hub during this failure run, less than one hub window before `failure`. */
+function confirmationCurrent(context: DeviceContext, failure: Failure): boolean {
+  if (!context.assignmentConfirmed) return false;
+  return failure.at - (context.assignmentConfirmedAt ?? failure.at) < context.policy.hubRetryWindowMs;
 }
 
 /**
@@ -419,7 +432,7 @@ export const deviceMachine = setup({
     /**
      * DPS still places the device here (`confirmed`) or could not answer: the refusal is the hub's
      * own trouble. Back off on it; the hub budget decides when to register again. A confirmed
-     * assignment is not looked up again until a connection lasts.
+     * assignment is not looked up again for one hub window, or until a connection lasts.
      */
     planRetryOnSameHub: assign(({ context, event }, params: { confirmed: boolean }) => {
       const at = lookupEndedAt(event, context);
@@ -431,7 +444,13 @@ export const deviceMachine = setup({
         ...(lookupFailure?.minDelayMs !== undefined ? { minDelayMs: Math.max(lookupFailure.minDelayMs, context.lastError?.minDelayMs ?? 0) } : {}),
       };
       const refusal: Failure = { ...(context.lastError ?? failureIn(event, context)), ...dpsWait, at };
-      return { ...planHubRetry(context, refusal, false), lastError: refusal, retryStep: 'Connecting' as const, assignmentConfirmed: params.confirmed };
+      return {
+        ...planHubRetry(context, refusal, false),
+        lastError: refusal,
+        retryStep: 'Connecting' as const,
+        assignmentConfirmed: params.confirmed,
+        assignmentConfirmedAt: params.confirmed ? at : null,
+      };
     }),
   },
   guards: {
@@ -460,12 +479,15 @@ export const deviceMachine = setup({
       return (
         (failure.assignmentInDoubt === true || unreachableTooLong(context, failure)) &&
         context.assignmentProven &&
-        !context.assignmentConfirmed &&
+        !confirmationCurrent(context, failure) &&
         context.policy.reprovisionOnLoss !== true
       );
     },
     /** A reprovision-class failure goes to DPS unless DPS just confirmed this hub (then: back off on it). */
-    reprovisionUnlessConfirmed: ({ context, event }) => failureIn(event, context).errorClass === 'reprovision' && !context.assignmentConfirmed,
+    reprovisionUnlessConfirmed: ({ context, event }) => {
+      const failure = failureIn(event, context);
+      return failure.errorClass === 'reprovision' && !confirmationCurrent(context, failure);
+    },
     /** The lookup names another hub (or another device id) than the one that refused. */
     lookupMovedDevice: ({ context, event }) => {
       const answer = lookupAnswer(event);
@@ -498,6 +520,7 @@ export const deviceMachine = setup({
     connectionStable: false,
     assignmentProven: true,
     assignmentConfirmed: false,
+    assignmentConfirmedAt: null,
     lookupAtBoot: input.lookupAtBoot === true,
     reprovisionRequested: false,
   }),

@@ -55,8 +55,10 @@ test.each([3, 5] as const)('disabled device, refusal code %i, one hour: bounded 
   const perHour = await anHourRefused(code);
   console.log(`one hour refused with CONNACK ${code}: ${JSON.stringify(perHour)}`);
   expect(perHour.state).not.toBe('Failed');
-  // One lookup per run on a hub the device worked on; a fresh DPS assignment is not looked up.
-  expect(perHour.lookups).toBe(1);
+  // A hub the device worked on is looked up at the first refusal, and again once per hub window
+  // while the refusals last (DPS may have moved it after answering); a fresh assignment never.
+  expect(perHour.lookups).toBeGreaterThanOrEqual(1);
+  expect(perHour.lookups).toBeLessThanOrEqual(1 + HOUR_MS / DEFAULT_POLICY.hubRetryWindowMs);
   expect(perHour.registrations).toBeLessThanOrEqual(MAX_REGISTRATIONS_PER_HOUR[code]);
   expect(perHour.hubAttempts).toBeLessThanOrEqual(MAX_HUB_ATTEMPTS_PER_HOUR);
 });
@@ -96,4 +98,34 @@ test('a flapping hub (accepts, drops half a second later), one hour: no sub-seco
   expect(perHour.registrations).toBeGreaterThanOrEqual(1);
   // Failing for a minute counts as unreachable: DPS is asked once per failure run (it says: same hub).
   expect(perHour.lookups).toBeLessThanOrEqual(perHour.registrations + 1);
+});
+
+test('moved after DPS confirmed the hub: the refusals outlast one hub window, DPS is asked again and the device moves', async () => {
+  const cloud = new FakeCloud();
+  const actor = createActor(cloud.machine(), {
+    clock: cloud.clock,
+    input: { registrationId: 'dev-1', policy: DEFAULT_POLICY, seed: 7, cachedAssignment: { hubHost: cloud.hub.hubHost, deviceId: 'dev-1', assignedAt: 1 } },
+  });
+  actor.start();
+  actor.send({ type: 'START' });
+  await cloud.flush();
+  const refusal = () => cloud.failure('transient', { rule: 'connack-3-hub-unavailable', assignmentInDoubt: true, code: 3, minDelayMs: 5000, serverBusy: true });
+  await cloud.failOpen(refusal());
+  await cloud.answerLookup(); // DPS still says this hub; a failover moves the device right after
+  const confirmedAt = cloud.clock.now();
+  const lookupsBefore = cloud.calls.lookupAssignment;
+  while (!cloud.lookups.length) {
+    const snapshot = actor.getSnapshot();
+    if (cloud.opens.length) await cloud.failOpen(refusal());
+    else if (leafStateName(snapshot.value) === 'BackingOff') await cloud.advance(Math.max(0, snapshot.context.retryAt! - cloud.clock.now()));
+    else throw new Error(`stuck in ${leafStateName(snapshot.value)}`);
+    if (cloud.clock.now() - confirmedAt > 2 * DEFAULT_POLICY.hubRetryWindowMs) throw new Error('never asked DPS again');
+  }
+  expect(cloud.clock.now() - confirmedAt).toBeGreaterThanOrEqual(DEFAULT_POLICY.hubRetryWindowMs);
+  expect(cloud.calls.lookupAssignment).toBe(lookupsBefore + 1); // the second lookup, pending now
+  expect(cloud.calls.provision).toBe(0);
+  await cloud.answerLookup('hub-b.local:8883');
+  expect(actor.getSnapshot().context.assignment?.hubHost).toBe('hub-b.local:8883');
+  expect(leafStateName(actor.getSnapshot().value)).toBe('Connecting');
+  actor.stop();
 });
