@@ -149,13 +149,22 @@ export function telemetryProblem(parts: TelemetryParts, deviceId?: string): Mess
 }
 
 /**
- * Errors of publishing one message that say nothing about the connection: the encoding failed
- * (a TypeError from mqtt-packet, a URIError from the topic's encoding, ...) or the SDK refused the
- * message itself. By name: errors of Node's core come from another realm than the caller's.
+ * Errors of publishing one message that say nothing about the connection: the encoder refused an
+ * argument (Node's `ERR_INVALID_ARG_*` / `ERR_OUT_OF_RANGE` TypeError or RangeError, as mqtt-packet
+ * throws on a topic over 65,535 bytes), the topic's encoding failed (URIError), or the SDK refused
+ * the message itself. A TypeError without such a code is not one of them: a client torn down under
+ * a publish fails with "Cannot read properties of undefined" — the connection's fault, and counting
+ * it dropped messages in the soak's flapping hub. By name: errors of Node's core come from another
+ * realm than the caller's.
  */
-const MESSAGE_ERROR_NAMES = new Set(['TypeError', 'RangeError', 'URIError', 'SyntaxError', 'MessageTooLargeError', 'ArgumentError']);
+const MESSAGE_ERROR_NAMES = new Set(['URIError', 'MessageTooLargeError', 'ArgumentError']);
+const ENCODER_ERROR_NAMES = new Set(['TypeError', 'RangeError']);
+const ENCODER_ERROR_CODE = /^ERR_(INVALID_ARG_|OUT_OF_RANGE$|BUFFER_OUT_OF_BOUNDS$)/;
 
 export function isMessagePublishError(error: unknown): boolean {
-  const name = typeof error === 'object' && error !== null ? (error as { name?: unknown }).name : undefined;
-  return typeof name === 'string' && MESSAGE_ERROR_NAMES.has(name);
+  if (typeof error !== 'object' || error === null) return false;
+  const { name, code } = error as { name?: unknown; code?: unknown };
+  if (typeof name !== 'string') return false;
+  if (MESSAGE_ERROR_NAMES.has(name)) return true;
+  return ENCODER_ERROR_NAMES.has(name) && typeof code === 'string' && ENCODER_ERROR_CODE.test(code);
 }
