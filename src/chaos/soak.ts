@@ -907,7 +907,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   // requests (disable) against bounds derived from the policy, and the device must be back on a
   // session that lasts (stableConnectionMs) within 2 × maxBackoff of the fault's end, unless a
   // fault on its hub or on DPS overlapped that time (exempt, counted).
-  const reconnectBoundMs = 2 * backoffMax.valueMs;
+  // Two waits plus the attempts themselves: a DPS leg (up to the provisioning timeout) and a
+  // connect that may time out (a loaded machine, a hub rate limit) before the one that lasts.
+  const connectTimeoutMs = options.connectTimeoutMs ?? 5000;
+  const provisionTimeoutMs = options.provisionTimeoutMs ?? 10_000;
+  const reconnectBoundMs = 2 * backoffMax.valueMs + connectTimeoutMs + provisionTimeoutMs;
   const flap = { faults: 0, targets: 0, sessions: 0, maxSessionsPerMin: 0, maxRatio: 0, worst: '', violations: [] as string[] };
   const disabled = { faults: 0, targets: 0, dpsRequests: 0, registrations: 0, lookups: 0, hubConnectsRefused: 0, maxDps: 0, maxRatio: 0, worst: '', violations: [] as string[], disabledMs: 0 };
   const reconnect = { checked: 0, exempt: 0, exemptBy: {} as Record<string, number>, maxMs: 0, worst: '', violations: [] as string[], times: [] as number[] };
@@ -1176,7 +1180,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       measured: reconnect.checked + reconnect.exempt === 0
         ? 'nothing to check'
         : `${reconnect.checked} checked: max ${Number.isFinite(reconnect.maxMs) ? ms(reconnect.maxMs) : '∞'}${reconnect.worst ? ` (${reconnect.worst})` : ''}, p95 ${ms(percentile(reconnect.times.filter(Number.isFinite), 95))}; ${reconnect.exempt} exempt (a fault on its hub or on DPS, a user command, or the end of the fault phase within the bound)${reconnect.violations.length ? `; ${reconnect.violations.slice(0, 3).join('; ')}` : ''}`,
-      bound: `a session that lasts ${policy.stableConnectionMs} ms starts ≤ 2 × maxBackoff = ${reconnectBoundMs} ms after the fault ends`,
+      bound: `a session that lasts ${policy.stableConnectionMs} ms starts ≤ 2 × maxBackoff + connect timeout + provisioning timeout = 2 × ${backoffMax.valueMs} + ${connectTimeoutMs} + ${provisionTimeoutMs} = ${reconnectBoundMs} ms after the fault ends`,
     },
     {
       name: 'no unhandled rejection or uncaught exception',
