@@ -10,7 +10,8 @@ import { runSoak } from './soak';
 
 const USAGE = `usage: npm run soak -- [--seed <int|text>] [--devices <n>] [--duration <s|90s|5m>] [--hubs <n>]
        [--fault-rate <ms>] [--quiet <s>] [--interval <ms>] [--report <file.json>] [--quiet-log]
-       [--cloud-in-process]   (default: the local cloud runs in a process of its own)`;
+       [--cloud-in-process]   (default: the local cloud runs in a process of its own)
+       [--trace-debug]        as under DEBUG=*: the MQTT stack's traces scanned for secrets, not printed`;
 
 function seconds(value: string, flag: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
@@ -41,6 +42,7 @@ async function main(argv: string[]): Promise<number> {
         report: { type: 'string' },
         'quiet-log': { type: 'boolean' },
         'cloud-in-process': { type: 'boolean' },
+        'trace-debug': { type: 'boolean' },
         help: { type: 'boolean' },
       },
       strict: true,
@@ -70,6 +72,7 @@ async function main(argv: string[]): Promise<number> {
       rssSampleMs: 2000,
       // The RSS invariant is about the devices: the cloud's records must not count.
       cloudProcess: values['cloud-in-process'] === true ? 'in-process' : 'child-process',
+      traceDebug: values['trace-debug'] === true,
     };
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n${USAGE}\n`);

@@ -43,6 +43,7 @@ import {
   type ScheduleOptions,
 } from './schedule';
 import { SecretScanner, type ScanReport } from './secrets';
+import { traceDebugIntoScanner, type DebugTrace } from './debug-trace';
 
 /**
  * The soak's retry policy: the default policy's shape on a shorter time scale, so a fault of a
@@ -108,6 +109,11 @@ export interface SoakOptions {
    * the devices' alone. Default 'in-process'.
    */
   cloudProcess?: 'in-process' | 'child-process';
+  /**
+   * Run as under `DEBUG=*`: every debug namespace of the devices' process on (the MQTT stack traces
+   * each CONNECT, SAS token included) and its output scanned for secrets instead of printed.
+   */
+  traceDebug?: boolean;
   /** Node flags for the cloud's process (tests pass a TypeScript require hook). */
   cloudExecArgv?: string[];
   /** Progress lines (default: none). */
@@ -143,7 +149,7 @@ export interface SoakReport {
   invariants: InvariantResult[];
   figures: Record<string, unknown>;
   faults: FaultOutcome[];
-  security: ScanReport;
+  security: ScanReport & { debugTrace?: ReturnType<DebugTrace['counts']> };
   /** series: [seconds since start, RSS MB, heap used MB (after a full GC), messages queued, external MB, open fds, heap committed MB]. */
   rss: ReturnType<typeof rssVerdict> & { series: number[][]; forcedGc: boolean };
   process: { unhandledRejections: string[]; uncaughtExceptions: string[]; warnings: string[] };
@@ -308,6 +314,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   process.on('warning', onWarning);
 
   let scanner: SecretScanner | undefined;
+  let debugTrace: DebugTrace | undefined;
   let cloud: SoakCloud | undefined;
   const tracks: Track[] = [];
   const timers = new Set<NodeJS.Timeout>();
@@ -427,6 +434,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       ...registrationIds.map((id) => ({ kind: 'device key', label: `device key of ${id}`, value: theCloud.deviceKey(id) })),
     ]);
     const theScanner = scanner;
+    if (options.traceDebug) debugTrace = traceDebugIntoScanner(theScanner);
     const logger = createLogger({ level: 'debug', destination: { write: (line: string) => theScanner.scan(line, 'log') } });
 
     sampleRss();
@@ -814,6 +822,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       new Promise<void>((resolve) => (guard = setTimeout(resolve, 15_000))),
     ]);
     clearTimeout(guard);
+    debugTrace?.stop();
   }
 
   // Every delivery reported so far becomes final once the cloud's events before it are in.
@@ -1202,8 +1211,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     },
     {
       name: 'no secret in logs, snapshots or errors',
-      ok: security.total === 0 && security.scanned.log.items > 0 && security.scanned.snapshot.items > 0,
-      measured: `${security.total} hits in ${security.scanned.log.items} log lines, ${security.scanned.snapshot.items} snapshots, ${security.scanned.event.items} events, ${security.scanned.error.items} error messages (${(Object.values(security.scanned).reduce((a, s) => a + s.bytes, 0) / 1048576).toFixed(1)} MB)`,
+      // Under traceDebug the trace must have shown CONNECTs (whose password is the SAS token).
+      ok: security.total === 0 && security.scanned.log.items > 0 && security.scanned.snapshot.items > 0 && (debugTrace?.counts().connectWrites ?? 1) > 0,
+      measured: `${debugTrace ? `DEBUG=* traced (${debugTrace.counts().lines} lines, ${debugTrace.counts().connectWrites} CONNECT writes); ` : ''}${security.total} hits in ${security.scanned.log.items} log lines, ${security.scanned.snapshot.items} snapshots, ${security.scanned.event.items} events, ${security.scanned.error.items} error messages (${(Object.values(security.scanned).reduce((a, s) => a + s.bytes, 0) / 1048576).toFixed(1)} MB)`,
       bound: `0 occurrences of the group key, any of the ${options.devices} device keys (raw, URL-encoded, base64url), SharedAccessSignature, SharedAccessKey=, sig=`,
     },
   ];
@@ -1318,7 +1328,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       cloudRssMb: cloud?.mode === 'child-process' && cloudMetrics ? Math.round(cloudMetrics.rss / 104857.6) / 10 : null,
     },
     faults: faultOutcomes,
-    security,
+    security: debugTrace ? { ...security, debugTrace: debugTrace.counts() } : security,
     rss: {
       ...rss,
       forcedGc,

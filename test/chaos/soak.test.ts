@@ -20,6 +20,9 @@ beforeAll(async () => {
     ...SHAPE,
     endQuietWhenHealthy: true,
     cloudProcess: 'child-process',
+    // As under DEBUG=*: the MQTT stack traces every CONNECT (its password is the SAS token); the
+    // secret scan reads the traces too.
+    traceDebug: true,
     cloudExecArgv: ['-r', join(__dirname, '..', 'support', 'ts-register.js')],
     reportPath: join(mkdtempSync(join(tmpdir(), 'hubstate-soak-test-')), `soak-${SEED}.json`),
   });
@@ -84,4 +87,8 @@ test('the faults were met, not just scheduled: retries, reprovisioning, throttli
   // The cloud ran in its own process: the RSS invariant measured the devices alone.
   expect(report.figures).toMatchObject({ cloudProcess: 'child-process', cloudRssMb: expect.any(Number) });
   expect(report.security.scanned.snapshot.items).toBeGreaterThan(100);
+  // The scan ran with DEBUG=* on: it read the MQTT stack's traces, CONNECTs included, and found nothing.
+  expect(report.security.debugTrace).toMatchObject({ lines: expect.any(Number), connectWrites: expect.any(Number) });
+  expect(report.security.debugTrace!.connectWrites).toBeGreaterThanOrEqual(SHAPE.devices);
+  expect(report.security.total).toBe(0);
 });
