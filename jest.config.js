@@ -5,4 +5,5 @@ module.exports = {
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': 'ts-jest' },
   testTimeout: 60000,
+  setupFilesAfterEnv: ['<rootDir>/test/support/sdk-os-probe.ts'],
 };
