@@ -2,9 +2,11 @@
  * The soak's DEBUG=* mode: every namespace on, its output scanned (not printed), the logger's
  * redaction in between; a secret that reaches stderr some other way is still a hit.
  */
-import createDebug from 'debug';
 import { traceDebugIntoScanner } from '../../src/chaos/debug-trace';
 import { SecretScanner } from '../../src/chaos/secrets';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const createDebug = require('debug') as ((namespace: string) => (...args: unknown[]) => void) & { enabled(namespace: string): boolean };
 
 const KEY = 'c2VjcmV0LWtleS1mb3ItdGhlLXRyYWNlLXRlc3QtMDEyMzQ1Njc4OQ==';
 
