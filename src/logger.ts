@@ -50,8 +50,10 @@ export function redactSecrets(text: string): string {
   return out;
 }
 
-interface DebugModule {
+export interface DebugModule {
   log: (...args: unknown[]) => unknown;
+  enable(namespaces: string): void;
+  disable(): string;
   formatters: Record<string, ((this: unknown, value: unknown) => string) | undefined>;
   inspectOpts?: object;
   [GUARD]?: true;
@@ -80,25 +82,32 @@ function resolveChain(chain: string[]): string | undefined {
 
 const looksSecret = (bytes: Uint8Array): boolean => /SharedAccess|sig=/.test(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1'));
 
+/** Every copy of the `debug` module the MQTT stack (client and local broker) loads, each once. */
+export function debugModules(): DebugModule[] {
+  const seen = new Set<string>();
+  const modules: DebugModule[] = [];
+  for (const chain of DEBUG_CHAINS) {
+    const path = resolveChain(chain);
+    if (path === undefined || seen.has(path)) continue;
+    seen.add(path);
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const mod = require(path) as DebugModule;
+      if (typeof mod?.log === 'function' && typeof mod.formatters === 'object') modules.push(mod);
+    } catch {
+      // not installed (e.g. a bundler removed it): nothing to guard
+    }
+  }
+  return modules;
+}
+
 /**
  * Makes every `debug` module copy the MQTT stack uses redact SAS tokens. Idempotent; returns how
  * many copies are guarded (0: none found, e.g. a bundler removed them).
  */
 export function guardDebugOutput(): number {
-  const seen = new Set<string>();
   let guarded = 0;
-  for (const chain of DEBUG_CHAINS) {
-    const path = resolveChain(chain);
-    if (path === undefined || seen.has(path)) continue;
-    seen.add(path);
-    let mod: DebugModule;
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      mod = require(path) as DebugModule;
-    } catch {
-      continue;
-    }
-    if (typeof mod?.log !== 'function' || typeof mod.formatters !== 'object') continue;
+  for (const mod of debugModules()) {
     if (!mod[GUARD]) {
       const log = mod.log;
       mod.log = function redactedLog(this: unknown, ...args: unknown[]) {

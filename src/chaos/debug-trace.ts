@@ -4,13 +4,8 @@
  * see guardDebugOutput in ../logger.ts) goes to the scanner instead of stderr. mqtt-packet traces
  * each CONNECT, password (a SAS token) included: a redaction that misses one shows up as a hit.
  */
-import { guardDebugOutput } from '../logger';
+import { debugModules, guardDebugOutput } from '../logger';
 import type { SecretScanner } from './secrets';
-
-interface DebugModule {
-  enable(namespaces: string): void;
-  disable(): string;
-}
 
 /** The placeholders the redaction leaves: they carry the scanner's markers but no secret. */
 const REDACTED = /SharedAccessSignature \[redacted\]|sig=\[redacted\]|SharedAccessKey=\[redacted\]|\[redacted bytes\]/gi;
@@ -25,9 +20,8 @@ export interface DebugTrace {
 /** Turns every debug namespace on and sends its output to `scanner` (nothing printed) until stop(). */
 export function traceDebugIntoScanner(scanner: SecretScanner): DebugTrace {
   guardDebugOutput();
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const debug = require('debug') as DebugModule;
-  const previous = debug.disable();
+  const modules = debugModules();
+  const previous = modules.map((debug) => debug.disable());
   const write = process.stderr.write;
   let lines = 0;
   let bytes = 0;
@@ -42,12 +36,14 @@ export function traceDebugIntoScanner(scanner: SecretScanner): DebugTrace {
     if (callback) process.nextTick(callback);
     return true;
   } as typeof process.stderr.write;
-  debug.enable('*');
+  for (const debug of modules) debug.enable('*');
   return {
     counts: () => ({ lines, bytes, connectWrites }),
     stop() {
-      debug.disable();
-      if (previous) debug.enable(previous);
+      modules.forEach((debug, i) => {
+        debug.disable();
+        if (previous[i]) debug.enable(previous[i]!);
+      });
       process.stderr.write = write;
     },
   };
