@@ -228,6 +228,15 @@ function confirmationCurrent(context: DeviceContext, failure: Failure): boolean 
 }
 
 /**
+ * This run of failures on the hub has lasted one hub window. An assignment that never worked is
+ * then looked up too (a busy answer never spends the budget, so a device moved before it first
+ * connected would otherwise be refused forever); once per window, so hubs never ping-pong.
+ */
+function refusedForAWindow(context: DeviceContext, failure: Failure): boolean {
+  return context.firstFailureAt !== null && failure.at - context.firstFailureAt >= context.policy.hubRetryWindowMs;
+}
+
+/**
  * The hub has been unreachable (not refusing, not busy: no answer, a refused socket) since the
  * first failure of this run for `lookupAfterUnreachableMs`: DPS may have moved the device.
  */
@@ -471,14 +480,15 @@ export const deviceMachine = setup({
     hubBudgetSpent: ({ context, event }) => hubBudgetSpent(context, failureIn(event, context)),
     /**
      * Ask DPS (status lookup) before acting: the hub's answer may mean the device was moved, the
-     * assignment has worked before, DPS has not confirmed it in this run, and the preset is not
+     * assignment has worked before (or has been refused for a hub window), DPS has not confirmed it
+     * within the last window, and the preset is not
      * the official sample's (which re-registers on every loss).
      */
     shouldCheckAssignment: ({ context, event }) => {
       const failure = failureIn(event, context);
       return (
         (failure.assignmentInDoubt === true || unreachableTooLong(context, failure)) &&
-        context.assignmentProven &&
+        (context.assignmentProven || refusedForAWindow(context, failure)) &&
         !confirmationCurrent(context, failure) &&
         context.policy.reprovisionOnLoss !== true
       );

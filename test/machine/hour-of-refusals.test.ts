@@ -129,3 +129,27 @@ test('moved after DPS confirmed the hub: the refusals outlast one hub window, DP
   expect(leafStateName(actor.getSnapshot().value)).toBe('Connecting');
   actor.stop();
 });
+
+test('moved before its fresh assignment ever worked: busy refusals for one hub window, then DPS is asked where it belongs', async () => {
+  const cloud = new FakeCloud();
+  const actor = createActor(cloud.machine(), { clock: cloud.clock, input: { registrationId: 'dev-1', policy: DEFAULT_POLICY, seed: 7 } });
+  actor.start();
+  actor.send({ type: 'START' });
+  await cloud.assign(); // DPS assigns hub A; a failover moves the device before it connects
+  const refusal = () => cloud.failure('transient', { rule: 'connack-3-hub-unavailable', assignmentInDoubt: true, code: 3, minDelayMs: 5000, serverBusy: true });
+  const firstRefusalAt = cloud.clock.now();
+  while (!cloud.lookups.length) {
+    const snapshot = actor.getSnapshot();
+    if (cloud.opens.length) await cloud.failOpen(refusal());
+    else if (leafStateName(snapshot.value) === 'BackingOff') await cloud.advance(Math.max(0, snapshot.context.retryAt! - cloud.clock.now()));
+    else throw new Error(`stuck in ${leafStateName(snapshot.value)}`);
+    if (cloud.clock.now() - firstRefusalAt > 2 * DEFAULT_POLICY.hubRetryWindowMs) throw new Error('never asked DPS again');
+  }
+  // Not at the first refusal (a fresh assignment is not second-guessed at once), but within a window and a retry.
+  expect(cloud.clock.now() - firstRefusalAt).toBeGreaterThanOrEqual(DEFAULT_POLICY.hubRetryWindowMs);
+  expect(cloud.calls.provision).toBe(1);
+  await cloud.answerLookup('hub-b.local:8883');
+  expect(actor.getSnapshot().context.assignment?.hubHost).toBe('hub-b.local:8883');
+  expect(leafStateName(actor.getSnapshot().value)).toBe('Connecting');
+  actor.stop();
+});
