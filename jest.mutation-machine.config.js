@@ -3,8 +3,8 @@
  * machine tests so one run stays within ~30 min on 1 core:
  *   STRYKER_JEST_CONFIG=jest.mutation-machine.config.js STRYKER_REPORT=machine \
  *     npx stryker run --mutate machines/device.machine.ts --concurrency 1
- * Only test/machine/device.machine.test.ts (36 tests, ~3 s; every state with fake actors on a
- * simulated clock): 514 mutants in ~5 min. Left out: model.test.ts (~3 min per run) and
+ * The fast machine tests: device.machine.test.ts and machine-mutants.test.ts (fake actors on a
+ * simulated clock, a few seconds): 525 mutants in ~6 min. Left out: model.test.ts (~3 min per run) and
  * hour-of-refusals.test.ts: its loop over a simulated hour never ends under the many mutants that
  * stop the clock from advancing, so each of those waits out Stryker's timeout (the run went from
  * 5 min to an estimated 70+).
