@@ -5,7 +5,7 @@
  * attempts per hour (seed 004: stay on the hub, at least a minute between retries; a device an
  * operator must fix is parked instead of registering every minute).
  */
-import { createActor } from 'xstate';
+import { createActor, type ActorRefFrom } from 'xstate';
 import { leafStateName } from '../../machines/device.machine';
 import { DEFAULT_POLICY } from '../../src/policy/backoff';
 import { FakeCloud } from '../support/fake-actors';
@@ -100,6 +100,17 @@ test('a flapping hub (accepts, drops half a second later), one hour: no sub-seco
   expect(perHour.lookups).toBeLessThanOrEqual(perHour.registrations + 1);
 });
 
+/** Refuses every connect (waiting out each backoff) until the device asks DPS; fails after two hub windows. */
+async function refuseUntilLookup(actor: ActorRefFrom<ReturnType<FakeCloud['machine']>>, cloud: FakeCloud, refusal: () => ReturnType<FakeCloud['failure']>, since: number) {
+  while (!cloud.lookups.length) {
+    const snapshot = actor.getSnapshot();
+    if (cloud.opens.length) await cloud.failOpen(refusal());
+    else if (leafStateName(snapshot.value) === 'BackingOff') await cloud.advance(Math.max(0, snapshot.context.retryAt! - cloud.clock.now()));
+    else throw new Error(`stuck in ${leafStateName(snapshot.value)}`);
+    if (cloud.clock.now() - since > 2 * DEFAULT_POLICY.hubRetryWindowMs) throw new Error('never asked DPS again');
+  }
+}
+
 test('moved after DPS confirmed the hub: the refusals outlast one hub window, DPS is asked again and the device moves', async () => {
   const cloud = new FakeCloud();
   const actor = createActor(cloud.machine(), {
@@ -114,13 +125,7 @@ test('moved after DPS confirmed the hub: the refusals outlast one hub window, DP
   await cloud.answerLookup(); // DPS still says this hub; a failover moves the device right after
   const confirmedAt = cloud.clock.now();
   const lookupsBefore = cloud.calls.lookupAssignment;
-  while (!cloud.lookups.length) {
-    const snapshot = actor.getSnapshot();
-    if (cloud.opens.length) await cloud.failOpen(refusal());
-    else if (leafStateName(snapshot.value) === 'BackingOff') await cloud.advance(Math.max(0, snapshot.context.retryAt! - cloud.clock.now()));
-    else throw new Error(`stuck in ${leafStateName(snapshot.value)}`);
-    if (cloud.clock.now() - confirmedAt > 2 * DEFAULT_POLICY.hubRetryWindowMs) throw new Error('never asked DPS again');
-  }
+  await refuseUntilLookup(actor, cloud, refusal, confirmedAt);
   expect(cloud.clock.now() - confirmedAt).toBeGreaterThanOrEqual(DEFAULT_POLICY.hubRetryWindowMs);
   expect(cloud.calls.lookupAssignment).toBe(lookupsBefore + 1); // the second lookup, pending now
   expect(cloud.calls.provision).toBe(0);
@@ -138,13 +143,7 @@ test('moved before its fresh assignment ever worked: busy refusals for one hub w
   await cloud.assign(); // DPS assigns hub A; a failover moves the device before it connects
   const refusal = () => cloud.failure('transient', { rule: 'connack-3-hub-unavailable', assignmentInDoubt: true, code: 3, minDelayMs: 5000, serverBusy: true });
   const firstRefusalAt = cloud.clock.now();
-  while (!cloud.lookups.length) {
-    const snapshot = actor.getSnapshot();
-    if (cloud.opens.length) await cloud.failOpen(refusal());
-    else if (leafStateName(snapshot.value) === 'BackingOff') await cloud.advance(Math.max(0, snapshot.context.retryAt! - cloud.clock.now()));
-    else throw new Error(`stuck in ${leafStateName(snapshot.value)}`);
-    if (cloud.clock.now() - firstRefusalAt > 2 * DEFAULT_POLICY.hubRetryWindowMs) throw new Error('never asked DPS again');
-  }
+  await refuseUntilLookup(actor, cloud, refusal, firstRefusalAt);
   // Not at the first refusal (a fresh assignment is not second-guessed at once), but within a window and a retry.
   expect(cloud.clock.now() - firstRefusalAt).toBeGreaterThanOrEqual(DEFAULT_POLICY.hubRetryWindowMs);
   expect(cloud.calls.provision).toBe(1);
