@@ -133,6 +133,8 @@ test('a restart does not apply an acknowledged value again, nor report the defau
   await a.waitForState('Connected');
   const version = a.hub().updateDesired('pnp-restart', { fanSpeed: 6 });
   await waitFor('ack', () => at(a.reported(), 'fanSpeed.av') === version);
+  // The hub has the ack; so must the device (its answer read), or the restart rightly sends it again.
+  await waitFor('the ack answered', () => a.device.pendingReportedProperties() === 0);
   await a.device.stop();
   running.splice(running.indexOf(a), 1);
   const patchesBefore = a.hub().metrics().reportedPatches;
