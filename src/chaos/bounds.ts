@@ -66,7 +66,9 @@ export function pubackStallMs(publishTimeoutSeconds: number): number {
  * Every device Connected again (and staying so) within R after the faults stop:
  * R = 2 × maxBackoff + S, with S = max(0, end of the last hub.withholdPubacks + pubackStallMs(T) −
  * end of the fault phase): a session that was withholding until near the end is only abandoned
- * by the SDK's PUBACK timeout.
+ * by the SDK's PUBACK timeout. When devices are moved (failover, failback), at least one hub
+ * window + maxBackoff: DPS's confirmation of a hub lasts a window (see the machine's
+ * confirmationCurrent), so a device moved right after its lookup learns it one window later.
  */
 export function recoveryBound(policy: RetryPolicy, schedule: readonly ScheduledFault[], faultPhaseMs: number, publishTimeoutSeconds: number): Bound {
   const b = maxBackoff(policy, schedule);
@@ -75,12 +77,18 @@ export function recoveryBound(policy: RetryPolicy, schedule: readonly ScheduledF
     .reduce((m, f) => Math.max(m, f.atMs + f.durationMs), -Infinity);
   const stallMs = pubackStallMs(publishTimeoutSeconds);
   const stall = Math.max(0, lastWithholdEnd + stallMs - faultPhaseMs);
-  const valueMs = 2 * b.valueMs + stall;
+  const afterFaults = 2 * b.valueMs + stall;
+  // A device DPS moved (failover/failback) just after a lookup confirmed its old hub hears
+  // "busy" from that hub until the confirmation expires: one hub window, then a retry, then DPS.
+  const movesDevices = schedule.some((f) => f.kind === 'device.failover' || f.kind === 'device.failback');
+  const moved = movesDevices ? policy.hubRetryWindowMs + b.valueMs : 0;
+  const valueMs = Math.max(afterFaults, moved);
   return {
     valueMs,
     formula:
-      `2 × maxBackoff + PUBACK stall = 2 × ${b.valueMs} + ${stall} = ${valueMs} ms; maxBackoff = ${b.formula}; ` +
-      `stall = max(0, last withholdPubacks end + ${stallMs} ms (PUBACK timeout ${publishTimeoutSeconds} s + check interval + 0.5 s) − fault phase end)`,
+      `max(2 × maxBackoff + PUBACK stall, moved) = max(2 × ${b.valueMs} + ${stall}, ${moved}) = ${valueMs} ms; maxBackoff = ${b.formula}; ` +
+      `stall = max(0, last withholdPubacks end + ${stallMs} ms (PUBACK timeout ${publishTimeoutSeconds} s + check interval + 0.5 s) − fault phase end); ` +
+      `moved = ${movesDevices ? `hub window ${policy.hubRetryWindowMs} + maxBackoff (a DPS confirmation of the old hub lasts one window)` : '0 (no failover or failback scheduled)'}`,
   };
 }
 

@@ -123,6 +123,10 @@ describe('bounds derived from the policy', () => {
     expect(recoveryBound(policy, [throttle, late], 30_000, 5).valueMs).toBe(15_000 + (25_000 + 5000 + 500 + 2500 - 30_000));
     const early: ScheduledFault = { ...late, atMs: 0, durationMs: 1000 };
     expect(recoveryBound(policy, [early], 60_000, 30).valueMs).toBe(10_000);
+    // A failover or failback in the schedule: at least one hub window + maxBackoff (a DPS
+    // confirmation of the old hub lasts a window).
+    const failback: ScheduledFault = { id: 2, kind: 'device.failback', atMs: 1000, durationMs: 0, devices: [0] };
+    expect(recoveryBound(policy, [early, failback], 60_000, 30).valueMs).toBe(policy.hubRetryWindowMs + 5000); // 30 s + 5 s over 2 × 5 s
   });
 
   test('policyLowerBoundMs is never above what nextDelay draws (10 000 random draws)', () => {
