@@ -1,23 +1,9 @@
 import { createActor } from 'xstate';
 import { leafStateName } from '../../machines/device.machine';
 import type { RetryPolicy } from '../../src/policy/types';
-import { FakeCloud } from '../support/fake-actors';
+import { FakeCloud, MACHINE_TEST_POLICY } from '../support/fake-actors';
 
-const policy: RetryPolicy = {
-  firstRetryMaxMs: 1000,
-  minDelayMs: 1000,
-  maxDelayMs: 60_000,
-  throttledMinDelayMs: 5000,
-  retryAfterJitterMs: 1000,
-  quickRetries: 10,
-  slowRetryMinMs: 60_000,
-  parkedMinDelayMs: 15 * 60_000,
-  parkedMaxDelayMs: 30 * 60_000,
-  stableConnectionMs: 30_000,
-  lookupAfterUnreachableMs: 60_000,
-  maxHubAttempts: 4,
-  hubRetryWindowMs: 15 * 60_000,
-};
+const policy = MACHINE_TEST_POLICY;
 
 function start(cloud: FakeCloud, options: { cached?: boolean; policy?: RetryPolicy; seed?: number } = {}) {
   const actor = createActor(cloud.machine(), {

@@ -6,25 +6,11 @@
 import { createActor, fromPromise } from 'xstate';
 import { deviceMachine, leafStateName, type Assignment } from '../../machines/device.machine';
 import type { Failure, RetryPolicy } from '../../src/policy/types';
-import { FakeCloud } from '../support/fake-actors';
+import { FakeCloud, MACHINE_TEST_POLICY } from '../support/fake-actors';
 
 const T0 = 1_700_000_000_000;
 
-const policy: RetryPolicy = {
-  firstRetryMaxMs: 1000,
-  minDelayMs: 1000,
-  maxDelayMs: 60_000,
-  throttledMinDelayMs: 5000,
-  retryAfterJitterMs: 1000,
-  quickRetries: 10,
-  slowRetryMinMs: 60_000,
-  parkedMinDelayMs: 15 * 60_000,
-  parkedMaxDelayMs: 30 * 60_000,
-  stableConnectionMs: 30_000,
-  lookupAfterUnreachableMs: 60_000,
-  maxHubAttempts: 4,
-  hubRetryWindowMs: 15 * 60_000,
-};
+const policy = MACHINE_TEST_POLICY;
 
 /** First retry after a loss in [0, 100 ms]; anything on the curve is at least 5 s. */
 const splitPolicy: RetryPolicy = { ...policy, firstRetryMaxMs: 100, minDelayMs: 10_000 };

@@ -6,7 +6,7 @@
 import { fromCallback, fromPromise, SimulatedClock, type EventObject } from 'xstate';
 import { deviceMachine, type DeviceEvent, type DeviceMachine, type HubAttemptInput, type LookupResult, type ProvisionResult } from '../../machines/device.machine';
 import { waitUntilWork } from '../../src/actors/wait';
-import type { ErrorClass, Failure, Phase } from '../../src/policy/types';
+import type { ErrorClass, Failure, Phase, RetryPolicy } from '../../src/policy/types';
 
 interface Pending<T> {
   input: unknown;
@@ -23,6 +23,23 @@ function park<T>(queue: Pending<T>[], input: unknown, signal: AbortSignal): Prom
     queue.push(pending);
   });
 }
+
+/** The machine tests' policy: the defaults' shape with a small hub budget (4 attempts) so its paths are short. */
+export const MACHINE_TEST_POLICY: RetryPolicy = {
+  firstRetryMaxMs: 1000,
+  minDelayMs: 1000,
+  maxDelayMs: 60_000,
+  throttledMinDelayMs: 5000,
+  retryAfterJitterMs: 1000,
+  quickRetries: 10,
+  slowRetryMinMs: 60_000,
+  parkedMinDelayMs: 15 * 60_000,
+  parkedMaxDelayMs: 30 * 60_000,
+  stableConnectionMs: 30_000,
+  lookupAfterUnreachableMs: 60_000,
+  maxHubAttempts: 4,
+  hubRetryWindowMs: 15 * 60_000,
+};
 
 export class FakeCloud {
   readonly clock = new SimulatedClock();
