@@ -93,6 +93,31 @@ export function startDevice(
   };
 }
 
+/**
+ * Sends telemetry every 40 ms until stopped. `stop()` waits for the last send and rethrows its
+ * error; `abandon()` (for a failed test's cleanup) waits without rethrowing.
+ */
+export function keepSending(dut: DeviceUnderTest, data: Record<string, unknown>) {
+  let sending = true;
+  const loop = (async () => {
+    while (sending) {
+      await dut.send(data);
+      await new Promise((resolve) => setTimeout(resolve, 40));
+    }
+  })();
+  loop.catch(() => undefined); // observed by stop() or abandon()
+  return {
+    stop: async () => {
+      sending = false;
+      await loop;
+    },
+    abandon: async () => {
+      sending = false;
+      await loop.catch(() => undefined);
+    },
+  };
+}
+
 /** Poll a condition without racing: resolves as soon as it holds, fails after `timeoutMs`. */
 export async function waitFor(what: string, predicate: () => boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

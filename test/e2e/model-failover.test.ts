@@ -17,7 +17,7 @@ import {
   type Fault,
   type RefusalCode,
 } from './fault-model';
-import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
+import { deliveryReport, startDevice, waitFor, waitForState, keepSending, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;
 /**
@@ -108,16 +108,10 @@ async function untilConnectionStable(dut: DeviceUnderTest): Promise<void> {
 
 test.each(cases.map((c, i) => [c.name, c.faults, c.refusalCode, i] as const))('%s', async (_name, faults, refusalCode, index) => {
   const dut = startDevice(cloud, `mb-${index}`, { seed: index + 1, policy: POLICY });
-  let sending = true;
-  let producer: Promise<void> = Promise.resolve();
+  let producer: ReturnType<typeof keepSending> | undefined;
   try {
     await waitForState(dut, 'Connected');
-    producer = (async () => {
-      while (sending) {
-        await dut.send({ path: index });
-        await new Promise((resolve) => setTimeout(resolve, 40));
-      }
-    })();
+    producer = keepSending(dut, { path: index });
     const home = hubOf(dut);
     let failedOver = false;
     for (const fault of faults) {
@@ -141,13 +135,11 @@ test.each(cases.map((c, i) => [c.name, c.faults, c.refusalCode, i] as const))('%
       const after = dut.accepted.length;
       await waitFor('telemetry after the fault', () => dut.accepted.length > after + 2 && deliveryReport(cloud, dut.accepted.slice(after)).lost.length === 0);
     }
-    sending = false;
-    await producer;
+    await producer.stop();
     await waitFor('every message delivered', () => deliveryReport(cloud, dut.accepted).lost.length === 0, 30_000);
     duplicatesByPath[faults.join('>') + (refusalCode ? `/${refusalCode}` : '')] = deliveryReport(cloud, dut.accepted).duplicates;
   } finally {
-    sending = false;
-    await producer.catch(() => undefined); // a failed path must not leave a producer behind
+    await producer?.abandon(); // a failed path must not leave a producer behind
     await dut.device.stop();
   }
 });

@@ -9,7 +9,7 @@
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { curveCapMs } from '../../src/policy/backoff';
 import { EXPECTED_LEG, generateFaultPaths, isLongPath, replayCases, type Fault, type LongFault, type RefusalCode } from './fault-model';
-import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
+import { deliveryReport, startDevice, waitFor, waitForState, keepSending, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;
 const cases = replayCases(generateFaultPaths().filter(isLongPath));
@@ -256,16 +256,10 @@ test('the long faults of the fault model are paths of their own, those with a re
 test.each(cases.map((c, i) => [c.name, c.faults, c.refusalCode, i] as const))('%s', async (_name, faults, refusalCode, index) => {
   const [fault] = faults as [Fault];
   const dut = startDevice(cloud, `mp-${index}`, { seed: 100 + index, policy: POLICY });
-  let sending = true;
-  let producer: Promise<void> = Promise.resolve();
+  let producer: ReturnType<typeof keepSending> | undefined;
   try {
     await waitForState(dut, 'Connected');
-    producer = (async () => {
-      while (sending) {
-        await dut.send({ path: index });
-        await new Promise((resolve) => setTimeout(resolve, 40));
-      }
-    })();
+    producer = keepSending(dut, { path: index });
     await untilConnectionStable(dut);
     const mark = dut.states.length;
     await replay[fault as LongFault]({ dut, deviceId: dut.device.assignment()!.deviceId, mark, ...(refusalCode ? { refusalCode } : {}) });
@@ -274,12 +268,10 @@ test.each(cases.map((c, i) => [c.name, c.faults, c.refusalCode, i] as const))('%
     // telemetry continues on the hub the device is on now, and nothing sent during the fault is lost
     const after = dut.accepted.length;
     await waitFor('telemetry after the fault', () => dut.accepted.length > after + 2 && deliveryReport(cloud, dut.accepted.slice(after)).lost.length === 0);
-    sending = false;
-    await producer;
+    await producer.stop();
     await waitFor('every message delivered', () => deliveryReport(cloud, dut.accepted).lost.length === 0, 30_000);
   } finally {
-    sending = false;
-    await producer.catch(() => undefined); // a failed path must not leave a producer behind
+    await producer?.abandon(); // a failed path must not leave a producer behind
     await dut.device.stop();
   }
 });
