@@ -6,16 +6,17 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createActor, type Actor, type InspectionEvent, type SnapshotFrom } from 'xstate';
 import { deviceMachine, leafStateName, type Assignment, type DeviceEvent } from '../machines/device.machine';
-import { deviceKeyOf } from './actors/credentials';
+import { Credentials, deviceKeyOf, type KeyPair } from './actors/credentials';
 import { hubWork } from './actors/hub';
 import { lookupWork } from './actors/lookup';
 import { provisionWork } from './actors/provision';
+import { NetworkPath, type TransportFallback } from './actors/transport';
 import { waitUntilWork } from './actors/wait';
 import { systemClock, type Clock } from './clock';
-import { MessageRejectedError } from './errors';
+import { ConfigError, MessageRejectedError } from './errors';
 import { createLogger } from './logger';
 import { jsonOddity } from './json';
-import { reportOptionsProblem, resolveOptions, resolveStopOptions, type DeviceOptions, type StopOptions } from './options';
+import { reportOptionsProblem, resolveCredential, resolveOptions, resolveStopOptions, type DeviceOptions, type StopOptions } from './options';
 import type { ErrorClass } from './policy/types';
 import { nextRandom, seedFrom } from './policy/backoff';
 import { cacheMacKey, credentialFingerprint, FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
@@ -26,7 +27,7 @@ import { machineFor } from './shared-machine';
 import { createPnp } from './pnp';
 import type { DroppedProperties } from './pnp/reported';
 import { componentProblem, CREATION_TIME_PROPERTY, propertyNameProblem, telemetryProblem, telemetrySize } from './pnp/telemetry';
-import { unknownKeyExpectation } from './validate';
+import { firstUnknownKey, unknownKeyExpectation } from './validate';
 import {
   PropertiesRejectedError,
   type CommandHandler,
@@ -73,6 +74,8 @@ export interface TelemetryOptions {
 }
 
 const TELEMETRY_OPTION_KEYS: ReadonlySet<string> = new Set(['component', 'properties']);
+/** What `updateCredentials` takes: one identity, as `createDevice` takes it. */
+const CREDENTIAL_KEYS = ['groupKey', 'deviceKey'] as const;
 
 /** The user's options checked (MessageRejectedError); the properties copied, so later changes do not leak in. */
 function checkTelemetryOptions(options: unknown): { component?: string; properties: Record<string, string> } {
@@ -125,6 +128,8 @@ export interface DeviceEvents {
   dropped: [DroppedMessage];
   /** Reported properties the hub refused for good (400/413): which, and why. */
   droppedProperties: [DroppedProperties];
+  /** transport 'auto' left MQTT for MQTT over WebSockets (once per device: it stays there). */
+  transport: [TransportFallback];
 }
 
 export type DeviceActor = Actor<typeof deviceMachine>;
@@ -146,6 +151,13 @@ export interface Device extends EventEmitter<DeviceEvents> {
   reprovision(): void;
   /** From Failed: try again from DPS. */
   retry(): void;
+  /**
+   * Replaces the keys at run time (validated as `createDevice` validates them, else ConfigError
+   * and nothing changes); the next DPS request or hub connection signs with the new primary. A
+   * connection that is up stays up. A device that has Failed (e.g. DPS refused both old keys)
+   * tries again at once.
+   */
+  updateCredentials(credentials: { groupKey: string | KeyPair } | { deviceKey: string | KeyPair }): void;
   state(): DeviceStateName;
   assignment(): Assignment | null;
   outboxStats(): { count: number; bytes: number };
@@ -177,6 +189,10 @@ export function createDevice(options: DeviceOptions): Device {
   if (resolved.dataDir !== undefined) checkDataDir(resolved.dataDir);
   const clock: Clock = options.clock ?? systemClock;
   const logger = (options.logger ?? createLogger()).child({ registrationId: resolved.registrationId });
+  const credentials = new Credentials(resolved.credential);
+  // The cache is bound to the key the device was created with (a fingerprint and a MAC key, never
+  // the key): a device created with other keys registers once instead of trusting it.
+  const bootKey = deviceKeyOf(credentials.current(), resolved.registrationId);
   const cache: ProvisioningCache =
     options.cache ??
     (resolved.dataDir
@@ -188,9 +204,9 @@ export function createDevice(options: DeviceOptions): Device {
             idScope: resolved.idScope,
             provisioningHost: resolved.provisioningHost,
             registrationId: resolved.registrationId,
-            credential: credentialFingerprint(deviceKeyOf(resolved.credential, resolved.registrationId)),
+            credential: credentialFingerprint(bootKey),
           },
-          cacheMacKey(deviceKeyOf(resolved.credential, resolved.registrationId)),
+          cacheMacKey(bootKey),
         )
       : new MemoryProvisioningCache());
   // With a data directory telemetry is durable (SQLite); without one it lives in memory, and what
@@ -221,12 +237,14 @@ export function createDevice(options: DeviceOptions): Device {
     reprovision: () => actor.send({ type: 'REPROVISION' }),
   });
 
+  const network = new NetworkPath(resolved.network, logger, (fallback) => notify('transport', fallback));
   const hub = hubWork(
     {
       registrationId: resolved.registrationId,
-      credential: resolved.credential,
+      credentials,
       modelId: resolved.modelId,
       ca: resolved.ca,
+      network,
       keepaliveSeconds: resolved.keepaliveSeconds,
       publishTimeoutSeconds: resolved.publishTimeoutSeconds,
       connectTimeoutMs: resolved.connectTimeoutMs,
@@ -251,9 +269,10 @@ export function createDevice(options: DeviceOptions): Device {
       provision: provisionWork({
         provisioningHost: resolved.provisioningHost,
         idScope: resolved.idScope,
-        credential: resolved.credential,
+        credentials,
         modelId: resolved.modelId,
         ca: resolved.ca,
+        network,
         deadlineMs: resolved.provisionTimeoutMs,
         clock,
         logger,
@@ -261,8 +280,9 @@ export function createDevice(options: DeviceOptions): Device {
       lookupAssignment: lookupWork({
         provisioningHost: resolved.provisioningHost,
         idScope: resolved.idScope,
-        credential: resolved.credential,
+        credentials,
         ca: resolved.ca,
+        network,
         deadlineMs: resolved.provisionTimeoutMs,
         clock,
         logger,
@@ -461,6 +481,14 @@ export function createDevice(options: DeviceOptions): Device {
     },
     retry(): void {
       send({ type: 'RETRY' });
+    },
+    updateCredentials(update: Parameters<Device['updateCredentials']>[0]): void {
+      if (typeof update !== 'object' || update === null) throw new ConfigError('credentials', 'an object with groupKey or deviceKey');
+      const unknown = firstUnknownKey(update, CREDENTIAL_KEYS);
+      if (unknown !== undefined) throw new ConfigError(unknown, unknownKeyExpectation(unknown, CREDENTIAL_KEYS));
+      credentials.replace(resolveCredential(update));
+      logger.info('credentials updated; the next connection uses the new primary key');
+      if (stateName(actor.getSnapshot()) === 'Failed') send({ type: 'RETRY' });
     },
     state(): DeviceStateName {
       return stateName(actor.getSnapshot());

@@ -8,11 +8,12 @@ import { resolvePolicy } from './policy/backoff';
 import type { RetryPolicy } from './policy/types';
 import type { Outbox } from './store/outbox';
 import type { ProvisioningCache } from './store/cache';
-import type { Credential } from './actors/credentials';
+import type { CredentialOptions, KeyPair } from './actors/credentials';
 import type { SessionFeature } from './actors/hub';
 import { DEFAULT_OUTBOX_LIMITS } from './store/outbox';
 import type { SqliteOutboxLimits } from './store/sqlite-outbox';
 import { firstUnknownKey, unknownKeyExpectation } from './validate';
+import { resolveNetworkOptions, type NetworkOptions, type TransportMode } from './actors/transport';
 
 export const DEFAULT_PROVISIONING_HOST = 'global.azure-devices-provisioning.net';
 
@@ -20,10 +21,13 @@ export const DEFAULT_PROVISIONING_HOST = 'global.azure-devices-provisioning.net'
 export interface DeviceOptions {
   idScope: string;
   registrationId: string;
-  /** Group enrollment key (the device key is derived from it). Give this or `deviceKey`. */
-  groupKey?: string;
+  /**
+   * Group enrollment key (the device key is derived from it). Give this or `deviceKey`. Either
+   * may be `{ primary, secondary }`: a key the service refuses is tried once with the other.
+   */
+  groupKey?: string | KeyPair;
   /** This device's own key: better, the group key never needs to be on the device. */
-  deviceKey?: string;
+  deviceKey?: string | KeyPair;
   /** Plug and Play model id (DTMI), announced to DPS and to the hub. */
   modelId?: string;
   /** DPS endpoint, 'host' or 'host:port'. */
@@ -35,6 +39,17 @@ export interface DeviceOptions {
   ca?: string;
   /** Trust only the certificates in `ca`, not Node's default roots (a private PKI). Default false. */
   trustOnlyCa?: boolean;
+  /**
+   * 'mqtt' (8883, the default), 'mqtt-ws' (MQTT over WebSockets, 443, path /$iothub/websocket) or
+   * 'auto' (MQTT first; WebSockets for the rest of the device's life once 8883 proves unreachable).
+   */
+  transport?: TransportMode;
+  /**
+   * HTTP CONNECT proxy for MQTT over WebSockets and the DPS status lookup, 'http://host:port'
+   * (credentials in the URL are never logged). Only with transport 'mqtt-ws' or 'auto'. Default:
+   * HTTPS_PROXY / https_proxy (and NO_PROXY / no_proxy) when the transport is not 'mqtt'.
+   */
+  proxy?: string;
   /** Where the provisioning cache lives. Without it the cache is in memory only. */
   dataDir?: string;
   /**
@@ -95,7 +110,8 @@ export interface DeviceOptions {
 export interface ResolvedOptions {
   idScope: string;
   registrationId: string;
-  credential: Credential;
+  /** The keys as given, each as a pair (a lone key is the primary). */
+  credential: CredentialOptions;
   modelId?: string;
   provisioningHost: string;
   /** The whole TLS trust list (PEM) when `ca` was given: the default roots + ca, or ca alone. */
@@ -117,6 +133,8 @@ export interface ResolvedOptions {
   commandTimeoutMs: number;
   propertyHandlerTimeoutMs: number;
   twinTimeoutMs: number;
+  /** Transport and proxy (from the options or the environment). */
+  network: NetworkOptions;
 }
 
 const ID_SCOPE = /^[A-Za-z0-9]{1,64}$/;
@@ -213,6 +231,35 @@ function isBase64Key(value: unknown): value is string {
   return typeof value === 'string' && value.length >= 16 && value.length <= 1024 && BASE64.test(value);
 }
 
+const KEY_PAIR_KEYS = ['primary', 'secondary'] as const;
+
+/** A key option: a base64 key, or `{ primary, secondary? }` of them. */
+function resolveKeyPair(value: unknown, field: 'groupKey' | 'deviceKey'): KeyPair {
+  if (isBase64Key(value)) return { primary: value };
+  const plainObject = typeof value === 'object' && value !== null && [Object.prototype, null].includes(Object.getPrototypeOf(value));
+  if (!plainObject) {
+    throw new ConfigError(field, 'a base64 symmetric key, or { primary, secondary } of them');
+  }
+  const unknown = firstUnknownKey(value, KEY_PAIR_KEYS);
+  if (unknown !== undefined) throw new ConfigError(`${field}.${unknown}`, unknownKeyExpectation(unknown, KEY_PAIR_KEYS));
+  const { primary, secondary } = value as Record<string, unknown>;
+  if (!isBase64Key(primary)) throw new ConfigError(`${field}.primary`, 'a base64 symmetric key');
+  if (secondary === undefined) return { primary };
+  if (!isBase64Key(secondary)) throw new ConfigError(`${field}.secondary`, 'a base64 symmetric key');
+  return { primary, secondary };
+}
+
+/**
+ * The device's identity from `groupKey` or `deviceKey` (exactly one): used by `createDevice` and
+ * by `device.updateCredentials`, so a runtime update is held to the same rules.
+ */
+export function resolveCredential(options: { groupKey?: unknown; deviceKey?: unknown }): CredentialOptions {
+  if ((options.groupKey === undefined) === (options.deviceKey === undefined)) {
+    throw new ConfigError('groupKey|deviceKey', 'exactly one of groupKey or deviceKey');
+  }
+  return options.groupKey !== undefined ? { groupKey: resolveKeyPair(options.groupKey, 'groupKey') } : { deviceKey: resolveKeyPair(options.deviceKey, 'deviceKey') };
+}
+
 /** A bounded number option: an upper bound for every number, a reason for each bound. */
 interface Bound {
   min: number;
@@ -269,6 +316,8 @@ export const DEVICE_OPTION_KEYS = [
   'provisioningHost',
   'ca',
   'trustOnlyCa',
+  'transport',
+  'proxy',
   'dataDir',
   'policy',
   'logger',
@@ -312,17 +361,7 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
   if (typeof options.registrationId !== 'string' || !REGISTRATION_ID.test(options.registrationId)) {
     throw new ConfigError('registrationId', 'up to 128 letters, digits and - . _ :');
   }
-  if ((options.groupKey === undefined) === (options.deviceKey === undefined)) {
-    throw new ConfigError('groupKey|deviceKey', 'exactly one of groupKey or deviceKey');
-  }
-  let credential: Credential;
-  if (options.groupKey !== undefined) {
-    if (!isBase64Key(options.groupKey)) throw new ConfigError('groupKey', 'a base64 symmetric key');
-    credential = { groupKey: options.groupKey };
-  } else {
-    if (!isBase64Key(options.deviceKey)) throw new ConfigError('deviceKey', 'a base64 symmetric key');
-    credential = { deviceKey: options.deviceKey };
-  }
+  const credential = resolveCredential(options);
   if (options.modelId !== undefined && (typeof options.modelId !== 'string' || options.modelId.length > MAX_DTMI_LENGTH || !DTMI.test(options.modelId))) {
     throw new ConfigError('modelId', `a DTMI such as dtmi:com:example:Thermostat;1 (DTDL v3 syntax, at most ${MAX_DTMI_LENGTH} characters)`);
   }
@@ -387,6 +426,7 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     commandTimeoutMs: bounded(options.commandTimeoutMs, 'commandTimeoutMs', 25_000),
     propertyHandlerTimeoutMs: bounded(options.propertyHandlerTimeoutMs, 'propertyHandlerTimeoutMs', 30_000),
     twinTimeoutMs: bounded(options.twinTimeoutMs, 'twinTimeoutMs', 15_000),
+    network: resolveNetworkOptions(options.transport, options.proxy, process.env),
   };
 }
 

@@ -12,3 +12,99 @@ export function deriveDeviceKey(groupKey: string, registrationId: string): strin
 export function deviceKeyOf(credential: Credential, registrationId: string): string {
   return 'deviceKey' in credential ? credential.deviceKey : deriveDeviceKey(credential.groupKey, registrationId);
 }
+
+/** A symmetric key as configured: one key, or the primary and secondary of an enrollment. */
+export type KeyPair = { primary: string; secondary?: string };
+
+/** What the device was configured with: each key as a pair (a lone key is a primary). */
+export type CredentialOptions = { groupKey: KeyPair } | { deviceKey: KeyPair };
+
+/** Which of the pair a credential is: logs and events name it, never the key. */
+export type KeySlot = 'primary' | 'secondary';
+
+/** The credential of one slot of `options`, if that slot has a key. */
+function credentialIn(options: CredentialOptions, slot: KeySlot): Credential | undefined {
+  const pair = 'groupKey' in options ? options.groupKey : options.deviceKey;
+  const key = pair[slot];
+  if (key === undefined) return undefined;
+  return 'groupKey' in options ? { groupKey: key } : { deviceKey: key };
+}
+
+/**
+ * The device's credentials at run time: which key it signs with now, the other one to try when
+ * a service refuses this one (a rotated key), and runtime replacement. Which key worked lives
+ * here, in memory only: the provisioning cache never holds key material.
+ */
+export class Credentials {
+  private options: CredentialOptions;
+
+  private slot: KeySlot = 'primary';
+
+  constructor(options: CredentialOptions | Credential) {
+    this.options = Credentials.normalize(options);
+  }
+
+  private static normalize(options: CredentialOptions | Credential): CredentialOptions {
+    if ('groupKey' in options) return { groupKey: typeof options.groupKey === 'string' ? { primary: options.groupKey } : options.groupKey };
+    return { deviceKey: typeof options.deviceKey === 'string' ? { primary: options.deviceKey } : options.deviceKey };
+  }
+
+  /** The credential to sign with now. */
+  current(): Credential {
+    return credentialIn(this.options, this.slot)!;
+  }
+
+  /** Which key `current()` is. */
+  get currentSlot(): KeySlot {
+    return this.slot;
+  }
+
+  /** The other key of the pair, if there is one. */
+  alternate(): { slot: KeySlot; credential: Credential } | undefined {
+    const slot: KeySlot = this.slot === 'primary' ? 'secondary' : 'primary';
+    const credential = credentialIn(this.options, slot);
+    return credential ? { slot, credential } : undefined;
+  }
+
+  /** The service accepted `slot`: sign with it from now on. */
+  use(slot: KeySlot): void {
+    if (credentialIn(this.options, slot)) this.slot = slot;
+  }
+
+  /** Replaces the keys (validated by the caller); the next connection starts with the primary. */
+  replace(options: CredentialOptions): void {
+    this.options = Credentials.normalize(options);
+    this.slot = 'primary';
+  }
+}
+
+/** Names of the rules that mean "the service refused this key" (see src/policy/classify.ts). */
+const KEY_REFUSAL_RULES = /^(?:dps-unauthorized|hub-unauthorized|connack-[45]-(?:first|after)-connect)$/;
+
+/** True when `failure` is a refusal of the credential, which the other key of a pair may pass. */
+export function isKeyRefusal(failure: unknown): boolean {
+  return typeof failure === 'object' && failure !== null && KEY_REFUSAL_RULES.test(String((failure as { rule?: unknown }).rule));
+}
+
+/**
+ * Runs `attempt` with the current key; when the service refuses that key and the pair has
+ * another, runs it once more with the other before the failure is classified for the machine,
+ * and keeps the one that worked. When both are refused, the second refusal (the newer answer)
+ * is the one the machine classifies.
+ */
+export async function withEitherKey<T>(
+  credentials: Credentials,
+  attempt: (credential: Credential) => Promise<T>,
+  onSwitch: (from: KeySlot, to: KeySlot) => void,
+): Promise<T> {
+  try {
+    return await attempt(credentials.current());
+  } catch (failure) {
+    const other = credentials.alternate();
+    if (!other || !isKeyRefusal(failure)) throw failure;
+    onSwitch(credentials.currentSlot, other.slot);
+    const result = await attempt(other.credential);
+    credentials.use(other.slot);
+    return result;
+  }
+}

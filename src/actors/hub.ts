@@ -22,15 +22,19 @@ import { toFailure } from '../policy/classify';
 import type { Failure } from '../policy/types';
 import type { Outbox, OutboxMessage } from '../store/outbox';
 import { COMPONENT_PROPERTY, CONTENT_ENCODING, CONTENT_TYPE, isMessagePublishError, telemetryProblem } from '../pnp/telemetry';
-import { deviceKeyOf, type Credential } from './credentials';
+import { Credentials, deviceKeyOf, withEitherKey, type Credential } from './credentials';
 import type { CallbackWork, PromiseWork } from './work';
-import { sharedTlsMqttProvider } from './tls';
+import { sharedTlsMqttProvider, type MqttProvider } from './tls';
+import { directMqttPath, type NetworkPath } from './transport';
 
 export interface HubSettings {
   registrationId: string;
-  credential: Credential;
+  /** The device's keys: a refused key is tried once with the other of its pair. */
+  credentials: Credentials;
   modelId?: string;
   ca?: string;
+  /** MQTT or MQTT over WebSockets (and the proxy): the device's one NetworkPath. Default: plain MQTT. */
+  network?: NetworkPath;
   keepaliveSeconds: number;
   /** PUBACK deadline of a QoS 1 publish (the SDK's own timeout); a miss ends the session. */
   publishTimeoutSeconds: number;
@@ -106,8 +110,8 @@ export function publishCheckIntervalMs(publishTimeoutSeconds: number): number {
  * container (azure-iot-mqtt-base 1.13.3); left at 10 s if that field is not where we expect it.
  * A withheld PUBACK ends the session between T − 1.5 s and T + 0.5 s + publishCheckIntervalMs(T).
  */
-export function sdkMqttBase(publishTimeoutSeconds: number): MqttBase {
-  const base = new MqttBase(sharedTlsMqttProvider());
+export function sdkMqttBase(publishTimeoutSeconds: number, provider: MqttProvider = sharedTlsMqttProvider()): MqttBase {
+  const base = new MqttBase(provider);
   base.setTimeout(publishTimeoutSeconds);
   const container = (base as unknown as { _onTheWirePublishes?: { timerCheckInMilliseconds?: unknown } })._onTheWirePublishes;
   if (container && typeof container.timerCheckInMilliseconds === 'number') {
@@ -364,6 +368,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
   const open = new Map<number, OpenClient>();
   const closing = new Set<Promise<void>>();
   const publishFailures = new Map<string, number>();
+  const network = settings.network ?? directMqttPath(logger);
 
   /** A cleanup that throws is logged: the rest of the teardown (and the client's close) still runs. */
   function runCleanup(cleanup: () => void, epoch: number): void {
@@ -385,9 +390,16 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
     void done.finally(() => closing.delete(done));
   }
 
-  const openHub: PromiseWork<{ connectedAt: number }, HubAttemptInput> = async ({ input, signal }) => {
+  const openHub: PromiseWork<{ connectedAt: number }, HubAttemptInput> = ({ input, signal }) =>
+    withEitherKey(
+      settings.credentials,
+      (credential) => openWith(credential, input, signal),
+      (from, to) => logger.warn({ epoch: input.epoch, from, to }, `the hub refused the ${from} key; trying the ${to} key`),
+    );
+
+  async function openWith(credential: Credential, input: HubAttemptInput, signal: AbortSignal): Promise<{ connectedAt: number }> {
     const { assignment, epoch } = input;
-    const key = deviceKeyOf(settings.credential, settings.registrationId);
+    const key = deviceKeyOf(credential, settings.registrationId);
     // Keep the transport the client builds: session features use it directly (see HubSession).
     let transport: Mqtt | undefined;
     let tokens: TokenRenewal | undefined;
@@ -395,7 +407,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
       `HostName=${assignment.hubHost};DeviceId=${assignment.deviceId};SharedAccessKey=${key}`,
       function CapturingMqtt(authenticationProvider: ConstructorParameters<typeof Mqtt>[0]) {
         tokens = authenticationProvider as unknown as TokenRenewal;
-        transport = new Mqtt(authenticationProvider, sdkMqttBase(settings.publishTimeoutSeconds));
+        transport = network.hubTransport(authenticationProvider, sdkMqttBase(settings.publishTimeoutSeconds, network.mqttProvider()));
         return transport;
       } as unknown as typeof Mqtt,
     );
@@ -441,7 +453,8 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
       });
     } catch (error) {
       discard(epoch);
-      throw toFailure(error, 'hub-connect', clock.now());
+      // An unreachable MQTT port switches `auto` to WebSockets (a cancelled attempt proves nothing).
+      throw toFailure(signal.aborted ? error : network.explainConnectFailure(error, 'hub-connect'), 'hub-connect', clock.now());
     }
     return { connectedAt: clock.now() };
   };

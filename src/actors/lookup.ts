@@ -18,15 +18,19 @@ import type { Clock } from '../clock';
 import { ServiceProtocolError } from '../errors';
 import { retryAfterMsFromSeconds } from '../policy/backoff';
 import { toFailure } from '../policy/classify';
-import { deviceKeyOf, type Credential } from './credentials';
+import { Credentials, deviceKeyOf, withEitherKey, type Credential } from './credentials';
 import { sharedSecureContext } from './tls';
+import type { NetworkPath } from './transport';
 import type { PromiseWork } from './work';
 
 export interface LookupSettings {
   provisioningHost: string;
   idScope: string;
-  credential: Credential;
+  /** The device's keys: a refused key is tried once with the other of its pair. */
+  credentials: Credentials;
   ca?: string;
+  /** The device's NetworkPath: with a proxy (transport 'mqtt-ws' or 'auto'), the lookup is tunnelled through it. */
+  network?: NetworkPath;
   /** Deadline of one lookup (connect, request, answer). */
   deadlineMs: number;
   clock: Clock;
@@ -95,23 +99,29 @@ function errorDetail(text: string): string | undefined {
   }
 }
 
-async function sasToken(settings: LookupSettings, registrationId: string): Promise<string> {
-  const security = new SymmetricKeySecurityClient(registrationId, deviceKeyOf(settings.credential, registrationId));
+async function sasToken(settings: LookupSettings, credential: Credential, registrationId: string): Promise<string> {
+  const security = new SymmetricKeySecurityClient(registrationId, deviceKeyOf(credential, registrationId));
   const sas = (await security.createSharedAccessSignature(settings.idScope)) as SharedAccessSignature;
   return sas.toString();
 }
 
 /** One lookup; resolves with the current assignment or rejects with a classified Failure. */
 export async function lookupOnce(settings: LookupSettings, registrationId: string, signal?: AbortSignal): Promise<LookupResult> {
-  const { clock } = settings;
-  try {
-    const answer = await request(settings, registrationId, await sasToken(settings, registrationId), signal);
-    return { ...answer, checkedAt: clock.now() };
-  } catch (error) {
-    const failure = toFailure(error, 'dps-lookup', clock.now());
-    settings.logger.debug({ failure }, 'DPS status lookup failed');
-    throw failure;
-  }
+  const { clock, logger } = settings;
+  return withEitherKey(
+    settings.credentials,
+    async (credential) => {
+      try {
+        const answer = await request(settings, registrationId, await sasToken(settings, credential, registrationId), signal);
+        return { ...answer, checkedAt: clock.now() };
+      } catch (error) {
+        const failure = toFailure(error, 'dps-lookup', clock.now());
+        logger.debug({ failure }, 'DPS status lookup failed');
+        throw failure;
+      }
+    },
+    (from, to) => logger.warn({ from, to }, `the DPS status lookup refused the ${from} key; trying the ${to} key`),
+  );
 }
 
 function request(settings: LookupSettings, registrationId: string, token: string, signal?: AbortSignal): Promise<{ hubHost: string; deviceId: string }> {
@@ -138,7 +148,9 @@ function request(settings: LookupSettings, registrationId: string, token: string
         method: 'POST',
         servername: hostname,
         secureContext: sharedSecureContext(settings.ca),
-        agent: false,
+        // Through the proxy's CONNECT tunnel when there is one (TLS still verified end to end:
+        // the agent hands secureContext and servername to tls.connect over the tunnel).
+        agent: settings.network?.httpsAgent(hostname, port) ?? false,
         headers: {
           Authorization: token,
           'Content-Type': 'application/json; charset=utf-8',

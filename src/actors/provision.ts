@@ -29,16 +29,19 @@ import { ServiceProtocolError } from '../errors';
 import { DEFAULT_POLICY, nextDelay, retryAfterMsFromSeconds, seedFrom } from '../policy/backoff';
 import { classify, toFailure } from '../policy/classify';
 import type { Failure } from '../policy/types';
-import { deviceKeyOf, type Credential } from './credentials';
+import { Credentials, deviceKeyOf, withEitherKey, type Credential } from './credentials';
 import type { PromiseWork } from './work';
-import { sharedTlsMqttProvider } from './tls';
+import { directMqttPath, type NetworkPath } from './transport';
 
 export interface ProvisionSettings {
   provisioningHost: string;
   idScope: string;
-  credential: Credential;
+  /** The device's keys: a refused key is tried once with the other of its pair. */
+  credentials: Credentials;
   modelId?: string;
   ca?: string;
+  /** MQTT or MQTT over WebSockets (and the proxy): the device's one NetworkPath. Default: plain MQTT. */
+  network?: NetworkPath;
   /**
    * Longest time without progress (`provisionTimeoutMs`): from the start to the first `assigning`
    * answer, then from each poll an `assigning` answer scheduled to the next `assigning` answer.
@@ -207,14 +210,24 @@ function timeoutError(message: string): Error {
   return error;
 }
 
+/** One registration; a refused key is retried at once with the other key of the pair. */
 export function registerOnce(settings: ProvisionSettings, registrationId: string, signal?: AbortSignal, attempt = 1): Promise<ProvisionResult> {
+  return withEitherKey(
+    settings.credentials,
+    (credential) => registerWith(credential, settings, registrationId, signal, attempt),
+    (from, to) => settings.logger.warn({ from, to }, `DPS refused the ${from} key; trying the ${to} key`),
+  );
+}
+
+function registerWith(credential: Credential, settings: ProvisionSettings, registrationId: string, signal: AbortSignal | undefined, attempt: number): Promise<ProvisionResult> {
   const { clock, logger, deadlineMs } = settings;
-  const base = new GuardedMqttBase(sharedTlsMqttProvider());
+  const network = settings.network ?? directMqttPath(logger);
+  const base = new GuardedMqttBase(network.mqttProvider());
   if (settings.ca) base.setOptions({ ca: settings.ca });
   const before = new Set(base.listeners('error'));
-  const transport = new ProvisioningMqtt(base);
+  const transport = network.provisioningTransport(base);
   const sdkErrorHandlers = base.listeners('error').filter((h) => !before.has(h)) as Array<(error: Error) => void>;
-  const security = new SymmetricKeySecurityClient(registrationId, deviceKeyOf(settings.credential, registrationId));
+  const security = new SymmetricKeySecurityClient(registrationId, deviceKeyOf(credential, registrationId));
   // The request SymmetricKeyRegistration.register builds (setProvisioningPayload → payload).
   const request: RegistrationRequest = {
     registrationId,
@@ -246,7 +259,8 @@ export function registerOnce(settings: ProvisionSettings, registrationId: string
       settled = true;
       for (const timer of [progressTimer, hardTimer, requestTimer, pollTimer]) clear(timer);
       if (error) {
-        const failure: Failure = toFailure(error, 'dps', clock.now());
+        // An unreachable MQTT port switches `auto` to WebSockets (a cancelled attempt proves nothing).
+        const failure: Failure = toFailure(signal?.aborted ? error : network.explainConnectFailure(error, 'dps'), 'dps', clock.now());
         logger.debug({ failure }, 'DPS registration failed');
         reject(failure);
       } else resolve(result!);

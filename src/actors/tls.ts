@@ -34,7 +34,7 @@ export function sharedSecureContext(ca: string | undefined): SecureContext {
 }
 
 /** The mqtt.js the SDK itself would load (the one azure-iot-mqtt-base depends on). */
-function sdkMqtt(): MqttProvider {
+export function sdkMqtt(): MqttProvider {
   const fromMqttBase = createRequire(require.resolve('azure-iot-mqtt-base'));
   return fromMqttBase('mqtt') as MqttProvider;
 }

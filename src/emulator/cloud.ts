@@ -59,6 +59,12 @@ function refusalCodeOf(name: string, v: unknown, dflt: MovedDeviceRefusal): Move
   return code;
 }
 
+function expiredCertificateRefusalOf(v: unknown): ExpiredCertificateRefusal {
+  const r = v ?? 'close';
+  if (r !== 'close' && r !== 5) throw new EmulatorError('INVALID_ARGUMENT', "hub.expiredCertificateRefusal must be 'close' or 5");
+  return r;
+}
+
 function nonNegativeInt(name: string, v: number | undefined, dflt: number): number {
   const n = v ?? dflt;
   if (!Number.isInteger(n) || n < 0) throw new EmulatorError('INVALID_ARGUMENT', `${name} must be a whole number of seconds`);
@@ -115,8 +121,45 @@ export class LocalCloud {
    * The symmetric key a device must use: base64(HMAC-SHA256(base64decode(groupKey), registrationId))
    * for the group enrollment, or its individual enrollment key when it has one.
    */
+  /**
+   * Issues a device certificate for the X.509 enrollment group: CN = `registrationId`, signed by
+   * the per-run intermediate CA; `cert` is the leaf followed by the intermediate, `key` its private
+   * key (PEM, PKCS#8). `validDays` (default 365) from `notBefore` (default an hour ago).
+   */
+  issueDeviceCertificate(registrationId: string, opts?: IssueOptions): Promise<IssuedCertificate> {
+    return this.pki.issueDeviceCertificate(registrationId, opts);
+  }
+
+  /** A self-signed device certificate (for `dps.addIndividualX509Enrollment` or a hub thumbprint identity). */
+  issueSelfSignedCertificate(registrationId: string, opts?: IssueOptions): Promise<IssuedCertificate> {
+    return this.pki.issueSelfSignedCertificate(registrationId, opts);
+  }
+
+  /**
+   * Adds a certificate (PEM, or a SHA-1/SHA-256 thumbprint) to the revocation list DPS and the
+   * hubs check: its next registration gets 401 (401002), its next hub connection CONNACK 5.
+   * Revoking the intermediate refuses every certificate it issued.
+   */
+  revokeCertificate(certOrThumbprint: string): void {
+    this.pki.revokeCertificate(certOrThumbprint);
+  }
+
+  /** The X.509 enrollment group's root CA (PEM), as uploaded to DPS and the hubs. */
+  get x509RootCertificate(): string {
+    return this.pki.rootCertificate;
+  }
+
   deviceKey(registrationId: string): string {
     return this.dps.deviceKey(registrationId);
+  }
+
+  /**
+   * A network where MQTT (8883) is blocked and only HTTPS (443) gets through: DPS and every hub
+   * refuse new MQTT connections, MQTT over WebSockets still works. `false` lifts it.
+   */
+  blockRawMqtt(on: boolean): void {
+    this.dps.blockRawMqtt(on);
+    for (const hub of this.hubs) hub.blockRawMqtt(on);
   }
 
   /** A hub by name (`hub-0`) or host (`localhost:PORT`). */
@@ -336,9 +379,9 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       groupKey,
       settings: dpsSettings,
       hubs: () => hubs.map((x) => ({ name: x.name, host: x.host, up: x.isUp })),
-      onAssigned: (record, key) => {
+      onAssigned: (record, keys) => {
         const hub = byName(record.hubName);
-        hub.addDevice(record.deviceId, key);
+        hub.addDevice(record.deviceId, keys.primary, keys.secondary);
         // DPS assigns the device here, so it must be usable here: an identity left disabled by a
         // failover (the migration marker) is enabled again, as when DPS re-allocates a device away
         // from a hub that is down. An operator's disable stays.

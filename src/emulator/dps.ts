@@ -74,27 +74,41 @@ export interface DpsContext {
   settings: DpsSettings;
   hubs: () => readonly DpsHubRef[];
   /** Called for every completed assignment: make sure the identity exists on the hub. */
-  onAssigned: (record: RegistrationRecord, deviceKey: string) => void;
+  onAssigned: (record: RegistrationRecord, deviceKeys: DeviceKeys) => void;
   events: EventEmitter<LocalCloudEvents>;
   logger: EmulatorLogger;
+  /** The X.509 enrollment group's CA and revocation list (X.509 attestation off without it). */
+  pki?: CloudPki;
 }
 
 interface Enrollment {
   key?: string;
+  secondaryKey?: string;
   status: EnrollmentStatus;
+}
+
+/** A device's primary and (when its enrollment has one) secondary key: DPS accepts either. */
+export interface DeviceKeys {
+  primary: string;
+  secondary?: string;
+}
+
+/** Both keys, for a SAS check that accepts either. */
+function keyList(keys: DeviceKeys): string[] {
+  return keys.secondary === undefined ? [keys.primary] : [keys.primary, keys.secondary];
 }
 
 interface Operation {
   operationId: string;
   registrationId: string;
-  key: string;
+  keys: DeviceKeys;
   payload: unknown;
   pollsLeft: number;
 }
 
 interface DpsSession {
   registrationId: string;
-  key: string;
+  keys: DeviceKeys;
   /** Set when the CONNECT was accepted but every request must be refused (bad token or id). */
   refusal?: { status: 400 | 401; message?: string };
 }
@@ -207,7 +221,14 @@ function registrationResult(record: RegistrationRecord): Record<string, unknown>
 
 /** The emulated DPS. Create through `startLocalCloud`. */
 export class EmulatedDps {
+  /** The group enrollment's keys (see setGroupKeys). */
+  private groupKeys: DeviceKeys;
+
   private readonly enrollments = new Map<string, Enrollment>();
+  /** Individual X.509 enrollments: registration id → thumbprints (they take precedence over the group). */
+  private readonly x509Enrollments = new Map<string, string[]>();
+  /** How each registration id last attested with a certificate, for the hub identity DPS writes. */
+  private readonly x509Attested = new Map<string, X509Attestation>();
   private readonly records = new Map<string, RegistrationRecord>();
   private readonly counts = new Map<string, number>();
   private readonly operations = new Map<string, Operation>();
@@ -247,6 +268,7 @@ export class EmulatedDps {
   private endpoint!: MqttEndpoint;
 
   private constructor(private readonly ctx: DpsContext) {
+    this.groupKeys = { primary: ctx.groupKey };
     if (ctx.settings.rateLimitPerSec) this.bucket = new TokenBucket(ctx.settings.rateLimitPerSec);
     if (ctx.settings.lookupRateLimitPerSec) this.lookupBucket = new TokenBucket(ctx.settings.lookupRateLimitPerSec);
   }
@@ -306,11 +328,64 @@ export class EmulatedDps {
   // Enrollments
 
   /** Adds (or re-keys) an individual symmetric-key enrollment. Returns its key (random when omitted). */
-  addIndividualEnrollment(registrationId: string, key: string = randomBytes(32).toString('base64')): string {
+  addIndividualEnrollment(registrationId: string, key: string = randomBytes(32).toString('base64'), secondaryKey?: string): string {
     const e = this.enrollments.get(registrationKey(registrationId));
-    if (e) e.key = key;
-    else this.enrollments.set(registrationKey(registrationId), { key, status: 'enabled' });
+    if (e) Object.assign(e, { key, secondaryKey });
+    else this.enrollments.set(registrationKey(registrationId), { key, secondaryKey, status: 'enabled' });
     return key;
+  }
+
+  /**
+   * Replaces the group enrollment's keys (an operator regenerating one, as in a key rotation):
+   * registrations and lookups from now on are checked against these. Identities already on a
+   * hub keep their keys until the device registers again, as with Azure, where DPS writes a
+   * device's keys to its hub identity when it assigns it.
+   */
+  setGroupKeys(keys: DeviceKeys): void {
+    for (const key of keyList(keys)) {
+      if (Buffer.from(key, 'base64').length === 0) throw new EmulatorError('INVALID_ARGUMENT', 'group keys must be base64');
+    }
+    this.groupKeys = { ...keys };
+  }
+
+  /**
+   * Adds (or replaces) an individual X.509 enrollment: the device must present a certificate with
+   * one of these thumbprints (SHA-1 or SHA-256; a PEM gives its first certificate's) and CN =
+   * registration id. Takes precedence over the X.509 enrollment group.
+   */
+  addIndividualX509Enrollment(registrationId: string, certificates: string | readonly string[]): void {
+    const list = typeof certificates === 'string' ? [certificates] : [...certificates];
+    const thumbprints = list.map((c) => (c.includes('-----BEGIN CERTIFICATE-----') ? thumbprintOf(parsePemChain(c)[0]!) : normalizeThumbprint(c)));
+    if (thumbprints.length === 0 || thumbprints.some((t) => t.length !== 40 && t.length !== 64)) {
+      throw new EmulatorError('INVALID_ARGUMENT', 'an X.509 enrollment needs certificates or SHA-1/SHA-256 thumbprints');
+    }
+    this.x509Enrollments.set(registrationKey(registrationId), thumbprints);
+  }
+
+  /** Removes an individual X.509 enrollment (the device falls back to the enrollment group). */
+  removeIndividualX509Enrollment(registrationId: string): void {
+    this.x509Enrollments.delete(registrationKey(registrationId));
+  }
+
+  /** @internal How `registrationId` last attested with a certificate (undefined: with a key). */
+  x509AttestationOf(registrationId: string): X509Attestation | undefined {
+    return this.x509Attested.get(registrationKey(registrationId));
+  }
+
+  /**
+   * X.509 attestation of a registration id: its individual enrollment's thumbprints, else the
+   * enrollment group's CA with CN = registration id (case-insensitive, as registration ids are).
+   */
+  private attestX509(chain: readonly X509Certificate[], registrationId: string): { ok: true; attestation: X509Attestation } | { ok: false; reason: string } {
+    const pki = this.ctx.pki;
+    if (!pki) return { ok: false, reason: 'no X.509 enrollment' };
+    const thumbprints = this.x509Enrollments.get(registrationKey(registrationId));
+    const attestation: X509Attestation = thumbprints ? { kind: 'thumbprint', thumbprints } : { kind: 'ca' };
+    const sameId = (a: string, b: string): boolean => registrationKey(a) === registrationKey(b);
+    const check = checkAttestation(pki, chain, attestation, registrationId, sameId);
+    if (!check.ok) return { ok: false, reason: `${check.reason}: ${check.detail}` };
+    if (thumbprints && !sameId(check.commonName, registrationId)) return { ok: false, reason: `wrong-subject: CN '${check.commonName}'` };
+    return { ok: true, attestation };
   }
 
   /** Removes an individual enrollment (the device falls back to the group enrollment). */
@@ -318,6 +393,7 @@ export class EmulatedDps {
     const e = this.enrollments.get(registrationKey(registrationId));
     if (!e) return;
     delete e.key;
+    delete e.secondaryKey;
     if (e.status === 'enabled') this.enrollments.delete(registrationKey(registrationId));
   }
 
@@ -336,7 +412,15 @@ export class EmulatedDps {
    * (derived from the id as the device spells it: the device derives it the same way).
    */
   deviceKey(registrationId: string): string {
-    return this.enrollments.get(registrationKey(registrationId))?.key ?? deriveDeviceKey(this.ctx.groupKey, registrationId);
+    return this.deviceKeys(registrationId).primary;
+  }
+
+  /** The primary and secondary key of a registration id, as {@link deviceKey} derives them. */
+  deviceKeys(registrationId: string): DeviceKeys {
+    const enrollment = this.enrollments.get(registrationKey(registrationId));
+    if (enrollment?.key !== undefined) return { primary: enrollment.key, ...(enrollment.secondaryKey === undefined ? {} : { secondary: enrollment.secondaryKey }) };
+    const { primary, secondary } = this.groupKeys;
+    return { primary: deriveDeviceKey(primary, registrationId), ...(secondary === undefined ? {} : { secondary: deriveDeviceKey(secondary, registrationId) }) };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -429,6 +513,11 @@ export class EmulatedDps {
     this.endpoint.setBlackhole(on);
   }
 
+  /** Refuse new MQTT connections (Azure's 8883 blocked) while MQTT over WebSockets keeps working. */
+  blockRawMqtt(on: boolean): void {
+    this.endpoint.setRawMqttBlocked(on);
+  }
+
   /**
    * The next `count` requests (default: all until cleared) get 429 with `retry-after`: MQTT
    * register/poll requests and HTTP lookups alike unless `target` narrows it (`registration`,
@@ -519,14 +608,24 @@ export class EmulatedDps {
     if (!user || user.registrationId !== client.id) return refuse('bad username', 5);
     // An unknown id scope is refused at CONNECT with 3 (azure-iot-sdk-python issue 670, maintainer).
     if (user.idScope !== this.ctx.idScope) return refuse('unknown id scope', 3);
-    const key = this.deviceKey(user.registrationId);
-    const session: DpsSession = { registrationId: user.registrationId, key };
+    const keys = this.deviceKeys(user.registrationId);
+    const session: DpsSession = { registrationId: user.registrationId, keys };
     // DPS accepts the CONNECT of a bad id or token and refuses each request (see onRequest).
     const idProblem = registrationIdProblem(user.registrationId);
     if (idProblem) {
       session.refusal = { status: 400, message: `${idProblem}.` };
+    } else if (!password?.length && this.ctx.pki) {
+      // X.509 attestation: no password, the TLS client certificate is the credential. Like a bad
+      // token, a refused certificate gets 401 (errorCode 401002) on every request.
+      const x509 = this.attestX509(peerChainOf(client.conn), user.registrationId);
+      if (x509.ok) this.x509Attested.set(registrationKey(user.registrationId), x509.attestation);
+      else {
+        this.ctx.logger.debug({ clientId: client.id, reason: x509.reason }, 'DPS certificate refused: requests will get 401');
+        session.refusal = { status: 401 };
+      }
     } else {
-      const check = verifySasToken(password?.toString('utf8'), { keys: [key], resource: dpsResource(user.idScope, user.registrationId) });
+      this.x509Attested.delete(registrationKey(user.registrationId));
+      const check = verifySasToken(password?.toString('utf8'), { keys: keyList(keys), resource: dpsResource(user.idScope, user.registrationId) });
       if (!check.ok) {
         this.ctx.logger.debug({ clientId: client.id, reason: check.reason }, 'DPS token refused: requests will get 401');
         session.refusal = { status: 401 };
@@ -636,7 +735,7 @@ export class EmulatedDps {
       this.operations.set(operationId, {
         operationId,
         registrationId: s.registrationId,
-        key: s.key,
+        keys: s.keys,
         payload: body['payload'],
         pollsLeft: this.ctx.settings.assigningPolls,
       });
@@ -737,6 +836,8 @@ export class EmulatedDps {
     authorization: string | undefined,
     text: string,
     send: (status: number, body: unknown, retryAfterSec?: number, injected?: boolean) => void,
+    /** The TLS client certificate chain: without an Authorization header, the credential (X.509 attestation). */
+    peer: readonly X509Certificate[] = [],
   ): void {
     const body = parseJsonOr(text, undefined);
     if (!isJsonObject(body)) return send(400, this.errorBody(400, 'The request body must be a JSON object.'));
@@ -749,7 +850,7 @@ export class EmulatedDps {
     // The troubleshooting table: 404 when "the Device Provisioning Service instance ... doesn't exist".
     if (idScope !== this.ctx.idScope) return send(404, this.errorBody(404, 'Unknown ID scope.'));
     const check = verifySasToken(authorization, {
-      keys: [this.deviceKey(registrationId)],
+      keys: keyList(this.deviceKeys(registrationId)),
       resource: dpsResource(idScope, registrationId),
     });
     // The other reading of the evidence: only service credentials may look up (see the README).
@@ -837,7 +938,7 @@ export class EmulatedDps {
     if (modelId) record.modelId = modelId;
     if (op.payload !== undefined) record.requestPayload = structuredClone(op.payload);
     this.counters.registrations++;
-    this.ctx.onAssigned(structuredClone(record), op.key);
+    this.ctx.onAssigned(structuredClone(record), op.keys);
     this.ctx.events.emit('registered', structuredClone(record));
     const returned = this.ctx.settings.returnData?.(op.registrationId, op.payload);
     return {

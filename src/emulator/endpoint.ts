@@ -22,6 +22,7 @@ import * as tls from 'node:tls';
 import type { Aedes, AedesOptions, Client as AedesClient } from 'aedes';
 import { loadAedes } from './aedes-loader';
 import type { EmulatorLogger } from './logger';
+import { createMqttWebSocketAcceptor } from './websocket';
 
 /** The aedes hooks a service implements. */
 export type EndpointHooks = Pick<
@@ -48,6 +49,11 @@ interface PersistenceWithClear {
 }
 
 const noop = (): void => undefined;
+
+/** Plain HTTP requests to an endpoint without an HTTP service (a hub): 404, as IoT Hub's MQTT port would not know them. */
+const notFound: http.RequestListener = (_req, res) => {
+  res.writeHead(404, { 'Content-Length': '0' }).end();
+};
 
 /** First byte of an MQTT CONNECT packet (type 1, flags 0). */
 const MQTT_CONNECT_BYTE = 0x10;
@@ -136,6 +142,11 @@ class Gate extends Duplex {
     return this;
   }
 
+  /** The TLS socket already has Nagle off (onSecureConnection); `ws` calls this on upgrade. */
+  setNoDelay(): this {
+    return this;
+  }
+
   /** Detach from its consumer (aedes or http, which see a close) and keep the socket open but mute. */
   silence(): void {
     if (this.silenced) return;
@@ -151,6 +162,7 @@ export class MqttEndpoint {
   private port = 0;
   private listening = false;
   private blackholed = false;
+  private rawMqttBlocked = false;
   private closed = false;
   private readonly rawSockets = new Set<net.Socket>();
   private readonly gates = new Set<Gate>();
@@ -185,16 +197,17 @@ export class MqttEndpoint {
     }
     broker.on('clientError', (client, err) => opts.logger.debug({ clientId: client.id, err: err.message }, 'client error'));
     broker.on('connectionError', (_client, err) => opts.logger.debug({ err: err.message }, 'connection error'));
-    const server = tls.createServer({ key: opts.tls.key, cert: opts.tls.cert });
-    let httpServer: http.Server | undefined;
-    if (opts.http) {
-      // Never listens itself: connections are handed over by onSecureConnection.
-      httpServer = http.createServer(opts.http);
-      httpServer.on('clientError', (err, socket) => {
-        opts.logger.debug({ err: err.message }, 'HTTP client error');
-        socket.destroy();
-      });
-    }
+    // A client certificate is asked for, never required: SAS devices connect without one, and the
+    // service (DPS attestation, hub X.509 identity) judges the chain itself, as Azure does.
+    const server = tls.createServer({ key: opts.tls.key, cert: opts.tls.cert, requestCert: true, rejectUnauthorized: false });
+    // Never listens itself: connections are handed over by onSecureConnection. Every endpoint
+    // serves MQTT over WebSockets (GET /$iothub/websocket, Upgrade), as IoT Hub and DPS do on 443.
+    const httpServer = http.createServer(opts.http ?? notFound);
+    httpServer.on('clientError', (err, socket) => {
+      opts.logger.debug({ err: err.message }, 'HTTP client error');
+      socket.destroy();
+    });
+    httpServer.on('upgrade', createMqttWebSocketAcceptor((stream) => broker.handle(stream)));
     const ep = new MqttEndpoint(opts.name, broker, server, opts.logger, httpServer);
     server.on('connection', (socket: net.Socket) => ep.onConnection(socket));
     server.on('secureConnection', (socket: tls.TLSSocket) => ep.onSecureConnection(socket));
@@ -262,6 +275,11 @@ export class MqttEndpoint {
   private route(socket: tls.TLSSocket, first: Buffer): void {
     if (this.blackholed) {
       this.muteSocket(socket);
+    } else if (first[0] === MQTT_CONNECT_BYTE && this.rawMqttBlocked) {
+      // "8883 blocked": the connection dies before any MQTT answer (as behind a firewall that
+      // lets only HTTPS through; here TLS was accepted first, the port being shared with WSS).
+      this.logger.debug({ name: this.name }, 'raw MQTT blocked: connection closed');
+      socket.destroy();
     } else if (first[0] === MQTT_CONNECT_BYTE) {
       this.broker.handle(this.gate(socket, first));
     } else if (this.httpServer && looksLikeHttpRequest(first)) {
@@ -328,6 +346,19 @@ export class MqttEndpoint {
   /** Listens again on the same port after {@link kill}. */
   async restart(): Promise<void> {
     await this.listen();
+  }
+
+  /**
+   * Blocks or unblocks MQTT on this endpoint (Azure's 8883) while MQTT over WebSockets on the same
+   * port keeps working: each new raw MQTT connection is reset after its first bytes. Established
+   * connections are left alone (a firewall rule change does not cut them either).
+   */
+  setRawMqttBlocked(on: boolean): void {
+    this.rawMqttBlocked = on;
+  }
+
+  get isRawMqttBlocked(): boolean {
+    return this.rawMqttBlocked;
   }
 
   /** Starts or ends a blackhole. Ending it resets the muted connections (as a rebooted middlebox would). */

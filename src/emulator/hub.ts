@@ -74,6 +74,9 @@ const C2D_MAX_DELIVERY_COUNT_LIMIT = 100;
 /** Twin, key and model of a device, as moved between hubs by a failover. */
 export interface IdentitySnapshot {
   key: string;
+  secondaryKey?: string;
+  /** Set for an X.509 identity: authenticated by its TLS client certificate, never by a key. */
+  x509?: X509Attestation;
   modelId?: string;
   desired: JsonObject;
   desiredVersion: number;
@@ -356,8 +359,27 @@ export class EmulatedHub {
       const moved = identity.disabledReason === 'failover';
       return refuse(identity.refusalCode ?? this.ctx.settings.refusalCode, moved ? 'moved' : 'disabled', `device disabled (${identity.disabledReason ?? 'operator'})`);
     }
+    if (identity.x509) {
+      // X.509: the CONNECT has a username and no password; the TLS client certificate decides.
+      const cert = this.ctx.pki
+        ? checkAttestation(this.ctx.pki, peerChainOf(client.conn), identity.x509, deviceId)
+        : ({ ok: false, reason: 'untrusted', detail: 'no X.509 CA configured' } as const);
+      if (!cert.ok) {
+        const outOfDates = cert.reason === 'expired' || cert.reason === 'not-yet-valid';
+        if (outOfDates && (this.ctx.settings.expiredCertificateRefusal ?? 'close') === 'close') {
+          this.counters.refusedConnects++;
+          this.counters.refusedByReason.certificate = (this.counters.refusedByReason.certificate ?? 0) + 1;
+          identity.refusals.push({ at: Date.now(), code: 5, reason: 'certificate', closed: true });
+          this.ctx.logger.debug({ clientId: client.id, reason: cert.reason, detail: cert.detail }, 'certificate out of its dates: connection closed');
+          (client.conn as unknown as Writable).destroy();
+          return done(refusal(5, cert.detail), false);
+        }
+        return refuse(5, 'certificate', `certificate ${cert.reason}: ${cert.detail}`);
+      }
+      return this.accept(client, identity, user.params['model-id'], undefined, done);
+    }
     const check = verifySasToken(password?.toString('utf8'), {
-      keys: [identity.key],
+      keys: identity.secondaryKey === undefined ? [identity.key] : [identity.key, identity.secondaryKey],
       resource: hubResource(this.host, deviceId),
       ...(identity.revokedThroughSec === undefined ? {} : { revokedThroughSec: identity.revokedThroughSec }),
     });
@@ -692,16 +714,21 @@ export class EmulatedHub {
     return identity;
   }
 
-  /** Creates a device identity (as DPS or an operator would). Existing identities get the new key. */
-  addDevice(deviceId: string, key: string): void {
+  /**
+   * Creates a device identity (as DPS or an operator would), with a primary and optionally a
+   * secondary key; a CONNECT signed with either is accepted. Existing identities get the new keys.
+   */
+  addDevice(deviceId: string, key: string, secondaryKey?: string): void {
     const existing = this.identities.get(deviceId);
     if (existing) {
       existing.key = key;
+      existing.secondaryKey = secondaryKey;
       return;
     }
     this.identities.set(deviceId, {
       deviceId,
       key,
+      secondaryKey,
       status: 'enabled',
       connects: 0,
       c2dQueue: [],
@@ -711,6 +738,19 @@ export class EmulatedHub {
       reported: {},
       reportedVersion: 1,
     });
+  }
+
+  /**
+   * Makes an identity X.509-authenticated (`{ kind: 'ca' }`: CA-signed, CN = device id;
+   * `{ kind: 'thumbprint', thumbprints }`: self-signed or individually enrolled), creating it if
+   * needed; `undefined` makes it a key identity again. DPS does this when it assigns a device
+   * that attested with a certificate.
+   */
+  setX509(deviceId: string, attestation: X509Attestation | undefined): void {
+    if (!this.identities.has(deviceId)) this.addDevice(deviceId, '');
+    const i = this.identity(deviceId);
+    if (attestation) i.x509 = structuredClone(attestation);
+    else delete i.x509;
   }
 
   /** True when the identity exists here. */
@@ -723,6 +763,8 @@ export class EmulatedHub {
     const i = this.identity(deviceId);
     return {
       key: i.key,
+      ...(i.secondaryKey === undefined ? {} : { secondaryKey: i.secondaryKey }),
+      ...(i.x509 ? { x509: structuredClone(i.x509) } : {}),
       desired: structuredClone(i.desired),
       desiredVersion: i.desiredVersion,
       reported: structuredClone(i.reported),
@@ -733,7 +775,7 @@ export class EmulatedHub {
 
   /** @internal Creates or overwrites an identity from a migration snapshot and enables it. */
   importIdentity(deviceId: string, snap: IdentitySnapshot): void {
-    this.addDevice(deviceId, snap.key);
+    this.addDevice(deviceId, snap.key, snap.secondaryKey);
     const i = this.identity(deviceId);
     i.desired = structuredClone(snap.desired);
     i.desiredVersion = snap.desiredVersion;
@@ -1081,6 +1123,11 @@ export class EmulatedHub {
   /** Accept TCP/TLS but never answer an MQTT packet; established connections go silent too. */
   blackhole(on: boolean): void {
     this.endpoint.setBlackhole(on);
+  }
+
+  /** Refuse new MQTT connections (Azure's 8883 blocked) while MQTT over WebSockets keeps working. */
+  blockRawMqtt(on: boolean): void {
+    this.endpoint.setRawMqttBlocked(on);
   }
 
   get isBlackholed(): boolean {

@@ -471,6 +471,14 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     why: 'the DPS host is configuration, not an assignment: DNS/network may come back',
   },
   {
+    // transport 'auto' (src/actors/transport.ts): MQTT never answered, the next attempt uses
+    // WebSockets. Before the socket rows, which would name the cause but hide the switch.
+    rule: 'mqtt-unreachable-websocket-fallback',
+    errorClass: 'transient',
+    when: (f) => has(f, 'MqttUnreachableError'),
+    why: "MQTT (8883) unreachable with transport 'auto': the device switched to MQTT over WebSockets (443) and retries",
+  },
+  {
     // Before a first connect the SDK wraps this as UnauthorizedError("…Failure on first connection
     // (Not authorized): connect ECONNREFUSED…"): not a credential failure.
     rule: 'socket-refused',
@@ -679,6 +687,8 @@ const SECRET_PATTERNS: ReadonlyArray<readonly [RegExp, string]> = [
   // Hub/DPS SAS token (sr=…&sig=…&se=…[&skn=…]), up to whitespace, quote or separator.
   [/SharedAccessSignature\s+[^\s"'`,;]+/gi, `SharedAccessSignature ${REDACTED}`],
   [/\bBearer\s+[^\s"'`,;]+/gi, `Bearer ${REDACTED}`],
+  // user:password@ in a URL (a proxy's credentials in an error about the proxy).
+  [/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@"'`]+@/gi, `$1${REDACTED}@`],
   // sig=… in a token or URL (also URL-encoded sig%3D…).
   [/\bsig(=|%3D)[^&\s"'`,;]+/gi, `sig$1${REDACTED}`],
   // key=…, SharedAccessKey=…, "primaryKey": "…", password=…, token: … (connection strings, JSON, logs).

@@ -9,6 +9,7 @@
  */
 import { MqttBase } from 'azure-iot-mqtt-base';
 import { registerOnce, type ProvisionSettings } from '../../src/actors/provision';
+import { Credentials } from '../../src/actors/credentials';
 import { systemClock } from '../../src/clock';
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import type { Failure } from '../../src/policy/types';
@@ -36,7 +37,7 @@ function settings(target: LocalCloud, overrides: Partial<ProvisionSettings> = {}
   return {
     provisioningHost: target.provisioningHost,
     idScope: target.idScope,
-    credential: { groupKey: target.groupKey },
+    credentials: new Credentials({ groupKey: target.groupKey }),
     ca: target.ca,
     deadlineMs: 10_000,
     pollJitterSeed: 42,

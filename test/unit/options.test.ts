@@ -20,7 +20,7 @@ describe('options validation', () => {
   test('valid options resolve with defaults', () => {
     const resolved = resolveOptions(valid);
     expect(resolved.provisioningHost).toBe('global.azure-devices-provisioning.net');
-    expect(resolved.credential).toEqual({ groupKey });
+    expect(resolved.credential).toEqual({ groupKey: { primary: groupKey } });
     expect(resolved.keepaliveSeconds).toBe(30);
     expect(resolved.publishTimeoutSeconds).toBe(30);
     expect(resolved.propertyHandlerTimeoutMs).toBe(30_000);
