@@ -10,10 +10,12 @@ import { EmulatedDps, type DpsSettings } from './dps';
 import { EmulatedHub, type HubSettings } from './hub';
 import { silentLogger, withFields, type EmulatorLogger } from './logger';
 import { TelemetryStore, type TelemetryFilter } from './telemetry';
+import { CloudPki, type IssuedCertificate, type IssueOptions } from './x509';
 import {
   DEFAULT_FAILOVER_TTL_MS,
   EmulatorError,
   type DpsOptions,
+  type ExpiredCertificateRefusal,
   type FailoverInfo,
   type FailoverOptions,
   type HubOptions,
@@ -89,6 +91,8 @@ export class LocalCloud {
   controlUrl?: string;
   private readonly failoverMap = new Map<string, ActiveFailover>();
   private controlApi?: ControlApi;
+  /** @internal The X.509 enrollment group's CAs and revocation list (set by startLocalCloud). */
+  pki!: CloudPki;
   private stopping?: Promise<void>;
 
   /** @internal */
@@ -345,10 +349,11 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     enforceTokenExpiry: h.enforceTokenExpiry ?? true,
     c2dQueueLimit: positiveInt('hub.c2dQueueLimit', h.c2dQueueLimit, 50),
     refusalCode: refusalCodeOf('hub.refusalCode', h.refusalCode, 3),
+    expiredCertificateRefusal: expiredCertificateRefusalOf(h.expiredCertificateRefusal),
     ...(h.connectRateLimitPerSec ? { connectRateLimitPerSec: h.connectRateLimitPerSec } : {}),
   };
 
-  const certs = await generateCertificates();
+  const [certs, pki] = await Promise.all([generateCertificates(), CloudPki.create()]);
   const tls = { key: certs.key, cert: certs.cert };
   const events = new EventEmitter<LocalCloudEvents>();
   events.setMaxListeners(1000);
@@ -366,6 +371,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
           telemetry: store,
           events,
           logger: withFields(logger, { service: `hub-${i}` }),
+          pki,
         }),
       ),
     );
@@ -386,11 +392,16 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
         // failover (the migration marker) is enabled again, as when DPS re-allocates a device away
         // from a hub that is down. An operator's disable stays.
         if (hub.device(record.deviceId)?.disabledReason === 'failover') hub.enableDevice(record.deviceId);
+        // A device that attested with a certificate gets an X.509 identity (CA-signed for the
+        // group, by thumbprint for an individual enrollment), as DPS creates them in IoT Hub.
+        hub.setX509(record.deviceId, dps!.x509AttestationOf(record.registrationId));
       },
       events,
       logger: withFields(logger, { service: 'dps' }),
+      pki,
     });
     const cloud = new LocalCloud(idScope, groupKey, certs.ca, dps, hubs, store, events, logger, hubSettings.refusalCode);
+    cloud.pki = pki;
     if (opts.controlApi) await cloud.attachControlApi();
     logger.info({ provisioningHost: dps.host, hubs: hubs.map((x) => x.host), idScope }, 'local cloud started');
     return cloud;

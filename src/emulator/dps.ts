@@ -33,6 +33,8 @@ import {
   type RegistrationSubstatus,
 } from './types';
 import { PeakRate, RingBuffer, TokenBucket, isJsonObject, parseJsonOr, parsePropertyBag } from './util';
+import { checkAttestation, normalizeThumbprint, parsePemChain, peerChainOf, thumbprintOf, type CloudPki, type X509Attestation } from './x509';
+import type { X509Certificate } from 'node:crypto';
 
 /**
  * Which requests a `throttle` or `failWith` applies to: the shared targets, or one kind of MQTT
@@ -826,7 +828,7 @@ export class EmulatedDps {
     });
     req.on('end', () => {
       if (tooLarge) return;
-      this.answerLookup(idScope, registrationId!, req.headers.authorization, Buffer.concat(chunks).toString('utf8'), send);
+      this.answerLookup(idScope, registrationId!, req.headers.authorization, Buffer.concat(chunks).toString('utf8'), send, peerChainOf(req.socket));
     });
   }
 
@@ -858,7 +860,12 @@ export class EmulatedDps {
       this.ctx.logger.debug({ registrationId }, 'DPS lookup with a device token refused (lookupCredentials: service)');
       return send(401, this.errorBody(401));
     }
-    if (!check.ok) {
+    const x509 = authorization === undefined && peer.length > 0 ? this.attestX509(peer, registrationId) : undefined;
+    if (x509 && !x509.ok) {
+      this.ctx.logger.debug({ registrationId, reason: x509.reason }, 'DPS lookup certificate refused');
+      return send(401, this.errorBody(401));
+    }
+    if (!x509 && !check.ok) {
       this.ctx.logger.debug({ registrationId, reason: check.reason }, 'DPS lookup token refused');
       return send(401, this.errorBody(401));
     }

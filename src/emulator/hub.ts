@@ -13,6 +13,7 @@ import { MqttEndpoint, type EndpointHooks } from './endpoint';
 import type { EmulatorLogger } from './logger';
 import { hubResource, verifySasToken } from './sas';
 import { TelemetryStore } from './telemetry';
+import { checkAttestation, peerChainOf, type CloudPki, type X509Attestation } from './x509';
 import {
   EmulatorError,
   type C2DProperties,
@@ -21,6 +22,7 @@ import {
   type ConnackRefusal,
   type DeviceInfo,
   type DisabledReason,
+  type ExpiredCertificateRefusal,
   type HubMetrics,
   type LocalCloudEvents,
   type MethodInvokeOptions,
@@ -129,6 +131,8 @@ interface Session {
   client: AedesClient;
   identity: Identity;
   tokenSe: number;
+  /** Authenticated by certificate: no token to expire. */
+  x509?: true;
   modelId?: string;
   subs: Set<Subscription>;
   /** C2D written to the device, by MQTT message id, awaiting PUBACK (insertion order kept). */
@@ -160,6 +164,7 @@ export interface HubSettings {
   enforceTokenExpiry: boolean;
   c2dQueueLimit: number;
   refusalCode: MovedDeviceRefusal;
+  expiredCertificateRefusal?: ExpiredCertificateRefusal;
 }
 
 /** Everything a hub shares with the rest of the cloud. */
@@ -170,6 +175,8 @@ export interface HubContext {
   telemetry: TelemetryStore;
   events: EventEmitter<LocalCloudEvents>;
   logger: EmulatorLogger;
+  /** The X.509 enrollment group's CA and revocation list (X.509 identities refused without it). */
+  pki?: CloudPki;
 }
 
 /** Parsed hub MQTT username: `{host}/{deviceId}/?api-version=...&model-id=...`. */
@@ -384,12 +391,23 @@ export class EmulatedHub {
       ...(identity.revokedThroughSec === undefined ? {} : { revokedThroughSec: identity.revokedThroughSec }),
     });
     if (!check.ok) return refuse(5, 'unauthorized', `token ${check.reason}`);
-    const modelId = user.params['model-id'];
+    this.accept(client, identity, user.params['model-id'], check.token.se, done);
+  }
+
+  /** An authenticated CONNECT: the session starts (`tokenSe` undefined: by certificate, nothing expires). */
+  private accept(
+    client: AedesClient,
+    identity: Identity,
+    modelId: string | undefined,
+    tokenSe: number | undefined,
+    done: (error: AuthenticateError | null, success: boolean | null) => void,
+  ): void {
     const session: Session = {
-      deviceId,
+      deviceId: identity.deviceId,
       client,
       identity,
-      tokenSe: check.token.se,
+      tokenSe: tokenSe ?? 0,
+      ...(tokenSe === undefined ? { x509: true as const } : {}),
       subs: new Set(),
       inflight: new Map(),
       nextMid: 1,
@@ -427,7 +445,7 @@ export class EmulatedHub {
     identity.connects++;
     identity.lastConnectedAt = Date.now();
     if (s.modelId) identity.modelId = s.modelId;
-    if (this.ctx.settings.enforceTokenExpiry) {
+    if (this.ctx.settings.enforceTokenExpiry && !s.x509) {
       const ms = s.tokenSe * 1000 - Date.now();
       s.expiryTimer = setTimeout(() => {
         if (this.sessions.get(s.deviceId) === s) {
@@ -781,6 +799,8 @@ export class EmulatedHub {
     i.desiredVersion = snap.desiredVersion;
     i.reported = structuredClone(snap.reported);
     i.reportedVersion = snap.reportedVersion;
+    if (snap.x509) i.x509 = structuredClone(snap.x509);
+    else delete i.x509;
     if (snap.modelId) i.modelId = snap.modelId;
     i.status = 'enabled';
     delete i.disabledReason;

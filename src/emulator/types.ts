@@ -24,7 +24,9 @@ export type RefusalReason =
   | 'injected'
   | 'unauthorized'
   | 'unknown-device'
-  | 'stopped';
+  | 'stopped'
+  /** An X.509 identity's certificate refused (missing, untrusted, revoked, wrong CN, out of its dates). */
+  | 'certificate';
 
 /** One refused CONNECT, kept per device (bounded). */
 export interface RefusalRecord {
@@ -32,7 +34,16 @@ export interface RefusalRecord {
   at: number;
   code: ConnackRefusal;
   reason: RefusalReason;
+  /** The connection was closed without a CONNACK (`hub.expiredCertificateRefusal: 'close'`); `code` is then 5. */
+  closed?: true;
 }
+
+/**
+ * How a hub refuses an X.509 device whose certificate is outside its validity window: `'close'`
+ * (no CONNACK; azure-iot-sdk-node PR 776: IoT Hub "will reject the expired Cert", the client sees
+ * only a `close`) or CONNACK 5 "not authorized", as for every other refused certificate.
+ */
+export type ExpiredCertificateRefusal = 'close' | 5;
 
 /** Errors the emulator API throws (bad arguments, unknown devices, full queues). */
 export class EmulatorError extends Error {
@@ -223,6 +234,8 @@ export interface HubOptions {
   c2dQueueLimit?: number;
   /** CONNACK code for a moved (failed-over) or disabled device. Default 3, as Azure (see README). */
   refusalCode?: MovedDeviceRefusal;
+  /** An expired or not-yet-valid device certificate: `'close'` (default, see the README) or CONNACK 5. */
+  expiredCertificateRefusal?: ExpiredCertificateRefusal;
 }
 
 /** A twin document as the device sees it. */

@@ -7,7 +7,7 @@
  * `X509Certificate`) so the MQTT authenticate hooks can run it inline.
  */
 import { KeyObject, X509Certificate, webcrypto } from 'node:crypto';
-import type { TLSSocket } from 'node:tls';
+import { TLSSocket as TLSSocketClass, type TLSSocket } from 'node:tls';
 import * as px from '@peculiar/x509';
 import { EmulatorError } from './types';
 
@@ -23,7 +23,7 @@ type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 
 /** Why a presented certificate was refused. */
-export type CertificateRefusal = 'no-certificate' | 'malformed' | 'untrusted' | 'revoked' | 'expired' | 'not-yet-valid';
+export type CertificateRefusal = 'no-certificate' | 'untrusted' | 'wrong-subject' | 'revoked' | 'expired' | 'not-yet-valid';
 
 /** The outcome of {@link CloudPki.verify} / {@link verifySelfSigned}. */
 export type CertificateCheck =
@@ -340,4 +340,48 @@ export class CloudPki {
     }
     return { ok: true, commonName: commonNameOf(leaf) ?? '', thumbprint: thumbprintOf(leaf), notAfter: new Date(leaf.validTo) };
   }
+}
+
+/**
+ * The TLS socket under a connection as the endpoint hands it to aedes or to node's HTTP server
+ * (the socket itself, or the endpoint's Gate around it). Undefined for other transports.
+ */
+export function tlsSocketOf(stream: unknown): TLSSocket | undefined {
+  if (stream instanceof TLSSocketClass) return stream;
+  const inner = (stream as { socket?: unknown } | null | undefined)?.socket;
+  return inner instanceof TLSSocketClass ? inner : undefined;
+}
+
+/** The client certificate chain under a connection (empty without a certificate or TLS). */
+export function peerChainOf(stream: unknown): X509Certificate[] {
+  const socket = tlsSocketOf(stream);
+  return socket ? peerCertificateChain(socket) : [];
+}
+
+/**
+ * How a hub authenticates an X.509 identity (what DPS writes when it assigns one): `ca`, a chain
+ * to the enrollment group's CA with CN = device id; `thumbprint`, the leaf's thumbprint (an
+ * individual enrollment's, or a self-signed identity's).
+ */
+export type X509Attestation = { kind: 'ca' } | { kind: 'thumbprint'; thumbprints: string[] };
+
+/**
+ * Checks a presented chain against an attestation for `id` (a registration id at DPS, a device
+ * id on a hub): `ca` → {@link CloudPki.verify} and CN = id (`sameId` compares); `thumbprint` →
+ * the leaf's thumbprint registered, not revoked, in its validity window.
+ */
+export function checkAttestation(
+  pki: CloudPki,
+  chain: readonly X509Certificate[],
+  attestation: X509Attestation,
+  id: string,
+  sameId: (a: string, b: string) => boolean = (a, b) => a === b,
+  now = Date.now(),
+): CertificateCheck {
+  if (attestation.kind === 'thumbprint') return verifySelfSigned(chain, attestation.thumbprints, { now, isRevoked: (c) => pki.isRevoked(c) });
+  const check = pki.verify(chain, now);
+  if (check.ok && !sameId(check.commonName, id)) {
+    return { ok: false, reason: 'wrong-subject', detail: `certificate CN '${check.commonName}' is not '${id}'` };
+  }
+  return check;
 }
