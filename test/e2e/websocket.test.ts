@@ -1,0 +1,150 @@
+/**
+ * MQTT over WebSockets (`transport: 'mqtt-ws'`) with the real SDK against the local cloud, whose
+ * DPS and hubs serve WSS on their MQTT port. MQTT itself is blocked on the whole cloud
+ * (`blockRawMqtt`: what a network that lets only HTTPS through does), so a device that works here
+ * really uses WebSockets. Then the same through an HTTP CONNECT proxy with credentials (the proxy
+ * counts its tunnels: the traffic really went through it), a failover and a hub crash over it.
+ * Every message is checked by id.
+ */
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { startConnectProxy, type ConnectProxy } from '../support/connect-proxy';
+import { deliveryReport, keepSending, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
+
+let cloud: LocalCloud;
+let proxy: ConnectProxy;
+const running: DeviceUnderTest[] = [];
+const PROXY_USER = 'hubstate-test';
+const PROXY_PASSWORD = 'pr0xy-s3cret-never-logged';
+
+beforeAll(async () => {
+  cloud = await startLocalCloud({ hubs: 2, seed: 'websocket-tests', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
+  cloud.blockRawMqtt(true);
+  proxy = await startConnectProxy({ credentials: { user: PROXY_USER, password: PROXY_PASSWORD } });
+});
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((dut) => dut.device.stop()));
+});
+afterAll(async () => {
+  await proxy.close();
+  await cloud.stop();
+});
+
+const proxyUrl = () => `http://${PROXY_USER}:${PROXY_PASSWORD}@127.0.0.1:${proxy.port}`;
+
+function launch(registrationId: string, overrides: Parameters<typeof startDevice>[2] = {}) {
+  const dut = startDevice(cloud, registrationId, { transport: 'mqtt-ws', ...overrides });
+  running.push(dut);
+  return dut;
+}
+
+const hubName = (dut: DeviceUnderTest) => cloud.hubs.find((h) => h.host === dut.device.assignment()?.hubHost)?.name;
+
+async function expectAllDelivered(dut: DeviceUnderTest) {
+  await waitFor(`all ${dut.accepted.length} messages of ${dut.registrationId} delivered`, () => deliveryReport(cloud, dut.accepted).lost.length === 0, 30_000);
+  expect(deliveryReport(cloud, dut.accepted).lost).toEqual([]);
+}
+
+/** Tunnels the proxy opened to `host` (`localhost:PORT`). */
+const tunnelsTo = (host: string) => proxy.tunnels().get(host) ?? 0;
+
+test('mqtt-ws with MQTT blocked: first boot through DPS, connected, telemetry delivered by id', async () => {
+  const dut = launch('ws-boot');
+  await waitForState(dut, 'Connected');
+  expect(dut.visited().slice(0, 4)).toEqual(['Idle', 'Provisioning', 'Connecting', 'Connected']);
+  for (let i = 0; i < 20; i++) await dut.send({ i });
+  await expectAllDelivered(dut);
+  expect(cloud.dps.attempts('ws-boot')).toHaveLength(1);
+});
+
+test('plain mqtt against the same blocked network fails to register: the block is real', async () => {
+  const dut = launch('ws-control', { transport: 'mqtt' });
+  await waitFor('a failed DPS attempt', () => dut.states.some((s) => s.value === 'BackingOff'));
+  expect(dut.device.state()).not.toBe('Connected');
+  expect(cloud.dps.attempts('ws-control')).toHaveLength(0);
+});
+
+test('through an HTTP CONNECT proxy: DPS and the hub reached only through its tunnels, credentials never logged', async () => {
+  const before = { dps: tunnelsTo(cloud.provisioningHost), total: proxy.tunnelCount() };
+  const dut = launch('ws-proxy', { proxy: proxyUrl() });
+  await waitForState(dut, 'Connected');
+  for (let i = 0; i < 20; i++) await dut.send({ i });
+  await expectAllDelivered(dut);
+  expect(tunnelsTo(cloud.provisioningHost)).toBe(before.dps + 1);
+  expect(tunnelsTo(dut.device.assignment()!.hubHost)).toBeGreaterThanOrEqual(1);
+  expect(proxy.tunnelCount()).toBeGreaterThanOrEqual(before.total + 2);
+  const logs = dut.logLines.join('\n');
+  expect(logs).toContain('go through an HTTP proxy');
+  expect(logs).toContain(`http://[REDACTED]@127.0.0.1:${proxy.port}`);
+  expect(logs).not.toContain(PROXY_PASSWORD);
+  expect(logs).not.toContain(PROXY_USER);
+});
+
+test('a proxy that refuses the credentials: the device never connects, and says nothing of the password', async () => {
+  const refused = proxy.refusedCount();
+  const dut = launch('ws-proxy-badauth', { proxy: `http://${PROXY_USER}:wrong-${PROXY_PASSWORD}@127.0.0.1:${proxy.port}` });
+  await waitFor('the proxy refused a CONNECT', () => proxy.refusedCount() > refused);
+  await waitFor('a classified failure', () => dut.states.some((s) => s.value === 'BackingOff'));
+  expect(dut.device.state()).not.toBe('Connected');
+  expect(dut.logLines.join('\n')).not.toContain(PROXY_PASSWORD);
+});
+
+test('failover over WebSockets through the proxy (refusal code 3): status lookup and the other hub through the proxy, nothing lost', async () => {
+  const id = 'ws-failover';
+  const dut = launch(id, { proxy: proxyUrl() });
+  await waitForState(dut, 'Connected');
+  const sender = keepSending(dut, { temp: 20 });
+  try {
+    const home = hubName(dut)!;
+    await waitFor('telemetry at home', () => cloud.telemetry({ deviceId: id, hub: home }).length >= 3);
+    const registrations = cloud.dps.attempts(id).length;
+    const dpsTunnels = tunnelsTo(cloud.provisioningHost);
+    cloud.manualFailover(id, { ttlMs: 60_000, refusalCode: 3 });
+    await waitFor('moved to the failover hub', () => dut.device.state() === 'Connected' && hubName(dut) !== home, 30_000);
+    const away = cloud.hub(hubName(dut)!);
+    await waitFor('telemetry at the failover hub', () => cloud.telemetry({ deviceId: id, hub: away.name }).length >= 3);
+    await sender.stop();
+    await expectAllDelivered(dut);
+    // The lookup (HTTPS) went through the proxy too; no new registration was needed.
+    expect(cloud.dps.lookups(id).length).toBeGreaterThanOrEqual(1);
+    expect(tunnelsTo(cloud.provisioningHost)).toBeGreaterThan(dpsTunnels);
+    expect(tunnelsTo(away.host)).toBeGreaterThanOrEqual(1);
+    expect(cloud.dps.attempts(id)).toHaveLength(registrations);
+  } finally {
+    await sender.abandon();
+  }
+}, 60_000);
+
+test('hub crash and restart over WebSockets through the proxy: back on the same hub, nothing lost', async () => {
+  const id = 'ws-crash';
+  const dut = launch(id, { proxy: proxyUrl() });
+  await waitForState(dut, 'Connected');
+  const sender = keepSending(dut, { temp: 21 });
+  try {
+    const home = cloud.hub(hubName(dut)!);
+    await waitFor('telemetry at home', () => cloud.telemetry({ deviceId: id, hub: home.name }).length >= 3);
+    const tunnels = tunnelsTo(home.host);
+    await home.kill();
+    await waitFor('the loss seen', () => dut.device.state() !== 'Connected');
+    await home.restart();
+    await waitForState(dut, 'Connected', 30_000);
+    expect(hubName(dut)).toBe(home.name);
+    await waitFor('telemetry after the restart', () => cloud.telemetry({ deviceId: id, hub: home.name }).length >= 6);
+    await sender.stop();
+    await expectAllDelivered(dut);
+    expect(tunnelsTo(home.host)).toBeGreaterThan(tunnels);
+  } finally {
+    await sender.abandon();
+  }
+}, 60_000);
+
+test('TLS is verified end to end through the tunnel: a device that does not trust the cloud CA never connects', async () => {
+  const { rootCertificates } = await import('node:tls');
+  const tunnels = tunnelsTo(cloud.provisioningHost);
+  const dut = launch('ws-untrusted', { proxy: proxyUrl(), ca: rootCertificates[0], trustOnlyCa: true });
+  await waitFor('a classified failure', () => dut.states.some((s) => s.value === 'BackingOff' || s.value === 'Failed'));
+  // The tunnel was opened (the proxy is not the one refusing): the device refused the certificate.
+  expect(tunnelsTo(cloud.provisioningHost)).toBeGreaterThan(tunnels);
+  expect(dut.device.state()).not.toBe('Connected');
+  expect(cloud.dps.attempts('ws-untrusted')).toHaveLength(0);
+  expect(dut.device.actor.getSnapshot().context.lastError?.rule).toMatch(/^tls-/);
+});
