@@ -169,13 +169,13 @@ interface RawMqttAttempt {
 
 /**
  * The transports of ONE device. In `auto`, it remembers for the device's lifetime whether it has
- * left MQTT for WebSockets, and whether MQTT has ever answered (then it never leaves: a later
- * failure is the hub's, not the network's).
+ * left MQTT for WebSockets, and which endpoints' MQTT has answered (a later failure of one of
+ * those is the service's, not the network's: no fallback).
  */
 export class NetworkPath {
   private useWebSockets: boolean;
-  /** A CONNACK (accepting or refusing) came back over MQTT once: the MQTT port is reachable. */
-  private mqttAnswered = false;
+  /** Endpoints whose MQTT port answered (a CONNACK, accepting or refusing): reachable, never a reason to leave MQTT. */
+  private readonly mqttAnswered = new Set<string>();
   private lastRawMqtt: RawMqttAttempt | undefined;
   private proxyAgent: HttpsProxyAgent<string> | undefined;
   private readonly provider: MqttProvider;
@@ -227,13 +227,14 @@ export class NetworkPath {
   private connect(uri: string, options: Record<string, unknown>): unknown {
     if (uri.startsWith('wss://')) return this.connectWebSocket(uri, options);
     const client = sharedTlsMqttProvider().connect(uri, options);
-    if (this.options.transport === 'auto' && !this.mqttAnswered) {
-      const attempt: RawMqttAttempt = { endpoint: uri.replace(/^mqtts?:\/\//, ''), answered: false };
+    const endpoint = uri.replace(/^mqtts?:\/\//, '');
+    if (this.options.transport === 'auto' && !this.mqttAnswered.has(endpoint)) {
+      const attempt: RawMqttAttempt = { endpoint, answered: false };
       this.lastRawMqtt = attempt;
       (client as MqttClientEvents).on('packetreceive', (packet) => {
         if (packet.cmd !== 'connack') return;
         attempt.answered = true;
-        this.mqttAnswered = true;
+        this.mqttAnswered.add(endpoint);
       });
     }
     return client;
@@ -255,14 +256,14 @@ export class NetworkPath {
   /**
    * Called with a failed DPS registration's or hub connection's error before it is classified.
    * In `auto`, when the last MQTT connection never got a CONNACK (refused, reset, timed out: the
-   * network, not the service) and MQTT has never answered this device, the device switches to
+   * network, not the service) from an endpoint whose MQTT never answered, the device switches to
    * WebSockets from now on, says so (log line and `transport` event), and the failure becomes a
    * MqttUnreachableError (its own classification row) so the transition shows why.
    */
   explainConnectFailure(error: unknown, phase: 'dps' | 'hub-connect'): unknown {
     const attempt = this.lastRawMqtt;
     this.lastRawMqtt = undefined;
-    if (this.options.transport !== 'auto' || this.useWebSockets || this.mqttAnswered || !attempt || attempt.answered) return error;
+    if (this.options.transport !== 'auto' || this.useWebSockets || !attempt || attempt.answered || this.mqttAnswered.has(attempt.endpoint)) return error;
     // A TLS verdict, a DNS answer or a refusal to fix is not a blocked port: only transient failures.
     if (classify(error, phase).errorClass !== 'transient') return error;
     this.useWebSockets = true;
