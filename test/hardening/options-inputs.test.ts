@@ -144,7 +144,7 @@ describe('numeric options: a ConfigError naming the field for every bad number (
 describe('unknown option keys are refused, naming the nearest known one (finding 9)', () => {
   test.each([
     ['keepAliveSeconds', 'keepaliveSeconds'],
-    ['transport', undefined],
+    ['websockets', undefined],
     ['connectTimeout', 'connectTimeoutMs'],
     ['provisioningHostname', 'provisioningHost'],
     ['groupkey', 'groupKey'],

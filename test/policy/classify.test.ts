@@ -34,6 +34,7 @@ import {
   tokenRenewalWithoutKey,
   twinAnswer,
 } from './sdk-fixtures';
+import { MqttUnreachableError } from '../../src/actors/transport';
 
 /** The error a registration through the real provisioning client ended with. */
 const dpsError = async (status: number, body?: Record<string, unknown>): Promise<unknown> => (await dpsAnswer(status, body)).error;
@@ -95,6 +96,7 @@ const CASES: Case[] = [
   { title: 'hub ENOTFOUND before first connect', error: () => hubFirstConnect(socketError('ENOTFOUND')), phase: 'hub-connect', rule: 'hub-dns-not-found', errorClass: 'reprovision' , assignmentInDoubt: true },
   { title: 'hub ENOTFOUND after a first connect', error: () => hubAfterConnect(socketError('ENOTFOUND')), phase: 'hub-connect', rule: 'hub-dns-not-found', errorClass: 'reprovision' , assignmentInDoubt: true },
   { title: 'DPS ENOTFOUND (raw)', error: () => socketError('ENOTFOUND'), phase: 'dps', rule: 'dps-dns-not-found', errorClass: 'transient' },
+  { title: "transport 'auto': MQTT never answered (MqttUnreachableError around the SDK's ECONNREFUSED)", error: () => new MqttUnreachableError('MQTT on hub:8883 could not be reached', hubFirstConnect(socketError('ECONNREFUSED'))), phase: 'hub-connect', rule: 'mqtt-unreachable-websocket-fallback', errorClass: 'transient' },
   { title: 'hub ECONNREFUSED before first connect (UnauthorizedError "Not authorized" wrapper)', error: () => hubFirstConnect(socketError('ECONNREFUSED')), phase: 'hub-connect', rule: 'socket-refused', errorClass: 'transient' },
   { title: 'hub ECONNREFUSED after a first connect (NotConnectedError)', error: () => hubAfterConnect(socketError('ECONNREFUSED')), phase: 'hub-connect', rule: 'socket-refused', errorClass: 'transient' },
   { title: 'DPS down: ECONNREFUSED (raw)', error: () => socketError('ECONNREFUSED'), phase: 'dps', rule: 'socket-refused', errorClass: 'transient' },
