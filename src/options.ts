@@ -14,6 +14,7 @@ import { DEFAULT_OUTBOX_LIMITS } from './store/outbox';
 import type { SqliteOutboxLimits } from './store/sqlite-outbox';
 import { firstUnknownKey, unknownKeyExpectation } from './validate';
 import { resolveNetworkOptions, type NetworkOptions, type TransportMode } from './actors/transport';
+import { commonName, leafCertificate, resolveX509Identity, type X509Identity } from './actors/x509';
 
 export const DEFAULT_PROVISIONING_HOST = 'global.azure-devices-provisioning.net';
 
@@ -28,6 +29,13 @@ export interface DeviceOptions {
   groupKey?: string | KeyPair;
   /** This device's own key: better, the group key never needs to be on the device. */
   deviceKey?: string | KeyPair;
+  /**
+   * X.509 identity instead of a key: PEM certificate (leaf first, its chain may follow) and private
+   * key. Its CN must be `registrationId` (DPS reads the registration id from it).
+   */
+  x509?: X509Identity;
+  /** Days before the X.509 certificate's notAfter from which each start and connection warns (0: never). Default 30. */
+  certificateExpiryWarningDays?: number;
   /** Plug and Play model id (DTMI), announced to DPS and to the hub. */
   modelId?: string;
   /** DPS endpoint, 'host' or 'host:port'. */
@@ -128,6 +136,7 @@ export interface ResolvedOptions {
   closeTimeoutMs: number;
   tokenValiditySeconds: number;
   tokenRenewalMarginSeconds: number;
+  certificateExpiryWarningDays: number;
   sendWindow: number;
   outboxLimits: SqliteOutboxLimits;
   commandTimeoutMs: number;
@@ -253,9 +262,13 @@ function resolveKeyPair(value: unknown, field: 'groupKey' | 'deviceKey'): KeyPai
  * The device's identity from `groupKey` or `deviceKey` (exactly one): used by `createDevice` and
  * by `device.updateCredentials`, so a runtime update is held to the same rules.
  */
-export function resolveCredential(options: { groupKey?: unknown; deviceKey?: unknown }): CredentialOptions {
+export function resolveCredential(options: { groupKey?: unknown; deviceKey?: unknown; x509?: unknown }): CredentialOptions {
+  if (options.x509 !== undefined) {
+    if (options.groupKey !== undefined || options.deviceKey !== undefined) throw new ConfigError('x509', 'exactly one identity: x509, groupKey or deviceKey (not both)');
+    return { x509: resolveX509Identity(options.x509) };
+  }
   if ((options.groupKey === undefined) === (options.deviceKey === undefined)) {
-    throw new ConfigError('groupKey|deviceKey', 'exactly one of groupKey or deviceKey');
+    throw new ConfigError('groupKey|deviceKey', 'exactly one of groupKey, deviceKey or x509');
   }
   return options.groupKey !== undefined ? { groupKey: resolveKeyPair(options.groupKey, 'groupKey') } : { deviceKey: resolveKeyPair(options.deviceKey, 'deviceKey') };
 }
@@ -265,7 +278,7 @@ interface Bound {
   min: number;
   max: number;
   integer?: boolean;
-  unit: 'ms' | 's' | 'messages' | 'bytes' | '';
+  unit: 'ms' | 's' | 'days' | 'messages' | 'bytes' | '';
   /** Why the upper bound is where it is (shown in the README's options table). */
   why: string;
 }
@@ -285,6 +298,7 @@ export const OPTION_BOUNDS = {
   closeTimeoutMs: { min: 1, max: 600_000, unit: 'ms', why: 'ten minutes: stop() must end' },
   tokenValiditySeconds: { min: 2, max: 24 * 86_400, integer: true, unit: 's', why: "24 days: the SDK's renewal timer would overflow Node's 24.8-day limit" },
   tokenRenewalMarginSeconds: { min: 1, max: 24 * 86_400 - 1, integer: true, unit: 's', why: 'below tokenValiditySeconds' },
+  certificateExpiryWarningDays: { min: 0, max: 3650, integer: true, unit: 'days', why: 'ten years' },
   sendWindow: { min: 1, max: 1000, integer: true, unit: 'messages', why: 'far above what one MQTT connection keeps in flight usefully' },
   commandTimeoutMs: { min: 1, max: 300_000, unit: 'ms', why: "IoT Hub's longest direct-method timeout (300 s)" },
   propertyHandlerTimeoutMs: { min: 1, max: 3_600_000, unit: 'ms', why: 'an hour' },
@@ -306,12 +320,24 @@ function bounded(value: unknown, field: keyof typeof OPTION_BOUNDS, fallback: nu
   return value;
 }
 
+/**
+ * DPS takes an X.509 device's registration id from its certificate's CN, and the hub's device id
+ * follows: `registrationId` must be that CN (exactly, as the hub's device ids are case-sensitive)
+ * so the cache, logs and lookups name the identity the services see.
+ */
+export function checkCertificateSubject(identity: X509Identity, registrationId: string): void {
+  const cn = commonName(leafCertificate(identity));
+  if (cn !== registrationId) throw new ConfigError('registrationId', `the X.509 certificate's CN ('${cn}'), which DPS uses as the registration id`);
+}
+
 /** Every key `createDevice` knows: anything else is refused (a typo must not change nothing, silently). */
 export const DEVICE_OPTION_KEYS = [
   'idScope',
   'registrationId',
   'groupKey',
   'deviceKey',
+  'x509',
+  'certificateExpiryWarningDays',
   'modelId',
   'provisioningHost',
   'ca',
@@ -362,6 +388,7 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     throw new ConfigError('registrationId', 'up to 128 letters, digits and - . _ :');
   }
   const credential = resolveCredential(options);
+  if ('x509' in credential) checkCertificateSubject(credential.x509, options.registrationId);
   if (options.modelId !== undefined && (typeof options.modelId !== 'string' || options.modelId.length > MAX_DTMI_LENGTH || !DTMI.test(options.modelId))) {
     throw new ConfigError('modelId', `a DTMI such as dtmi:com:example:Thermostat;1 (DTDL v3 syntax, at most ${MAX_DTMI_LENGTH} characters)`);
   }
@@ -421,6 +448,7 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     closeTimeoutMs: bounded(options.closeTimeoutMs, 'closeTimeoutMs', 5_000),
     tokenValiditySeconds,
     tokenRenewalMarginSeconds,
+    certificateExpiryWarningDays: bounded(options.certificateExpiryWarningDays, 'certificateExpiryWarningDays', 30),
     sendWindow: bounded(options.sendWindow, 'sendWindow', 16),
     outboxLimits: resolveOutboxLimits(options.outboxLimits),
     commandTimeoutMs: bounded(options.commandTimeoutMs, 'commandTimeoutMs', 25_000),

@@ -1,7 +1,8 @@
 import { createHmac } from 'node:crypto';
+import type { X509Identity } from './x509';
 
 /** How the device proves itself: a group enrollment key (derived per device) or its own key. */
-export type Credential = { groupKey: string } | { deviceKey: string };
+export type Credential = { groupKey: string } | { deviceKey: string } | { x509: X509Identity };
 
 /** DPS group enrollment: device key = base64(HMAC-SHA256(base64decode(groupKey), registrationId)). */
 export function deriveDeviceKey(groupKey: string, registrationId: string): string {
@@ -10,6 +11,7 @@ export function deriveDeviceKey(groupKey: string, registrationId: string): strin
 
 /** The key this device signs with; the group key itself never leaves this function's caller. */
 export function deviceKeyOf(credential: Credential, registrationId: string): string {
+  if ('x509' in credential) throw new TypeError('an X.509 identity has no symmetric key');
   return 'deviceKey' in credential ? credential.deviceKey : deriveDeviceKey(credential.groupKey, registrationId);
 }
 
@@ -17,13 +19,15 @@ export function deviceKeyOf(credential: Credential, registrationId: string): str
 export type KeyPair = { primary: string; secondary?: string };
 
 /** What the device was configured with: each key as a pair (a lone key is a primary). */
-export type CredentialOptions = { groupKey: KeyPair } | { deviceKey: KeyPair };
+export type CredentialOptions = { groupKey: KeyPair } | { deviceKey: KeyPair } | { x509: X509Identity };
 
 /** Which of the pair a credential is: logs and events name it, never the key. */
 export type KeySlot = 'primary' | 'secondary';
 
 /** The credential of one slot of `options`, if that slot has a key. */
 function credentialIn(options: CredentialOptions, slot: KeySlot): Credential | undefined {
+  // A certificate has no second key: its renewal is a new certificate (updateCredentials).
+  if ('x509' in options) return slot === 'primary' ? { x509: options.x509 } : undefined;
   const pair = 'groupKey' in options ? options.groupKey : options.deviceKey;
   const key = pair[slot];
   if (key === undefined) return undefined;
@@ -45,6 +49,7 @@ export class Credentials {
   }
 
   private static normalize(options: CredentialOptions | Credential): CredentialOptions {
+    if ('x509' in options) return { x509: options.x509 };
     if ('groupKey' in options) return { groupKey: typeof options.groupKey === 'string' ? { primary: options.groupKey } : options.groupKey };
     return { deviceKey: typeof options.deviceKey === 'string' ? { primary: options.deviceKey } : options.deviceKey };
   }

@@ -15,7 +15,7 @@ const busy = { rule: 'connack-3-server-unavailable', errorClass: 'transient' };
 function attemptRefusing(refusedKeys: string[], failure: object = refused) {
   const tried: string[] = [];
   const attempt = async (credential: Credential): Promise<string> => {
-    const key = 'groupKey' in credential ? credential.groupKey : credential.deviceKey;
+    const key = 'groupKey' in credential ? credential.groupKey : 'deviceKey' in credential ? credential.deviceKey : 'x509';
     tried.push(key);
     if (refusedKeys.includes(key)) throw failure;
     return key;
