@@ -8,15 +8,17 @@ import { createActor, type Actor, type InspectionEvent, type SnapshotFrom } from
 import { deviceMachine, leafStateName, type Assignment, type DeviceEvent } from '../machines/device.machine';
 import { Credentials, deviceKeyOf, type KeyPair } from './actors/credentials';
 import { hubWork } from './actors/hub';
-import { lookupWork } from './actors/lookup';
+import { lookupWork, probeServiceTime, type LookupSettings } from './actors/lookup';
+import { ServiceTime } from './actors/service-time';
 import { provisionWork } from './actors/provision';
 import { NetworkPath, type TransportFallback } from './actors/transport';
 import { waitUntilWork } from './actors/wait';
+import { certificateNotice, x509CacheFingerprint, x509CacheMacKey, type CertificateNotice, type X509Identity } from './actors/x509';
 import { systemClock, type Clock } from './clock';
 import { ConfigError, MessageRejectedError } from './errors';
 import { createLogger } from './logger';
 import { jsonOddity } from './json';
-import { reportOptionsProblem, resolveCredential, resolveOptions, resolveStopOptions, type DeviceOptions, type StopOptions } from './options';
+import { checkCertificateSubject, reportOptionsProblem, resolveCredential, resolveOptions, resolveStopOptions, type DeviceOptions, type StopOptions } from './options';
 import type { ErrorClass } from './policy/types';
 import { nextRandom, seedFrom } from './policy/backoff';
 import { cacheMacKey, credentialFingerprint, FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
@@ -75,7 +77,7 @@ export interface TelemetryOptions {
 
 const TELEMETRY_OPTION_KEYS: ReadonlySet<string> = new Set(['component', 'properties']);
 /** What `updateCredentials` takes: one identity, as `createDevice` takes it. */
-const CREDENTIAL_KEYS = ['groupKey', 'deviceKey'] as const;
+const CREDENTIAL_KEYS = ['groupKey', 'deviceKey', 'x509'] as const;
 
 /** The user's options checked (MessageRejectedError); the properties copied, so later changes do not leak in. */
 function checkTelemetryOptions(options: unknown): { component?: string; properties: Record<string, string> } {
@@ -130,6 +132,8 @@ export interface DeviceEvents {
   droppedProperties: [DroppedProperties];
   /** transport 'auto' left MQTT for MQTT over WebSockets (once per device: it stays there). */
   transport: [TransportFallback];
+  /** The X.509 certificate expires within `certificateExpiryWarningDays`, has expired, or is not yet valid (at start and at each connection). */
+  credentials: [CertificateNotice];
 }
 
 export type DeviceActor = Actor<typeof deviceMachine>;
@@ -157,7 +161,7 @@ export interface Device extends EventEmitter<DeviceEvents> {
    * connection that is up stays up. A device that has Failed (e.g. DPS refused both old keys)
    * tries again at once.
    */
-  updateCredentials(credentials: { groupKey: string | KeyPair } | { deviceKey: string | KeyPair }): void;
+  updateCredentials(credentials: { groupKey: string | KeyPair } | { deviceKey: string | KeyPair } | { x509: X509Identity }): void;
   state(): DeviceStateName;
   assignment(): Assignment | null;
   outboxStats(): { count: number; bytes: number };
@@ -192,7 +196,10 @@ export function createDevice(options: DeviceOptions): Device {
   const credentials = new Credentials(resolved.credential);
   // The cache is bound to the key the device was created with (a fingerprint and a MAC key, never
   // the key): a device created with other keys registers once instead of trusting it.
-  const bootKey = deviceKeyOf(credentials.current(), resolved.registrationId);
+  const boot = credentials.current();
+  // X.509: the certificate's thumbprint names the cache; a key derived from the private key (the
+  // secret only this device holds; the certificate is public) authenticates it.
+  const bootKey = 'x509' in boot ? undefined : deviceKeyOf(boot, resolved.registrationId);
   const cache: ProvisioningCache =
     options.cache ??
     (resolved.dataDir
@@ -204,9 +211,9 @@ export function createDevice(options: DeviceOptions): Device {
             idScope: resolved.idScope,
             provisioningHost: resolved.provisioningHost,
             registrationId: resolved.registrationId,
-            credential: credentialFingerprint(bootKey),
+            credential: 'x509' in boot ? x509CacheFingerprint(boot.x509) : credentialFingerprint(bootKey!),
           },
-          cacheMacKey(bootKey),
+          'x509' in boot ? x509CacheMacKey(boot.x509) : cacheMacKey(bootKey!),
         )
       : new MemoryProvisioningCache());
   // With a data directory telemetry is durable (SQLite); without one it lives in memory, and what
@@ -226,6 +233,22 @@ export function createDevice(options: DeviceOptions): Device {
       logger.error({ event, err: (error as Error).message }, 'a device event listener threw');
     }
   };
+  /** Warns (log + `credentials` event) when the X.509 certificate nears its end or is out of its dates. */
+  const checkCertificate = (): void => {
+    const current = credentials.current();
+    if (!('x509' in current)) return;
+    const notice = certificateNotice(current.x509, clock.now(), resolved.certificateExpiryWarningDays);
+    if (!notice) return;
+    const { kind, notAfter, daysLeft, thumbprint } = notice;
+    const text =
+      kind === 'certificate-expiring'
+        ? `the X.509 certificate expires in ${daysLeft} day(s) (${notAfter}): renew it and pass it to updateCredentials`
+        : kind === 'certificate-expired'
+          ? `the X.509 certificate expired ${notAfter}: connections are parked until a renewed one (updateCredentials)`
+          : `the X.509 certificate is not valid yet (${notice.notBefore}): is the clock set?`;
+    logger.warn({ kind, notAfter, daysLeft, thumbprint }, text);
+    notify('credentials', notice);
+  };
   const pnp = createPnp({
     clock,
     logger,
@@ -238,6 +261,20 @@ export function createDevice(options: DeviceOptions): Device {
   });
 
   const network = new NetworkPath(resolved.network, logger, (fallback) => notify('transport', fallback));
+  // Every token (DPS, lookup, hub) expires in the service's time, learned from DPS's Date header.
+  const serviceTime = new ServiceTime(clock, logger);
+  const lookupSettings: LookupSettings = {
+    provisioningHost: resolved.provisioningHost,
+    idScope: resolved.idScope,
+    credentials,
+    ca: resolved.ca,
+    network,
+    deadlineMs: resolved.provisionTimeoutMs,
+    serviceTime,
+    clock,
+    logger,
+  };
+  const probeTime = () => probeServiceTime(lookupSettings, resolved.registrationId);
   const hub = hubWork(
     {
       registrationId: resolved.registrationId,
@@ -245,6 +282,8 @@ export function createDevice(options: DeviceOptions): Device {
       modelId: resolved.modelId,
       ca: resolved.ca,
       network,
+      serviceTime,
+      probeServiceTime: probeTime,
       keepaliveSeconds: resolved.keepaliveSeconds,
       publishTimeoutSeconds: resolved.publishTimeoutSeconds,
       connectTimeoutMs: resolved.connectTimeoutMs,
@@ -274,19 +313,12 @@ export function createDevice(options: DeviceOptions): Device {
         ca: resolved.ca,
         network,
         deadlineMs: resolved.provisionTimeoutMs,
+        serviceTime,
+        probeServiceTime: probeTime,
         clock,
         logger,
       }),
-      lookupAssignment: lookupWork({
-        provisioningHost: resolved.provisioningHost,
-        idScope: resolved.idScope,
-        credentials,
-        ca: resolved.ca,
-        network,
-        deadlineMs: resolved.provisionTimeoutMs,
-        clock,
-        logger,
-      }),
+      lookupAssignment: lookupWork(lookupSettings),
       ...hub,
       waitUntil: waitUntilWork(clock),
     },
@@ -326,6 +358,7 @@ export function createDevice(options: DeviceOptions): Device {
     if (value === 'BackingOff' && context.delayMs !== null) change.delayMs = context.delayMs;
     if (context.assignment) change.hubHost = context.assignment.hubHost;
     previous = value;
+    if (value === 'Connected') checkCertificate();
     logger.info(
       {
         from: change.previous,
@@ -424,6 +457,7 @@ export function createDevice(options: DeviceOptions): Device {
     start(): void {
       if (started) return;
       started = true;
+      checkCertificate();
       actor.start();
       const delayMs = firstBootDelayMs();
       if (delayMs > 0) {
@@ -486,7 +520,10 @@ export function createDevice(options: DeviceOptions): Device {
       if (typeof update !== 'object' || update === null) throw new ConfigError('credentials', 'an object with groupKey or deviceKey');
       const unknown = firstUnknownKey(update, CREDENTIAL_KEYS);
       if (unknown !== undefined) throw new ConfigError(unknown, unknownKeyExpectation(unknown, CREDENTIAL_KEYS));
-      credentials.replace(resolveCredential(update));
+      const next = resolveCredential(update);
+      // A renewed certificate must still name this device (its CN is the registration id).
+      if ('x509' in next) checkCertificateSubject(next.x509, resolved.registrationId);
+      credentials.replace(next);
       logger.info('credentials updated; the next connection uses the new primary key');
       if (stateName(actor.getSnapshot()) === 'Failed') send({ type: 'RETRY' });
     },

@@ -23,9 +23,11 @@ import type { Failure } from '../policy/types';
 import type { Outbox, OutboxMessage } from '../store/outbox';
 import { COMPONENT_PROPERTY, CONTENT_ENCODING, CONTENT_TYPE, isMessagePublishError, telemetryProblem } from '../pnp/telemetry';
 import { Credentials, deviceKeyOf, withEitherKey, type Credential } from './credentials';
+import { withServiceTime, type ServiceTime } from './service-time';
 import type { CallbackWork, PromiseWork } from './work';
 import { sharedTlsMqttProvider, type MqttProvider } from './tls';
 import { directMqttPath, type NetworkPath } from './transport';
+import { assertCertificateCurrent } from './x509';
 
 export interface HubSettings {
   registrationId: string;
@@ -40,6 +42,10 @@ export interface HubSettings {
   publishTimeoutSeconds: number;
   connectTimeoutMs: number;
   closeTimeoutMs: number;
+  /** The service's time: SAS tokens expire in it. Default: the device clock, never corrected. */
+  serviceTime?: ServiceTime;
+  /** Asks DPS for its time (a status lookup) when the hub refuses a token: the clock may be the cause. */
+  probeServiceTime?: () => Promise<unknown>;
   /** SAS token lifetime and renewal margin; renewal is a silent reconnect inside the SDK. */
   tokenValiditySeconds: number;
   tokenRenewalMarginSeconds: number;
@@ -363,6 +369,23 @@ class TelemetryPump {
 }
 
 /** The hub actors' work: one registry of open clients shared by the three of them. */
+/** What SharedAccessKeyAuthenticationProvider signs each token with (azure-iot-device, sak_authentication_provider.js). */
+interface TokenSigner {
+  _sign(resourceUri: string, expiry: number, callback: (error: Error | null, signature?: string) => void): void;
+}
+
+/**
+ * The SDK computes a token's expiry as device time + validity, and keeps that (device-time)
+ * expiry to schedule renewals. Shifting only what is signed keeps its renewal schedule right
+ * while the hub, which checks expiry in its own time, gets a token valid for the whole lifetime.
+ */
+function signInServiceTime(provider: unknown, serviceTime: ServiceTime): void {
+  const signer = provider as Partial<TokenSigner>;
+  if (typeof signer._sign !== 'function') return; // X.509: nothing is signed
+  const sign = signer._sign.bind(provider);
+  signer._sign = (resourceUri, expiry, callback) => sign(resourceUri, expiry + Math.round(serviceTime.offsetMs / 1000), callback);
+}
+
 export function hubWork(settings: HubSettings, features: SessionFeature[] = []) {
   const { clock, logger } = settings;
   const open = new Map<number, OpenClient>();
@@ -393,20 +416,29 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
   const openHub: PromiseWork<{ connectedAt: number }, HubAttemptInput> = ({ input, signal }) =>
     withEitherKey(
       settings.credentials,
-      (credential) => openWith(credential, input, signal),
+      (credential) => {
+        const { serviceTime } = settings;
+        if (!serviceTime) return openWith(credential, input, signal);
+        return withServiceTime(serviceTime, () => openWith(credential, input, signal), settings.probeServiceTime);
+      },
       (from, to) => logger.warn({ epoch: input.epoch, from, to }, `the hub refused the ${from} key; trying the ${to} key`),
     );
 
   async function openWith(credential: Credential, input: HubAttemptInput, signal: AbortSignal): Promise<{ connectedAt: number }> {
     const { assignment, epoch } = input;
-    const key = deviceKeyOf(credential, settings.registrationId);
+    // X.509: the client certificate authenticates (setOptions below); no key, no token to renew.
+    const x509 = 'x509' in credential ? credential.x509 : undefined;
+    const secret = x509 ? 'x509=true' : `SharedAccessKey=${deviceKeyOf(credential, settings.registrationId)}`;
     // Keep the transport the client builds: session features use it directly (see HubSession).
     let transport: Mqtt | undefined;
     let tokens: TokenRenewal | undefined;
     const client = Client.fromConnectionString(
-      `HostName=${assignment.hubHost};DeviceId=${assignment.deviceId};SharedAccessKey=${key}`,
+      `HostName=${assignment.hubHost};DeviceId=${assignment.deviceId};${secret}`,
       function CapturingMqtt(authenticationProvider: ConstructorParameters<typeof Mqtt>[0]) {
-        tokens = authenticationProvider as unknown as TokenRenewal;
+        const provider = authenticationProvider as unknown as Partial<TokenRenewal>;
+        // The SDK's X.509 provider has no renewal timer to stop.
+        tokens = typeof provider.stop === 'function' ? (provider as TokenRenewal) : { stop: () => undefined };
+        if (settings.serviceTime) signInServiceTime(authenticationProvider, settings.serviceTime);
         transport = network.hubTransport(authenticationProvider, sdkMqttBase(settings.publishTimeoutSeconds, network.mqttProvider()));
         return transport;
       } as unknown as typeof Mqtt,
@@ -437,14 +469,20 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
       for (const feature of features) {
         if (feature.inbound) entry.inboundCleanups.push(feature.inbound(connection));
       }
+      if (x509) assertCertificateCurrent(x509, clock.now());
       await client.setOptions({
         ca: settings.ca,
         modelId: settings.modelId,
         keepalive: settings.keepaliveSeconds,
-        tokenRenewal: {
-          tokenValidTimeInSeconds: settings.tokenValiditySeconds,
-          tokenRenewalMarginInSeconds: settings.tokenRenewalMarginSeconds,
-        },
+        // The SDK refuses token renewal options on an X.509 client.
+        ...(x509
+          ? { cert: x509.cert, key: x509.key, ...(x509.passphrase === undefined ? {} : { passphrase: x509.passphrase }) }
+          : {
+              tokenRenewal: {
+                tokenValidTimeInSeconds: settings.tokenValiditySeconds,
+                tokenRenewalMarginInSeconds: settings.tokenRenewalMarginSeconds,
+              },
+            }),
       } as Parameters<Client['setOptions']>[0]);
       await withDeadline(clock, client.open(), settings.connectTimeoutMs, () => {
         const timeout = new Error(`hub did not accept the connection within ${settings.connectTimeoutMs} ms`);
@@ -457,7 +495,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
       throw toFailure(signal.aborted ? error : network.explainConnectFailure(error, 'hub-connect'), 'hub-connect', clock.now());
     }
     return { connectedAt: clock.now() };
-  };
+  }
 
   const hubSession: CallbackWork<HubAttemptInput> = ({ input, sendBack }) => {
     const { epoch } = input;

@@ -9,9 +9,7 @@
  * one the SDK's security client builds for a registration.
  */
 import * as https from 'node:https';
-import type { SecureContext } from 'node:tls';
-import type { SharedAccessSignature } from 'azure-iot-common';
-import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { LookupResult } from '../../machines/device.machine';
 import type { Clock } from '../clock';
@@ -19,8 +17,10 @@ import { ServiceProtocolError } from '../errors';
 import { retryAfterMsFromSeconds } from '../policy/backoff';
 import { toFailure } from '../policy/classify';
 import { Credentials, deviceKeyOf, withEitherKey, type Credential } from './credentials';
+import { registrationSasToken, withServiceTime, type ServiceTime } from './service-time';
 import { sharedSecureContext } from './tls';
 import type { NetworkPath } from './transport';
+import { assertCertificateCurrent, type X509Identity } from './x509';
 import type { PromiseWork } from './work';
 
 export interface LookupSettings {
@@ -33,6 +33,8 @@ export interface LookupSettings {
   network?: NetworkPath;
   /** Deadline of one lookup (connect, request, answer). */
   deadlineMs: number;
+  /** Learns the service's time from each answer's `Date`; tokens are signed with it. */
+  serviceTime: ServiceTime;
   clock: Clock;
   logger: Logger;
 }
@@ -99,32 +101,43 @@ function errorDetail(text: string): string | undefined {
   }
 }
 
-async function sasToken(settings: LookupSettings, credential: Credential, registrationId: string): Promise<string> {
-  const security = new SymmetricKeySecurityClient(registrationId, deviceKeyOf(credential, registrationId));
-  const sas = (await security.createSharedAccessSignature(settings.idScope)) as SharedAccessSignature;
-  return sas.toString();
+/** The lookup's credential: a SAS token, or with X.509 attestation the TLS client certificate. */
+function sasToken(settings: LookupSettings, credential: Credential, registrationId: string): string | X509Identity {
+  if ('x509' in credential) return credential.x509;
+  return registrationSasToken(settings.idScope, registrationId, deviceKeyOf(credential, registrationId), settings.serviceTime);
 }
 
 /** One lookup; resolves with the current assignment or rejects with a classified Failure. */
 export async function lookupOnce(settings: LookupSettings, registrationId: string, signal?: AbortSignal): Promise<LookupResult> {
   const { clock, logger } = settings;
+  const attempt = async (credential: Credential): Promise<LookupResult> => {
+    try {
+      if ('x509' in credential) assertCertificateCurrent(credential.x509, clock.now());
+      const answer = await request(settings, registrationId, sasToken(settings, credential, registrationId), signal);
+      return { ...answer, checkedAt: clock.now() };
+    } catch (error) {
+      const failure = toFailure(error, 'dps-lookup', clock.now());
+      logger.debug({ failure }, 'DPS status lookup failed');
+      throw failure;
+    }
+  };
+  // A 401 whose Date shows the device clock far off is the clock's: asked again with the service's time.
   return withEitherKey(
     settings.credentials,
-    async (credential) => {
-      try {
-        const answer = await request(settings, registrationId, await sasToken(settings, credential, registrationId), signal);
-        return { ...answer, checkedAt: clock.now() };
-      } catch (error) {
-        const failure = toFailure(error, 'dps-lookup', clock.now());
-        logger.debug({ failure }, 'DPS status lookup failed');
-        throw failure;
-      }
-    },
+    (credential) => withServiceTime(settings.serviceTime, () => attempt(credential)),
     (from, to) => logger.warn({ from, to }, `the DPS status lookup refused the ${from} key; trying the ${to} key`),
   );
 }
 
-function request(settings: LookupSettings, registrationId: string, token: string, signal?: AbortSignal): Promise<{ hubHost: string; deviceId: string }> {
+/**
+ * Asks DPS for its time: one status lookup, whatever it answers (its `Date` header is what
+ * counts; `settings.serviceTime` learns it). Used when DPS or the hub refuses a token.
+ */
+export async function probeServiceTime(settings: LookupSettings, registrationId: string): Promise<void> {
+  await request(settings, registrationId, sasToken(settings, settings.credentials.current(), registrationId)).catch(() => undefined);
+}
+
+function request(settings: LookupSettings, registrationId: string, token: string | X509Identity, signal?: AbortSignal): Promise<{ hubHost: string; deviceId: string }> {
   const { hostname, port } = splitHost(settings.provisioningHost);
   const body = JSON.stringify({ registrationId });
   const path = `/${encodeURIComponent(settings.idScope)}/registrations/${encodeURIComponent(registrationId)}?api-version=${LOOKUP_API_VERSION}`;
@@ -147,20 +160,23 @@ function request(settings: LookupSettings, registrationId: string, token: string
         path,
         method: 'POST',
         servername: hostname,
-        secureContext: sharedSecureContext(settings.ca),
+        // A client certificate belongs to this device: its own context (same CA, same checks).
+        secureContext: typeof token === 'string' ? sharedSecureContext(settings.ca) : createSecureContext({ ...(settings.ca === undefined ? {} : { ca: settings.ca }), ...token }),
         // Through the proxy's CONNECT tunnel when there is one (TLS still verified end to end:
         // the agent hands secureContext and servername to tls.connect over the tunnel).
         agent: settings.network?.httpsAgent(hostname, port) ?? false,
         headers: {
-          Authorization: token,
+          ...(typeof token === 'string' ? { Authorization: token } : {}),
           'Content-Type': 'application/json; charset=utf-8',
           Accept: 'application/json',
           'Content-Length': Buffer.byteLength(body),
         },
       };
+    const sentAt = clock.now();
     const req = https.request(
       options,
       (res) => {
+        settings.serviceTime.observe(res.headers.date, sentAt, clock.now());
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (chunk: Buffer) => {

@@ -21,7 +21,8 @@ import { errors as sdkErrors } from 'azure-iot-common';
 import { MqttBase } from 'azure-iot-mqtt-base';
 import { ProvisioningDeviceConstants, type DeviceRegistrationResult, type RegistrationRequest } from 'azure-iot-provisioning-device';
 import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
-import { SymmetricKeySecurityClient } from 'azure-iot-security-symmetric-key';
+import { X509Security } from 'azure-iot-security-x509';
+import { assertCertificateCurrent } from './x509';
 import type { Logger } from 'pino';
 import type { ProvisionResult } from '../../machines/device.machine';
 import type { Clock } from '../clock';
@@ -32,6 +33,7 @@ import type { Failure } from '../policy/types';
 import { Credentials, deviceKeyOf, withEitherKey, type Credential } from './credentials';
 import type { PromiseWork } from './work';
 import { directMqttPath, type NetworkPath } from './transport';
+import { registrationSasToken, ServiceTime, withServiceTime } from './service-time';
 
 export interface ProvisionSettings {
   provisioningHost: string;
@@ -42,6 +44,10 @@ export interface ProvisionSettings {
   ca?: string;
   /** MQTT or MQTT over WebSockets (and the proxy): the device's one NetworkPath. Default: plain MQTT. */
   network?: NetworkPath;
+  /** The service's time: SAS tokens expire in it. Default: the device clock, never corrected. */
+  serviceTime?: ServiceTime;
+  /** Asks DPS for its time (a status lookup) when it refuses a token: the clock may be the cause. */
+  probeServiceTime?: () => Promise<unknown>;
   /**
    * Longest time without progress (`provisionTimeoutMs`): from the start to the first `assigning`
    * answer, then from each poll an `assigning` answer scheduled to the next `assigning` answer.
@@ -212,9 +218,13 @@ function timeoutError(message: string): Error {
 
 /** One registration; a refused key is retried at once with the other key of the pair. */
 export function registerOnce(settings: ProvisionSettings, registrationId: string, signal?: AbortSignal, attempt = 1): Promise<ProvisionResult> {
+  const serviceTime = settings.serviceTime;
   return withEitherKey(
     settings.credentials,
-    (credential) => registerWith(credential, settings, registrationId, signal, attempt),
+    (credential) =>
+      serviceTime
+        ? withServiceTime(serviceTime, () => registerWith(credential, settings, registrationId, signal, attempt), settings.probeServiceTime)
+        : registerWith(credential, settings, registrationId, signal, attempt),
     (from, to) => settings.logger.warn({ from, to }, `DPS refused the ${from} key; trying the ${to} key`),
   );
 }
@@ -227,7 +237,8 @@ function registerWith(credential: Credential, settings: ProvisionSettings, regis
   const before = new Set(base.listeners('error'));
   const transport = network.provisioningTransport(base);
   const sdkErrorHandlers = base.listeners('error').filter((h) => !before.has(h)) as Array<(error: Error) => void>;
-  const security = new SymmetricKeySecurityClient(registrationId, deviceKeyOf(credential, registrationId));
+  // X.509 attestation: the TLS client certificate is the credential, no SAS token is sent.
+  const security = 'x509' in credential ? new X509Security(registrationId, { ...credential.x509 }) : undefined;
   // The request SymmetricKeyRegistration.register builds (setProvisioningPayload → payload).
   const request: RegistrationRequest = {
     registrationId,
@@ -385,12 +396,20 @@ function registerWith(credential: Credential, settings: ProvisionSettings, regis
     if (signal?.aborted) return onAbort();
 
     try {
-      security.createSharedAccessSignature(settings.idScope, (error, sas) => {
-        if (settled) return;
-        if (error || !sas) return finish(error ?? new Error('no DPS SAS token'));
-        transport.setSharedAccessSignature(sas.toString());
-        send();
-      });
+      if (security) {
+        if ('x509' in credential) assertCertificateCurrent(credential.x509, clock.now());
+        security.getCertificate((error, cert) => {
+          if (settled) return;
+          if (error || !cert) return finish(error ?? new Error('no X.509 certificate'));
+          transport.setAuthentication(cert);
+          send();
+        });
+        return;
+      }
+      // The token SymmetricKeySecurityClient would sign, expiring in the service's time.
+      const key = deviceKeyOf(credential as Exclude<Credential, { x509: unknown }>, registrationId);
+      transport.setSharedAccessSignature(registrationSasToken(settings.idScope, registrationId, key, settings.serviceTime ?? new ServiceTime(clock, logger)));
+      send();
     } catch (error) {
       finish(error);
     }

@@ -112,3 +112,54 @@ export function certificateLifetime(identity: X509Identity, now: number): { notB
   const notAfter = new Date(leaf.validTo);
   return { notBefore, notAfter, daysLeft: Math.floor((notAfter.getTime() - now) / DAY_MS), expired: now > notAfter.getTime() };
 }
+
+/**
+ * The device's own certificate is outside its validity window (known locally, before any
+ * connection: DPS would answer 401, the hub close the connection, both saying less). Classified
+ * `parked` (rule `device-certificate-expired`): a long wait, during which a renewed certificate
+ * (`device.updateCredentials({ x509 })`) or a clock that gets set can take effect.
+ */
+export class DeviceCertificateExpiredError extends Error {
+  constructor(
+    readonly notBefore: Date,
+    readonly notAfter: Date,
+    readonly expired: boolean,
+  ) {
+    super(
+      expired
+        ? `the device's X.509 certificate expired ${notAfter.toISOString()}`
+        : `the device's X.509 certificate is not valid before ${notBefore.toISOString()}`,
+    );
+    this.name = 'DeviceCertificateExpiredError';
+  }
+}
+
+/** Throws DeviceCertificateExpiredError unless `now` is within the certificate's validity window. */
+export function assertCertificateCurrent(identity: X509Identity, now: number): void {
+  const life = certificateLifetime(identity, now);
+  if (life.expired || now < life.notBefore.getTime()) throw new DeviceCertificateExpiredError(life.notBefore, life.notAfter, life.expired);
+}
+
+/** The `credentials` device event: the certificate's lifetime, never key material. */
+export interface CertificateNotice {
+  kind: 'certificate-expiring' | 'certificate-expired' | 'certificate-not-yet-valid';
+  /** SHA-256 thumbprint of the device certificate. */
+  thumbprint: string;
+  notBefore: string;
+  notAfter: string;
+  /** Whole days until notAfter (negative once expired). */
+  daysLeft: number;
+}
+
+/**
+ * What to tell the application about the certificate at `now`: expired, not yet valid, or
+ * expiring within `warningDays` (0: only the first two); undefined when nothing is due.
+ */
+export function certificateNotice(identity: X509Identity, now: number, warningDays: number): CertificateNotice | undefined {
+  const life = certificateLifetime(identity, now);
+  const base = { thumbprint: x509Thumbprint(identity), notBefore: life.notBefore.toISOString(), notAfter: life.notAfter.toISOString(), daysLeft: life.daysLeft };
+  if (life.expired) return { kind: 'certificate-expired', ...base };
+  if (now < life.notBefore.getTime()) return { kind: 'certificate-not-yet-valid', ...base };
+  if (warningDays > 0 && life.notAfter.getTime() - now <= warningDays * DAY_MS) return { kind: 'certificate-expiring', ...base };
+  return undefined;
+}

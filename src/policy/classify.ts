@@ -360,6 +360,13 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     why: 'the SDK refuses a body over 256 KiB (MessageTooLargeError); the hub would never take it, retrying only blocks the queue',
   },
   {
+    // Our own X.509 certificate, checked before connecting: a renewed one may be delivered.
+    rule: 'device-certificate-expired',
+    errorClass: 'parked',
+    when: (f) => has(f, 'DeviceCertificateExpiredError'),
+    why: "the device's X.509 certificate is expired or not yet valid (checked before connecting): parked (long wait) until a renewed certificate (updateCredentials) or a set clock, never Failed",
+  },
+  {
     // A device that boots before NTP sees every certificate as not yet valid (or long expired):
     // the clock, not the certificate, is wrong, and it gets set remotely. Wait, do not die.
     rule: 'tls-certificate-time',

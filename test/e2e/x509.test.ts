@@ -1,0 +1,145 @@
+/**
+ * X.509 identities end to end (createDevice, the real SDK with azure-iot-security-x509, real TLS
+ * with client certificates) against a local cloud whose DPS has an X.509 enrollment group: first
+ * boot, cached restart, failover and failback with nothing lost.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import type { DeviceOptions } from '../../src/options';
+import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
+
+let cloud: LocalCloud;
+const running: DeviceUnderTest[] = [];
+const logLines: string[] = [];
+
+beforeAll(async () => {
+  cloud = await startLocalCloud({ hubs: 2, seed: 'x509-tests', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
+});
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((dut) => dut.device.stop()));
+});
+afterAll(async () => {
+  await cloud.stop();
+});
+
+/** Options with the certificate in place of the group key. */
+async function x509Options(registrationId: string, overrides: Partial<DeviceOptions> = {}): Promise<Partial<DeviceOptions>> {
+  const issued = await cloud.issueDeviceCertificate(registrationId);
+  return { groupKey: undefined, x509: { cert: issued.cert, key: issued.key }, ...overrides };
+}
+
+function launch(registrationId: string, overrides: Partial<DeviceOptions>) {
+  const dut = startDevice(cloud, registrationId, overrides, logLines);
+  running.push(dut);
+  return dut;
+}
+
+const hubName = (dut: DeviceUnderTest) => cloud.hubs.find((h) => h.host === dut.device.assignment()?.hubHost)?.name;
+
+test('first boot through the X.509 enrollment group, then a cached restart; the cache holds no key material', async () => {
+  const options = await x509Options('x509-e2e-boot');
+  const first = launch('x509-e2e-boot', options);
+  await waitForState(first, 'Connected');
+  expect(first.visited()).toEqual(['Idle', 'Provisioning', 'Connecting', 'Connected']);
+  expect(cloud.dps.x509AttestationOf('x509-e2e-boot')).toEqual({ kind: 'ca' });
+  const ids = [await first.send({ n: 1 }), await first.send({ n: 2 })];
+  await waitFor('delivery', () => deliveryReport(cloud, ids).lost.length === 0);
+  await first.device.stop();
+  running.splice(running.indexOf(first), 1);
+
+  const files = readdirSync(first.dataDir).filter((f) => f.endsWith('.json'));
+  expect(files.length).toBeGreaterThan(0);
+  const keyBody = options.x509!.key.replace(/-----[A-Z ]+-----|\s/g, '');
+  for (const f of files) {
+    const text = readFileSync(join(first.dataDir, f), 'utf8');
+    expect(text).not.toContain('PRIVATE KEY');
+    expect(text).not.toContain(keyBody.slice(0, 40));
+  }
+
+  const registrations = cloud.dps.metrics().registerRequests;
+  const second = launch('x509-e2e-boot', { ...options, dataDir: first.dataDir });
+  await waitForState(second, 'Connected');
+  expect(second.visited()).toEqual(['Idle', 'Connecting', 'Connected']);
+  expect(second.device.assignment()?.source).toBe('cache');
+  expect(cloud.dps.metrics().registerRequests).toBe(registrations);
+  const id = await second.send({ n: 3 });
+  await waitFor('delivery after restart', () => deliveryReport(cloud, [id]).lost.length === 0);
+  // No private key in any log line.
+  expect(logLines.join('\n')).not.toContain('PRIVATE KEY');
+  expect(logLines.join('\n')).not.toContain(keyBody.slice(0, 40));
+});
+
+test('manual failover and failback by TTL (CONNACK 3) with X.509: the status lookup authenticates by certificate, nothing lost', async () => {
+  const id = 'x509-e2e-fo';
+  const dut = launch(id, await x509Options(id));
+  await waitForState(dut, 'Connected');
+  let on = true;
+  const loop = (async () => {
+    let n = 0;
+    while (on) {
+      await dut.send({ n: n++ });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  })();
+  const home = hubName(dut)!;
+  await waitFor('telemetry at home', () => cloud.telemetry({ deviceId: id, hub: home }).length >= 3);
+  const registrations = cloud.dps.attempts(id).length;
+
+  cloud.manualFailover(id, { ttlMs: 3000, refusalCode: 3 });
+  await waitFor('moved to the failover hub', () => dut.device.state() === 'Connected' && hubName(dut) !== home);
+  const away = hubName(dut)!;
+  await waitFor('telemetry at the failover hub', () => cloud.telemetry({ deviceId: id, hub: away }).length >= 3);
+  await waitFor('failback by TTL', () => dut.device.state() === 'Connected' && hubName(dut) === home, 20_000);
+  await waitFor('telemetry at home again', () => cloud.deliveredIds(id).has(dut.accepted[dut.accepted.length - 1]!));
+  on = false;
+  await loop;
+  await waitFor('everything delivered', () => deliveryReport(cloud, dut.accepted).lost.length === 0, 30_000);
+  // Moved by the lookup (certificate-authenticated), never registered again.
+  expect(cloud.dps.attempts(id)).toHaveLength(registrations);
+  expect(cloud.dps.lookups(id).some((l) => l.status === 200)).toBe(true);
+  // The failover hub took the certificate: the identity moved as X.509.
+  expect(cloud.hub(away).refusals(id).some((r) => r.reason === 'certificate')).toBe(false);
+});
+
+test('an expired certificate: the device parks (no crash, never Failed); a renewed certificate through updateCredentials connects it', async () => {
+  const id = 'x509-e2e-expired';
+  const old = await cloud.issueDeviceCertificate(id, { notBefore: new Date(Date.now() - 10 * 86_400_000), validDays: 1 });
+  const dut = startDevice(cloud, id, { groupKey: undefined, x509: { cert: old.cert, key: old.key }, policy: { parkedMinDelayMs: 300, parkedMaxDelayMs: 600 } }, logLines);
+  running.push(dut);
+  await waitFor('parked', () => dut.device.actor.getSnapshot().context.lastError?.rule === 'device-certificate-expired');
+  expect(dut.device.actor.getSnapshot().context.lastError).toMatchObject({ errorClass: 'parked', phase: 'dps' });
+  // The start's warning (its event fired before this listener: start() runs in startDevice).
+  expect(logLines.some((l) => l.includes('certificate-expired') && l.includes(old.thumbprint) && l.includes('"level":40'))).toBe(true);
+  // Parked attempts never reach DPS: the certificate is checked before connecting.
+  expect(cloud.dps.attempts(id)).toHaveLength(0);
+  expect(dut.visited()).not.toContain('Failed');
+
+  const renewed = await cloud.issueDeviceCertificate(id);
+  dut.device.updateCredentials({ x509: { cert: renewed.cert, key: renewed.key } });
+  await waitForState(dut, 'Connected');
+  const sent = await dut.send({ renewed: true });
+  await waitFor('delivery with the renewed certificate', () => deliveryReport(cloud, [sent]).lost.length === 0);
+});
+
+test('a certificate within certificateExpiryWarningDays: a credentials event and a warning at start and at each connection', async () => {
+  const id = 'x509-e2e-expiring';
+  const soon = await cloud.issueDeviceCertificate(id, { validDays: 10 });
+  const notices: Array<{ kind: string; daysLeft: number }> = [];
+  const dut = startDevice(cloud, id, { groupKey: undefined, x509: { cert: soon.cert, key: soon.key }, certificateExpiryWarningDays: 30 }, logLines);
+  running.push(dut);
+  dut.device.on('credentials', (n) => notices.push(n));
+  await waitForState(dut, 'Connected');
+  // The start's notice came before this listener was attached (start() runs in startDevice): the connection's is here.
+  await waitFor('a notice at the connection', () => notices.length >= 1);
+  expect(notices[0]).toMatchObject({ kind: 'certificate-expiring', daysLeft: 9 });
+  const warnings = logLines.filter((l) => l.includes('x509-e2e-expiring') && l.includes('certificate-expiring'));
+  expect(warnings.length).toBeGreaterThanOrEqual(2); // start + connection
+  // Nothing said with the default 30 days for a certificate valid a year.
+  const lines: string[] = [];
+  const year = await cloud.issueDeviceCertificate('x509-e2e-year');
+  const quiet = startDevice(cloud, 'x509-e2e-year', { groupKey: undefined, x509: { cert: year.cert, key: year.key } }, lines);
+  running.push(quiet);
+  await waitForState(quiet, 'Connected');
+  expect(lines.some((l) => l.includes('certificate-expiring'))).toBe(false);
+});

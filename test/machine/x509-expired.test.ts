@@ -1,0 +1,77 @@
+/**
+ * An expired (or not yet valid) device certificate is classified `parked`: the machine waits the
+ * long parked delay and tries again (a renewed certificate may have arrived) instead of Failed.
+ * The failures here are the ones the actors build (toFailure of DeviceCertificateExpiredError).
+ */
+import { createActor } from 'xstate';
+import { leafStateName } from '../../machines/device.machine';
+import { DeviceCertificateExpiredError } from '../../src/actors/x509';
+import { classify, toFailure } from '../../src/policy/classify';
+import { FakeCloud, MACHINE_TEST_POLICY as policy } from '../support/fake-actors';
+
+function start(cloud: FakeCloud, cached: boolean) {
+  const actor = createActor(cloud.machine(), {
+    clock: cloud.clock,
+    input: {
+      registrationId: 'dev-1',
+      policy,
+      seed: 42,
+      cachedAssignment: cached ? { hubHost: 'cached-hub.local', deviceId: 'dev-1', assignedAt: 1 } : null,
+    },
+  });
+  const states: string[] = [];
+  actor.subscribe((snapshot) => {
+    const value = leafStateName(snapshot.value);
+    if (states[states.length - 1] !== value) states.push(value);
+  });
+  actor.start();
+  actor.send({ type: 'START' });
+  return { states, value: () => leafStateName(actor.getSnapshot().value), context: () => actor.getSnapshot().context };
+}
+
+const expired = () => new DeviceCertificateExpiredError(new Date('2026-01-01T00:00:00Z'), new Date('2026-02-01T00:00:00Z'), true);
+const notYet = () => new DeviceCertificateExpiredError(new Date('2030-01-01T00:00:00Z'), new Date('2031-01-01T00:00:00Z'), false);
+
+test.each([
+  ['expired', expired],
+  ['not yet valid', notYet],
+])('the rule: %s → parked, in every phase', (_name, make) => {
+  for (const phase of ['dps', 'dps-lookup', 'hub-connect'] as const) {
+    expect(classify(make(), phase)).toMatchObject({ errorClass: 'parked', rule: 'device-certificate-expired' });
+  }
+});
+
+test('at the hub: parked on that hub (long wait, the hub budget untouched), then connects once the certificate is good', async () => {
+  const cloud = new FakeCloud();
+  const device = start(cloud, true);
+  await cloud.flush();
+  for (let i = 0; i < 3; i++) {
+    await cloud.failOpen(toFailure(expired(), 'hub-connect', cloud.clock.now()));
+    expect(device.value()).toBe('BackingOff');
+    expect(device.context()).toMatchObject({ retryStep: 'Connecting', hubAttempts: 0 });
+    expect(device.context().lastError).toMatchObject({ errorClass: 'parked', rule: 'device-certificate-expired' });
+    expect(device.context().delayMs).toBeGreaterThanOrEqual(policy.parkedMinDelayMs);
+    expect(device.context().delayMs).toBeLessThanOrEqual(policy.parkedMaxDelayMs);
+    await cloud.advance(device.context().delayMs!);
+  }
+  await cloud.connect();
+  expect(device.value()).toBe('Connected');
+  expect(device.states).not.toContain('Failed');
+});
+
+test('at DPS: parked, registers again after the long wait; Failed is never reached', async () => {
+  const cloud = new FakeCloud();
+  const device = start(cloud, false);
+  await cloud.flush();
+  await cloud.failProvision(toFailure(expired(), 'dps', cloud.clock.now()));
+  expect(device.value()).toBe('BackingOff');
+  expect(device.context().delayMs).toBeGreaterThanOrEqual(policy.parkedMinDelayMs);
+  await cloud.advance(device.context().delayMs! - 1);
+  expect(cloud.calls.provision).toBe(1);
+  await cloud.advance(1);
+  expect(device.value()).toBe('Provisioning');
+  await cloud.assign();
+  await cloud.connect();
+  expect(device.value()).toBe('Connected');
+  expect(device.states).not.toContain('Failed');
+});
