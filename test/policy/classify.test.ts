@@ -35,6 +35,7 @@ import {
   twinAnswer,
 } from './sdk-fixtures';
 import { MqttUnreachableError } from '../../src/actors/transport';
+import { DeviceCertificateExpiredError } from '../../src/actors/x509';
 
 /** The error a registration through the real provisioning client ended with. */
 const dpsError = async (status: number, body?: Record<string, unknown>): Promise<unknown> => (await dpsAnswer(status, body)).error;
@@ -62,6 +63,7 @@ const CASES: Case[] = [
   { title: 'hub unable to verify leaf before first connect', error: () => hubFirstConnect(tlsError('UNABLE_TO_VERIFY_LEAF_SIGNATURE')), phase: 'hub-connect', rule: 'tls-certificate', errorClass: 'fatal' },
   // Expired / not yet valid: most often a device clock not set yet (boot before NTP): parked.
   { title: 'hub expired cert after a first connect (NotConnectedError with code)', error: () => hubAfterConnect(tlsError('CERT_HAS_EXPIRED')), phase: 'hub-connect', rule: 'tls-certificate-time', errorClass: 'parked' },
+  { title: "the device's own X.509 certificate expired (checked before connecting)", error: () => new DeviceCertificateExpiredError(new Date(0), new Date(1000), true), phase: 'hub-connect', rule: 'device-certificate-expired', errorClass: 'parked' },
   { title: 'DPS certificate not yet valid (raw, clock not set)', error: () => tlsError('CERT_NOT_YET_VALID'), phase: 'dps', rule: 'tls-certificate-time', errorClass: 'parked' },
   { title: 'hub altname mismatch before first connect', error: () => hubFirstConnect(tlsError('ERR_TLS_CERT_ALTNAME_INVALID')), phase: 'hub-connect', rule: 'tls-certificate', errorClass: 'fatal' },
   { title: 'DPS self-signed cert (raw from mqtt.js)', error: () => tlsError('DEPTH_ZERO_SELF_SIGNED_CERT'), phase: 'dps', rule: 'tls-certificate', errorClass: 'fatal' },
