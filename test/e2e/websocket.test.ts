@@ -6,6 +6,7 @@
  * counts its tunnels: the traffic really went through it), a failover and a hub crash over it.
  * Every message is checked by id.
  */
+import tls from 'node:tls';
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import { startConnectProxy, type ConnectProxy } from '../support/connect-proxy';
 import { deliveryReport, keepSending, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
@@ -15,8 +16,17 @@ let proxy: ConnectProxy;
 const running: DeviceUnderTest[] = [];
 const PROXY_USER = 'hubstate-test';
 const PROXY_PASSWORD = 'pr0xy-s3cret-never-logged';
+/** Client TLS contexts built for a trust list holding the cloud's CA (see shared-tls.test.ts). */
+let contextsForCloudCa = 0;
+let contextSpy: jest.SpyInstance;
 
 beforeAll(async () => {
+  const create = tls.createSecureContext.bind(tls);
+  contextSpy = jest.spyOn(tls, 'createSecureContext').mockImplementation((options) => {
+    // Client contexts only: the emulator's servers bring a key.
+    if (typeof options?.ca === 'string' && options.key === undefined && cloud && options.ca.includes(cloud.ca.trim())) contextsForCloudCa++;
+    return create(options);
+  });
   cloud = await startLocalCloud({ hubs: 2, seed: 'websocket-tests', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   cloud.blockRawMqtt(true);
   proxy = await startConnectProxy({ credentials: { user: PROXY_USER, password: PROXY_PASSWORD } });
@@ -25,6 +35,7 @@ afterEach(async () => {
   await Promise.all(running.splice(0).map((dut) => dut.device.stop()));
 });
 afterAll(async () => {
+  contextSpy.mockRestore();
   await proxy.close();
   await cloud.stop();
 });
@@ -147,4 +158,9 @@ test('TLS is verified end to end through the tunnel: a device that does not trus
   expect(dut.device.state()).not.toBe('Connected');
   expect(cloud.dps.attempts('ws-untrusted')).toHaveLength(0);
   expect(dut.device.actor.getSnapshot().context.lastError?.rule).toMatch(/^tls-/);
+});
+
+test('every WebSocket connection above (direct and tunnelled, DPS, lookups, hubs) shared one TLS context for the cloud CA', () => {
+  expect(cloud.hubs.reduce((n, h) => n + h.metrics().connects, 0)).toBeGreaterThanOrEqual(6);
+  expect(contextsForCloudCa).toBe(1);
 });
