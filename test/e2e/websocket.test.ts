@@ -160,6 +160,24 @@ test('TLS is verified end to end through the tunnel: a device that does not trus
   expect(dut.device.actor.getSnapshot().context.lastError?.rule).toMatch(/^tls-/);
 });
 
+test('DPS throttling over WebSockets through the proxy: retry-after honoured between registrations, then connected', async () => {
+  cloud.dps.throttle({ retryAfterSec: 1.5, count: 2 });
+  try {
+    const dut = launch('ws-throttled', { proxy: proxyUrl() });
+    await waitForState(dut, 'Connected', 30_000);
+    const throttledWaits = dut.states.filter((s) => s.value === 'BackingOff');
+    expect(throttledWaits).toHaveLength(2);
+    for (const wait of throttledWaits) {
+      expect(wait.errorClass).toBe('throttled');
+      expect(wait.delayMs).toBeGreaterThanOrEqual(1500);
+    }
+    await dut.send({ after: 'throttling' });
+    await expectAllDelivered(dut);
+  } finally {
+    cloud.dps.clearFaults();
+  }
+}, 30_000);
+
 test('every WebSocket connection above (direct and tunnelled, DPS, lookups, hubs) shared one TLS context for the cloud CA', () => {
   expect(cloud.hubs.reduce((n, h) => n + h.metrics().connects, 0)).toBeGreaterThanOrEqual(6);
   expect(contextsForCloudCa).toBe(1);
