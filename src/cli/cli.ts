@@ -31,6 +31,8 @@ commands:
              IOTHUB_DEVICE_DPS_*) and \`hubstate run\` (HUBSTATE_*); runs until Ctrl-C
              --hubs <n> (2)  --registration-id <id> (adds the device's id and derived key)
              --ca-out <file> (default: ca.pem in a new temporary directory)  --refusal-code 3|5 (3)
+             --issue-cert <id>: an X.509 device certificate of the enrollment group (CN = id), written
+               as <id>.cert.pem / <id>.key.pem (0600) beside the CA file
   fleet      N devices in this process against a local cloud whose DPS takes R registrations/s:
              staggered first provisioning, fleet-formula jitter, progress bar and summary
              --devices <n> (100)  --dps-rate <r> (100)  --hubs <n> (2)  --naive  --log <file>
@@ -149,6 +151,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
         'registration-id': { type: 'string' },
         'ca-out': { type: 'string' },
         'refusal-code': { type: 'string' },
+        'issue-cert': { type: 'string' },
       });
       const { emulatorFlags, runEmulator } = await import('./emulator');
       const options = emulatorFlags(flags);

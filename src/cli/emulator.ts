@@ -6,7 +6,7 @@
  */
 import { lstatSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { startLocalCloud, type LocalCloud, type MovedDeviceRefusal } from '../emulator';
 import { registrationIdProblem } from '../emulator/dps';
 import { writeFileAtomic } from '../store/files';
@@ -21,6 +21,8 @@ export interface EmulatorCommandOptions {
   caOut?: string;
   /** CONNACK code for a moved or disabled device (`hub.refusalCode`). */
   refusalCode?: MovedDeviceRefusal;
+  /** Issue an X.509 device certificate (CN = this id) and write it beside the CA file. */
+  issueCert?: string;
   out: NodeJS.WritableStream;
   /** Stops the cloud when aborted. Default: the first SIGINT or SIGTERM. */
   signal?: AbortSignal;
@@ -32,6 +34,10 @@ export function emulatorFlags(flags: Record<string, string | boolean | undefined
   // The local DPS's own rule: an id it would answer 400 is a mistake now, not at the device.
   const registrationIdMistake = registrationId === undefined ? undefined : registrationIdProblem(registrationId);
   if (registrationIdMistake !== undefined) throw new UsageError(`--registration-id: ${registrationIdMistake}, got '${registrationId}'`);
+  const issueCert = flags['issue-cert'] as string | undefined;
+  // The CN becomes the registration id: DPS's rule applies; the id also names the files.
+  const issueCertMistake = issueCert === undefined ? undefined : registrationIdProblem(issueCert);
+  if (issueCertMistake !== undefined) throw new UsageError(`--issue-cert: ${issueCertMistake}, got '${issueCert}'`);
   const refusal = flags['refusal-code'] as string | undefined;
   if (refusal !== undefined && refusal !== '3' && refusal !== '5') {
     throw new UsageError(`--refusal-code: expected 3 or 5, got '${refusal}'`);
@@ -43,6 +49,7 @@ export function emulatorFlags(flags: Record<string, string | boolean | undefined
   }
   return {
     ...(registrationId !== undefined ? { registrationId } : {}),
+    ...(issueCert !== undefined ? { issueCert } : {}),
     ...(refusal !== undefined ? { refusalCode: Number(refusal) as MovedDeviceRefusal } : {}),
     ...(caOut !== undefined ? { caOut: resolve(caOut) } : {}),
   };
@@ -101,6 +108,19 @@ function untilSignal(): Promise<void> {
   });
 }
 
+/**
+ * Issues a device certificate of the X.509 enrollment group and writes `<id>.cert.pem` and
+ * `<id>.key.pem` in `dir`: each 0600, written beside and renamed over (never through a symlink).
+ */
+export async function writeDeviceCertificate(cloud: Pick<LocalCloud, 'issueDeviceCertificate'>, registrationId: string, dir: string): Promise<{ cert: string; key: string }> {
+  const issued = await cloud.issueDeviceCertificate(registrationId);
+  const cert = join(dir, `${registrationId}.cert.pem`);
+  const key = join(dir, `${registrationId}.key.pem`);
+  writeFileAtomic(cert, issued.cert);
+  writeFileAtomic(key, issued.key);
+  return { cert, key };
+}
+
 export async function runEmulator(options: EmulatorCommandOptions): Promise<void> {
   const { out } = options;
   const cloud = await startLocalCloud({
@@ -113,6 +133,7 @@ export async function runEmulator(options: EmulatorCommandOptions): Promise<void
     const caFile = options.caOut ?? join(temporaryDir!, 'ca.pem');
     // 0600, written beside and renamed over the path: never through a symlink that sits there.
     writeFileAtomic(caFile, cloud.ca);
+    const certFiles = options.issueCert === undefined ? undefined : await writeDeviceCertificate(cloud, options.issueCert, dirname(caFile));
     out.write(
       [
         'local cloud running',
@@ -123,6 +144,12 @@ export async function runEmulator(options: EmulatorCommandOptions): Promise<void
         `  CA certificate     ${caFile}   (this run's own CA, PEM; pass as \`ca\` or NODE_EXTRA_CA_CERTS)`,
         `  group key          ${cloud.groupKey}   (a secret of this run only: device keys derive from it)`,
         ...(options.refusalCode !== undefined ? [`  refusal code       CONNACK ${options.refusalCode} for a moved or disabled device`] : []),
+        ...(certFiles
+          ? [
+              `  X.509 certificate  ${certFiles.cert}   (CN ${options.issueCert}, signed by this run's enrollment-group CA, with its chain)`,
+              `  X.509 key          ${certFiles.key}   (0600; createDevice({ registrationId: '${options.issueCert}', x509: { cert, key } }))`,
+            ]
+          : []),
         '',
         '# Environment for unmodified Azure IoT Node SDK samples (register_symkey.js,',
         '# pnp_temperature_controller.js) and `hubstate run`; paste into a POSIX shell:',
