@@ -55,9 +55,10 @@ export interface DeviceOptions {
   /**
    * HTTP CONNECT proxy for MQTT over WebSockets and the DPS status lookup, 'http://host:port'
    * (credentials in the URL are never logged). Only with transport 'mqtt-ws' or 'auto'. Default:
-   * HTTPS_PROXY / https_proxy (and NO_PROXY / no_proxy) when the transport is not 'mqtt'.
+   * HTTPS_PROXY / https_proxy (and NO_PROXY / no_proxy) when the transport is not 'mqtt'; `false`:
+   * no proxy, whatever the environment says.
    */
-  proxy?: string;
+  proxy?: string | false;
   /** Where the provisioning cache lives. Without it the cache is in memory only. */
   dataDir?: string;
   /**

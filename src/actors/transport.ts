@@ -77,7 +77,7 @@ function noProxyList(value: string | undefined): string[] {
 }
 
 /**
- * Validates `transport` and `proxy`; without a `proxy` option, HTTPS_PROXY / https_proxy and
+ * Validates `transport` and `proxy` (`false`: direct, whatever the environment says); without a `proxy` option, HTTPS_PROXY / https_proxy and
  * NO_PROXY / no_proxy apply to the WebSocket transports (plain MQTT cannot use an HTTP proxy, so
  * with `transport: 'mqtt'` the environment's proxy is not used and an explicit `proxy` is refused).
  */
@@ -87,7 +87,10 @@ export function resolveNetworkOptions(transport: unknown, proxy: unknown, env: P
     throw new ConfigError('transport', "'mqtt', 'mqtt-ws' or 'auto'");
   }
   const resolved: NetworkOptions = { transport: mode as TransportMode, noProxy: noProxyList(env.NO_PROXY ?? env.no_proxy) };
-  if (proxy !== undefined) {
+  if (proxy === false) {
+    // Explicitly direct: the environment's proxy is not used either.
+    resolved.noProxy = [];
+  } else if (proxy !== undefined) {
     const url = parseProxyUrl(proxy, 'proxy');
     if (mode === 'mqtt') throw new ConfigError('proxy', "transport 'mqtt-ws' or 'auto' with it (MQTT on 8883 cannot go through an HTTP proxy)");
     resolved.proxy = url;

@@ -6,6 +6,7 @@
  */
 import { closeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { resolveNetworkOptions, type TransportMode } from '../actors/transport';
 import { ConfigError } from '../errors';
 import { debugSecretsWarning, guardDebugOutput } from '../logger';
 import { intFlag, MAX_TIMER_MS, MAX_TIMER_SECONDS, numberFlag, parseFlags, UsageError } from './args';
@@ -24,6 +25,7 @@ commands:
              --ui [--port <n>]: a live page on 127.0.0.1 with the statechart and fault buttons
                (no scripted disaster, runs until Ctrl-C unless --duration; --script adds it)
              --inspect [--inspect-port <n>]: stream the device actor to the Stately inspector
+             --transport mqtt|mqtt-ws|auto (mqtt)  --proxy http://host:port (HTTP CONNECT, with mqtt-ws/auto)
   run        a real device (IoT Central / DPS + IoT Hub), the example app (examples/), until SIGINT/SIGTERM
              --config <file.json>, flags or HUBSTATE_* variables (below)
   emulator   start the local cloud (DPS + hubs) standalone: writes its CA to a file and prints an
@@ -74,6 +76,19 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   }
 }
 
+/** `--transport` and `--proxy` of the demo, checked by the library's own rules (a mistake names the flag). */
+function demoNetworkFlags(transport: string | boolean | undefined, proxy: string | boolean | undefined): { transport: TransportMode; proxy: string | false } {
+  try {
+    // The flags alone: the demo's cloud is on localhost, so without --proxy its devices go direct
+    // (proxy: false), whatever HTTPS_PROXY says.
+    const resolved = resolveNetworkOptions(transport, proxy, {});
+    return { transport: resolved.transport, proxy: typeof proxy === 'string' ? proxy : false };
+  } catch (error) {
+    if (error instanceof ConfigError) throw new UsageError(`--${error.field}: expected ${error.expected}`);
+    throw error;
+  }
+}
+
 function warnAboutDebug(io: CliIo): void {
   const warning = debugSecretsWarning(io.env.DEBUG, guardDebugOutput() > 0);
   if (warning !== undefined) io.stderr.write(`hubstate: WARNING: ${warning}\n`);
@@ -95,7 +110,10 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
         script: { type: 'boolean' },
         inspect: { type: 'boolean' },
         'inspect-port': { type: 'string' },
+        transport: { type: 'string' },
+        proxy: { type: 'string' },
       });
+      const network = demoNetworkFlags(flags.transport, flags.proxy);
       const ui = flags.ui === true;
       if (!ui && flags.port !== undefined) throw new UsageError('--port: only with --ui');
       if (!flags.inspect && flags['inspect-port'] !== undefined) throw new UsageError('--inspect-port: only with --inspect');
@@ -125,6 +143,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
           script: !ui || flags.script === true,
           ui: ui ? { port: uiPort } : undefined,
           inspect: inspectPort !== undefined ? { port: inspectPort } : undefined,
+          ...network,
         });
         return summary.lost > 0 || (summary.kept > 0 && !summary.interrupted) ? 1 : 0;
       } finally {

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import type { Device, DeviceStateName } from '../device';
+import { redactProxyUrl, type TransportMode } from '../actors/transport';
 import { startExampleDevice, type ExampleDevice } from '../../examples/failover-device';
 import { REDACTED_PATHS } from '../logger';
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../emulator';
@@ -33,6 +34,9 @@ export interface DemoOptions {
   ui?: { port?: number; onListening?: (url: string) => void };
   /** Stream the first device's actor to the Stately inspector (`--inspect`). */
   inspect?: { port?: number };
+  /** `--transport` and `--proxy` (false: direct, whatever HTTPS_PROXY says). Default MQTT, direct. */
+  transport?: TransportMode;
+  proxy?: string | false;
 }
 
 interface FaultRecord {
@@ -85,6 +89,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     `local cloud: DPS ${cloud.provisioningHost} (retry-after ${cloud.dps.pollRetryAfterSec} s while assigning; Azure: 3 s), hubs ${cloud.hubs.map((h) => `${h.name}=${h.host}`).join(', ')}\n`,
   );
   out.write(`logs: ${options.logFile}\n`);
+  if (options.transport !== undefined && options.transport !== 'mqtt') {
+    out.write(`transport: ${options.transport}${typeof options.proxy === 'string' ? ` through the proxy ${redactProxyUrl(new URL(options.proxy))}` : ''}\n`);
+  }
 
   const fleet: DemoDevice[] = [];
   // Each device is the example app (examples/failover-device.ts): telemetry, battery, fanSpeed, commands.
@@ -99,6 +106,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
         deviceKey: cloud.deviceKey(registrationId),
         provisioningHost: cloud.provisioningHost,
         ca: cloud.ca,
+        transport: options.transport ?? 'mqtt',
+        proxy: options.proxy ?? false,
         dataDir: join(dataRoot, registrationId),
         keepaliveSeconds: 5,
         logger,

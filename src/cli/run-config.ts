@@ -13,6 +13,7 @@ import { readBoundedFile } from './files';
 export { MAX_TIMER_MS, MAX_TIMER_SECONDS };
 import { resolveOptions, type DeviceOptions } from '../options';
 import { PRESETS, type RetryPolicyInput } from '../policy/backoff';
+import type { TransportMode } from '../actors/transport';
 
 type Kind = 'string' | 'secret' | 'path' | 'int' | 'number' | 'boolean';
 
@@ -39,6 +40,8 @@ export const RUN_FIELDS = [
   { key: 'provisioningHost', kind: 'string', description: 'DPS endpoint (global.azure-devices-provisioning.net)' },
   { key: 'dataDir', kind: 'path', description: 'provisioning cache and durable outbox (./hubstate-data)' },
   { key: 'caFile', kind: 'path', description: 'extra trusted CA certificate, PEM file' },
+  { key: 'transport', kind: 'string', description: 'mqtt (8883), mqtt-ws (WebSockets, 443) or auto (mqtt, else mqtt-ws) (mqtt)' },
+  { key: 'proxy', kind: 'string', description: 'HTTP CONNECT proxy, http://[user:pass@]host:port, with mqtt-ws or auto (HTTPS_PROXY)' },
   { key: 'preset', kind: 'string', description: `policy preset: ${Object.keys(PRESETS).join(', ')}` },
   { key: 'maxHubAttempts', kind: 'int', max: 1_000_000, description: 'hub failures before going back to DPS (10), ≤ 1000000' },
   { key: 'hubRetryWindowMs', kind: 'number', max: MAX_TIMER_MS, description: 'or this long on a failing hub, ms (900000), ≤ 2147483647' },
@@ -110,7 +113,7 @@ export function resolveRunConfig(
     const fromEnv = env[envOf(field.key)];
     if (flag !== undefined) {
       values.set(field.key, { value: flag, name: flagName, fromText: typeof flag === 'string' });
-      if (field.kind === 'secret') {
+      if (field.kind === 'secret' || (field.key === 'proxy' && typeof flag === 'string' && flag.includes('@'))) {
         warnings.push(`${flagName} on the command line is visible to other users (ps); prefer ${envOf(field.key)} or --config with mode 0600`);
       }
     } else if (fromEnv !== undefined && fromEnv !== '') {
@@ -146,6 +149,8 @@ export function resolveRunConfig(
     deviceKey: get<string>('deviceKey'),
     modelId: get<string>('modelId'),
     provisioningHost: get<string>('provisioningHost'),
+    transport: get<string>('transport') as TransportMode | undefined,
+    proxy: get<string>('proxy'),
     ca,
     dataDir,
     keepaliveSeconds: get<number>('keepaliveSeconds'),
