@@ -12,8 +12,13 @@ import type { Duplex } from 'node:stream';
 
 /** The path the SDK's MqttWs transports connect to (azure-iot-device-mqtt and -provisioning-device-mqtt). */
 export const WEBSOCKET_PATH = '/$iothub/websocket';
-/** The subprotocol mqtt.js asks for with MQTT 3.1.1 (what the SDK uses). */
+/** The subprotocol mqtt.js asks for with MQTT 3.1.1 (what the Node SDK uses; the C SDK says `MQTT`). */
 export const MQTT_SUBPROTOCOL = 'mqtt';
+
+/** The offered subprotocol that means MQTT (compared case-insensitively: the SDKs differ), as offered. */
+function mqttProtocolOf(protocols: readonly string[]): string | undefined {
+  return protocols.find((p) => p.toLowerCase() === MQTT_SUBPROTOCOL);
+}
 
 interface ServerWebSocket {
   readonly protocol: string;
@@ -41,7 +46,7 @@ function offeredProtocols(req: http.IncomingMessage): string[] {
 export function upgradeRefusal(req: http.IncomingMessage): { status: number; text: string } | undefined {
   const path = (req.url ?? '').split('?')[0];
   if (path !== WEBSOCKET_PATH) return { status: 404, text: 'Not Found' };
-  if (!offeredProtocols(req).includes(MQTT_SUBPROTOCOL)) return { status: 400, text: 'Bad Request' };
+  if (mqttProtocolOf(offeredProtocols(req)) === undefined) return { status: 400, text: 'Bad Request' };
   return undefined;
 }
 
@@ -54,7 +59,7 @@ export function createMqttWebSocketAcceptor(onStream: (stream: Duplex) => void) 
     noServer: true,
     // The SDK's mqtt.js offers permessage-deflate; IoT Hub answers without it, so does the local cloud.
     perMessageDeflate: false,
-    handleProtocols: (protocols) => (protocols.includes(MQTT_SUBPROTOCOL) ? MQTT_SUBPROTOCOL : false),
+    handleProtocols: (protocols) => mqttProtocolOf(protocols) ?? false,
   });
   return (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
     const refusal = upgradeRefusal(req);
