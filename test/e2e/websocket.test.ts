@@ -178,6 +178,20 @@ test('DPS throttling over WebSockets through the proxy: retry-after honoured bet
   }
 }, 30_000);
 
+test('a proxy that refuses CONNECT to the DPS port: no registration, a transient failure (the device keeps trying), no tunnel', async () => {
+  const strict = await startConnectProxy({ refusePorts: [cloud.dps.port] });
+  try {
+    const dut = launch('ws-proxy-refused', { proxy: strict.url });
+    await waitFor('the proxy refused a CONNECT', () => strict.refusedCount() >= 1);
+    await waitFor('a classified failure', () => dut.states.some((s) => s.value === 'BackingOff'));
+    expect(dut.states.find((s) => s.value === 'BackingOff')?.errorClass).toBe('transient');
+    expect(strict.tunnelCount()).toBe(0);
+    expect(cloud.dps.attempts('ws-proxy-refused')).toHaveLength(0);
+  } finally {
+    await strict.close();
+  }
+});
+
 test('every WebSocket connection above (direct and tunnelled, DPS, lookups, hubs) shared one TLS context for the cloud CA', () => {
   expect(cloud.hubs.reduce((n, h) => n + h.metrics().connects, 0)).toBeGreaterThanOrEqual(6);
   expect(contextsForCloudCa).toBe(1);
