@@ -41,6 +41,8 @@ const SECRET_PATTERNS: Array<[RegExp, string]> = [
   [/SharedAccessSignature\s+[^\s'"`,;)}\]]+/g, 'SharedAccessSignature [redacted]'],
   [/\bsig=[^&\s'"`,;)}\]]+/gi, 'sig=[redacted]'],
   [/\bSharedAccessKey=[^;\s'"`,)}\]]+/gi, 'SharedAccessKey=[redacted]'],
+  // A proxy URL's user:password@ (https-proxy-agent traces its proxy's href).
+  [/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@'"`]+@/gi, '$1[redacted]@'],
 ];
 
 /** The text with SAS tokens, `sig=` values and connection-string keys replaced by `[redacted]`. */
@@ -68,6 +70,7 @@ const DEBUG_CHAINS = [
   ['azure-iot-device-mqtt', 'debug'],
   ['azure-iot-provisioning-device-mqtt', 'debug'],
   ['aedes', 'mqtt-packet', 'debug'],
+  ['https-proxy-agent', 'debug'],
 ];
 
 function resolveChain(chain: string[]): string | undefined {
