@@ -283,7 +283,6 @@ export function createDevice(options: DeviceOptions): Device {
       ca: resolved.ca,
       network,
       serviceTime,
-      probeServiceTime: probeTime,
       keepaliveSeconds: resolved.keepaliveSeconds,
       publishTimeoutSeconds: resolved.publishTimeoutSeconds,
       connectTimeoutMs: resolved.connectTimeoutMs,

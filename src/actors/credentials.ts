@@ -88,7 +88,11 @@ const KEY_REFUSAL_RULES = /^(?:dps-unauthorized|hub-unauthorized|connack-[45]-(?
 
 /** True when `failure` is a refusal of the credential, which the other key of a pair may pass. */
 export function isKeyRefusal(failure: unknown): boolean {
-  return typeof failure === 'object' && failure !== null && KEY_REFUSAL_RULES.test(String((failure as { rule?: unknown }).rule));
+  if (typeof failure !== 'object' || failure === null) return false;
+  const { rule, phase, code } = failure as { rule?: unknown; phase?: unknown; code?: unknown };
+  // A lookup's 401 is classified with its other 4xx ("no answer for this device"), but it is the
+  // service refusing the token all the same.
+  return KEY_REFUSAL_RULES.test(String(rule)) || (phase === 'dps-lookup' && code === 401);
 }
 
 /**

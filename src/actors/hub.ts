@@ -44,8 +44,6 @@ export interface HubSettings {
   closeTimeoutMs: number;
   /** The service's time: SAS tokens expire in it. Default: the device clock, never corrected. */
   serviceTime?: ServiceTime;
-  /** Asks DPS for its time (a status lookup) when the hub refuses a token: the clock may be the cause. */
-  probeServiceTime?: () => Promise<unknown>;
   /** SAS token lifetime and renewal margin; renewal is a silent reconnect inside the SDK. */
   tokenValiditySeconds: number;
   tokenRenewalMarginSeconds: number;
@@ -416,11 +414,9 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
   const openHub: PromiseWork<{ connectedAt: number }, HubAttemptInput> = ({ input, signal }) =>
     withEitherKey(
       settings.credentials,
-      (credential) => {
-        const { serviceTime } = settings;
-        if (!serviceTime) return openWith(credential, input, signal);
-        return withServiceTime(serviceTime, () => openWith(credential, input, signal), settings.probeServiceTime);
-      },
+      // No time probe here: a refused token makes the machine ask DPS (the status lookup), whose
+      // Date header corrects the clock for the next connect; a probe would be a second lookup.
+      (credential) => (settings.serviceTime ? withServiceTime(settings.serviceTime, () => openWith(credential, input, signal)) : openWith(credential, input, signal)),
       (from, to) => logger.warn({ epoch: input.epoch, from, to }, `the hub refused the ${from} key; trying the ${to} key`),
     );
 

@@ -10,6 +10,7 @@ import { EmulatedDps, type DpsSettings } from './dps';
 import { EmulatedHub, type HubSettings } from './hub';
 import { silentLogger, withFields, type EmulatorLogger } from './logger';
 import { TelemetryStore, type TelemetryFilter } from './telemetry';
+import { ServiceClock } from './util';
 import { CloudPki, type IssuedCertificate, type IssueOptions } from './x509';
 import {
   DEFAULT_FAILOVER_TTL_MS,
@@ -25,6 +26,9 @@ import {
   type TelemetryRecord,
 } from './types';
 
+/** A service clock further off than this (ten years) is a mistake, not a test. */
+const MAX_CLOCK_OFFSET_MS = 10 * 365 * 86_400_000;
+
 /** Options of {@link startLocalCloud}. */
 export interface LocalCloudOptions {
   /** Number of hubs, named `hub-0`, `hub-1` ... Default 2. */
@@ -35,6 +39,11 @@ export interface LocalCloudOptions {
   groupKey?: string;
   /** Makes the generated id scope and group key deterministic. */
   seed?: string;
+  /**
+   * The service's clock minus the machine's, ms (default 0): a cloud 3 hours ahead tests a device
+   * whose clock is 3 hours behind. Changeable later with `setClockOffset`.
+   */
+  clockOffsetMs?: number;
   dps?: DpsOptions;
   hub?: HubOptions;
   /** Start the HTTP control API on 127.0.0.1 (ephemeral port). Default false. */
@@ -112,6 +121,7 @@ export class LocalCloud {
     private readonly logger: EmulatorLogger,
     /** CONNACK code for moved and disabled devices unless a failover chooses its own. */
     readonly refusalCode: MovedDeviceRefusal,
+    private readonly clock: ServiceClock,
   ) {
     this.events = events;
   }
@@ -305,6 +315,17 @@ export class LocalCloud {
   }
 
   /** Closes every listener, socket and timer. Idempotent. */
+  /**
+   * Sets how far the service's clock is from the machine's (ms; positive: the service is ahead,
+   * i.e. the device's clock is behind). SAS expiry and DPS's `Date` header follow it at once.
+   */
+  setClockOffset(offsetMs: number): void {
+    if (!Number.isFinite(offsetMs) || Math.abs(offsetMs) > MAX_CLOCK_OFFSET_MS) {
+      throw new EmulatorError('INVALID_ARGUMENT', `clock offset must be a number of ms within ±${MAX_CLOCK_OFFSET_MS}`);
+    }
+    this.clock.offsetMs = offsetMs;
+  }
+
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       for (const f of this.failoverMap.values()) if (f.timer) clearTimeout(f.timer);
@@ -361,6 +382,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
 
   const hubs: EmulatedHub[] = [];
   let dps: EmulatedDps | undefined;
+  const serviceClock = new ServiceClock();
   try {
     const started = await Promise.allSettled(
       Array.from({ length: hubCount }, (_, i) =>
@@ -372,6 +394,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
           events,
           logger: withFields(logger, { service: `hub-${i}` }),
           pki,
+          clock: serviceClock,
         }),
       ),
     );
@@ -398,9 +421,11 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       },
       events,
       logger: withFields(logger, { service: 'dps' }),
+      clock: serviceClock,
       pki,
     });
-    const cloud = new LocalCloud(idScope, groupKey, certs.ca, dps, hubs, store, events, logger, hubSettings.refusalCode);
+    const cloud = new LocalCloud(idScope, groupKey, certs.ca, dps, hubs, store, events, logger, hubSettings.refusalCode, serviceClock);
+    if (opts.clockOffsetMs !== undefined) cloud.setClockOffset(opts.clockOffsetMs);
     cloud.pki = pki;
     if (opts.controlApi) await cloud.attachControlApi();
     logger.info({ provisioningHost: dps.host, hubs: hubs.map((x) => x.host), idScope }, 'local cloud started');

@@ -32,7 +32,7 @@ import {
   type RegistrationRecord,
   type RegistrationSubstatus,
 } from './types';
-import { PeakRate, RingBuffer, TokenBucket, isJsonObject, parseJsonOr, parsePropertyBag } from './util';
+import { PeakRate, RingBuffer, ServiceClock, TokenBucket, isJsonObject, parseJsonOr, parsePropertyBag } from './util';
 import { checkAttestation, normalizeThumbprint, parsePemChain, peerChainOf, thumbprintOf, type CloudPki, type X509Attestation } from './x509';
 import type { X509Certificate } from 'node:crypto';
 
@@ -81,6 +81,8 @@ export interface DpsContext {
   logger: EmulatorLogger;
   /** The X.509 enrollment group's CA and revocation list (X.509 attestation off without it). */
   pki?: CloudPki;
+  /** The service's clock (token expiry, the `Date` header). Default: the machine's. */
+  clock?: ServiceClock;
 }
 
 interface Enrollment {
@@ -269,7 +271,10 @@ export class EmulatedDps {
   };
   private endpoint!: MqttEndpoint;
 
+  private readonly clock: ServiceClock;
+
   private constructor(private readonly ctx: DpsContext) {
+    this.clock = ctx.clock ?? new ServiceClock();
     this.groupKeys = { primary: ctx.groupKey };
     if (ctx.settings.rateLimitPerSec) this.bucket = new TokenBucket(ctx.settings.rateLimitPerSec);
     if (ctx.settings.lookupRateLimitPerSec) this.lookupBucket = new TokenBucket(ctx.settings.lookupRateLimitPerSec);
@@ -627,7 +632,11 @@ export class EmulatedDps {
       }
     } else {
       this.x509Attested.delete(registrationKey(user.registrationId));
-      const check = verifySasToken(password?.toString('utf8'), { keys: keyList(keys), resource: dpsResource(user.idScope, user.registrationId) });
+      const check = verifySasToken(password?.toString('utf8'), {
+        keys: keyList(keys),
+        resource: dpsResource(user.idScope, user.registrationId),
+        nowSec: this.clock.nowSec(),
+      });
       if (!check.ok) {
         this.ctx.logger.debug({ clientId: client.id, reason: check.reason }, 'DPS token refused: requests will get 401');
         session.refusal = { status: 401 };
@@ -790,7 +799,8 @@ export class EmulatedDps {
       else if (status === 401) this.counters.lookupsUnauthorized++;
       else if (status === 429) this.counters.lookupsThrottled++;
       else if (status === 400 || status === 405 || status === 413 || status === 415) this.counters.lookupsRejected++;
-      const headers: Record<string, string> = { 'Content-Type': 'application/json; charset=utf-8' };
+      // Date in the service's time: what a device reads to learn how far off its own clock is.
+      const headers: Record<string, string> = { 'Content-Type': 'application/json; charset=utf-8', Date: new Date(this.clock.nowMs()).toUTCString() };
       if (retryAfter !== undefined) headers['Retry-After'] = String(retryAfter);
       if (status === 405) headers['Allow'] = 'POST';
       // An unread oversized body would otherwise keep the connection busy.
@@ -853,6 +863,7 @@ export class EmulatedDps {
     if (idScope !== this.ctx.idScope) return send(404, this.errorBody(404, 'Unknown ID scope.'));
     const check = verifySasToken(authorization, {
       keys: keyList(this.deviceKeys(registrationId)),
+      nowSec: this.clock.nowSec(),
       resource: dpsResource(idScope, registrationId),
     });
     // The other reading of the evidence: only service credentials may look up (see the README).

@@ -45,6 +45,7 @@ import {
   isJsonObject,
   mergePatch,
   parseJsonOr,
+  ServiceClock,
   parsePropertyBag,
   twinPatchProblem,
   twinSize,
@@ -69,6 +70,9 @@ const METHOD_CONNECT_TIMEOUT_MAX_SEC = 300;
 const C2D_DEFAULT_TTL_MS = 60 * 60_000;
 const C2D_MIN_DEFAULT_TTL_MS = 60_000;
 const C2D_MAX_TTL_MS = 48 * 60 * 60_000;
+/** The machine's clock, for hubs started without the cloud's. */
+const SYSTEM_CLOCK = new ServiceClock();
+
 /** maxDeliveryCount: default 10, 1 to 100. */
 const C2D_DEFAULT_MAX_DELIVERY_COUNT = 10;
 const C2D_MAX_DELIVERY_COUNT_LIMIT = 100;
@@ -177,6 +181,8 @@ export interface HubContext {
   logger: EmulatorLogger;
   /** The X.509 enrollment group's CA and revocation list (X.509 identities refused without it). */
   pki?: CloudPki;
+  /** The service's clock (token expiry). Default: the machine's. */
+  clock?: ServiceClock;
 }
 
 /** Parsed hub MQTT username: `{host}/{deviceId}/?api-version=...&model-id=...`. */
@@ -388,6 +394,7 @@ export class EmulatedHub {
     const check = verifySasToken(password?.toString('utf8'), {
       keys: identity.secondaryKey === undefined ? [identity.key] : [identity.key, identity.secondaryKey],
       resource: hubResource(this.host, deviceId),
+      nowSec: (this.ctx.clock ?? SYSTEM_CLOCK).nowSec(),
       ...(identity.revokedThroughSec === undefined ? {} : { revokedThroughSec: identity.revokedThroughSec }),
     });
     if (!check.ok) return refuse(5, 'unauthorized', `token ${check.reason}`);
@@ -446,7 +453,7 @@ export class EmulatedHub {
     identity.lastConnectedAt = Date.now();
     if (s.modelId) identity.modelId = s.modelId;
     if (this.ctx.settings.enforceTokenExpiry && !s.x509) {
-      const ms = s.tokenSe * 1000 - Date.now();
+      const ms = s.tokenSe * 1000 - (this.ctx.clock ?? SYSTEM_CLOCK).nowMs();
       s.expiryTimer = setTimeout(() => {
         if (this.sessions.get(s.deviceId) === s) {
           this.ctx.logger.debug({ deviceId: s.deviceId }, 'token expired: disconnecting');

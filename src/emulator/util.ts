@@ -259,3 +259,20 @@ export function d2cMessageSize(body: Buffer, properties: Readonly<Record<string,
   }
   return size;
 }
+
+/**
+ * The local cloud's clock: the machine's time plus an offset, so a test can put a device's clock
+ * off (a cloud 3 hours ahead is a device 3 hours behind) without touching the process's clock.
+ * SAS expiry checks, the enforced token expiry and DPS's `Date` header use it.
+ */
+export class ServiceClock {
+  offsetMs = 0;
+
+  nowMs(): number {
+    return Date.now() + this.offsetMs;
+  }
+
+  nowSec(): number {
+    return Math.floor(this.nowMs() / 1000);
+  }
+}

@@ -60,6 +60,11 @@ test('a single key, or a failure that is not a refusal of the key, is not retrie
   expect(pairBusy.tried).toEqual([A]);
 });
 
+test('a status lookup answered 401 is a refusal of the key; its 404 is not', () => {
+  expect(isKeyRefusal({ rule: 'lookup-no-registration', phase: 'dps-lookup', code: 401 })).toBe(true);
+  expect(isKeyRefusal({ rule: 'lookup-no-registration', phase: 'dps-lookup', code: 404 })).toBe(false);
+});
+
 test.each([
   ['dps-unauthorized', true],
   ['hub-unauthorized', true],
