@@ -5,6 +5,8 @@
  * right hub, and that every message sent before, during and after the faults arrived. A path with
  * a refusal in it (failover, failback) runs under both CONNACK codes (3 as Azure, and 5); the
  * model's long faults (flapping hub, DPS outages, disabled device) are in model-paths.test.ts.
+ * The identity is a dimension too: the paths with a refusal in them run once more (CONNACK 3) with
+ * an X.509 device (certificate from the cloud's enrollment group) instead of a SAS key.
  */
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
 import {
@@ -32,7 +34,11 @@ const STABLE_CONNECTION_MS = 500;
  */
 const POLICY = { stableConnectionMs: STABLE_CONNECTION_MS, firstRetryMaxMs: 300, minDelayMs: 200, retryAfterJitterMs: 200 };
 const sequences = generateFaultSequences();
-const cases = replayCases(sequences);
+type Identity = 'sas' | 'x509';
+const keyCases = replayCases(sequences).map((c) => ({ ...c, identity: 'sas' as Identity }));
+/** The failover/failback paths, as Azure refuses (3), with a certificate identity. */
+const x509Cases = keyCases.filter((c) => c.refusalCode === 3).map((c) => ({ ...c, name: `${c.name} [X.509]`, identity: 'x509' as Identity }));
+const cases = [...keyCases, ...x509Cases];
 const duplicatesByPath: Record<string, number> = {};
 
 beforeAll(async () => {
@@ -81,8 +87,10 @@ test('the fault model yields every allowed two-fault sequence, and its paths tak
   expect(sequences).toHaveLength(25);
   expect(sequences).toContainEqual(['FAILOVER', 'FAILBACK']);
   expect(sequences).not.toContainEqual(['FAILBACK', 'FAILOVER']);
-  // 9 sequences have a failover in them: those run under CONNACK 3 and 5
-  expect(cases).toHaveLength(25 + 9);
+  // 9 sequences have a failover in them: those run under CONNACK 3 and 5, and with X.509 (code 3)
+  expect(keyCases).toHaveLength(25 + 9);
+  expect(x509Cases).toHaveLength(9);
+  expect(x509Cases.map((c) => c.name)).toContain('FAILOVER → FAILBACK (CONNACK 3) [X.509]');
   expect(cases.map((c) => c.name)).toContain('FAILOVER → FAILBACK (CONNACK 5)');
   expect(cases.map((c) => c.name)).toContain('DROP → CRASH');
   const all = generateFaultPaths();
@@ -106,8 +114,10 @@ async function untilConnectionStable(dut: DeviceUnderTest): Promise<void> {
   expect(dut.device.state()).toBe('Connected');
 }
 
-test.each(cases.map((c, i) => [c.name, c.faults, c.refusalCode, i] as const))('%s', async (_name, faults, refusalCode, index) => {
-  const dut = startDevice(cloud, `mb-${index}`, { seed: index + 1, policy: POLICY });
+test.each(cases.map((c, i) => [c.name, c.faults, c.refusalCode, c.identity, i] as const))('%s', async (_name, faults, refusalCode, identity, index) => {
+  const registrationId = `mb-${index}`;
+  const credential = identity === 'x509' ? { groupKey: undefined, x509: await cloud.issueDeviceCertificate(registrationId).then(({ cert, key }) => ({ cert, key })) } : {};
+  const dut = startDevice(cloud, registrationId, { seed: index + 1, policy: POLICY, ...credential });
   let producer: ReturnType<typeof keepSending> | undefined;
   try {
     await waitForState(dut, 'Connected');
@@ -137,7 +147,8 @@ test.each(cases.map((c, i) => [c.name, c.faults, c.refusalCode, i] as const))('%
     }
     await producer.stop();
     await waitFor('every message delivered', () => deliveryReport(cloud, dut.accepted).lost.length === 0, 30_000);
-    duplicatesByPath[faults.join('>') + (refusalCode ? `/${refusalCode}` : '')] = deliveryReport(cloud, dut.accepted).duplicates;
+    if (identity === 'x509') expect(cloud.dps.x509AttestationOf(registrationId)).toEqual({ kind: 'ca' });
+    duplicatesByPath[faults.join('>') + (refusalCode ? `/${refusalCode}` : '') + (identity === 'x509' ? '/x509' : '')] = deliveryReport(cloud, dut.accepted).duplicates;
   } finally {
     await producer?.abandon(); // a failed path must not leave a producer behind
     await dut.device.stop();
