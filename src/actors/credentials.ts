@@ -44,6 +44,8 @@ export class Credentials {
 
   private slot: KeySlot = 'primary';
 
+  private replacements = 0;
+
   constructor(options: CredentialOptions | Credential) {
     this.options = Credentials.normalize(options);
   }
@@ -57,6 +59,11 @@ export class Credentials {
   /** The credential to sign with now. */
   current(): Credential {
     return credentialIn(this.options, this.slot)!;
+  }
+
+  /** Changes at each `replace`: an answer to an attempt of an older generation says nothing about these keys. */
+  get generation(): number {
+    return this.replacements;
   }
 
   /** Which key `current()` is. */
@@ -80,6 +87,7 @@ export class Credentials {
   replace(options: CredentialOptions): void {
     this.options = Credentials.normalize(options);
     this.slot = 'primary';
+    this.replacements++;
   }
 }
 
@@ -106,14 +114,19 @@ export async function withEitherKey<T>(
   attempt: (credential: Credential) => Promise<T>,
   onSwitch: (from: KeySlot, to: KeySlot) => void,
 ): Promise<T> {
+  const generation = credentials.generation;
   try {
     return await attempt(credentials.current());
   } catch (failure) {
+    if (!isKeyRefusal(failure)) throw failure;
+    // Replaced while that attempt ran (updateCredentials): the refusal was of the old keys.
+    if (credentials.generation !== generation) return attempt(credentials.current());
     const other = credentials.alternate();
-    if (!other || !isKeyRefusal(failure)) throw failure;
+    if (!other) throw failure;
     onSwitch(credentials.currentSlot, other.slot);
     const result = await attempt(other.credential);
-    credentials.use(other.slot);
+    // Only a success of this generation's key says which key to keep.
+    if (credentials.generation === generation) credentials.use(other.slot);
     return result;
   }
 }

@@ -9,7 +9,7 @@
  * one the SDK's security client builds for a registration.
  */
 import * as https from 'node:https';
-import { createSecureContext, type SecureContext } from 'node:tls';
+import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { LookupResult } from '../../machines/device.machine';
 import type { Clock } from '../clock';
@@ -43,6 +43,15 @@ export interface LookupSettings {
 export const LOOKUP_API_VERSION = '2021-10-01';
 /** A registration result is a few hundred bytes; anything much larger is not one. */
 const MAX_ANSWER_BYTES = 64 * 1024;
+
+/** An answer that did not come from DPS over verified TLS: the proxy's own, refusing the tunnel. */
+export class ProxyAnswerError extends Error {
+  // Not `statusCode`: the classifier would read it as DPS's status.
+  constructor(readonly proxyStatus: number) {
+    super(`the proxy answered ${proxyStatus} instead of opening a tunnel to DPS`);
+    this.name = 'ProxyAnswerError';
+  }
+}
 
 /** DPS answered the lookup with an error status (401/403/404: no answer for this device; 429; 5xx). */
 export class DpsLookupError extends Error {
@@ -176,6 +185,12 @@ function request(settings: LookupSettings, registrationId: string, token: string
     const req = https.request(
       options,
       (res) => {
+        // Only DPS over verified TLS speaks for DPS: a proxy that refuses the CONNECT has its plain
+        // HTTP answer replayed here by https-proxy-agent; neither its Date nor its status is DPS's.
+        if (!(res.socket as TLSSocket | null)?.authorized) {
+          res.resume();
+          return finish(new ProxyAnswerError(res.statusCode ?? 0));
+        }
         settings.serviceTime.observe(res.headers.date, sentAt, clock.now());
         const chunks: Buffer[] = [];
         let size = 0;

@@ -267,8 +267,10 @@ export class NetworkPath {
     const attempt = this.lastRawMqtt;
     this.lastRawMqtt = undefined;
     if (this.options.transport !== 'auto' || this.useWebSockets || !attempt || attempt.answered || this.mqttAnswered.has(attempt.endpoint)) return error;
-    // A TLS verdict, a DNS answer or a refusal to fix is not a blocked port: only transient failures.
-    if (classify(error, phase).errorClass !== 'transient') return error;
+    // Only a port that refused, reset or stayed silent looks like a blocked 8883. No DNS answer, no
+    // route, no file descriptors or a TLS verdict would fail over WebSockets just the same, and
+    // switching for them would keep a device booted before its network on WebSockets for good.
+    if (!BLOCKED_PORT_RULES.has(classify(error, phase).rule)) return error;
     this.useWebSockets = true;
     const cause = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
     const fallback: TransportFallback = { from: 'mqtt', to: 'mqtt-ws', endpoint: attempt.endpoint, reason: redactSecrets(cause).slice(0, 300) };
@@ -280,6 +282,9 @@ export class NetworkPath {
     return new MqttUnreachableError(`MQTT on ${attempt.endpoint} could not be reached (${fallback.reason}); switching to MQTT over WebSockets`, error);
   }
 }
+
+/** Classification rules of a connection that a firewall blocking the MQTT port produces. */
+const BLOCKED_PORT_RULES: ReadonlySet<string> = new Set(['socket-refused', 'socket-reset', 'socket-timeout', 'timeout', 'first-connection-failed', 'connection-lost']);
 
 /** The path of code that builds actors without one: plain MQTT, no proxy. */
 export function directMqttPath(logger: Logger): NetworkPath {

@@ -12,6 +12,8 @@ export interface ConnectProxyOptions {
   refusePorts?: number[];
   /** Required `Proxy-Authorization: Basic` user and password. */
   credentials?: { user: string; password: string };
+  /** A `Date` header on the proxy's own refusals (a proxy whose clock is off). */
+  refusalDate?: string;
 }
 
 export interface ConnectProxy {
@@ -50,7 +52,8 @@ export async function startConnectProxy(options: ConnectProxyOptions = {}): Prom
     const port = Number(target.slice(colon + 1));
     const refuse = (status: string) => {
       refused++;
-      client.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\n\r\n`);
+      const date = options.refusalDate === undefined ? '' : `Date: ${options.refusalDate}\r\n`;
+      client.end(`HTTP/1.1 ${status}\r\n${date}Content-Length: 0\r\n\r\n`);
     };
     if (expectedAuth !== undefined && req.headers['proxy-authorization'] !== expectedAuth) return refuse('407 Proxy Authentication Required');
     if (colon <= 0 || !Number.isInteger(port) || refusePorts.has(port)) return refuse('403 Forbidden');

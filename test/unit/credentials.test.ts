@@ -78,6 +78,35 @@ test.each([
   expect(isKeyRefusal({ rule })).toBe(expected);
 });
 
+test('keys replaced while an attempt runs: its refusal is of the old keys, so the new primary is tried (not the old pair\'s other key)', async () => {
+  const credentials = new Credentials({ groupKey: { primary: A, secondary: B } });
+  const tried: string[] = [];
+  const attempt = async (credential: Credential): Promise<string> => {
+    const key = 'groupKey' in credential ? credential.groupKey : '';
+    tried.push(key);
+    if (key === A) {
+      credentials.replace({ groupKey: { primary: C } }); // updateCredentials during the request
+      throw refused;
+    }
+    return key;
+  };
+  await expect(withEitherKey(credentials, attempt, () => undefined)).resolves.toBe(C);
+  expect(tried).toEqual([A, C]);
+  expect(credentials.currentSlot).toBe('primary');
+});
+
+test('a success of the old pair\'s secondary after a replace does not pick a slot of the new keys', async () => {
+  const credentials = new Credentials({ groupKey: { primary: A, secondary: B } });
+  const attempt = async (credential: Credential): Promise<string> => {
+    const key = 'groupKey' in credential ? credential.groupKey : '';
+    if (key === A) throw refused;
+    credentials.replace({ groupKey: { primary: C, secondary: A } });
+    return key;
+  };
+  await expect(withEitherKey(credentials, attempt, () => undefined)).resolves.toBe(B);
+  expect(credentials.currentSlot).toBe('primary');
+});
+
 test('replace() takes effect on the next attempt and starts from the new primary', async () => {
   const credentials = new Credentials({ groupKey: { primary: A, secondary: B } });
   credentials.use('secondary');
