@@ -9,6 +9,7 @@
  */
 import type * as http from 'node:http';
 import type { Duplex } from 'node:stream';
+import { tlsSocketOf } from './x509';
 
 /** The path the SDK's MqttWs transports connect to (azure-iot-device-mqtt and -provisioning-device-mqtt). */
 export const WEBSOCKET_PATH = '/$iothub/websocket';
@@ -67,6 +68,11 @@ export function createMqttWebSocketAcceptor(onStream: (stream: Duplex) => void) 
       socket.end(`HTTP/1.1 ${refusal.status} ${refusal.text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       return;
     }
-    server.handleUpgrade(req, socket, head, (webSocket) => onStream(ws.createWebSocketStream(webSocket)));
+    server.handleUpgrade(req, socket, head, (webSocket) => {
+      // The TLS socket stays reachable from the stream, as it is from the Gate of a raw MQTT
+      // connection: an X.509 device's client certificate is read from it (tlsSocketOf).
+      const stream = Object.assign(ws.createWebSocketStream(webSocket), { socket: tlsSocketOf(socket) });
+      onStream(stream);
+    });
   };
 }

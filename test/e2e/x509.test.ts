@@ -102,6 +102,25 @@ test('manual failover and failback by TTL (CONNACK 3) with X.509: the status loo
   expect(cloud.hub(away).refusals(id).some((r) => r.reason === 'certificate')).toBe(false);
 });
 
+test('X.509 over MQTT over WebSockets with raw MQTT blocked: DPS and the hub read the client certificate through the WebSocket, failover by lookup, nothing lost', async () => {
+  const id = 'x509-e2e-ws';
+  cloud.blockRawMqtt(true);
+  try {
+    const dut = launch(id, await x509Options(id, { transport: 'mqtt-ws', proxy: false }));
+    await waitForState(dut, 'Connected');
+    expect(cloud.dps.x509AttestationOf(id)).toEqual({ kind: 'ca' });
+    const home = hubName(dut)!;
+    const before = await dut.send({ n: 1 });
+    cloud.manualFailover(id, { ttlMs: null, refusalCode: 3 });
+    await waitFor('moved to the failover hub', () => dut.device.state() === 'Connected' && hubName(dut) !== home);
+    const after = await dut.send({ n: 2 });
+    await waitFor('delivered', () => deliveryReport(cloud, [before, after]).lost.length === 0);
+    expect(cloud.dps.lookups(id).some((l) => l.status === 200)).toBe(true);
+  } finally {
+    cloud.blockRawMqtt(false);
+  }
+});
+
 test('an expired certificate: the device parks (no crash, never Failed); a renewed certificate through updateCredentials connects it', async () => {
   const id = 'x509-e2e-expired';
   const old = await cloud.issueDeviceCertificate(id, { notBefore: new Date(Date.now() - 10 * 86_400_000), validDays: 1 });
