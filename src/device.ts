@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createActor, type Actor, type InspectionEvent, type SnapshotFrom } from 'xstate';
 import { deviceMachine, leafStateName, type Assignment, type DeviceEvent } from '../machines/device.machine';
-import { Credentials, deviceKeyOf, type KeyPair } from './actors/credentials';
+import { Credentials, deviceKeyOf, isKeyRefusal, type KeyPair } from './actors/credentials';
 import { hubWork } from './actors/hub';
 import { lookupWork, probeServiceTime, type LookupSettings } from './actors/lookup';
 import { ServiceTime } from './actors/service-time';
@@ -524,7 +524,12 @@ export function createDevice(options: DeviceOptions): Device {
       if ('x509' in next) checkCertificateSubject(next.x509, resolved.registrationId);
       credentials.replace(next);
       logger.info('credentials updated; the next connection uses the new primary key');
-      if (stateName(actor.getSnapshot()) === 'Failed') send({ type: 'RETRY' });
+      // A device stopped or parked by what the new credentials may cure tries them now, not after
+      // its wait (a parked wait is 15-30 min): Failed retries, a credential wait goes to DPS.
+      const { lastError } = actor.getSnapshot().context;
+      const state = stateName(actor.getSnapshot());
+      if (state === 'Failed') send({ type: 'RETRY' });
+      else if (state === 'BackingOff' && lastError && (isKeyRefusal(lastError) || lastError.rule === 'device-certificate-expired')) send({ type: 'REPROVISION' });
     },
     state(): DeviceStateName {
       return stateName(actor.getSnapshot());
