@@ -150,6 +150,26 @@ export class MqttUnreachableError extends Error {
   }
 }
 
+/**
+ * The proxy's own host name did not resolve. Through a tunnel the device never resolves the hub's
+ * name, so this is not "the hub is gone" (which would put the assignment in doubt): it is the
+ * network, retried as such.
+ */
+export class ProxyUnreachableError extends Error {
+  // No `cause`: the classifier would find the DNS error in it and read it as the hub's name.
+  constructor(message: string) {
+    super(message);
+    this.name = 'ProxyUnreachableError';
+  }
+}
+
+/** The messages of an error and of what it wraps (the SDK keeps the socket's error as transportError). */
+function messagesOf(error: unknown, depth = 0): string[] {
+  if (typeof error !== 'object' || error === null || depth > 4) return [];
+  const { message, transportError, cause } = error as { message?: unknown; transportError?: unknown; cause?: unknown };
+  return [typeof message === 'string' ? message : '', ...messagesOf(transportError, depth + 1), ...messagesOf(cause, depth + 1)];
+}
+
 /** What a device reports when `auto` leaves MQTT for WebSockets (event `transport`). */
 export interface TransportFallback {
   from: 'mqtt';
@@ -264,6 +284,10 @@ export class NetworkPath {
    * MqttUnreachableError (its own classification row) so the transition shows why.
    */
   explainConnectFailure(error: unknown, phase: 'dps' | 'hub-connect'): unknown {
+    const proxyHost = this.options.proxy?.hostname;
+    if (proxyHost && this.useWebSockets && messagesOf(error).some((m) => /\b(?:ENOTFOUND|EAI_AGAIN)\b/.test(m) && m.includes(proxyHost))) {
+      return new ProxyUnreachableError(`the proxy's host name ${proxyHost} did not resolve`);
+    }
     const attempt = this.lastRawMqtt;
     this.lastRawMqtt = undefined;
     if (this.options.transport !== 'auto' || this.useWebSockets || !attempt || attempt.answered || this.mqttAnswered.has(attempt.endpoint)) return error;

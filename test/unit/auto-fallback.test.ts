@@ -5,7 +5,8 @@
  * device that booted before its network on WebSockets for good.
  */
 import pino from 'pino';
-import { NetworkPath } from '../../src/actors/transport';
+import { NetworkPath, resolveNetworkOptions } from '../../src/actors/transport';
+import { classify } from '../../src/policy/classify';
 
 const silent = pino({ level: 'silent' });
 const socketError = (code: string, message: string) => Object.assign(new Error(message), { code });
@@ -40,4 +41,27 @@ test.each([
   expect(explained).not.toBe(error);
   expect(explained.name).toBe('MqttUnreachableError');
   expect(path.webSockets).toBe(true);
+});
+
+describe('through a proxy', () => {
+  const throughProxy = () => new NetworkPath(resolveNetworkOptions('mqtt-ws', 'http://proxy.corp.example:3128', {}), silent);
+
+  test("the proxy's own name not resolving is the network, not the hub gone (no assignment in doubt)", () => {
+    const sdkError = Object.assign(new Error('Unable to establish a connection'), {
+      name: 'NotConnectedError',
+      transportError: socketError('ENOTFOUND', 'getaddrinfo ENOTFOUND proxy.corp.example'),
+    });
+    const explained = throughProxy().explainConnectFailure(sdkError, 'hub-connect') as Error;
+    expect(explained.name).toBe('ProxyUnreachableError');
+    const failure = classify(explained, 'hub-connect');
+    expect(failure.errorClass).toBe('transient');
+    expect(failure.assignmentInDoubt).toBeUndefined();
+    // Before: the same error, as it was, read as the hub's name gone.
+    expect(classify(sdkError, 'hub-connect')).toMatchObject({ rule: 'hub-dns-not-found' });
+  });
+
+  test("another name not resolving is left to the classifier", () => {
+    const error = socketError('ENOTFOUND', 'getaddrinfo ENOTFOUND other.example');
+    expect(throughProxy().explainConnectFailure(error, 'hub-connect')).toBe(error);
+  });
 });
