@@ -274,7 +274,7 @@ export function createDevice(options: DeviceOptions): Device {
     clock,
     logger,
   };
-  const probeTime = () => probeServiceTime(lookupSettings, resolved.registrationId);
+  const probeTime = (signal?: AbortSignal) => probeServiceTime(lookupSettings, resolved.registrationId, signal);
   const hub = hubWork(
     {
       registrationId: resolved.registrationId,

@@ -142,8 +142,8 @@ export async function lookupOnce(settings: LookupSettings, registrationId: strin
  * Asks DPS for its time: one status lookup, whatever it answers (its `Date` header is what
  * counts; `settings.serviceTime` learns it). Used when DPS or the hub refuses a token.
  */
-export async function probeServiceTime(settings: LookupSettings, registrationId: string): Promise<void> {
-  await request(settings, registrationId, sasToken(settings, settings.credentials.current(), registrationId)).catch(() => undefined);
+export async function probeServiceTime(settings: LookupSettings, registrationId: string, signal?: AbortSignal): Promise<void> {
+  await request(settings, registrationId, sasToken(settings, settings.credentials.current(), registrationId), signal).catch(() => undefined);
 }
 
 function request(settings: LookupSettings, registrationId: string, token: string | X509Identity, signal?: AbortSignal): Promise<{ hubHost: string; deviceId: string }> {

@@ -47,7 +47,7 @@ export interface ProvisionSettings {
   /** The service's time: SAS tokens expire in it. Default: the device clock, never corrected. */
   serviceTime?: ServiceTime;
   /** Asks DPS for its time (a status lookup) when it refuses a token: the clock may be the cause. */
-  probeServiceTime?: () => Promise<unknown>;
+  probeServiceTime?: (signal?: AbortSignal) => Promise<unknown>;
   /**
    * Longest time without progress (`provisionTimeoutMs`): from the start to the first `assigning`
    * answer, then from each poll an `assigning` answer scheduled to the next `assigning` answer.
@@ -223,7 +223,12 @@ export function registerOnce(settings: ProvisionSettings, registrationId: string
     settings.credentials,
     (credential) =>
       serviceTime
-        ? withServiceTime(serviceTime, () => registerWith(credential, settings, registrationId, signal, attempt), settings.probeServiceTime)
+        ? withServiceTime(
+            serviceTime,
+            () => registerWith(credential, settings, registrationId, signal, attempt),
+            // Cancelled with the registration: a stopping device does not wait on it.
+            settings.probeServiceTime && (() => settings.probeServiceTime!(signal)),
+          )
         : registerWith(credential, settings, registrationId, signal, attempt),
     (from, to) => settings.logger.warn({ from, to }, `DPS refused the ${from} key; trying the ${to} key`),
   );
