@@ -465,7 +465,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
       for (const feature of features) {
         if (feature.inbound) entry.inboundCleanups.push(feature.inbound(connection));
       }
-      if (x509) assertCertificateCurrent(x509, clock.now());
+      if (x509) assertCertificateCurrent(x509, settings.serviceTime?.nowMs() ?? clock.now()); // the service judges validity by its clock
       await client.setOptions({
         ca: settings.ca,
         modelId: settings.modelId,

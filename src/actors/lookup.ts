@@ -121,7 +121,7 @@ export async function lookupOnce(settings: LookupSettings, registrationId: strin
   const { clock, logger } = settings;
   const attempt = async (credential: Credential): Promise<LookupResult> => {
     try {
-      if ('x509' in credential) assertCertificateCurrent(credential.x509, clock.now());
+      if ('x509' in credential) assertCertificateCurrent(credential.x509, settings.serviceTime.nowMs());
       const answer = await request(settings, registrationId, sasToken(settings, credential, registrationId), signal);
       return { ...answer, checkedAt: clock.now() };
     } catch (error) {

@@ -402,7 +402,7 @@ function registerWith(credential: Credential, settings: ProvisionSettings, regis
 
     try {
       if (security) {
-        if ('x509' in credential) assertCertificateCurrent(credential.x509, clock.now());
+        if ('x509' in credential) assertCertificateCurrent(credential.x509, settings.serviceTime?.nowMs() ?? clock.now());
         security.getCertificate((error, cert) => {
           if (settled) return;
           if (error || !cert) return finish(error ?? new Error('no X.509 certificate'));
