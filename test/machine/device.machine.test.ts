@@ -1,29 +1,9 @@
 import { createActor } from 'xstate';
 import { leafStateName } from '../../machines/device.machine';
-import type { RetryPolicy } from '../../src/policy/types';
-import { FakeCloud, MACHINE_TEST_POLICY } from '../support/fake-actors';
+import { FakeCloud, MACHINE_TEST_POLICY, startMachine as start } from '../support/fake-actors';
 
 const policy = MACHINE_TEST_POLICY;
 
-function start(cloud: FakeCloud, options: { cached?: boolean; policy?: RetryPolicy; seed?: number } = {}) {
-  const actor = createActor(cloud.machine(), {
-    clock: cloud.clock,
-    input: {
-      registrationId: 'dev-1',
-      policy: options.policy ?? policy,
-      seed: options.seed ?? 42,
-      cachedAssignment: options.cached ? { hubHost: 'cached-hub.local', deviceId: 'dev-1', assignedAt: 1 } : null,
-    },
-  });
-  const states: string[] = [];
-  actor.subscribe((snapshot) => {
-    const value = leafStateName(snapshot.value);
-    if (states[states.length - 1] !== value) states.push(value);
-  });
-  actor.start();
-  actor.send({ type: 'START' });
-  return { actor, states, value: () => leafStateName(actor.getSnapshot().value), context: () => actor.getSnapshot().context };
-}
 
 async function connectFresh(cloud: FakeCloud, options?: Parameters<typeof start>[1]) {
   const device = start(cloud, options);

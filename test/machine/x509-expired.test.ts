@@ -3,31 +3,10 @@
  * long parked delay and tries again (a renewed certificate may have arrived) instead of Failed.
  * The failures here are the ones the actors build (toFailure of DeviceCertificateExpiredError).
  */
-import { createActor } from 'xstate';
-import { leafStateName } from '../../machines/device.machine';
 import { DeviceCertificateExpiredError } from '../../src/actors/x509';
 import { classify, toFailure } from '../../src/policy/classify';
-import { FakeCloud, MACHINE_TEST_POLICY as policy } from '../support/fake-actors';
+import { FakeCloud, MACHINE_TEST_POLICY as policy, startMachine } from '../support/fake-actors';
 
-function start(cloud: FakeCloud, cached: boolean) {
-  const actor = createActor(cloud.machine(), {
-    clock: cloud.clock,
-    input: {
-      registrationId: 'dev-1',
-      policy,
-      seed: 42,
-      cachedAssignment: cached ? { hubHost: 'cached-hub.local', deviceId: 'dev-1', assignedAt: 1 } : null,
-    },
-  });
-  const states: string[] = [];
-  actor.subscribe((snapshot) => {
-    const value = leafStateName(snapshot.value);
-    if (states[states.length - 1] !== value) states.push(value);
-  });
-  actor.start();
-  actor.send({ type: 'START' });
-  return { states, value: () => leafStateName(actor.getSnapshot().value), context: () => actor.getSnapshot().context };
-}
 
 const expired = () => new DeviceCertificateExpiredError(new Date('2026-01-01T00:00:00Z'), new Date('2026-02-01T00:00:00Z'), true);
 const notYet = () => new DeviceCertificateExpiredError(new Date('2030-01-01T00:00:00Z'), new Date('2031-01-01T00:00:00Z'), false);
@@ -43,7 +22,7 @@ test.each([
 
 test('at the hub: parked on that hub (long wait, the hub budget untouched), then connects once the certificate is good', async () => {
   const cloud = new FakeCloud();
-  const device = start(cloud, true);
+  const device = startMachine(cloud, { cached: true });
   await cloud.flush();
   for (let i = 0; i < 3; i++) {
     await cloud.failOpen(toFailure(expired(), 'hub-connect', cloud.clock.now()));
@@ -61,7 +40,7 @@ test('at the hub: parked on that hub (long wait, the hub budget untouched), then
 
 test('at DPS: parked, registers again after the long wait; Failed is never reached', async () => {
   const cloud = new FakeCloud();
-  const device = start(cloud, false);
+  const device = startMachine(cloud);
   await cloud.flush();
   await cloud.failProvision(toFailure(expired(), 'dps', cloud.clock.now()));
   expect(device.value()).toBe('BackingOff');

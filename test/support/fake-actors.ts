@@ -3,8 +3,8 @@
  * that the test settles (resolve / reject with a classified Failure), so a test decides every
  * outcome and the SimulatedClock decides every delay.
  */
-import { fromCallback, fromPromise, SimulatedClock, type EventObject } from 'xstate';
-import { deviceMachine, type DeviceEvent, type DeviceMachine, type HubAttemptInput, type LookupResult, type ProvisionResult } from '../../machines/device.machine';
+import { createActor, fromCallback, fromPromise, SimulatedClock, type EventObject } from 'xstate';
+import { deviceMachine, leafStateName, type DeviceEvent, type DeviceMachine, type HubAttemptInput, type LookupResult, type ProvisionResult } from '../../machines/device.machine';
 import { waitUntilWork } from '../../src/actors/wait';
 import type { ErrorClass, Failure, Phase, RetryPolicy } from '../../src/policy/types';
 
@@ -136,4 +136,25 @@ export class FakeCloud {
     this.clock.increment(ms);
     await this.flush();
   }
+}
+
+/** Starts the machine on `cloud`'s fakes (dev-1; MACHINE_TEST_POLICY unless given) and records its leaf states. */
+export function startMachine(cloud: FakeCloud, options: { cached?: boolean; policy?: RetryPolicy; seed?: number } = {}) {
+  const actor = createActor(cloud.machine(), {
+    clock: cloud.clock,
+    input: {
+      registrationId: 'dev-1',
+      policy: options.policy ?? MACHINE_TEST_POLICY,
+      seed: options.seed ?? 42,
+      cachedAssignment: options.cached ? { hubHost: 'cached-hub.local', deviceId: 'dev-1', assignedAt: 1 } : null,
+    },
+  });
+  const states: string[] = [];
+  actor.subscribe((snapshot) => {
+    const value = leafStateName(snapshot.value);
+    if (states[states.length - 1] !== value) states.push(value);
+  });
+  actor.start();
+  actor.send({ type: 'START' });
+  return { actor, states, value: () => leafStateName(actor.getSnapshot().value), context: () => actor.getSnapshot().context };
 }
