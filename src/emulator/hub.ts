@@ -70,8 +70,6 @@ const METHOD_CONNECT_TIMEOUT_MAX_SEC = 300;
 const C2D_DEFAULT_TTL_MS = 60 * 60_000;
 const C2D_MIN_DEFAULT_TTL_MS = 60_000;
 const C2D_MAX_TTL_MS = 48 * 60 * 60_000;
-/** The machine's clock, for hubs started without the cloud's. */
-const SYSTEM_CLOCK = new ServiceClock();
 
 /** maxDeliveryCount: default 10, 1 to 100. */
 const C2D_DEFAULT_MAX_DELIVERY_COUNT = 10;
@@ -273,7 +271,11 @@ export class EmulatedHub {
   };
   private endpoint!: MqttEndpoint;
 
+  /** The service's clock: the cloud's, or the machine's for a hub started on its own. */
+  private readonly clock: ServiceClock;
+
   private constructor(private readonly ctx: HubContext) {
+    this.clock = ctx.clock ?? new ServiceClock();
     if (ctx.settings.connectRateLimitPerSec) this.connectBucket = new TokenBucket(ctx.settings.connectRateLimitPerSec);
   }
 
@@ -394,7 +396,7 @@ export class EmulatedHub {
     const check = verifySasToken(password?.toString('utf8'), {
       keys: identity.secondaryKey === undefined ? [identity.key] : [identity.key, identity.secondaryKey],
       resource: hubResource(this.host, deviceId),
-      nowSec: (this.ctx.clock ?? SYSTEM_CLOCK).nowSec(),
+      nowSec: this.clock.nowSec(),
       ...(identity.revokedThroughSec === undefined ? {} : { revokedThroughSec: identity.revokedThroughSec }),
     });
     if (!check.ok) return refuse(5, 'unauthorized', `token ${check.reason}`);
@@ -453,7 +455,7 @@ export class EmulatedHub {
     identity.lastConnectedAt = Date.now();
     if (s.modelId) identity.modelId = s.modelId;
     if (this.ctx.settings.enforceTokenExpiry && !s.x509) {
-      const ms = s.tokenSe * 1000 - (this.ctx.clock ?? SYSTEM_CLOCK).nowMs();
+      const ms = s.tokenSe * 1000 - this.clock.nowMs();
       s.expiryTimer = setTimeout(() => {
         if (this.sessions.get(s.deviceId) === s) {
           this.ctx.logger.debug({ deviceId: s.deviceId }, 'token expired: disconnecting');
