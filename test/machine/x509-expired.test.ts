@@ -5,7 +5,7 @@
  */
 import { DeviceCertificateExpiredError } from '../../src/actors/x509';
 import { classify, toFailure } from '../../src/policy/classify';
-import { FakeCloud, MACHINE_TEST_POLICY as policy, startMachine } from '../support/fake-actors';
+import { expectParkedThenRegistersAgain, FakeCloud, MACHINE_TEST_POLICY as policy, startMachine } from '../support/fake-actors';
 
 
 const expired = () => new DeviceCertificateExpiredError(new Date('2026-01-01T00:00:00Z'), new Date('2026-02-01T00:00:00Z'), true);
@@ -43,14 +43,7 @@ test('at DPS: parked, registers again after the long wait; Failed is never reach
   const device = startMachine(cloud);
   await cloud.flush();
   await cloud.failProvision(toFailure(expired(), 'dps', cloud.clock.now()));
-  expect(device.value()).toBe('BackingOff');
-  expect(device.context().delayMs).toBeGreaterThanOrEqual(policy.parkedMinDelayMs);
-  await cloud.advance(device.context().delayMs! - 1);
   expect(cloud.calls.provision).toBe(1);
-  await cloud.advance(1);
-  expect(device.value()).toBe('Provisioning');
-  await cloud.assign();
-  await cloud.connect();
-  expect(device.value()).toBe('Connected');
+  await expectParkedThenRegistersAgain(cloud, device);
   expect(device.states).not.toContain('Failed');
 });

@@ -158,3 +158,21 @@ export function startMachine(cloud: FakeCloud, options: { cached?: boolean; poli
   actor.send({ type: 'START' });
   return { actor, states, value: () => leafStateName(actor.getSnapshot().value), context: () => actor.getSnapshot().context };
 }
+
+/**
+ * After a parked DPS failure (MACHINE_TEST_POLICY): BackingOff for a delay within the parked
+ * range, no DPS call before it ends, then DPS again, assigned and Connected.
+ */
+export async function expectParkedThenRegistersAgain(cloud: FakeCloud, device: ReturnType<typeof startMachine>): Promise<void> {
+  expect(device.value()).toBe('BackingOff');
+  expect(device.context().delayMs).toBeGreaterThanOrEqual(MACHINE_TEST_POLICY.parkedMinDelayMs);
+  expect(device.context().delayMs).toBeLessThanOrEqual(MACHINE_TEST_POLICY.parkedMaxDelayMs);
+  const calls = cloud.calls.provision;
+  await cloud.advance(device.context().delayMs! - 1);
+  expect(cloud.calls.provision).toBe(calls);
+  await cloud.advance(1);
+  expect(device.value()).toBe('Provisioning');
+  await cloud.assign();
+  await cloud.connect();
+  expect(device.value()).toBe('Connected');
+}
