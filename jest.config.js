@@ -1,9 +1,18 @@
 /** @type {import('jest').Config} */
 module.exports = {
   testEnvironment: 'node',
-  roots: ['<rootDir>/test'],
+  // The device library's tests, then the local cloud's and the tools' own.
+  roots: ['<rootDir>/test', '<rootDir>/packages/cloud/test', '<rootDir>/packages/tools/test'],
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': 'ts-jest' },
+  // The packages import each other by name; tests run them from their sources (as tsconfig.json's paths).
+  moduleNameMapper: {
+    '^hubstate$': '<rootDir>/src/index.ts',
+    '^hubstate/internal$': '<rootDir>/src/internal.ts',
+    '^hubstate/examples/(.*)$': '<rootDir>/examples/$1',
+    '^hubstate-cloud$': '<rootDir>/packages/cloud/src/index.ts',
+    '^hubstate-tools/(.*)$': '<rootDir>/packages/tools/src/$1',
+  },
   testTimeout: 60000,
   // Two workers on the 2-core CI machine (Jest's default there is one): most files wait on
   // sockets and timers, not the CPU, so a second worker overlaps them (the pack test's npm

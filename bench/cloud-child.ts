@@ -1,5 +1,5 @@
 /** The local cloud in a process of its own, driven over IPC by bench/cloud.ts. */
-import { serveService } from '../src/emulator/ipc';
+import { serveService } from 'hubstate-cloud';
 import { commandsOf, infoOf, startCloud, type BenchCloudOptions } from './cloud';
 
 const options = JSON.parse(process.argv[2] ?? '{}') as BenchCloudOptions;

@@ -4,9 +4,9 @@
  * the SDK facts were measured that way). Same interface either way.
  */
 import { join } from 'node:path';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type DpsMetrics, type HubMetrics, type LocalCloud, type MovedDeviceRefusal } from '../src/emulator';
-import { asyncCommands, forkService, type Async } from '../src/emulator/ipc';
-import type { FleetCloud } from '../src/fleet';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type DpsMetrics, type HubMetrics, type LocalCloud, type MovedDeviceRefusal } from 'hubstate-cloud';
+import { asyncCommands, forkService, type Async } from 'hubstate-cloud';
+import type { FleetCloud } from 'hubstate-tools/fleet';
 
 /**
  * DPS `retry-after` while assigning in every benchmark (Azure: 3 s). Kept fast so boot figures

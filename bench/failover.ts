@@ -15,7 +15,7 @@
 import pino from 'pino';
 import { createDevice, type Device } from '../src/device';
 import { resolvePolicy } from '../src/policy/backoff';
-import type { MovedDeviceRefusal } from '../src/emulator';
+import type { MovedDeviceRefusal } from 'hubstate-cloud';
 import { BENCH_DPS_POLL_SEC, launchCloud, type BenchCloud } from './cloud';
 import { closeQuietly, rawMessage, rawOpen, rawRegister } from './raw-sdk';
 import { sleep, summarize, type Summary } from './stats';

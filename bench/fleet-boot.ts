@@ -3,7 +3,7 @@
  * Ours (staggered batches + fleet-formula jitter) against naive (all at once, no jitter),
  * each on a fresh local cloud so the DPS counters and peaks belong to that run alone.
  */
-import { runFleet, type FleetSummary } from '../src/fleet';
+import { runFleet, type FleetSummary } from 'hubstate-tools/fleet';
 import { launchCloud, type BenchCloud } from './cloud';
 
 export interface ColdBootOptions {

@@ -6,7 +6,7 @@
  * The boot before the kill is not measured: it runs with the DPS limit raised (bootRatePerSec)
  * to save time; the limit is set to R right before the kill.
  */
-import { Fleet } from '../src/fleet';
+import { Fleet } from 'hubstate-tools/fleet';
 import { launchCloud, type BenchCloud } from './cloud';
 
 export interface HerdOptions {

@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import pino from 'pino';
 import { createDevice, type Device } from '../src/device';
-import { Fleet } from '../src/fleet';
+import { Fleet } from 'hubstate-tools/fleet';
 import { launchCloud } from './cloud';
 import { closeQuietly, rawOpen, rawRegister } from './raw-sdk';
 import { sleep } from './stats';

@@ -7,6 +7,8 @@ export { ConfigError, HubstateError, MessageRejectedError } from './errors';
 export { classify, toFailure, redactSecrets } from './policy/classify';
 export { nextDelay, resolvePolicy, DEFAULT_POLICY, PRESETS } from './policy/backoff';
 export type { Classification, ErrorClass, Failure, Phase, RetryPolicy } from './policy/types';
+export type { RetryPolicyInput } from './policy/backoff';
+export type { TransportMode } from './actors/transport';
 export { createLogger } from './logger';
 export { MemoryOutbox } from './store/outbox';
 export type { DroppedMessage, Outbox, OutboxMessage } from './store/outbox';

@@ -5,8 +5,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createDevice } from '../src';
-import { FAST_DPS_POLL_SEC, startLocalCloud, waitFor } from '../src/emulator';
-import { flagOf, RUN_FIELDS } from '../src/cli/run-config';
+import { FAST_DPS_POLL_SEC, startLocalCloud, waitFor } from 'hubstate-cloud';
+import { flagOf, RUN_FIELDS } from 'hubstate-tools/cli/run-config';
 
 jest.setTimeout(60_000);
 

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deviceMachine } from '../machines/device.machine';
 import { allStateNodes, allTransitions } from './support/model';
-import { describeMachine, shortEventName, toDot, toMermaid } from '../src/viz/render';
+import { describeMachine, shortEventName, toDot, toMermaid } from 'hubstate-tools/viz/render';
 
 const root = join(__dirname, '..');
 const committed = (name: string) => readFileSync(join(root, 'visualizations', name), 'utf8');

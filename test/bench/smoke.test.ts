@@ -12,7 +12,7 @@ import { measureMemory, summarizeMemory } from '../../bench/memory';
 import { renderTable } from '../../bench/report';
 import { summarize } from '../../bench/stats';
 import { benchThroughput } from '../../bench/throughput';
-import { fleetPolicy, runFleetCommand, staggerSchedule } from '../../src/fleet';
+import { fleetPolicy, runFleetCommand, staggerSchedule } from 'hubstate-tools/fleet';
 import { resolvePolicy } from '../../src/policy/backoff';
 
 jest.setTimeout(120_000);

@@ -2,7 +2,7 @@
  * A broken service must never crash the device: junk JSON, missing fields and unknown statuses
  * from DPS become typed, classified failures; the device backs off and recovers.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { deliveryReport, startDevice, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;

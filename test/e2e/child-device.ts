@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import type { LocalCloud } from '../../src/emulator';
+import type { LocalCloud } from 'hubstate-cloud';
 
 /** The variable the fixture reads its JSON config from (test/fixtures/child-device.js). */
 export const CHILD_DEVICE_ENV = 'HUBSTATE_CHILD_DEVICE';

@@ -8,8 +8,8 @@
  * every client but the live one is collected.
  */
 import { Client } from 'azure-iot-device';
-import { exposeGc } from '../../src/chaos/soak';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { exposeGc } from 'hubstate-tools/chaos/soak';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;

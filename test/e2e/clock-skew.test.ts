@@ -4,7 +4,7 @@
  * the device. The device learns the service's time from DPS's Date header, signs with it, says so,
  * and connects; nothing accepted is lost.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { deliveryReport, startDevice, waitFor, waitForState } from './harness';
 
 const THREE_HOURS_MS = 3 * 3600_000;

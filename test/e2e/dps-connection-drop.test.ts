@@ -4,7 +4,7 @@
  * handler, an uncaught exception that takes the process down. The device must instead fail the
  * attempt (transient), back off, and stay up.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { startDevice, waitFor, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;

@@ -11,7 +11,7 @@ import { MqttBase } from 'azure-iot-mqtt-base';
 import { registerOnce, type ProvisionSettings } from '../../src/actors/provision';
 import { Credentials } from '../../src/actors/credentials';
 import { systemClock } from '../../src/clock';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import type { Failure } from '../../src/policy/types';
 import { capturingLogger, waitFor } from './harness';
 

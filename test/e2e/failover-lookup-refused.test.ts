@@ -3,7 +3,7 @@
  * evidence is that only service credentials may call it (see the local cloud README). Under that
  * reading the device's lookup is answered 401 and it must still fail over: by registering.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;

@@ -4,7 +4,7 @@
  * and the user-initiated reprovision. Every message sent before, during and after each fault must
  * arrive at some hub (checked by id; duplicates counted, not hidden).
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;

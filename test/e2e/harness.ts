@@ -10,7 +10,7 @@ import pino from 'pino';
 import { createDevice, type Device, type DeviceStateName, type StateChange } from '../../src/device';
 import { REDACTED_PATHS } from '../../src/logger';
 import type { DeviceOptions } from '../../src/options';
-import type { LocalCloud } from '../../src/emulator';
+import type { LocalCloud } from 'hubstate-cloud';
 
 export interface DeviceUnderTest {
   device: Device;

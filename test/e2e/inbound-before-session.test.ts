@@ -8,7 +8,7 @@
  *
  * Real device (with and without a data directory), real SDK, the local cloud's persistent sessions.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type EmulatedHub, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type EmulatedHub, type LocalCloud } from 'hubstate-cloud';
 import type { Device } from '../../src/device';
 import { startPnpDevice, type PnpDevice } from '../pnp/helpers';
 import { waitFor } from './harness';

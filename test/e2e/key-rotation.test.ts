@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ConfigError } from '../../src/errors';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { deliveryReport, keepSending, startDevice, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;

@@ -10,7 +10,7 @@ import { lookupOnce, type LookupSettings } from '../../src/actors/lookup';
 import { ServiceTime } from '../../src/actors/service-time';
 import { NetworkPath, resolveNetworkOptions } from '../../src/actors/transport';
 import { systemClock } from '../../src/clock';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import type { Failure } from '../../src/policy/types';
 import { startConnectProxy, type ConnectProxy } from '../support/connect-proxy';
 

@@ -8,7 +8,7 @@
  * The identity is a dimension too: the paths with a refusal in them run once more (CONNACK 3) with
  * an X.509 device (certificate from the cloud's enrollment group) instead of a SAS key.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import {
   EXPECTED_LEG,
   faultModelCoverage,

@@ -6,7 +6,7 @@
  * waits the policy's curve and floors, the cloud must see no more attempts than the policy allows,
  * and every message must arrive.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { curveCapMs } from '../../src/policy/backoff';
 import { EXPECTED_LEG, generateFaultPaths, isLongPath, replayCases, type Fault, type LongFault, type RefusalCode } from './fault-model';
 import { deliveryReport, startDevice, waitFor, waitForState, keepSending, type DeviceUnderTest } from './harness';

@@ -8,7 +8,7 @@
  * again on the same data directory, the device runs that command id exactly once more, and a
  * redelivery of the same message id is not run again. A third start runs nothing.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { childDevices, type ChildDevice } from './child-device';
 import { newDataDir, waitFor } from './harness';
 

@@ -5,7 +5,7 @@
  * it must deliver every message it had accepted: checked by id at the cloud, zero lost, duplicates
  * counted and reported (a duplicate keeps its message id, so downstream can drop it).
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { childDevices, type ChildDevice } from './child-device';
 import { deliveryReport, newDataDir, waitFor } from './harness';
 

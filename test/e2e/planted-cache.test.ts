@@ -7,7 +7,7 @@
 import { createServer, type Server } from 'node:net';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { credentialFingerprint } from '../../src/store/cache';
 import { deliveryReport, newDataDir, startDevice, waitFor, waitForState } from './harness';
 

@@ -5,7 +5,7 @@
  * version or a hand-edited file would leave them. Real device, real SDK, local cloud.
  */
 import Database from 'better-sqlite3';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { MAX_MESSAGE_PUBLISH_TRIES } from '../../src/actors/hub';
 import { MemoryOutbox, type DroppedMessage, type NewOutboxMessage } from '../../src/store/outbox';
 import { openSqliteOutbox, sqliteOutboxPath } from '../../src/store/sqlite-outbox';

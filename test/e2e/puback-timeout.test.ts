@@ -6,7 +6,7 @@
  * dropped are sent again from the outbox (checked by id at the cloud).
  */
 import { publishCheckIntervalMs } from '../../src/actors/hub';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import type { Failure } from '../../src/policy/types';
 import { deliveryReport, startDevice, waitFor, waitForState } from './harness';
 

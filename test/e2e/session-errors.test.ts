@@ -5,7 +5,7 @@
  * cue (StorageError, as the SQLite outbox raises) and session features that throw. stop() resolves
  * whatever happened.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { StorageError } from '../../src/errors';
 import type { SessionFeature } from '../../src/actors/hub';
 import { MemoryOutbox, type NewOutboxMessage, type Outbox, type OutboxMessage } from '../../src/store/outbox';

@@ -1,4 +1,4 @@
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { deliveryReport, startDevice, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;

@@ -5,7 +5,7 @@
  * data directory nothing is dropped: it stays for the next run. Real device, local cloud.
  */
 import { ConfigError } from '../../src/errors';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type EmulatedHub, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type EmulatedHub, type LocalCloud } from 'hubstate-cloud';
 import type { DroppedMessage } from '../../src/store/outbox';
 import { QUICK_POLICY } from '../pnp/helpers';
 import { startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';

@@ -4,7 +4,7 @@
  * renewal must lose no message and must not count as a failure in the policy: the device stays
  * Connected throughout and no backoff, lookup or registration happens.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { deliveryReport, keepSending, startDevice, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;

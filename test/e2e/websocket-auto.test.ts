@@ -4,7 +4,7 @@
  * MQTT over WebSockets, visibly (a `transport` event, a warning, and a BackingOff classified
  * 'mqtt-unreachable-websocket-fallback'), through the proxy, and stays there for its lifetime.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import type { TransportFallback } from '../../src/actors/transport';
 import { startConnectProxy, type ConnectProxy } from '../support/connect-proxy';
 import { deliveryReport, keepSending, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';

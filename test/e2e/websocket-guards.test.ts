@@ -3,7 +3,7 @@
  * connection with a poll on the wire (the provisioning transport's defect, see
  * dps-connection-drop.test.ts) is a transient failure, never an uncaught exception.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { startDevice, waitFor, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;

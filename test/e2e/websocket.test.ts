@@ -7,7 +7,7 @@
  * Every message is checked by id.
  */
 import tls from 'node:tls';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { startConnectProxy, type ConnectProxy } from '../support/connect-proxy';
 import { deliveryReport, keepSending, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
 

@@ -17,7 +17,7 @@ import { waitUntilWork } from '../../src/actors/wait';
 import { sharedSecureContext } from '../../src/actors/tls';
 import { MAX_TIMER_MS, systemClock, withDeadline } from '../../src/clock';
 import { createDevice, type Device } from '../../src/device';
-import { generateCertificates, type CloudCertificates } from '../../src/emulator/certs';
+import { generateCertificates, type CloudCertificates } from 'hubstate-cloud';
 import { ConfigError, MessageRejectedError } from '../../src/errors';
 import { jsonOddity } from '../../src/json';
 import {

@@ -5,7 +5,7 @@
  * boundaries against the local cloud's hub (which counts a message as IoT Hub does) and the real
  * SDK (which builds the MQTT topic): the last byte that fits is delivered, one more is refused.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { MessageRejectedError } from '../../src/errors';
 import { MAX_REPORTED_BYTES, PropertiesRejectedError } from '../../src/pnp';
 import type { TelemetryOptions } from '../../src/device';

@@ -4,7 +4,7 @@
  * offline commands (C2D with `method-name`, also queued while the device was away), C2D that
  * does not decode, and the built-in Reprovision command.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { CommandError } from '../../src/pnp';
 import type { Device } from '../../src/device';
 import { deferred, startPnpDevice, waitFor, type PnpDevice } from './helpers';

@@ -7,7 +7,7 @@
  */
 import { PropertiesRejectedError } from '../../src/pnp';
 import { MAX_COMMAND_PAYLOAD_DEPTH } from '../../src/pnp/commands';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { startPnpDevice, waitFor, type PnpDevice } from './helpers';
 
 const nestedJson = (levels: number, leaf = '1') => '{"a":'.repeat(levels) + leaf + '}'.repeat(levels);

@@ -5,7 +5,7 @@
  * setAlarm as an offline command — and the model file is a well-formed DTDL v2 interface.
  */
 import pino from 'pino';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { startExampleDevice, MODEL_ID, type ExampleDevice } from '../../examples/failover-device';
 import model from '../../examples/dtmi-sample-failover-1.json';
 import { newDataDir } from '../e2e/harness';

@@ -4,7 +4,7 @@
  */
 import { createDevice, type Device, type DeviceStateName, type StateChange } from '../../src/device';
 import type { DeviceOptions } from '../../src/options';
-import type { LocalCloud } from '../../src/emulator';
+import type { LocalCloud } from 'hubstate-cloud';
 import { testDeviceOptions, waitFor } from '../e2e/harness';
 
 export { waitFor } from '../e2e/harness';

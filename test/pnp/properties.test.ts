@@ -4,7 +4,7 @@
  * 202 then 200, 400 and 500, desired changes made while the device was offline, reported
  * properties while offline (latest wins), properties registered after the first twin read.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { PropertiesRejectedError, PropertyRejectedError } from '../../src/pnp';
 import { at, deferred, startPnpDevice, waitFor, type PnpDevice } from './helpers';
 

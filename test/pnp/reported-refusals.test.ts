@@ -4,7 +4,7 @@
  * success); 400/413 drop only what the hub refuses, with a `droppedProperties` event naming it;
  * a writable-property acknowledgement reaches the twin anyway (without its value).
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import type { Device } from '../../src/device';
 import type { DroppedProperties } from '../../src/pnp/reported';
 import { startPnpDevice, waitFor, type PnpDevice } from './helpers';

@@ -7,7 +7,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { MessageRejectedError } from '../../src/errors';
 import type { DroppedMessage } from '../../src/store/outbox';
 import { openSqliteOutbox } from '../../src/store/sqlite-outbox';

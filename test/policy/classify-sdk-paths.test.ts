@@ -6,9 +6,9 @@
  */
 import { Duplex } from 'stream';
 import type { Client } from 'azure-iot-device';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from '../../src/emulator';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { classify } from '../../src/policy/classify';
-import { closeQuietly, provision, provisionAndConnect } from '../emulator/helpers';
+import { closeQuietly, provision, provisionAndConnect } from '../../packages/cloud/test/helpers';
 import { connackError, dpsAnswer, dpsErrorBody, dpsRegistrationBody, hubErrorBody, sdkMqtt, sdkMqttPacket, twinAnswer } from './sdk-fixtures';
 
 jest.setTimeout(30_000);

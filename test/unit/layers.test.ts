@@ -1,7 +1,7 @@
 /**
  * The layer rules of the design, checked on the source: the machine has no I/O and no SDK, the
- * policies are pure, only actors and Plug and Play touch the SDK, the device never imports the
- * local cloud.
+ * policies are pure, only actors and Plug and Play touch the SDK; the three packages (device
+ * library, local cloud, tools) import each other only as the layout says.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -43,8 +43,63 @@ test('only src/actors/ and src/pnp/ import the Azure SDK', () => {
   expect(offenders).toEqual([]);
 });
 
-test('the device side never imports the local cloud', () => {
-  const deviceSide = ['machines', 'src/actors', 'src/pnp', 'src/policy', 'src/store'].flatMap(sources).concat(['src/device.ts', 'src/index.ts']);
-  const offenders = deviceSide.filter((file) => importsOf(file).some((spec) => spec.includes('emulator')));
-  expect(offenders.map((file) => relative(root, join(root, file)))).toEqual([]);
+/** Which package a resolved import lands in: a bare name is its package, a relative path its folder. */
+function packageOf(file: string, spec: string): string {
+  if (!spec.startsWith('.')) return spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
+  const target = relative(root, join(root, file, '..', spec));
+  if (target.startsWith('packages/cloud/')) return 'hubstate-cloud';
+  if (target.startsWith('packages/tools/')) return 'hubstate-tools';
+  return 'hubstate';
+}
+
+const manifest = (dir: string) =>
+  JSON.parse(readFileSync(join(root, dir, 'package.json'), 'utf8')) as {
+    name: string;
+    dependencies?: Record<string, string>;
+    peerDependencies?: Record<string, string>;
+  };
+
+test('the device library imports neither the local cloud nor the tools, and needs only its runtime dependencies', () => {
+  const deviceLibrary = ['machines', 'src', 'examples'].flatMap(sources);
+  const imported = new Set(deviceLibrary.flatMap((file) => importsOf(file).filter((spec) => !spec.startsWith('node:')).map((spec) => packageOf(file, spec))));
+  imported.delete('hubstate');
+  expect([...imported].filter((name) => name.startsWith('hubstate'))).toEqual([]);
+  // What `npm install hubstate` brings to a device, and nothing else (the SDK's provisioning and
+  // symmetric-key packages are required by name inside the SDK's own modules, so listed too).
+  expect(Object.keys(manifest('.').dependencies ?? {}).sort()).toEqual([
+    'azure-iot-common',
+    'azure-iot-device',
+    'azure-iot-device-mqtt',
+    'azure-iot-mqtt-base',
+    'azure-iot-provisioning-device',
+    'azure-iot-provisioning-device-mqtt',
+    'azure-iot-security-symmetric-key',
+    'azure-iot-security-x509',
+    'better-sqlite3',
+    'https-proxy-agent',
+    'pino',
+    'xstate',
+  ]);
+  const declared = new Set(Object.keys(manifest('.').dependencies ?? {}));
+  expect([...imported].filter((name) => !declared.has(name))).toEqual([]);
+});
+
+test('the local cloud imports nothing of hubstate (it serves any device code) and only its own dependencies', () => {
+  const cloud = sources('packages/cloud/src');
+  expect(cloud.length).toBeGreaterThan(10);
+  const imported = new Set(cloud.flatMap((file) => importsOf(file).filter((spec) => !spec.startsWith('node:')).map((spec) => packageOf(file, spec))));
+  imported.delete('hubstate-cloud');
+  expect([...imported].sort()).toEqual(Object.keys(manifest('packages/cloud').dependencies ?? {}).sort());
+});
+
+test('the tools reach the device library and the local cloud only by package name, never by path', () => {
+  const tools = sources('packages/tools/src');
+  const offenders = tools.filter((file) => importsOf(file).some((spec) => spec.startsWith('.') && packageOf(file, spec) !== 'hubstate-tools'));
+  expect(offenders).toEqual([]);
+  const imported = new Set(tools.flatMap((file) => importsOf(file).filter((spec) => !spec.startsWith('node:')).map((spec) => packageOf(file, spec))));
+  imported.delete('hubstate-tools');
+  const { dependencies, peerDependencies } = manifest('packages/tools');
+  expect([...imported].filter((name) => !(name in { ...dependencies, ...peerDependencies }))).toEqual([]);
+  // The device library is a peer: the tools drive the application's copy, never a second one.
+  expect(peerDependencies).toEqual({ hubstate: expect.any(String) });
 });

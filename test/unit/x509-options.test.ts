@@ -3,7 +3,7 @@ import { createPrivateKey } from 'node:crypto';
 import { ConfigError } from '../../src/errors';
 import { resolveOptions, type DeviceOptions } from '../../src/options';
 import { certificateNotice, x509CacheFingerprint, x509CacheMacKey } from '../../src/actors/x509';
-import { CloudPki, type IssuedCertificate } from '../../src/emulator/x509';
+import { CloudPki, type IssuedCertificate } from 'hubstate-cloud';
 
 const DAY = 86_400_000;
 let pki: CloudPki;

@@ -1,0 +1,14 @@
+/**
+ * hubstate/internal: what hubstate's own tools (the `hubstate` command, the soak, the benches) use
+ * from the device library beyond its public API. No stability promise: an application imports
+ * from `hubstate`.
+ */
+export { MAX_TIMER_MS, systemClock } from './clock';
+export { debugEnables, debugModules, debugSecretsWarning, guardDebugOutput, REDACTED_PATHS } from './logger';
+export { CLASSIFICATION_TABLE } from './policy/classify';
+export { curveCapMs, nextRandom, seedFrom } from './policy/backoff';
+export { publishCheckIntervalMs } from './actors/hub';
+export { redactProxyUrl, resolveNetworkOptions } from './actors/transport';
+export { resolveOptions } from './options';
+export { writeFileAtomic } from './store/files';
+export { openSqliteOutbox } from './store/sqlite-outbox';
