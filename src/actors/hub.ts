@@ -27,6 +27,7 @@ import { withServiceTime, type ServiceTime } from './service-time';
 import type { CallbackWork, PromiseWork } from './work';
 import { sharedTlsMqttProvider, type MqttProvider } from './tls';
 import { directMqttPath, type NetworkPath } from './transport';
+import { mqttClientOf, overrideSasSigning, setPublishCheckInterval } from './sdk-internals';
 import { assertCertificateCurrent } from './x509';
 
 export interface HubSettings {
@@ -117,10 +118,7 @@ export function publishCheckIntervalMs(publishTimeoutSeconds: number): number {
 export function sdkMqttBase(publishTimeoutSeconds: number, provider: MqttProvider = sharedTlsMqttProvider()): MqttBase {
   const base = new MqttBase(provider);
   base.setTimeout(publishTimeoutSeconds);
-  const container = (base as unknown as { _onTheWirePublishes?: { timerCheckInMilliseconds?: unknown } })._onTheWirePublishes;
-  if (container && typeof container.timerCheckInMilliseconds === 'number') {
-    container.timerCheckInMilliseconds = publishCheckIntervalMs(publishTimeoutSeconds);
-  }
+  setPublishCheckInterval(base, publishCheckIntervalMs(publishTimeoutSeconds));
   return base;
 }
 
@@ -146,10 +144,9 @@ function closeQuietly(entry: OpenClient, clock: Clock, timeoutMs: number, logger
     .catch(() => {
       logger.warn({ timeoutMs }, 'hub client close timed out; dropping its connection');
       // The SDK offers no forced close, and an abandoned socket would keep the process alive:
-      // end the mqtt.js client under it (the pinned SDK keeps it at transport._mqtt._mqttClient).
-      const internals = entry.transport as unknown as { _mqtt?: { _mqttClient?: { end(force: boolean): void } } };
+      // end the mqtt.js client under it.
       try {
-        internals._mqtt?._mqttClient?.end(true);
+        mqttClientOf(entry.transport)?.end(true);
       } catch (error) {
         logger.debug({ err: (error as Error).message }, 'forced close failed');
       }
@@ -367,21 +364,14 @@ class TelemetryPump {
 }
 
 /** The hub actors' work: one registry of open clients shared by the three of them. */
-/** What SharedAccessKeyAuthenticationProvider signs each token with (azure-iot-device, sak_authentication_provider.js). */
-interface TokenSigner {
-  _sign(resourceUri: string, expiry: number, callback: (error: Error | null, signature?: string) => void): void;
-}
-
 /**
  * The SDK computes a token's expiry as device time + validity, and keeps that (device-time)
  * expiry to schedule renewals. Shifting only what is signed keeps its renewal schedule right
  * while the hub, which checks expiry in its own time, gets a token valid for the whole lifetime.
  */
 function signInServiceTime(provider: unknown, serviceTime: ServiceTime): void {
-  const signer = provider as Partial<TokenSigner>;
-  if (typeof signer._sign !== 'function') return; // X.509: nothing is signed
-  const sign = signer._sign.bind(provider);
-  signer._sign = (resourceUri, expiry, callback) => sign(resourceUri, expiry + Math.round(serviceTime.offsetMs / 1000), callback);
+  // X.509: nothing is signed, nothing is overridden.
+  overrideSasSigning(provider, (sign) => (resourceUri, expiry, callback) => sign(resourceUri, expiry + Math.round(serviceTime.offsetMs / 1000), callback));
 }
 
 export function hubWork(settings: HubSettings, features: SessionFeature[] = []) {
