@@ -34,6 +34,7 @@ import { Credentials, deviceKeyOf, withEitherKey, type Credential } from './cred
 import type { PromiseWork } from './work';
 import { directMqttPath, type NetworkPath } from './transport';
 import { registrationSasToken, ServiceTime, withServiceTime } from './service-time';
+import { provisioningFsmHandle } from './sdk-internals';
 
 export interface ProvisionSettings {
   provisioningHost: string;
@@ -134,11 +135,9 @@ class GuardedMqttBase extends MqttBase {
   }
 }
 
-type Handle = (event: string, ...args: unknown[]) => void;
-
 /**
  * SDK defect (found by the chaos soak): the provisioning transport answers an MqttBase 'error'
- * with `_fsm.handle('disconnect', err)` and no callback. In its disconnected state, `disconnect`
+ * with a `disconnect` input to its state machine and no callback (see provisioningFsmHandle). In its disconnected state, `disconnect`
  * calls that missing callback; while it is connecting or disconnecting the call is deferred and
  * replayed once it is disconnected, which does the same later. Either way a TypeError is thrown
  * from an event handler or a socket callback: an uncaught exception (seed 1: DPS closed the
@@ -154,11 +153,10 @@ export function guardTransportErrors(
   onError: (error: Error) => void,
   logger: Logger,
 ): void {
-  const fsm = (transport as unknown as { _fsm?: { handle?: Handle } })._fsm;
+  const handle = provisioningFsmHandle(transport);
   for (const handler of sdkHandlers) {
     base.removeListener('error', handler);
-    if (fsm && typeof fsm.handle === 'function') {
-      const handle = fsm.handle.bind(fsm) as Handle;
+    if (handle) {
       base.on('error', (error: Error) =>
         handle('disconnect', error, (err?: Error) => {
           if (err) transport.emit('error', err);
