@@ -17,14 +17,14 @@
  */
 import type * as http from 'node:http';
 import { HttpsProxyAgent } from 'https-proxy-agent';
-import { Mqtt as HubMqtt, MqttWs as HubMqttWs } from 'azure-iot-device-mqtt';
+import { Mqtt as HubMqtt } from 'azure-iot-device-mqtt';
 import type { MqttBase } from 'azure-iot-mqtt-base';
-import { Mqtt as ProvisioningMqtt, MqttWs as ProvisioningMqttWs } from 'azure-iot-provisioning-device-mqtt';
-import type { RegistrationRequest } from 'azure-iot-provisioning-device';
+import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
 import type { Logger } from 'pino';
 import { ConfigError } from '../errors';
 import { classify, redactSecrets } from '../policy/classify';
 import { sdkMqtt, sharedSecureContext, sharedTlsMqttProvider, type MqttProvider } from './tls';
+import { hubWebSocketTransport, provisioningWebSocketTransport } from './sdk-internals';
 
 export type TransportMode = 'mqtt' | 'mqtt-ws' | 'auto';
 export const TRANSPORT_MODES: readonly TransportMode[] = ['mqtt', 'mqtt-ws', 'auto'];
@@ -126,22 +126,6 @@ export function webSocketUri(host: string): string {
   return /:\d+$/.test(host) ? `wss://${host}${WEBSOCKET_PATH}` : `wss://${host}:443${WEBSOCKET_PATH}`;
 }
 
-/** The hub's MqttWs with {@link webSocketUri} (same frames, same path; only the port rule differs). */
-class HubWebSocketTransport extends HubMqttWs {
-  protected override _getBaseTransportConfig(credentials: Parameters<HubMqttWs['_getBaseTransportConfig']>[0]) {
-    const config = super._getBaseTransportConfig(credentials);
-    config.uri = webSocketUri(credentials.gatewayHostName || credentials.host);
-    return config;
-  }
-}
-
-/** The provisioning MqttWs with {@link webSocketUri}. */
-class ProvisioningWebSocketTransport extends ProvisioningMqttWs {
-  protected override _getConnectionUri(request: RegistrationRequest): string {
-    return webSocketUri(request.provisioningHost);
-  }
-}
-
 /** MQTT on the MQTT port could not be reached (no CONNACK ever came back): `auto` switches to WebSockets. */
 export class MqttUnreachableError extends Error {
   constructor(message: string, cause: unknown) {
@@ -223,14 +207,14 @@ export class NetworkPath {
     return this.provider;
   }
 
-  /** The hub transport over `base` for the next connection. */
+  /** The hub transport over `base` for the next connection (over WebSockets: the SDK's MqttWs at {@link webSocketUri}). */
   hubTransport(authenticationProvider: ConstructorParameters<typeof HubMqtt>[0], base: MqttBase): HubMqtt {
-    return this.useWebSockets ? new HubWebSocketTransport(authenticationProvider, base) : new HubMqtt(authenticationProvider, base);
+    return this.useWebSockets ? hubWebSocketTransport(authenticationProvider, base, webSocketUri) : new HubMqtt(authenticationProvider, base);
   }
 
-  /** The DPS transport over `base` for the next registration. */
+  /** The DPS transport over `base` for the next registration (over WebSockets: at {@link webSocketUri}). */
   provisioningTransport(base: MqttBase): ProvisioningMqtt {
-    return this.useWebSockets ? new ProvisioningWebSocketTransport(base) : new ProvisioningMqtt(base);
+    return this.useWebSockets ? provisioningWebSocketTransport(base, webSocketUri) : new ProvisioningMqtt(base);
   }
 
   /** The agent of an HTTPS request to `hostname:port` (the DPS lookup): the proxy's, or none (direct). */
