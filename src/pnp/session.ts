@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import type { Message } from 'azure-iot-common';
 import type { DeviceMethodResponse } from 'azure-iot-device';
 import type { HubSession, SessionFeature } from '../actors/hub';
+import { interceptMethodRequests, interceptMqttMessages } from '../actors/sdk-internals';
 import { withDeadline, type Clock } from '../clock';
 import type { Commands } from './commands';
 import type { OfflineCommands } from './offline';
@@ -207,15 +208,8 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
     };
 
     // Direct methods: one interception point for every name, so an unknown command gets its 404
-    // instead of the caller's timeout. The transport emits `method_<name>` for each request.
-    const originalEmit = transport.emit;
-    transport.emit = function (this: typeof transport, event: string | symbol, ...args: unknown[]): boolean {
-      if (typeof event === 'string' && event.startsWith('method_')) {
-        onMethod(args[0] as MethodMessage);
-        return true;
-      }
-      return originalEmit.call(this, event, ...args);
-    } as typeof transport.emit;
+    // instead of the caller's timeout.
+    const restoreMethodRequests = interceptMethodRequests(transport, (request) => onMethod(request as MethodMessage));
 
     // Every MQTT message passes here before the SDK's handlers:
     // - twin: the SDK parses twin answers and desired patches with a bare JSON.parse inside its
@@ -223,35 +217,27 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
     //   ends the session (transient): the next connection re-reads the twin.
     // - C2D: the SDK decodes the property bag there too; a bag that does not decode (bad %-escape)
     //   would throw and take the process down. Such a message is logged and dropped.
-    const mqttBase = (transport as unknown as { _mqtt?: { emit: (event: string | symbol, ...args: unknown[]) => boolean } })._mqtt;
-    const originalBaseEmit = mqttBase?.emit;
-    if (mqttBase && originalBaseEmit) {
-      mqttBase.emit = function (this: unknown, event: string | symbol, ...args: unknown[]): boolean {
-        if (event === 'message') {
-          const topic = String(args[0]);
-          const problem = invalidTwinMessage(topic, args[1] as Buffer);
-          if (problem) {
-            logger.warn({ topic: topic.slice(0, 200), problem }, 'invalid twin message from the hub; ending the session');
-            lost(new ServiceProtocolError('hub', problem));
-            return true;
-          }
-          if (!c2dPropertyBagDecodes(topic)) {
-            logger.warn({ topic: topic.slice(0, 200) }, 'C2D message with an undecodable property bag; ignored');
-            return true;
-          }
-          const status = twinResponseStatus(topic);
-          if (status !== undefined) {
-            inbound.twinStatus = status;
-            try {
-              return originalBaseEmit.call(this, event, ...args);
-            } finally {
-              inbound.twinStatus = undefined;
-            }
-          }
-        }
-        return originalBaseEmit.call(this, event, ...args);
-      };
-    }
+    const restoreMqttMessages = interceptMqttMessages(transport, (rawTopic, payload, deliver) => {
+      const topic = String(rawTopic);
+      const problem = invalidTwinMessage(topic, payload as Buffer);
+      if (problem) {
+        logger.warn({ topic: topic.slice(0, 200), problem }, 'invalid twin message from the hub; ending the session');
+        lost(new ServiceProtocolError('hub', problem));
+        return true;
+      }
+      if (!c2dPropertyBagDecodes(topic)) {
+        logger.warn({ topic: topic.slice(0, 200) }, 'C2D message with an undecodable property bag; ignored');
+        return true;
+      }
+      const status = twinResponseStatus(topic);
+      if (status === undefined) return deliver();
+      inbound.twinStatus = status;
+      try {
+        return deliver();
+      } finally {
+        inbound.twinStatus = undefined;
+      }
+    });
 
     transport.on('message', onC2D);
     Object.assign(inbound, {
@@ -259,8 +245,8 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
         if (detached) return;
         detached = true;
         inboundOf.delete(transport);
-        transport.emit = originalEmit;
-        if (mqttBase && originalBaseEmit) mqttBase.emit = originalBaseEmit;
+        restoreMethodRequests();
+        restoreMqttMessages?.();
         transport.removeListener('message', onC2D);
       },
     });
