@@ -2,8 +2,11 @@
  * The SDK internals the device relies on (src/actors/sdk-internals.ts), checked on the real SDK
  * objects of the pinned versions: each test fails when the field or behaviour it pins moves. No
  * network: the mqtt.js client under MqttBase is a fake that answers CONNECT and withholds PUBACKs.
+ * Last, the sources: no file under src/ or machines/ but sdk-internals.ts touches SDK privates.
  */
 import { EventEmitter } from 'node:events';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { SharedAccessSignature } from 'azure-iot-common';
 import { SharedAccessKeyAuthenticationProvider, X509AuthenticationProvider } from 'azure-iot-device';
 import { Mqtt as HubMqtt, MqttWs as HubMqttWs } from 'azure-iot-device-mqtt';
@@ -289,5 +292,90 @@ describe('provisioningWebSocketTransport (azure-iot-provisioning-device-mqtt 1.8
       transport.registrationRequest({ registrationId: 'device-1', provisioningHost: 'dps.example:9443', idScope: '0ne00000000' }, () => resolve()),
     );
     expect(base.configs.map((config) => config.uri)).toEqual(['wss://dps.example:9443/custom']);
+  });
+});
+
+describe('no other source reaches into the SDK', () => {
+  const root = join(__dirname, '../..');
+  const PINNED_PACKAGES = [
+    'azure-iot-common',
+    'azure-iot-device',
+    'azure-iot-device-mqtt',
+    'azure-iot-mqtt-base',
+    'azure-iot-provisioning-device',
+    'azure-iot-provisioning-device-mqtt',
+  ];
+
+  function files(dir: string, ending: string): string[] {
+    return readdirSync(join(root, dir)).flatMap((name) => {
+      const path = join(dir, name);
+      return statSync(join(root, path)).isDirectory() ? files(path, ending) : path.endsWith(ending) ? [path] : [];
+    });
+  }
+
+  /** Every underscore-named member the pinned SDK packages declare (private, protected or @private). */
+  function sdkPrivateNames(): Set<string> {
+    const names = new Set<string>();
+    for (const pkg of PINNED_PACKAGES) {
+      for (const file of files(`node_modules/${pkg}/dist`, '.d.ts')) {
+        for (const match of readFileSync(join(root, file), 'utf8').matchAll(/^\s+(?:(?:private|protected|static|readonly)\s+)*(_[A-Za-z]\w*)/gm)) names.add(match[1]!);
+      }
+    }
+    return names;
+  }
+
+  const privateNames = sdkPrivateNames();
+  // Internals the .d.ts files do not declare: a field of the SDK's on-the-wire container and the
+  // transport's per-method event names.
+  const undeclared = ['timerCheckInMilliseconds', 'method_'];
+  const names = [...privateNames, ...undeclared].sort((a, b) => b.length - a.length).join('|');
+  const touches = [
+    new RegExp(`\\.\\s*(?:${names})\\b`), // member access
+    new RegExp(`\\[\\s*['"\`](?:${names})`), // bracket access, or an event name built from one
+    new RegExp(`['"\`](?:method_)`), // the per-method event names
+    new RegExp(`\\b(?:override|protected|private|public)\\s+(?:${names})\\b`), // a subclass overriding one
+    new RegExp(`[{;,]\\s*(?:${names})\\??\\s*[:,}=]`), // a key of a type, a literal or a destructuring
+    /\.emit\s*=[^=]/, // replacing an SDK object's emit
+  ];
+
+  function withoutComments(source: string): string {
+    return source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|[^:\\'"`])\/\/.*$/gm, '$1');
+  }
+
+  function touchesIn(source: string): string[] {
+    return withoutComments(source)
+      .split('\n')
+      .filter((line) => touches.some((pattern) => pattern.test(line)))
+      .map((line) => line.trim());
+  }
+
+  test('the private names are read from the pinned SDK (the scan is not empty)', () => {
+    for (const name of ['_mqtt', '_mqttClient', '_fsm', '_sign', '_onTheWirePublishes', '_getBaseTransportConfig', '_getConnectionUri', '_transport', '_twin']) {
+      expect(privateNames).toContain(name);
+    }
+  });
+
+  test('the scan finds the touches this module replaced', () => {
+    const before = [
+      "const internals = entry.transport as unknown as { _mqtt?: { _mqttClient?: { end(force: boolean): void } } };",
+      'internals._mqtt?._mqttClient?.end(true);',
+      "const fsm = (transport as unknown as { _fsm?: { handle?: Handle } })._fsm;",
+      'signer._sign = (resourceUri, expiry, callback) => sign(resourceUri, expiry, callback);',
+      'container.timerCheckInMilliseconds = publishCheckIntervalMs(publishTimeoutSeconds);',
+      'protected override _getConnectionUri(request: RegistrationRequest): string {',
+      "if (typeof event === 'string' && event.startsWith('method_')) {",
+      'mqttBase.emit = function (this: unknown, event: string | symbol, ...args: unknown[]): boolean {',
+      "const client = (device as any)['_transport'];",
+    ];
+    for (const line of before) expect(touchesIn(line)).toEqual([line]);
+    expect(touchesIn('// the SDK keeps it at transport._mqtt._mqttClient')).toEqual([]);
+    expect(touchesIn("const uri = 'wss://host/$iothub/websocket'; // see _getBaseTransportConfig")).toEqual([]);
+  });
+
+  test('only src/actors/sdk-internals.ts touches SDK privates under src/ and machines/', () => {
+    const offenders = [...files('src', '.ts'), ...files('machines', '.ts')]
+      .filter((file) => file !== join('src', 'actors', 'sdk-internals.ts'))
+      .flatMap((file) => touchesIn(readFileSync(join(root, file), 'utf8')).map((line) => `${file}: ${line}`));
+    expect(offenders).toEqual([]);
   });
 });
