@@ -137,14 +137,15 @@ class GuardedMqttBase extends MqttBase {
 
 /**
  * SDK defect (found by the chaos soak): the provisioning transport answers an MqttBase 'error'
- * with a `disconnect` input to its state machine and no callback (see provisioningFsmHandle). In its disconnected state, `disconnect`
- * calls that missing callback; while it is connecting or disconnecting the call is deferred and
- * replayed once it is disconnected, which does the same later. Either way a TypeError is thrown
- * from an event handler or a socket callback: an uncaught exception (seed 1: DPS closed the
- * connection with a poll on the wire; seed 808133588: the deferred replay). The transport's
- * handler is replaced by the same call WITH a callback that does what the transport does without
- * one (emit 'error' when there is an error). If the SDK's internals ever change, the original
- * handler is kept but a throw from it is contained and ends the attempt.
+ * with a `disconnect` input to its state machine (provisioningFsmHandle) and no callback. In its
+ * disconnected state, `disconnect` calls that missing callback; while it is connecting or
+ * disconnecting the call is deferred and replayed once it is disconnected, which does the same
+ * later. Either way a TypeError is thrown from an event handler or a socket callback: an uncaught
+ * exception (seed 1: DPS closed the connection with a poll on the wire; seed 808133588: the
+ * deferred replay). The transport's handler is replaced by the same call WITH a callback that
+ * does what the transport does without one (emit 'error' when there is an error). If the SDK's
+ * internals ever change, the original handler is kept but a throw from it is contained and ends
+ * the attempt.
  */
 export function guardTransportErrors(
   base: MqttBase,
