@@ -4,8 +4,7 @@
  * the SDK facts were measured that way). Same interface either way.
  */
 import { join } from 'node:path';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type DpsMetrics, type HubMetrics, type LocalCloud, type MovedDeviceRefusal } from 'hubstate-cloud';
-import { asyncCommands, forkService, type Async } from 'hubstate-cloud';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type DpsMetrics, type HubMetrics, type LocalCloud, type MovedDeviceRefusal, asyncCommands, forkService, type Async } from 'hubstate-cloud';
 import type { FleetCloud } from 'hubstate-tools/fleet';
 
 /**

@@ -4,8 +4,7 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
-import { generateCertificates } from 'hubstate-cloud';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud, generateCertificates } from 'hubstate-cloud';
 import { deliveryReport, startDevice, waitFor, waitForState } from './harness';
 
 function listSources(dir: string): string[] {

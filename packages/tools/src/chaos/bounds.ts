@@ -5,9 +5,7 @@
  * These re-derive the policy's guarantees independently of `nextDelay`: a delay the device
  * chose below `policyLowerBoundMs` is a device bug, not a tolerance question.
  */
-import { publishCheckIntervalMs } from 'hubstate/internal';
-import { curveCapMs } from 'hubstate/internal';
-import { CLASSIFICATION_TABLE } from 'hubstate/internal';
+import { publishCheckIntervalMs, curveCapMs, CLASSIFICATION_TABLE } from 'hubstate/internal';
 import type { ErrorClass, RetryPolicy } from 'hubstate';
 import type { ScheduledFault } from './schedule';
 

@@ -6,8 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { extname, join } from 'node:path';
-import { FAST_DPS_POLL_SEC, deriveDeviceKey, startLocalCloud, type DpsAnswer, type DpsMetrics, type EmulatedHub, type EmulatorLogger, type HubMetrics, type InjectedDpsStatus, type LocalCloud } from 'hubstate-cloud';
-import { asyncCommands, forkService, type Async } from 'hubstate-cloud';
+import { FAST_DPS_POLL_SEC, deriveDeviceKey, startLocalCloud, type DpsAnswer, type DpsMetrics, type EmulatedHub, type EmulatorLogger, type HubMetrics, type InjectedDpsStatus, type LocalCloud, asyncCommands, forkService, type Async } from 'hubstate-cloud';
 
 /** A DPS answer of any kind: register and poll (MQTT) or status lookup (HTTPS). */
 export type DpsExchange = Omit<DpsAnswer, 'request'> & { request: DpsAnswer['request'] | 'lookup' };

@@ -11,9 +11,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import { dirname, join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { createDevice, type Device, type DeviceStateName, type StateChange } from 'hubstate';
-import { createLogger } from 'hubstate';
-import { resolvePolicy, type RetryPolicyInput } from 'hubstate';
+import { createDevice, type Device, type DeviceStateName, type StateChange, createLogger, resolvePolicy, type RetryPolicyInput } from 'hubstate';
 import { seedFrom } from 'hubstate/internal';
 import type { RetryPolicy } from 'hubstate';
 import {

@@ -6,10 +6,8 @@
  */
 import { closeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { type TransportMode } from 'hubstate';
-import { resolveNetworkOptions } from 'hubstate/internal';
-import { ConfigError } from 'hubstate';
-import { debugSecretsWarning, guardDebugOutput } from 'hubstate/internal';
+import { type TransportMode, ConfigError } from 'hubstate';
+import { resolveNetworkOptions, debugSecretsWarning, guardDebugOutput } from 'hubstate/internal';
 import { intFlag, MAX_TIMER_MS, MAX_TIMER_SECONDS, numberFlag, parseFlags, UsageError } from './args';
 import { ensureDirectory, openLogFile, prepareRunPaths } from './files';
 import { runUsage } from './run-config';
@@ -128,7 +126,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       const logFd = openLogFile(logFile, '--log');
       if (io.dryRun) return dryRunDone(logFd);
       warnAboutDebug(io);
-      const { runDemo } = await import('./demo');
+      const { runDemo } = require('./demo') as typeof import('./demo');
       const shutdown = installShutdown();
       try {
         const summary = await runDemo({
@@ -152,11 +150,11 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       }
     }
     case 'run': {
-      const { RUN_FLAG_OPTIONS, resolveRunConfig } = await import('./run-config');
+      const { RUN_FLAG_OPTIONS, resolveRunConfig } = require('./run-config') as typeof import('./run-config');
       const config = resolveRunConfig(parseFlags(rest, RUN_FLAG_OPTIONS), io.env, io.cwd);
       const { logFd } = prepareRunPaths(config);
       if (io.dryRun) return dryRunDone(logFd);
-      const { runDevice } = await import('./run');
+      const { runDevice } = require('./run') as typeof import('./run');
       warnAboutDebug(io);
       const shutdown = installShutdown();
       try {
@@ -173,7 +171,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
         'refusal-code': { type: 'string' },
         'issue-cert': { type: 'string' },
       });
-      const { emulatorFlags, runEmulator } = await import('./emulator');
+      const { emulatorFlags, runEmulator } = require('./emulator') as typeof import('./emulator');
       const options = emulatorFlags(flags);
       // The CA's directory, created one level at a time (a recursive mkdir spins on /proc/x/...).
       if (options.caOut !== undefined) ensureDirectory(dirname(options.caOut), '--ca-out');
@@ -198,14 +196,14 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       const devices = intFlag(flags.devices as string | undefined, 'devices', 100, 1, LIMITS.fleetDevices);
       const dpsRatePerSec = numberFlag(flags['dps-rate'] as string | undefined, 'dps-rate', 100, 0.1, LIMITS.dpsRate);
       const hubs = intFlag(flags.hubs as string | undefined, 'hubs', 2, 1, LIMITS.hubs);
-      const { fleetTarget } = await import('./fleet-target');
+      const { fleetTarget } = require('./fleet-target') as typeof import('./fleet-target');
       const target = fleetTarget(flags, io.env, io.cwd, devices);
       if (target && flags.hubs !== undefined) throw new UsageError('--hubs: only for the local cloud (not with --id-scope)');
       const logFile = at(pathFlag(flags.log, 'log') ?? 'hubstate-fleet.log');
       const logFd = openLogFile(logFile, '--log');
       if (io.dryRun) return dryRunDone(logFd);
       warnAboutDebug(io);
-      const { runFleetCommand } = await import('../fleet/command');
+      const { runFleetCommand } = require('../fleet/command') as typeof import('../fleet/command');
       const summary = await runFleetCommand({
         ...(target ? { target: target.cloud, prefix: target.prefix } : {}),
         devices,
@@ -221,7 +219,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     case 'viz': {
       parseFlags(rest, {});
       if (io.dryRun) return 0;
-      const { writeVisualizations } = await import('../viz/write');
+      const { writeVisualizations } = require('../viz/write') as typeof import('../viz/write');
       const written = await writeVisualizations(at('visualizations'));
       io.stdout.write(`${written.join('\n')}\n`);
       return 0;

@@ -9,9 +9,8 @@ import { join } from 'node:path';
 import pino from 'pino';
 import type { Device, DeviceStateName } from 'hubstate';
 import { type TransportMode } from 'hubstate';
-import { redactProxyUrl } from 'hubstate/internal';
+import { redactProxyUrl, REDACTED_PATHS } from 'hubstate/internal';
 import { startExampleDevice, type ExampleDevice } from 'hubstate/examples/failover-device';
-import { REDACTED_PATHS } from 'hubstate/internal';
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { openLogFile } from './files';
 import { sleepUnless } from './shutdown';
@@ -80,7 +79,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   // The demo keeps its pace: DPS answers `assigning` with a 0.05 s retry-after, not Azure's 3 s.
   const cloud: LocalCloud = await startLocalCloud({ hubs: 2, controlApi: options.ui !== undefined, dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
   const bridge = options.inspect
-    ? await (await import('./inspect')).startInspectorBridge({
+    ? await (require('./inspect') as typeof import('./inspect')).startInspectorBridge({
         port: options.inspect.port || undefined,
         secrets: [cloud.groupKey, ...Array.from({ length: options.devices }, (_, i) => cloud.deviceKey(`demo-device-${i + 1}`))],
       })
@@ -209,7 +208,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
 
   let ui: UiServer | undefined;
   if (options.ui) {
-    const { startUi } = await import('./ui');
+    const { startUi } = require('./ui') as typeof import('./ui');
     ui = await startUi(uiBackend(cloud, fleet, stats, faults, signal), { port: options.ui.port });
     out.write(`live view: ${ui.url}\n`);
     options.ui.onListening?.(ui.url);

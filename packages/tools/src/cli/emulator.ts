@@ -7,8 +7,7 @@
 import { lstatSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { startLocalCloud, type LocalCloud, type MovedDeviceRefusal } from 'hubstate-cloud';
-import { registrationIdProblem } from 'hubstate-cloud';
+import { startLocalCloud, type LocalCloud, type MovedDeviceRefusal, registrationIdProblem } from 'hubstate-cloud';
 import { writeFileAtomic } from 'hubstate/internal';
 import { UsageError } from './args';
 import { aborted } from './shutdown';

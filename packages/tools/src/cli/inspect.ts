@@ -7,27 +7,18 @@
  * Server-Sent Events. Events are converted by @statelyai/inspect's own `createInspector`, and
  * every serialized event is scrubbed of the device's keys before it leaves the process.
  *
- * The page and its event stream pass the local-HTTP checks (`../local-http.ts`: Host, Origin, ...),
+ * The page and its event stream pass the local-HTTP checks (hubstate-cloud's `localHttpListener`: Host, Origin, ...),
  * so no other web page can read the stream; the page posts the events to the inspector's exact
  * origin only, and trusts only that origin's frame to say it is connected.
  *
- * @statelyai/inspect is ESM-only: it is loaded with a real dynamic `import()` that TypeScript's
- * CommonJS output does not rewrite into `require()`. Jest never imports this file's dependency.
+ * @statelyai/inspect is ESM-only: it is loaded with a dynamic `import()`, which module `nodenext`
+ * keeps in this CommonJS file. Jest never imports this file's dependency.
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { InspectionEvent, Observer } from 'xstate';
 import { LocalHttpError, localHttpListener } from 'hubstate-cloud';
 
-/** Kept as a real `import()` under `module: commonjs` (TypeScript would turn it into require). */
-const importEsm = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<unknown>;
-
-interface StatelyInspectModule {
-  createInspector(
-    adapter: { start?(): void; stop?(): void; send(event: unknown): void },
-    options?: { serializationDepthLimit?: number },
-  ): { inspect: Observer<InspectionEvent>; start(): void; stop(): void };
-}
 
 export const STATELY_INSPECTOR_URL = 'https://stately.ai/inspect';
 /** The only origin the page talks to with `postMessage` (never `'*'`: the events are the device's). */
@@ -134,7 +125,7 @@ export async function startInspectorPage(options: { port?: number } = {}): Promi
 }
 
 export async function startInspectorBridge(options: { port?: number; secrets?: string[] } = {}): Promise<InspectorBridge> {
-  const { createInspector } = (await importEsm('@statelyai/inspect')) as StatelyInspectModule;
+  const { createInspector } = await import('@statelyai/inspect');
   const secrets = (options.secrets ?? []).filter((s) => s.length > 0);
   const page = await startInspectorPage({ ...(options.port !== undefined ? { port: options.port } : {}) });
   const inspector = createInspector(

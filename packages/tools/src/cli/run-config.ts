@@ -6,14 +6,12 @@
  */
 import { statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { ConfigError } from 'hubstate';
+import { ConfigError, type DeviceOptions, PRESETS, type RetryPolicyInput } from 'hubstate';
 import { MAX_TIMER_MS, MAX_TIMER_SECONDS } from './args';
 import { readBoundedFile } from './files';
 
 export { MAX_TIMER_MS, MAX_TIMER_SECONDS };
-import { type DeviceOptions } from 'hubstate';
 import { resolveOptions } from 'hubstate/internal';
-import { PRESETS, type RetryPolicyInput } from 'hubstate';
 import type { TransportMode } from 'hubstate';
 
 type Kind = 'string' | 'secret' | 'path' | 'int' | 'number' | 'boolean';

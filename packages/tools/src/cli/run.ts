@@ -8,9 +8,7 @@
  */
 import pino from 'pino';
 import { MODEL_ID, startExampleDevice } from 'hubstate/examples/failover-device';
-import { createDevice, type Device, type StateChange } from 'hubstate';
-import { MessageRejectedError } from 'hubstate';
-import { createLogger } from 'hubstate';
+import { createDevice, type Device, type StateChange, MessageRejectedError, createLogger } from 'hubstate';
 import { prepareRunPaths } from './files';
 import type { RunConfig } from './run-config';
 import { aborted, sleepUnless } from './shutdown';
@@ -41,7 +39,7 @@ export async function runDevice(config: RunConfig, io: RunIo): Promise<number> {
 
   const secrets = [config.device.groupKey, config.device.deviceKey].filter((k): k is string => typeof k === 'string');
   const bridge = config.inspect
-    ? await (await import('./inspect')).startInspectorBridge({ port: config.inspectPort || undefined, secrets })
+    ? await (require('./inspect') as typeof import('./inspect')).startInspectorBridge({ port: config.inspectPort || undefined, secrets })
     : undefined;
   if (bridge) {
     io.err.write(`hubstate: inspector: open ${bridge.url} in a browser with internet access (it embeds https://stately.ai/inspect)\n`);

@@ -16,13 +16,9 @@
  */
 import type { Logger } from 'pino';
 import pino from 'pino';
-import { MAX_TIMER_MS, systemClock } from 'hubstate/internal';
-import { createDevice, type Device, type DeviceStateName, type StateChange } from 'hubstate';
-import { ConfigError } from 'hubstate';
-import { type DeviceOptions } from 'hubstate';
-import { resolveOptions } from 'hubstate/internal';
-import type { RetryPolicyInput } from 'hubstate';
-import type { ErrorClass } from 'hubstate';
+import { MAX_TIMER_MS, systemClock, resolveOptions } from 'hubstate/internal';
+import { createDevice, type Device, type DeviceStateName, type StateChange, ConfigError, type DeviceOptions } from 'hubstate';
+import type { RetryPolicyInput, ErrorClass } from 'hubstate';
 
 /** Where the fleet provisions: what `LocalCloud` exposes (or a real DPS without `ca`). */
 export interface FleetCloud {

@@ -8,19 +8,10 @@ import type { AnyStateMachine } from 'xstate';
 import { deviceMachine } from 'hubstate';
 import { toDot, toMermaid } from './render';
 
-interface GraphvizModule {
-  Graphviz: { load(): Promise<{ dot(source: string, format?: 'svg'): string; version(): string }> };
-}
-
-/**
- * `@hpcc-js/wasm-graphviz` is ESM-only. Under `module: commonjs` TypeScript rewrites `import()`
- * into `require()`; a Function body keeps a real dynamic import.
- */
-const importEsm = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<unknown>;
-
 /** Renders DOT to SVG. Deterministic for a given DOT and package version. */
 export async function renderSvg(dot: string): Promise<string> {
-  const { Graphviz } = (await importEsm('@hpcc-js/wasm-graphviz')) as GraphvizModule;
+  // ESM-only: a real dynamic import (module nodenext keeps it one in this CommonJS file).
+  const { Graphviz } = await import('@hpcc-js/wasm-graphviz');
   const graphviz = await Graphviz.load();
   return graphviz.dot(dot, 'svg');
 }

@@ -10,8 +10,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { MAX_BRIDGE_BODY_BYTES, startInspectorPage, STATELY_INSPECTOR_ORIGIN } from '../../src/cli/inspect';
 import { MAX_UI_BODY_BYTES, startUi, type UiBackend } from '../../src/cli/ui';
-import { FAST_DPS_POLL_SEC, startLocalCloud } from 'hubstate-cloud';
-import { MAX_CONTROL_BODY_BYTES } from 'hubstate-cloud';
+import { FAST_DPS_POLL_SEC, startLocalCloud, MAX_CONTROL_BODY_BYTES } from 'hubstate-cloud';
 
 interface Surface {
   name: string;

@@ -17,7 +17,8 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { ROOT } from './spawn';
 
-jest.setTimeout(8 * 60_000);
+// Three builds, a native compile (better-sqlite3) and three installs: minutes on a busy 2-core machine.
+jest.setTimeout(14 * 60_000);
 
 /** The parent's npm_* variables (when run by `npm test`) must not steer the nested npm runs. */
 const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.toLowerCase().startsWith('npm_')));
