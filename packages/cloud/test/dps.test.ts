@@ -83,7 +83,9 @@ describe('DPS registration with the real ProvisioningDeviceClient', () => {
   });
 
   test('registration rate limit answers 429 beyond the rate and everyone still registers', async () => {
-    const local = await startLocalCloud({ hubs: 1, dps: { rateLimitPerSec: 5, retryAfterSec: 0.1, pollRetryAfterSec: FAST_DPS_POLL_SEC } });
+    // One token a second (bucket of one): eight requests sent together cannot all pass, however
+    // slowly a busy machine sends them (at 5/s they could spread past the refill and none be refused).
+    const local = await startLocalCloud({ hubs: 1, dps: { rateLimitPerSec: 1, retryAfterSec: 0.1, pollRetryAfterSec: FAST_DPS_POLL_SEC } });
     try {
       const ids = Array.from({ length: 8 }, (_, i) => `rl-${i}`);
       const results = await Promise.all(ids.map((id) => provision(local, id)));
