@@ -404,3 +404,10 @@ export function checkWindow(
   const limit = (1 + countBetween(stableLosses, from, to)) * bound.base + 2 * countBetween(userCommands, from, to);
   return { count, limit };
 }
+
+/** The p-th percentile (nearest rank) of `values`; 0 when there are none. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return 0;
+  const sorted = values.slice().sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}

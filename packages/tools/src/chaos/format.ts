@@ -1,5 +1,5 @@
 /** Human-readable summary of a soak report: seed, schedule, invariants table. */
-import type { SoakReport } from './soak';
+import type { SoakReport } from './report';
 
 function wrap(text: string, width: number): string[] {
   const out: string[] = [];
@@ -34,3 +34,6 @@ export function formatReport(report: SoakReport): string {
   lines.push(report.ok ? 'all invariants hold' : `FAILED: ${report.invariants.filter((i) => !i.ok).map((i) => i.name).join('; ')}`);
   return lines.join('\n');
 }
+
+/** A duration for an invariant's text: `1234 ms`. */
+export const ms = (v: number) => `${Math.round(v)} ms`;

@@ -1,5 +1,9 @@
 /** hubstate/chaos: the seeded chaos soak shared by `npm run soak` and the test suite. */
-export { runSoak, SOAK_POLICY, DEFAULT_RSS_TOLERANCE, type SoakOptions, type SoakReport, type InvariantResult, type FaultOutcome } from './soak';
+export { runSoak } from './soak';
+export { SOAK_POLICY, DEFAULT_RSS_TOLERANCE, type SoakOptions } from './options';
+export type { SoakReport } from './report';
+export type { InvariantResult } from './invariants';
+export type { FaultOutcome } from './faults';
 export {
   FAULT_KINDS,
   LONG_FAULTS,
