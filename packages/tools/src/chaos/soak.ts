@@ -10,22 +10,22 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BackoffAudit } from './backoff-audit';
-import { disabledDpsBound, percentile, rssVerdict, type RssVerdict } from './bounds';
+import { rssVerdict } from './bounds';
 import { startSoakCloud, type SoakCloud } from './cloud';
-import { auditCloudGaps, dpsLoad, fetchCloudHistories, type CloudGapAudit, type CloudHistory } from './cloud-gap';
+import { auditCloudGaps, fetchCloudHistories } from './cloud-gap';
 import { traceDebugIntoScanner, type DebugTrace } from './debug-trace';
 import { FaultRunner } from './faults';
 import { Fleet, queuedIn, soakRegistrationIds, type EndState } from './fleet';
-import { checkInvariants, type InvariantFacts, type PhaseTimes } from './invariants';
-import { DeliveryLedger, type TelemetryFigures } from './ledger';
+import { checkInvariants, type PhaseTimes } from './invariants';
+import { DeliveryLedger } from './ledger';
 import { auditLongFaults } from './long-fault-audit';
-import { planSoak, reportedOptions, type SoakOptions, type SoakPlan } from './options';
+import { planSoak, type SoakOptions, type SoakPlan } from './options';
 import { ProcessWatch } from './process-watch';
-import { auditRecovery, type RecoveryAudit } from './recovery';
-import { NOTHING_SCANNED, writeReport, type SoakReport } from './report';
+import { auditRecovery } from './recovery';
+import { buildReport, LATE_DEVICES_DETAILED, NOTHING_SCANNED, writeReport, type RunMeasurements, type SoakReport } from './report';
 import { RssSampler } from './rss';
-import { describeFault, faultsByKind } from './schedule';
-import { SecretScanner, type ScanReport } from './secrets';
+import { describeFault } from './schedule';
+import { SecretScanner } from './secrets';
 import { RunTimers, sleep } from './timing';
 
 // Where test/e2e/client-lifetime.test.ts has always found it.
@@ -55,21 +55,6 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
 
 const CLOUD_SYNC_INTERVAL_MS = 250;
 const PROGRESS_INTERVAL_MS = 10_000;
-/** Late devices whose cloud identity and timeline the report keeps. */
-const LATE_DEVICES_DETAILED = 10;
-
-/** What the audits after the run found, for the invariants and the report's figures. */
-interface RunAudits {
-  telemetry: TelemetryFigures;
-  rss: RssVerdict;
-  security: ScanReport;
-  cloudGaps: CloudGapAudit;
-  histories: Map<string, CloudHistory>;
-  longFaults: ReturnType<typeof auditLongFaults>;
-  recovery: RecoveryAudit;
-  lateIdentities: Map<string, unknown>;
-  cloudMetrics: Awaited<ReturnType<SoakCloud['commands']['metrics']>> | undefined;
-}
 
 /** One run's state, phase by phase. A phase that throws ends the run; what was measured is still reported. */
 class SoakRun {
@@ -199,7 +184,7 @@ class SoakRun {
   }
 
   /** Everything measured, taken while the cloud is still up (its records, late devices' identities). */
-  async audit(): Promise<RunAudits> {
+  async audit(): Promise<RunMeasurements> {
     const { plan, cloud } = this;
     const phases = this.phaseTimes();
     const tracks = this.fleet?.tracks ?? [];
@@ -230,7 +215,7 @@ class SoakRun {
         lateIdentities.set(t.registrationId, `unavailable: ${(error as Error).message}`);
       }
     }
-    let cloudMetrics: RunAudits['cloudMetrics'];
+    let cloudMetrics: RunMeasurements['cloudMetrics'];
     try {
       cloudMetrics = await cloud?.commands.metrics();
     } catch (error) {
@@ -251,98 +236,41 @@ class SoakRun {
     if (this.dataDir) rmSync(this.dataDir, { recursive: true, force: true });
   }
 
-  report(audits: RunAudits): SoakReport {
-    const { plan, startedAt, cloud, watch, debugTrace } = this;
+  report(measured: RunMeasurements): SoakReport {
     const phases = this.phaseTimes();
-    const tracks = this.fleet?.tracks ?? [];
-    const { telemetry, rss, security } = audits;
-    const { flap, disabled, reconnect } = audits.longFaults;
-    const { recovery, cloudGaps: gaps, cloudMetrics } = audits;
-    const facts: InvariantFacts = {
-      plan,
+    const { longFaults } = measured;
+    const invariants = checkInvariants({
+      plan: this.plan,
       runError: this.runError,
       phases,
-      telemetry,
-      recovery,
+      telemetry: measured.telemetry,
+      recovery: measured.recovery,
       backoff: this.backoffAudit,
-      cloudGaps: gaps,
-      flap,
-      disabled,
-      reconnect,
-      process: watch,
-      rss,
+      cloudGaps: measured.cloudGaps,
+      flap: longFaults.flap,
+      disabled: longFaults.disabled,
+      reconnect: longFaults.reconnect,
+      process: this.watch,
+      rss: measured.rss,
       forcedGc: this.rss.forcedGc,
-      security,
-      debugTrace,
-    };
-    const invariants = checkInvariants(facts);
-    const reconnectTimes = reconnect.times.filter(Number.isFinite);
-    return {
-      ok: invariants.every((i) => i.ok),
-      seed: plan.options.seed,
-      reproduce: plan.reproduce,
-      startedAt: new Date(startedAt).toISOString(),
-      options: reportedOptions(plan),
-      policy: plan.policy,
-      schedule: { digest: plan.digest, faults: plan.schedule.length, byKind: faultsByKind(plan.schedule), list: plan.schedule.map(describeFault) },
-      timeline: {
-        bootMs: phases.bootMs,
-        faultPhaseMs: phases.clearAt && phases.phaseStart ? phases.clearAt - phases.phaseStart : 0,
-        quietMs: phases.quietEnd && phases.clearAt ? phases.quietEnd - phases.clearAt : 0,
-        drainMs: phases.drainMs,
-        totalMs: Date.now() - startedAt,
-      },
+      security: measured.security,
+      debugTrace: this.debugTrace,
+    });
+    return buildReport({
+      plan: this.plan,
+      startedAt: this.startedAt,
+      phases,
       invariants,
-      figures: {
-        telemetry,
-        recovery: {
-          boundMs: plan.recovery.valueMs,
-          maxMs: Number.isFinite(recovery.maxMs) ? recovery.maxMs : null,
-          p50Ms: recovery.p50Ms,
-          p95Ms: recovery.p95Ms,
-          late: recovery.late,
-          notConnectedAtEnd: recovery.notConnectedAtEnd,
-        },
-        backoff: this.backoffAudit.figures(),
-        cloudGaps: { dpsChecked: gaps.dpsChecked, dpsExempt: gaps.dpsExempt, dpsViolations: gaps.dpsViolations, hubChecked: gaps.hubChecked, hubExempt: gaps.hubExempt, hubViolations: gaps.hubViolations },
-        attemptRate: { bound: plan.rateBound, device: gaps.deviceRate, cloud: gaps.cloudRate },
-        flap: { ...flap, violations: flap.violations },
-        disabled: { ...disabled, bound: disabledDpsBound(plan.policy, plan.minRetryAfterMs, 60_000).formula + ' (per minute disabled)' },
-        reconnect: {
-          checked: reconnect.checked,
-          exempt: reconnect.exempt,
-          exemptBy: reconnect.exemptBy,
-          maxMs: Number.isFinite(reconnect.maxMs) ? reconnect.maxMs : null,
-          p95Ms: percentile(reconnectTimes, 95),
-          worst: reconnect.worst,
-          boundMs: plan.reconnectBoundMs,
-          violations: reconnect.violations,
-        },
-        dpsLoad: dpsLoad(audits.histories, tracks.length, { from: phases.phaseStart, to: phases.quietEnd || Infinity }, (phases.quietEnd || Date.now()) - (phases.phaseStart || startedAt)),
-        shortSessions: tracks.reduce((n, t) => n + t.shortSessions, 0),
-        transitions: this.fleet?.transitions ?? {},
-        lateDeviceTimelines: Object.fromEntries(
-          recovery.lateTracks
-            .slice(0, LATE_DEVICES_DETAILED)
-            .map((t) => [t.registrationId, { state: t.state, outbox: queuedIn(t.device), hub: t.device.assignment()?.hubHost ?? null, identity: audits.lateIdentities.get(t.registrationId) ?? null, recent: t.recent }]),
-        ),
-        failedStates: tracks.filter((t) => t.failedRules.length > 0).map((t) => `${t.registrationId}: ${t.failedRules.join(', ')}`),
-        attemptsTotal: tracks.reduce((n, t) => n + t.attempts.length, 0),
-        lossesTotal: tracks.reduce((n, t) => n + t.losses.length, 0),
-        userReprovisions: tracks.reduce((n, t) => n + t.userCommands.length, 0),
-        cloudProcess: cloud?.mode,
-        dps: cloudMetrics?.dps,
-        /** Registrations the emulator still holds (aborted by devices after a 429/5xx): cloud-side memory. */
-        dpsOpenOperations: cloudMetrics?.dpsOpenOperations ?? null,
-        hubs: cloudMetrics?.hubs,
-        /** The cloud's own RSS at the end, when it ran in its own process (not part of the RSS invariant). */
-        cloudRssMb: cloud?.mode === 'child-process' && cloudMetrics ? Math.round(cloudMetrics.rss / 104857.6) / 10 : null,
-      },
+      measured,
+      backoff: this.backoffAudit.figures(),
+      tracks: this.fleet?.tracks ?? [],
+      transitions: this.fleet?.transitions ?? {},
+      cloudMode: this.cloud?.mode,
       faults: this.faults.outcomes,
-      security: debugTrace ? { ...security, debugTrace: debugTrace.counts() } : security,
-      rss: { ...rss, forcedGc: this.rss.forcedGc, series: this.rss.series(startedAt) },
-      process: { unhandledRejections: watch.unhandledRejections, uncaughtExceptions: watch.uncaughtExceptions, warnings: watch.warnings },
-      ...(this.runError !== undefined ? { runError: this.runError } : {}),
-    };
+      debugTrace: this.debugTrace,
+      rss: this.rss,
+      process: this.watch,
+      runError: this.runError,
+    });
   }
 }
