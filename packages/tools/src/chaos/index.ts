@@ -4,6 +4,7 @@ export { SOAK_POLICY, DEFAULT_RSS_TOLERANCE, type SoakOptions } from './options'
 export type { SoakReport } from './report';
 export type { InvariantResult } from './invariants';
 export type { FaultOutcome } from './faults';
+export { readRecordedSchedule, sameScheduleAsRecorded, type RecordedSchedule } from './replay';
 export {
   FAULT_KINDS,
   LONG_FAULTS,

@@ -12,7 +12,8 @@ import type { DisabledAudit, FlapAudit, ReconnectAudit } from './long-fault-audi
 import type { SoakPlan } from './options';
 import type { ProcessWatch } from './process-watch';
 import type { RecoveryAudit } from './recovery';
-import { generateSchedule, scheduleDigest } from './schedule';
+import { sameScheduleAsRecorded } from './replay';
+import { describeFault } from './schedule';
 import type { ScanReport } from './secrets';
 
 export interface InvariantResult {
@@ -49,7 +50,7 @@ export interface InvariantFacts {
   debugTrace: DebugTrace | undefined;
 }
 
-/** Every invariant, in the report's order. */
+/** Every invariant that applies to this run, in the report's order. */
 export function checkInvariants(facts: InvariantFacts): InvariantResult[] {
   return [
     runCompleted,
@@ -65,9 +66,9 @@ export function checkInvariants(facts: InvariantFacts): InvariantResult[] {
     backOnLastingSession,
     noUnhandledErrors,
     rssFlat,
-    sameSeedSameSchedule,
+    sameScheduleAsEarlierRun,
     noSecretLeaked,
-  ].map((check) => check(facts));
+  ].flatMap((check) => check(facts) ?? []);
 }
 
 const finiteMs = (v: number, none: string) => (Number.isFinite(v) ? ms(v) : none);
@@ -198,17 +199,10 @@ function rssFlat({ rss, forcedGc, plan }: InvariantFacts): InvariantResult {
   };
 }
 
-function sameSeedSameSchedule({ plan }: InvariantFacts): InvariantResult {
-  const { seed } = plan.options;
-  const again = scheduleDigest(generateSchedule(plan.scheduleOptions));
-  const otherSeed = typeof seed === 'number' ? seed + 1 : `${seed}+1`;
-  const otherDigest = scheduleDigest(generateSchedule({ ...plan.scheduleOptions, seed: otherSeed }));
-  return {
-    name: 'same seed, same schedule',
-    ok: plan.digest === again && plan.digest !== otherDigest,
-    measured: `${plan.digest} twice; seed ${String(otherSeed)} gives ${otherDigest}`,
-    bound: 'equal for the same seed, different for another seed',
-  };
+/** Only against an earlier run's recorded schedule: recomputed in this process it could not fail. */
+function sameScheduleAsEarlierRun({ plan }: InvariantFacts): InvariantResult | undefined {
+  if (!plan.options.compareWith) return undefined;
+  return sameScheduleAsRecorded(plan.options.compareWith, { resolved: plan.resolvedSchedule, digest: plan.digest, list: plan.schedule.map(describeFault) });
 }
 
 function noSecretLeaked({ security, debugTrace, plan }: InvariantFacts): InvariantResult {

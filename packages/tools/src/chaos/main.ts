@@ -6,12 +6,15 @@
  */
 import { parseArgs } from 'node:util';
 import { formatReport } from './format';
+import { readRecordedSchedule } from './replay';
 import { runSoak } from './soak';
 
 const USAGE = `usage: npm run soak -- [--seed <int|text>] [--devices <n>] [--duration <s|90s|5m>] [--hubs <n>]
        [--fault-rate <ms>] [--quiet <s>] [--interval <ms>] [--report <file.json>] [--quiet-log]
        [--cloud-in-process]   (default: the local cloud runs in a process of its own)
-       [--trace-debug]        as under DEBUG=*: the MQTT stack's traces scanned for secrets, not printed`;
+       [--trace-debug]        as under DEBUG=*: the MQTT stack's traces scanned for secrets, not printed
+       [--compare <report.json>]  check this run's schedule against the one an earlier run recorded
+                              (its seed unless --seed is given; same options to replay it)`;
 
 function seconds(value: string, flag: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
@@ -43,6 +46,7 @@ async function main(argv: string[]): Promise<number> {
         'quiet-log': { type: 'boolean' },
         'cloud-in-process': { type: 'boolean' },
         'trace-debug': { type: 'boolean' },
+        compare: { type: 'string' },
         help: { type: 'boolean' },
       },
       strict: true,
@@ -58,8 +62,11 @@ async function main(argv: string[]): Promise<number> {
   }
   let options: Parameters<typeof runSoak>[0];
   try {
+    const compareWith = values.compare ? readRecordedSchedule(values.compare as string) : undefined;
     const rawSeed = values.seed as string | undefined;
-    const seed = rawSeed === undefined ? Math.floor(Math.random() * 2 ** 31) : /^-?\d+$/.test(rawSeed) ? Number(rawSeed) : rawSeed;
+    const seed =
+      rawSeed === undefined ? (compareWith?.seed ?? Math.floor(Math.random() * 2 ** 31)) : /^-?\d+$/.test(rawSeed) ? Number(rawSeed) : rawSeed;
+    if (compareWith && compareWith.seed !== seed) throw new Error(`--compare: ${compareWith.source} ran seed ${String(compareWith.seed)}, not ${String(seed)}`);
     options = {
       seed,
       devices: values.devices ? positiveInt(values.devices as string, 'devices') : 200,
@@ -73,6 +80,7 @@ async function main(argv: string[]): Promise<number> {
       // The RSS invariant is about the devices: the cloud's records must not count.
       cloudProcess: values['cloud-in-process'] === true ? 'in-process' : 'child-process',
       traceDebug: values['trace-debug'] === true,
+      ...(compareWith ? { compareWith } : {}),
     };
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n${USAGE}\n`);

@@ -4,6 +4,7 @@ import { FAST_DPS_POLL_SEC } from 'hubstate-cloud';
 import { resolvePolicy, type RetryPolicyInput } from 'hubstate';
 import type { RetryPolicy } from 'hubstate';
 import { attemptRateBound, maxBackoff, recoveryBound, type AttemptRateBound, type Bound, type RssTolerance } from './bounds';
+import type { RecordedSchedule } from './replay';
 import {
   generateSchedule,
   minRetryAfterMs,
@@ -87,6 +88,11 @@ export interface SoakOptions {
   cloudExecArgv?: string[];
   /** Progress lines (default: none). */
   log?: (line: string) => void;
+  /**
+   * The schedule an earlier run recorded (readRecordedSchedule of its report), same seed: adds the
+   * invariant 'same seed, same schedule', this run's schedule against that one.
+   */
+  compareWith?: RecordedSchedule;
 }
 
 /** Everything a run needs that follows from its options alone (nothing started yet). */
@@ -125,7 +131,11 @@ export interface SoakPlan {
   reproduce: string;
 }
 
+/** Throws only for options that contradict each other (a comparison with another seed's run). */
 export function planSoak(options: SoakOptions): SoakPlan {
+  if (options.compareWith && options.compareWith.seed !== options.seed) {
+    throw new Error(`compareWith: ${options.compareWith.source} is seed ${String(options.compareWith.seed)}, this run is seed ${String(options.seed)}`);
+  }
   const hubs = options.hubs ?? 2;
   const policyInput = options.policy ?? SOAK_POLICY;
   const policy = resolvePolicy(policyInput);

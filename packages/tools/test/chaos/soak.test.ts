@@ -9,7 +9,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TS_REGISTER } from '../cli/spawn';
-import { FAULT_KINDS, faultsByKind, formatReport, generateSchedule, runSoak, scheduleDigest, type SoakReport } from '../../src/chaos';
+import { FAULT_KINDS, faultsByKind, formatReport, generateSchedule, readRecordedSchedule, runSoak, scheduleDigest, type SoakReport } from '../../src/chaos';
 
 const SEED = 20261122; // its DPS 500 and 429 faults do not overlap dps.down/blackhole, so devices meet them
 const SHAPE = { devices: 12, durationMs: 30_000, faultRateMs: 1000 };
@@ -25,6 +25,8 @@ beforeAll(async () => {
     // secret scan reads the traces too.
     traceDebug: true,
     cloudExecArgv: ['-r', TS_REGISTER],
+    // 'same seed, same schedule': against the schedule an earlier run of this test recorded.
+    compareWith: readRecordedSchedule(join(__dirname, 'fixtures', `soak-${SEED}.json`)),
     reportPath: join(mkdtempSync(join(tmpdir(), 'hubstate-soak-test-')), `soak-${SEED}.json`),
   });
   console.log(formatReport(report));
