@@ -42,20 +42,20 @@ export class DeliveryLedger {
   private syncing: Promise<void> | undefined;
   private settled: { arrivedUnacknowledged: number; unknownArrivals: number } | undefined;
 
-  accepted = 0;
+  private acceptedCount = 0;
   private arrivedDistinct = 0;
   private finalized = 0;
-  duplicates = 0;
-  lost = 0;
+  private duplicates = 0;
+  private lost = 0;
   private readonly lostSamples: string[] = [];
-  dropped = 0;
+  private dropped = 0;
   private readonly droppedReasons: Record<string, number> = {};
   private readonly droppedSamples: string[] = [];
   private readonly rejectReasons: Record<string, number> = {};
 
   /** A device accepted the message (`sendTelemetry` resolved). */
   accept(id: string): void {
-    this.accepted++;
+    this.acceptedCount++;
     const early = this.orphanArrivals.get(id) ?? 0;
     this.orphanArrivals.delete(id);
     if (early > 0) this.arrivedDistinct++;
@@ -111,8 +111,12 @@ export class DeliveryLedger {
     await this.syncing?.catch(() => undefined);
   }
 
+  get accepted(): number {
+    return this.acceptedCount;
+  }
+
   get acknowledged(): number {
-    return this.accepted - this.pending.size;
+    return this.acceptedCount - this.pending.size;
   }
 
   /** Some accepted message has waited longer than `ageMs` for its PUBACK (a stalled session). */
@@ -161,7 +165,7 @@ export class DeliveryLedger {
   figures(stillQueued: number): TelemetryFigures {
     const { arrivedUnacknowledged, unknownArrivals } = this.settle();
     return {
-      accepted: this.accepted,
+      accepted: this.acceptedCount,
       arrivedDistinct: this.arrivedDistinct,
       acknowledged: this.finalized,
       arrivedUnacknowledged,

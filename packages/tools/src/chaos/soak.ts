@@ -121,39 +121,48 @@ class SoakRun {
     this.fleet = new Fleet({ plan, cloud, scanner, ledger: this.ledger, backoffAudit: this.backoffAudit, dataDir: this.dataDir, startedAt: this.startedAt });
   }
 
+  /** The cloud and the fleet, for the phases after startCloudAndFleet. */
+  private started(): { cloud: SoakCloud; fleet: Fleet } {
+    if (!this.cloud || !this.fleet) throw new Error('soak: a phase ran before the cloud and the fleet were started');
+    return { cloud: this.cloud, fleet: this.fleet };
+  }
+
   /** Every device Connected, then telemetry from all of them. */
   async boot(): Promise<void> {
-    const fleet = this.fleet!;
+    const { fleet } = this.started();
     this.bootMs = await fleet.boot();
     fleet.startTelemetry(this.timers);
   }
 
   async faultPhase(): Promise<void> {
-    const { plan, fleet, ledger } = this;
+    const { plan, ledger } = this;
+    const { cloud, fleet } = this.started();
     this.progress = this.timers.interval(() => {
       plan.log(
-        `+${((Date.now() - this.faults.phaseStart) / 1000).toFixed(0)} s: ${fleet!.connectedCount()}/${fleet!.tracks.length} connected, ` +
-          `${fleet!.queuedMessages()} queued, ${ledger.accepted} accepted, ${ledger.acknowledged} acknowledged, rss ${this.rss.latestRssMb()} MB`,
+        `+${((Date.now() - this.faults.phaseStart) / 1000).toFixed(0)} s: ${fleet.connectedCount()}/${fleet.tracks.length} connected, ` +
+          `${fleet.queuedMessages()} queued, ${ledger.accepted} accepted, ${ledger.acknowledged} acknowledged, rss ${this.rss.latestRssMb()} MB`,
       );
     }, PROGRESS_INTERVAL_MS);
-    await this.faults.run(this.cloud!.commands, plan.options.durationMs);
+    await this.faults.run(cloud.commands, plan.options.durationMs);
     plan.log(`faults cleared at +${((this.faults.clearAt - this.faults.phaseStart) / 1000).toFixed(1)} s; quiet for ${plan.quietMs / 1000} s (recovery bound ${plan.recovery.valueMs} ms)`);
   }
 
   /** The quiet period; then producers stop and only the progress line keeps running. */
   async quietPhase(): Promise<void> {
-    await this.fleet!.quiet(2 * this.plan.backoffMax.valueMs);
+    const { fleet } = this.started();
+    await fleet.quiet(2 * this.plan.backoffMax.valueMs);
     this.quietEnd = Date.now();
-    this.fleet!.stopTelemetry();
+    fleet.stopTelemetry();
     this.timers.clearIntervals(this.progress);
     this.timers.clearTimeouts();
     this.rss.sample();
   }
 
   async drainPhase(): Promise<void> {
-    this.drainMs = await this.fleet!.drain();
+    const { fleet } = this.started();
+    this.drainMs = await fleet.drain();
     // Judged after the drain: a device that reconnects late (even during the drain) is late.
-    this.endStates = this.fleet!.endStates();
+    this.endStates = fleet.endStates();
     if (this.progress) this.timers.clearInterval(this.progress);
   }
 
