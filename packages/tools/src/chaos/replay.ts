@@ -4,7 +4,8 @@
  * the same seed. Recomputing the schedule in the same process could not fail (it is a pure
  * function); a recorded one can, and is what a report's `reproduce` line promises.
  */
-import { readFileSync } from 'node:fs';
+import { ConfigError } from 'hubstate';
+import { readBoundedFile } from '../cli/files';
 import type { InvariantResult } from './invariants';
 import type { ResolvedScheduleOptions } from './schedule';
 
@@ -23,9 +24,19 @@ export interface RecordedSchedule {
   list: string[];
 }
 
+/** A day's soak report is a few MB (an hour's is 0.7 MB); anything far larger is not one. */
+const MAX_REPORT_BYTES = 64 * 1024 * 1024;
+
 /** Reads the schedule out of a soak report (JSON as `runSoak` writes it); throws if it is not one. */
 export function readRecordedSchedule(path: string): RecordedSchedule {
-  const report = JSON.parse(readFileSync(path, 'utf8')) as {
+  const text = readBoundedFile(path, 'compare', 'a soak report', path, MAX_REPORT_BYTES);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new ConfigError('compare', `a soak report (${path} is not JSON)`);
+  }
+  const report = (parsed ?? {}) as {
     seed?: unknown;
     startedAt?: unknown;
     options?: Record<string, unknown>;
@@ -33,7 +44,7 @@ export function readRecordedSchedule(path: string): RecordedSchedule {
   };
   const { seed, options, schedule } = report;
   if ((typeof seed !== 'number' && typeof seed !== 'string') || !options || typeof schedule?.digest !== 'string' || !Array.isArray(schedule.list)) {
-    throw new Error(`${path}: not a soak report (needs seed, options and schedule.digest/list)`);
+    throw new ConfigError('compare', `a soak report with seed, options and schedule.digest/list (${path} is not one)`);
   }
   return {
     source: path,

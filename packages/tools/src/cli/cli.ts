@@ -39,6 +39,8 @@ commands:
              --devices <n> (100)  --dps-rate <r> (100)  --hubs <n> (2)  --naive  --log <file>
              a DPS of your own instead: --id-scope <scope> [--provisioning-host <host>]
                [--ca-file <pem>] [--prefix <id prefix> (fleet-)], group key in HUBSTATE_GROUP_KEY
+  soak       the seeded chaos soak: a local cloud, N devices, faults, then the invariants
+             (hubstate soak --help for its flags; 200 devices, 5 minutes by default)
   viz        regenerate the pictures in visualizations/ from the machine
 
 bounds: demo --duration 1-${MAX_TIMER_SECONDS} s, --devices 1-${LIMITS.demoDevices}, --interval 10-${MAX_TIMER_MS} ms;
@@ -215,6 +217,10 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
         out: io.stdout,
       });
       return summary.allConnectedMs === null ? 1 : 0;
+    }
+    case 'soak': {
+      const { soakCommand } = require('../chaos/command') as typeof import('../chaos/command');
+      return soakCommand(rest, io.stdout, io.stderr, { dryRun: io.dryRun === true });
     }
     case 'viz': {
       parseFlags(rest, {});

@@ -42,7 +42,7 @@ test('other options than the recorded run: fails, and says which', () => {
 test('a file that is not a soak report is refused', () => {
   const path = join(mkdtempSync(join(tmpdir(), 'hubstate-replay-')), 'not-a-report.json');
   writeFileSync(path, JSON.stringify({ seed: 1, invariants: [] }));
-  expect(() => readRecordedSchedule(path)).toThrow(/not a soak report/);
+  expect(() => readRecordedSchedule(path)).toThrow(/invalid option 'compare': expected a soak report with seed, options and schedule/);
 });
 
 test("a soak compared with another seed's run is refused before it starts", () => {

@@ -190,7 +190,20 @@ const fleet: Case[] = [
   ['fleet --ca-file over 1 MiB', [...FLEET_DPS, '--ca-file', bigFile], FLEET_ENV, '--ca-file'],
 ];
 
-const ALL = [...runFlags, ...envVars, ...configFiles, ...demo, ...emulator, ...fleet];
+const notAReport = json('not-a-report.json', { seed: 1 });
+const soak: Case[] = [
+  ['soak --devices 0', ['soak', '--devices', '0'], {}, '--devices'],
+  ['soak --devices 1e9', ['soak', '--devices', '1e9'], {}, '--devices'],
+  ['soak --hubs 1000', ['soak', '--hubs', '1000'], {}, '--hubs'],
+  ['soak --duration 30d (past the longest timer)', ['soak', '--duration', '2500000'], {}, '--duration'],
+  ['soak --duration 5h (no such unit)', ['soak', '--duration', '5h'], {}, '--duration'],
+  ['soak --fault-rate 5e9', ['soak', '--fault-rate', '5e9'], {}, '--fault-rate'],
+  ['soak --interval 0', ['soak', '--interval', '0'], {}, '--interval'],
+  ['soak --compare /dev/zero', ['soak', '--compare', '/dev/zero'], {}, 'compare'],
+  ['soak --compare a file that is not a report', ['soak', '--compare', notAReport], {}, 'compare'],
+];
+
+const ALL = [...runFlags, ...envVars, ...configFiles, ...demo, ...emulator, ...fleet, ...soak];
 
 test('the table holds at least 70 bad inputs', () => {
   expect(ALL.length).toBeGreaterThanOrEqual(70);
@@ -213,6 +226,7 @@ test('the same commands with good values pass the dry run (the table is not refu
     [['demo', '--duration', '5', '--devices', '2', '--log', join(dir, 'demo.log')], {}],
     [['emulator', '--hubs', '100'], {}],
     [[...FLEET_DPS, '--devices', '100', '--prefix', 'a'.repeat(126), '--log', join(dir, 'fleet.log')], FLEET_ENV],
+    [['soak', '--devices', '100000', '--hubs', '100', '--duration', '90s', '--quiet', '5m', '--fault-rate', '2147483647'], {}],
   ] as Array<[string[], NodeJS.ProcessEnv]>) {
     const result = await cli(argv, env);
     expect({ argv, ...result }).toEqual({ argv, code: 0, stderr: '', stdout: '' });
