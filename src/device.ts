@@ -18,7 +18,7 @@ import { systemClock, type Clock } from './clock';
 import { ConfigError, MessageRejectedError } from './errors';
 import { createLogger } from './logger';
 import { jsonOddity } from './json';
-import { checkCertificateSubject, reportOptionsProblem, resolveCredential, resolveOptions, resolveStopOptions, type DeviceOptions, type StopOptions } from './options';
+import { refuseUnknownKeys, reportOptionsProblem, resolveDeviceCredential, resolveOptions, resolveStopOptions, type DeviceOptions, type StopOptions } from './options';
 import type { ErrorClass } from './policy/types';
 import { nextRandom, seedFrom } from './policy/backoff';
 import { cacheMacKey, credentialFingerprint, FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
@@ -85,9 +85,8 @@ function checkTelemetryOptions(options: unknown): { component?: string; properti
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new MessageRejectedError('invalid-options', 'the options must be an object ({ component?, properties? })');
   }
-  for (const key of Object.keys(options)) {
-    if (!TELEMETRY_OPTION_KEYS.has(key)) throw new MessageRejectedError('invalid-options', `'${key}': ${unknownKeyExpectation(key, [...TELEMETRY_OPTION_KEYS])}`);
-  }
+  const unknown = firstUnknownKey(options, TELEMETRY_OPTION_KEYS);
+  if (unknown !== undefined) throw new MessageRejectedError('invalid-options', `'${unknown}': ${unknownKeyExpectation(unknown, [...TELEMETRY_OPTION_KEYS])}`);
   const { component, properties } = options as TelemetryOptions;
   const badComponent = componentProblem(component);
   if (badComponent) throw new MessageRejectedError('invalid-component', badComponent);
@@ -517,12 +516,8 @@ export function createDevice(options: DeviceOptions): Device {
     },
     updateCredentials(update: Parameters<Device['updateCredentials']>[0]): void {
       if (typeof update !== 'object' || update === null) throw new ConfigError('credentials', 'an object with groupKey or deviceKey');
-      const unknown = firstUnknownKey(update, CREDENTIAL_KEYS);
-      if (unknown !== undefined) throw new ConfigError(unknown, unknownKeyExpectation(unknown, CREDENTIAL_KEYS));
-      const next = resolveCredential(update);
-      // A renewed certificate must still name this device (its CN is the registration id).
-      if ('x509' in next) checkCertificateSubject(next.x509, resolved.registrationId);
-      credentials.replace(next);
+      refuseUnknownKeys(update, CREDENTIAL_KEYS);
+      credentials.replace(resolveDeviceCredential(update, resolved.registrationId));
       logger.info('credentials updated; the next connection uses the new primary key');
       // A device stopped or parked by what the new credentials may cure tries them now, not after
       // its wait (a parked wait is 15-30 min): Failed retries, a credential wait goes to DPS.

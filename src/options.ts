@@ -331,6 +331,13 @@ export function checkCertificateSubject(identity: X509Identity, registrationId: 
   if (cn !== registrationId) throw new ConfigError('registrationId', `the X.509 certificate's CN ('${cn}'), which DPS uses as the registration id`);
 }
 
+/** `resolveCredential`, and a certificate must also name this device: what `createDevice` and `updateCredentials` both accept. */
+export function resolveDeviceCredential(options: { groupKey?: unknown; deviceKey?: unknown; x509?: unknown }, registrationId: string): CredentialOptions {
+  const credential = resolveCredential(options);
+  if ('x509' in credential) checkCertificateSubject(credential.x509, registrationId);
+  return credential;
+}
+
 /** Every key `createDevice` knows: anything else is refused (a typo must not change nothing, silently). */
 export const DEVICE_OPTION_KEYS = [
   'idScope',
@@ -388,8 +395,7 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
   if (typeof options.registrationId !== 'string' || !REGISTRATION_ID.test(options.registrationId)) {
     throw new ConfigError('registrationId', 'up to 128 letters, digits and - . _ :');
   }
-  const credential = resolveCredential(options);
-  if ('x509' in credential) checkCertificateSubject(credential.x509, options.registrationId);
+  const credential = resolveDeviceCredential(options, options.registrationId);
   if (options.modelId !== undefined && (typeof options.modelId !== 'string' || options.modelId.length > MAX_DTMI_LENGTH || !DTMI.test(options.modelId))) {
     throw new ConfigError('modelId', `a DTMI such as dtmi:com:example:Thermostat;1 (DTDL v3 syntax, at most ${MAX_DTMI_LENGTH} characters)`);
   }
