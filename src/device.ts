@@ -4,10 +4,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
 import { createActor, type Actor, type InspectionEvent, type SnapshotFrom } from 'xstate';
-import { deviceMachine, leafStateName, type Assignment, type DeviceEvent } from '../machines/device.machine';
-import { Credentials, deviceKeyOf, isKeyRefusal, type KeyPair } from './actors/credentials';
-import { hubWork } from './actors/hub';
+import { deviceMachine, leafStateName, type Assignment } from '../machines/device.machine';
+import { Credentials, deviceKeyOf, isKeyRefusal, type Credential, type KeyPair } from './actors/credentials';
+import { hubWork, type SessionFeature } from './actors/hub';
 import { lookupWork, probeServiceTime, type LookupSettings } from './actors/lookup';
 import { ServiceTime } from './actors/service-time';
 import { provisionWork } from './actors/provision';
@@ -18,15 +19,24 @@ import { systemClock, type Clock } from './clock';
 import { ConfigError, MessageRejectedError } from './errors';
 import { createLogger } from './logger';
 import { jsonOddity } from './json';
-import { refuseUnknownKeys, reportOptionsProblem, resolveDeviceCredential, resolveOptions, resolveStopOptions, type DeviceOptions, type StopOptions } from './options';
+import {
+  refuseUnknownKeys,
+  reportOptionsProblem,
+  resolveDeviceCredential,
+  resolveOptions,
+  resolveStopOptions,
+  type DeviceOptions,
+  type ResolvedOptions,
+  type StopOptions,
+} from './options';
 import type { ErrorClass } from './policy/types';
 import { nextRandom, seedFrom } from './policy/backoff';
-import { cacheMacKey, credentialFingerprint, FileProvisioningCache, MemoryProvisioningCache, type ProvisioningCache } from './store/cache';
+import { cacheMacKey, credentialFingerprint, FileProvisioningCache, MemoryProvisioningCache, type CachedAssignment, type ProvisioningCache } from './store/cache';
 import { checkDataDir } from './store/files';
-import { MemoryOutbox, type DroppedMessage, type Outbox } from './store/outbox';
+import { MemoryOutbox, type DroppedMessage, type NewOutboxMessage, type Outbox } from './store/outbox';
 import { openSqliteOutbox } from './store/sqlite-outbox';
-import { machineFor } from './shared-machine';
-import { createPnp } from './pnp';
+import { machineFor, type DeviceImplementations } from './shared-machine';
+import { createPnp, type Pnp } from './pnp';
 import type { DroppedProperties } from './pnp/reported';
 import { componentProblem, CREATION_TIME_PROPERTY, propertyNameProblem, telemetryProblem, telemetrySize } from './pnp/telemetry';
 import { firstUnknownKey, unknownKeyExpectation } from './validate';
@@ -123,6 +133,23 @@ function telemetryBody(data: unknown): string {
   return body;
 }
 
+/**
+ * The outbox message for `sendTelemetry(data, options)`, stamped with its creation time and a new
+ * message id; MessageRejectedError for anything the hub could never take.
+ */
+function telemetryMessage(data: unknown, options: unknown, clock: Clock): NewOutboxMessage {
+  const body = telemetryBody(data);
+  const { component, properties: userProperties } = checkTelemetryOptions(options);
+  const createdAt = clock.now();
+  const properties: Record<string, string> = { ...userProperties, [CREATION_TIME_PROPERTY]: new Date(createdAt).toISOString() };
+  const messageId = randomUUID();
+  const parts = { messageId, body, component, properties };
+  // What goes on the wire (body, properties, component, system properties), as the pump sends it.
+  const problem = telemetryProblem(parts);
+  if (problem) throw problem;
+  return { ...parts, createdAt, bytes: telemetrySize(parts) };
+}
+
 export interface DeviceEvents {
   state: [StateChange];
   delivered: [string];
@@ -186,80 +213,69 @@ function stateName(snapshot: DeviceSnapshot): DeviceStateName {
   return leafStateName(snapshot.value) as DeviceStateName;
 }
 
-export function createDevice(options: DeviceOptions): Device {
-  const resolved = resolveOptions(options);
-  // Owned by us, not group/other-writable (else ConfigError('dataDir')): before anything in it is read.
-  if (resolved.dataDir !== undefined) checkDataDir(resolved.dataDir);
-  const clock: Clock = options.clock ?? systemClock;
-  const logger = (options.logger ?? createLogger()).child({ registrationId: resolved.registrationId });
-  const credentials = new Credentials(resolved.credential);
-  // The cache is bound to the key the device was created with (a fingerprint and a MAC key, never
-  // the key): a device created with other keys registers once instead of trusting it.
-  const boot = credentials.current();
-  // X.509: the certificate's thumbprint names the cache; a key derived from the private key (the
-  // secret only this device holds; the certificate is public) authenticates it.
-  const bootKey = 'x509' in boot ? undefined : deviceKeyOf(boot, resolved.registrationId);
-  const cache: ProvisioningCache =
-    options.cache ??
-    (resolved.dataDir
-      ? new FileProvisioningCache(
-          resolved.dataDir,
-          resolved.registrationId,
-          logger,
-          {
-            idScope: resolved.idScope,
-            provisioningHost: resolved.provisioningHost,
-            registrationId: resolved.registrationId,
-            credential: 'x509' in boot ? x509CacheFingerprint(boot.x509) : credentialFingerprint(bootKey!),
-          },
-          'x509' in boot ? x509CacheMacKey(boot.x509) : cacheMacKey(bootKey!),
-        )
-      : new MemoryProvisioningCache());
-  // With a data directory telemetry is durable (SQLite); without one it lives in memory, and what
-  // is still unsent when the device stops is reported as dropped (reason 'stopped').
-  const ownsOutbox = options.outbox === undefined;
-  const memoryOutbox = ownsOutbox && !resolved.dataDir ? new MemoryOutbox(resolved.outboxLimits) : undefined;
-  const outbox: Outbox =
-    options.outbox ?? memoryOutbox ?? openSqliteOutbox(resolved.dataDir!, resolved.registrationId, { limits: resolved.outboxLimits, clock });
-  /** Set while stop() drains the outbox: called after each delivery or drop. */
-  let drainCheck: (() => void) | null = null;
-  const emitter = new EventEmitter<DeviceEvents>();
-  /** Application listeners are observers: one that throws is logged and never breaks the device. */
-  const notify = <E extends keyof DeviceEvents>(event: E, ...args: DeviceEvents[E]): void => {
-    try {
-      (emitter.emit as (event: E, ...args: DeviceEvents[E]) => boolean)(event, ...args);
-    } catch (error) {
-      logger.error({ event, err: (error as Error).message }, 'a device event listener threw');
-    }
-  };
-  /** Warns (log + `credentials` event) when the X.509 certificate nears its end or is out of its dates. */
-  const checkCertificate = (): void => {
-    const current = credentials.current();
-    if (!('x509' in current)) return;
-    const notice = certificateNotice(current.x509, clock.now(), resolved.certificateExpiryWarningDays);
-    if (!notice) return;
-    const { kind, notAfter, daysLeft, thumbprint } = notice;
-    const text =
-      kind === 'certificate-expiring'
-        ? `the X.509 certificate expires in ${daysLeft} day(s) (${notAfter}): renew it and pass it to updateCredentials`
-        : kind === 'certificate-expired'
-          ? `the X.509 certificate expired ${notAfter}: connections are parked until a renewed one (updateCredentials)`
-          : `the X.509 certificate is not valid yet (${notice.notBefore}): is the clock set?`;
-    logger.warn({ kind, notAfter, daysLeft, thumbprint }, text);
-    notify('credentials', notice);
-  };
-  const pnp = createPnp({
-    clock,
-    logger,
-    commandTimeoutMs: resolved.commandTimeoutMs,
-    propertyHandlerTimeoutMs: resolved.propertyHandlerTimeoutMs,
-    twinTimeoutMs: resolved.twinTimeoutMs,
-    dataDir: resolved.dataDir,
-    registrationId: resolved.registrationId,
-    reprovision: () => actor.send({ type: 'REPROVISION' }),
-  });
+/** The change into `value` (the state of `snapshot`), with the failure, wait and hub it records. */
+function stateChange(snapshot: DeviceSnapshot, value: DeviceStateName, previous: DeviceStateName, event: string): StateChange {
+  const { context } = snapshot;
+  const change: StateChange = { value, previous, event };
+  const causedByFailure = event.startsWith('xstate.error.actor.') || event === 'HUB_LOST';
+  if (causedByFailure && context.lastError) change.errorClass = context.lastError.errorClass;
+  if (value === 'BackingOff' && context.delayMs !== null) change.delayMs = context.delayMs;
+  if (context.assignment) change.hubHost = context.assignment.hubHost;
+  return change;
+}
 
-  const network = new NetworkPath(resolved.network, logger, (fallback) => notify('transport', fallback));
+/** What the log says about a certificate notice: what it means and what to do. */
+function certificateWarning(notice: CertificateNotice): string {
+  if (notice.kind === 'certificate-expiring') {
+    return `the X.509 certificate expires in ${notice.daysLeft} day(s) (${notice.notAfter}): renew it and pass it to updateCredentials`;
+  }
+  if (notice.kind === 'certificate-expired') {
+    return `the X.509 certificate expired ${notice.notAfter}: connections are parked until a renewed one (updateCredentials)`;
+  }
+  return `the X.509 certificate is not valid yet (${notice.notBefore}): is the clock set?`;
+}
+
+/**
+ * The provisioning cache when none is given: a file in dataDir, else memory. The file is bound to
+ * the identity the device was created with (a fingerprint and a MAC key, never the key): a device
+ * created with other keys registers once instead of trusting it.
+ */
+function openProvisioningCache(resolved: ResolvedOptions, boot: Credential, logger: Logger): ProvisioningCache {
+  if (!resolved.dataDir) return new MemoryProvisioningCache();
+  const scope = { idScope: resolved.idScope, provisioningHost: resolved.provisioningHost, registrationId: resolved.registrationId };
+  if ('x509' in boot) {
+    // The certificate's thumbprint names the cache; a key derived from the private key (the
+    // secret only this device holds; the certificate is public) authenticates it.
+    return new FileProvisioningCache(resolved.dataDir, resolved.registrationId, logger, { ...scope, credential: x509CacheFingerprint(boot.x509) }, x509CacheMacKey(boot.x509));
+  }
+  const deviceKey = deviceKeyOf(boot, resolved.registrationId);
+  return new FileProvisioningCache(resolved.dataDir, resolved.registrationId, logger, { ...scope, credential: credentialFingerprint(deviceKey) }, cacheMacKey(deviceKey));
+}
+
+/**
+ * With nothing cached, the first DPS request of a fleet powered on together would arrive at
+ * once: the device waits U[0, firstBootJitterMs] (seeded) first. The machine stays Idle meanwhile.
+ */
+function firstBootDelayMs(cached: CachedAssignment | null, jitterMs: number, seed: number): number {
+  if (cached !== null || jitterMs === 0) return 0;
+  const [u] = nextRandom(seedFrom(`first-boot:${seed}`));
+  return Math.round(u * jitterMs);
+}
+
+interface MachineWorkSettings {
+  resolved: ResolvedOptions;
+  credentials: Credentials;
+  clock: Clock;
+  logger: Logger;
+  outbox: Outbox;
+  features: SessionFeature[];
+  onTransportFallback(fallback: TransportFallback): void;
+  onDelivered(messageId: string): void;
+}
+
+/** The device's own DPS, lookup, hub and timer work, which the shared machine calls (see shared-machine.ts). */
+function machineWork({ resolved, credentials, clock, logger, outbox, features, onTransportFallback, onDelivered }: MachineWorkSettings): DeviceImplementations['work'] {
+  const network = new NetworkPath(resolved.network, logger, onTransportFallback);
   // Every token (DPS, lookup, hub) expires in the service's time, learned from DPS's Date header.
   const serviceTime = new ServiceTime(clock, logger);
   const lookupSettings: LookupSettings = {
@@ -273,7 +289,6 @@ export function createDevice(options: DeviceOptions): Device {
     clock,
     logger,
   };
-  const probeTime = (signal?: AbortSignal) => probeServiceTime(lookupSettings, resolved.registrationId, signal);
   const hub = hubWork(
     {
       registrationId: resolved.registrationId,
@@ -292,72 +307,303 @@ export function createDevice(options: DeviceOptions): Device {
       clock,
       logger,
       outbox,
-      onDelivered: (messageId) => {
-        notify('delivered', messageId);
-        drainCheck?.();
-      },
+      onDelivered,
     },
-    [pnp.feature, ...(options.features ?? [])],
+    features,
   );
+  return {
+    provision: provisionWork({
+      provisioningHost: resolved.provisioningHost,
+      idScope: resolved.idScope,
+      credentials,
+      modelId: resolved.modelId,
+      ca: resolved.ca,
+      network,
+      deadlineMs: resolved.provisionTimeoutMs,
+      serviceTime,
+      probeServiceTime: (signal) => probeServiceTime(lookupSettings, resolved.registrationId, signal),
+      clock,
+      logger,
+    }),
+    lookupAssignment: lookupWork(lookupSettings),
+    ...hub,
+    waitUntil: waitUntilWork(clock),
+  };
+}
 
-  // One shared machine for every device of the process (see shared-machine.ts).
-  const { machine, bind } = machineFor({
-    work: {
-      provision: provisionWork({
-        provisioningHost: resolved.provisioningHost,
-        idScope: resolved.idScope,
-        credentials,
-        modelId: resolved.modelId,
-        ca: resolved.ca,
-        network,
-        deadlineMs: resolved.provisionTimeoutMs,
-        serviceTime,
-        probeServiceTime: probeTime,
+/** The `Device` that `createDevice` returns: one device's actor, stores and Plug and Play parts. */
+class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
+  readonly actor: DeviceActor;
+  readonly registrationId: string;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #credentials: Credentials;
+  readonly #certificateExpiryWarningDays: number;
+  readonly #cache: ProvisioningCache;
+  readonly #outbox: Outbox;
+  /** The outbox is ours (none was given), so stop() closes it. */
+  readonly #ownsOutbox: boolean;
+  /** Ours and in memory (no dataDir): what is still unsent when the device stops is reported as dropped. */
+  readonly #memoryOutbox: MemoryOutbox | undefined;
+  readonly #pnp: Pnp;
+  readonly #inspector: DeviceOptions['inspect'];
+  readonly #firstBootDelayMs: number;
+  /** Stopped, or (whatever went wrong) no longer running: stop() must resolve either way. */
+  readonly #stopped: Promise<void>;
+  #previousState: DeviceStateName = 'Idle';
+  #started = false;
+  /** START has been sent (after the first-boot wait, if any). */
+  #begun = false;
+  /** The first-boot wait, while it runs (stop() cancels it). */
+  #firstBootTimer: unknown = null;
+  /** Set while stop() drains the outbox: called after each delivery or drop. */
+  #drainCheck: (() => void) | null = null;
+  #draining: Promise<void> | null = null;
+
+  constructor(options: DeviceOptions) {
+    super();
+    const resolved = resolveOptions(options);
+    // Owned by us, not group/other-writable (else ConfigError('dataDir')): before anything in it is read.
+    if (resolved.dataDir !== undefined) checkDataDir(resolved.dataDir);
+    this.registrationId = resolved.registrationId;
+    this.#certificateExpiryWarningDays = resolved.certificateExpiryWarningDays;
+    const clock = (this.#clock = options.clock ?? systemClock);
+    const logger = (this.#logger = (options.logger ?? createLogger()).child({ registrationId: resolved.registrationId }));
+    this.#credentials = new Credentials(resolved.credential);
+    this.#cache = options.cache ?? openProvisioningCache(resolved, this.#credentials.current(), logger);
+    // With a data directory telemetry is durable (SQLite); without one it lives in memory.
+    this.#ownsOutbox = options.outbox === undefined;
+    this.#memoryOutbox = this.#ownsOutbox && !resolved.dataDir ? new MemoryOutbox(resolved.outboxLimits) : undefined;
+    this.#outbox =
+      options.outbox ?? this.#memoryOutbox ?? openSqliteOutbox(resolved.dataDir!, resolved.registrationId, { limits: resolved.outboxLimits, clock });
+    this.#pnp = createPnp({
+      clock,
+      logger,
+      commandTimeoutMs: resolved.commandTimeoutMs,
+      propertyHandlerTimeoutMs: resolved.propertyHandlerTimeoutMs,
+      twinTimeoutMs: resolved.twinTimeoutMs,
+      dataDir: resolved.dataDir,
+      registrationId: resolved.registrationId,
+      reprovision: () => this.reprovision(),
+    });
+    // One shared machine for every device of the process (see shared-machine.ts).
+    const { machine, bind } = machineFor({
+      work: machineWork({
+        resolved,
+        credentials: this.#credentials,
         clock,
         logger,
+        outbox: this.#outbox,
+        features: [this.#pnp.feature, ...(options.features ?? [])],
+        onTransportFallback: (fallback) => this.#notify('transport', fallback),
+        onDelivered: (messageId) => this.#onDelivered(messageId),
       }),
-      lookupAssignment: lookupWork(lookupSettings),
-      ...hub,
-      waitUntil: waitUntilWork(clock),
-    },
-    saveAssignment: (assignment) => {
-      const { hubHost, deviceId, assignedAt } = assignment;
-      try {
-        cache.save({ hubHost, deviceId, assignedAt });
-      } catch (error) {
-        // A device that cannot write its cache still works; it just asks DPS on next boot.
-        logger.warn({ err: (error as Error).message }, 'could not save the provisioning cache');
-      }
-    },
-  });
+      saveAssignment: (assignment) => this.#saveAssignment(assignment),
+    });
+    this.#inspector = options.inspect;
+    const cached = this.#cache.load();
+    const seed = resolved.seed ?? seedFrom(`${resolved.registrationId}:${clock.now()}`);
+    this.#firstBootDelayMs = firstBootDelayMs(cached, resolved.firstBootJitterMs, seed);
+    this.actor = createActor(machine, {
+      clock,
+      inspect: (inspection) => this.#inspect(inspection),
+      input: {
+        registrationId: resolved.registrationId,
+        policy: resolved.policy,
+        cachedAssignment: cached,
+        // Nowhere to keep an assignment across restarts: ask DPS where it is before registering.
+        lookupAtBoot: options.cache === undefined && !resolved.dataDir,
+        seed,
+      },
+    });
+    bind(this.actor);
+    this.actor.subscribe({ error: (error) => logger.error({ err: (error as Error).message }, 'device actor error') });
+    this.#outbox.onDropped((dropped) => this.#onDropped(dropped));
+    this.#pnp.reported.onDropped((dropped) => this.#notify('droppedProperties', dropped));
+    this.#stopped = new Promise<void>((resolve) => this.actor.subscribe({ complete: () => resolve(), error: () => resolve() }));
+  }
 
-  let previous: DeviceStateName = 'Idle';
-  const extraInspector = options.inspect;
-  const forward = (inspection: InspectionEvent) => {
-    if (!extraInspector) return;
+  start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#checkCertificate();
+    this.actor.start();
+    const delayMs = this.#firstBootDelayMs;
+    if (delayMs > 0) {
+      this.#logger.info({ delayMs, startsAt: new Date(this.#clock.now() + delayMs).toISOString() }, 'first registration staggered (policy.firstBootJitterMs)');
+      this.#firstBootTimer = this.#clock.setTimeout(() => this.#begin(), delayMs);
+    } else {
+      this.#begin();
+    }
+    // Offline commands a crash interrupted: run again now (their handlers are registered).
+    this.#pnp.offline.replay();
+  }
+
+  async stop(stopOptions?: StopOptions): Promise<void> {
+    const { drainMs } = resolveStopOptions(stopOptions);
+    if (!this.#started) {
+      this.#started = true;
+      this.actor.start();
+    }
+    if (this.#firstBootTimer !== null) {
+      this.#clock.clearTimeout(this.#firstBootTimer);
+      this.#firstBootTimer = null;
+    }
+    if (this.actor.getSnapshot().status === 'active') {
+      if (this.#begun && drainMs > 0) await this.#drained(drainMs);
+      this.actor.send({ type: 'STOP' });
+      await this.#stopped;
+    }
+    this.#releaseStores();
+  }
+
+  async sendTelemetry(data: Record<string, unknown>, options?: TelemetryOptions): Promise<{ messageId: string }> {
+    if (this.#isStopped()) throw new MessageRejectedError('stopped', 'the device is stopped');
+    const message = telemetryMessage(data, options, this.#clock);
+    // A durable outbox commits the sends of one event-loop turn together; the promise still
+    // resolves only once this message is committed.
+    if (this.#outbox.addBatched) await this.#outbox.addBatched(message);
+    else this.#outbox.add(message);
+    return { messageId: message.messageId };
+  }
+
+  reprovision(): void {
+    this.actor.send({ type: 'REPROVISION' });
+  }
+
+  retry(): void {
+    this.actor.send({ type: 'RETRY' });
+  }
+
+  updateCredentials(update: Parameters<Device['updateCredentials']>[0]): void {
+    if (typeof update !== 'object' || update === null) throw new ConfigError('credentials', 'an object with groupKey or deviceKey');
+    refuseUnknownKeys(update, CREDENTIAL_KEYS);
+    this.#credentials.replace(resolveDeviceCredential(update, this.registrationId));
+    this.#logger.info('credentials updated; the next connection uses the new primary key');
+    this.#tryNewCredentialsNow();
+  }
+
+  state(): DeviceStateName {
+    return stateName(this.actor.getSnapshot());
+  }
+
+  assignment(): Assignment | null {
+    return this.actor.getSnapshot().context.assignment;
+  }
+
+  outboxStats(): { count: number; bytes: number } {
+    return this.#outbox.stats();
+  }
+
+  onWritableProperty(name: string, handler: WritablePropertyHandler, options?: WritablePropertyOptions): void {
+    this.#pnp.properties.register(name, handler, options);
+  }
+
+  reportProperties(patch: Record<string, unknown>, options: ReportOptions = {}): void {
+    if (this.#isStopped()) throw new PropertiesRejectedError('stopped', 'the device is stopped');
+    const problem = reportOptionsProblem(options);
+    if (problem) throw new PropertiesRejectedError('invalid', problem);
+    this.#pnp.reported.set(patch, options.component);
+  }
+
+  onCommand(name: string, handler: CommandHandler, options?: CommandOptions): void {
+    this.#pnp.commands.register(name, handler, options);
+  }
+
+  pendingReportedProperties(): number {
+    return this.#pnp.reported.size;
+  }
+
+  #isStopped(): boolean {
+    return this.actor.getSnapshot().status === 'done';
+  }
+
+  #begin(): void {
+    this.#firstBootTimer = null;
+    this.#begun = true;
+    this.actor.send({ type: 'START' });
+  }
+
+  /**
+   * A device stopped or parked by what new credentials may cure tries them now, not after its
+   * wait (a parked wait is 15-30 min): Failed retries, a credential wait goes to DPS.
+   */
+  #tryNewCredentialsNow(): void {
+    const snapshot = this.actor.getSnapshot();
+    const { lastError } = snapshot.context;
+    const state = stateName(snapshot);
+    if (state === 'Failed') this.retry();
+    else if (state === 'BackingOff' && lastError && (isKeyRefusal(lastError) || lastError.rule === 'device-certificate-expired')) this.reprovision();
+  }
+
+  /** Application listeners are observers: one that throws is logged and never breaks the device. */
+  #notify<E extends keyof DeviceEvents>(event: E, ...args: DeviceEvents[E]): void {
     try {
-      if (typeof extraInspector === 'function') extraInspector(inspection);
-      else extraInspector.next?.(inspection);
+      (this.emit as (event: E, ...args: DeviceEvents[E]) => boolean)(event, ...args);
+    } catch (error) {
+      this.#logger.error({ event, err: (error as Error).message }, 'a device event listener threw');
+    }
+  }
+
+  #onDelivered(messageId: string): void {
+    this.#notify('delivered', messageId);
+    this.#drainCheck?.();
+  }
+
+  #onDropped(dropped: DroppedMessage): void {
+    if (dropped.reason !== 'stopped') this.#logger.warn(dropped, 'telemetry dropped'); // stop() logs those once
+    this.#notify('dropped', dropped);
+    this.#drainCheck?.();
+  }
+
+  #saveAssignment({ hubHost, deviceId, assignedAt }: Assignment): void {
+    try {
+      this.#cache.save({ hubHost, deviceId, assignedAt });
+    } catch (error) {
+      // A device that cannot write its cache still works; it just asks DPS on next boot.
+      this.#logger.warn({ err: (error as Error).message }, 'could not save the provisioning cache');
+    }
+  }
+
+  /** Warns (log + `credentials` event) when the X.509 certificate nears its end or is out of its dates. */
+  #checkCertificate(): void {
+    const current = this.#credentials.current();
+    if (!('x509' in current)) return;
+    const notice = certificateNotice(current.x509, this.#clock.now(), this.#certificateExpiryWarningDays);
+    if (!notice) return;
+    const { kind, notAfter, daysLeft, thumbprint } = notice;
+    this.#logger.warn({ kind, notAfter, daysLeft, thumbprint }, certificateWarning(notice));
+    this.#notify('credentials', notice);
+  }
+
+  /** Every inspection event: to the application's inspector, and the device's own transitions to `#onTransition`. */
+  #inspect(inspection: InspectionEvent): void {
+    this.#forwardToInspector(inspection);
+    if (inspection.type !== '@xstate.snapshot' || inspection.actorRef !== this.actor) return;
+    this.#onTransition(inspection.snapshot as DeviceSnapshot, inspection.event.type);
+  }
+
+  #forwardToInspector(inspection: InspectionEvent): void {
+    const inspector = this.#inspector;
+    if (!inspector) return;
+    try {
+      if (typeof inspector === 'function') inspector(inspection);
+      else inspector.next?.(inspection);
     } catch (error) {
       // An inspector is an observer: it must never break the device.
-      logger.warn({ err: (error as Error).message }, 'inspector failed');
+      this.#logger.warn({ err: (error as Error).message }, 'inspector failed');
     }
-  };
-  const onTransition = (inspection: InspectionEvent) => {
-    forward(inspection);
-    if (inspection.type !== '@xstate.snapshot' || inspection.actorRef !== actor) return;
-    const snapshot = inspection.snapshot as DeviceSnapshot;
+  }
+
+  /** A new leaf state: logged, and the `state` event (and the certificate check on each connection). */
+  #onTransition(snapshot: DeviceSnapshot, event: string): void {
     const value = stateName(snapshot);
-    if (value === previous) return;
+    if (value === this.#previousState) return;
+    const change = stateChange(snapshot, value, this.#previousState, event);
+    this.#previousState = value;
+    if (value === 'Connected') this.#checkCertificate();
     const { context } = snapshot;
-    const change: StateChange = { value, previous, event: inspection.event.type };
-    const causedByFailure = change.event.startsWith('xstate.error.actor.') || change.event === 'HUB_LOST';
-    if (causedByFailure && context.lastError) change.errorClass = context.lastError.errorClass;
-    if (value === 'BackingOff' && context.delayMs !== null) change.delayMs = context.delayMs;
-    if (context.assignment) change.hubHost = context.assignment.hubHost;
-    previous = value;
-    if (value === 'Connected') checkCertificate();
-    logger.info(
+    this.#logger.info(
       {
         from: change.previous,
         to: change.value,
@@ -371,185 +617,50 @@ export function createDevice(options: DeviceOptions): Device {
       `${change.previous} -> ${change.value}`,
     );
     if (value === 'Failed' && context.lastError) {
-      logger.error({ failure: context.lastError }, 'device failed; it will not retry until retry() or reprovision()');
+      this.#logger.error({ failure: context.lastError }, 'device failed; it will not retry until retry() or reprovision()');
     }
-    notify('state', change);
-  };
+    this.#notify('state', change);
+  }
 
-  const cached = cache.load();
-  const seed = resolved.seed ?? seedFrom(`${resolved.registrationId}:${clock.now()}`);
-  const actor: DeviceActor = createActor(machine, {
-    clock,
-    inspect: onTransition,
-    input: {
-      registrationId: resolved.registrationId,
-      policy: resolved.policy,
-      cachedAssignment: cached,
-      // Nowhere to keep an assignment across restarts: ask DPS where it is before registering.
-      lookupAtBoot: options.cache === undefined && !resolved.dataDir,
-      seed,
-    },
-  });
-  bind(actor);
-  actor.subscribe({ error: (error) => logger.error({ err: (error as Error).message }, 'device actor error') });
-  outbox.onDropped((dropped) => {
-    if (dropped.reason !== 'stopped') logger.warn(dropped, 'telemetry dropped'); // stop() logs those once
-    notify('dropped', dropped);
-    drainCheck?.();
-  });
-  pnp.reported.onDropped((dropped) => notify('droppedProperties', dropped));
-
-  const send = (event: DeviceEvent) => actor.send(event);
   /** Resolves when the outbox is empty, or after `ms` on the device's clock (one drain at a time). */
-  let draining: Promise<void> | null = null;
-  const drained = (ms: number): Promise<void> => {
-    if (outbox.stats().count === 0) return Promise.resolve();
-    draining ??= new Promise<void>((resolve) => {
+  #drained(ms: number): Promise<void> {
+    if (this.#outbox.stats().count === 0) return Promise.resolve();
+    this.#draining ??= new Promise<void>((resolve) => {
       const finish = () => {
-        clock.clearTimeout(timer);
-        drainCheck = null;
-        draining = null;
+        this.#clock.clearTimeout(timer);
+        this.#drainCheck = null;
+        this.#draining = null;
         resolve();
       };
-      const timer = clock.setTimeout(finish, ms);
-      drainCheck = () => {
-        if (outbox.stats().count === 0) finish();
+      const timer = this.#clock.setTimeout(finish, ms);
+      this.#drainCheck = () => {
+        if (this.#outbox.stats().count === 0) finish();
       };
     });
-    return draining;
-  };
-  // Stopped, or (whatever went wrong) no longer running: stop() must resolve either way.
-  const stopped = new Promise<void>((resolve) => actor.subscribe({ complete: () => resolve(), error: () => resolve() }));
+    return this.#draining;
+  }
+
+  /** After STOP: an in-memory outbox reports what it still holds as dropped; the stores are closed. */
+  #releaseStores(): void {
+    if (this.#memoryOutbox) {
+      // Not one message of an in-memory outbox goes silently: each is reported as dropped.
+      const count = this.#memoryOutbox.dropAll('stopped');
+      if (count > 0) this.#logger.warn({ count }, 'telemetry not delivered before stop() dropped (in-memory outbox: no dataDir)');
+    }
+    if (this.#ownsOutbox) this.#closeQuietly('outbox', () => this.#outbox.close());
+    this.#closeQuietly('command inbox', () => this.#pnp.offline.close());
+  }
+
   /** Closing the stores is best effort: a close that fails is logged, never a rejected stop(). */
-  const closeQuietly = (what: string, close: () => void) => {
+  #closeQuietly(what: string, close: () => void): void {
     try {
       close();
     } catch (error) {
-      logger.warn({ err: (error as Error).message }, `could not close the ${what}`);
+      this.#logger.warn({ err: (error as Error).message }, `could not close the ${what}`);
     }
-  };
-  let started = false;
-  /** START has been sent (after the first-boot wait, if any). */
-  let begun = false;
-  /** The first-boot wait, while it runs (stop() cancels it). */
-  let firstBootTimer: unknown = null;
-  const begin = () => {
-    firstBootTimer = null;
-    begun = true;
-    send({ type: 'START' });
-  };
-  /**
-   * With nothing cached, the first DPS request of a fleet powered on together would arrive at
-   * once: wait U[0, firstBootJitterMs] (seeded, on the device's clock) first. The machine stays
-   * Idle meanwhile.
-   */
-  const firstBootDelayMs = (): number => {
-    if (cached !== null || resolved.firstBootJitterMs === 0) return 0;
-    const [u] = nextRandom(seedFrom(`first-boot:${seed}`));
-    return Math.round(u * resolved.firstBootJitterMs);
-  };
+  }
+}
 
-  const device = Object.assign(emitter, {
-    actor,
-    registrationId: resolved.registrationId,
-    start(): void {
-      if (started) return;
-      started = true;
-      checkCertificate();
-      actor.start();
-      const delayMs = firstBootDelayMs();
-      if (delayMs > 0) {
-        logger.info({ delayMs, startsAt: new Date(clock.now() + delayMs).toISOString() }, 'first registration staggered (policy.firstBootJitterMs)');
-        firstBootTimer = clock.setTimeout(begin, delayMs);
-      } else {
-        begin();
-      }
-      // Offline commands a crash interrupted: run again now (their handlers are registered).
-      pnp.offline.replay();
-    },
-    async stop(stopOptions?: StopOptions): Promise<void> {
-      const { drainMs } = resolveStopOptions(stopOptions);
-      if (!started) {
-        started = true;
-        actor.start();
-      }
-      if (firstBootTimer !== null) {
-        clock.clearTimeout(firstBootTimer);
-        firstBootTimer = null;
-      }
-      if (actor.getSnapshot().status === 'active') {
-        if (begun && drainMs > 0) await drained(drainMs);
-        send({ type: 'STOP' });
-        await stopped;
-      }
-      if (memoryOutbox) {
-        // Not one message of an in-memory outbox goes silently: each is reported as dropped.
-        const count = memoryOutbox.dropAll('stopped');
-        if (count > 0) logger.warn({ count }, 'telemetry not delivered before stop() dropped (in-memory outbox: no dataDir)');
-      }
-      if (ownsOutbox) closeQuietly('outbox', () => outbox.close());
-      closeQuietly('command inbox', () => pnp.offline.close());
-    },
-    async sendTelemetry(data: Record<string, unknown>, telemetryOptions?: TelemetryOptions) {
-      if (actor.getSnapshot().status === 'done') throw new MessageRejectedError('stopped', 'the device is stopped');
-      const body = telemetryBody(data);
-      const { component, properties: userProperties } = checkTelemetryOptions(telemetryOptions);
-      const createdAt = clock.now();
-      const properties: Record<string, string> = { ...userProperties, [CREATION_TIME_PROPERTY]: new Date(createdAt).toISOString() };
-      const messageId = randomUUID();
-      const parts = { messageId, body, component, properties };
-      // What goes on the wire (body, properties, component, system properties), as the pump sends it.
-      const problem = telemetryProblem(parts);
-      if (problem) throw problem;
-      const message = { ...parts, createdAt, bytes: telemetrySize(parts) };
-      // A durable outbox commits the sends of one event-loop turn together; the promise still
-      // resolves only once this message is committed.
-      if (outbox.addBatched) await outbox.addBatched(message);
-      else outbox.add(message);
-      return { messageId };
-    },
-    reprovision(): void {
-      send({ type: 'REPROVISION' });
-    },
-    retry(): void {
-      send({ type: 'RETRY' });
-    },
-    updateCredentials(update: Parameters<Device['updateCredentials']>[0]): void {
-      if (typeof update !== 'object' || update === null) throw new ConfigError('credentials', 'an object with groupKey or deviceKey');
-      refuseUnknownKeys(update, CREDENTIAL_KEYS);
-      credentials.replace(resolveDeviceCredential(update, resolved.registrationId));
-      logger.info('credentials updated; the next connection uses the new primary key');
-      // A device stopped or parked by what the new credentials may cure tries them now, not after
-      // its wait (a parked wait is 15-30 min): Failed retries, a credential wait goes to DPS.
-      const { lastError } = actor.getSnapshot().context;
-      const state = stateName(actor.getSnapshot());
-      if (state === 'Failed') send({ type: 'RETRY' });
-      else if (state === 'BackingOff' && lastError && (isKeyRefusal(lastError) || lastError.rule === 'device-certificate-expired')) send({ type: 'REPROVISION' });
-    },
-    state(): DeviceStateName {
-      return stateName(actor.getSnapshot());
-    },
-    assignment(): Assignment | null {
-      return actor.getSnapshot().context.assignment;
-    },
-    outboxStats() {
-      return outbox.stats();
-    },
-    onWritableProperty(name: string, handler: WritablePropertyHandler, propertyOptions?: WritablePropertyOptions): void {
-      pnp.properties.register(name, handler, propertyOptions);
-    },
-    reportProperties(patch: Record<string, unknown>, reportOptions: ReportOptions = {}): void {
-      if (actor.getSnapshot().status === 'done') throw new PropertiesRejectedError('stopped', 'the device is stopped');
-      const reportProblem = reportOptionsProblem(reportOptions);
-      if (reportProblem) throw new PropertiesRejectedError('invalid', reportProblem);
-      pnp.reported.set(patch, reportOptions.component);
-    },
-    onCommand(name: string, handler: CommandHandler, commandOptions?: CommandOptions): void {
-      pnp.commands.register(name, handler, commandOptions);
-    },
-    pendingReportedProperties(): number {
-      return pnp.reported.size;
-    },
-  });
-  return device as Device;
+export function createDevice(options: DeviceOptions): Device {
+  return new HubstateDevice(options);
 }
