@@ -202,7 +202,10 @@ describe('npm pack of the three packages → each installed as a user would', ()
       // Every message the device saw acknowledged is at the cloud, by id.
       const acknowledged = line!.slice(1);
       expect(new Set(acknowledged).size).toBe(3);
-      for (const id of acknowledged) expect(cloud.stdout()).toContain(`received ${id}\n`);
+      // (the cloud's lines come through a pipe: wait for them rather than read once)
+      const arrived = () => acknowledged.filter((id) => cloud.stdout().includes(`received ${id}\n`));
+      for (let waited = 0; arrived().length < acknowledged.length && waited < 20_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+      expect(arrived()).toEqual(acknowledged);
     } finally {
       await cloud.stop();
     }
