@@ -9,8 +9,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
-import { redactSecrets } from 'hubstate';
-import { debugEnables, debugSecretsWarning, guardDebugOutput } from 'hubstate/internal';
+import { debugEnables, debugSecretsWarning, guardDebugOutput, redactDebugOutput as redactSecrets } from 'hubstate/internal';
 import { spawnCli } from '../cli/spawn';
 
 jest.setTimeout(120_000);
