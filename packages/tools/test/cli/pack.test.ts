@@ -187,9 +187,13 @@ describe('npm pack of the three packages → each installed as a user would', ()
         "const { createDevice } = require('hubstate');",
         'const info = JSON.parse(process.argv[1]);',
         "const device = createDevice({ idScope: info.idScope, registrationId: 'pack-device', deviceKey: info.key, provisioningHost: info.provisioningHost, ca: info.ca });",
+        // sendTelemetry resolves once the message is in the outbox; 'delivered' is the hub's PUBACK.
+        'const delivered = new Set();',
+        "device.on('delivered', (id) => delivered.add(id));",
         'device.start();',
         'Promise.all([1, 2, 3].map((n) => device.sendTelemetry({ n })))',
-        "  .then((sent) => { console.log('acknowledged ' + sent.map((s) => s.messageId).join(' ')); return device.stop(); })",
+        '  .then((sent) => new Promise((resolve) => { const ids = sent.map((s) => s.messageId); const check = () => (ids.every((id) => delivered.has(id)) ? resolve(ids) : setTimeout(check, 50)); check(); }))',
+        "  .then((ids) => { console.log('acknowledged ' + ids.join(' ')); return device.stop(); })",
         '  .then(() => process.exit(0), (error) => { console.error(error); process.exit(1); });',
       ].join('\n');
       const delivered = await run(process.execPath, ['-e', deviceScript, JSON.stringify(cloud.info)], app, 60_000);
@@ -202,9 +206,9 @@ describe('npm pack of the three packages → each installed as a user would', ()
       // Every message the device saw acknowledged is at the cloud, by id.
       const acknowledged = line!.slice(1);
       expect(new Set(acknowledged).size).toBe(3);
-      // (the cloud's lines come through a pipe: wait for them rather than read once)
+      // (the cloud's lines come through a pipe: wait a moment for them rather than read once)
       const arrived = () => acknowledged.filter((id) => cloud.stdout().includes(`received ${id}\n`));
-      for (let waited = 0; arrived().length < acknowledged.length && waited < 20_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+      for (let waited = 0; arrived().length < acknowledged.length && waited < 5_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
       expect(arrived()).toEqual(acknowledged);
     } finally {
       await cloud.stop();
