@@ -4,7 +4,9 @@ module.exports = {
   // The device library's tests, then the local cloud's and the tools' own.
   roots: ['<rootDir>/test', '<rootDir>/packages/cloud/test', '<rootDir>/packages/tools/test'],
   testMatch: ['**/*.test.ts'],
-  transform: { '^.+\\.ts$': 'ts-jest' },
+  // Jest's module registry is CommonJS: tests are compiled to it (an `import()` becomes a require;
+  // a real one needs --experimental-vm-modules). `tsc --noEmit` type-checks with nodenext.
+  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: { module: 'commonjs', moduleResolution: 'node10', ignoreDeprecations: '6.0' } }] },
   // The packages import each other by name; tests run them from their sources (as tsconfig.json's paths).
   moduleNameMapper: {
     '^hubstate$': '<rootDir>/src/index.ts',
