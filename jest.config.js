@@ -1,8 +1,8 @@
 /** @type {import('jest').Config} */
 module.exports = {
   testEnvironment: 'node',
-  // The device library's tests, then the local cloud's and the tools' own.
-  roots: ['<rootDir>/test', '<rootDir>/packages/cloud/test', '<rootDir>/packages/tools/test'],
+  // The device library's tests, the example device's own, then the packages' own.
+  roots: ['<rootDir>/test', '<rootDir>/examples', '<rootDir>/packages/cloud/test', '<rootDir>/packages/testing/test', '<rootDir>/packages/tools/test'],
   testMatch: ['**/*.test.ts'],
   // Jest's module registry is CommonJS: tests are compiled to it (an `import()` becomes a require;
   // a real one needs --experimental-vm-modules). `tsc --noEmit` type-checks with nodenext.
@@ -13,6 +13,7 @@ module.exports = {
     '^hubstate/internal$': '<rootDir>/src/internal.ts',
     '^hubstate/examples/(.*)$': '<rootDir>/examples/$1',
     '^hubstate-cloud$': '<rootDir>/packages/cloud/src/index.ts',
+    '^hubstate-testing$': '<rootDir>/packages/testing/src/index.ts',
     '^hubstate-tools/(.*)$': '<rootDir>/packages/tools/src/$1',
   },
   testTimeout: 60000,

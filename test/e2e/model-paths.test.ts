@@ -1,5 +1,5 @@
 /**
- * The fault model's long faults (test/e2e/fault-model.ts): a flapping hub, a long DPS outage
+ * The fault model's long faults (hubstate-testing's fault model, packages/testing/src/fault-model.ts): a flapping hub, a long DPS outage
  * while the hub is fine and while the device needs DPS, and a disabled device (under CONNACK 3
  * and 5). Each is a path of its own, replayed against a fresh local cloud with the real SDK while
  * the device keeps sending: the device's states must follow the fault's leg (EXPECTED_LEG), its
@@ -8,7 +8,7 @@
  */
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { curveCapMs } from '../../src/policy/backoff';
-import { EXPECTED_LEG, generateFaultPaths, isLongPath, replayCases, type Fault, type LongFault, type RefusalCode } from './fault-model';
+import { EXPECTED_LEG, generateFaultPaths, isLongPath, replayCases, type Fault, type LongFault, type RefusalCode } from 'hubstate-testing';
 import { deliveryReport, startDevice, waitFor, waitForState, keepSending, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;

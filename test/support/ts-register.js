@@ -34,6 +34,7 @@ function sourceOf(request) {
   if (request === 'hubstate/internal') return path.join(ROOT, 'src', 'internal.ts');
   if (request.startsWith('hubstate/examples/')) return path.join(ROOT, 'examples', `${request.slice('hubstate/examples/'.length)}.ts`);
   if (request === 'hubstate-cloud') return path.join(ROOT, 'packages', 'cloud', 'src', 'index.ts');
+  if (request === 'hubstate-testing') return path.join(ROOT, 'packages', 'testing', 'src', 'index.ts');
   if (request.startsWith('hubstate-tools/')) {
     const base = path.join(ROOT, 'packages', 'tools', 'src', request.slice('hubstate-tools/'.length));
     return fs.existsSync(`${base}.ts`) ? `${base}.ts` : path.join(base, 'index.ts');

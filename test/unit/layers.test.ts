@@ -49,6 +49,7 @@ function packageOf(file: string, spec: string): string {
   const target = relative(root, join(root, file, '..', spec));
   if (target.startsWith('packages/cloud/')) return 'hubstate-cloud';
   if (target.startsWith('packages/tools/')) return 'hubstate-tools';
+  if (target.startsWith('packages/testing/')) return 'hubstate-testing';
   return 'hubstate';
 }
 
@@ -60,7 +61,8 @@ const manifest = (dir: string) =>
   };
 
 test('the device library imports neither the local cloud nor the tools, and needs only its runtime dependencies', () => {
-  const deviceLibrary = ['machines', 'src', 'examples'].flatMap(sources);
+  // (the example's own tests use the local cloud and the toolkit, as an application's tests would)
+  const deviceLibrary = ['machines', 'src', 'examples'].flatMap(sources).filter((file) => !file.endsWith('.test.ts'));
   const imported = new Set(deviceLibrary.flatMap((file) => importsOf(file).filter((spec) => !spec.startsWith('node:')).map((spec) => packageOf(file, spec))));
   imported.delete('hubstate');
   expect([...imported].filter((name) => name.startsWith('hubstate'))).toEqual([]);
@@ -90,6 +92,15 @@ test('the local cloud imports nothing of hubstate (it serves any device code) an
   const imported = new Set(cloud.flatMap((file) => importsOf(file).filter((spec) => !spec.startsWith('node:')).map((spec) => packageOf(file, spec))));
   imported.delete('hubstate-cloud');
   expect([...imported].sort()).toEqual(Object.keys(manifest('packages/cloud').dependencies ?? {}).sort());
+});
+
+test('the testing toolkit reaches the device library and the local cloud by name, the library as its peer', () => {
+  const testing = sources('packages/testing/src');
+  const imported = new Set(testing.flatMap((file) => importsOf(file).filter((spec) => !spec.startsWith('node:')).map((spec) => packageOf(file, spec))));
+  imported.delete('hubstate-testing');
+  const { dependencies, peerDependencies } = manifest('packages/testing');
+  expect([...imported].sort()).toEqual(Object.keys({ ...dependencies, ...peerDependencies }).sort());
+  expect(peerDependencies).toEqual({ hubstate: expect.any(String) });
 });
 
 test('the tools reach the device library and the local cloud only by package name, never by path', () => {

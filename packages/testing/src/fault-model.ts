@@ -1,14 +1,14 @@
 /**
  * An abstract model of what the cloud can do to a connected device, for model-based end-to-end
  * tests: each event is a fault the local cloud can inject, and each fault has the leg of device
- * states it must cause. `xstate/graph` generates every path the model allows, and the suites
- * replay them with the real SDK:
+ * states it must cause. `xstate/graph` generates every path the model allows, and the runner
+ * (failover-paths.ts) replays them with the real SDK against the local cloud:
  *
  * - short faults (a dropped socket, a crash, failover and failback, reprovisions): every sequence
- *   of two (a failback only after a failover), replayed by test/e2e/model-failover.test.ts;
+ *   of `depth` faults (two by default; a failback only after a failover);
  * - long faults (a flapping hub, a long DPS outage with and without a need for DPS, a disabled
- *   device): seconds of compressed backoff each, so each is a path of its own, replayed by
- *   test/e2e/model-paths.test.ts.
+ *   device): seconds of compressed backoff each, so each is a path of its own (hubstate's own
+ *   test/e2e/model-paths.test.ts replays them; the runner does not yet).
  *
  * A path with a hub refusal in it (failover, failback, a disabled device) is replayed under both
  * CONNACK codes a hub may refuse with (3 as Azure, 5 the other reading of the evidence).
@@ -54,19 +54,19 @@ export const EXPECTED_LEG: Record<Fault, RegExp> = {
   DISABLED_DEVICE: /^Connected BackingOff Connecting CheckingAssignment BackingOff Connecting (?:BackingOff Connecting )*Connected$/,
 };
 
-type ModelContext = { failedOver: boolean; faults: number };
+type ModelContext = { failedOver: boolean; faults: number; depth: number };
 
 export const faultModel = setup({
-  types: {} as { context: ModelContext; events: { type: Fault } },
+  types: {} as { context: ModelContext; events: { type: Fault }; input: { depth?: number } | undefined },
   actions: {
     count: assign({ faults: ({ context }) => context.faults + 1 }),
     failOver: assign({ failedOver: true, faults: ({ context }) => context.faults + 1 }),
     failBack: assign({ failedOver: false, faults: ({ context }) => context.faults + 1 }),
     /** A long fault is the whole path. */
-    endPath: assign({ faults: 2 }),
+    endPath: assign({ faults: ({ context }) => context.depth }),
   },
   guards: {
-    twoFaults: ({ context }) => context.faults >= 2,
+    pathComplete: ({ context }) => context.faults >= context.depth,
     failedOver: ({ context }) => context.failedOver,
     notFailedOver: ({ context }) => !context.failedOver,
     /** A long fault hits a fresh device only: nothing before it, nothing after it. */
@@ -74,11 +74,12 @@ export const faultModel = setup({
   },
 }).createMachine({
   id: 'faults',
-  context: { failedOver: false, faults: 0 },
+  // depth: how many short faults a path has (1–4: the paths grow as 6^depth).
+  context: ({ input }) => ({ failedOver: false, faults: 0, depth: input?.depth ?? 2 }),
   initial: 'Connected',
   states: {
     Connected: {
-      always: { guard: 'twoFaults', target: 'Done' },
+      always: { guard: 'pathComplete', target: 'Done' },
       on: {
         DROP: { actions: 'count' },
         CRASH: { actions: 'count' },
@@ -98,8 +99,13 @@ export const faultModel = setup({
 
 type SimplePath = ReturnType<typeof getSimplePaths<typeof faultModel>>[number];
 
-function simplePaths(): SimplePath[] {
+/** Longest path the model generates: 6^4 = 1,296 sequences of short faults. */
+export const MAX_FAULT_DEPTH = 4;
+
+function simplePaths(depth = 2): SimplePath[] {
+  if (!Number.isInteger(depth) || depth < 1 || depth > MAX_FAULT_DEPTH) throw new RangeError(`depth: a whole number from 1 to ${MAX_FAULT_DEPTH}, got ${depth}`);
   return getSimplePaths(faultModel, {
+    input: { depth },
     events: ALL_FAULTS.map((type) => ({ type })),
     serializeState: (snapshot) => `${String(snapshot.value)}|${snapshot.context.failedOver}|${snapshot.context.faults}`,
   }).filter((path) => path.state.value === 'Done');
@@ -108,14 +114,14 @@ function simplePaths(): SimplePath[] {
 const faultsOf = (path: SimplePath): Fault[] =>
   path.steps.map((step) => step.event.type).filter((type): type is Fault => ALL_FAULTS.includes(type as Fault));
 
-/** Every path the model allows, as its faults: all two-fault sequences of short faults, and each long fault alone. */
-export function generateFaultPaths(): Fault[][] {
-  return simplePaths().map(faultsOf);
+/** Every path the model allows, as its faults: all `depth`-fault sequences of short faults, and each long fault alone. */
+export function generateFaultPaths(depth = 2): Fault[][] {
+  return simplePaths(depth).map(faultsOf);
 }
 
-/** Every sequence of two short faults the model allows. */
-export function generateFaultSequences(): Fault[][] {
-  return generateFaultPaths().filter((faults) => faults.every((f) => (SHORT_FAULTS as readonly Fault[]).includes(f)));
+/** Every sequence of `depth` short faults the model allows. */
+export function generateFaultSequences(depth = 2): Fault[][] {
+  return generateFaultPaths(depth).filter((faults) => faults.every((f) => (SHORT_FAULTS as readonly Fault[]).includes(f)));
 }
 
 export const isLongPath = (faults: readonly Fault[]) => faults.some((f) => (LONG_FAULTS as readonly Fault[]).includes(f));

@@ -1,0 +1,374 @@
+/**
+ * Model-based failover tests of a device application built on hubstate: the paths come from the
+ * fault model (fault-model.ts, via xstate/graph), and `runFailoverPath` replays one against the
+ * local cloud (hubstate-cloud) with the application's own device: it injects each fault, then
+ * checks the states the device went through, the hub it ended on, that telemetry continues and
+ * that every message it accepted arrived (by id), and the application's own invariants. A failure
+ * does not throw: the report names the path, the step, what was expected and what happened, the
+ * missing messages and the device's last log lines.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import type { Device, DeviceOptions, StateChange } from 'hubstate';
+import { REDACTED_PATHS } from 'hubstate/internal';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
+import pino from 'pino';
+import { EXPECTED_LEG, generateFaultSequences, REFUSING_FAULTS, type Fault, type RefusalCode } from './fault-model';
+
+export interface FailoverPath {
+  /** The faults and the dimensions of this run, e.g. `FAILOVER → FAILBACK (CONNACK 3) [X.509]`. */
+  name: string;
+  faults: Fault[];
+  /** The CONNACK code the hubs refuse a moved device with on this run (paths with a refusal only). */
+  refusalCode?: RefusalCode;
+  identity: 'sas' | 'x509';
+  /** Seeds the device's jitter (the policy's `seed`), so a path replays the same way. */
+  seed: number;
+}
+
+export interface FailoverPathOptions {
+  /** Short faults per path (default 2; 1–4). */
+  depth?: number;
+  /** The codes a refusing path runs under (default [3, 5]: 3 as Azure, 5 the other reading). */
+  refusalCodes?: RefusalCode[];
+  /** Also run each refusing path (first refusal code) with an X.509 identity from the cloud's enrollment group. */
+  x509?: boolean;
+  /** First seed; path i gets seed + i (default 1). */
+  seed?: number;
+}
+
+/** Every path of the fault model, once per refusal code where a hub refuses, and with X.509 if asked. */
+export function generateFailoverPaths(options: FailoverPathOptions = {}): FailoverPath[] {
+  const codes = options.refusalCodes ?? [3, 5];
+  if (codes.length === 0 || codes.some((code) => code !== 3 && code !== 5)) throw new RangeError('refusalCodes: 3 and/or 5');
+  const runs = generateFaultSequences(options.depth ?? 2).flatMap((faults): Array<Omit<FailoverPath, 'seed'>> => {
+    const name = faults.join(' → ');
+    if (!faults.some((f) => REFUSING_FAULTS.includes(f))) return [{ name, faults, identity: 'sas' as const }];
+    const keyed = codes.map((refusalCode) => ({ name: `${name} (CONNACK ${refusalCode})`, faults, refusalCode, identity: 'sas' as const }));
+    const certified = options.x509 ? [{ name: `${name} (CONNACK ${codes[0]}) [X.509]`, faults, refusalCode: codes[0], identity: 'x509' as const }] : [];
+    return [...keyed, ...certified];
+  });
+  const first = options.seed ?? 1;
+  return runs.map((run, i) => ({ ...run, seed: first + i }));
+}
+
+/**
+ * What the application's device needs to connect to the local cloud: spread it into
+ * `createDevice` options (it also carries a seeded, test-paced policy and a capturing logger).
+ */
+export type DeviceConnection = Pick<
+  DeviceOptions,
+  'idScope' | 'registrationId' | 'provisioningHost' | 'ca' | 'dataDir' | 'seed' | 'policy' | 'logger' | 'keepaliveSeconds' | 'connectTimeoutMs'
+> &
+  ({ groupKey: string } | { x509: { cert: string; key: string } });
+
+export interface InvariantContext {
+  device: Device;
+  cloud: LocalCloud;
+  /** The fault just recovered from, and its index in the path. */
+  fault: Fault;
+  step: number;
+}
+
+export interface Invariant {
+  name: string;
+  /** Holds after every fault: true, or false / a message saying what is wrong. */
+  check(context: InvariantContext): boolean | string | Promise<boolean | string>;
+}
+
+export interface RunFailoverOptions {
+  /** Builds the application's device from the connection (started or not: the runner starts it if it is Idle). */
+  device(connection: DeviceConnection): Device | Promise<Device>;
+  /** A local cloud to reuse (one per test file is enough); default: a fresh one for this path, stopped after. */
+  cloud?: LocalCloud;
+  invariants?: Invariant[];
+  /** How long a connection must last before the next fault (the policy's stableConnectionMs; default 500). */
+  stableConnectionMs?: number;
+  /** Per step: the fault's recovery, and the telemetry after it (default 30 s). */
+  stepTimeoutMs?: number;
+}
+
+export interface StepReport {
+  fault: Fault;
+  /** The states from Connected back to Connected. */
+  states: string[];
+  expected: string;
+  hubBefore: string;
+  hubAfter: string;
+  /** Fault injected → Connected again. */
+  recoveryMs: number;
+  failures: string[];
+}
+
+export interface FailoverReport {
+  path: string;
+  /** The device's registration id (and device id) on this run. */
+  registrationId: string;
+  ok: boolean;
+  steps: StepReport[];
+  /** Telemetry the runner sent through the device (accepted into its outbox). */
+  accepted: number;
+  /** Accepted ids that never reached a hub. */
+  lost: string[];
+  /** Ids that reached a hub more than once (allowed: at-least-once; counted). */
+  duplicates: number;
+  /** Everything that went wrong, each naming the path and the step. */
+  failures: string[];
+  /** The device's last log lines (keys and SAS tokens redacted by hubstate's logger) when something failed. */
+  logTail: string[];
+}
+
+/** The 200 last lines are kept: enough to explain a step, bounded for a long path. */
+const LOG_TAIL_LINES = 200;
+const PROBE_INTERVAL_MS = 40;
+
+/** Replays one path against the local cloud with the application's device; never throws for a failed check. */
+export async function runFailoverPath(path: FailoverPath, options: RunFailoverOptions): Promise<FailoverReport> {
+  const cloud = options.cloud ?? (await startLocalCloud({ hubs: 2, dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } }));
+  const run = new PathRun(path, cloud, options);
+  try {
+    await run.replay();
+  } catch (error) {
+    run.fail(`${path.name}: ${(error as Error).message}`);
+  } finally {
+    await run.finish();
+    if (!options.cloud) await cloud.stop();
+  }
+  return run.report();
+}
+
+class PathRun {
+  private readonly states: Array<StateChange & { at: number }> = [];
+  private readonly logLines: string[] = [];
+  private readonly accepted: string[] = [];
+  private readonly steps: StepReport[] = [];
+  private readonly failures: string[] = [];
+  private device: Device | undefined;
+  private sending = false;
+  private producer: Promise<void> = Promise.resolve();
+  private readonly registrationId: string;
+
+  constructor(
+    private readonly path: FailoverPath,
+    private readonly cloud: LocalCloud,
+    private readonly options: RunFailoverOptions,
+  ) {
+    this.registrationId = `path-${path.seed}-${Date.now().toString(36)}`;
+  }
+
+  fail(message: string): void {
+    this.failures.push(message);
+  }
+
+  async replay(): Promise<void> {
+    const device = await this.options.device(await this.connection());
+    this.device = device;
+    device.on('state', (change) => this.states.push({ ...change, at: Date.now() }));
+    if (device.state() === 'Idle') device.start();
+    await this.until('the device to connect', () => device.state() === 'Connected');
+    this.startSending(device);
+    const home = this.hubOf(device);
+    let failedOver = false;
+    for (const [step, fault] of this.path.faults.entries()) {
+      await this.untilConnectionStable(device);
+      const report = await this.injectAndRecover(device, fault);
+      if (fault === 'FAILOVER') failedOver = true;
+      if (fault === 'FAILBACK') failedOver = false;
+      if ((report.hubAfter === home) === failedOver) report.failures.push(`on ${report.hubAfter}, expected ${failedOver ? 'the failover hub' : `its home hub ${home}`}`);
+      await this.checkTelemetryContinues(report);
+      await this.checkInvariants(device, fault, step, report);
+      this.steps.push(report);
+      for (const failure of report.failures) this.fail(`${this.path.name}, step ${step + 1} (${fault}): ${failure}`);
+      if (report.failures.length > 0) return;
+    }
+  }
+
+  private async connection(): Promise<DeviceConnection> {
+    const identity =
+      this.path.identity === 'x509'
+        ? { x509: await this.cloud.issueDeviceCertificate(this.registrationId).then(({ cert, key }) => ({ cert, key })) }
+        : { groupKey: this.cloud.groupKey };
+    const stableConnectionMs = this.options.stableConnectionMs ?? 500;
+    return {
+      idScope: this.cloud.idScope,
+      registrationId: this.registrationId,
+      provisioningHost: this.cloud.provisioningHost,
+      ca: this.cloud.ca,
+      dataDir: mkdtempSync(join(tmpdir(), 'hubstate-path-')),
+      seed: this.path.seed,
+      keepaliveSeconds: 2,
+      connectTimeoutMs: 5000,
+      // Faults seconds apart: the retries of a test, not of a fleet (the curve from 0.2 s).
+      policy: { stableConnectionMs, firstRetryMaxMs: 300, minDelayMs: 200, retryAfterJitterMs: 200 },
+      logger: pino(
+        { level: 'debug', redact: { paths: REDACTED_PATHS, censor: '[redacted]' } },
+        new Writable({
+          write: (chunk: Buffer, _encoding, done) => {
+            this.logLines.push(chunk.toString().trimEnd());
+            if (this.logLines.length > LOG_TAIL_LINES) this.logLines.splice(0, this.logLines.length - LOG_TAIL_LINES);
+            done();
+          },
+        }),
+      ),
+      ...identity,
+    };
+  }
+
+  private async injectAndRecover(device: Device, fault: Fault): Promise<StepReport> {
+    const mark = this.states.length;
+    const hubBefore = this.hubOf(device);
+    const since = () => this.states.slice(mark);
+    const started = Date.now();
+    const deviceId = device.assignment()!.deviceId;
+    const hub = this.cloud.hub(hubBefore);
+    switch (fault) {
+      case 'DROP':
+        hub.disconnect(deviceId);
+        break;
+      case 'CRASH':
+        await hub.kill();
+        await this.until('two failed reconnects', () => since().filter((s) => s.value === 'BackingOff').length >= 2);
+        await hub.restart();
+        break;
+      case 'FAILOVER':
+        this.cloud.manualFailover(deviceId, { ttlMinutes: 60, ...(this.path.refusalCode ? { refusalCode: this.path.refusalCode } : {}) });
+        break;
+      case 'FAILBACK':
+        this.cloud.manualFailback(deviceId);
+        break;
+      case 'USER_REPROVISION':
+        device.reprovision();
+        break;
+      case 'THROTTLED_REPROVISION':
+        this.cloud.dps.throttle({ retryAfterSec: 0.3, count: 1 });
+        device.reprovision();
+        break;
+      default:
+        throw new Error(`${fault} is a long fault: the runner replays short faults only`);
+    }
+    await this.until(`Connected again after ${fault}`, () => since().some((s) => s.value === 'Connected'));
+    const states = ['Connected', ...since().map((s) => s.value)];
+    const report: StepReport = {
+      fault,
+      states,
+      expected: EXPECTED_LEG[fault].source,
+      hubBefore,
+      hubAfter: this.hubOf(device),
+      recoveryMs: Date.now() - started,
+      failures: [],
+    };
+    if (!EXPECTED_LEG[fault].test(states.join(' '))) report.failures.push(`states ${states.join(' → ')}, expected /${report.expected}/`);
+    const moves = fault === 'FAILOVER' || fault === 'FAILBACK';
+    if (moves !== (report.hubAfter !== hubBefore)) report.failures.push(`${moves ? 'stayed on' : 'left'} ${hubBefore} (now ${report.hubAfter})`);
+    if (moves) {
+      const refusal = this.cloud.hub(hubBefore).refusals(deviceId).at(-1);
+      if (refusal?.reason !== 'moved' || (this.path.refusalCode !== undefined && refusal.code !== this.path.refusalCode)) {
+        report.failures.push(`the hub it left did not refuse it as moved with CONNACK ${this.path.refusalCode} (last refusal: ${JSON.stringify(refusal)})`);
+      }
+    }
+    return report;
+  }
+
+  private async checkTelemetryContinues(report: StepReport): Promise<void> {
+    const after = this.accepted.length;
+    try {
+      await this.until('telemetry after the fault', () => this.accepted.length > after + 2 && this.lostOf(this.accepted.slice(after)).length === 0);
+    } catch (error) {
+      report.failures.push(`${(error as Error).message}; missing: ${this.lostOf(this.accepted.slice(after)).slice(0, 10).join(', ')}`);
+    }
+  }
+
+  private async checkInvariants(device: Device, fault: Fault, step: number, report: StepReport): Promise<void> {
+    for (const invariant of this.options.invariants ?? []) {
+      let verdict: boolean | string;
+      try {
+        verdict = await invariant.check({ device, cloud: this.cloud, fault, step });
+      } catch (error) {
+        verdict = `threw ${(error as Error).message}`;
+      }
+      if (verdict !== true) report.failures.push(`invariant '${invariant.name}': ${verdict === false ? 'does not hold' : verdict}`);
+    }
+  }
+
+  /** Stops the probe, waits for every accepted message (or the step timeout), stops the device. */
+  async finish(): Promise<void> {
+    this.sending = false;
+    await this.producer.catch((error: unknown) => this.fail(`${this.path.name}: sending telemetry failed: ${(error as Error).message}`));
+    if (this.device && this.failures.length === 0) {
+      await this.until('every message delivered', () => this.lostOf(this.accepted).length === 0).catch(() => undefined);
+    }
+    await this.device?.stop();
+  }
+
+  report(): FailoverReport {
+    const lost = this.lostOf(this.accepted);
+    if (lost.length > 0) this.fail(`${this.path.name}: ${lost.length} of ${this.accepted.length} accepted messages never arrived (first: ${lost.slice(0, 5).join(', ')})`);
+    const ok = this.failures.length === 0;
+    return {
+      path: this.path.name,
+      registrationId: this.registrationId,
+      ok,
+      steps: this.steps,
+      accepted: this.accepted.length,
+      lost,
+      duplicates: this.duplicatesOf(this.accepted),
+      failures: this.failures,
+      logTail: ok ? [] : [...this.logLines],
+    };
+  }
+
+  private startSending(device: Device): void {
+    this.sending = true;
+    this.producer = (async () => {
+      for (let n = 0; this.sending; n++) {
+        const { messageId } = await device.sendTelemetry({ hubstateProbe: n });
+        this.accepted.push(messageId);
+        await new Promise((resolve) => setTimeout(resolve, PROBE_INTERVAL_MS));
+      }
+    })();
+  }
+
+  private async untilConnectionStable(device: Device): Promise<void> {
+    const connectedAt = [...this.states].reverse().find((s) => s.value === 'Connected')?.at ?? Date.now();
+    const stableMs = (this.options.stableConnectionMs ?? 500) + 200;
+    await this.until('the connection to last', () => Date.now() >= connectedAt + stableMs);
+    if (device.state() !== 'Connected') throw new Error(`left Connected before the fault (now ${device.state()})`);
+  }
+
+  private hubOf(device: Device): string {
+    const host = device.assignment()?.hubHost;
+    const hub = this.cloud.hubs.find((h) => h.host === host);
+    if (!hub) throw new Error(`not on a hub of this cloud (${host ?? 'no assignment'})`);
+    return hub.name;
+  }
+
+  private arrivals(): Map<string, number> {
+    const arrivals = new Map<string, number>();
+    for (const record of this.cloud.telemetry({ deviceId: this.registrationId })) {
+      if (record.messageId) arrivals.set(record.messageId, (arrivals.get(record.messageId) ?? 0) + 1);
+    }
+    return arrivals;
+  }
+
+  private lostOf(ids: string[]): string[] {
+    const arrivals = this.arrivals();
+    return ids.filter((id) => !arrivals.has(id));
+  }
+
+  private duplicatesOf(ids: string[]): number {
+    const arrivals = this.arrivals();
+    return ids.reduce((n, id) => n + Math.max(0, (arrivals.get(id) ?? 0) - 1), 0);
+  }
+
+  /** Polls without racing: resolves as soon as the condition holds, throws after the step timeout. */
+  private async until(what: string, condition: () => boolean): Promise<void> {
+    const timeoutMs = this.options.stepTimeoutMs ?? 30_000;
+    const deadline = Date.now() + timeoutMs;
+    while (!condition()) {
+      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (states so far: ${this.states.map((s) => s.value).join(' → ')})`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+}

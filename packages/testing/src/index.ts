@@ -1,0 +1,36 @@
+/**
+ * hubstate-testing: model-based failover tests of your own device application. The fault model is
+ * an XState machine (`faultModel`, drawn in visualizations/fault-model.*); `generateFailoverPaths`
+ * lists its paths and `runFailoverPath` replays one against the local cloud (hubstate-cloud) with
+ * your device.
+ */
+export {
+  EXPECTED_LEG,
+  faultModel,
+  faultModelCoverage,
+  generateFaultPaths,
+  generateFaultSequences,
+  isLongPath,
+  LONG_FAULTS,
+  MAX_FAULT_DEPTH,
+  REFUSING_FAULTS,
+  replayCases,
+  SHORT_FAULTS,
+  type Fault,
+  type LongFault,
+  type RefusalCode,
+  type ReplayCase,
+  type ShortFault,
+} from './fault-model';
+export {
+  generateFailoverPaths,
+  runFailoverPath,
+  type DeviceConnection,
+  type FailoverPath,
+  type FailoverPathOptions,
+  type FailoverReport,
+  type Invariant,
+  type InvariantContext,
+  type RunFailoverOptions,
+  type StepReport,
+} from './failover-paths';
