@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { formatWithOptions } from 'node:util';
-import pino, { type Logger } from 'pino';
+import type pino from 'pino';
+import type { Logger } from 'pino';
 
 /**
  * Paths that could ever carry a secret. Nothing in hubstate logs them on purpose; redaction is
@@ -22,8 +23,14 @@ export const REDACTED_PATHS = [
   'options.credential',
 ];
 
+/**
+ * The default logger. pino is loaded on the first call, not with the library: an application
+ * that passes its own `logger` to every device never loads it.
+ */
 export function createLogger(options: { level?: string; destination?: pino.DestinationStream } = {}): Logger {
-  return pino(
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const pinoFactory = require('pino') as typeof pino;
+  return pinoFactory(
     { level: options.level ?? 'info', redact: { paths: REDACTED_PATHS, censor: '[redacted]' }, base: undefined },
     options.destination,
   );

@@ -16,7 +16,7 @@
  *   and the provider is the one place both transports (and every reconnect) pass through.
  */
 import type * as http from 'node:http';
-import { HttpsProxyAgent } from 'https-proxy-agent';
+import type { HttpsProxyAgent } from 'https-proxy-agent';
 import { Mqtt as HubMqtt } from 'azure-iot-device-mqtt';
 import type { MqttBase } from 'azure-iot-mqtt-base';
 import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
@@ -227,7 +227,9 @@ export class NetworkPath {
     const { proxy, noProxy } = this.options;
     if (!proxy || bypassesProxy(hostname, port, noProxy)) return undefined;
     // keepAlive off: one tunnel per connection, closed with it (like a direct connection).
-    this.proxyAgent ??= new HttpsProxyAgent(proxy.href, { keepAlive: false });
+    // Loaded with the first proxied connection: a device without a proxy never needs it.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    this.proxyAgent ??= new (require('https-proxy-agent') as typeof import('https-proxy-agent')).HttpsProxyAgent(proxy.href, { keepAlive: false });
     return this.proxyAgent;
   }
 

@@ -2,9 +2,20 @@
  * What the SQLite stores (the outbox, the command inbox) share: opening a database file of ours
  * the same careful way, and turning SQLite / fs failures into StorageErrors that name the file.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { StorageError } from '../errors';
 import { checkStoreFile, chmodPrivate, createPrivateFile } from './files';
+
+/**
+ * better-sqlite3, loaded when the first store opens: a device without a data directory (the
+ * in-memory outbox, no command inbox) never needs it, so `require('hubstate')` does not load it.
+ */
+let sqlite: typeof Database | undefined;
+function loadSqlite(): typeof Database {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  sqlite ??= require('better-sqlite3') as typeof Database;
+  return sqlite;
+}
 
 /** The files SQLite opens beside a database (by name, following symlinks): checked like the database. */
 const SIDECARS = ['-wal', '-shm', '-journal'];
@@ -77,7 +88,7 @@ export function openSqliteStore(file: SqliteStoreFile): Database.Database {
   let db: Database.Database | undefined;
   try {
     // timeout 0: a held lock means another live store on this file; fail now, never wait.
-    const connection = new Database(path, { timeout: 0 });
+    const connection = new (loadSqlite())(path, { timeout: 0 });
     db = connection;
     // Before the first access, so that the lock is held from now on and no -shm file is used.
     connection.pragma('locking_mode = EXCLUSIVE');
