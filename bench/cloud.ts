@@ -44,6 +44,8 @@ export interface CloudCommands {
   setRateLimit(perSec: number | null, retryAfterSec?: number): void;
   telemetryCount(): number;
   rss(): number;
+  /** CPU time (user + system, µs) the cloud's process has used: the bench tells its own load from the machine's. */
+  cpuMicros(): number;
 }
 
 export interface BenchCloud {
@@ -70,6 +72,10 @@ export function commandsOf(cloud: LocalCloud): CloudCommands {
     setRateLimit: (perSec, retryAfterSec) => cloud.dps.setRateLimit(perSec, retryAfterSec),
     telemetryCount: () => cloud.hubs.reduce((n, h) => n + h.metrics().messages, 0),
     rss: () => process.memoryUsage().rss,
+    cpuMicros: () => {
+      const { user, system } = process.cpuUsage();
+      return user + system;
+    },
   };
 }
 

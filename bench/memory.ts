@@ -3,15 +3,32 @@
  * idle machine (createDevice, not started), and the raw SDK's cost per connected client for
  * reference. Each figure is measured in a fresh process (`node --expose-gc`), after a forced GC,
  * as (RSS with N − RSS before) / N; the cloud runs in its own process.
+ *
+ * Where it goes: the RSS split into V8 heap used, heap reserved but free, external (Buffers,
+ * ArrayBuffers) and the rest (native: OpenSSL, sockets, malloc), per device; and, in two more
+ * fresh processes (raw and connected, so writing snapshots does not bend the RSS figures), a heap
+ * snapshot diff per device by constructor name (heap-diff.ts), ours next to the raw SDK's.
  */
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { writeHeapSnapshot } from 'node:v8';
 import { join } from 'node:path';
 import pino from 'pino';
 import { createDevice, type Device } from '../src/device';
-import { Fleet } from 'hubstate-tools/fleet';
+import { Fleet, staggerSchedule } from 'hubstate-tools/fleet';
 import { launchCloud } from './cloud';
+import { diffSnapshots, subtractDiffs, type HeapDiff, type HeapDiffRow } from './heap-diff';
 import { closeQuietly, rawOpen, rawRegister } from './raw-sdk';
 import { sleep } from './stats';
+
+/**
+ * Devices (ours and raw alike) arrive at this rate, on the Fleet's schedule (batches every 100 ms),
+ * each connecting without waiting for the others: the same arrival pattern for both, so neither
+ * figure carries more connections in flight at once (transient TLS and heap memory that the
+ * process keeps as RSS after it is freed) than the other.
+ */
+export const MEMORY_ARRIVALS_PER_SEC = 100;
 
 export type MemoryMode = 'connected' | 'idle' | 'raw';
 
@@ -22,6 +39,24 @@ export interface MemorySample {
   heapPerDeviceBytes: number;
   rssBeforeBytes: number;
   rssAfterBytes: number;
+  /** Per device: V8 heap reserved (used + free), external memory (Buffers), and of it ArrayBuffers. */
+  heapTotalPerDeviceBytes: number;
+  externalPerDeviceBytes: number;
+  arrayBuffersPerDeviceBytes: number;
+  /** Heap snapshots written (before, after) when asked; the RSS figures of such a run are not used. */
+  snapshots?: { before: string; after: string };
+}
+
+/** RSS per device split by where it lives (KB). */
+export interface RssBreakdown {
+  rssKB: number;
+  heapUsedKB: number;
+  /** Heap reserved by V8 but not used (young generation, fragmentation). */
+  heapFreeKB: number;
+  /** Buffers / ArrayBuffers outside the V8 heap. */
+  externalKB: number;
+  /** RSS − heap reserved − external: native memory (OpenSSL, sockets, libuv, malloc arenas). */
+  nativeKB: number;
 }
 
 export interface MemoryResult {
@@ -32,6 +67,16 @@ export interface MemoryResult {
   idleHeapPerMachineKB: number;
   rawRssPerClientKB: number;
   rawHeapPerClientKB: number;
+  /** Connected RSS / raw RSS per device. */
+  connectedOverRaw: number;
+  breakdown: { connected: RssBreakdown; raw: RssBreakdown; idle: RssBreakdown };
+  /** Heap snapshot diffs per device (absent when not taken, e.g. the smoke test). */
+  heap?: {
+    connected: HeapDiff;
+    raw: HeapDiff;
+    /** Ours (connected) minus the raw SDK's, by constructor: what hubstate adds per device. */
+    oursMinusRaw: HeapDiffRow[];
+  };
   samples: MemorySample[];
   method: string;
 }
@@ -45,7 +90,13 @@ function settle(): void {
 }
 
 /** Runs one measurement in this process (it must be a fresh one started with --expose-gc). */
-export async function measureMemory(mode: MemoryMode, devices: number, cloudMode: 'in-process' | 'child-process'): Promise<MemorySample> {
+export async function measureMemory(
+  mode: MemoryMode,
+  devices: number,
+  cloudMode: 'in-process' | 'child-process',
+  snapshotDir?: string,
+  arrivalsPerSec = MEMORY_ARRIVALS_PER_SEC,
+): Promise<MemorySample> {
   const cloud = mode === 'idle' ? null : await launchCloud({ hubs: 2 }, cloudMode);
   const logger = pino({ level: 'silent' });
   // Warm the modules and code paths with one device, so the figure is per device, not per process.
@@ -59,6 +110,8 @@ export async function measureMemory(mode: MemoryMode, devices: number, cloudMode
   await sleep(200);
   settle();
   const before = process.memoryUsage();
+  const snapshots = snapshotDir ? { before: join(snapshotDir, `${mode}-before.heapsnapshot`), after: join(snapshotDir, `${mode}-after.heapsnapshot`) } : undefined;
+  if (snapshots) writeHeapSnapshot(snapshots.before);
   let after: NodeJS.MemoryUsage;
   const keep: Device[] = [];
   const rawClients: Array<Awaited<ReturnType<typeof rawOpen>>> = [];
@@ -69,25 +122,32 @@ export async function measureMemory(mode: MemoryMode, devices: number, cloudMode
         keep.push(createDevice({ idScope: 'idleScope', registrationId: `idle-${i}`, groupKey: Buffer.alloc(32, 1).toString('base64'), logger }));
       }
     } else if (mode === 'connected') {
-      fleet = new Fleet({ cloud: cloud!.info, devices, dpsRatePerSec: 1000, staggerRatePerSec: 400, logger });
+      fleet = new Fleet({ cloud: cloud!.info, devices, dpsRatePerSec: 1000, staggerRatePerSec: arrivalsPerSec, logger });
       fleet.start();
       await fleet.allConnected();
     } else {
-      for (let i = 0; i < devices; i += 20) {
-        const batch = Array.from({ length: Math.min(20, devices - i) }, (_, k) => `raw-${i + k}`);
-        rawClients.push(
-          ...(await Promise.all(
-            batch.map(async (id) => {
+      // The Fleet's schedule: each batch starts on time, whether the earlier ones are done or not.
+      const started = Date.now();
+      const opening: Array<Promise<void>> = [];
+      let index = 0;
+      for (const { atMs, count } of staggerSchedule(devices, arrivalsPerSec, 100)) {
+        await sleep(Math.max(0, started + atMs - Date.now()));
+        for (let k = 0; k < count; k++) {
+          const id = `raw-${index++}`;
+          opening.push(
+            (async () => {
               const { assignedHub, deviceId } = await rawRegister(cloud!.info, id);
-              return rawOpen(cloud!.info, assignedHub, deviceId, id);
-            }),
-          )),
-        );
+              rawClients.push(await rawOpen(cloud!.info, assignedHub, deviceId, id));
+            })(),
+          );
+        }
       }
+      await Promise.all(opening);
     }
     await sleep(1000);
     settle();
     after = process.memoryUsage();
+    if (snapshots) writeHeapSnapshot(snapshots.after);
   } finally {
     await fleet?.stop();
     await warm?.stop();
@@ -101,21 +161,56 @@ export async function measureMemory(mode: MemoryMode, devices: number, cloudMode
     heapPerDeviceBytes: (after.heapUsed - before.heapUsed) / devices,
     rssBeforeBytes: before.rss,
     rssAfterBytes: after.rss,
+    heapTotalPerDeviceBytes: (after.heapTotal - before.heapTotal) / devices,
+    externalPerDeviceBytes: (after.external - before.external) / devices,
+    arrayBuffersPerDeviceBytes: (after.arrayBuffers - before.arrayBuffers) / devices,
+    ...(snapshots ? { snapshots } : {}),
   };
 }
 
-/** Each mode in a fresh `node --expose-gc` process (compiled bench only). */
-export async function benchMemory(devices: number): Promise<MemoryResult> {
+function runMemoryChild(mode: MemoryMode, devices: number, snapshotDir?: string): Promise<MemorySample> {
+  const args = ['--expose-gc', join(__dirname, 'memory-child.js'), mode, String(devices), snapshotDir ?? ''];
+  return new Promise<MemorySample>((resolve, reject) =>
+    execFile(process.execPath, args, { maxBuffer: 1 << 20, timeout: 600_000 }, (error, stdout, stderr) =>
+      error ? reject(new Error(`memory child (${mode}) failed: ${error.message}\n${stderr}`)) : resolve(JSON.parse(stdout.trim().split('\n').pop()!) as MemorySample),
+    ),
+  );
+}
+
+/** Each mode in a fresh `node --expose-gc` process (compiled bench only); then the heap snapshot runs. */
+export async function benchMemory(devices: number, options: { heapSnapshots?: boolean } = {}): Promise<MemoryResult> {
   const samples: MemorySample[] = [];
-  for (const mode of ['idle', 'raw', 'connected'] as MemoryMode[]) {
-    const out = await new Promise<string>((resolve, reject) =>
-      execFile(process.execPath, ['--expose-gc', join(__dirname, 'memory-child.js'), mode, String(devices)], { maxBuffer: 1 << 20, timeout: 600_000 }, (error, stdout, stderr) =>
-        error ? reject(new Error(`memory child (${mode}) failed: ${error.message}\n${stderr}`)) : resolve(stdout),
-      ),
-    );
-    samples.push(JSON.parse(out.trim().split('\n').pop()!) as MemorySample);
+  for (const mode of ['idle', 'raw', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices));
+  if (options.heapSnapshots === false) return summarizeMemory(devices, samples);
+  const dir = mkdtempSync(join(tmpdir(), 'hubstate-heap-'));
+  try {
+    const diffs: Partial<Record<MemoryMode, HeapDiff>> = {};
+    for (const mode of ['raw', 'connected'] as MemoryMode[]) {
+      const sample = await runMemoryChild(mode, devices, dir);
+      diffs[mode] = diffSnapshots(sample.snapshots!.before, sample.snapshots!.after, devices);
+      rmSync(sample.snapshots!.before, { force: true });
+      rmSync(sample.snapshots!.after, { force: true });
+    }
+    const connected = diffs.connected!;
+    const raw = diffs.raw!;
+    const top = (d: HeapDiff): HeapDiff => ({ ...d, byConstructor: d.byConstructor.slice(0, 40), closures: d.closures.slice(0, 30) });
+    return { ...summarizeMemory(devices, samples), heap: { connected: top(connected), raw: top(raw), oursMinusRaw: subtractDiffs(connected, raw).slice(0, 40) } };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
-  return summarizeMemory(devices, samples);
+}
+
+function breakdownOf(samples: MemorySample[], mode: MemoryMode): RssBreakdown {
+  const s = samples.find((x) => x.mode === mode);
+  const k = (bytes: number | undefined) => (bytes === undefined ? NaN : Math.round(bytes / 102.4) / 10);
+  if (!s) return { rssKB: NaN, heapUsedKB: NaN, heapFreeKB: NaN, externalKB: NaN, nativeKB: NaN };
+  return {
+    rssKB: k(s.rssPerDeviceBytes),
+    heapUsedKB: k(s.heapPerDeviceBytes),
+    heapFreeKB: k(s.heapTotalPerDeviceBytes - s.heapPerDeviceBytes),
+    externalKB: k(s.externalPerDeviceBytes),
+    nativeKB: k(s.rssPerDeviceBytes - s.heapTotalPerDeviceBytes - s.externalPerDeviceBytes),
+  };
 }
 
 export function summarizeMemory(devices: number, samples: MemorySample[]): MemoryResult {
@@ -128,7 +223,9 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
     idleHeapPerMachineKB: kb('idle', 'heapPerDeviceBytes'),
     rawRssPerClientKB: kb('raw', 'rssPerDeviceBytes'),
     rawHeapPerClientKB: kb('raw', 'heapPerDeviceBytes'),
+    connectedOverRaw: Math.round((kb('connected', 'rssPerDeviceBytes') / kb('raw', 'rssPerDeviceBytes')) * 1000) / 1000,
+    breakdown: { connected: breakdownOf(samples, 'connected'), raw: breakdownOf(samples, 'raw'), idle: breakdownOf(samples, 'idle') },
     samples,
-    method: 'fresh node --expose-gc process per figure, forced GC, (RSS with N - RSS before) / N; cloud in its own process',
+    method: `fresh node --expose-gc process per figure, forced GC, (RSS with N - RSS before) / N; cloud in its own process; ours and raw arrive alike, ${MEMORY_ARRIVALS_PER_SEC}/s on the Fleet schedule. heap: two more fresh processes (raw, connected) writing v8 heap snapshots before and after the N (after a forced GC), self sizes aggregated by constructor name (bench/heap-diff.ts), (after - before) / N`,
   };
 }

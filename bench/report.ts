@@ -2,6 +2,7 @@
 import type { ColdBootResult } from './fleet-boot';
 import type { FailoverResult } from './failover';
 import type { HerdResult } from './herd';
+import type { LoadResult } from './load';
 import type { MemoryResult } from './memory';
 import type { ThroughputResult } from './throughput';
 
@@ -11,6 +12,7 @@ export interface BenchResults {
   herd?: { ours: HerdResult; naive: HerdResult };
   throughput?: ThroughputResult;
   memory?: MemoryResult;
+  load?: LoadResult;
 }
 
 const s = (ms: number | null | undefined, digits = 2): string => (ms === null || ms === undefined || !Number.isFinite(ms) ? 'n/a' : `${(ms / 1000).toFixed(digits)} s`);
@@ -71,31 +73,52 @@ export function renderTable(results: BenchResults): string {
   }
   const t = results.throughput;
   if (t) {
-    rows.push([
-      '4a throughput, in-memory outbox',
-      `${t.memoryMsgsPerSec} msg/s (${t.memoryRatio.toFixed(2)}× raw)`,
-      `raw SDK sendEvent, ${t.inFlight} in flight: ${t.rawMsgsPerSec} msg/s`,
-      '≥ 0.9× raw',
-      yes(t.memoryRatio >= 0.9),
-    ]);
-    rows.push([
-      '4b throughput, durable SQLite outbox',
-      `${t.durableMsgsPerSec} msg/s (${t.durableRatio.toFixed(2)}× raw)`,
-      `raw SDK sendEvent, ${t.inFlight} in flight: ${t.rawMsgsPerSec} msg/s`,
-      '≥ 0.7× raw',
-      yes(t.durableRatio >= 0.7),
-    ]);
+    // Records from before the per-round load carry no `all`: their figures are all-rounds, load unknown.
+    const all = t.all ?? { rounds: t.repeats, memoryRatio: t.memoryRatio, durableRatio: t.durableRatio, maxLoad1: NaN, maxForeignCores: NaN };
+    const quiet = t.all ? t.quiet : null;
+    const loadNote = (f: { rounds: number; maxLoad1: number; maxForeignCores: number }) =>
+      Number.isFinite(f.maxLoad1) ? `${f.rounds} rounds, load1 ≤ ${f.maxLoad1}, other processes ≤ ${f.maxForeignCores} cores` : `${f.rounds} rounds, load not recorded`;
+    for (const [label, key, goal] of [
+      ['4a throughput, in-memory outbox', 'memoryRatio', 0.95],
+      ['4b throughput, durable SQLite outbox', 'durableRatio', 0.85],
+    ] as const) {
+      const rate = key === 'memoryRatio' ? t.memoryMsgsPerSec : t.durableMsgsPerSec;
+      const headline = quiet
+        ? `quiet: ${quiet[key].toFixed(2)}× raw (${loadNote(quiet)})`
+        : `**busy machine** (no quiet round): ${all[key].toFixed(2)}× raw`;
+      rows.push([
+        label,
+        `${rate} msg/s; ${headline}; all rounds: ${all[key].toFixed(2)}× (${loadNote(all)})`,
+        `raw SDK sendEvent, ${t.inFlight} in flight: ${t.rawMsgsPerSec} msg/s`,
+        `≥ ${goal}× raw (quiet rounds)`,
+        quiet ? yes(quiet[key] >= goal) : `n/a (busy: ${yes(all[key] >= goal)} on all rounds)`,
+      ]);
+    }
   }
   const m = results.memory;
   if (m) {
     rows.push([
       `5 memory, N=${m.devices} connected`,
-      `${m.connectedRssPerDeviceKB} KB RSS/device (heap ${m.connectedHeapPerDeviceKB} KB)`,
-      `raw SDK client: ${m.rawRssPerClientKB} KB RSS (heap ${m.rawHeapPerClientKB} KB)`,
-      'report',
-      '–',
+      `${m.connectedRssPerDeviceKB} KB RSS/device (heap ${m.connectedHeapPerDeviceKB} KB)${m.connectedOverRaw !== undefined ? `, ${m.connectedOverRaw.toFixed(2)}× raw` : ''}${m.breakdown ? `; native ${m.breakdown.connected.nativeKB} KB, heap free ${m.breakdown.connected.heapFreeKB} KB, external ${m.breakdown.connected.externalKB} KB` : ''}`,
+      `raw SDK client: ${m.rawRssPerClientKB} KB RSS (heap ${m.rawHeapPerClientKB} KB)${m.breakdown ? `; native ${m.breakdown.raw.nativeKB} KB, heap free ${m.breakdown.raw.heapFreeKB} KB, external ${m.breakdown.raw.externalKB} KB` : ''}`,
+      '≤ 1.0× raw',
+      m.connectedOverRaw !== undefined ? yes(m.connectedOverRaw <= 1) : '–',
     ]);
     rows.push(['5 memory, idle machine', `${m.idleRssPerMachineKB} KB RSS/machine (heap ${m.idleHeapPerMachineKB} KB)`, '–', 'report', '–']);
+  }
+  const l = results.load;
+  if (l) {
+    const note = (f: { pairs: number; maxLoad1: number; maxForeignCores: number }) => `${f.pairs} pairs, load1 ≤ ${f.maxLoad1}, other processes ≤ ${f.maxForeignCores} cores`;
+    const headline = l.quiet
+      ? `quiet: ${l.quiet.hubstateMs} ms (${l.quiet.ratio.toFixed(2)}×, ${note(l.quiet)})`
+      : `**busy machine** (no quiet pair): ${l.all.hubstateMs} ms (${l.all.ratio.toFixed(2)}×)`;
+    rows.push([
+      '6 module load, process start → require(hubstate)',
+      `${headline}; all pairs: ${l.all.hubstateMs} ms (${l.all.ratio.toFixed(2)}×, ${note(l.all)}); ${l.hubstateFiles} files${l.withDevice ? `; loaded + one device created (default logger): ${l.withDevice.ms} ms, ${l.withDevice.files} files` : ''}`,
+      `raw SDK modules (device, MQTT, DPS, SAS): ${l.sdkMs} ms; ${l.sdkFiles} files`,
+      '≤ 1.1× SDK (quiet pairs)',
+      l.quiet ? yes(l.quiet.ratio <= 1.1) : `n/a (busy: ${yes(l.all.ratio <= 1.1)} on all pairs)`,
+    ]);
   }
   const header = ['figure', 'ours', 'reference (same run, same local cloud)', 'goal', 'met'];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)];

@@ -5,7 +5,7 @@
  * Each scenario runs in a fresh child process (devices) with the local cloud in another child
  * process, so the devices' event loop and the cloud's do not share one core and no scenario
  * inherits another's heap. Flags: --only <name[,name]> (failover, coldboot, herd, throughput,
- * memory), --quick (small N, for a try-out; results go to bench/results/tmp/).
+ * memory, load), --quick (small N, for a try-out; results go to bench/results/tmp/).
  */
 import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -15,7 +15,7 @@ import { BENCH_DPS_POLL_SEC } from './cloud';
 import { renderTable, type BenchResults } from './report';
 
 export interface ScenarioSpec {
-  name: 'failover' | 'coldboot' | 'herd' | 'throughput' | 'memory';
+  name: 'failover' | 'coldboot' | 'herd' | 'throughput' | 'memory' | 'load';
   params: Record<string, unknown>;
 }
 
@@ -27,13 +27,15 @@ export function fullPlan(quick: boolean): ScenarioSpec[] {
         { name: 'herd', params: { devices: 200, dpsRatePerSec: 100 } },
         { name: 'throughput', params: { messages: 5000, repeats: 2 } },
         { name: 'memory', params: { devices: 200 } },
+        { name: 'load', params: { runs: 5 } },
       ]
     : [
         { name: 'failover', params: { runs: 30, seedSampleDevices: 20 } },
         { name: 'coldboot', params: { devices: 2000, dpsRatePerSec: 100 } },
         { name: 'herd', params: { devices: 1000, dpsRatePerSec: 100 } },
-        { name: 'throughput', params: { messages: 20_000, repeats: 5 } },
+        { name: 'throughput', params: { messages: 20_000, repeats: 10 } },
         { name: 'memory', params: { devices: 1000 } },
+        { name: 'load', params: { runs: 15 } },
       ];
 }
 
@@ -83,7 +85,7 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`  done in ${record.durationSec} s → ${join(outDir, `${spec.name}.json`)}\n`);
   }
   // The table covers every figure on disk (a partial run with --only keeps the others).
-  for (const name of ['failover', 'coldboot', 'herd', 'throughput', 'memory'] as const) {
+  for (const name of ['failover', 'coldboot', 'herd', 'throughput', 'memory', 'load'] as const) {
     if (results[name]) continue;
     try {
       (results as Record<string, unknown>)[name] = (JSON.parse(readFileSync(join(outDir, `${name}.json`), 'utf8')) as { result: unknown }).result;

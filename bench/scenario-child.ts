@@ -2,6 +2,7 @@
 import { benchColdBoot } from './fleet-boot';
 import { benchFailover } from './failover';
 import { benchHerd } from './herd';
+import { benchLoad } from './load';
 import { benchMemory } from './memory';
 import type { ScenarioSpec } from './run';
 import { benchThroughput } from './throughput';
@@ -26,6 +27,8 @@ async function run(spec: ScenarioSpec): Promise<unknown> {
       return benchThroughput({ messages: p.messages, repeats: p.repeats, cloudMode });
     case 'memory':
       return benchMemory(p.devices);
+    case 'load':
+      return benchLoad(p.runs);
   }
 }
 

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { benchColdBoot } from '../../bench/fleet-boot';
 import { benchFailover } from '../../bench/failover';
 import { benchHerd } from '../../bench/herd';
+import { summarizeLoad } from '../../bench/load';
 import { measureMemory, summarizeMemory } from '../../bench/memory';
 import { renderTable } from '../../bench/report';
 import { summarize } from '../../bench/stats';
@@ -122,13 +123,32 @@ describe('benchmarks (smoke)', () => {
     expect(t.durableMsgsPerSec).toBeGreaterThan(0);
     expect(t.memoryRatio).toBeGreaterThan(0);
     expect(t.runs.memory).toHaveLength(1);
+    // Each round carries the machine's load; the headline is the quiet rounds' or, with none, all rounds' (marked busy).
+    expect(t.perRound).toHaveLength(1);
+    expect(t.perRound[0]!.load1).toBeGreaterThanOrEqual(0);
+    expect(t.perRound[0]!.foreignCores).toBeGreaterThanOrEqual(0);
+    expect(t.busy).toBe(t.quiet === null);
+    expect(t.memoryRatio).toBe((t.quiet ?? t.all).memoryRatio);
     const idle = await measureMemory('idle', 10, 'in-process');
     expect(idle.devices).toBe(10);
     expect(Number.isFinite(idle.rssPerDeviceBytes)).toBe(true);
     const memory = summarizeMemory(10, [idle]);
-    const table = renderTable({ throughput: t, memory });
+    const window = { load1: 3, foreignCores: 1.5, ownCores: 1 };
+    const load = {
+      ...summarizeLoad(2, 300, 290, [
+        { hubstateMs: 110, sdkMs: 100, ratio: 1.1, load: window, quiet: false },
+        { hubstateMs: 120, sdkMs: 100, ratio: 1.2, load: { ...window, foreignCores: 0.1 }, quiet: false },
+      ]),
+      withDevice: { ms: 130, files: 320, samples: [130] },
+    };
+    // Only the second pair was quiet (other processes < 0.5 core of 2).
+    expect(load.quiet?.pairs).toBe(1);
+    expect(load.ratio).toBe(1.2);
+    expect(load.all.ratio).toBe(1.15);
+    const table = renderTable({ throughput: t, memory, load });
     expect(table).toMatch(/4a throughput, in-memory outbox/);
     expect(table).toMatch(/4b throughput, durable SQLite outbox/);
     expect(table).toMatch(/5 memory, idle machine/);
+    expect(table).toMatch(/6 module load/);
   });
 });

@@ -1,0 +1,32 @@
+/**
+ * One module-load sample: `node load-child.js hubstate|sdk` loads one side and prints the time
+ * from process start (performance.now(): since the process's time origin) to loaded, and how many
+ * module files it loaded. `device`: hubstate loaded and one device created (default logger). Plain require, no TypeScript hook: the compiled bench tree is what runs.
+ */
+import { join } from 'node:path';
+
+/** What a raw-SDK device needs (bench/raw-sdk.ts: device, MQTT transport, DPS over MQTT, SAS security). */
+export const SDK_MODULES = [
+  'azure-iot-common',
+  'azure-iot-device',
+  'azure-iot-device-mqtt',
+  'azure-iot-mqtt-base',
+  'azure-iot-provisioning-device',
+  'azure-iot-provisioning-device-mqtt',
+  'azure-iot-security-symmetric-key',
+];
+
+const side = process.argv[2];
+/* eslint-disable @typescript-eslint/no-require-imports */
+if (side === 'hubstate') require(join(__dirname, '..', 'src', 'index.js'));
+else if (side === 'device') {
+  // Loaded and one device created (not started), with the default logger: what the lazy loads defer.
+  const { createDevice } = require(join(__dirname, '..', 'src', 'index.js')) as typeof import('../src/index');
+  createDevice({ idScope: 'loadScope', registrationId: 'load-0', groupKey: Buffer.alloc(32, 1).toString('base64') });
+}
+else if (side === 'sdk') for (const name of SDK_MODULES) require(name);
+else throw new Error(`load-child: hubstate or sdk, not ${String(side)}`);
+/* eslint-enable @typescript-eslint/no-require-imports */
+const ms = performance.now();
+const { user, system } = process.cpuUsage();
+process.stdout.write(`${JSON.stringify({ side, ms, files: Object.keys(require.cache).length, cpuMicros: user + system })}\n`);
