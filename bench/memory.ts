@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { createDevice, type Device } from '../src/device';
 import { Fleet, staggerSchedule } from 'hubstate-tools/fleet';
+import { DEFAULT_POLICY } from '../src/policy/backoff';
 import { launchCloud } from './cloud';
 import { diffSnapshots, subtractDiffs, type HeapDiff, type HeapDiffRow } from './heap-diff';
 import { closeQuietly, rawOpen, rawRegister } from './raw-sdk';
@@ -30,13 +31,20 @@ import { sleep } from './stats';
  */
 export const MEMORY_ARRIVALS_PER_SEC = 100;
 
+/** When the connected figures are read: past the default policy's stableConnectionMs (30 s) after the last connect. */
+export const STEADY_AFTER_MS = DEFAULT_POLICY.stableConnectionMs + 2000;
+
 export type MemoryMode = 'connected' | 'idle' | 'raw';
 
 export interface MemorySample {
   mode: MemoryMode;
   devices: number;
+  /** At steady state (STEADY_AFTER_MS after the last device connected; idle: 1 s). */
   rssPerDeviceBytes: number;
   heapPerDeviceBytes: number;
+  /** 1 s after the last device connected (the figure before steady state was waited for). */
+  rssPerDeviceAt1sBytes: number;
+  heapPerDeviceAt1sBytes: number;
   rssBeforeBytes: number;
   rssAfterBytes: number;
   /** Per device: V8 heap reserved (used + free), external memory (Buffers), and of it ArrayBuffers. */
@@ -67,6 +75,8 @@ export interface MemoryResult {
   idleHeapPerMachineKB: number;
   rawRssPerClientKB: number;
   rawHeapPerClientKB: number;
+  /** The same figures 1 s after the last connect (before steady state). */
+  at1s: { connectedRssPerDeviceKB: number; connectedHeapPerDeviceKB: number; rawRssPerClientKB: number; rawHeapPerClientKB: number };
   /** Connected RSS / raw RSS per device. */
   connectedOverRaw: number;
   breakdown: { connected: RssBreakdown; raw: RssBreakdown; idle: RssBreakdown };
@@ -113,6 +123,7 @@ export async function measureMemory(
   const snapshots = snapshotDir ? { before: join(snapshotDir, `${mode}-before.heapsnapshot`), after: join(snapshotDir, `${mode}-after.heapsnapshot`) } : undefined;
   if (snapshots) writeHeapSnapshot(snapshots.before);
   let after: NodeJS.MemoryUsage;
+  let early: NodeJS.MemoryUsage;
   const keep: Device[] = [];
   const rawClients: Array<Awaited<ReturnType<typeof rawOpen>>> = [];
   let fleet: Fleet | null = null;
@@ -146,6 +157,13 @@ export async function measureMemory(
     }
     await sleep(1000);
     settle();
+    early = process.memoryUsage();
+    if (mode !== 'idle') {
+      // Steady state: every device past its first stableConnectionMs (the machine's 'stable
+      // connection' wait ends then), the raw clients given the same time.
+      await sleep(STEADY_AFTER_MS - 1000);
+      settle();
+    }
     after = process.memoryUsage();
     if (snapshots) writeHeapSnapshot(snapshots.after);
   } finally {
@@ -158,6 +176,8 @@ export async function measureMemory(
     mode,
     devices,
     rssPerDeviceBytes: (after.rss - before.rss) / devices,
+    rssPerDeviceAt1sBytes: (early.rss - before.rss) / devices,
+    heapPerDeviceAt1sBytes: (early.heapUsed - before.heapUsed) / devices,
     heapPerDeviceBytes: (after.heapUsed - before.heapUsed) / devices,
     rssBeforeBytes: before.rss,
     rssAfterBytes: after.rss,
@@ -214,7 +234,7 @@ function breakdownOf(samples: MemorySample[], mode: MemoryMode): RssBreakdown {
 }
 
 export function summarizeMemory(devices: number, samples: MemorySample[]): MemoryResult {
-  const kb = (mode: MemoryMode, field: 'rssPerDeviceBytes' | 'heapPerDeviceBytes') => Math.round((samples.find((s) => s.mode === mode)?.[field] ?? NaN) / 102.4) / 10;
+  const kb = (mode: MemoryMode, field: 'rssPerDeviceBytes' | 'heapPerDeviceBytes' | 'rssPerDeviceAt1sBytes' | 'heapPerDeviceAt1sBytes') => Math.round((samples.find((s) => s.mode === mode)?.[field] ?? NaN) / 102.4) / 10;
   return {
     devices,
     connectedRssPerDeviceKB: kb('connected', 'rssPerDeviceBytes'),
@@ -223,9 +243,15 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
     idleHeapPerMachineKB: kb('idle', 'heapPerDeviceBytes'),
     rawRssPerClientKB: kb('raw', 'rssPerDeviceBytes'),
     rawHeapPerClientKB: kb('raw', 'heapPerDeviceBytes'),
+    at1s: {
+      connectedRssPerDeviceKB: kb('connected', 'rssPerDeviceAt1sBytes'),
+      connectedHeapPerDeviceKB: kb('connected', 'heapPerDeviceAt1sBytes'),
+      rawRssPerClientKB: kb('raw', 'rssPerDeviceAt1sBytes'),
+      rawHeapPerClientKB: kb('raw', 'heapPerDeviceAt1sBytes'),
+    },
     connectedOverRaw: Math.round((kb('connected', 'rssPerDeviceBytes') / kb('raw', 'rssPerDeviceBytes')) * 1000) / 1000,
     breakdown: { connected: breakdownOf(samples, 'connected'), raw: breakdownOf(samples, 'raw'), idle: breakdownOf(samples, 'idle') },
     samples,
-    method: `fresh node --expose-gc process per figure, forced GC, (RSS with N - RSS before) / N; cloud in its own process; ours and raw arrive alike, ${MEMORY_ARRIVALS_PER_SEC}/s on the Fleet schedule. heap: two more fresh processes (raw, connected) writing v8 heap snapshots before and after the N (after a forced GC), self sizes aggregated by constructor name (bench/heap-diff.ts), (after - before) / N`,
+    method: `fresh node --expose-gc process per figure, forced GC, (RSS with N - RSS before) / N; cloud in its own process; ours and raw arrive alike, ${MEMORY_ARRIVALS_PER_SEC}/s on the Fleet schedule; read at steady state, ${STEADY_AFTER_MS} ms after the last connect (rssPerDeviceAt1sBytes: 1 s after). heap: two more fresh processes (raw, connected) writing v8 heap snapshots before and after the N (after a forced GC), self sizes aggregated by constructor name (bench/heap-diff.ts), (after - before) / N`,
   };
 }
