@@ -51,6 +51,8 @@ export interface MemorySample {
   heapTotalPerDeviceBytes: number;
   externalPerDeviceBytes: number;
   arrayBuffersPerDeviceBytes: number;
+  /** Set for the runs under FIXED_ALLOCATOR (glibc tunables), absent for the default allocator. */
+  allocator?: string;
   /** Heap snapshots written (before, after) when asked; the RSS figures of such a run are not used. */
   snapshots?: { before: string; after: string };
 }
@@ -80,6 +82,14 @@ export interface MemoryResult {
   /** Connected RSS / raw RSS per device. */
   connectedOverRaw: number;
   breakdown: { connected: RssBreakdown; raw: RssBreakdown; idle: RssBreakdown };
+  /** The same two figures with FIXED_ALLOCATOR (freed native memory returned): what the devices hold, not what malloc keeps. Linux only. */
+  fixedAllocator: {
+    glibcTunables: string;
+    connectedRssPerDeviceKB: number;
+    rawRssPerClientKB: number;
+    connectedOverRaw: number;
+    breakdown: { connected: RssBreakdown; raw: RssBreakdown };
+  } | null;
   /** Heap snapshot diffs per device (absent when not taken, e.g. the smoke test). */
   heap?: {
     connected: HeapDiff;
@@ -188,12 +198,24 @@ export async function measureMemory(
   };
 }
 
-function runMemoryChild(mode: MemoryMode, devices: number, snapshotDir?: string): Promise<MemorySample> {
+/**
+ * glibc malloc with a fixed mmap threshold and a low trim threshold: freed native memory (TLS
+ * handshake buffers and the like) goes back to the system instead of staying in the process's
+ * heap. By default the threshold grows with the first large block freed, after which such
+ * buffers come from the heap and their free space stays in RSS. Run for raw and ours alike, it
+ * tells the memory a device holds from the memory the allocator keeps.
+ */
+export const FIXED_ALLOCATOR = 'glibc.malloc.mmap_threshold=32768:glibc.malloc.trim_threshold=65536';
+
+function runMemoryChild(mode: MemoryMode, devices: number, snapshotDir?: string, allocator?: string): Promise<MemorySample> {
   const args = ['--expose-gc', join(__dirname, 'memory-child.js'), mode, String(devices), snapshotDir ?? ''];
+  const env = allocator ? { ...process.env, GLIBC_TUNABLES: allocator } : process.env;
   return new Promise<MemorySample>((resolve, reject) =>
-    execFile(process.execPath, args, { maxBuffer: 1 << 20, timeout: 600_000 }, (error, stdout, stderr) =>
-      error ? reject(new Error(`memory child (${mode}) failed: ${error.message}\n${stderr}`)) : resolve(JSON.parse(stdout.trim().split('\n').pop()!) as MemorySample),
-    ),
+    execFile(process.execPath, args, { maxBuffer: 1 << 20, timeout: 600_000, env }, (error, stdout, stderr) => {
+      if (error) return reject(new Error(`memory child (${mode}) failed: ${error.message}\n${stderr}`));
+      const sample = JSON.parse(stdout.trim().split('\n').pop()!) as MemorySample;
+      resolve(allocator ? { ...sample, allocator } : sample);
+    }),
   );
 }
 
@@ -201,6 +223,9 @@ function runMemoryChild(mode: MemoryMode, devices: number, snapshotDir?: string)
 export async function benchMemory(devices: number, options: { heapSnapshots?: boolean } = {}): Promise<MemoryResult> {
   const samples: MemorySample[] = [];
   for (const mode of ['idle', 'raw', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices));
+  if (process.platform === 'linux') {
+    for (const mode of ['raw', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices, undefined, FIXED_ALLOCATOR));
+  }
   if (options.heapSnapshots === false) return summarizeMemory(devices, samples);
   const dir = mkdtempSync(join(tmpdir(), 'hubstate-heap-'));
   try {
@@ -220,8 +245,8 @@ export async function benchMemory(devices: number, options: { heapSnapshots?: bo
   }
 }
 
-function breakdownOf(samples: MemorySample[], mode: MemoryMode): RssBreakdown {
-  const s = samples.find((x) => x.mode === mode);
+function breakdownOf(samples: MemorySample[], mode: MemoryMode, allocator?: string): RssBreakdown {
+  const s = samples.find((x) => x.mode === mode && x.allocator === allocator);
   const k = (bytes: number | undefined) => (bytes === undefined ? NaN : Math.round(bytes / 102.4) / 10);
   if (!s) return { rssKB: NaN, heapUsedKB: NaN, heapFreeKB: NaN, externalKB: NaN, nativeKB: NaN };
   return {
@@ -234,7 +259,9 @@ function breakdownOf(samples: MemorySample[], mode: MemoryMode): RssBreakdown {
 }
 
 export function summarizeMemory(devices: number, samples: MemorySample[]): MemoryResult {
-  const kb = (mode: MemoryMode, field: 'rssPerDeviceBytes' | 'heapPerDeviceBytes' | 'rssPerDeviceAt1sBytes' | 'heapPerDeviceAt1sBytes') => Math.round((samples.find((s) => s.mode === mode)?.[field] ?? NaN) / 102.4) / 10;
+  const kb = (mode: MemoryMode, field: 'rssPerDeviceBytes' | 'heapPerDeviceBytes' | 'rssPerDeviceAt1sBytes' | 'heapPerDeviceAt1sBytes', allocator?: string) =>
+    Math.round((samples.find((s) => s.mode === mode && s.allocator === allocator)?.[field] ?? NaN) / 102.4) / 10;
+  const fixed = samples.some((s) => s.allocator === FIXED_ALLOCATOR);
   return {
     devices,
     connectedRssPerDeviceKB: kb('connected', 'rssPerDeviceBytes'),
@@ -251,6 +278,15 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
     },
     connectedOverRaw: Math.round((kb('connected', 'rssPerDeviceBytes') / kb('raw', 'rssPerDeviceBytes')) * 1000) / 1000,
     breakdown: { connected: breakdownOf(samples, 'connected'), raw: breakdownOf(samples, 'raw'), idle: breakdownOf(samples, 'idle') },
+    fixedAllocator: fixed
+      ? {
+          glibcTunables: FIXED_ALLOCATOR,
+          connectedRssPerDeviceKB: kb('connected', 'rssPerDeviceBytes', FIXED_ALLOCATOR),
+          rawRssPerClientKB: kb('raw', 'rssPerDeviceBytes', FIXED_ALLOCATOR),
+          connectedOverRaw: Math.round((kb('connected', 'rssPerDeviceBytes', FIXED_ALLOCATOR) / kb('raw', 'rssPerDeviceBytes', FIXED_ALLOCATOR)) * 1000) / 1000,
+          breakdown: { connected: breakdownOf(samples, 'connected', FIXED_ALLOCATOR), raw: breakdownOf(samples, 'raw', FIXED_ALLOCATOR) },
+        }
+      : null,
     samples,
     method: `fresh node --expose-gc process per figure, forced GC, (RSS with N - RSS before) / N; cloud in its own process; ours and raw arrive alike, ${MEMORY_ARRIVALS_PER_SEC}/s on the Fleet schedule; read at steady state, ${STEADY_AFTER_MS} ms after the last connect (rssPerDeviceAt1sBytes: 1 s after). heap: two more fresh processes (raw, connected) writing v8 heap snapshots before and after the N (after a forced GC), self sizes aggregated by constructor name (bench/heap-diff.ts), (after - before) / N`,
   };

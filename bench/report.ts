@@ -104,6 +104,16 @@ export function renderTable(results: BenchResults): string {
       '≤ 1.0× raw',
       m.connectedOverRaw !== undefined ? yes(m.connectedOverRaw <= 1) : '–',
     ]);
+    if (m.fixedAllocator) {
+      const f = m.fixedAllocator;
+      rows.push([
+        `5 memory, N=${m.devices} connected, glibc returning freed memory (GLIBC_TUNABLES=${f.glibcTunables})`,
+        `${f.connectedRssPerDeviceKB} KB RSS/device, ${f.connectedOverRaw.toFixed(2)}× raw; native ${f.breakdown.connected.nativeKB} KB, heap used ${f.breakdown.connected.heapUsedKB} KB, heap free ${f.breakdown.connected.heapFreeKB} KB`,
+        `raw SDK client: ${f.rawRssPerClientKB} KB RSS; native ${f.breakdown.raw.nativeKB} KB, heap used ${f.breakdown.raw.heapUsedKB} KB`,
+        'report (what the devices hold, not what malloc keeps)',
+        '–',
+      ]);
+    }
     rows.push(['5 memory, idle machine', `${m.idleRssPerMachineKB} KB RSS/machine (heap ${m.idleHeapPerMachineKB} KB)`, '–', 'report', '–']);
   }
   const l = results.load;
