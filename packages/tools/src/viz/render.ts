@@ -231,12 +231,18 @@ export function toDot(machine: AnyStateMachine): string {
     return state && state.children.length ? leafOf(state.initial ?? state.children[0].id) : id;
   };
   const sources = new Set(graph.edges.map((e) => e.source));
+  // Legibility at ~1400 px (the `demo --ui` page): the 50-odd labelled edges make the picture
+  // wide, and a browser scales it down to fit. Left to right with tight rank/node gaps and the
+  // guard on its own line halves the width (TB: 2324 pt, this: ~1760 pt), so the states stay
+  // readable (~12 px) and the labels legible (~8 px) at that width.
   const lines = [
     `digraph ${dotString(graph.id)} {`,
-    '  rankdir=TB;',
+    '  rankdir=LR;',
+    '  nodesep=0.15;',
+    '  ranksep=0.3;',
     '  compound=true;',
-    '  node [shape=box, style=rounded, fontname="Helvetica", fontsize=12];',
-    '  edge [fontname="Helvetica", fontsize=9];',
+    '  node [shape=box, style=rounded, fontname="Helvetica", fontsize=16];',
+    '  edge [fontname="Helvetica", fontsize=11];',
   ];
   const emitStates = (states: VizState[], initial: string | null, indent: string, scope: string) => {
     if (initial) {
@@ -267,7 +273,8 @@ export function toDot(machine: AnyStateMachine): string {
   emitStates(graph.states, graph.initial, '  ', 'root');
   if (graph.edges.some((e) => e.source === ANY_STATE)) lines.push(`  ${dotString(ANY_STATE)} [label="any state", style=dashed];`);
   for (const edge of graph.edges) {
-    const attrs = [`label=${dotString(edge.label)}`];
+    // The guard goes under the event: a label's width, not its height, is what widens a rank.
+    const attrs = [`label=${dotString(edge.label.replace(' [', '\n['))}`];
     if (edge.targetless) attrs.push('style=dashed');
     // Edges into a compound state attach to its initial leaf, clipped at the cluster border.
     const [source, target] = [edge.source, leafOf(edge.target)];
