@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import type { Device, DeviceStateName } from 'hubstate';
+import type { Device, DeviceStateName, StateChange } from 'hubstate';
 import { type TransportMode } from 'hubstate';
 import { redactProxyUrl, REDACTED_PATHS } from 'hubstate/internal';
 import { startExampleDevice, type ExampleDevice } from 'hubstate/examples/failover-device';
@@ -336,6 +336,18 @@ function uiBackend(
       return () => lead.off('state', listener);
     },
     faults: list,
+    // One timeline band per device: the fleet shares the faults but not always the outcome.
+    fleet: {
+      devices: () => fleet.map(({ device }) => ({ name: device.registrationId, state: device.state() })),
+      onState(listener) {
+        const unsubscribes = fleet.map(({ device }) => {
+          const forward = (change: StateChange) => listener(device.registrationId, change);
+          device.on('state', forward);
+          return () => device.off('state', forward);
+        });
+        return () => unsubscribes.forEach((unsubscribe) => unsubscribe());
+      },
+    },
   };
 }
 
