@@ -235,7 +235,8 @@ function page(title: string, svg: string, faults: UiFault[]): string {
   function drawAxis(svg, scale, y) {
     for (let s = 0; s <= LIMITS.windowMs / 1000; s += 30) {
       const x = scale.x(scale.end - s * 1000);
-      svg.append(el('text', { x, y: y + 12, 'text-anchor': 'middle', fill: '#777' }, s === 0 ? 'now' : '-' + s + ' s'));
+      // 'now' ends at the right edge, where a centred label would be cut off.
+      svg.append(el('text', { x, y: y + 12, 'text-anchor': s === 0 ? 'end' : 'middle', fill: '#777' }, s === 0 ? 'now' : '-' + s + ' s'));
     }
   }
   function drawFaults(svg, scale, top, bottom) {
