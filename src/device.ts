@@ -40,6 +40,8 @@ import { createPnp, type Pnp } from './pnp';
 import type { DroppedProperties } from './pnp/reported';
 import { componentProblem, CREATION_TIME_PROPERTY, propertyNameProblem, telemetryProblem, telemetrySize } from './pnp/telemetry';
 import { firstUnknownKey, unknownKeyExpectation } from './validate';
+import { StatsCollector, type DeviceStats } from './stats';
+import { ResilienceReporter } from './pnp/resilience';
 import {
   PropertiesRejectedError,
   type CommandHandler,
@@ -160,6 +162,11 @@ export interface DeviceEvents {
   transport: [TransportFallback];
   /** The X.509 certificate expires within `certificateExpiryWarningDays`, has expired, or is not yet valid (at start and at each connection). */
   credentials: [CertificateNotice];
+  /**
+   * The device's figures (see `stats()`): at each hub connection, then every
+   * `resilience.intervalMs` (default 60 s) while it lasts; what is reported to the cloud.
+   */
+  stats: [DeviceStats];
 }
 
 export type DeviceActor = Actor<typeof deviceMachine>;
@@ -206,6 +213,12 @@ export interface Device extends EventEmitter<DeviceEvents> {
   onCommand(name: string, handler: CommandHandler, options?: CommandOptions): void;
   /** Reported properties not yet acknowledged by the hub. */
   pendingReportedProperties(): number;
+  /**
+   * How the device has fared since start(): connections, disconnects by cause, failovers, DPS
+   * calls, time connected, the outbox, what became of the messages, the last error and what to
+   * do about it. Cheap (no I/O but one read of the outbox's oldest message).
+   */
+  stats(): DeviceStats;
 }
 
 /** The leaf state: the working states are nested in `Active`, which is never reported. */
@@ -271,10 +284,11 @@ interface MachineWorkSettings {
   features: SessionFeature[];
   onTransportFallback(fallback: TransportFallback): void;
   onDelivered(messageId: string): void;
+  onPublished(messageId: string): void;
 }
 
 /** The device's own DPS, lookup, hub and timer work, which the shared machine calls (see shared-machine.ts). */
-function machineWork({ resolved, credentials, clock, logger, outbox, features, onTransportFallback, onDelivered }: MachineWorkSettings): DeviceImplementations['work'] {
+function machineWork({ resolved, credentials, clock, logger, outbox, features, onTransportFallback, onDelivered, onPublished }: MachineWorkSettings): DeviceImplementations['work'] {
   const network = new NetworkPath(resolved.network, logger, onTransportFallback);
   // Every token (DPS, lookup, hub) expires in the service's time, learned from DPS's Date header.
   const serviceTime = new ServiceTime(clock, logger);
@@ -308,6 +322,7 @@ function machineWork({ resolved, credentials, clock, logger, outbox, features, o
       logger,
       outbox,
       onDelivered,
+      onPublished,
     },
     features,
   );
@@ -359,6 +374,8 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
   /** Set while stop() drains the outbox: called after each delivery or drop. */
   #drainCheck: (() => void) | null = null;
   #draining: Promise<void> | null = null;
+  readonly #stats: StatsCollector;
+  readonly #resilience: ResilienceReporter;
 
   constructor(options: DeviceOptions) {
     super();
@@ -376,6 +393,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
     this.#memoryOutbox = this.#ownsOutbox && !resolved.dataDir ? new MemoryOutbox(resolved.outboxLimits) : undefined;
     this.#outbox =
       options.outbox ?? this.#memoryOutbox ?? openSqliteOutbox(resolved.dataDir!, resolved.registrationId, { limits: resolved.outboxLimits, clock });
+    this.#stats = new StatsCollector(clock, this.#outbox);
     this.#pnp = createPnp({
       clock,
       logger,
@@ -397,6 +415,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
         features: [this.#pnp.feature, ...(options.features ?? [])],
         onTransportFallback: (fallback) => this.#notify('transport', fallback),
         onDelivered: (messageId) => this.#onDelivered(messageId),
+        onPublished: (messageId) => this.#stats.published(messageId),
       }),
       saveAssignment: (assignment) => this.#saveAssignment(assignment),
     });
@@ -419,6 +438,15 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
     bind(this.actor);
     this.actor.subscribe({ error: (error) => logger.error({ err: (error as Error).message }, 'device actor error') });
     this.#outbox.onDropped((dropped) => this.#onDropped(dropped));
+    this.#outbox.onAdded(() => this.#stats.added());
+    this.#resilience = new ResilienceReporter({
+      clock,
+      logger,
+      settings: resolved.resilience,
+      read: () => this.#stats.snapshot(),
+      emit: (stats) => this.#notify('stats', stats),
+      queue: (patch, component) => this.#pnp.reported.set(patch, component),
+    });
     this.#pnp.reported.onDropped((dropped) => this.#notify('droppedProperties', dropped));
     this.#stopped = new Promise<void>((resolve) => this.actor.subscribe({ complete: () => resolve(), error: () => resolve() }));
   }
@@ -426,6 +454,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
   start(): void {
     if (this.#started) return;
     this.#started = true;
+    this.#stats.started();
     this.#checkCertificate();
     this.actor.start();
     const delayMs = this.#firstBootDelayMs;
@@ -514,6 +543,10 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
     return this.#pnp.reported.size;
   }
 
+  stats(): DeviceStats {
+    return this.#stats.snapshot();
+  }
+
   #isStopped(): boolean {
     return this.actor.getSnapshot().status === 'done';
   }
@@ -546,11 +579,13 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
   }
 
   #onDelivered(messageId: string): void {
+    this.#stats.delivered(messageId);
     this.#notify('delivered', messageId);
     this.#drainCheck?.();
   }
 
   #onDropped(dropped: DroppedMessage): void {
+    this.#stats.dropped(dropped);
     if (dropped.reason !== 'stopped') this.#logger.warn(dropped, 'telemetry dropped'); // stop() logs those once
     this.#notify('dropped', dropped);
     this.#drainCheck?.();
@@ -603,6 +638,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
     this.#previousState = value;
     if (value === 'Connected') this.#checkCertificate();
     const { context } = snapshot;
+    this.#stats.transition({ value, previous: change.previous, event, hubHost: context.assignment?.hubHost ?? null, lastError: context.lastError });
     this.#logger.info(
       {
         from: change.previous,
@@ -620,6 +656,9 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
       this.#logger.error({ failure: context.lastError }, 'device failed; it will not retry until retry() or reprovision()');
     }
     this.#notify('state', change);
+    // After the application's `state` listeners: a `stats` event names the connection they saw.
+    if (value === 'Connected') this.#resilience.connected();
+    else if (change.previous === 'Connected') this.#resilience.disconnected();
   }
 
   /** Resolves when the outbox is empty, or after `ms` on the device's clock (one drain at a time). */
@@ -642,6 +681,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
 
   /** After STOP: an in-memory outbox reports what it still holds as dropped; the stores are closed. */
   #releaseStores(): void {
+    this.#resilience.stop();
     if (this.#memoryOutbox) {
       // Not one message of an in-memory outbox goes silently: each is reported as dropped.
       const count = this.#memoryOutbox.dropAll('stopped');

@@ -1,5 +1,8 @@
 export { createDevice, MAX_MESSAGE_BYTES } from './device';
-export type { Device, DeviceActor, DeviceSnapshot, DeviceStateName, StateChange, TelemetryOptions } from './device';
+export type { Device, DeviceActor, DeviceEvents, DeviceSnapshot, DeviceStateName, StateChange, TelemetryOptions } from './device';
+export { ACTION_BY_CLASS, ACTION_BY_RULE, recommendedAction } from './stats';
+export type { DeviceStats, RecommendedAction } from './stats';
+export { RESILIENCE_INTERFACE_ID } from './pnp/resilience';
 export { deviceMachine } from '../machines/device.machine';
 export type { Assignment, DeviceContext, DeviceEvent, DeviceInput } from '../machines/device.machine';
 export type { DeviceOptions, StopOptions } from './options';

@@ -15,6 +15,8 @@ import type { SqliteOutboxLimits } from './store/sqlite-outbox';
 import { firstUnknownKey, unknownKeyExpectation } from './validate';
 import { resolveNetworkOptions, type NetworkOptions, type TransportMode } from './actors/transport';
 import { commonName, leafCertificate, resolveX509Identity, type X509Identity } from './actors/x509';
+import { componentProblem } from './pnp/telemetry';
+import { DEFAULT_RESILIENCE_COMPONENT, DEFAULT_RESILIENCE_INTERVAL_MS, type ResilienceSettings } from './pnp/resilience';
 
 export const DEFAULT_PROVISIONING_HOST = 'global.azure-devices-provisioning.net';
 
@@ -108,6 +110,14 @@ export interface DeviceOptions {
   propertyHandlerTimeoutMs?: number;
   /** Plug and Play: deadline of each twin GET/PATCH and subscription; a miss ends the connection. Default 15 s. */
   twinTimeoutMs?: number;
+  /**
+   * The device's own figures (`device.stats()`, the `stats` event), reported to the cloud as the
+   * Plug and Play component `component` (default 'resilience', interface
+   * dtmi:hubstate:Resilience;1): once at each connection, then at most once per `intervalMs`
+   * (default 60 s, 1 s to a day) while it lasts. `false`, or `report: false`, keeps them on the
+   * device (the event still fires on that schedule).
+   */
+  resilience?: false | { report?: boolean; component?: string; intervalMs?: number };
   /** Injection points (tests, embedding): clock, stores, per-session features. */
   clock?: Clock;
   outbox?: Outbox;
@@ -145,6 +155,7 @@ export interface ResolvedOptions {
   twinTimeoutMs: number;
   /** Transport and proxy (from the options or the environment). */
   network: NetworkOptions;
+  resilience: ResilienceSettings;
 }
 
 const ID_SCOPE = /^[A-Za-z0-9]{1,64}$/;
@@ -307,6 +318,8 @@ export const OPTION_BOUNDS = {
   'outboxLimits.maxCount': { min: 1, max: 100_000_000, integer: true, unit: 'messages', why: '10^8 messages' },
   'outboxLimits.maxBytes': { min: 1, max: 64 * 1024 ** 3, integer: true, unit: 'bytes', why: '64 GiB' },
   'outboxLimits.maxAgeMs': { min: 1, max: 365 * DAY_MS, unit: 'ms', why: 'a year' },
+  // At least a second: the report shares the twin's one-PATCH-at-a-time path with the application's.
+  'resilience.intervalMs': { min: 1000, max: DAY_MS, unit: 'ms', why: 'a day: a report older than that tells an operator nothing' },
 } satisfies Record<string, Bound>;
 
 function bounded(value: unknown, field: keyof typeof OPTION_BOUNDS, fallback: number, max?: number): number {
@@ -369,6 +382,7 @@ export const DEVICE_OPTION_KEYS = [
   'commandTimeoutMs',
   'propertyHandlerTimeoutMs',
   'twinTimeoutMs',
+  'resilience',
   'clock',
   'outbox',
   'cache',
@@ -462,7 +476,26 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     propertyHandlerTimeoutMs: bounded(options.propertyHandlerTimeoutMs, 'propertyHandlerTimeoutMs', 30_000),
     twinTimeoutMs: bounded(options.twinTimeoutMs, 'twinTimeoutMs', 15_000),
     network: resolveNetworkOptions(options.transport, options.proxy, process.env),
+    resilience: resolveResilienceOptions(options.resilience),
   };
+}
+
+const RESILIENCE_KEYS = ['report', 'component', 'intervalMs'] as const;
+
+/** `resilience`: false, or `{ report?, component?, intervalMs? }`, with the defaults. */
+function resolveResilienceOptions(options: DeviceOptions['resilience']): ResilienceSettings {
+  const defaults: ResilienceSettings = { report: true, component: DEFAULT_RESILIENCE_COMPONENT, intervalMs: DEFAULT_RESILIENCE_INTERVAL_MS };
+  if (options === undefined) return defaults;
+  if (options === false) return { ...defaults, report: false };
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new ConfigError('resilience', 'false, or { report?, component?, intervalMs? }');
+  }
+  refuseUnknownKeys(options, RESILIENCE_KEYS, 'resilience.');
+  const { report = true, component = DEFAULT_RESILIENCE_COMPONENT } = options;
+  if (typeof report !== 'boolean') throw new ConfigError('resilience.report', 'a boolean');
+  const badComponent = componentProblem(component);
+  if (badComponent) throw new ConfigError('resilience.component', `a DTDL name (${badComponent})`);
+  return { report, component, intervalMs: bounded(options.intervalMs, 'resilience.intervalMs', DEFAULT_RESILIENCE_INTERVAL_MS) };
 }
 
 /**

@@ -1,0 +1,130 @@
+/**
+ * The device's own figures (DeviceStats) as a Plug and Play component, interface
+ * `dtmi:hubstate:Resilience;1` (examples/dtmi-hubstate-resilience-1.json), reported through the
+ * reported-properties queue. Coalesced: one patch at each (re)connection, then at most one per
+ * interval while the connection lasts, so an operator sees failovers and outages without the
+ * device writing its twin on every event. The queue keeps only the latest value of each
+ * property and flushes on its own PATCH path: telemetry never waits for it.
+ */
+import type { Logger } from 'pino';
+import type { Clock } from '../clock';
+import type { DeviceStats } from '../stats';
+
+/** The component's interface (DTDL), as in examples/dtmi-hubstate-resilience-1.json. */
+export const RESILIENCE_INTERFACE_ID = 'dtmi:hubstate:Resilience;1';
+export const DEFAULT_RESILIENCE_COMPONENT = 'resilience';
+export const DEFAULT_RESILIENCE_INTERVAL_MS = 60_000;
+
+export interface ResilienceSettings {
+  /** Report the component to the cloud (false: the `stats` event and `stats()` only). */
+  report: boolean;
+  /** The component's name in the device's model. */
+  component: string;
+  /** At most one report (and one `stats` event) per interval while connected. */
+  intervalMs: number;
+}
+
+const isoOrNull = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/**
+ * The component's reported properties (names and schemas of the DTDL interface). Null removes a
+ * property from the twin (no oldest message, no delivery yet, no error yet). The error's message
+ * stays on the device: its rule and class say what it was.
+ */
+export function resiliencePatch(stats: DeviceStats): Record<string, unknown> {
+  return {
+    since: isoOrNull(stats.since),
+    connects: stats.connects,
+    disconnects: stats.disconnects.total,
+    disconnectsByClass: stats.disconnects.byClass,
+    disconnectsByRule: stats.disconnects.byRule,
+    hubChanges: stats.hubChanges,
+    hubHost: stats.hubHost,
+    dpsRegistrations: stats.dps.registrations,
+    dpsStatusLookups: stats.dps.statusLookups,
+    connectedMs: stats.connected.ms,
+    connectedPercent: stats.connected.percent,
+    outboxDepth: stats.outbox.depth,
+    outboxMaxDepth: stats.outbox.maxDepth,
+    outboxBytes: stats.outbox.bytes,
+    outboxOldestAgeMs: stats.outbox.oldestAgeMs,
+    delivered: stats.messages.delivered,
+    resent: stats.messages.resent,
+    dropped: stats.messages.dropped,
+    droppedByReason: stats.messages.droppedByReason,
+    sinceLastDeliveredMs: stats.messages.sinceLastDeliveredMs,
+    lastErrorClass: stats.lastError?.errorClass ?? null,
+    lastErrorRule: stats.lastError?.rule ?? null,
+    lastErrorAt: isoOrNull(stats.lastError?.at ?? null),
+    recommendedAction: stats.recommendedAction,
+  };
+}
+
+export interface ResilienceReporterParts {
+  clock: Clock;
+  logger: Logger;
+  settings: ResilienceSettings;
+  /** The figures now. */
+  read(): DeviceStats;
+  /** The `stats` event. */
+  emit(stats: DeviceStats): void;
+  /** Queue a reported-properties patch for a component (the device's reported queue). */
+  queue(patch: Record<string, unknown>, component: string): void;
+}
+
+/** Reports at each connection and every `intervalMs` while it lasts; nothing between connections. */
+export class ResilienceReporter {
+  #timer: unknown = null;
+
+  constructor(private readonly parts: ResilienceReporterParts) {}
+
+  /** A connection was accepted: report now (the reconnection's patch), then on the interval. */
+  connected(): void {
+    this.#cancel();
+    this.#report();
+    this.#schedule();
+  }
+
+  /** The connection ended: the figures wait for the next one (the queue would hold them anyway). */
+  disconnected(): void {
+    this.#cancel();
+  }
+
+  stop(): void {
+    this.#cancel();
+  }
+
+  #schedule(): void {
+    const { clock, settings } = this.parts;
+    this.#timer = clock.setTimeout(() => {
+      this.#timer = null;
+      this.#report();
+      this.#schedule();
+    }, settings.intervalMs);
+  }
+
+  #cancel(): void {
+    if (this.#timer === null) return;
+    this.parts.clock.clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+
+  #report(): void {
+    const { settings, logger } = this.parts;
+    let stats: DeviceStats;
+    try {
+      stats = this.parts.read();
+    } catch (error) {
+      // The figures are an observer's: a failure to read them never touches the connection.
+      logger.warn({ err: (error as Error).message }, 'could not read the device stats');
+      return;
+    }
+    this.parts.emit(stats);
+    if (!settings.report) return;
+    try {
+      this.parts.queue(resiliencePatch(stats), settings.component);
+    } catch (error) {
+      logger.warn({ err: (error as Error).message, component: settings.component }, 'could not queue the resilience report');
+    }
+  }
+}
