@@ -124,13 +124,13 @@ export const MAX_RULE_KEYS = 64;
 /** Ids published and not yet delivered or dropped that are remembered to spot a resend. */
 export const MAX_TRACKED_PUBLISHES = 100_000;
 
-/** +1, saturating at Number.MAX_SAFE_INTEGER. */
-function bump(value: number): number {
+/** +1, saturating at Number.MAX_SAFE_INTEGER: every counter of DeviceStats goes through it. */
+export function saturatingIncrement(value: number): number {
   return value < Number.MAX_SAFE_INTEGER ? value + 1 : value;
 }
 
 function bumpKey<K extends string>(counts: Partial<Record<K, number>>, key: K): void {
-  counts[key] = bump(counts[key] ?? 0);
+  counts[key] = saturatingIncrement(counts[key] ?? 0);
 }
 
 /** What the collector reads from one transition of the device. */
@@ -180,11 +180,11 @@ export class StatsCollector {
   transition({ value, previous, event, hubHost, lastError }: ObservedTransition): void {
     const now = this.clock.now();
     if (lastError !== null) this.#lastError = lastError;
-    if (value === 'Provisioning' || value === 'Reprovisioning') this.#registrations = bump(this.#registrations);
-    if (value === 'CheckingAssignment') this.#statusLookups = bump(this.#statusLookups);
+    if (value === 'Provisioning' || value === 'Reprovisioning') this.#registrations = saturatingIncrement(this.#registrations);
+    if (value === 'CheckingAssignment') this.#statusLookups = saturatingIncrement(this.#statusLookups);
     if (value === 'Connected') {
-      this.#connects = bump(this.#connects);
-      if (this.#hubHost !== null && hubHost !== null && hubHost !== this.#hubHost) this.#hubChanges = bump(this.#hubChanges);
+      this.#connects = saturatingIncrement(this.#connects);
+      if (this.#hubHost !== null && hubHost !== null && hubHost !== this.#hubHost) this.#hubChanges = saturatingIncrement(this.#hubChanges);
       if (hubHost !== null) this.#hubHost = hubHost;
       this.#connectedSince = now;
     }
@@ -192,7 +192,7 @@ export class StatsCollector {
       this.#closeConnectedSpan(now);
       // stop() closing the connection is not a disconnect; a lost session is.
       if (event === 'HUB_LOST' && lastError !== null) {
-        this.#disconnects = bump(this.#disconnects);
+        this.#disconnects = saturatingIncrement(this.#disconnects);
         bumpKey(this.#disconnectsByClass, lastError.errorClass);
         const rule = Object.hasOwn(this.#disconnectsByRule, lastError.rule) || Object.keys(this.#disconnectsByRule).length < MAX_RULE_KEYS - 1 ? lastError.rule : 'other';
         bumpKey(this.#disconnectsByRule, rule);
@@ -202,7 +202,7 @@ export class StatsCollector {
 
   published(messageId: string): void {
     if (this.#published.has(messageId)) {
-      this.#resent = bump(this.#resent);
+      this.#resent = saturatingIncrement(this.#resent);
       return;
     }
     // Bounded: the oldest remembered publish is forgotten first (a later resend of it goes uncounted).
@@ -212,13 +212,13 @@ export class StatsCollector {
 
   delivered(messageId: string): void {
     this.#published.delete(messageId);
-    this.#delivered = bump(this.#delivered);
+    this.#delivered = saturatingIncrement(this.#delivered);
     this.#lastDeliveredAt = this.clock.now();
   }
 
   dropped(dropped: DroppedMessage): void {
     this.#published.delete(dropped.messageId);
-    this.#dropped = bump(this.#dropped);
+    this.#dropped = saturatingIncrement(this.#dropped);
     bumpKey(this.#droppedByReason, dropped.reason);
   }
 

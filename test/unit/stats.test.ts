@@ -1,0 +1,391 @@
+/**
+ * Issue 16, "The device reports on itself": the figures of `device.stats()` (StatsCollector, fed
+ * transitions and outbox callbacks as the device feeds them), the recommended-action table, the
+ * coalescing of the `resilience` component's reports (one at each connection, at most one per
+ * interval, none when opted out), the option's validation, and the DTDL interface naming exactly
+ * the properties reported. Simulated clock throughout.
+ */
+import pino from 'pino';
+import { SimulatedClock } from 'xstate';
+import model from '../../examples/dtmi-hubstate-resilience-1.json';
+import exampleModel from '../../examples/dtmi-sample-failover-1.json';
+import { createDevice, type DeviceStateName } from '../../src/device';
+import { ConfigError } from '../../src/errors';
+import { OPTION_BOUNDS, resolveOptions, type DeviceOptions } from '../../src/options';
+import { ReportedQueue } from '../../src/pnp/reported';
+import { RESILIENCE_INTERFACE_ID, ResilienceReporter, resiliencePatch, type ResilienceSettings } from '../../src/pnp/resilience';
+import { ACTION_BY_CLASS, ACTION_BY_RULE, MAX_RULE_KEYS, recommendedAction, saturatingIncrement, StatsCollector, type DeviceStats } from '../../src/stats';
+import { CLASSIFICATION_TABLE } from '../../src/policy/classify';
+import { MemoryProvisioningCache } from '../../src/store/cache';
+import { MemoryOutbox } from '../../src/store/outbox';
+import type { ErrorClass, Failure } from '../../src/policy/types';
+
+const silent = pino({ level: 'silent' });
+const T0 = Date.UTC(2026, 0, 1);
+
+function failure(errorClass: ErrorClass, rule: string, at: number): Failure {
+  return { errorClass, rule, phase: 'hub-session', name: 'Error', message: `${rule} happened`, at };
+}
+
+function message(id: string, createdAt: number) {
+  return { messageId: id, body: '{}', properties: {}, createdAt, bytes: 10 };
+}
+
+/** A collector driven as the device drives it: state by state, on a simulated clock. */
+function harness() {
+  const clock = new SimulatedClock();
+  clock.set(T0);
+  const outbox = new MemoryOutbox();
+  const stats = new StatsCollector(clock, outbox);
+  outbox.onAdded(() => stats.added());
+  outbox.onDropped((dropped) => stats.dropped(dropped));
+  let state: DeviceStateName = 'Idle';
+  let lastError: Failure | null = null;
+  const go = (value: DeviceStateName, hubHost: string | null = 'hub-a', event = 'xstate.done.actor') => {
+    stats.transition({ value, previous: state, event, hubHost, lastError });
+    state = value;
+  };
+  const lose = (errorClass: ErrorClass, rule: string, next: DeviceStateName = 'BackingOff') => {
+    lastError = failure(errorClass, rule, clock.now());
+    stats.transition({ value: next, previous: state, event: 'HUB_LOST', hubHost: 'hub-a', lastError });
+    state = next;
+  };
+  return { clock, outbox, stats, go, lose };
+}
+
+describe('StatsCollector: the figures', () => {
+  test('nothing yet: zeros, no since, no error, action none', () => {
+    const { stats } = harness();
+    expect(stats.snapshot()).toEqual<DeviceStats>({
+      since: null,
+      at: T0,
+      connects: 0,
+      disconnects: { total: 0, byClass: {}, byRule: {} },
+      hubChanges: 0,
+      hubHost: null,
+      dps: { registrations: 0, statusLookups: 0 },
+      connected: { ms: 0, percent: 0 },
+      outbox: { depth: 0, maxDepth: 0, bytes: 0, oldestAgeMs: null },
+      messages: { delivered: 0, resent: 0, dropped: 0, droppedByReason: {}, sinceLastDeliveredMs: null },
+      lastError: null,
+      recommendedAction: 'none',
+    });
+  });
+
+  test('connects, disconnects by class and rule, hub changes, DPS calls and time connected', () => {
+    const { clock, stats, go, lose } = harness();
+    stats.started();
+    go('Provisioning', null, 'START');
+    clock.increment(1000);
+    go('Connecting');
+    go('Connected', 'hub-a');
+    clock.increment(9000); // 9 s connected of 10
+    lose('transient', 'socket-reset');
+    expect(stats.snapshot()).toMatchObject({ connected: { ms: 9000, percent: 90 }, recommendedAction: 'wait' });
+    clock.increment(5000);
+    go('Connecting');
+    go('Connected', 'hub-a'); // same hub: not a change
+    clock.increment(5000);
+    lose('transient', 'socket-reset', 'CheckingAssignment');
+    go('Reprovisioning');
+    go('Connecting', 'hub-b');
+    go('Connected', 'hub-b'); // failover
+    clock.increment(1000);
+    lose('throttled', 'hub-throttled');
+    const snapshot = stats.snapshot();
+    expect(snapshot).toMatchObject({
+      since: T0,
+      connects: 3,
+      disconnects: { total: 3, byClass: { transient: 2, throttled: 1 }, byRule: { 'socket-reset': 2, 'hub-throttled': 1 } },
+      hubChanges: 1,
+      hubHost: 'hub-b',
+      dps: { registrations: 2, statusLookups: 1 },
+      connected: { ms: 15_000, percent: 71.43 }, // 15 s of 21
+      lastError: { errorClass: 'throttled', rule: 'hub-throttled', phase: 'hub-session', at: T0 + 21_000 },
+      recommendedAction: 'wait',
+    });
+    // Connected again: the error is history, nothing to do; the time connected runs on.
+    go('Connecting');
+    go('Connected', 'hub-b');
+    clock.increment(7000);
+    expect(stats.snapshot()).toMatchObject({ connected: { ms: 22_000, percent: 78.57 }, recommendedAction: 'none', lastError: { rule: 'hub-throttled' } });
+  });
+
+  test('stop() closing the connection is not a disconnect', () => {
+    const { stats, go } = harness();
+    stats.started();
+    go('Connecting');
+    go('Connected');
+    go('Disconnecting', 'hub-a', 'STOP');
+    go('Stopped', 'hub-a', 'xstate.done.actor.closeHub');
+    expect(stats.snapshot().disconnects.total).toBe(0);
+  });
+
+  test('outbox depth, maximum depth, bytes and the oldest message’s age', () => {
+    const { clock, outbox, stats } = harness();
+    outbox.add(message('m1', T0));
+    clock.increment(2000);
+    outbox.add(message('m2', T0 + 2000));
+    outbox.add(message('m3', T0 + 2000));
+    outbox.remove('m1');
+    outbox.remove('m2');
+    clock.increment(500);
+    expect(stats.snapshot().outbox).toEqual({ depth: 1, maxDepth: 3, bytes: 10, oldestAgeMs: 500 });
+  });
+
+  test('delivered, resent (published again before its PUBACK), dropped by reason, time since the last delivery', () => {
+    const { clock, outbox, stats } = harness();
+    for (const id of ['a', 'b', 'c']) outbox.add(message(id, T0));
+    stats.published('a');
+    stats.published('b');
+    // The connection ended before b's PUBACK: published again on the next one.
+    stats.published('b');
+    stats.delivered('a');
+    outbox.remove('a');
+    clock.increment(3000);
+    stats.delivered('b');
+    outbox.remove('b');
+    outbox.drop('c', 'unsendable', 'too big');
+    clock.increment(4000);
+    expect(stats.snapshot().messages).toEqual({
+      delivered: 2,
+      resent: 1,
+      dropped: 1,
+      droppedByReason: { unsendable: 1 },
+      sinceLastDeliveredMs: 4000,
+    });
+    // A delivered id is forgotten: a new message with the same id later is no resend.
+    stats.published('b');
+    expect(stats.snapshot().messages.resent).toBe(1);
+  });
+
+  test('bounded: counters saturate at Number.MAX_SAFE_INTEGER, rules beyond MAX_RULE_KEYS count as other', () => {
+    const { stats, go, lose } = harness();
+    for (let i = 0; i < MAX_RULE_KEYS + 10; i++) {
+      go('Connected');
+      lose('transient', `rule-${i}`);
+    }
+    const { byRule, total } = stats.snapshot().disconnects;
+    expect(Object.keys(byRule)).toHaveLength(MAX_RULE_KEYS);
+    expect(byRule.other).toBe(11);
+    expect(total).toBe(MAX_RULE_KEYS + 10);
+    // Saturation, without walking 2^53 steps: the increment every counter uses.
+    expect(saturatingIncrement(41)).toBe(42);
+    expect(saturatingIncrement(Number.MAX_SAFE_INTEGER - 1)).toBe(Number.MAX_SAFE_INTEGER);
+    expect(saturatingIncrement(Number.MAX_SAFE_INTEGER)).toBe(Number.MAX_SAFE_INTEGER);
+  });
+});
+
+describe('recommended action: one table', () => {
+  test('every class has an action; the rules that differ from their class are named', () => {
+    expect(ACTION_BY_CLASS).toEqual({ transient: 'wait', throttled: 'wait', reprovision: 'wait', parked: 'check-registration', fatal: 'call-retry' });
+    expect(ACTION_BY_RULE).toEqual({
+      'device-certificate-expired': 'check-credentials',
+      'tls-certificate-time': 'check-clock',
+      'tls-certificate': 'check-configuration',
+      'config-error': 'check-configuration',
+      'dps-bad-request': 'check-configuration',
+      'dps-connack-rejected': 'check-credentials',
+      'dps-unauthorized': 'check-credentials',
+      'dps-forbidden': 'check-registration',
+      'dps-not-found': 'check-registration',
+      'registration-failed': 'check-registration',
+    });
+  });
+
+  test('every rule of the table is a rule of the classifier', () => {
+    const rules = new Set(CLASSIFICATION_TABLE.map((row) => row.rule));
+    for (const rule of Object.keys(ACTION_BY_RULE)) expect(rules).toContain(rule);
+  });
+
+  test.each([
+    [null, 'none'],
+    [{ errorClass: 'transient', rule: 'socket-reset' }, 'wait'],
+    [{ errorClass: 'reprovision', rule: 'hub-unauthorized' }, 'wait'],
+    [{ errorClass: 'parked', rule: 'registration-disabled' }, 'check-registration'],
+    [{ errorClass: 'parked', rule: 'device-certificate-expired' }, 'check-credentials'],
+    [{ errorClass: 'parked', rule: 'tls-certificate-time' }, 'check-clock'],
+    [{ errorClass: 'fatal', rule: 'dps-unauthorized' }, 'check-credentials'],
+    [{ errorClass: 'fatal', rule: 'message-too-large' }, 'call-retry'],
+    [{ errorClass: 'transient', rule: 'toString' }, 'wait'], // no prototype lookups
+  ] as const)('%j → %s', (failed, action) => {
+    expect(recommendedAction(failed)).toBe(action);
+  });
+});
+
+describe('the resilience component: coalesced reports', () => {
+  function reporter(settings: Partial<ResilienceSettings> = {}) {
+    const clock = new SimulatedClock();
+    clock.set(T0);
+    const queue = new ReportedQueue(silent);
+    const patches: Array<{ component: string; patch: Record<string, unknown> }> = [];
+    const events: DeviceStats[] = [];
+    const collector = new StatsCollector(clock, new MemoryOutbox());
+    collector.started();
+    const resilience = new ResilienceReporter({
+      clock,
+      logger: silent,
+      settings: { report: true, component: 'resilience', intervalMs: 60_000, ...settings },
+      read: () => collector.snapshot(),
+      emit: (stats) => events.push(stats),
+      queue: (patch, component) => {
+        patches.push({ component, patch });
+        queue.set(patch, component);
+      },
+    });
+    return { clock, queue, patches, events, resilience };
+  }
+
+  test('one patch at the connection, then one per interval while it lasts', () => {
+    const { clock, patches, events, resilience, queue } = reporter();
+    resilience.connected();
+    expect(patches).toHaveLength(1);
+    expect(patches[0]!.component).toBe('resilience');
+    clock.increment(59_999);
+    expect(patches).toHaveLength(1);
+    clock.increment(1);
+    expect(patches).toHaveLength(2);
+    // SimulatedClock fires the timers due when it is advanced, not those they set meanwhile: step.
+    for (let i = 0; i < 3; i++) clock.increment(60_000);
+    expect(patches).toHaveLength(5);
+    expect(events).toHaveLength(5);
+    // The queue holds one value per property (the latest), under the component.
+    expect(queue.take()!.patch).toEqual({ resilience: { __t: 'c', ...patches[4]!.patch } });
+  });
+
+  test('none between connections; one at each reconnection, and the interval restarts from it', () => {
+    const { clock, patches, resilience } = reporter({ intervalMs: 10_000 });
+    resilience.connected();
+    clock.increment(4000);
+    resilience.disconnected();
+    clock.increment(60_000);
+    expect(patches).toHaveLength(1);
+    resilience.connected();
+    expect(patches).toHaveLength(2);
+    clock.increment(9999);
+    expect(patches).toHaveLength(2);
+    clock.increment(1);
+    expect(patches).toHaveLength(3);
+    resilience.stop();
+    clock.increment(100_000);
+    expect(patches).toHaveLength(3);
+  });
+
+  test('opted out: no patch ever, the stats event on the same schedule', () => {
+    const { clock, patches, events, resilience, queue } = reporter({ report: false });
+    resilience.connected();
+    clock.increment(60_000);
+    clock.increment(60_000);
+    expect(patches).toHaveLength(0);
+    expect(queue.size).toBe(0);
+    expect(events).toHaveLength(3);
+  });
+
+  test('the patch: every property of dtmi:hubstate:Resilience;1, and nothing else', () => {
+    const { clock } = reporter();
+    const collector = new StatsCollector(clock, new MemoryOutbox());
+    const patch = resiliencePatch(collector.snapshot());
+    expect(model['@id']).toBe(RESILIENCE_INTERFACE_ID);
+    expect(model['@context']).toBe('dtmi:dtdl:context;2');
+    expect(model['@type']).toBe('Interface');
+    const properties = model.contents.filter((c) => c['@type'] === 'Property').map((c) => c.name);
+    expect(properties).toHaveLength(model.contents.length);
+    expect(Object.keys(patch).sort()).toEqual([...properties].sort());
+    for (const item of model.contents) {
+      expect(item['@id']).toBe(`dtmi:hubstate:Resilience:${item.name};1`);
+      expect(item.writable).toBe(false);
+      // A DTDL name: a letter, then letters, digits and underscores (at most 64).
+      expect(item.name).toMatch(/^[A-Za-z](?:[A-Za-z0-9_]{0,62}[A-Za-z0-9])?$/);
+    }
+    const action = model.contents.find((c) => c.name === 'recommendedAction')!.schema as { enumValues: Array<{ enumValue: string }> };
+    expect(action.enumValues.map((v) => v.enumValue).sort()).toEqual([...new Set([...Object.values(ACTION_BY_CLASS), ...Object.values(ACTION_BY_RULE), 'none'])].sort());
+  });
+
+  test('the example device’s model declares the component', () => {
+    expect(exampleModel.contents).toContainEqual(expect.objectContaining({ '@type': 'Component', name: 'resilience', schema: RESILIENCE_INTERFACE_ID }));
+  });
+});
+
+describe('the resilience option', () => {
+  const base: DeviceOptions = { idScope: '0ne00AAA111', registrationId: 'stats-1', deviceKey: Buffer.alloc(32, 3).toString('base64') };
+  const configError = (resilience: unknown): ConfigError => {
+    try {
+      resolveOptions({ ...base, resilience: resilience as DeviceOptions['resilience'] });
+    } catch (error) {
+      return error as ConfigError;
+    }
+    throw new Error('accepted');
+  };
+
+  test('defaults, false, and each setting', () => {
+    expect(resolveOptions(base).resilience).toEqual({ report: true, component: 'resilience', intervalMs: 60_000 });
+    expect(resolveOptions({ ...base, resilience: false }).resilience).toEqual({ report: false, component: 'resilience', intervalMs: 60_000 });
+    expect(resolveOptions({ ...base, resilience: { report: false, component: 'health', intervalMs: 1000 } }).resilience).toEqual({
+      report: false,
+      component: 'health',
+      intervalMs: 1000,
+    });
+    expect(resolveOptions({ ...base, resilience: { intervalMs: OPTION_BOUNDS['resilience.intervalMs'].max } }).resilience.intervalMs).toBe(86_400_000);
+  });
+
+  test.each([
+    ['true', true, 'resilience'],
+    ['a string', 'yes', 'resilience'],
+    ['null', null, 'resilience'],
+    ['an unknown key', { interval: 5000 }, 'resilience.interval'],
+    ['report not a boolean', { report: 'no' }, 'resilience.report'],
+    ['a component that is no DTDL name', { component: 'my component' }, 'resilience.component'],
+    ['a component of 65 characters', { component: 'c'.repeat(65) }, 'resilience.component'],
+    ['an interval below a second', { intervalMs: 999 }, 'resilience.intervalMs'],
+    ['an interval over a day', { intervalMs: 86_400_001 }, 'resilience.intervalMs'],
+    ['an interval of NaN', { intervalMs: NaN }, 'resilience.intervalMs'],
+    ['an interval of Infinity', { intervalMs: Infinity }, 'resilience.intervalMs'],
+  ])('%s: ConfigError', (_what, resilience, field) => {
+    const error = configError(resilience);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error.field).toBe(field);
+  });
+});
+
+describe('device.stats() on a device', () => {
+  test('counts from start() on the device’s clock; a refused hub is a failure to wait out; the event is typed', async () => {
+    const clock = new SimulatedClock();
+    clock.set(T0);
+    const device = createDevice({
+      idScope: '0ne00AAA111',
+      registrationId: 'stats-device',
+      deviceKey: Buffer.alloc(32, 3).toString('base64'),
+      provisioningHost: 'localhost:9',
+      cache: new MemoryProvisioningCache({ hubHost: 'localhost:9', deviceId: 'stats-device', assignedAt: 1 }),
+      clock,
+      seed: 1,
+      logger: silent,
+    });
+    expect(device.stats()).toMatchObject({ since: null, connects: 0 });
+    const seen: DeviceStats[] = [];
+    device.on('stats', (stats) => seen.push(stats));
+    clock.increment(5000);
+    device.start();
+    await new Promise<void>((resolve, reject) => {
+      const deadline = setTimeout(() => reject(new Error(`still ${device.state()}`)), 20_000);
+      device.on('state', (change) => {
+        if (change.value === 'BackingOff') {
+          clearTimeout(deadline);
+          resolve();
+        }
+      });
+    });
+    expect(device.stats()).toMatchObject({
+      since: T0 + 5000,
+      connects: 0,
+      disconnects: { total: 0 },
+      lastError: { phase: 'hub-connect', errorClass: 'transient' },
+      recommendedAction: 'wait',
+    });
+    await device.sendTelemetry({ t: 1 });
+    clock.increment(1500);
+    expect(device.stats().outbox).toMatchObject({ depth: 1, maxDepth: 1, oldestAgeMs: 1500 });
+    await device.stop();
+    expect(seen).toEqual([]); // never connected: no report, no event
+  });
+});
