@@ -89,3 +89,11 @@ test('echo answers its message; setAlarm runs as an offline command', async () =
   hub().sendC2D('example-1', JSON.stringify('06:45:00'), { 'method-name': 'setAlarm' });
   await waitFor('alarm set', () => example.alarm() === '06:45:00');
 });
+
+test('the resilience component its model declares is reported under that name', async () => {
+  const component = model.contents.find((c) => c['@type'] === 'Component')!;
+  expect(component).toMatchObject({ name: 'resilience', schema: 'dtmi:hubstate:Resilience;1' });
+  await waitFor('the resilience report', () => typeof at(reported(), 'resilience.connects') === 'number');
+  expect(at(reported(), 'resilience.__t')).toBe('c');
+  expect(at(reported(), 'resilience.connects')).toBe(example.device.stats().connects);
+});
