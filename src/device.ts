@@ -216,7 +216,8 @@ export interface Device extends EventEmitter<DeviceEvents> {
   /**
    * How the device has fared since start(): connections, disconnects by cause, failovers, DPS
    * calls, time connected, the outbox, what became of the messages, the last error and what to
-   * do about it. Cheap (no I/O but one read of the outbox's oldest message).
+   * do about it. Cheap: counters, plus one read of the outbox's oldest message (for a durable
+   * outbox with `maxAgeMs`, that read also drops what has expired, as any read does).
    */
   stats(): DeviceStats;
 }
