@@ -60,5 +60,11 @@ test('withheld PUBACKs end the session after publishTimeoutSeconds (not 30–40 
   expect(stallMs).toBeGreaterThanOrEqual(T * 1000 - 1500);
   expect(stallMs).toBeLessThanOrEqual(bound + 1500);
   expect(deliveryReport(cloud, dut.accepted).lost).toEqual([]);
+  // The device's own account (issue 16): the loss by its rule, the unacknowledged messages resent.
+  await waitFor('every message counted delivered', () => dut.device.stats().messages.delivered === dut.accepted.length);
+  const stats = dut.device.stats();
+  expect(stats.disconnects.byRule['timeout']).toBeGreaterThanOrEqual(1);
+  expect(stats.messages.resent).toBeGreaterThanOrEqual(1);
+  expect(stats.messages.dropped).toBe(0);
   await dut.device.stop();
 });
