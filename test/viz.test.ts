@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deviceMachine } from '../machines/device.machine';
+import { faultModel } from 'hubstate-testing';
 import { allStateNodes, allTransitions } from './support/model';
 import { describeMachine, shortEventName, toDot, toMermaid } from 'hubstate-tools/viz/render';
 
@@ -29,6 +30,21 @@ function renderSvgInChild(dot: string): string {
     '});';
   return execFileSync(process.execPath, ['-e', script], { cwd: root, input: dot, encoding: 'utf8', maxBuffer: 16 << 20 });
 }
+
+describe("hubstate-testing's fault model is drawn too", () => {
+  test('visualizations/fault-model.{mmd,dot,svg} are what the fault model generates now', () => {
+    expect({ file: 'fault-model.mmd', content: committed('fault-model.mmd') }).toEqual({ file: 'fault-model.mmd', content: toMermaid(faultModel) });
+    expect({ file: 'fault-model.dot', content: committed('fault-model.dot') }).toEqual({ file: 'fault-model.dot', content: toDot(faultModel) });
+    if (committed('fault-model.svg') !== renderSvgInChild(toDot(faultModel))) throw new Error(REGENERATE);
+  });
+
+  test('a fault handled in place names its action, and the eventless end of a path is drawn', () => {
+    const mmd = committed('fault-model.mmd');
+    expect(mmd).toContain('Connected --> Connected : FAILOVER [notFailedOver] / failOver');
+    expect(mmd).toContain('Connected --> Done : [pathComplete]');
+    expect(mmd).not.toContain('(ignored)');
+  });
+});
 
 describe('visualizations generated from the machine', () => {
   test('visualizations/device.mmd is exactly what toMermaid generates now', () => {

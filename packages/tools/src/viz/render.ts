@@ -145,14 +145,19 @@ function describeState(node: AnyStateNode): VizState {
 
 function transitionEdges(node: AnyStateNode): VizEdge[] {
   const edges: VizEdge[] = [];
-  for (const [eventType, definitions] of node.transitions as Map<string, AnyTransitionDefinition[]>) {
+  // Eventless transitions (`always`) are drawn too, labelled by their guard alone.
+  const byEvent = [...(node.transitions as Map<string, AnyTransitionDefinition[]>)];
+  if (node.always?.length) byEvent.push(['', node.always]);
+  for (const [eventType, definitions] of byEvent) {
     const anyGuarded = definitions.some((t) => t.guard);
     for (const t of definitions) {
       const guard = guardText(t.guard, eventType) ?? (anyGuarded ? 'else' : null);
-      const label = shortEventName(eventType) + (guard ? ` [${guard}]` : '');
+      const label = [eventType ? shortEventName(eventType) : '', guard ? `[${guard}]` : ''].filter(Boolean).join(' ');
       const targets = t.target?.length ? t.target : null;
       if (!targets) {
-        edges.push({ source: idOf(node), target: idOf(node), label: `${label} (ignored)`, targetless: true });
+        // Targetless: the event is handled in place (its actions named), or swallowed.
+        const actions = (t.actions as unknown[]).map(actionName).filter((n): n is string => n !== null);
+        edges.push({ source: idOf(node), target: idOf(node), label: `${label} ${actions.length ? `/ ${actions.join(', ')}` : '(ignored)'}`, targetless: true });
         continue;
       }
       for (const target of targets) edges.push({ source: idOf(node), target: idOf(target), label, targetless: false });

@@ -1,11 +1,13 @@
 /**
- * Writes the pictures of the device machine: Mermaid (GitHub renders it), DOT, and SVG rendered
- * from the DOT by Graphviz compiled to WASM (`@hpcc-js/wasm-graphviz`, no system dependency).
+ * Writes the pictures of the device machine, and of hubstate-testing's fault model: Mermaid
+ * (GitHub renders it), DOT, and SVG rendered from the DOT by Graphviz compiled to WASM
+ * (`@hpcc-js/wasm-graphviz`, no system dependency).
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AnyStateMachine } from 'xstate';
 import { deviceMachine } from 'hubstate';
+import { faultModel } from 'hubstate-testing';
 import { toDot, toMermaid } from './render';
 
 /** Renders DOT to SVG. Deterministic for a given DOT and package version. */
@@ -27,15 +29,23 @@ export async function generateVisualizations(machine: AnyStateMachine = deviceMa
   return { mmd: toMermaid(machine), dot, svg: await renderSvg(dot) };
 }
 
-/** Writes device.mmd, device.dot and device.svg into `dir`; returns the written paths. */
+/** The machines drawn, by file name. */
+export const PICTURED: ReadonlyArray<[name: string, machine: AnyStateMachine]> = [
+  ['device', deviceMachine],
+  ['fault-model', faultModel],
+];
+
+/** Writes <name>.mmd, .dot and .svg for each pictured machine into `dir`; returns the written paths. */
 export async function writeVisualizations(dir = 'visualizations'): Promise<string[]> {
-  const { mmd, dot, svg } = await generateVisualizations();
   await mkdir(dir, { recursive: true });
-  const files: Array<[string, string]> = [
-    [join(dir, 'device.mmd'), mmd],
-    [join(dir, 'device.dot'), dot],
-    [join(dir, 'device.svg'), svg],
-  ];
-  for (const [path, content] of files) await writeFile(path, content);
-  return files.map(([path]) => path);
+  const written: string[] = [];
+  for (const [name, machine] of PICTURED) {
+    const pictures = await generateVisualizations(machine);
+    for (const format of ['mmd', 'dot', 'svg'] as const) {
+      const path = join(dir, `${name}.${format}`);
+      await writeFile(path, pictures[format]);
+      written.push(path);
+    }
+  }
+  return written;
 }
