@@ -15,12 +15,13 @@ import type { Device, DeviceOptions, StateChange } from 'hubstate';
 import { REDACTED_PATHS } from 'hubstate/internal';
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import pino from 'pino';
-import { EXPECTED_LEG, generateFaultSequences, REFUSING_FAULTS, type Fault, type RefusalCode } from './fault-model';
+import { EXPECTED_LEG, generateFaultSequences, LONG_FAULTS, REFUSING_FAULTS, type Fault, type LongFault, type RefusalCode } from './fault-model';
 
 export interface FailoverPath {
   /** The faults and the dimensions of this run, e.g. `FAILOVER → FAILBACK (CONNACK 3) [X.509]`. */
   name: string;
-  faults: Fault[];
+  /** The model's faults, or the names of the run's `customFaults`. */
+  faults: Array<Fault | string>;
   /** The CONNACK code the hubs refuse a moved device with on this run (paths with a refusal only). */
   refusalCode?: RefusalCode;
   identity: 'sas' | 'x509';
@@ -68,7 +69,7 @@ export interface InvariantContext {
   device: Device;
   cloud: LocalCloud;
   /** The fault just recovered from, and its index in the path. */
-  fault: Fault;
+  fault: Fault | string;
   step: number;
 }
 
@@ -78,12 +79,24 @@ export interface Invariant {
   check(context: InvariantContext): boolean | string | Promise<boolean | string>;
 }
 
+/** A fault of the application's own (a command, an operator's action), for paths written by hand. */
+export interface CustomFault {
+  /** Does what the fault is: a cloud call, a command to the device, ... */
+  inject(context: { device: Device; cloud: LocalCloud; deviceId: string; hub: string }): void | Promise<void>;
+  /** The device states it must cause, from Connected back to Connected (e.g. EXPECTED_LEG.USER_REPROVISION). */
+  expectedLeg: RegExp;
+  /** The device ends on another hub (default: the same hub). */
+  movesHub?: boolean;
+}
+
 export interface RunFailoverOptions {
   /** Builds the application's device from the connection (started or not: the runner starts it if it is Idle). */
   device(connection: DeviceConnection): Device | Promise<Device>;
   /** A local cloud to reuse (one per test file is enough); default: a fresh one for this path, stopped after. */
   cloud?: LocalCloud;
   invariants?: Invariant[];
+  /** The application's own faults, by the name a path uses. */
+  customFaults?: Record<string, CustomFault>;
   /** How long a connection must last before the next fault (the policy's stableConnectionMs; default 500). */
   stableConnectionMs?: number;
   /** Per step: the fault's recovery, and the telemetry after it (default 30 s). */
@@ -91,7 +104,7 @@ export interface RunFailoverOptions {
 }
 
 export interface StepReport {
-  fault: Fault;
+  fault: Fault | string;
   /** The states from Connected back to Connected. */
   states: string[];
   expected: string;
@@ -170,13 +183,17 @@ class PathRun {
     await this.until('the device to connect', () => device.state() === 'Connected');
     this.startSending(device);
     const home = this.hubOf(device);
-    let failedOver = false;
+    // Where the device must be: home, or away after a failover; unknown after a custom move.
+    let expected: 'home' | 'away' | 'unknown' = 'home';
     for (const [step, fault] of this.path.faults.entries()) {
       await this.untilConnectionStable(device);
       const report = await this.injectAndRecover(device, fault);
-      if (fault === 'FAILOVER') failedOver = true;
-      if (fault === 'FAILBACK') failedOver = false;
-      if ((report.hubAfter === home) === failedOver) report.failures.push(`on ${report.hubAfter}, expected ${failedOver ? 'the failover hub' : `its home hub ${home}`}`);
+      if (fault === 'FAILOVER') expected = expected === 'unknown' ? expected : 'away';
+      else if (fault === 'FAILBACK') expected = expected === 'unknown' ? expected : 'home';
+      else if (this.options.customFaults?.[fault]?.movesHub) expected = 'unknown';
+      if (expected !== 'unknown' && (report.hubAfter === home) !== (expected === 'home')) {
+        report.failures.push(`on ${report.hubAfter}, expected ${expected === 'away' ? 'the failover hub' : `its home hub ${home}`}`);
+      }
       await this.checkTelemetryContinues(report);
       await this.checkInvariants(device, fault, step, report);
       this.steps.push(report);
@@ -216,14 +233,16 @@ class PathRun {
     };
   }
 
-  private async injectAndRecover(device: Device, fault: Fault): Promise<StepReport> {
+  private async injectAndRecover(device: Device, fault: Fault | string): Promise<StepReport> {
     const mark = this.states.length;
     const hubBefore = this.hubOf(device);
     const since = () => this.states.slice(mark);
     const started = Date.now();
     const deviceId = device.assignment()!.deviceId;
     const hub = this.cloud.hub(hubBefore);
-    switch (fault) {
+    const custom = this.options.customFaults?.[fault];
+    if (custom) await custom.inject({ device, cloud: this.cloud, deviceId, hub: hubBefore });
+    else switch (fault) {
       case 'DROP':
         hub.disconnect(deviceId);
         break;
@@ -246,23 +265,25 @@ class PathRun {
         device.reprovision();
         break;
       default:
-        throw new Error(`${fault} is a long fault: the runner replays short faults only`);
+        throw new Error(`${fault}: ${LONG_FAULTS.includes(fault as LongFault) ? 'a long fault (the runner replays short faults only)' : 'no such fault (give it in customFaults)'}`);
     }
     await this.until(`Connected again after ${fault}`, () => since().some((s) => s.value === 'Connected'));
     const states = ['Connected', ...since().map((s) => s.value)];
+    const leg = custom?.expectedLeg ?? EXPECTED_LEG[fault as Fault];
     const report: StepReport = {
       fault,
       states,
-      expected: EXPECTED_LEG[fault].source,
+      expected: leg.source,
       hubBefore,
       hubAfter: this.hubOf(device),
       recoveryMs: Date.now() - started,
       failures: [],
     };
-    if (!EXPECTED_LEG[fault].test(states.join(' '))) report.failures.push(`states ${states.join(' → ')}, expected /${report.expected}/`);
-    const moves = fault === 'FAILOVER' || fault === 'FAILBACK';
+    if (!leg.test(states.join(' '))) report.failures.push(`states ${states.join(' → ')}, expected /${report.expected}/`);
+    const refusedAsMoved = fault === 'FAILOVER' || fault === 'FAILBACK';
+    const moves = refusedAsMoved || custom?.movesHub === true;
     if (moves !== (report.hubAfter !== hubBefore)) report.failures.push(`${moves ? 'stayed on' : 'left'} ${hubBefore} (now ${report.hubAfter})`);
-    if (moves) {
+    if (refusedAsMoved) {
       const refusal = this.cloud.hub(hubBefore).refusals(deviceId).at(-1);
       if (refusal?.reason !== 'moved' || (this.path.refusalCode !== undefined && refusal.code !== this.path.refusalCode)) {
         report.failures.push(`the hub it left did not refuse it as moved with CONNACK ${this.path.refusalCode} (last refusal: ${JSON.stringify(refusal)})`);
@@ -280,7 +301,7 @@ class PathRun {
     }
   }
 
-  private async checkInvariants(device: Device, fault: Fault, step: number, report: StepReport): Promise<void> {
+  private async checkInvariants(device: Device, fault: Fault | string, step: number, report: StepReport): Promise<void> {
     for (const invariant of this.options.invariants ?? []) {
       let verdict: boolean | string;
       try {

@@ -25,6 +25,7 @@ export {
 export {
   generateFailoverPaths,
   runFailoverPath,
+  type CustomFault,
   type DeviceConnection,
   type FailoverPath,
   type FailoverPathOptions,

@@ -3,8 +3,8 @@
  * what happened, the device's log lines) instead of throwing, a fresh local cloud is started and
  * stopped when none is given, and the paths are deterministic.
  */
-import { createDevice } from 'hubstate';
-import { generateFailoverPaths, runFailoverPath, type FailoverPath } from 'hubstate-testing';
+import { createDevice, REPROVISION_COMMAND } from 'hubstate';
+import { EXPECTED_LEG, generateFailoverPaths, runFailoverPath, type FailoverPath } from 'hubstate-testing';
 
 const dropPath = (): FailoverPath => generateFailoverPaths({ depth: 1, refusalCodes: [3] }).find((p) => p.name === 'DROP')!;
 
@@ -41,4 +41,31 @@ test('a device that never connects is a failed report naming what it waited for,
   expect(report.failures[0]).toMatch(/^DROP: timed out after 3000 ms waiting for the device to connect \(states so far: .+\)$/);
   expect(report.steps).toEqual([]);
   expect(report.accepted).toBe(0);
+});
+
+test("a path of the application's own faults: the built-in Reprovision command sent by the cloud, after a dropped socket", async () => {
+  const path: FailoverPath = { name: 'DROP → REPROVISION_COMMAND', faults: ['DROP', 'REPROVISION_COMMAND'], identity: 'sas', seed: 3 };
+  const report = await runFailoverPath(path, {
+    device: (connection) => createDevice({ ...connection }),
+    customFaults: {
+      REPROVISION_COMMAND: {
+        inject: async ({ cloud, hub, deviceId }) => {
+          const answer = await cloud.hub(hub).invokeMethod(deviceId, REPROVISION_COMMAND);
+          if (answer.status !== 200) throw new Error(`the command was answered ${answer.status}`);
+        },
+        expectedLeg: EXPECTED_LEG.USER_REPROVISION,
+      },
+    },
+  });
+  expect(report.failures).toEqual([]);
+  expect(report.steps.map((s) => [s.fault, s.states.join(' ')])).toEqual([
+    ['DROP', expect.stringMatching(EXPECTED_LEG.DROP)],
+    ['REPROVISION_COMMAND', 'Connected Reprovisioning Connecting Connected'],
+  ]);
+});
+
+test('a fault that is neither the model\'s nor given is a failed report naming it', async () => {
+  const report = await runFailoverPath({ name: 'UNKNOWN', faults: ['FIRMWARE_UPDATE'], identity: 'sas', seed: 4 }, { device: (connection) => createDevice({ ...connection }) });
+  expect(report.ok).toBe(false);
+  expect(report.failures).toEqual(['UNKNOWN: FIRMWARE_UPDATE: no such fault (give it in customFaults)']);
 });
