@@ -135,14 +135,16 @@ describe('npm pack of the three packages → each installed as a user would', ()
     // 1. pack: the device library first (the others' builds read its declarations)
     const device = await pack(undefined, work);
     const cloudPackage = await pack('packages/cloud', work);
+    const testing = await pack('packages/testing', work);
     const tools = await pack('packages/tools', work);
-    timings.push(`pack ${device.ms + cloudPackage.ms + tools.ms} ms`);
+    timings.push(`pack ${device.ms + cloudPackage.ms + testing.ms + tools.ms} ms`);
     const deviceManifest = manifestOf(ROOT);
     expect(device.files).toEqual(expect.arrayContaining(['visualizations/device.svg', 'README.md', 'package.json']));
     for (const entry of Object.values(deviceManifest.exports).filter((e) => typeof e === 'object')) {
       expect(device.files).toEqual(expect.arrayContaining([entry.types.replace('./', ''), entry.default.replace('./', '')]));
     }
     expect(cloudPackage.files).toEqual(expect.arrayContaining(['README.md', 'dist/index.js', 'dist/index.d.ts']));
+    expect(testing.files).toEqual(expect.arrayContaining(['dist/index.js', 'dist/index.d.ts']));
     expect(tools.files).toEqual(expect.arrayContaining([manifestOf(join(ROOT, 'packages', 'tools')).bin!.hubstate]));
 
     // 2. the device library alone in a fresh folder (npm ≥ 11 runs install scripts only for allowed packages)
@@ -214,8 +216,8 @@ describe('npm pack of the three packages → each installed as a user would', ()
       await cloud.stop();
     }
 
-    // 4. the tools added next to the device library (the cloud comes as their dependency); the demo loses nothing
-    const toolsInstall = await run(npm, ['install', '--no-audit', '--no-fund', cloudPackage.tarball, tools.tarball], app, 5 * 60_000);
+    // 4. the tools added next to the device library (with the cloud and the toolkit, their dependencies); the demo loses nothing
+    const toolsInstall = await run(npm, ['install', '--no-audit', '--no-fund', cloudPackage.tarball, testing.tarball, tools.tarball], app, 5 * 60_000);
     expect({ code: toolsInstall.code, stderr: toolsInstall.code === 0 ? '' : toolsInstall.stderr.slice(-3000) }).toEqual({ code: 0, stderr: '' });
     const demo = await run(npx, ['hubstate', 'demo', '--duration', '15'], app, 2 * 60_000);
     timings.push(`demo ${demo.ms} ms`);
@@ -226,7 +228,7 @@ describe('npm pack of the three packages → each installed as a user would', ()
     });
     expect(demo.stdout).toMatch(/lost\s+0\n/);
     process.stdout.write(
-      `pack test: ${timings.join(', ')}; device library alone: ${footprint.packages} packages, ${footprint.megabytes} MB in node_modules; tarballs ${device.files.length}/${cloudPackage.files.length}/${tools.files.length} files\n`,
+      `pack test: ${timings.join(', ')}; device library alone: ${footprint.packages} packages, ${footprint.megabytes} MB in node_modules; tarballs ${device.files.length}/${cloudPackage.files.length}/${testing.files.length}/${tools.files.length} files\n`,
     );
   });
 });
