@@ -38,15 +38,20 @@ export interface FailoverPathOptions {
   x509?: boolean;
   /** First seed; path i gets seed + i (default 1). */
   seed?: number;
+  /**
+   * The application's own faults (the names of runFailoverPath's `customFaults`), added to the
+   * model as faults that can hit a connected device at any step (at most 8).
+   */
+  customFaults?: readonly string[];
 }
 
 /** Every path of the fault model, once per refusal code where a hub refuses, and with X.509 if asked. */
 export function generateFailoverPaths(options: FailoverPathOptions = {}): FailoverPath[] {
   const codes = options.refusalCodes ?? [3, 5];
   if (codes.length === 0 || codes.some((code) => code !== 3 && code !== 5)) throw new RangeError('refusalCodes: 3 and/or 5');
-  const runs = generateFaultSequences(options.depth ?? 2).flatMap((faults): Array<Omit<FailoverPath, 'seed'>> => {
+  const runs = generateFaultSequences(options.depth ?? 2, options.customFaults ?? []).flatMap((faults): Array<Omit<FailoverPath, 'seed'>> => {
     const name = faults.join(' → ');
-    if (!faults.some((f) => REFUSING_FAULTS.includes(f))) return [{ name, faults, identity: 'sas' as const }];
+    if (!faults.some((f) => (REFUSING_FAULTS as readonly string[]).includes(f))) return [{ name, faults, identity: 'sas' as const }];
     const keyed = codes.map((refusalCode) => ({ name: `${name} (CONNACK ${refusalCode})`, faults, refusalCode, identity: 'sas' as const }));
     const certified = options.x509 ? [{ name: `${name} (CONNACK ${codes[0]}) [X.509]`, faults, refusalCode: codes[0], identity: 'x509' as const }] : [];
     return [...keyed, ...certified];

@@ -56,8 +56,24 @@ export const EXPECTED_LEG: Record<Fault, RegExp> = {
 
 type ModelContext = { failedOver: boolean; faults: number; depth: number };
 
-export const faultModel = setup({
-  types: {} as { context: ModelContext; events: { type: Fault }; input: { depth?: number } | undefined },
+/** An application's own fault may be named like the model's: capitals, digits, underscores. */
+const CUSTOM_FAULT_NAME = /^[A-Z][A-Z0-9_]{0,63}$/;
+/** Each custom fault multiplies the paths: a handful is what a test suite can run. */
+export const MAX_CUSTOM_FAULTS = 8;
+
+/**
+ * The fault model, with the application's own faults (by name) added as short faults that can hit
+ * a connected device at any step, as a drop or a reprovision can.
+ */
+export function createFaultModel(customFaults: readonly string[] = []) {
+  if (customFaults.length > MAX_CUSTOM_FAULTS) throw new RangeError(`customFaults: at most ${MAX_CUSTOM_FAULTS}, got ${customFaults.length}`);
+  for (const name of customFaults) {
+    if (!CUSTOM_FAULT_NAME.test(name) || (ALL_FAULTS as readonly string[]).includes(name)) {
+      throw new RangeError(`customFaults: '${name}' must be a new name of capitals, digits and underscores (not one of the model's faults)`);
+    }
+  }
+  return setup({
+  types: {} as { context: ModelContext; events: { type: string }; input: { depth?: number } | undefined },
   actions: {
     count: assign({ faults: ({ context }) => context.faults + 1 }),
     failOver: assign({ failedOver: true, faults: ({ context }) => context.faults + 1 }),
@@ -91,40 +107,48 @@ export const faultModel = setup({
         DPS_OUTAGE: { guard: 'firstFault', actions: 'endPath' },
         DPS_OUTAGE_REPROVISION: { guard: 'firstFault', actions: 'endPath' },
         DISABLED_DEVICE: { guard: 'firstFault', actions: 'endPath' },
+        ...Object.fromEntries(customFaults.map((name) => [name, { actions: 'count' as const }])),
       },
     },
     Done: { type: 'final' },
   },
-});
+  });
+}
+
+export const faultModel = createFaultModel();
 
 type SimplePath = ReturnType<typeof getSimplePaths<typeof faultModel>>[number];
 
 /** Longest path the model generates: 6^4 = 1,296 sequences of short faults. */
 export const MAX_FAULT_DEPTH = 4;
 
-function simplePaths(depth = 2): SimplePath[] {
+function simplePaths(depth = 2, customFaults: readonly string[] = []): SimplePath[] {
   if (!Number.isInteger(depth) || depth < 1 || depth > MAX_FAULT_DEPTH) throw new RangeError(`depth: a whole number from 1 to ${MAX_FAULT_DEPTH}, got ${depth}`);
-  return getSimplePaths(faultModel, {
+  return getSimplePaths(customFaults.length ? createFaultModel(customFaults) : faultModel, {
     input: { depth },
-    events: ALL_FAULTS.map((type) => ({ type })),
+    events: [...ALL_FAULTS, ...customFaults].map((type) => ({ type })),
     serializeState: (snapshot) => `${String(snapshot.value)}|${snapshot.context.failedOver}|${snapshot.context.faults}`,
   }).filter((path) => path.state.value === 'Done');
 }
 
-const faultsOf = (path: SimplePath): Fault[] =>
-  path.steps.map((step) => step.event.type).filter((type): type is Fault => ALL_FAULTS.includes(type as Fault));
+/** The faults of a path (the model's, or the application's own by name), without the model's internal events. */
+const faultsOf = (path: SimplePath): Array<Fault | string> => path.steps.map((step) => step.event.type).filter((type) => !type.startsWith('xstate.'));
 
-/** Every path the model allows, as its faults: all `depth`-fault sequences of short faults, and each long fault alone. */
-export function generateFaultPaths(depth = 2): Fault[][] {
-  return simplePaths(depth).map(faultsOf);
+/** Every path the model allows, as its faults: all `depth`-fault sequences of short (and custom) faults, and each long fault alone. */
+export function generateFaultPaths(depth?: number): Fault[][];
+export function generateFaultPaths(depth: number, customFaults: readonly string[]): Array<Array<Fault | string>>;
+export function generateFaultPaths(depth = 2, customFaults: readonly string[] = []): Array<Array<Fault | string>> {
+  return simplePaths(depth, customFaults).map(faultsOf);
 }
 
-/** Every sequence of `depth` short faults the model allows. */
-export function generateFaultSequences(depth = 2): Fault[][] {
-  return generateFaultPaths(depth).filter((faults) => faults.every((f) => (SHORT_FAULTS as readonly Fault[]).includes(f)));
+/** Every sequence of `depth` short (and custom) faults the model allows. */
+export function generateFaultSequences(depth?: number): Fault[][];
+export function generateFaultSequences(depth: number, customFaults: readonly string[]): Array<Array<Fault | string>>;
+export function generateFaultSequences(depth = 2, customFaults: readonly string[] = []): Array<Array<Fault | string>> {
+  return generateFaultPaths(depth, customFaults).filter((faults) => !isLongPath(faults));
 }
 
-export const isLongPath = (faults: readonly Fault[]) => faults.some((f) => (LONG_FAULTS as readonly Fault[]).includes(f));
+export const isLongPath = (faults: ReadonlyArray<Fault | string>) => faults.some((f) => (LONG_FAULTS as readonly string[]).includes(f));
 
 export interface ReplayCase {
   /** Test name: the faults, and the refusal code when the path has a refusal in it. */

@@ -5,6 +5,7 @@
  * your device.
  */
 export {
+  createFaultModel,
   EXPECTED_LEG,
   faultModel,
   faultModelCoverage,
@@ -12,6 +13,7 @@ export {
   generateFaultSequences,
   isLongPath,
   LONG_FAULTS,
+  MAX_CUSTOM_FAULTS,
   MAX_FAULT_DEPTH,
   REFUSING_FAULTS,
   replayCases,

@@ -43,6 +43,16 @@ test('a device that never connects is a failed report naming what it waited for,
   expect(report.accepted).toBe(0);
 });
 
+test("the application's own faults join the model: any step may be one, the names are checked", () => {
+  const names = generateFailoverPaths({ depth: 2, refusalCodes: [3], customFaults: ['REPROVISION_COMMAND'] }).map((p) => p.faults.join(' → '));
+  // 6 faults possible at each of the two steps (4 always, the custom one, and FAILOVER or, once failed over, FAILBACK)
+  expect(names).toHaveLength(36);
+  expect(names).toEqual(expect.arrayContaining(['REPROVISION_COMMAND → FAILOVER', 'FAILOVER → REPROVISION_COMMAND', 'REPROVISION_COMMAND → REPROVISION_COMMAND']));
+  expect(() => generateFailoverPaths({ customFaults: ['DROP'] })).toThrow(/not one of the model's faults/);
+  expect(() => generateFailoverPaths({ customFaults: ['firmware update'] })).toThrow(/capitals/);
+  expect(() => generateFailoverPaths({ customFaults: Array.from({ length: 9 }, (_, i) => `F${i}`) })).toThrow(/at most 8/);
+});
+
 test("a path of the application's own faults: the built-in Reprovision command sent by the cloud, after a dropped socket", async () => {
   const path: FailoverPath = { name: 'DROP → REPROVISION_COMMAND', faults: ['DROP', 'REPROVISION_COMMAND'], identity: 'sas', seed: 3 };
   const report = await runFailoverPath(path, {
