@@ -8,7 +8,7 @@ import { checkStoreFile, chmodPrivate, createPrivateFile } from './files';
 
 /**
  * better-sqlite3, loaded when the first store opens: a device without a data directory (the
- * in-memory outbox, no command inbox) never needs it, so `require('hubstate')` does not load it.
+ * in-memory outbox, no command inbox) never needs it, so loading hubstate does not load it.
  */
 let sqlite: typeof Database | undefined;
 function loadSqlite(): typeof Database {
