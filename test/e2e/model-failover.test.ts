@@ -5,7 +5,8 @@
  * through, the hub it is on (and that the hub it left refused it as moved, with the run's code),
  * that telemetry continues, and at the end that every accepted message arrived. A path with a
  * refusal in it (failover, failback) runs under both CONNACK codes (3 as Azure, and 5), and once
- * more (code 3) with an X.509 device (certificate from the cloud's enrollment group). The model's
+ * more (code 3) with an X.509 device (certificate from the cloud's enrollment group) and once over
+ * MQTT on WebSockets (raw MQTT refused by the cloud meanwhile). The model's
  * long faults (flapping hub, DPS outages, disabled device) are in model-paths.test.ts.
  */
 import { createDevice } from 'hubstate';
@@ -13,7 +14,7 @@ import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cl
 import { faultModelCoverage, generateFailoverPaths, generateFaultPaths, isLongPath, replayCases, runFailoverPath } from 'hubstate-testing';
 
 let cloud: LocalCloud;
-const paths = generateFailoverPaths({ depth: 2, refusalCodes: [3, 5], x509: true, seed: 1 });
+const paths = generateFailoverPaths({ depth: 2, refusalCodes: [3, 5], x509: true, websockets: true, seed: 1 });
 const duplicatesByPath: Record<string, number> = {};
 
 beforeAll(async () => {
@@ -26,9 +27,10 @@ afterAll(async () => {
 
 test('the fault model yields every allowed two-fault sequence, and its paths take every transition of the model', () => {
   const names = paths.map((p) => p.name);
-  // 25 sequences; the 9 with a failover in them run under CONNACK 3 and 5, and with X.509 (code 3)
-  expect(paths).toHaveLength(25 + 9 + 9);
+  // 25 sequences; the 9 with a failover in them run under CONNACK 3 and 5, with X.509 and over WebSockets (code 3)
+  expect(paths).toHaveLength(25 + 9 + 9 + 9);
   expect(names).toContain('FAILOVER → FAILBACK (CONNACK 3) [X.509]');
+  expect(names).toContain('DROP → FAILOVER (CONNACK 3) [WebSockets]');
   expect(names).toContain('FAILOVER → FAILBACK (CONNACK 5)');
   expect(names).toContain('DROP → CRASH');
   expect(names.some((n) => n.startsWith('FAILBACK → FAILOVER'))).toBe(false);
@@ -57,7 +59,11 @@ test('depth is the number of faults per path: five single faults (a failback nee
 });
 
 test.each(paths.map((p) => [p.name, p] as const))('%s', async (_name, path) => {
-  const report = await runFailoverPath(path, { cloud, device: (connection) => createDevice({ ...connection, modelId: 'dtmi:Sample:Failover;1' }) });
+  // Over WebSockets, raw MQTT is refused (8883 blocked, as on a corporate network): only the WebSocket path can work.
+  cloud.blockRawMqtt(path.transport === 'mqtt-ws');
+  const report = await runFailoverPath(path, { cloud, device: (connection) => createDevice({ ...connection, modelId: 'dtmi:Sample:Failover;1' }) }).finally(() =>
+    cloud.blockRawMqtt(false),
+  );
   expect(report.failures).toEqual([]);
   expect(report.ok).toBe(true);
   expect(report.steps.map((s) => s.fault)).toEqual(path.faults);

@@ -25,6 +25,8 @@ export interface FailoverPath {
   /** The CONNACK code the hubs refuse a moved device with on this run (paths with a refusal only). */
   refusalCode?: RefusalCode;
   identity: 'sas' | 'x509';
+  /** MQTT over TCP (8883), or over WebSockets (443); default MQTT. */
+  transport?: 'mqtt' | 'mqtt-ws';
   /** Seeds the device's jitter (the policy's `seed`), so a path replays the same way. */
   seed: number;
 }
@@ -36,6 +38,8 @@ export interface FailoverPathOptions {
   refusalCodes?: RefusalCode[];
   /** Also run each refusing path (first refusal code) with an X.509 identity from the cloud's enrollment group. */
   x509?: boolean;
+  /** Also run each refusing path (first refusal code) over MQTT on WebSockets. */
+  websockets?: boolean;
   /** First seed; path i gets seed + i (default 1). */
   seed?: number;
   /**
@@ -54,7 +58,10 @@ export function generateFailoverPaths(options: FailoverPathOptions = {}): Failov
     if (!faults.some((f) => (REFUSING_FAULTS as readonly string[]).includes(f))) return [{ name, faults, identity: 'sas' as const }];
     const keyed = codes.map((refusalCode) => ({ name: `${name} (CONNACK ${refusalCode})`, faults, refusalCode, identity: 'sas' as const }));
     const certified = options.x509 ? [{ name: `${name} (CONNACK ${codes[0]}) [X.509]`, faults, refusalCode: codes[0], identity: 'x509' as const }] : [];
-    return [...keyed, ...certified];
+    const overWebSockets = options.websockets
+      ? [{ name: `${name} (CONNACK ${codes[0]}) [WebSockets]`, faults, refusalCode: codes[0], identity: 'sas' as const, transport: 'mqtt-ws' as const }]
+      : [];
+    return [...keyed, ...certified, ...overWebSockets];
   });
   const first = options.seed ?? 1;
   return runs.map((run, i) => ({ ...run, seed: first + i }));
@@ -66,7 +73,7 @@ export function generateFailoverPaths(options: FailoverPathOptions = {}): Failov
  */
 export type DeviceConnection = Pick<
   DeviceOptions,
-  'idScope' | 'registrationId' | 'provisioningHost' | 'ca' | 'dataDir' | 'seed' | 'policy' | 'logger' | 'keepaliveSeconds' | 'connectTimeoutMs'
+  'idScope' | 'registrationId' | 'provisioningHost' | 'ca' | 'dataDir' | 'seed' | 'policy' | 'logger' | 'keepaliveSeconds' | 'connectTimeoutMs' | 'transport'
 > &
   ({ groupKey: string } | { x509: { cert: string; key: string } });
 
@@ -106,6 +113,8 @@ export interface RunFailoverOptions {
   stableConnectionMs?: number;
   /** Per step: the fault's recovery, and the telemetry after it (default 30 s). */
   stepTimeoutMs?: number;
+  /** A step whose recovery (fault injected → Connected again) takes longer fails (default: only reported). */
+  recoveryBoundMs?: number;
 }
 
 export interface StepReport {
@@ -220,6 +229,7 @@ class PathRun {
       ca: this.cloud.ca,
       dataDir: mkdtempSync(join(tmpdir(), 'hubstate-path-')),
       seed: this.path.seed,
+      transport: this.path.transport ?? 'mqtt',
       keepaliveSeconds: 2,
       connectTimeoutMs: 5000,
       // Faults seconds apart: the retries of a test, not of a fleet (the curve from 0.2 s).
@@ -285,6 +295,8 @@ class PathRun {
       failures: [],
     };
     if (!leg.test(states.join(' '))) report.failures.push(`states ${states.join(' → ')}, expected /${report.expected}/`);
+    const bound = this.options.recoveryBoundMs;
+    if (bound !== undefined && report.recoveryMs > bound) report.failures.push(`recovered in ${report.recoveryMs} ms, over the bound of ${bound} ms`);
     const refusedAsMoved = fault === 'FAILOVER' || fault === 'FAILBACK';
     const moves = refusedAsMoved || custom?.movesHub === true;
     if (moves !== (report.hubAfter !== hubBefore)) report.failures.push(`${moves ? 'stayed on' : 'left'} ${hubBefore} (now ${report.hubAfter})`);

@@ -74,6 +74,16 @@ test("a path of the application's own faults: the built-in Reprovision command s
   ]);
 });
 
+test('a recovery slower than the bound fails the step, with the time it took', async () => {
+  const report = await runFailoverPath(generateFailoverPaths({ depth: 1, refusalCodes: [3] }).find((p) => p.name === 'CRASH')!, {
+    device: (connection) => createDevice({ ...connection }),
+    recoveryBoundMs: 1, // a crashed hub is down for two failed reconnects: never within 1 ms
+  });
+  expect(report.ok).toBe(false);
+  expect(report.failures).toEqual([expect.stringMatching(/^CRASH, step 1 \(CRASH\): recovered in \d+ ms, over the bound of 1 ms$/)]);
+  expect(report.steps[0]!.recoveryMs).toBeGreaterThan(1);
+});
+
 test('a fault that is neither the model\'s nor given is a failed report naming it', async () => {
   const report = await runFailoverPath({ name: 'UNKNOWN', faults: ['FIRMWARE_UPDATE'], identity: 'sas', seed: 4 }, { device: (connection) => createDevice({ ...connection }) });
   expect(report.ok).toBe(false);
