@@ -64,6 +64,16 @@ export interface DemoSummary {
   keptIn?: string;
   interrupted: boolean;
   faults: FaultRecord[];
+  /** The first device's `resilience` component as the cloud last received it (hubstate's own report on itself). */
+  reportedByDevice?: Record<string, unknown>;
+}
+
+/** The first device's resilience component from the twin on the hub it is on, if it reported one. */
+function reportedResilience(cloud: LocalCloud, device: DemoDevice['device']): Record<string, unknown> | undefined {
+  const assignment = device.assignment();
+  const hub = assignment ? cloud.hubs.find((h) => h.host === assignment.hubHost) : undefined;
+  const component = assignment && hub ? hub.getTwin(assignment.deviceId).reported['resilience'] : undefined;
+  return component !== null && typeof component === 'object' ? (component as Record<string, unknown>) : undefined;
 }
 
 export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
@@ -251,12 +261,13 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       else duplicated += copies - 1;
     }
   }
+  const reportedByDevice = fleet[0] && reportedResilience(cloud, fleet[0].device);
   await cloud.stop();
   const keptInOutboxes = queuedAtStop.reduce((a, b) => a + b, 0);
   let keptIn: string | undefined;
   if (keptInOutboxes > 0) keptIn = dataRoot;
   else rmSync(dataRoot, { recursive: true, force: true });
-  const summary: DemoSummary = { sent, delivered: sent - lost - kept, lost, duplicated, kept, keptIn, interrupted: stopping(), faults };
+  const summary: DemoSummary = { sent, delivered: sent - lost - kept, lost, duplicated, kept, keptIn, interrupted: stopping(), faults, ...(reportedByDevice ? { reportedByDevice } : {}) };
   out.write(formatSummary(summary, fleet.map((m) => m.device.state())));
   return summary;
 }
@@ -351,6 +362,11 @@ function uiBackend(
   };
 }
 
+function resilienceLine(reported: Record<string, unknown>): string {
+  const n = (key: string) => (typeof reported[key] === 'number' ? reported[key] : '?');
+  return `${n('connects')} connects, ${n('disconnects')} disconnects, ${n('hubChanges')} hub changes, ${n('dpsRegistrations')} DPS registrations, ${n('dpsStatusLookups')} status lookups, connected ${n('connectedPercent')} %, ${n('delivered')} delivered`;
+}
+
 function formatSummary(summary: DemoSummary, states: DeviceStateName[]): string {
   const lines = [
     '',
@@ -367,6 +383,7 @@ function formatSummary(summary: DemoSummary, states: DeviceStateName[]): string 
     ...summary.faults.map(
       (f) => `    ${f.name.padEnd(70)} ${f.recoveredAfterMs === undefined ? 'n/a' : `${f.recoveredAfterMs} ms`}`,
     ),
+    ...(summary.reportedByDevice ? [`  device 1 on itself (its resilience component at the cloud, as last reported):`, `    ${resilienceLine(summary.reportedByDevice)}`] : []),
     summary.lost > 0
       ? `LOST ${summary.lost} MESSAGES`
       : summary.kept > 0 && !summary.interrupted

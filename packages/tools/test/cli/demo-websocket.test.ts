@@ -31,6 +31,9 @@ test('the 20 s scripted disaster over WebSockets through a proxy: nothing lost, 
     expect(summary.sent).toBeGreaterThan(50);
     expect(summary.lost).toBe(0);
     expect(summary.kept).toBe(0);
+    // The device reported on itself to the cloud: the scripted failover is among its hub changes.
+    expect(summary.reportedByDevice).toMatchObject({ connects: expect.any(Number), hubChanges: expect.any(Number) });
+    expect(summary.reportedByDevice!['hubChanges']).toBeGreaterThanOrEqual(1);
     expect(output.join('')).toContain(`transport: mqtt-ws through the proxy ${proxy.url}`);
     // DPS, both hubs (failover and failback) and the status lookups: several tunnels, to three endpoints at least.
     expect(proxy.tunnels().size).toBeGreaterThanOrEqual(3);
