@@ -42,4 +42,19 @@ export function intFlag(value: string | undefined, flag: string, fallback: numbe
   return parsed;
 }
 
+/**
+ * `--shard i/N`: shard i (counted from 0, as Kubernetes' JOB_COMPLETION_INDEX) of N, with N from
+ * 1 to the fleet's device count (a shard with no device is a mistake, not an idle pod).
+ */
+export function shardFlag(value: string | undefined, flag: string, devices: number): { index: number; count: number } | undefined {
+  if (value === undefined) return undefined;
+  const match = /^(\d{1,9})\/(\d{1,9})$/.exec(value);
+  const index = match ? Number(match[1]) : NaN;
+  const count = match ? Number(match[2]) : NaN;
+  if (!match || count < 1 || count > devices || index >= count) {
+    throw new UsageError(`--${flag}: expected i/N with N from 1 to the ${devices} devices and i from 0 to N-1, got '${shorten(value)}'`);
+  }
+  return { index, count };
+}
+
 const shorten = (value: string): string => (value.length > 40 ? `${value.slice(0, 37)}...` : value);

@@ -8,7 +8,7 @@ import { closeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { type TransportMode, ConfigError } from 'hubstate';
 import { resolveNetworkOptions, debugSecretsWarning, guardDebugOutput } from 'hubstate/internal';
-import { intFlag, MAX_TIMER_MS, MAX_TIMER_SECONDS, numberFlag, parseFlags, UsageError } from './args';
+import { intFlag, MAX_TIMER_MS, MAX_TIMER_SECONDS, numberFlag, parseFlags, shardFlag, UsageError } from './args';
 import { ensureDirectory, openLogFile, prepareRunPaths } from './files';
 import { runUsage } from './run-config';
 import { installShutdown } from './shutdown';
@@ -39,6 +39,8 @@ commands:
              --devices <n> (100)  --dps-rate <r> (100)  --hubs <n> (2)  --naive  --log <file>
              a DPS of your own instead: --id-scope <scope> [--provisioning-host <host>]
                [--ca-file <pem>] [--prefix <id prefix> (fleet-)], group key in HUBSTATE_GROUP_KEY
+             --shard <i>/<n>: run slice i (0 to n-1) of the --devices fleet: each device keeps its id
+               and start slot, so n shards (pods) together behave like one fleet
   soak       the seeded chaos soak: a local cloud, N devices, faults, then the invariants
              (hubstate soak --help for its flags; 200 devices, 5 minutes by default)
   viz        regenerate the pictures in visualizations/ from the machine
@@ -194,8 +196,10 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
         'provisioning-host': { type: 'string' },
         'ca-file': { type: 'string' },
         prefix: { type: 'string' },
+        shard: { type: 'string' },
       });
       const devices = intFlag(flags.devices as string | undefined, 'devices', 100, 1, LIMITS.fleetDevices);
+      const shard = shardFlag(flags.shard as string | undefined, 'shard', devices);
       const dpsRatePerSec = numberFlag(flags['dps-rate'] as string | undefined, 'dps-rate', 100, 0.1, LIMITS.dpsRate);
       const hubs = intFlag(flags.hubs as string | undefined, 'hubs', 2, 1, LIMITS.hubs);
       const { fleetTarget } = require('./fleet-target') as typeof import('./fleet-target');
@@ -209,6 +213,7 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
       const summary = await runFleetCommand({
         ...(target ? { target: target.cloud, prefix: target.prefix } : {}),
         devices,
+        ...(shard ? { shard } : {}),
         dpsRatePerSec,
         hubs,
         naive: flags.naive === true,

@@ -8,7 +8,7 @@ import pino from 'pino';
 import { FAST_DPS_POLL_SEC, startLocalCloud } from 'hubstate-cloud';
 import { openLogFile } from '../cli/files';
 import { REDACTED_PATHS } from 'hubstate/internal';
-import type { FleetCloud } from './fleet';
+import type { FleetCloud, FleetShard } from './fleet';
 import { runFleet, type FleetSummary } from './run';
 
 export interface FleetCommandOptions {
@@ -23,6 +23,8 @@ export interface FleetCommandOptions {
   target?: FleetCloud;
   /** Registration ids are `${prefix}${index}`. Default 'fleet-'. */
   prefix?: string;
+  /** Run one slice of a fleet of `devices` (FleetOptions.shard). */
+  shard?: FleetShard;
   /** pino log file of the devices (level warn: failures only), created 0600. */
   logFile: string;
   /** The log file already opened (openLogFile); else runFleetCommand opens `logFile`. */
@@ -34,9 +36,9 @@ const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
 
 export function formatSummary(summary: FleetSummary): string {
   const lines = [
-    `fleet: ${summary.devices} devices, DPS limited to ${summary.dpsRatePerSec}/s, ${summary.naive ? 'naive (all at once, no jitter)' : 'staggered + fleet-formula jitter'}`,
+    `fleet: ${summary.shard ? `shard ${summary.shard.index}/${summary.shard.count}: ${summary.members} of ${summary.devices}` : summary.devices} devices, DPS limited to ${summary.dpsRatePerSec}/s, ${summary.naive ? 'naive (all at once, no jitter)' : 'staggered + fleet-formula jitter'}`,
     summary.allConnectedMs === null
-      ? `  NOT all connected: ${summary.connected}/${summary.devices} (timed out)`
+      ? `  NOT all connected: ${summary.connected}/${summary.members} (timed out)`
       : `  all connected in ${(summary.allConnectedMs / 1000).toFixed(1)} s — floor N/R = ${(summary.floorMs / 1000).toFixed(1)} s (${summary.ratio!.toFixed(2)}×)`,
   ];
   if (summary.bootMs) lines.push(`  per device, start → connected: median ${summary.bootMs.p50} ms, p95 ${summary.bootMs.p95} ms`);
@@ -47,7 +49,7 @@ export function formatSummary(summary: FleetSummary): string {
   }
   const f = summary.deviceFailures;
   lines.push(`  failures seen by the devices: transient ${f.transient}, throttled ${f.throttled}, reprovision ${f.reprovision}, fatal ${f.fatal}`);
-  lines.push(`  memory (${summary.dps ? 'devices + local cloud' : 'devices'}, one process): RSS ${mb(summary.rssBytes)}, heap ${mb(summary.heapUsedBytes)} → ${((summary.rssBytes / summary.devices) / 1024).toFixed(0)} KB per device`);
+  lines.push(`  memory (${summary.dps ? 'devices + local cloud' : 'devices'}, one process): RSS ${mb(summary.rssBytes)}, heap ${mb(summary.heapUsedBytes)} → ${((summary.rssBytes / summary.members) / 1024).toFixed(0)} KB per device`);
   return `${lines.join('\n')}\n`;
 }
 
@@ -79,6 +81,7 @@ export async function runFleetCommand(options: FleetCommandOptions): Promise<Fle
       logger,
       progress: out,
       ...(options.prefix !== undefined ? { prefix: options.prefix } : {}),
+      ...(options.shard ? { shard: options.shard } : {}),
       ...(local ? { dpsMetrics: () => local.dps.metrics() } : {}),
     });
     out.write(formatSummary(summary));

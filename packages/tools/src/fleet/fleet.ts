@@ -16,7 +16,7 @@
  */
 import type { Logger } from 'pino';
 import pino from 'pino';
-import { MAX_TIMER_MS, systemClock, resolveOptions } from 'hubstate/internal';
+import { MAX_TIMER_MS, seedFrom, systemClock, resolveOptions } from 'hubstate/internal';
 import { createDevice, type Device, type DeviceStateName, type StateChange, ConfigError, type DeviceOptions } from 'hubstate';
 import type { RetryPolicyInput, ErrorClass } from 'hubstate';
 
@@ -57,6 +57,20 @@ export interface FleetOptions {
   prefix?: string;
   /** First index (to run several fleets against one DPS). Default 0. */
   firstIndex?: number;
+  /**
+   * Run one slice of the fleet: of the `devices` (the whole fleet's N), this process runs those
+   * whose index i has `i % count === index` (`index` from 0, as Kubernetes' JOB_COMPLETION_INDEX).
+   * Each member keeps the id, start slot and (with `seed`) jitter it has in the unsharded fleet,
+   * and the fleet formula still uses the whole N, so `count` shards started together behave like
+   * one fleet. Interleaved rather than in blocks so that every shard starts R / count devices a
+   * second over the whole window instead of one shard doing all the work at a time.
+   */
+  shard?: FleetShard;
+  /**
+   * Seed of the members' jitter: member i gets a seed derived from (seed, i), the same in every
+   * shard. Default: none (each device seeds itself from its id and the time).
+   */
+  seed?: number;
   /** Replaces the computed policy entirely (the fleet then only staggers the starts). */
   policy?: RetryPolicyInput;
   /** Root logger; each device gets a child. Default: silent. */
@@ -65,8 +79,15 @@ export interface FleetOptions {
   deviceOptions?: Partial<DeviceOptions>;
 }
 
+/** One slice of a fleet: shard `index` (0 ≤ index < count) of `count`. */
+export interface FleetShard {
+  index: number;
+  count: number;
+}
+
 /** Counts per machine state, plus device-side failure counts. */
 export interface FleetCounts {
+  /** Devices this process runs (the shard's members; the whole fleet when not sharded). */
   total: number;
   started: number;
   byState: Record<DeviceStateName, number>;
@@ -119,6 +140,47 @@ export function staggerSchedule(devices: number, ratePerSec: number, batchInterv
   return out;
 }
 
+/**
+ * When each member of `shard` starts (ms from the fleet start): the slot its global index has in
+ * the unsharded fleet's schedule. Member m is global index `m × count + index`.
+ */
+export function shardStartOffsets(schedule: Array<{ atMs: number; count: number }>, devices: number, shard: FleetShard = { index: 0, count: 1 }): Float64Array {
+  const offsets = new Float64Array(shardMemberCount(devices, shard));
+  let member = 0;
+  let firstOfBatch = 0;
+  for (const { atMs, count } of schedule) {
+    const end = firstOfBatch + count;
+    // The batch's first global index that belongs to this shard, then every count-th.
+    for (let g = member * shard.count + shard.index; g < end && member < offsets.length; g += shard.count) offsets[member++] = atMs;
+    firstOfBatch = end;
+  }
+  return offsets;
+}
+
+/** How many of the fleet's `devices` belong to `shard`. */
+export function shardMemberCount(devices: number, shard: FleetShard = { index: 0, count: 1 }): number {
+  return shard.index < devices ? Math.floor((devices - 1 - shard.index) / shard.count) + 1 : 0;
+}
+
+/** Checks a shard against the fleet's size; a RangeError naming what is wrong. */
+export function validateShard(shard: FleetShard, devices: number): FleetShard {
+  if (!Number.isInteger(shard.count) || shard.count < 1 || shard.count > devices) {
+    throw new RangeError(`fleet: shard count must be a whole number from 1 to the fleet's ${devices} devices (got ${shard.count})`);
+  }
+  if (!Number.isInteger(shard.index) || shard.index < 0 || shard.index >= shard.count) {
+    throw new RangeError(`fleet: shard index must be a whole number from 0 to ${shard.count - 1} (got ${shard.index})`);
+  }
+  return shard;
+}
+
+/**
+ * Launching a device (machine, SDK client, first TLS connect) costs about 1 to 3 ms of CPU: one
+ * tick launches for at most this long, then yields, so the devices already started get their
+ * sockets served even when the schedule is behind (a 10,000-device catch-up used to hold the
+ * event loop for over 20 s, and every DPS exchange timed out behind it).
+ */
+const LAUNCH_TICK_BUDGET_MS = 20;
+
 function positiveInt(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 1) throw new RangeError(`fleet: ${name} must be a positive integer (got ${value})`);
   return value;
@@ -146,7 +208,9 @@ export class Fleet {
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
   private readonly listeners = new Set<() => void>();
-  private readonly options: Required<Pick<FleetOptions, 'devices' | 'dpsRatePerSec' | 'batchIntervalMs' | 'prefix' | 'firstIndex'>> & FleetOptions;
+  private readonly options: Required<Pick<FleetOptions, 'devices' | 'dpsRatePerSec' | 'batchIntervalMs' | 'prefix' | 'firstIndex' | 'shard'>> & FleetOptions;
+  /** The devices this process runs: the shard's members, or all `devices`. */
+  readonly memberCount: number;
   private readonly policy: RetryPolicyInput;
   private readonly logger: Logger;
 
@@ -156,6 +220,7 @@ export class Fleet {
       prefix: 'fleet-',
       firstIndex: 0,
       ...options,
+      shard: options.shard ?? { index: 0, count: 1 },
     };
     positiveInt('devices', this.options.devices);
     positive('dpsRatePerSec', this.options.dpsRatePerSec);
@@ -165,43 +230,48 @@ export class Fleet {
     if (!Number.isInteger(this.options.firstIndex) || this.options.firstIndex < 0) {
       throw new RangeError(`fleet: firstIndex must be a non-negative integer (got ${this.options.firstIndex})`);
     }
+    validateShard(this.options.shard, this.options.devices);
+    if (options.seed !== undefined && !Number.isSafeInteger(options.seed)) throw new RangeError(`fleet: seed must be a safe integer (got ${options.seed})`);
+    this.memberCount = shardMemberCount(this.options.devices, this.options.shard);
     this.policy = fleetPolicy(this.options);
     this.logger = options.logger ?? pino({ level: 'silent' });
     this.validateMembers();
-    this.launchedAt = new Float64Array(this.options.devices);
-    this.firstConnectedAt = new Float64Array(this.options.devices);
-    this.lastConnectedAt = new Float64Array(this.options.devices);
+    this.launchedAt = new Float64Array(this.memberCount);
+    this.firstConnectedAt = new Float64Array(this.memberCount);
+    this.lastConnectedAt = new Float64Array(this.memberCount);
     for (const name of STATE_NAMES) this.stateCounts.set(name, 0);
   }
 
   /**
    * Every member's options, checked now rather than in a timer callback (where a ConfigError
    * would be an uncaught exception): the ids differ only in their decimal suffix, so the first
-   * and the longest (the last) stand for all of them. A bad id is reported as `prefix`.
+   * and the longest (the last) stand for all of them. A bad id is reported as `prefix`. The whole
+   * fleet's ids are checked, in every shard: a prefix is refused by all shards or by none.
    */
   private validateMembers(): void {
-    for (const index of new Set([0, this.options.devices - 1])) {
-      const registrationId = this.registrationId(index);
+    for (const globalIndex of new Set([0, this.options.devices - 1])) {
+      const registrationId = this.registrationIdOf(globalIndex);
       try {
-        resolveOptions(this.memberOptions(index));
+        resolveOptions(this.optionsOf(globalIndex));
       } catch (error) {
         if (error instanceof ConfigError && error.field === 'registrationId') {
-          throw new ConfigError('prefix', `a prefix giving registration ids of up to 128 letters, digits and - . _ : (the id of device ${index} would be '${registrationId.length > 40 ? `${registrationId.slice(0, 37)}...` : registrationId}', ${registrationId.length} characters)`);
+          throw new ConfigError('prefix', `a prefix giving registration ids of up to 128 letters, digits and - . _ : (the id of device ${globalIndex} would be '${registrationId.length > 40 ? `${registrationId.slice(0, 37)}...` : registrationId}', ${registrationId.length} characters)`);
         }
         throw error;
       }
     }
   }
 
-  private memberOptions(index: number): DeviceOptions {
+  private optionsOf(globalIndex: number): DeviceOptions {
     return {
       idScope: this.options.cloud.idScope,
-      registrationId: this.registrationId(index),
+      registrationId: this.registrationIdOf(globalIndex),
       groupKey: this.options.cloud.groupKey,
       provisioningHost: this.options.cloud.provisioningHost,
       ...(this.options.cloud.ca ? { ca: this.options.cloud.ca } : {}),
       policy: this.policy,
       logger: this.logger,
+      ...(this.options.seed !== undefined ? { seed: seedFrom(`fleet:${this.options.seed}:${globalIndex}`) } : {}),
       ...this.options.deviceOptions,
     };
   }
@@ -211,8 +281,18 @@ export class Fleet {
     return this.policy;
   }
 
-  registrationId(index: number): string {
-    return `${this.options.prefix}${this.options.firstIndex + index}`;
+  /** Member `member`'s index in the whole (unsharded) fleet. */
+  globalIndex(member: number): number {
+    return member * this.options.shard.count + this.options.shard.index;
+  }
+
+  /** Member `member`'s registration id: the one it has in the unsharded fleet. */
+  registrationId(member: number): string {
+    return this.registrationIdOf(this.globalIndex(member));
+  }
+
+  private registrationIdOf(globalIndex: number): string {
+    return `${this.options.prefix}${this.options.firstIndex + globalIndex}`;
   }
 
   /** Starts the schedule; returns at once. */
@@ -220,26 +300,28 @@ export class Fleet {
     if (this.startedAt !== 0) return;
     this.startedAt = Date.now();
     const staggerRate = this.options.staggerRatePerSec ?? this.options.dpsRatePerSec * (this.options.load ?? DEFAULT_LOAD);
+    // The whole fleet's schedule; this shard takes its own members' slots in it.
     const schedule = staggerSchedule(this.options.devices, staggerRate, this.options.batchIntervalMs, this.options.naive);
-    let step = 0;
+    const startAtMs = shardStartOffsets(schedule, this.options.devices, this.options.shard);
+    let next = 0;
     const runBatch = (): void => {
       this.timer = null;
       if (this.stopped) return;
-      // Every batch due by now (a slow event loop catches up instead of drifting).
-      while (step < schedule.length && this.startedAt + schedule[step]!.atMs <= Date.now()) {
-        const { count } = schedule[step++]!;
-        for (let i = 0; i < count; i++) this.launch(this.devices.length);
-      }
+      // Every member due by now (a slow event loop catches up instead of drifting), within the
+      // tick budget: then yield and come straight back.
+      const tickEnd = performance.now() + LAUNCH_TICK_BUDGET_MS;
+      const now = Date.now();
+      while (next < startAtMs.length && this.startedAt + startAtMs[next]! <= now && performance.now() < tickEnd) this.launch(next++);
       this.notify();
-      if (step < schedule.length) {
-        this.timer = setTimeout(runBatch, Math.min(MAX_TIMER_MS, Math.max(0, this.startedAt + schedule[step]!.atMs - Date.now())));
+      if (next < startAtMs.length) {
+        this.timer = setTimeout(runBatch, Math.min(MAX_TIMER_MS, Math.max(0, this.startedAt + startAtMs[next]! - Date.now())));
       }
     };
     runBatch();
   }
 
   private launch(index: number): void {
-    const device = createDevice(this.memberOptions(index));
+    const device = createDevice(this.optionsOf(this.globalIndex(index)));
     this.devices.push(device);
     this.launchedAt[index] = Date.now();
     this.stateCounts.set('Idle', this.stateCounts.get('Idle')! + 1);
@@ -271,7 +353,7 @@ export class Fleet {
     const byState = {} as Record<DeviceStateName, number>;
     for (const name of STATE_NAMES) byState[name] = this.stateCounts.get(name)!;
     return {
-      total: this.options.devices,
+      total: this.memberCount,
       started: this.devices.length,
       byState,
       everConnected: this.everConnected,

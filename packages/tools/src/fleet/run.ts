@@ -3,7 +3,7 @@
  * a progress bar and a summary measured against the floor T = N / R.
  */
 import type { DpsMetrics } from 'hubstate-cloud';
-import { Fleet, type FleetCounts, type FleetOptions } from './fleet';
+import { Fleet, type FleetCounts, type FleetOptions, type FleetShard } from './fleet';
 import { ProgressBar } from './progress';
 
 export interface FleetRunOptions extends FleetOptions {
@@ -18,10 +18,15 @@ export interface FleetRunOptions extends FleetOptions {
 }
 
 export interface FleetSummary {
+  /** The whole fleet's N (every shard's). */
   devices: number;
+  /** The shard this process ran (absent: the whole fleet). */
+  shard?: FleetShard;
+  /** Devices this process ran: `devices`, or the shard's members. */
+  members: number;
   dpsRatePerSec: number;
   naive: boolean;
-  /** T = N / R: no fleet can be Connected sooner through a DPS limited to R (ms). */
+  /** T = N / R: no fleet can be Connected sooner through a DPS limited to R (ms). A shard's members are spread over the same T. */
   floorMs: number;
   /** From the first batch until every device was Connected (ms); null on timeout. */
   allConnectedMs: number | null;
@@ -52,7 +57,7 @@ export async function runFleet(options: FleetRunOptions): Promise<FleetSummary> 
   const timeoutMs = options.timeoutMs ?? Math.max(60_000, 5 * floorMs);
   const before = options.dpsMetrics ? await options.dpsMetrics() : null;
   const fleet = new Fleet(options);
-  const bar = options.progress ? new ProgressBar(options.progress, options.devices) : null;
+  const bar = options.progress ? new ProgressBar(options.progress, fleet.memberCount) : null;
   const line = (c: FleetCounts): string => {
     const elapsed = ((Date.now() - fleet.startedAt) / 1000).toFixed(1);
     const s = c.byState;
@@ -90,6 +95,8 @@ export async function runFleet(options: FleetRunOptions): Promise<FleetSummary> 
     const diff = <K extends keyof DpsMetrics>(k: K): number => (after![k] as number) - (before![k] as number);
     return {
       devices: options.devices,
+      ...(options.shard ? { shard: options.shard } : {}),
+      members: fleet.memberCount,
       dpsRatePerSec: options.dpsRatePerSec,
       naive: options.naive === true,
       floorMs,
@@ -109,7 +116,7 @@ export async function runFleet(options: FleetRunOptions): Promise<FleetSummary> 
               // Peaks are not differences: the run's own peak, provided the DPS was fresh.
               peakRequestsPerSec: after.peakRequestsPerSec,
               ...(after.peakRegisterRequestsPerSec !== undefined ? { peakRegisterRequestsPerSec: after.peakRegisterRequestsPerSec } : {}),
-              throttledPerDevice: diff('throttled') / options.devices,
+              throttledPerDevice: diff('throttled') / fleet.memberCount,
             }
           : null,
       rssBytes: memory.rss,

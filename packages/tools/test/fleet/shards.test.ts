@@ -1,0 +1,142 @@
+/**
+ * `shard` (FleetOptions) / `--shard i/N` (CLI): N shards of a fleet together behave like the one
+ * fleet. The schedule and id arithmetic is checked exactly; then, against a local cloud whose DPS
+ * is rate limited, 4 shards of 500 (concurrently, in this process) are compared with one fleet of
+ * 2,000: the same registered ids and the same peak registration rate.
+ */
+import { startLocalCloud, FAST_DPS_POLL_SEC, type LocalCloud } from 'hubstate-cloud';
+import { Fleet, fleetPolicy, shardMemberCount, shardStartOffsets, staggerSchedule, type FleetShard } from '../../src/fleet';
+
+const cloudStub = { idScope: '0ne00ABC123', groupKey: Buffer.alloc(32, 9).toString('base64'), provisioningHost: 'localhost:1' };
+
+/** Global index → start offset (ms), from every shard's members. */
+function unionOfShards(devices: number, ratePerSec: number, count: number): number[] {
+  const schedule = staggerSchedule(devices, ratePerSec, 100);
+  const out = new Array<number>(devices).fill(NaN);
+  let inTwoShards = 0;
+  for (let index = 0; index < count; index++) {
+    const offsets = shardStartOffsets(schedule, devices, { index, count });
+    offsets.forEach((atMs, member) => {
+      const globalIndex = member * count + index;
+      if (!Number.isNaN(out[globalIndex]!)) inTwoShards++;
+      out[globalIndex] = atMs;
+    });
+  }
+  expect(inTwoShards).toBe(0);
+  return out;
+}
+
+describe('shard arithmetic', () => {
+  test.each([
+    [2000, 95, 4],
+    [1001, 33.3, 7],
+    [10, 1000, 10],
+    [100_000, 950, 25],
+    [5, 0.5, 3],
+  ])('%i devices at %d/s in %i shards: each device keeps its slot of the unsharded schedule', (devices, rate, count) => {
+    const whole = Array.from(shardStartOffsets(staggerSchedule(devices, rate, 100), devices));
+    expect(whole).toHaveLength(devices);
+    expect(unionOfShards(devices, rate, count)).toEqual(whole);
+  });
+
+  test('member counts add up to the fleet, and differ by at most one between shards', () => {
+    for (const [devices, count] of [[2000, 4], [1001, 7], [10, 10], [7, 3]] as const) {
+      const sizes = Array.from({ length: count }, (_, index) => shardMemberCount(devices, { index, count }));
+      expect(sizes.reduce((a, b) => a + b, 0)).toBe(devices);
+      expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThanOrEqual(1);
+    }
+  });
+
+  test('4 shards hold the ids of the unsharded fleet, each once, and all plan jitter for the whole fleet', () => {
+    const whole = new Fleet({ cloud: cloudStub, devices: 2000, dpsRatePerSec: 100, prefix: 'f-' });
+    const wholeIds = Array.from({ length: whole.memberCount }, (_, m) => whole.registrationId(m));
+    const shardIds: string[] = [];
+    for (let index = 0; index < 4; index++) {
+      const shard = new Fleet({ cloud: cloudStub, devices: 2000, dpsRatePerSec: 100, prefix: 'f-', shard: { index, count: 4 } });
+      expect(shard.memberCount).toBe(500);
+      expect(shard.counts().total).toBe(500);
+      // The fleet formula's window is T = N / R of the whole fleet, not of the shard.
+      expect(shard.memberPolicy).toEqual(whole.memberPolicy);
+      expect(shard.memberPolicy).toEqual(fleetPolicy({ devices: 2000, dpsRatePerSec: 100 }));
+      for (let m = 0; m < shard.memberCount; m++) shardIds.push(shard.registrationId(m));
+    }
+    expect(new Set(shardIds).size).toBe(2000);
+    expect(new Set(shardIds)).toEqual(new Set(wholeIds));
+  });
+
+  test.each([
+    [{ index: 4, count: 4 }, /shard index must be a whole number from 0 to 3/],
+    [{ index: -1, count: 4 }, /shard index/],
+    [{ index: 0.5, count: 4 }, /shard index/],
+    [{ index: 0, count: 0 }, /shard count must be a whole number from 1 to the fleet's 10 devices/],
+    [{ index: 0, count: 11 }, /shard count/],
+    [{ index: 0, count: 2.5 }, /shard count/],
+  ] as Array<[FleetShard, RegExp]>)('shard %j of 10 devices is a RangeError', (shard, message) => {
+    expect(() => new Fleet({ cloud: cloudStub, devices: 10, dpsRatePerSec: 10, shard })).toThrow(message);
+  });
+});
+
+/** Registrations completed per sliding second at the DPS, at its busiest (from its records). */
+function peakRegistrationsPerSec(cloud: LocalCloud): number {
+  const at = cloud.dps
+    .registrations()
+    .map((r) => Date.parse(r.createdDateTimeUtc))
+    .sort((a, b) => a - b);
+  let peak = 0;
+  for (let lo = 0, hi = 0; hi < at.length; hi++) {
+    while (at[hi]! - at[lo]! >= 1000) lo++;
+    peak = Math.max(peak, hi - lo + 1);
+  }
+  return peak;
+}
+
+const RATE = 100;
+const DEVICES = 2000;
+const SHARDS = 4;
+/** Both runs must be within this of each other (registrations per second, at their peak). */
+const PEAK_TOLERANCE = 0.15 * RATE;
+
+interface Run {
+  ids: string[];
+  peakRegistrationsPerSec: number;
+  peakRegisterRequestsPerSec: number;
+  throttled: number;
+  allConnectedMs: number;
+}
+
+async function runAgainstFreshCloud(shards: FleetShard[] | null): Promise<Run> {
+  const cloud = await startLocalCloud({ hubs: 2, dps: { rateLimitPerSec: RATE, retryAfterSec: 1, pollRetryAfterSec: FAST_DPS_POLL_SEC } });
+  const fleets = (shards ?? [undefined]).map(
+    (shard) => new Fleet({ cloud, devices: DEVICES, dpsRatePerSec: RATE, prefix: 'fleet-', seed: 16, ...(shard ? { shard } : {}) }),
+  );
+  try {
+    const startedAt = Date.now();
+    for (const fleet of fleets) fleet.start();
+    await Promise.all(fleets.map((fleet) => fleet.waitFor((c) => c.byState.Connected === c.total, 50_000, 'all Connected')));
+    const allConnectedMs = Date.now() - startedAt;
+    const metrics = cloud.dps.metrics();
+    return {
+      ids: cloud.dps.registrations().map((r) => r.registrationId).sort(),
+      peakRegistrationsPerSec: peakRegistrationsPerSec(cloud),
+      peakRegisterRequestsPerSec: metrics.peakRegisterRequestsPerSec,
+      throttled: metrics.throttled,
+      allConnectedMs,
+    };
+  } finally {
+    await Promise.all(fleets.map((fleet) => fleet.stop()));
+    await cloud.stop();
+  }
+}
+
+test(`${SHARDS} shards of ${DEVICES / SHARDS} register the same ids at the same peak rate as one fleet of ${DEVICES} (DPS limited to ${RATE}/s)`, async () => {
+  const whole = await runAgainstFreshCloud(null);
+  const sharded = await runAgainstFreshCloud(Array.from({ length: SHARDS }, (_, index) => ({ index, count: SHARDS })));
+  const figures = (run: Run) => ({ peak: run.peakRegistrationsPerSec, peakRequests: run.peakRegisterRequestsPerSec, throttled: run.throttled, allConnectedMs: run.allConnectedMs });
+  // On failure, both runs' figures side by side.
+  const context = JSON.stringify({ whole: figures(whole), sharded: figures(sharded) });
+  expect(sharded.ids).toHaveLength(DEVICES);
+  expect(sharded.ids).toEqual(whole.ids);
+  expect({ context, within: Math.abs(sharded.peakRegistrationsPerSec - whole.peakRegistrationsPerSec) <= PEAK_TOLERANCE }).toEqual({ context, within: true });
+  // Both staggered at 0.95 R: neither exceeds what the DPS takes in a second (its bucket's depth R).
+  for (const run of [whole, sharded]) expect({ context, peak: run.peakRegistrationsPerSec <= RATE }).toEqual({ context, peak: true });
+}, 120_000);
