@@ -5,7 +5,11 @@
  * Each scenario runs in a fresh child process (devices) with the local cloud in another child
  * process, so the devices' event loop and the cloud's do not share one core and no scenario
  * inherits another's heap. Flags: --only <name[,name]> (failover, coldboot, herd, throughput,
- * memory, load), --quick (small N, for a try-out; results go to bench/results/tmp/).
+ * memory, load, fleet10k), --quick (small N, for a try-out; results go to bench/results/tmp/).
+ *
+ * fleet10k (issue 16) runs only when named in --only: cold boots of ours alone (no naive round) at
+ * fleet sizes one process has to hold, each `devices@rate` round of `--fleet-rounds` (default
+ * 10000@1000,10000@100) on a fresh cloud in its own process, with the devices' and the cloud's RSS.
  */
 import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -15,11 +19,25 @@ import { BENCH_DPS_POLL_SEC } from './cloud';
 import { renderTable, type BenchResults } from './report';
 
 export interface ScenarioSpec {
-  name: 'failover' | 'coldboot' | 'herd' | 'throughput' | 'memory' | 'load';
+  name: 'failover' | 'coldboot' | 'herd' | 'throughput' | 'memory' | 'load' | 'fleet10k';
   params: Record<string, unknown>;
 }
 
-export function fullPlan(quick: boolean): ScenarioSpec[] {
+/** Scenarios left out of a run unless named in --only (long, and not in the table's rows). */
+const OPT_IN = new Set<ScenarioSpec['name']>(['fleet10k']);
+
+/** `--fleet-rounds 10000@1000,2000@100`: the fleet10k rounds, devices@registrations per second. */
+export function fleetRounds(value: string | undefined, quick: boolean): Array<{ devices: number; dpsRatePerSec: number }> {
+  const text = value ?? (quick ? '500@500' : '10000@1000,10000@100');
+  return text.split(',').map((round) => {
+    const match = /^(\d+)@(\d+(?:\.\d+)?)$/.exec(round.trim());
+    if (!match) throw new Error(`--fleet-rounds: expected devices@rate[,devices@rate...], got '${round}'`);
+    return { devices: Number(match[1]), dpsRatePerSec: Number(match[2]) };
+  });
+}
+
+export function fullPlan(quick: boolean, fleetRoundsFlag?: string): ScenarioSpec[] {
+  const fleet10k: ScenarioSpec = { name: 'fleet10k', params: { rounds: fleetRounds(fleetRoundsFlag, quick) } };
   return quick
     ? [
         { name: 'failover', params: { runs: 5, seedSampleDevices: 3, skipSeedSample: true } },
@@ -28,6 +46,7 @@ export function fullPlan(quick: boolean): ScenarioSpec[] {
         { name: 'throughput', params: { messages: 5000, repeats: 2 } },
         { name: 'memory', params: { devices: 200 } },
         { name: 'load', params: { runs: 5 } },
+        fleet10k,
       ]
     : [
         { name: 'failover', params: { runs: 30, seedSampleDevices: 20 } },
@@ -36,6 +55,7 @@ export function fullPlan(quick: boolean): ScenarioSpec[] {
         { name: 'throughput', params: { messages: 20_000, repeats: 10 } },
         { name: 'memory', params: { devices: 1000 } },
         { name: 'load', params: { runs: 15 } },
+        fleet10k,
       ];
 }
 
@@ -44,7 +64,7 @@ function runChild(spec: ScenarioSpec): Promise<unknown> {
     execFile(
       process.execPath,
       ['--expose-gc', join(__dirname, 'scenario-child.js'), JSON.stringify(spec)],
-      { maxBuffer: 16 << 20, timeout: 20 * 60_000 },
+      { maxBuffer: 16 << 20, timeout: 40 * 60_000 },
       (error, stdout, stderr) => {
         if (error) return reject(new Error(`${spec.name} failed: ${error.message}\n${stderr.slice(-4000)}`));
         const last = stdout.trim().split('\n').pop() ?? '';
@@ -66,8 +86,9 @@ async function main(argv: string[]): Promise<void> {
   const outDir = join(root, 'bench', 'results', quick ? 'tmp' : '');
   mkdirSync(outDir, { recursive: true });
   const results: BenchResults = {};
-  for (const spec of fullPlan(quick)) {
-    if (only && !only.has(spec.name)) continue;
+  const roundsIndex = argv.indexOf('--fleet-rounds');
+  for (const spec of fullPlan(quick, roundsIndex >= 0 ? argv[roundsIndex + 1] : undefined)) {
+    if (only ? !only.has(spec.name) : OPT_IN.has(spec.name)) continue;
     process.stdout.write(`running ${spec.name} ${JSON.stringify(spec.params)} ...\n`);
     const started = Date.now();
     const result = await runChild(spec);

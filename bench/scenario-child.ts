@@ -29,6 +29,33 @@ async function run(spec: ScenarioSpec): Promise<unknown> {
       return benchMemory(p.devices);
     case 'load':
       return benchLoad(p.runs);
+    case 'fleet10k': {
+      // One fresh cloud (its own process) per round; ours only: the naive baseline is coldboot's.
+      const rounds = (spec.params as { rounds: Array<{ devices: number; dpsRatePerSec: number }> }).rounds;
+      const results = [];
+      for (const round of rounds) {
+        process.stderr.write(`fleet10k: ${round.devices} devices at ${round.dpsRatePerSec}/s ...\n`);
+        const result = await benchColdBoot({ ...round, naive: false, cloudMode, timeoutMs: Math.max(120_000, 6 * (round.devices / round.dpsRatePerSec) * 1000) });
+        results.push({
+          devices: result.devices,
+          dpsRatePerSec: result.dpsRatePerSec,
+          floorSec: result.floorMs / 1000,
+          allConnectedSec: result.allConnectedMs === null ? null : result.allConnectedMs / 1000,
+          ratio: result.ratio,
+          connected: result.connected,
+          bootMs: result.bootMs,
+          throttled: result.dps?.throttled ?? null,
+          peakRegisterRequestsPerSec: result.dps?.peakRegisterRequestsPerSec ?? null,
+          deviceFailures: result.deviceFailures,
+          devicesRssMB: Math.round(result.rssBytes / 1048576),
+          devicesHeapMB: Math.round(result.heapUsedBytes / 1048576),
+          rssPerDeviceKB: Math.round(result.rssBytes / result.members / 1024),
+          cloudRssMB: Math.round(result.cloudRssBytes / 1048576),
+          cloudMode: result.cloudMode,
+        });
+      }
+      return { rounds: results };
+    }
   }
 }
 

@@ -4,11 +4,12 @@
  * a summary measured against the floor T = N / R. Device logs go to a file (pino), never to the
  * terminal.
  */
+import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { FAST_DPS_POLL_SEC, startLocalCloud } from 'hubstate-cloud';
 import { openLogFile } from '../cli/files';
 import { REDACTED_PATHS } from 'hubstate/internal';
-import type { FleetCloud, FleetShard } from './fleet';
+import { shardMemberCount, type FleetCloud, type FleetShard } from './fleet';
 import { runFleet, type FleetSummary } from './run';
 
 export interface FleetCommandOptions {
@@ -30,6 +31,27 @@ export interface FleetCommandOptions {
   /** The log file already opened (openLogFile); else runFleetCommand opens `logFile`. */
   logFd?: number;
   out: NodeJS.WriteStream;
+}
+
+/** This process's soft limit on open files (Linux: /proc/self/limits), or null where unknown. */
+export function openFileLimit(limits = '/proc/self/limits'): number | null {
+  try {
+    const line = readFileSync(limits, 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const soft = line ? Number(line.slice('Max open files'.length).trim().split(/\s+/)[0]) : NaN;
+    return Number.isFinite(soft) ? soft : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Each connected device holds one socket; with the local cloud in this process its server side
+ * holds another, and DPS connections overlap the hub's while a device moves on. Past the
+ * limit, devices fail with EMFILE and back off forever: say so before starting rather than after
+ * a timeout (10,000 devices with the local cloud need about 20,200 where 20,000 is a common limit).
+ */
+export function fileDescriptorsNeeded(members: number, localCloud: boolean): number {
+  return Math.ceil(members * (localCloud ? 2.02 : 1.01)) + 200;
 }
 
 const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
@@ -72,6 +94,14 @@ export async function runFleetCommand(options: FleetCommandOptions): Promise<Fle
   }
   else out.write(`DPS ${cloud.provisioningHost}, ID scope ${cloud.idScope}: planning for ${options.dpsRatePerSec} registrations/s\n`);
   out.write(`device logs (warnings and failures): ${options.logFile}\n`);
+  const members = options.shard ? shardMemberCount(options.devices, options.shard) : options.devices;
+  const needed = fileDescriptorsNeeded(members, local !== null);
+  const limit = openFileLimit();
+  if (limit !== null && needed > limit) {
+    out.write(
+      `warning: ${members} devices${local ? ' and their local cloud' : ''} need about ${needed} open files, the limit is ${limit} (ulimit -n): raise it, or run the fleet in shards (--shard i/N) in several processes${local ? ' against `hubstate emulator`' : ''}\n`,
+    );
+  }
   try {
     const summary = await runFleet({
       cloud,

@@ -188,6 +188,13 @@ const fleet: Case[] = [
   ['fleet --ca-file /dev/zero', [...FLEET_DPS, '--ca-file', '/dev/zero'], FLEET_ENV, '--ca-file'],
   ['fleet --ca-file a directory', [...FLEET_DPS, '--ca-file', aDir], FLEET_ENV, '--ca-file'],
   ['fleet --ca-file over 1 MiB', [...FLEET_DPS, '--ca-file', bigFile], FLEET_ENV, '--ca-file'],
+  ['fleet --shard 4/4 (counted from 0)', ['fleet', '--devices', '100', '--shard', '4/4'], {}, '--shard'],
+  ['fleet --shard 0/0', ['fleet', '--devices', '100', '--shard', '0/0'], {}, '--shard'],
+  ['fleet --shard with more shards than devices', ['fleet', '--devices', '3', '--shard', '0/4'], {}, '--shard'],
+  ['fleet --shard negative', ['fleet', '--shard', '-1/4'], {}, '--shard'],
+  ['fleet --shard without a count', ['fleet', '--shard', '2'], {}, '--shard'],
+  ['fleet --shard fractional', ['fleet', '--shard', '1.5/4'], {}, '--shard'],
+  ['fleet --shard 1e9/1e9', ['fleet', '--shard', '1e9/1e9'], {}, '--shard'],
 ];
 
 const notAReport = json('not-a-report.json', { seed: 1 });
@@ -226,6 +233,8 @@ test('the same commands with good values pass the dry run (the table is not refu
     [['demo', '--duration', '5', '--devices', '2', '--log', join(dir, 'demo.log')], {}],
     [['emulator', '--hubs', '100'], {}],
     [[...FLEET_DPS, '--devices', '100', '--prefix', 'a'.repeat(126), '--log', join(dir, 'fleet.log')], FLEET_ENV],
+    [['fleet', '--devices', '100000', '--shard', '39/40', '--log', join(dir, 'fleet.log')], {}],
+    [['fleet', '--devices', '4', '--shard', '0/4', '--log', join(dir, 'fleet.log')], {}],
     [['soak', '--devices', '100000', '--hubs', '100', '--duration', '90s', '--quiet', '5m', '--fault-rate', '2147483647'], {}],
   ] as Array<[string[], NodeJS.ProcessEnv]>) {
     const result = await cli(argv, env);
