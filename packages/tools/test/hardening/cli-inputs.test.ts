@@ -191,7 +191,7 @@ const fleet: Case[] = [
   ['fleet --shard 4/4 (counted from 0)', ['fleet', '--devices', '100', '--shard', '4/4'], {}, '--shard'],
   ['fleet --shard 0/0', ['fleet', '--devices', '100', '--shard', '0/0'], {}, '--shard'],
   ['fleet --shard with more shards than devices', ['fleet', '--devices', '3', '--shard', '0/4'], {}, '--shard'],
-  ['fleet --shard negative', ['fleet', '--shard', '-1/4'], {}, '--shard'],
+  ['fleet --shard negative', ['fleet', '--shard=-1/4'], {}, '--shard'],
   ['fleet --shard without a count', ['fleet', '--shard', '2'], {}, '--shard'],
   ['fleet --shard fractional', ['fleet', '--shard', '1.5/4'], {}, '--shard'],
   ['fleet --shard 1e9/1e9', ['fleet', '--shard', '1e9/1e9'], {}, '--shard'],
