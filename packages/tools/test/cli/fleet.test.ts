@@ -41,6 +41,21 @@ test('an external DPS: every device registers through it with the prefix, the fl
   }
 }, 60_000);
 
+test('--shard 1/4 of 8 devices: this process registers devices 1 and 5 only, with their unsharded ids', async () => {
+  const logFile = join(dir, 'fleet-shard.log');
+  const cli = spawnCli(
+    ['fleet', '--devices', '8', '--shard', '1/4', '--dps-rate', '20', '--id-scope', cloud.idScope, '--provisioning-host', cloud.provisioningHost, '--ca-file', caFile, '--prefix', 'shard-', '--log', logFile],
+    { env: { HUBSTATE_GROUP_KEY: cloud.groupKey } },
+  );
+  const { code } = await cli.exited;
+  expect({ code, stderr: cli.stderr() }).toEqual({ code: 0, stderr: '' });
+  expect(cli.stdout()).toContain('fleet: shard 1/4: 2 of 8 devices');
+  // The floor is the whole fleet's: the shard's two devices are spread over it.
+  expect(cli.stdout()).toMatch(/floor N\/R = 0\.4 s/);
+  const registered = Array.from({ length: 8 }, (_, i) => cloud.dps.registration(`shard-${i}`) !== undefined);
+  expect(registered).toEqual([false, true, false, false, false, true, false, false]);
+}, 60_000);
+
 test.each([
   [['--id-scope', 'not a scope!'], { HUBSTATE_GROUP_KEY: 'a2V5a2V5a2V5a2V5' }, /invalid option '--id-scope'/],
   [['--id-scope', '0ne00ABC123'], { HUBSTATE_GROUP_KEY: '' }, /invalid option 'HUBSTATE_GROUP_KEY': expected the enrollment group key/],
