@@ -63,3 +63,16 @@ describe('options validation', () => {
     expect(() => createDevice({ ...valid, idScope: '' })).toThrow(ConfigError);
   });
 });
+
+describe('ca: parsed once per process for a fleet sharing it (issue 16), refused every time when bad', () => {
+  test('a valid CA, a bad one, the valid one again, a bad one again', async () => {
+    const { generateCertificates } = await import('hubstate-cloud');
+    const { ca } = await generateCertificates();
+    const bad = ca.replace(/[A-Za-z0-9+/]{20}\n/, 'not base64 at all!!\n');
+    expect(fieldOf({ ...valid, ca })).toBeUndefined();
+    expect(fieldOf({ ...valid, ca: bad })).toBe('ca');
+    expect(fieldOf({ ...valid, ca })).toBeUndefined();
+    expect(fieldOf({ ...valid, ca: bad })).toBe('ca');
+    expect(fieldOf({ ...valid, ca: 'hello' })).toBe('ca');
+  });
+});
