@@ -21,8 +21,12 @@ afterAll(async () => {
   await cloud.stop();
 });
 
-function launch(...args: Parameters<typeof startPnpDevice>): PnpDevice {
-  const d = startPnpDevice(...args);
+/**
+ * The tests count the hub's reported patches (all devices of the file share the hub): the devices'
+ * own resilience reports would be among them, so they are off here (test/e2e/resilience.test.ts).
+ */
+function launch(...[cloud, registrationId, setup, overrides]: Parameters<typeof startPnpDevice>): PnpDevice {
+  const d = startPnpDevice(cloud, registrationId, setup, { resilience: false, ...overrides });
   running.push(d);
   return d;
 }
@@ -127,10 +131,9 @@ test('a desired change made while the device is offline is applied and acknowled
 
 test('a restart does not apply an acknowledged value again, nor report the default again', async () => {
   const first: unknown[] = [];
-  // The hub's patches are counted: the device's own resilience reports would be among them.
   const a = launch(cloud, 'pnp-restart', (device) => {
     device.onWritableProperty('fanSpeed', (value) => void first.push(value), { default: 1 });
-  }, { resilience: false });
+  });
   await a.waitForState('Connected');
   const version = a.hub().updateDesired('pnp-restart', { fanSpeed: 6 });
   await waitFor('ack', () => at(a.reported(), 'fanSpeed.av') === version);
@@ -144,7 +147,7 @@ test('a restart does not apply an acknowledged value again, nor report the defau
   const b = launch(cloud, 'pnp-restart', (device) => {
     device.onWritableProperty('fanSpeed', (value) => void second.push(value), { default: 1 });
     device.onWritableProperty('late', () => undefined, { default: 'x' });
-  }, { dataDir: a.dataDir, resilience: false });
+  }, { dataDir: a.dataDir });
   await b.waitForState('Connected');
   await waitFor('the new default reported', () => at(b.reported(), 'late.ac') === 203);
   expect(second).toEqual([]);
