@@ -166,6 +166,8 @@ export async function runFailoverPath(path: FailoverPath, options: RunFailoverOp
   return run.report();
 }
 
+let runsStarted = 0;
+
 class PathRun {
   private readonly states: Array<StateChange & { at: number }> = [];
   private readonly logLines: string[] = [];
@@ -182,7 +184,8 @@ class PathRun {
     private readonly cloud: LocalCloud,
     private readonly options: RunFailoverOptions,
   ) {
-    this.registrationId = `path-${path.seed}-${Date.now().toString(36)}`;
+    // Unique in this process and across runs sharing a cloud: a path may be replayed twice.
+    this.registrationId = `path-${path.seed}-${Date.now().toString(36)}-${++runsStarted}`;
   }
 
   fail(message: string): void {
