@@ -50,18 +50,18 @@ function filesUnder(dir: string): string[] {
 
 /** Packages and bytes under a folder's node_modules (each package.json with a name and version counted once). */
 function installedFootprint(dir: string): { packages: number; megabytes: number } {
-  const manifests = filesUnder(join(dir, 'node_modules')).filter((f) => f.endsWith('/package.json'));
-  const packages = new Set<string>();
-  for (const file of manifests) {
+  const files = filesUnder(join(dir, 'node_modules'));
+  let packages = 0;
+  for (const file of files.filter((f) => f.endsWith('/package.json'))) {
     try {
       const { name, version } = JSON.parse(readFileSync(file, 'utf8')) as { name?: unknown; version?: unknown };
-      if (typeof name === 'string' && typeof version === 'string' && file.endsWith(`node_modules/${name}/package.json`)) packages.add(`${file}`);
+      if (typeof name === 'string' && typeof version === 'string' && file.endsWith(`node_modules/${name}/package.json`)) packages++;
     } catch {
       // a fixture or a broken manifest inside some package: not a package of its own
     }
   }
-  const bytes = filesUnder(join(dir, 'node_modules')).reduce((sum, f) => sum + statSync(f).size, 0);
-  return { packages: packages.size, megabytes: Math.round(bytes / 1e5) / 10 };
+  const bytes = files.reduce((sum, f) => sum + statSync(f).size, 0);
+  return { packages, megabytes: Math.round(bytes / 1e5) / 10 };
 }
 
 async function pack(workspace: string | undefined, work: string): Promise<{ tarball: string; files: string[]; ms: number }> {
