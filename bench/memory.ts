@@ -20,7 +20,7 @@ import { Fleet, staggerSchedule } from 'hubstate-tools/fleet';
 import { DEFAULT_POLICY } from '../src/policy/backoff';
 import { launchCloud } from './cloud';
 import { diffSnapshots, subtractDiffs, type HeapDiff, type HeapDiffRow } from './heap-diff';
-import { closeQuietly, rawOpen, rawRegister } from './raw-sdk';
+import { closeQuietly, rawOpen, rawPlugAndPlaySession, rawRegister } from './raw-sdk';
 import { sleep } from './stats';
 
 /**
@@ -31,10 +31,17 @@ import { sleep } from './stats';
  */
 export const MEMORY_ARRIVALS_PER_SEC = 100;
 
+/** The model id the raw-pnp clients announce (the length of a typical one). */
+const RAW_MODEL_ID = 'dtmi:com:example:Thermostat;1';
+
 /** When the connected figures are read: past the default policy's stableConnectionMs (30 s) after the last connect. */
 export const STEADY_AFTER_MS = DEFAULT_POLICY.stableConnectionMs + 2000;
 
-export type MemoryMode = 'connected' | 'idle' | 'raw';
+/**
+ * `raw`: the raw SDK client, open (the issue's reference); `raw-pnp`: the same client doing what an
+ * IoT Central device does once open (rawPlugAndPlaySession), the same session hubstate keeps.
+ */
+export type MemoryMode = 'connected' | 'idle' | 'raw' | 'raw-pnp';
 
 export interface MemorySample {
   mode: MemoryMode;
@@ -77,25 +84,35 @@ export interface MemoryResult {
   idleHeapPerMachineKB: number;
   rawRssPerClientKB: number;
   rawHeapPerClientKB: number;
+  /** The raw client doing an IoT Central device's session (raw-pnp). */
+  rawPnpRssPerClientKB: number;
+  rawPnpHeapPerClientKB: number;
   /** The same figures 1 s after the last connect (before steady state). */
   at1s: { connectedRssPerDeviceKB: number; connectedHeapPerDeviceKB: number; rawRssPerClientKB: number; rawHeapPerClientKB: number };
   /** Connected RSS / raw RSS per device. */
   connectedOverRaw: number;
-  breakdown: { connected: RssBreakdown; raw: RssBreakdown; idle: RssBreakdown };
+  /** Connected RSS / raw-pnp RSS per device: against a raw client doing the same job. */
+  connectedOverRawPnp: number;
+  breakdown: { connected: RssBreakdown; raw: RssBreakdown; rawPnp: RssBreakdown; idle: RssBreakdown };
   /** The same two figures with FIXED_ALLOCATOR (freed native memory returned): what the devices hold, not what malloc keeps. Linux only. */
   fixedAllocator: {
     glibcTunables: string;
     connectedRssPerDeviceKB: number;
     rawRssPerClientKB: number;
+    rawPnpRssPerClientKB: number;
     connectedOverRaw: number;
-    breakdown: { connected: RssBreakdown; raw: RssBreakdown };
+    connectedOverRawPnp: number;
+    breakdown: { connected: RssBreakdown; raw: RssBreakdown; rawPnp: RssBreakdown };
   } | null;
   /** Heap snapshot diffs per device (absent when not taken, e.g. the smoke test). */
   heap?: {
     connected: HeapDiff;
     raw: HeapDiff;
+    rawPnp: HeapDiff;
     /** Ours (connected) minus the raw SDK's, by constructor: what hubstate adds per device. */
     oursMinusRaw: HeapDiffRow[];
+    /** Ours minus the raw client doing the same session. */
+    oursMinusRawPnp: HeapDiffRow[];
   };
   samples: MemorySample[];
   method: string;
@@ -158,7 +175,9 @@ export async function measureMemory(
           opening.push(
             (async () => {
               const { assignedHub, deviceId } = await rawRegister(cloud!.info, id);
-              rawClients.push(await rawOpen(cloud!.info, assignedHub, deviceId, id));
+              const client = await rawOpen(cloud!.info, assignedHub, deviceId, id, mode === 'raw-pnp' ? RAW_MODEL_ID : undefined);
+              if (mode === 'raw-pnp') await rawPlugAndPlaySession(client);
+              rawClients.push(client);
             })(),
           );
         }
@@ -222,15 +241,15 @@ function runMemoryChild(mode: MemoryMode, devices: number, snapshotDir?: string,
 /** Each mode in a fresh `node --expose-gc` process (compiled bench only); then the heap snapshot runs. */
 export async function benchMemory(devices: number, options: { heapSnapshots?: boolean } = {}): Promise<MemoryResult> {
   const samples: MemorySample[] = [];
-  for (const mode of ['idle', 'raw', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices));
+  for (const mode of ['idle', 'raw', 'raw-pnp', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices));
   if (process.platform === 'linux') {
-    for (const mode of ['raw', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices, undefined, FIXED_ALLOCATOR));
+    for (const mode of ['raw', 'raw-pnp', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices, undefined, FIXED_ALLOCATOR));
   }
   if (options.heapSnapshots === false) return summarizeMemory(devices, samples);
   const dir = mkdtempSync(join(tmpdir(), 'hubstate-heap-'));
   try {
     const diffs: Partial<Record<MemoryMode, HeapDiff>> = {};
-    for (const mode of ['raw', 'connected'] as MemoryMode[]) {
+    for (const mode of ['raw', 'raw-pnp', 'connected'] as MemoryMode[]) {
       const sample = await runMemoryChild(mode, devices, dir);
       diffs[mode] = diffSnapshots(sample.snapshots!.before, sample.snapshots!.after, devices);
       rmSync(sample.snapshots!.before, { force: true });
@@ -238,8 +257,18 @@ export async function benchMemory(devices: number, options: { heapSnapshots?: bo
     }
     const connected = diffs.connected!;
     const raw = diffs.raw!;
+    const rawPnp = diffs['raw-pnp']!;
     const top = (d: HeapDiff): HeapDiff => ({ ...d, byConstructor: d.byConstructor.slice(0, 40), closures: d.closures.slice(0, 30) });
-    return { ...summarizeMemory(devices, samples), heap: { connected: top(connected), raw: top(raw), oursMinusRaw: subtractDiffs(connected, raw).slice(0, 40) } };
+    return {
+      ...summarizeMemory(devices, samples),
+      heap: {
+        connected: top(connected),
+        raw: top(raw),
+        rawPnp: top(rawPnp),
+        oursMinusRaw: subtractDiffs(connected, raw).slice(0, 40),
+        oursMinusRawPnp: subtractDiffs(connected, rawPnp).slice(0, 40),
+      },
+    };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -262,6 +291,8 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
   const kb = (mode: MemoryMode, field: 'rssPerDeviceBytes' | 'heapPerDeviceBytes' | 'rssPerDeviceAt1sBytes' | 'heapPerDeviceAt1sBytes', allocator?: string) =>
     Math.round((samples.find((s) => s.mode === mode && s.allocator === allocator)?.[field] ?? NaN) / 102.4) / 10;
   const fixed = samples.some((s) => s.allocator === FIXED_ALLOCATOR);
+  const ratio = (reference: MemoryMode, allocator?: string) =>
+    Math.round((kb('connected', 'rssPerDeviceBytes', allocator) / kb(reference, 'rssPerDeviceBytes', allocator)) * 1000) / 1000;
   return {
     devices,
     connectedRssPerDeviceKB: kb('connected', 'rssPerDeviceBytes'),
@@ -270,21 +301,30 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
     idleHeapPerMachineKB: kb('idle', 'heapPerDeviceBytes'),
     rawRssPerClientKB: kb('raw', 'rssPerDeviceBytes'),
     rawHeapPerClientKB: kb('raw', 'heapPerDeviceBytes'),
+    rawPnpRssPerClientKB: kb('raw-pnp', 'rssPerDeviceBytes'),
+    rawPnpHeapPerClientKB: kb('raw-pnp', 'heapPerDeviceBytes'),
     at1s: {
       connectedRssPerDeviceKB: kb('connected', 'rssPerDeviceAt1sBytes'),
       connectedHeapPerDeviceKB: kb('connected', 'heapPerDeviceAt1sBytes'),
       rawRssPerClientKB: kb('raw', 'rssPerDeviceAt1sBytes'),
       rawHeapPerClientKB: kb('raw', 'heapPerDeviceAt1sBytes'),
     },
-    connectedOverRaw: Math.round((kb('connected', 'rssPerDeviceBytes') / kb('raw', 'rssPerDeviceBytes')) * 1000) / 1000,
-    breakdown: { connected: breakdownOf(samples, 'connected'), raw: breakdownOf(samples, 'raw'), idle: breakdownOf(samples, 'idle') },
+    connectedOverRaw: ratio('raw'),
+    connectedOverRawPnp: ratio('raw-pnp'),
+    breakdown: { connected: breakdownOf(samples, 'connected'), raw: breakdownOf(samples, 'raw'), rawPnp: breakdownOf(samples, 'raw-pnp'), idle: breakdownOf(samples, 'idle') },
     fixedAllocator: fixed
       ? {
           glibcTunables: FIXED_ALLOCATOR,
           connectedRssPerDeviceKB: kb('connected', 'rssPerDeviceBytes', FIXED_ALLOCATOR),
           rawRssPerClientKB: kb('raw', 'rssPerDeviceBytes', FIXED_ALLOCATOR),
-          connectedOverRaw: Math.round((kb('connected', 'rssPerDeviceBytes', FIXED_ALLOCATOR) / kb('raw', 'rssPerDeviceBytes', FIXED_ALLOCATOR)) * 1000) / 1000,
-          breakdown: { connected: breakdownOf(samples, 'connected', FIXED_ALLOCATOR), raw: breakdownOf(samples, 'raw', FIXED_ALLOCATOR) },
+          rawPnpRssPerClientKB: kb('raw-pnp', 'rssPerDeviceBytes', FIXED_ALLOCATOR),
+          connectedOverRaw: ratio('raw', FIXED_ALLOCATOR),
+          connectedOverRawPnp: ratio('raw-pnp', FIXED_ALLOCATOR),
+          breakdown: {
+            connected: breakdownOf(samples, 'connected', FIXED_ALLOCATOR),
+            raw: breakdownOf(samples, 'raw', FIXED_ALLOCATOR),
+            rawPnp: breakdownOf(samples, 'raw-pnp', FIXED_ALLOCATOR),
+          },
         }
       : null,
     samples,

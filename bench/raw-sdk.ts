@@ -21,14 +21,31 @@ export async function rawRegister(cloud: BenchCloudInfo, registrationId: string)
   return { assignedHub: result.assignedHub, deviceId: result.deviceId };
 }
 
-export async function rawOpen(cloud: BenchCloudInfo, host: string, deviceId: string, registrationId: string): Promise<Client> {
+export async function rawOpen(cloud: BenchCloudInfo, host: string, deviceId: string, registrationId: string, modelId?: string): Promise<Client> {
   const key = deriveDeviceKey(cloud.groupKey, registrationId);
   const client = Client.fromConnectionString(`HostName=${host};DeviceId=${deviceId};SharedAccessKey=${key}`, Mqtt);
   client.setRetryPolicy(new NoRetry());
   client.on('error', () => undefined);
-  await client.setOptions({ ca: cloud.ca, keepalive: 30 } as Parameters<Client['setOptions']>[0]);
+  await client.setOptions({ ca: cloud.ca, keepalive: 30, ...(modelId ? { modelId } : {}) } as Parameters<Client['setOptions']>[0]);
   await client.open();
   return client;
+}
+
+/**
+ * What an IoT Central device does on the raw SDK once open (Microsoft's Plug and Play sample,
+ * azure-iot-sdk-node device/samples/javascript/pnp_temperature_controller.js): announce a model
+ * id (rawOpen's modelId), read the twin and listen for desired patches, answer direct methods,
+ * take C2D messages, and report a property. The same session hubstate's device keeps (twin GET,
+ * the three subscriptions, one reported patch: its resilience report), so the two compare alike.
+ */
+export async function rawPlugAndPlaySession(client: Client): Promise<void> {
+  client.onDeviceMethod('reboot', (_request, response) => response.send(200, {}, () => undefined));
+  client.on('message', (message) => client.complete(message, () => undefined));
+  const twin = await client.getTwin();
+  twin.on('properties.desired', () => undefined);
+  await new Promise<void>((resolve, reject) =>
+    twin.properties.reported.update({ serialNumber: 'raw-0001' }, (error?: Error) => (error ? reject(error) : resolve())),
+  );
 }
 
 /** The same message hubstate sends: JSON body, message id, content type/encoding, creation time. */

@@ -104,12 +104,21 @@ export function renderTable(results: BenchResults): string {
       '≤ 1.0× raw',
       m.connectedOverRaw !== undefined ? yes(m.connectedOverRaw <= 1) : '–',
     ]);
+    if (m.connectedOverRawPnp !== undefined) {
+      rows.push([
+        `5 memory, N=${m.devices} connected, against a raw client doing the same session`,
+        `${m.connectedRssPerDeviceKB} KB RSS/device, ${m.connectedOverRawPnp.toFixed(2)}× raw-pnp`,
+        `raw SDK client with model id, twin GET, desired/method/C2D listeners, one reported patch: ${m.rawPnpRssPerClientKB} KB RSS (heap ${m.rawPnpHeapPerClientKB} KB)${m.breakdown ? `; native ${m.breakdown.rawPnp.nativeKB} KB` : ''}`,
+        '≤ 1.0× raw-pnp',
+        yes(m.connectedOverRawPnp <= 1),
+      ]);
+    }
     if (m.fixedAllocator) {
       const f = m.fixedAllocator;
       rows.push([
         `5 memory, N=${m.devices} connected, glibc returning freed memory (GLIBC_TUNABLES=${f.glibcTunables})`,
         `${f.connectedRssPerDeviceKB} KB RSS/device, ${f.connectedOverRaw.toFixed(2)}× raw; native ${f.breakdown.connected.nativeKB} KB, heap used ${f.breakdown.connected.heapUsedKB} KB, heap free ${f.breakdown.connected.heapFreeKB} KB`,
-        `raw SDK client: ${f.rawRssPerClientKB} KB RSS; native ${f.breakdown.raw.nativeKB} KB, heap used ${f.breakdown.raw.heapUsedKB} KB`,
+        `raw SDK client: ${f.rawRssPerClientKB} KB RSS; native ${f.breakdown.raw.nativeKB} KB, heap used ${f.breakdown.raw.heapUsedKB} KB${f.connectedOverRawPnp !== undefined ? `; raw-pnp ${f.rawPnpRssPerClientKB} KB (${f.connectedOverRawPnp.toFixed(2)}×)` : ''}`,
         'report (what the devices hold, not what malloc keeps)',
         '–',
       ]);
