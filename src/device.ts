@@ -41,6 +41,7 @@ import type { DroppedProperties } from './pnp/reported';
 import { componentProblem, CREATION_TIME_PROPERTY, propertyNameProblem, telemetryProblem, telemetrySize } from './pnp/telemetry';
 import { firstUnknownKey, unknownKeyExpectation } from './validate';
 import { StatsCollector, type DeviceStats } from './stats';
+import { DeviceMetrics } from './metrics';
 import { ResilienceReporter } from './pnp/resilience';
 import {
   PropertiesRejectedError,
@@ -377,6 +378,8 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
   #draining: Promise<void> | null = null;
   readonly #stats: StatsCollector;
   readonly #resilience: ResilienceReporter;
+  /** OpenTelemetry metrics (`metrics` option); null without. */
+  readonly #metrics: DeviceMetrics | null;
 
   constructor(options: DeviceOptions) {
     super();
@@ -449,6 +452,8 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
       queue: (patch, component) => this.#pnp.reported.set(patch, component),
     });
     this.#pnp.reported.onDropped((dropped) => this.#notify('droppedProperties', dropped));
+    this.#metrics = resolved.meter === null ? null : new DeviceMetrics(resolved.meter, resolved.registrationId, { stats: () => this.stats(), state: () => this.state() });
+    this.#stats.onCount(this.#metrics);
     this.#stopped = new Promise<void>((resolve) => this.actor.subscribe({ complete: () => resolve(), error: () => resolve() }));
   }
 
@@ -690,6 +695,8 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
     }
     if (this.#ownsOutbox) this.#closeQuietly('outbox', () => this.#outbox.close());
     this.#closeQuietly('command inbox', () => this.#pnp.offline.close());
+    // After the last drops are counted; the device's callback leaves the application's Meter.
+    if (this.#metrics) this.#closeQuietly('metrics', () => this.#metrics!.close());
   }
 
   /** Closing the stores is best effort: a close that fails is logged, never a rejected stop(). */

@@ -16,6 +16,7 @@ import { firstUnknownKey, unknownKeyExpectation } from './validate';
 import { resolveNetworkOptions, type NetworkOptions, type TransportMode } from './actors/transport';
 import { commonName, leafCertificate, resolveX509Identity, type X509Identity } from './actors/x509';
 import { componentProblem } from './pnp/telemetry';
+import { globalHubstateMeter, METER_METHODS, type MetricsMeter } from './metrics';
 import { DEFAULT_RESILIENCE_COMPONENT, DEFAULT_RESILIENCE_INTERVAL_MS, type ResilienceSettings } from './pnp/resilience';
 
 export const DEFAULT_PROVISIONING_HOST = 'global.azure-devices-provisioning.net';
@@ -118,6 +119,13 @@ export interface DeviceOptions {
    * device (the event still fires on that schedule).
    */
   resilience?: false | { report?: boolean; component?: string; intervalMs?: number };
+  /**
+   * OpenTelemetry metrics of the device's figures (README, "Metrics (OpenTelemetry)"): `{ meter }`
+   * from the application's MeterProvider (`provider.getMeter('hubstate')`), or `true` for the
+   * global MeterProvider's (`@opentelemetry/api`, an optional peer dependency, loaded only then;
+   * register the provider before createDevice). Default false: no metrics, the API not loaded.
+   */
+  metrics?: boolean | { meter: MetricsMeter };
   /** Injection points (tests, embedding): clock, stores, per-session features. */
   clock?: Clock;
   outbox?: Outbox;
@@ -156,6 +164,8 @@ export interface ResolvedOptions {
   /** Transport and proxy (from the options or the environment). */
   network: NetworkOptions;
   resilience: ResilienceSettings;
+  /** The Meter the device's metrics go to; null: none. */
+  meter: MetricsMeter | null;
 }
 
 const ID_SCOPE = /^[A-Za-z0-9]{1,64}$/;
@@ -390,6 +400,7 @@ export const DEVICE_OPTION_KEYS = [
   'propertyHandlerTimeoutMs',
   'twinTimeoutMs',
   'resilience',
+  'metrics',
   'clock',
   'outbox',
   'cache',
@@ -487,7 +498,20 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     twinTimeoutMs: bounded(options.twinTimeoutMs, 'twinTimeoutMs', 15_000),
     network: resolveNetworkOptions(options.transport, options.proxy, process.env),
     resilience: resolveResilienceOptions(options.resilience),
+    // Last: loading the OpenTelemetry API is the only side effect, after everything else is valid.
+    meter: resolveMetricsOption(options.metrics),
   };
+}
+
+/** `metrics`: false/undefined (none), true (the global MeterProvider's Meter), or `{ meter }`. */
+function resolveMetricsOption(option: DeviceOptions['metrics']): MetricsMeter | null {
+  if (option === undefined || option === false) return null;
+  if (option === true) return globalHubstateMeter();
+  const expected = "true, or { meter } with a Meter of @opentelemetry/api 1.x (provider.getMeter('hubstate'))";
+  if (typeof option !== 'object' || option === null || Array.isArray(option)) throw new ConfigError('metrics', expected);
+  refuseUnknownKeys(option, ['meter'], 'metrics.');
+  if (!hasMethods(option.meter, METER_METHODS)) throw new ConfigError('metrics.meter', `a Meter of @opentelemetry/api 1.x (${METER_METHODS.join(', ')})`);
+  return option.meter;
 }
 
 const RESILIENCE_KEYS = ['report', 'component', 'intervalMs'] as const;

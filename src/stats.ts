@@ -133,6 +133,17 @@ function bumpKey<K extends string>(counts: Partial<Record<K, number>>, key: K): 
   counts[key] = saturatingIncrement(counts[key] ?? 0);
 }
 
+/**
+ * Told of each count as the collector makes it (src/metrics.ts feeds its OpenTelemetry counters
+ * from here, so the metrics and the stats are one accounting). `disconnected` gets the rule as
+ * counted: 'other' past MAX_RULE_KEYS.
+ */
+export interface StatsCountListener {
+  counted(what: 'connects' | 'hubChanges' | 'registrations' | 'statusLookups' | 'delivered' | 'resent'): void;
+  disconnected(errorClass: ErrorClass, rule: string): void;
+  dropped(reason: DroppedMessage['reason']): void;
+}
+
 /** What the collector reads from one transition of the device. */
 export interface ObservedTransition {
   value: string;
@@ -166,11 +177,17 @@ export class StatsCollector {
   #lastError: Failure | null = null;
   /** Published and still in the outbox: publishing one again is a resend (insertion order = age). */
   readonly #published = new Set<string>();
+  #listener: StatsCountListener | null = null;
 
   constructor(
     private readonly clock: Clock,
     private readonly outbox: Outbox,
   ) {}
+
+  /** The one listener told of every count from now on (null: none). */
+  onCount(listener: StatsCountListener | null): void {
+    this.#listener = listener;
+  }
 
   /** The device started: the time base of `connected.percent`. */
   started(): void {
@@ -180,11 +197,21 @@ export class StatsCollector {
   transition({ value, previous, event, hubHost, lastError }: ObservedTransition): void {
     const now = this.clock.now();
     if (lastError !== null) this.#lastError = lastError;
-    if (value === 'Provisioning' || value === 'Reprovisioning') this.#registrations = saturatingIncrement(this.#registrations);
-    if (value === 'CheckingAssignment') this.#statusLookups = saturatingIncrement(this.#statusLookups);
+    if (value === 'Provisioning' || value === 'Reprovisioning') {
+      this.#registrations = saturatingIncrement(this.#registrations);
+      this.#listener?.counted('registrations');
+    }
+    if (value === 'CheckingAssignment') {
+      this.#statusLookups = saturatingIncrement(this.#statusLookups);
+      this.#listener?.counted('statusLookups');
+    }
     if (value === 'Connected') {
       this.#connects = saturatingIncrement(this.#connects);
-      if (this.#hubHost !== null && hubHost !== null && hubHost !== this.#hubHost) this.#hubChanges = saturatingIncrement(this.#hubChanges);
+      this.#listener?.counted('connects');
+      if (this.#hubHost !== null && hubHost !== null && hubHost !== this.#hubHost) {
+        this.#hubChanges = saturatingIncrement(this.#hubChanges);
+        this.#listener?.counted('hubChanges');
+      }
       if (hubHost !== null) this.#hubHost = hubHost;
       this.#connectedSince = now;
     }
@@ -196,6 +223,7 @@ export class StatsCollector {
         bumpKey(this.#disconnectsByClass, lastError.errorClass);
         const rule = Object.hasOwn(this.#disconnectsByRule, lastError.rule) || Object.keys(this.#disconnectsByRule).length < MAX_RULE_KEYS - 1 ? lastError.rule : 'other';
         bumpKey(this.#disconnectsByRule, rule);
+        this.#listener?.disconnected(lastError.errorClass, rule);
       }
     }
   }
@@ -203,6 +231,7 @@ export class StatsCollector {
   published(messageId: string): void {
     if (this.#published.has(messageId)) {
       this.#resent = saturatingIncrement(this.#resent);
+      this.#listener?.counted('resent');
       return;
     }
     // Bounded: the oldest remembered publish is forgotten first (a later resend of it goes uncounted).
@@ -214,12 +243,14 @@ export class StatsCollector {
     this.#published.delete(messageId);
     this.#delivered = saturatingIncrement(this.#delivered);
     this.#lastDeliveredAt = this.clock.now();
+    this.#listener?.counted('delivered');
   }
 
   dropped(dropped: DroppedMessage): void {
     this.#published.delete(dropped.messageId);
     this.#dropped = saturatingIncrement(this.#dropped);
     bumpKey(this.#droppedByReason, dropped.reason);
+    this.#listener?.dropped(dropped.reason);
   }
 
   /** A message was accepted: the depth it left the outbox at. */

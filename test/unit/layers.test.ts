@@ -58,6 +58,7 @@ const manifest = (dir: string) =>
     name: string;
     dependencies?: Record<string, string>;
     peerDependencies?: Record<string, string>;
+    peerDependenciesMeta?: Record<string, { optional?: boolean }>;
   };
 
 test('the device library imports neither the local cloud nor the tools, and needs only its runtime dependencies', () => {
@@ -82,7 +83,14 @@ test('the device library imports neither the local cloud nor the tools, and need
     'pino',
     'xstate',
   ]);
-  const declared = new Set(Object.keys(manifest('.').dependencies ?? {}));
+  // The OpenTelemetry API is an optional peer: the application's copy, required only when
+  // metrics are asked for (src/metrics.ts), so a device without metrics installs nothing more.
+  const { peerDependencies, peerDependenciesMeta } = manifest('.');
+  expect(peerDependencies).toEqual({ '@opentelemetry/api': expect.stringMatching(/^\^1\./) });
+  expect(peerDependenciesMeta).toEqual({ '@opentelemetry/api': { optional: true } });
+  const optionalPeerImporters = deviceLibrary.filter((file) => importsOf(file).includes('@opentelemetry/api'));
+  expect(optionalPeerImporters).toEqual(['src/metrics.ts']);
+  const declared = new Set(Object.keys({ ...manifest('.').dependencies, ...peerDependencies }));
   expect([...imported].filter((name) => !declared.has(name))).toEqual([]);
 });
 
