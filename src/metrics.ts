@@ -91,7 +91,8 @@ export const INSTRUMENT = {
   connectedTime: 'hubstate.hub.connected.time',
   connectedRatio: 'hubstate.hub.connected.ratio',
   lastDeliveryAge: 'hubstate.telemetry.last_delivery.age',
-  state: 'hubstate.device.state',
+  // Not named as its attribute (hubstate.device.state): metric and attribute names share one namespace.
+  state: 'hubstate.device.status',
   action: 'hubstate.device.recommended_action',
 } as const;
 
