@@ -35,7 +35,9 @@ async function run(spec: ScenarioSpec): Promise<unknown> {
       const results = [];
       for (const round of rounds) {
         process.stderr.write(`fleet10k: ${round.devices} devices at ${round.dpsRatePerSec}/s ...\n`);
-        const result = await benchColdBoot({ ...round, naive: false, cloudMode, timeoutMs: Math.max(120_000, 6 * (round.devices / round.dpsRatePerSec) * 1000) });
+        // Ten minutes at least: a round that outruns the machine's CPU (TLS handshakes) still gets
+        // its figure, instead of "not within" a limit meant for the floor.
+        const result = await benchColdBoot({ ...round, naive: false, cloudMode, timeoutMs: Math.max(600_000, 6 * (round.devices / round.dpsRatePerSec) * 1000) });
         results.push({
           devices: result.devices,
           dpsRatePerSec: result.dpsRatePerSec,
