@@ -131,13 +131,5 @@ export function waitForState(dut: DeviceUnderTest, state: DeviceStateName, timeo
   return waitFor(`${dut.registrationId} to reach ${state} (now ${dut.device.state()})`, () => dut.device.state() === state, timeoutMs);
 }
 
-/** Every accepted id arrived at some hub: returns the counts (duplicates reported, not hidden). */
-export function deliveryReport(cloud: LocalCloud, ids: string[]) {
-  const arrivals = new Map<string, number>();
-  for (const record of cloud.telemetry()) {
-    if (record.messageId) arrivals.set(record.messageId, (arrivals.get(record.messageId) ?? 0) + 1);
-  }
-  const lost = ids.filter((id) => !arrivals.has(id));
-  const duplicates = ids.reduce((n, id) => n + Math.max(0, (arrivals.get(id) ?? 0) - 1), 0);
-  return { lost, duplicates };
-}
+/** Every accepted id arrived at some hub: the toolkit's delivery check (duplicates reported, not hidden). */
+export { deliveryReport } from 'hubstate-testing';

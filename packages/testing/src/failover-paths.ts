@@ -15,6 +15,7 @@ import type { Device, DeviceOptions, StateChange } from 'hubstate';
 import { REDACTED_PATHS } from 'hubstate/internal';
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import pino from 'pino';
+import { deliveryReport } from './delivery';
 import { EXPECTED_LEG, generateFaultSequences, LONG_FAULTS, REFUSING_FAULTS, type Fault, type LongFault, type RefusalCode } from './fault-model';
 
 export interface FailoverPath {
@@ -385,22 +386,12 @@ class PathRun {
     return hub.name;
   }
 
-  private arrivals(): Map<string, number> {
-    const arrivals = new Map<string, number>();
-    for (const record of this.cloud.telemetry({ deviceId: this.registrationId })) {
-      if (record.messageId) arrivals.set(record.messageId, (arrivals.get(record.messageId) ?? 0) + 1);
-    }
-    return arrivals;
-  }
-
   private lostOf(ids: string[]): string[] {
-    const arrivals = this.arrivals();
-    return ids.filter((id) => !arrivals.has(id));
+    return deliveryReport(this.cloud, ids, { deviceId: this.registrationId }).lost;
   }
 
   private duplicatesOf(ids: string[]): number {
-    const arrivals = this.arrivals();
-    return ids.reduce((n, id) => n + Math.max(0, (arrivals.get(id) ?? 0) - 1), 0);
+    return deliveryReport(this.cloud, ids, { deviceId: this.registrationId }).duplicates;
   }
 
   /** Polls without racing: resolves as soon as the condition holds, throws after the step timeout. */

@@ -24,6 +24,7 @@ export {
   type ReplayCase,
   type ShortFault,
 } from './fault-model';
+export { deliveryReport, type DeliveryReport } from './delivery';
 export {
   generateFailoverPaths,
   runFailoverPath,
