@@ -7,7 +7,7 @@ export { MAX_TIMER_MS, systemClock } from './clock';
 export { debugEnables, debugModules, debugSecretsWarning, guardDebugOutput, REDACTED_PATHS } from './logger';
 // The debug-output scrubber (the public redactSecrets is the classifier's, for error messages).
 export { redactSecrets as redactDebugOutput } from './logger';
-export { CLASSIFICATION_TABLE } from './policy/classify';
+export { CLASSIFICATION_TABLE, SERVER_BUSY_MIN_DELAY_MS } from './policy/classify';
 export { curveCapMs, nextRandom, seedFrom } from './policy/backoff';
 export { publishCheckIntervalMs } from './actors/hub';
 export { redactProxyUrl, resolveNetworkOptions } from './actors/transport';

@@ -70,6 +70,12 @@ export interface ClassificationRule {
   why: string;
 }
 
+/**
+ * The floor after a busy service (a hub or DPS 5xx, CONNACK 3 on a hub DPS confirmed), whatever
+ * the policy (the DPS at-scale guidance: at least 5 s after a 5xx).
+ */
+export const SERVER_BUSY_MIN_DELAY_MS = 5000;
+
 /** Socket and OS codes the rules know about; also searched for in wrapped message text. */
 const SOCKET_CODES = [
   'ECONNREFUSED',
@@ -441,7 +447,7 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     // belongs; if it is still this hub, the hub is busy: the same 5 s floor as a 503.
     rule: 'connack-3-hub-unavailable',
     errorClass: 'transient',
-    minDelayMs: 5000,
+    minDelayMs: SERVER_BUSY_MIN_DELAY_MS,
     assignmentInDoubt: true,
     when: (f) => onHub(f) && f.connack === 3,
     why: 'hub server unavailable: moved/disabled device or an overloaded hub; ask DPS, then back off at least 5 s on the same hub',
@@ -450,7 +456,7 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     // Same meaning as a 503, so it gets the same 5 s floor.
     rule: 'connack-3-server-unavailable',
     errorClass: 'transient',
-    minDelayMs: 5000,
+    minDelayMs: SERVER_BUSY_MIN_DELAY_MS,
     when: (f) => f.connack === 3,
     why: 'DPS server unavailable: the service is up but overloaded; back off at least 5 s',
   },
@@ -546,7 +552,7 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
   {
     rule: 'hub-server-error',
     errorClass: 'transient',
-    minDelayMs: 5000,
+    minDelayMs: SERVER_BUSY_MIN_DELAY_MS,
     when: (f) => (hubStatus(f) ?? 0) >= 500,
     why: 'hub 5xx, i.e. a twin answer (internal error / service unavailable / server busy): retry the same hub, at least 5 s later (DPS at-scale guidance)',
   },
@@ -570,7 +576,7 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
   {
     rule: 'dps-server-error',
     errorClass: 'transient',
-    minDelayMs: 5000,
+    minDelayMs: SERVER_BUSY_MIN_DELAY_MS,
     when: (f) => onDps(f) && f.status !== undefined && f.status >= 500,
     why: 'DPS 5xx: retry, at least 5 s later',
   },

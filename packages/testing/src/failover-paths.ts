@@ -3,9 +3,13 @@
  * fault model (fault-model.ts, via xstate/graph), and `runFailoverPath` replays one against the
  * local cloud (hubstate-cloud) with the application's own device: it injects each fault, then
  * checks the states the device went through, the hub it ended on, that telemetry continues and
- * that every message it accepted arrived (by id), and the application's own invariants. A failure
- * does not throw: the report names the path, the step, what was expected and what happened, the
- * missing messages and the device's last log lines.
+ * that every message it accepted arrived (by id), and the application's own invariants; for a
+ * long fault (long-faults.ts) also the waits against the device's own policy. A failure does not
+ * throw: the report names the path, the step, what was expected and what happened, the missing
+ * messages and the device's last log lines.
+ *
+ * `clock: 'simulated'` gives the device a clock the runner skips ahead (skip-ahead-clock.ts)
+ * whenever it only waits in BackingOff: the default policy's minute-long waits take no wall time.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,7 +20,9 @@ import { REDACTED_PATHS } from 'hubstate/internal';
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import pino from 'pino';
 import { deliveryReport } from './delivery';
-import { EXPECTED_LEG, generateFaultSequences, LONG_FAULTS, REFUSING_FAULTS, type Fault, type LongFault, type RefusalCode } from './fault-model';
+import { EXPECTED_LEG, generateFaultPaths, isLongPath, LONG_FAULTS, REFUSING_FAULTS, type Fault, type LongFault, type RefusalCode } from './fault-model';
+import { replayLongFault, type PolicyCurve, type RecordedState } from './long-faults';
+import { SkipAheadClock } from './skip-ahead-clock';
 
 export interface FailoverPath {
   /** The faults and the dimensions of this run, e.g. `FAILOVER → FAILBACK (CONNACK 3) [X.509]`. */
@@ -48,15 +54,24 @@ export interface FailoverPathOptions {
    * model as faults that can hit a connected device at any step (at most 8).
    */
   customFaults?: readonly string[];
+  /**
+   * Also the model's long faults, each a path of its own (a flapping hub, a DPS outage with and
+   * without a need for DPS, a disabled device under each refusal code): seconds each with the
+   * runner's compressed policy, minutes of waits with the default one (use `clock: 'simulated'`).
+   */
+  longFaults?: boolean;
 }
 
 /** Every path of the fault model, once per refusal code where a hub refuses, and with X.509 if asked. */
 export function generateFailoverPaths(options: FailoverPathOptions = {}): FailoverPath[] {
   const codes = options.refusalCodes ?? [3, 5];
   if (codes.length === 0 || codes.some((code) => code !== 3 && code !== 5)) throw new RangeError('refusalCodes: 3 and/or 5');
-  const runs = generateFaultSequences(options.depth ?? 2, options.customFaults ?? []).flatMap((faults): Array<Omit<FailoverPath, 'seed'>> => {
+  const faultPaths = generateFaultPaths(options.depth ?? 2, options.customFaults ?? []).filter((faults) => options.longFaults === true || !isLongPath(faults));
+  const runs = faultPaths.flatMap((faults): Array<Omit<FailoverPath, 'seed'>> => {
     const name = faults.join(' → ');
     if (!faults.some((f) => (REFUSING_FAULTS as readonly string[]).includes(f))) return [{ name, faults, identity: 'sas' as const }];
+    // A long fault is about the policy's waits: once per refusal code, not once per identity and transport.
+    if (isLongPath(faults)) return codes.map((refusalCode) => ({ name: `${name} (CONNACK ${refusalCode})`, faults, refusalCode, identity: 'sas' as const }));
     const keyed = codes.map((refusalCode) => ({ name: `${name} (CONNACK ${refusalCode})`, faults, refusalCode, identity: 'sas' as const }));
     const certified = options.x509 ? [{ name: `${name} (CONNACK ${codes[0]}) [X.509]`, faults, refusalCode: codes[0], identity: 'x509' as const }] : [];
     const overWebSockets = options.websockets
@@ -69,12 +84,30 @@ export function generateFailoverPaths(options: FailoverPathOptions = {}): Failov
 }
 
 /**
+ * The runner's policy unless `policy` is given: the default policy's shape (first retry after a
+ * loss, three quick retries on the exponential curve, then a slow floor) at a fraction of its
+ * waits (default: 1 s, 1 s, 90 s, 5 s, 60 s, 30 s), so a path with faults seconds apart, or one
+ * that goes past the quick retries, lasts seconds.
+ */
+export const TEST_POLICY = Object.freeze({
+  stableConnectionMs: 500,
+  firstRetryMaxMs: 300,
+  minDelayMs: 200,
+  maxDelayMs: 1500,
+  throttledMinDelayMs: 1000,
+  retryAfterJitterMs: 200,
+  slowRetryMinMs: 1000,
+  quickRetries: 3,
+});
+
+/**
  * What the application's device needs to connect to the local cloud: spread it into
- * `createDevice` options (it also carries a seeded, test-paced policy and a capturing logger).
+ * `createDevice` options (it also carries a seeded policy, a capturing logger and, in the
+ * simulated-clock mode, the clock the runner skips ahead).
  */
 export type DeviceConnection = Pick<
   DeviceOptions,
-  'idScope' | 'registrationId' | 'provisioningHost' | 'ca' | 'dataDir' | 'seed' | 'policy' | 'logger' | 'keepaliveSeconds' | 'connectTimeoutMs' | 'transport'
+  'idScope' | 'registrationId' | 'provisioningHost' | 'ca' | 'dataDir' | 'seed' | 'policy' | 'logger' | 'keepaliveSeconds' | 'connectTimeoutMs' | 'transport' | 'clock'
 > &
   ({ groupKey: string } | { x509: { cert: string; key: string } });
 
@@ -110,11 +143,24 @@ export interface RunFailoverOptions {
   invariants?: Invariant[];
   /** The application's own faults, by the name a path uses. */
   customFaults?: Record<string, CustomFault>;
-  /** How long a connection must last before the next fault (the policy's stableConnectionMs; default 500). */
+  /**
+   * The retry policy the connection carries (default TEST_POLICY, compressed). The checks read
+   * the policy the device actually runs (from its machine), whatever its factory made of it.
+   */
+  policy?: DeviceOptions['policy'];
+  /** The connection's policy.stableConnectionMs (default TEST_POLICY's, 500 ms); a `policy` given wins. */
   stableConnectionMs?: number;
-  /** Per step: the fault's recovery, and the telemetry after it (default 30 s). */
+  /**
+   * 'simulated': the device gets a clock (connection.clock) that runs at wall speed and that the
+   * runner skips to the deadline of every BackingOff wait (nothing is in flight then), and to the
+   * end of the stable-connection wait before each fault; every time the checks read (waits,
+   * recovery) is on that clock. The Azure SDK's own timers (keepalive, token renewal) stay real.
+   * Default 'real'.
+   */
+  clock?: 'real' | 'simulated';
+  /** Per step, in wall time: the fault's recovery, and the telemetry after it (default 30 s; the policy's waits are added in real time). */
   stepTimeoutMs?: number;
-  /** A step whose recovery (fault injected → Connected again) takes longer fails (default: only reported). */
+  /** A step whose recovery (fault injected → Connected again, on the run's clock) takes longer fails (default: only reported). */
   recoveryBoundMs?: number;
 }
 
@@ -125,8 +171,14 @@ export interface StepReport {
   expected: string;
   hubBefore: string;
   hubAfter: string;
-  /** Fault injected → Connected again. */
+  /** Fault injected → Connected again, on the run's clock (simulated time in that mode). */
   recoveryMs: number;
+  /** The same in wall time. */
+  wallMs: number;
+  /** The waits the device chose (BackingOff), in ms. */
+  waits: number[];
+  /** What a long fault did, in a line (sessions of a flapping hub, the waits chosen). */
+  notes: string[];
   failures: string[];
 }
 
@@ -146,11 +198,15 @@ export interface FailoverReport {
   failures: string[];
   /** The device's last log lines (keys and SAS tokens redacted by hubstate's logger) when something failed. */
   logTail: string[];
+  /** The run's clock: 'simulated' with the time it skipped, or 'real'. */
+  clock: { mode: 'real' | 'simulated'; skippedMs: number };
 }
 
 /** The 200 last lines are kept: enough to explain a step, bounded for a long path. */
 const LOG_TAIL_LINES = 200;
 const PROBE_INTERVAL_MS = 40;
+/** A wait's timer may fire a millisecond or two early against the clock it was read on. */
+const WAIT_SLACK_MS = 5;
 
 /** Replays one path against the local cloud with the application's device; never throws for a failed check. */
 export async function runFailoverPath(path: FailoverPath, options: RunFailoverOptions): Promise<FailoverReport> {
@@ -169,8 +225,17 @@ export async function runFailoverPath(path: FailoverPath, options: RunFailoverOp
 
 let runsStarted = 0;
 
+/** The run's clock: the wall clock, or one the runner skips ahead. */
+interface RunClock {
+  now(): number;
+  fromWall(wallAt: number): number;
+  skipping?: SkipAheadClock;
+}
+
+const wallClock: RunClock = { now: () => Date.now(), fromWall: (wallAt) => wallAt };
+
 class PathRun {
-  private readonly states: Array<StateChange & { at: number }> = [];
+  private readonly states: RecordedState[] = [];
   private readonly logLines: string[] = [];
   private readonly accepted: string[] = [];
   private readonly steps: StepReport[] = [];
@@ -179,6 +244,8 @@ class PathRun {
   private sending = false;
   private producer: Promise<void> = Promise.resolve();
   private readonly registrationId: string;
+  private readonly clock: RunClock;
+  private clockIgnored = false;
 
   constructor(
     private readonly path: FailoverPath,
@@ -187,6 +254,11 @@ class PathRun {
   ) {
     // Unique in this process and across runs sharing a cloud: a path may be replayed twice.
     this.registrationId = `path-${path.seed}-${Date.now().toString(36)}-${++runsStarted}`;
+    if (options.clock !== undefined && options.clock !== 'real' && options.clock !== 'simulated') throw new RangeError(`clock: 'real' or 'simulated', got ${String(options.clock)}`);
+    if (options.clock === 'simulated') {
+      const skipping = new SkipAheadClock();
+      this.clock = { now: () => skipping.now(), fromWall: (wallAt) => skipping.fromWall(wallAt), skipping };
+    } else this.clock = wallClock;
   }
 
   fail(message: string): void {
@@ -196,7 +268,7 @@ class PathRun {
   async replay(): Promise<void> {
     const device = await this.options.device(await this.connection());
     this.device = device;
-    device.on('state', (change) => this.states.push({ ...change, at: Date.now() }));
+    device.on('state', (change) => this.record(device, change));
     if (device.state() === 'Idle') device.start();
     await this.until('the device to connect', () => device.state() === 'Connected');
     this.startSending(device);
@@ -220,12 +292,45 @@ class PathRun {
     }
   }
 
+  /** Each state change on the run's clock; a BackingOff with its deadline and the failure's time. */
+  private record(device: Device, change: StateChange): void {
+    const entry: RecordedState = { ...change, at: this.clock.now() };
+    if (change.value === 'BackingOff') {
+      const { retryAt, lastError } = device.actor.getSnapshot().context;
+      if (retryAt !== null) entry.retryAt = retryAt;
+      if (lastError) entry.failedAt = lastError.at;
+    }
+    this.states.push(entry);
+  }
+
+  /**
+   * Simulated clock: while the runner waits for something and the device only waits in
+   * BackingOff (nothing in flight: the hub client is closed, DPS is not being asked), the clock
+   * skips to the wait's deadline. Skips happen only between two checks of what the runner waits
+   * for, so a fault that acts while the device backs off (a disabled device enabled again) acts
+   * in that wait, as it would in real time.
+   */
+  private skipWhileWaiting(): void {
+    const skipping = this.clock.skipping;
+    const device = this.device;
+    if (!skipping || !device || device.state() !== 'BackingOff' || this.clockIgnored) return;
+    const { retryAt } = device.actor.getSnapshot().context;
+    if (retryAt === null || retryAt <= skipping.now()) return;
+    if (skipping.pendingTimers === 0) {
+      // The wait is not on our clock: the application's factory left connection.clock out.
+      this.clockIgnored = true;
+      this.fail(`${this.path.name}: clock 'simulated', but the device does not wait on the runner's clock (give createDevice the connection's clock)`);
+      return;
+    }
+    skipping.skipToIfIdle(retryAt);
+  }
+
   private async connection(): Promise<DeviceConnection> {
     const identity =
       this.path.identity === 'x509'
         ? { x509: await this.cloud.issueDeviceCertificate(this.registrationId).then(({ cert, key }) => ({ cert, key })) }
         : { groupKey: this.cloud.groupKey };
-    const stableConnectionMs = this.options.stableConnectionMs ?? 500;
+    const policy = this.options.policy ?? { ...TEST_POLICY, ...(this.options.stableConnectionMs !== undefined ? { stableConnectionMs: this.options.stableConnectionMs } : {}) };
     return {
       idScope: this.cloud.idScope,
       registrationId: this.registrationId,
@@ -236,8 +341,8 @@ class PathRun {
       transport: this.path.transport ?? 'mqtt',
       keepaliveSeconds: 2,
       connectTimeoutMs: 5000,
-      // Faults seconds apart: the retries of a test, not of a fleet (the curve from 0.2 s).
-      policy: { stableConnectionMs, firstRetryMaxMs: 300, minDelayMs: 200, retryAfterJitterMs: 200 },
+      policy,
+      ...(this.clock.skipping ? { clock: this.clock.skipping } : {}),
       logger: pino(
         { level: 'debug', redact: { paths: REDACTED_PATHS, censor: '[redacted]' } },
         new Writable({
@@ -252,53 +357,90 @@ class PathRun {
     };
   }
 
+  /** The policy the device runs (its machine's), whatever the factory did with the connection's. */
+  private policyOf(device: Device): PolicyCurve {
+    return device.actor.getSnapshot().context.policy;
+  }
+
   private async injectAndRecover(device: Device, fault: Fault | string): Promise<StepReport> {
     const mark = this.states.length;
     const hubBefore = this.hubOf(device);
     const since = () => this.states.slice(mark);
-    const started = Date.now();
+    const started = this.clock.now();
+    const wallStarted = Date.now();
     const deviceId = device.assignment()!.deviceId;
     const hub = this.cloud.hub(hubBefore);
     const custom = this.options.customFaults?.[fault];
+    const long = (LONG_FAULTS as readonly string[]).includes(fault) ? (fault as LongFault) : undefined;
+    const longResult = { failures: [] as string[], notes: [] as string[] };
     if (custom) await custom.inject({ device, cloud: this.cloud, deviceId, hub: hubBefore });
-    else switch (fault) {
-      case 'DROP':
-        hub.disconnect(deviceId);
-        break;
-      case 'CRASH':
-        await hub.kill();
-        await this.until('two failed reconnects', () => since().filter((s) => s.value === 'BackingOff').length >= 2);
-        await hub.restart();
-        break;
-      case 'FAILOVER':
-        this.cloud.manualFailover(deviceId, { ttlMinutes: 60, ...(this.path.refusalCode ? { refusalCode: this.path.refusalCode } : {}) });
-        break;
-      case 'FAILBACK':
-        this.cloud.manualFailback(deviceId);
-        break;
-      case 'USER_REPROVISION':
-        device.reprovision();
-        break;
-      case 'THROTTLED_REPROVISION':
-        this.cloud.dps.throttle({ retryAfterSec: 0.3, count: 1 });
-        device.reprovision();
-        break;
-      default:
-        throw new Error(`${fault}: ${LONG_FAULTS.includes(fault as LongFault) ? 'a long fault (the runner replays short faults only)' : 'no such fault (give it in customFaults)'}`);
-    }
-    await this.until(`Connected again after ${fault}`, () => since().some((s) => s.value === 'Connected'));
+    else if (long) {
+      const result = await replayLongFault(long, {
+        device,
+        cloud: this.cloud,
+        deviceId,
+        hubName: hubBefore,
+        policy: this.policyOf(device),
+        ...(this.path.refusalCode !== undefined ? { refusalCode: this.path.refusalCode } : {}),
+        now: () => this.clock.now(),
+        fromWall: (wallAt) => this.clock.fromWall(wallAt),
+        since,
+        accepted: () => this.accepted,
+        lostOf: (ids) => this.lostOf(ids),
+        until: (what, condition, policyWaitMs) => this.until(what, condition, policyWaitMs),
+        untilConnectionStable: () => this.untilConnectionStable(device),
+      });
+      longResult.failures.push(...result.failures);
+      longResult.notes.push(...result.notes);
+    } else
+      switch (fault) {
+        case 'DROP':
+          hub.disconnect(deviceId);
+          break;
+        case 'CRASH':
+          await hub.kill();
+          await this.until('two failed reconnects', () => since().filter((s) => s.value === 'BackingOff').length >= 2, this.policyOf(device).maxDelayMs);
+          await hub.restart();
+          break;
+        case 'FAILOVER':
+          this.cloud.manualFailover(deviceId, { ttlMinutes: 60, ...(this.path.refusalCode ? { refusalCode: this.path.refusalCode } : {}) });
+          break;
+        case 'FAILBACK':
+          this.cloud.manualFailback(deviceId);
+          break;
+        case 'USER_REPROVISION':
+          device.reprovision();
+          break;
+        case 'THROTTLED_REPROVISION':
+          this.cloud.dps.throttle({ retryAfterSec: 0.3, count: 1 });
+          device.reprovision();
+          break;
+        default:
+          throw new Error(`${fault}: no such fault (give it in customFaults)`);
+      }
+    // A long fault waited for its recovery (and a DPS outage leaves the device Connected throughout).
+    if (long) await this.until(`Connected after ${fault}`, () => device.state() === 'Connected');
+    else await this.until(`Connected again after ${fault}`, () => since().some((s) => s.value === 'Connected'), this.policyOf(device).maxDelayMs);
     const states = ['Connected', ...since().map((s) => s.value)];
     const leg = custom?.expectedLeg ?? EXPECTED_LEG[fault as Fault];
+    const backoffs = since().filter((s) => s.value === 'BackingOff');
+    // A short fault ends at its first Connected; a long one (a flapping hub connects again and again) at its last.
+    const connectedStates = since().filter((s) => s.value === 'Connected');
+    const recoveredAt = (long ? connectedStates.at(-1) : connectedStates[0])?.at ?? this.clock.now();
     const report: StepReport = {
       fault,
       states,
       expected: leg.source,
       hubBefore,
       hubAfter: this.hubOf(device),
-      recoveryMs: Date.now() - started,
+      recoveryMs: Math.round(recoveredAt - started),
+      wallMs: Date.now() - wallStarted,
+      waits: backoffs.map((s) => Math.round(s.delayMs ?? NaN)),
+      notes: longResult.notes,
       failures: [],
     };
     if (!leg.test(states.join(' '))) report.failures.push(`states ${states.join(' → ')}, expected /${report.expected}/`);
+    report.failures.push(...longResult.failures, ...this.waitsHonoured(mark));
     const bound = this.options.recoveryBoundMs;
     if (bound !== undefined && report.recoveryMs > bound) report.failures.push(`recovered in ${report.recoveryMs} ms, over the bound of ${bound} ms`);
     const refusedAsMoved = fault === 'FAILOVER' || fault === 'FAILBACK';
@@ -311,6 +453,27 @@ class PathRun {
       }
     }
     return report;
+  }
+
+  /**
+   * Every wait of the step, on the run's clock: its deadline is the failure's time plus the delay
+   * the device chose, and it did not end before the deadline (in the simulated mode: the skip
+   * went to the deadline, no further than the next state).
+   */
+  private waitsHonoured(mark: number): string[] {
+    const failures: string[] = [];
+    for (let i = mark; i < this.states.length; i++) {
+      const wait = this.states[i]!;
+      if (wait.value !== 'BackingOff' || wait.retryAt === undefined) continue;
+      if (wait.failedAt !== undefined && wait.delayMs !== undefined && Math.abs(wait.retryAt - (wait.failedAt + wait.delayMs)) > 1) {
+        failures.push(`a wait's deadline is ${Math.round(wait.retryAt - wait.failedAt)} ms after its failure, the device chose ${Math.round(wait.delayMs)} ms`);
+      }
+      const next = this.states[i + 1];
+      if (next && next.event !== 'REPROVISION' && next.at < wait.retryAt - WAIT_SLACK_MS) {
+        failures.push(`left BackingOff ${Math.round(wait.retryAt - next.at)} ms before the wait's deadline (to ${next.value} on ${next.event})`);
+      }
+    }
+    return failures;
   }
 
   private async checkTelemetryContinues(report: StepReport): Promise<void> {
@@ -345,7 +508,7 @@ class PathRun {
   }
 
   report(): FailoverReport {
-    const lost = this.lostOf(this.accepted);
+    const { lost, duplicates } = deliveryReport(this.cloud, this.accepted, { deviceId: this.registrationId });
     if (lost.length > 0) this.fail(`${this.path.name}: ${lost.length} of ${this.accepted.length} accepted messages never arrived (first: ${lost.slice(0, 5).join(', ')})`);
     const ok = this.failures.length === 0;
     return {
@@ -355,9 +518,10 @@ class PathRun {
       steps: this.steps,
       accepted: this.accepted.length,
       lost,
-      duplicates: this.duplicatesOf(this.accepted),
+      duplicates,
       failures: this.failures,
       logTail: ok ? [] : [...this.logLines],
+      clock: { mode: this.clock.skipping ? 'simulated' : 'real', skippedMs: Math.round(this.clock.skipping?.skippedMs ?? 0) },
     };
   }
 
@@ -372,10 +536,19 @@ class PathRun {
     })();
   }
 
+  /**
+   * Until the current connection has lasted the device's stableConnectionMs (its counters reset):
+   * the simulated clock skips there as soon as nothing the session does would time out on the way
+   * (the twin request after a connect has its deadline on the clock).
+   */
   private async untilConnectionStable(device: Device): Promise<void> {
-    const connectedAt = [...this.states].reverse().find((s) => s.value === 'Connected')?.at ?? Date.now();
-    const stableMs = (this.options.stableConnectionMs ?? 500) + 200;
-    await this.until('the connection to last', () => Date.now() >= connectedAt + stableMs);
+    const context = () => device.actor.getSnapshot().context;
+    const skipping = this.clock.skipping;
+    const skipToStable = () => {
+      const { connectedAt } = context();
+      if (skipping && device.state() === 'Connected' && connectedAt !== null) skipping.skipToIfIdle(connectedAt + this.policyOf(device).stableConnectionMs);
+    };
+    await this.until('the connection to last', () => device.state() !== 'Connected' || context().connectionStable, this.policyOf(device).stableConnectionMs, skipToStable);
     if (device.state() !== 'Connected') throw new Error(`left Connected before the fault (now ${device.state()})`);
   }
 
@@ -386,20 +559,22 @@ class PathRun {
     return hub.name;
   }
 
-  private lostOf(ids: string[]): string[] {
+  private lostOf(ids: readonly string[]): string[] {
     return deliveryReport(this.cloud, ids, { deviceId: this.registrationId }).lost;
   }
 
-  private duplicatesOf(ids: string[]): number {
-    return deliveryReport(this.cloud, ids, { deviceId: this.registrationId }).duplicates;
-  }
-
-  /** Polls without racing: resolves as soon as the condition holds, throws after the step timeout. */
-  private async until(what: string, condition: () => boolean): Promise<void> {
-    const timeoutMs = this.options.stepTimeoutMs ?? 30_000;
+  /**
+   * Polls without racing: resolves as soon as the condition holds, throws after the step timeout
+   * (wall time) plus `policyWaitMs`, the waits the device's policy may spend first (none when the
+   * clock skips them). Between two checks the simulated clock skips a wait (and `skip` more).
+   */
+  private async until(what: string, condition: () => boolean, policyWaitMs = 0, skip?: () => void): Promise<void> {
+    const timeoutMs = (this.options.stepTimeoutMs ?? 30_000) + (this.clock.skipping ? 0 : policyWaitMs);
     const deadline = Date.now() + timeoutMs;
     while (!condition()) {
       if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (states so far: ${this.states.map((s) => s.value).join(' → ')})`);
+      this.skipWhileWaiting();
+      skip?.();
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }

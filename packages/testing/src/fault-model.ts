@@ -7,8 +7,9 @@
  * - short faults (a dropped socket, a crash, failover and failback, reprovisions): every sequence
  *   of `depth` faults (two by default; a failback only after a failover);
  * - long faults (a flapping hub, a long DPS outage with and without a need for DPS, a disabled
- *   device): seconds of compressed backoff each, so each is a path of its own (hubstate's own
- *   test/e2e/model-paths.test.ts replays them; the runner does not yet).
+ *   device): seconds of compressed backoff each (minutes with the default policy, unless the
+ *   runner's clock is simulated), so each is a path of its own (generateFailoverPaths with
+ *   `longFaults: true`; the runner's checks of them are in long-faults.ts).
  *
  * A path with a hub refusal in it (failover, failback, a disabled device) is replayed under both
  * CONNACK codes a hub may refuse with (3 as Azure, 5 the other reading of the evidence).

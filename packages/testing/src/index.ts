@@ -25,9 +25,12 @@ export {
   type ShortFault,
 } from './fault-model';
 export { deliveryReport, type DeliveryReport } from './delivery';
+export { DPS_OUTAGE_MS, FLAP_SESSION_MS, flapWindowMs, policyWindow, type PolicyCurve } from './long-faults';
+export { SkipAheadClock } from './skip-ahead-clock';
 export {
   generateFailoverPaths,
   runFailoverPath,
+  TEST_POLICY,
   type CustomFault,
   type DeviceConnection,
   type FailoverPath,
