@@ -170,6 +170,19 @@ export function startExampleDevice(options: ExampleDeviceOptions): ExampleDevice
 }
 
 /**
+ * The example as `hubstate test-failover --app` loads it (and hubstate-testing's runner takes
+ * it): the connection the runner gives (local cloud, seeded policy, logger, clock) in, the device
+ * out, reading its sensors every 100 ms; the readings stop when the runner stops the device.
+ */
+export function createFailoverDevice(connection: Omit<DeviceOptions, 'modelId'>): Device {
+  const example = startExampleDevice({ device: connection, telemetryIntervalMs: 100, reportIntervalMs: 1000 });
+  example.device.on('state', (change) => {
+    if (change.value === 'Stopped') void example.stopSending();
+  });
+  return example.device;
+}
+
+/**
  * `node dist/examples/failover-device.js` with HUBSTATE_ID_SCOPE, HUBSTATE_REGISTRATION_ID,
  * HUBSTATE_DEVICE_KEY (or HUBSTATE_GROUP_KEY), optional HUBSTATE_DATA_DIR, HUBSTATE_PROVISIONING_HOST.
  */

@@ -44,6 +44,15 @@ commands:
   soak       the seeded chaos soak: a local cloud, N devices, faults, then the invariants
              (hubstate soak --help for its flags; 200 devices, 5 minutes by default)
   viz        regenerate the pictures in visualizations/ from the machine
+  test-failover  model-based failover paths (hubstate-testing) replayed against a local cloud with your app
+             --app <module.js> (required): exports createFailoverDevice(connection) (or a default
+               function) returning your device, built with createDevice({ ...connection, ... });
+               it may export invariants: [{ name, check(context) }] too
+             --depth <n> (2, 1-4)  --refusal-codes 3,5 (3,5)  --seed <n> (1)  --x509  --websockets
+             --long-faults: also a flapping hub, DPS outages, a disabled device (a path each)
+             --clock real|simulated (real): simulated skips the device's backoff waits (the connection's clock)
+             --only <text>: only the paths whose name contains it  --step-timeout <s> (30, 1-3600)
+             prints the coverage, a line per path and each failure's report; exit 1 if a path fails
 
 bounds: demo --duration 1-${MAX_TIMER_SECONDS} s, --devices 1-${LIMITS.demoDevices}, --interval 10-${MAX_TIMER_MS} ms;
   --hubs 1-${LIMITS.hubs}; fleet --devices 1-${LIMITS.fleetDevices}, --dps-rate 0.1-${LIMITS.dpsRate}; ports 0-65535;
@@ -226,6 +235,13 @@ async function dispatch(argv: string[], io: CliIo): Promise<number> {
     case 'soak': {
       const { soakCommand } = require('../chaos/command') as typeof import('../chaos/command');
       return soakCommand(rest, io.stdout, io.stderr, { dryRun: io.dryRun === true });
+    }
+    case 'test-failover': {
+      const { runTestFailover, testFailoverOptions } = require('./test-failover') as typeof import('./test-failover');
+      const options = testFailoverOptions(rest, io.cwd);
+      if (io.dryRun) return 0;
+      warnAboutDebug(io);
+      return runTestFailover(options, io.stdout);
     }
     case 'viz': {
       parseFlags(rest, {});

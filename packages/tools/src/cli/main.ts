@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `hubstate` command: demo, run, emulator, fleet, viz (see cli.ts). Entry point only. The
+ * The `hubstate` command: demo, run, emulator, fleet, soak, test-failover, viz (see cli.ts). Entry point only. The
  * `debug` module's output is guarded first (SAS tokens redacted), before any MQTT code loads.
  */
 import { ConfigError } from 'hubstate';
