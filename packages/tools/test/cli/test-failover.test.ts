@@ -11,18 +11,17 @@ import { ROOT, spawnCli } from './spawn';
 const EXAMPLE = join(ROOT, 'examples', 'failover-device.ts');
 const BROKEN = join(__dirname, 'fixtures', 'reprovision-on-loss-device.ts');
 
-test('the example device passes every single-fault path: the coverage, one PASS line per path, exit 0', async () => {
-  const cli = spawnCli(['test-failover', '--app', EXAMPLE, '--depth', '1', '--refusal-codes', '3', '--seed', '5']);
+test('the example device passes every single-fault path and the long faults, on the simulated clock: the coverage, one PASS line per path, exit 0', async () => {
+  const cli = spawnCli(['test-failover', '--app', EXAMPLE, '--depth', '1', '--refusal-codes', '3', '--seed', '5', '--long-faults', '--clock', 'simulated']);
   const { code } = await cli.exited;
   const out = cli.stdout();
   expect(cli.stderr()).toBe('');
-  expect(out).toMatch(/^fault model coverage: 11\/11 transitions by \d+ paths; 5 runs here \(depth 1, clock real\)$/m);
-  for (const name of ['DROP', 'CRASH', 'FAILOVER \\(CONNACK 3\\)', 'USER_REPROVISION', 'THROTTLED_REPROVISION']) {
-    expect(out).toMatch(new RegExp(`^PASS ${name} — recovered: \\w+ \\d+ ms \\(\\d+\\.\\d s\\)$`, 'm'));
-  }
-  expect(out).toMatch(/^5 of 5 paths passed$/m);
+  expect(out).toMatch(/^fault model coverage: 11\/11 transitions by \d+ paths; 9 runs here \(depth 1, clock simulated\)$/m);
+  const names = ['DROP', 'CRASH', 'FAILOVER \\(CONNACK 3\\)', 'USER_REPROVISION', 'THROTTLED_REPROVISION', 'FLAPPING_HUB', 'DPS_OUTAGE', 'DPS_OUTAGE_REPROVISION', 'DISABLED_DEVICE \\(CONNACK 3\\)'];
+  for (const name of names) expect(out).toMatch(new RegExp(`^PASS ${name} — recovered: \\w+ \\d+ ms \\(\\d+\\.\\d s, \\d+ s skipped\\)$`, 'm'));
+  expect(out).toMatch(/^9 of 9 paths passed$/m);
   expect(code).toBe(0);
-}, 90_000);
+}, 120_000);
 
 test('an app that reprovisions on every lost connection fails the dropped-socket path: FAIL, the report, exit 1', async () => {
   const cli = spawnCli(['test-failover', '--app', BROKEN, '--depth', '1', '--refusal-codes', '3', '--only', 'DROP']);
