@@ -8,7 +8,7 @@ export { debugEnables, debugModules, debugSecretsWarning, guardDebugOutput, REDA
 // The debug-output scrubber (the public redactSecrets is the classifier's, for error messages).
 export { redactSecrets as redactDebugOutput } from './logger';
 export { CLASSIFICATION_TABLE, SERVER_BUSY_MIN_DELAY_MS } from './policy/classify';
-export { curveCapMs, nextRandom, seedFrom } from './policy/backoff';
+export { curveCapMs, fleetMaxDelayMs, nextRandom, seedFrom } from './policy/backoff';
 export { publishCheckIntervalMs } from './actors/hub';
 export { redactProxyUrl, resolveNetworkOptions } from './actors/transport';
 export { resolveOptions } from './options';

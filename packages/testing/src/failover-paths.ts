@@ -66,7 +66,9 @@ export interface FailoverPathOptions {
 export function generateFailoverPaths(options: FailoverPathOptions = {}): FailoverPath[] {
   const codes = options.refusalCodes ?? [3, 5];
   if (codes.length === 0 || codes.some((code) => code !== 3 && code !== 5)) throw new RangeError('refusalCodes: 3 and/or 5');
-  const faultPaths = generateFaultPaths(options.depth ?? 2, options.customFaults ?? []).filter((faults) => options.longFaults === true || !isLongPath(faults));
+  const all = generateFaultPaths(options.depth ?? 2, options.customFaults ?? []);
+  // The long faults after the short ones: switching them on leaves the short paths' seeds as they were.
+  const faultPaths = [...all.filter((faults) => !isLongPath(faults)), ...(options.longFaults === true ? all.filter(isLongPath) : [])];
   const runs = faultPaths.flatMap((faults): Array<Omit<FailoverPath, 'seed'>> => {
     const name = faults.join(' → ');
     if (!faults.some((f) => (REFUSING_FAULTS as readonly string[]).includes(f))) return [{ name, faults, identity: 'sas' as const }];
@@ -205,6 +207,8 @@ export interface FailoverReport {
 /** The 200 last lines are kept: enough to explain a step, bounded for a long path. */
 const LOG_TAIL_LINES = 200;
 const PROBE_INTERVAL_MS = 40;
+/** How long a failed path's last messages may take to arrive before they are counted lost. */
+const FAILED_PATH_DELIVERY_WAIT_MS = 5000;
 /** A wait's timer may fire a millisecond or two early against the clock it was read on. */
 const WAIT_SLACK_MS = 5;
 
@@ -245,7 +249,6 @@ class PathRun {
   private producer: Promise<void> = Promise.resolve();
   private readonly registrationId: string;
   private readonly clock: RunClock;
-  private clockIgnored = false;
 
   constructor(
     private readonly path: FailoverPath,
@@ -313,16 +316,22 @@ class PathRun {
   private skipWhileWaiting(): void {
     const skipping = this.clock.skipping;
     const device = this.device;
-    if (!skipping || !device || device.state() !== 'BackingOff' || this.clockIgnored) return;
+    if (!skipping || !device || device.state() !== 'BackingOff') return;
+    this.checkClockUsed(device, skipping);
     const { retryAt } = device.actor.getSnapshot().context;
-    if (retryAt === null || retryAt <= skipping.now()) return;
-    if (skipping.pendingTimers === 0) {
-      // The wait is not on our clock: the application's factory left connection.clock out.
-      this.clockIgnored = true;
-      this.fail(`${this.path.name}: clock 'simulated', but the device does not wait on the runner's clock (give createDevice the connection's clock)`);
-      return;
+    if (retryAt !== null && retryAt > skipping.now()) skipping.skipToIfIdle(retryAt);
+  }
+
+  /**
+   * A device on the runner's clock has a timer on it whenever it waits (BackingOff, or a
+   * connection not stable yet): none means the application's factory left connection.clock out.
+   */
+  private checkClockUsed(device: Device, skipping: SkipAheadClock): void {
+    const { connectionStable } = device.actor.getSnapshot().context;
+    const waiting = device.state() === 'BackingOff' || (device.state() === 'Connected' && !connectionStable);
+    if (waiting && skipping.pendingTimers === 0) {
+      throw new Error("clock 'simulated', but the device does not wait on the runner's clock (give createDevice the connection's clock)");
     }
-    skipping.skipToIfIdle(retryAt);
   }
 
   private async connection(): Promise<DeviceConnection> {
@@ -501,8 +510,11 @@ class PathRun {
   async finish(): Promise<void> {
     this.sending = false;
     await this.producer.catch((error: unknown) => this.fail(`${this.path.name}: sending telemetry failed: ${(error as Error).message}`));
-    if (this.device && this.failures.length === 0) {
-      await this.until('every message delivered', () => this.lostOf(this.accepted).length === 0).catch(() => undefined);
+    // Messages still in flight are not lost yet: wait for them (briefly on a path that already
+    // failed, whose device may never deliver them).
+    if (this.device) {
+      const failedAlready = this.failures.length > 0;
+      await this.until('every message delivered', () => this.lostOf(this.accepted).length === 0, 0, undefined, failedAlready ? FAILED_PATH_DELIVERY_WAIT_MS : undefined).catch(() => undefined);
     }
     await this.device?.stop();
   }
@@ -546,7 +558,9 @@ class PathRun {
     const skipping = this.clock.skipping;
     const skipToStable = () => {
       const { connectedAt } = context();
-      if (skipping && device.state() === 'Connected' && connectedAt !== null) skipping.skipToIfIdle(connectedAt + this.policyOf(device).stableConnectionMs);
+      if (!skipping || device.state() !== 'Connected' || connectedAt === null) return;
+      this.checkClockUsed(device, skipping);
+      skipping.skipToIfIdle(connectedAt + this.policyOf(device).stableConnectionMs);
     };
     await this.until('the connection to last', () => device.state() !== 'Connected' || context().connectionStable, this.policyOf(device).stableConnectionMs, skipToStable);
     if (device.state() !== 'Connected') throw new Error(`left Connected before the fault (now ${device.state()})`);
@@ -568,8 +582,8 @@ class PathRun {
    * (wall time) plus `policyWaitMs`, the waits the device's policy may spend first (none when the
    * clock skips them). Between two checks the simulated clock skips a wait (and `skip` more).
    */
-  private async until(what: string, condition: () => boolean, policyWaitMs = 0, skip?: () => void): Promise<void> {
-    const timeoutMs = (this.options.stepTimeoutMs ?? 30_000) + (this.clock.skipping ? 0 : policyWaitMs);
+  private async until(what: string, condition: () => boolean, policyWaitMs = 0, skip?: () => void, stepTimeoutMs = this.options.stepTimeoutMs ?? 30_000): Promise<void> {
+    const timeoutMs = stepTimeoutMs + (this.clock.skipping ? 0 : policyWaitMs);
     const deadline = Date.now() + timeoutMs;
     while (!condition()) {
       if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (states so far: ${this.states.map((s) => s.value).join(' → ')})`);

@@ -8,7 +8,7 @@
  * simulated one in that mode: cloud records are translated to it).
  */
 import type { Device, StateChange } from 'hubstate';
-import { curveCapMs, SERVER_BUSY_MIN_DELAY_MS } from 'hubstate/internal';
+import { curveCapMs, fleetMaxDelayMs, SERVER_BUSY_MIN_DELAY_MS } from 'hubstate/internal';
 import type { LocalCloud } from 'hubstate-cloud';
 import type { LongFault, RefusalCode } from './fault-model';
 
@@ -21,6 +21,10 @@ export interface PolicyCurve {
   quickRetries: number;
   stableConnectionMs: number;
   lookupAfterUnreachableMs: number;
+  /** A fixed wait instead of the curve (the seedSample and naive baselines). */
+  fixedDelayMs?: number;
+  /** Fleet mode: every wait uniform in [minDelayMs, (1/load) · N/cps] instead of the curve (dpsAtScale). */
+  fleet?: { devices: number; ratePerSec: number; load: number };
 }
 
 /** A state change as the runner records it: `at` on the run's clock; for BackingOff, the wait's deadline. */
@@ -60,8 +64,13 @@ export const DPS_OUTAGE_MS = 3000;
 /** Timers may fire a millisecond early against Date.now(). */
 const SLACK_MS = 5;
 
-/** The wait the policy may choose for hub or DPS attempt `n` (no retry-after, no floor). */
+/** The wait the policy may choose for hub or DPS attempt `n` (no retry-after, no floor), as nextDelay draws it. */
 export function policyWindow(policy: PolicyCurve, n: number, afterLoss: boolean): { min: number; max: number } {
+  if (policy.fixedDelayMs !== undefined) return { min: policy.fixedDelayMs, max: policy.fixedDelayMs };
+  if (policy.fleet !== undefined) {
+    const min = afterLoss && n <= 1 ? 0 : policy.minDelayMs;
+    return { min, max: Math.max(min, fleetMaxDelayMs(policy.fleet.devices, policy.fleet.ratePerSec, policy.fleet.load)) };
+  }
   if (afterLoss && n <= 1) return { min: 0, max: policy.firstRetryMaxMs };
   const cap = curveCapMs(policy.minDelayMs, policy.maxDelayMs, n);
   const slowFloor = n > policy.quickRetries ? Math.min(policy.slowRetryMinMs, policy.maxDelayMs) : 0;
@@ -269,7 +278,7 @@ const LONG_FAULT_REPLAYS: Record<LongFault, (ctx: LongFaultContext, checks: Chec
     // for CONNACK 5, at least the floor of a busy hub for CONNACK 3 (DPS confirmed the hub).
     const waits = backoffs(ctx);
     checks.that(waits.length === 3, `${waits.length} waits, expected 3 (${ms(waits)} ms)`);
-    checks.within('the wait after the loss', waits[0], 0, policy.firstRetryMaxMs);
+    checks.within('the wait after the loss', waits[0], 0, policyWindow(policy, 1, true).max);
     // the second wait follows DPS's answer (it names this hub), the third the hub's second refusal
     checks.that(waits[1]?.event === 'xstate.done.actor.lookupAssignment', `the second wait followed ${waits[1]?.event}, expected DPS's answer`);
     checks.that(waits[2]?.errorClass === (refusalCode === 3 ? 'transient' : 'reprovision'), `the third wait is ${waits[2]?.errorClass}, expected ${refusalCode === 3 ? 'transient' : 'reprovision'}`);
