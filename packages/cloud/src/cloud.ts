@@ -88,6 +88,32 @@ function nonNegative(name: string, v: number | undefined, dflt: number): number 
   return n;
 }
 
+/** Options of {@link LocalCloud.addIdScope}. */
+export interface IdScopeOptions {
+  /** Names of the hubs linked to the new scope (at least one; the cloud's scope keeps at least one). */
+  hubs: readonly string[];
+  /** Default generated (`0ne` + 8 hex digits), unlike every scope already hosted. */
+  idScope?: string;
+  /**
+   * The new scope's group enrollment key (base64). Default: 32 random bytes, i.e. a scope where
+   * none of the cloud's devices is enrolled (DPS answers their registrations 401). IoT Central's
+   * migration tool creates the target enrollment group with the source app's keys: pass
+   * `cloud.groupKey` for a scope the devices can move to.
+   */
+  groupKey?: string;
+}
+
+/** An ID scope added with {@link LocalCloud.addIdScope}. */
+export interface AddedIdScope {
+  idScope: string;
+  groupKey: string;
+  /** The names of its hubs. */
+  hubs: string[];
+}
+
+/** An ID scope as DPS documents it: letters and digits. */
+const ID_SCOPE = /^[A-Za-z0-9]{1,64}$/;
+
 interface ActiveFailover extends FailoverInfo {
   timer?: NodeJS.Timeout;
 }
@@ -99,6 +125,7 @@ export class LocalCloud {
   /** URL of the HTTP control API (`http://127.0.0.1:PORT`), when enabled. */
   controlUrl?: string;
   private readonly failoverMap = new Map<string, ActiveFailover>();
+  private readonly addedScopes: AddedIdScope[] = [];
   private controlApi?: ControlApi;
   /** @internal The X.509 enrollment group's CAs and revocation list (set by startLocalCloud). */
   pki!: CloudPki;
@@ -165,6 +192,40 @@ export class LocalCloud {
 
   deviceKey(registrationId: string): string {
     return this.dps.deviceKey(registrationId);
+  }
+
+  /**
+   * Hosts another ID scope on the same provisioning host, as another DPS instance behind Azure's
+   * global endpoint (an IoT Central app's, or the IoT Hub DPS a fleet migrates to): its own group
+   * enrollment and the named hubs, which the cloud's own scope stops allocating to. A device
+   * registering under it is assigned one of those hubs; its registration record moves to it (one
+   * record per registration id). Individual enrollments and enrollment states apply in every scope.
+   */
+  addIdScope(opts: IdScopeOptions): AddedIdScope {
+    const names = [...new Set(opts.hubs ?? [])];
+    if (names.length === 0) throw new EmulatorError('INVALID_ARGUMENT', 'addIdScope needs at least one hub');
+    for (const name of names) {
+      const hub = this.hub(name);
+      if (hub.name !== name) throw new EmulatorError('INVALID_ARGUMENT', `name hubs by name ('${hub.name}'), not host`);
+      if (this.addedScopes.some((s) => s.hubs.includes(name))) throw new EmulatorError('INVALID_ARGUMENT', `'${name}' is already linked to another added ID scope`);
+    }
+    const taken = new Set([...this.addedScopes.flatMap((s) => s.hubs), ...names]);
+    if (this.hubs.every((h) => taken.has(h.name))) throw new EmulatorError('INVALID_ARGUMENT', `the cloud's ID scope ${this.idScope} must keep at least one hub`);
+    const idScope = opts.idScope ?? `0ne${randomBytes(4).toString('hex').toUpperCase()}`;
+    if (!ID_SCOPE.test(idScope)) throw new EmulatorError('INVALID_ARGUMENT', 'idScope must be letters and digits');
+    if (this.dps.idScopes().some((s) => s.toLowerCase() === idScope.toLowerCase())) throw new EmulatorError('INVALID_ARGUMENT', `ID scope ${idScope} is already hosted`);
+    const groupKey = opts.groupKey ?? randomBytes(32).toString('base64');
+    if (Buffer.from(groupKey, 'base64').length === 0) throw new EmulatorError('INVALID_ARGUMENT', 'groupKey must be base64');
+    this.dps.addIdScope(idScope, { primary: groupKey }, names);
+    const added: AddedIdScope = { idScope, groupKey, hubs: names };
+    this.addedScopes.push(added);
+    this.logger.info({ idScope, hubs: names }, 'ID scope added');
+    return { ...added, hubs: [...names] };
+  }
+
+  /** The ID scopes added with {@link addIdScope}. */
+  idScopes(): AddedIdScope[] {
+    return this.addedScopes.map((s) => ({ ...s, hubs: [...s.hubs] }));
   }
 
   /**
@@ -299,6 +360,7 @@ export class LocalCloud {
   state(): object {
     return {
       idScope: this.idScope,
+      addedIdScopes: this.addedScopes.map(({ idScope, hubs }) => ({ idScope, hubs: [...hubs] })),
       provisioningHost: this.provisioningHost,
       dps: this.dps.state(),
       hubs: this.hubs.map((h) => h.state()),

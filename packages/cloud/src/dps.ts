@@ -42,6 +42,16 @@ import type { X509Certificate } from 'node:crypto';
  */
 export type DpsRequestFaultTarget = DpsFaultTarget | 'register' | 'poll';
 
+/**
+ * An ID scope added to the same provisioning host (`addIdScope`): in Azure another DPS instance
+ * behind the global endpoint, with its own enrollment group and linked hubs.
+ */
+interface ExtraScope {
+  groupKeys: DeviceKeys;
+  /** Names of the hubs linked to it (taken out of the primary scope's allocation). */
+  hubNames: ReadonlySet<string>;
+}
+
 /** Status codes `failWith` can inject. */
 export type InjectedDpsStatus = 400 | 401 | 403 | 404 | 500 | 503;
 
@@ -105,6 +115,8 @@ function keyList(keys: DeviceKeys): string[] {
 interface Operation {
   operationId: string;
   registrationId: string;
+  /** The ID scope the device registered under (the primary or one added with addIdScope). */
+  idScope: string;
   keys: DeviceKeys;
   payload: unknown;
   pollsLeft: number;
@@ -112,6 +124,7 @@ interface Operation {
 
 interface DpsSession {
   registrationId: string;
+  idScope: string;
   keys: DeviceKeys;
   /** Set when the CONNECT was accepted but every request must be refused (bad token or id). */
   refusal?: { status: 400 | 401; message?: string };
@@ -229,6 +242,8 @@ export class EmulatedDps {
   private groupKeys: DeviceKeys;
 
   private readonly enrollments = new Map<string, Enrollment>();
+  /** ID scopes hosted besides the primary one (`addIdScope`). */
+  private readonly extraScopes = new Map<string, ExtraScope>();
   /** Individual X.509 enrollments: registration id → thumbprints (they take precedence over the group). */
   private readonly x509Enrollments = new Map<string, string[]>();
   /** How each registration id last attested with a certificate, for the hub identity DPS writes. */
@@ -356,6 +371,33 @@ export class EmulatedDps {
   }
 
   /**
+   * @internal Hosts another ID scope on this provisioning host (through `LocalCloud.addIdScope`):
+   * its own group enrollment key and the hubs linked to it, which the primary scope no longer
+   * allocates to. Individual enrollments and enrollment states apply in every scope.
+   */
+  addIdScope(idScope: string, groupKeys: DeviceKeys, hubNames: readonly string[]): void {
+    this.extraScopes.set(idScope, { groupKeys: { ...groupKeys }, hubNames: new Set(hubNames) });
+  }
+
+  /** The ID scopes this DPS answers: the primary first. */
+  idScopes(): string[] {
+    return [this.ctx.idScope, ...this.extraScopes.keys()];
+  }
+
+  /** Whether this DPS hosts `idScope` (the primary or an added one). */
+  private hostsScope(idScope: string): boolean {
+    return idScope === this.ctx.idScope || this.extraScopes.has(idScope);
+  }
+
+  /** The hubs a scope allocates to: an added scope's own, else those no added scope took. */
+  private scopeHubs(idScope: string): readonly DpsHubRef[] {
+    const extra = this.extraScopes.get(idScope);
+    if (extra) return this.ctx.hubs().filter((h) => extra.hubNames.has(h.name));
+    const taken = new Set([...this.extraScopes.values()].flatMap((e) => [...e.hubNames]));
+    return this.ctx.hubs().filter((h) => !taken.has(h.name));
+  }
+
+  /**
    * Adds (or replaces) an individual X.509 enrollment: the device must present a certificate with
    * one of these thumbprints (SHA-1 or SHA-256; a PEM gives its first certificate's) and CN =
    * registration id. Takes precedence over the X.509 enrollment group.
@@ -422,11 +464,14 @@ export class EmulatedDps {
     return this.deviceKeys(registrationId).primary;
   }
 
-  /** The primary and secondary key of a registration id, as {@link deviceKey} derives them. */
-  deviceKeys(registrationId: string): DeviceKeys {
+  /**
+   * The primary and secondary key of a registration id, as {@link deviceKey} derives them; under
+   * an added ID scope, derived from that scope's group key.
+   */
+  deviceKeys(registrationId: string, idScope: string = this.ctx.idScope): DeviceKeys {
     const enrollment = this.enrollments.get(registrationKey(registrationId));
     if (enrollment?.key !== undefined) return { primary: enrollment.key, ...(enrollment.secondaryKey === undefined ? {} : { secondary: enrollment.secondaryKey }) };
-    const { primary, secondary } = this.groupKeys;
+    const { primary, secondary } = this.extraScopes.get(idScope)?.groupKeys ?? this.groupKeys;
     return { primary: deriveDeviceKey(primary, registrationId), ...(secondary === undefined ? {} : { secondary: deriveDeviceKey(secondary, registrationId) }) };
   }
 
@@ -614,9 +659,9 @@ export class EmulatedDps {
     const user = parseDpsUsername(username);
     if (!user || user.registrationId !== client.id) return refuse('bad username', 5);
     // An unknown id scope is refused at CONNECT with 3 (azure-iot-sdk-python issue 670, maintainer).
-    if (user.idScope !== this.ctx.idScope) return refuse('unknown id scope', 3);
-    const keys = this.deviceKeys(user.registrationId);
-    const session: DpsSession = { registrationId: user.registrationId, keys };
+    if (!this.hostsScope(user.idScope)) return refuse('unknown id scope', 3);
+    const keys = this.deviceKeys(user.registrationId, user.idScope);
+    const session: DpsSession = { registrationId: user.registrationId, idScope: user.idScope, keys };
     // DPS accepts the CONNECT of a bad id or token and refuses each request (see onRequest).
     const idProblem = registrationIdProblem(user.registrationId);
     if (idProblem) {
@@ -746,6 +791,7 @@ export class EmulatedDps {
       this.operations.set(operationId, {
         operationId,
         registrationId: s.registrationId,
+        idScope: s.idScope,
         keys: s.keys,
         payload: body['payload'],
         pollsLeft: this.ctx.settings.assigningPolls,
@@ -860,9 +906,9 @@ export class EmulatedDps {
       return send(400, this.errorBody(400, 'registrationId in the body must match the path.'));
     }
     // The troubleshooting table: 404 when "the Device Provisioning Service instance ... doesn't exist".
-    if (idScope !== this.ctx.idScope) return send(404, this.errorBody(404, 'Unknown ID scope.'));
+    if (!this.hostsScope(idScope)) return send(404, this.errorBody(404, 'Unknown ID scope.'));
     const check = verifySasToken(authorization, {
-      keys: keyList(this.deviceKeys(registrationId)),
+      keys: keyList(this.deviceKeys(registrationId, idScope)),
       nowSec: this.clock.nowSec(),
       resource: dpsResource(idScope, registrationId),
     });
@@ -888,7 +934,8 @@ export class EmulatedDps {
       return send(429, this.errorBody(429), this.ctx.settings.lookupRetryAfterSec);
     }
     const record = this.records.get(registrationKey(registrationId));
-    if (!record) return send(404, this.errorBody(404, 'Registration not found.'));
+    // One record per registration id, the latest scope's: another scope has none to report.
+    if (!record || record.idScope !== idScope) return send(404, this.errorBody(404, 'Registration not found.'));
     send(200, registrationResult(record));
   }
 
@@ -916,11 +963,18 @@ export class EmulatedDps {
 
     let record = this.records.get(registrationKey(op.registrationId));
     const modelId = isJsonObject(op.payload) && typeof op.payload['modelId'] === 'string' ? op.payload['modelId'] : undefined;
-    const recordHub = record && this.ctx.hubs().find((h) => h.name === record!.hubName);
-    if (record && recordHub && recordHub.up === false && this.ctx.hubs().some((h) => h.up !== false)) {
+    const scopeHubs = this.scopeHubs(op.idScope);
+    if (record && record.idScope !== op.idScope) {
+      // Registered under another scope (a migration): this scope allocates it afresh.
+      this.counts.set(record.hubName, Math.max(0, (this.counts.get(record.hubName) ?? 1) - 1));
+      this.records.delete(registrationKey(op.registrationId));
+      record = undefined;
+    }
+    const recordHub = record && scopeHubs.find((h) => h.name === record!.hubName);
+    if (record && recordHub && recordHub.up === false && scopeHubs.some((h) => h.up !== false)) {
       // The assigned hub is down: re-evaluate the allocation among the hubs that are up. The
       // device's data cannot be migrated from a dead hub, hence deviceDataReset.
-      const target = this.allocate(op.registrationId);
+      const target = this.allocate(op.registrationId, scopeHubs);
       this.counts.set(record.hubName, Math.max(0, (this.counts.get(record.hubName) ?? 1) - 1));
       this.counts.set(target.name, (this.counts.get(target.name) ?? 0) + 1);
       record.assignedHub = target.host;
@@ -934,12 +988,13 @@ export class EmulatedDps {
     } else {
       let hub: DpsHubRef;
       try {
-        hub = this.allocate(op.registrationId);
+        hub = this.allocate(op.registrationId, scopeHubs);
       } catch (err) {
         return refusedState('failed', 400207, `Custom allocation failed: ${(err as Error).message}`);
       }
       record = {
         registrationId: op.registrationId,
+        idScope: op.idScope,
         deviceId: op.registrationId,
         assignedHub: hub.host,
         hubName: hub.name,
@@ -972,12 +1027,15 @@ export class EmulatedDps {
     return hub;
   }
 
-  private allocate(registrationId: string): DpsHubRef {
-    const all = this.ctx.hubs();
+  private allocate(registrationId: string, all: readonly DpsHubRef[]): DpsHubRef {
     const up = all.filter((h) => h.up !== false);
     const hubs = up.length > 0 ? up : all;
     const policy = this.ctx.settings.allocation;
-    if (policy === 'static') return this.ctx.settings.staticHub ? this.resolveHub(this.ctx.settings.staticHub) : hubs[0]!;
+    if (policy === 'static') {
+      const pinned = this.ctx.settings.staticHub ? this.resolveHub(this.ctx.settings.staticHub) : undefined;
+      // A pinned hub linked to another ID scope is not this scope's to give.
+      return pinned && all.some((h) => h.name === pinned.name) ? pinned : hubs[0]!;
+    }
     if (policy === 'even') {
       let best = hubs[0]!;
       for (const h of hubs) if ((this.counts.get(h.name) ?? 0) < (this.counts.get(best.name) ?? 0)) best = h;

@@ -10,7 +10,7 @@
  * await cloud.stop();
  * ```
  */
-export { startLocalCloud, LocalCloud, type LocalCloudOptions } from './cloud';
+export { startLocalCloud, LocalCloud, type LocalCloudOptions, type IdScopeOptions, type AddedIdScope } from './cloud';
 export { EmulatedDps, type InjectedDpsStatus } from './dps';
 export { EmulatedHub } from './hub';
 export type { TelemetryFilter } from './telemetry';

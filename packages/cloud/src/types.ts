@@ -131,6 +131,8 @@ export type EnrollmentStatus = 'enabled' | 'failed' | 'disabled';
 /** A registration record kept by the emulated DPS. */
 export interface RegistrationRecord {
   registrationId: string;
+  /** The ID scope it registered under (the cloud's, or one added with `addIdScope`). */
+  idScope: string;
   deviceId: string;
   /** Host of the assigned hub (`localhost:PORT`). */
   assignedHub: string;
