@@ -33,6 +33,8 @@ import type { ErrorClass } from './policy/types';
 import { nextRandom, seedFrom } from './policy/backoff';
 import { cacheMacKey, credentialFingerprint, FileProvisioningCache, MemoryProvisioningCache, type CachedAssignment, type ProvisioningCache } from './store/cache';
 import { checkDataDir } from './store/files';
+import { FileIdScopeStore, MemoryIdScopeStore, type IdScopeStore } from './store/id-scope';
+import { IdScopeMigration, type MigrationEvent } from './migration';
 import { MemoryOutbox, type DroppedMessage, type NewOutboxMessage, type Outbox } from './store/outbox';
 import { openSqliteOutbox } from './store/sqlite-outbox';
 import { machineFor, type DeviceImplementations } from './shared-machine';
@@ -168,6 +170,8 @@ export interface DeviceEvents {
    * `resilience.intervalMs` (default 60 s) while it lasts; what is reported to the cloud.
    */
   stats: [DeviceStats];
+  /** A DeviceMove (option `migration`) started, completed (DPS assigned the device under the new scope) or rolled back. */
+  migration: [MigrationEvent];
 }
 
 export type DeviceActor = Actor<typeof deviceMachine>;
@@ -198,6 +202,8 @@ export interface Device extends EventEmitter<DeviceEvents> {
   updateCredentials(credentials: { groupKey: string | KeyPair } | { deviceKey: string | KeyPair } | { x509: X509Identity }): void;
   state(): DeviceStateName;
   assignment(): Assignment | null;
+  /** The ID scope DPS requests use: the configured one, or the one a DeviceMove moved the device to (persisted in dataDir). */
+  idScope(): string;
   outboxStats(): { count: number; bytes: number };
   /**
    * Plug and Play writable property: `handler` applies a desired value; its outcome becomes the
@@ -255,16 +261,39 @@ function certificateWarning(notice: CertificateNotice): string {
  * the identity the device was created with (a fingerprint and a MAC key, never the key): a device
  * created with other keys registers once instead of trusting it.
  */
-function openProvisioningCache(resolved: ResolvedOptions, boot: Credential, logger: Logger): ProvisioningCache {
+function openProvisioningCache(resolved: ResolvedOptions, boot: Credential, idScope: () => string, logger: Logger): ProvisioningCache {
   if (!resolved.dataDir) return new MemoryProvisioningCache();
-  const scope = { idScope: resolved.idScope, provisioningHost: resolved.provisioningHost, registrationId: resolved.registrationId };
-  if ('x509' in boot) {
-    // The certificate's thumbprint names the cache; a key derived from the private key (the
-    // secret only this device holds; the certificate is public) authenticates it.
-    return new FileProvisioningCache(resolved.dataDir, resolved.registrationId, logger, { ...scope, credential: x509CacheFingerprint(boot.x509) }, x509CacheMacKey(boot.x509));
-  }
+  const { credential, macKey } = storeIdentity(resolved, boot);
+  // The ID scope is read when the cache is read or written: a DeviceMove rebinds the cache to
+  // the new scope, and a cache written for the old one is not used under the new one.
+  const scope = {
+    get idScope() {
+      return idScope();
+    },
+    provisioningHost: resolved.provisioningHost,
+    registrationId: resolved.registrationId,
+    credential,
+  };
+  return new FileProvisioningCache(resolved.dataDir, resolved.registrationId, logger, scope, macKey);
+}
+
+/**
+ * The boot credential's fingerprint and the MAC key of the files bound to it (the cache, the
+ * persisted ID scope). X.509: the certificate's thumbprint names them; a key derived from the
+ * private key (the secret only this device holds; the certificate is public) authenticates them.
+ */
+function storeIdentity(resolved: ResolvedOptions, boot: Credential): { credential: string; macKey: Buffer } {
+  if ('x509' in boot) return { credential: x509CacheFingerprint(boot.x509), macKey: x509CacheMacKey(boot.x509) };
   const deviceKey = deviceKeyOf(boot, resolved.registrationId);
-  return new FileProvisioningCache(resolved.dataDir, resolved.registrationId, logger, { ...scope, credential: credentialFingerprint(deviceKey) }, cacheMacKey(deviceKey));
+  return { credential: credentialFingerprint(deviceKey), macKey: cacheMacKey(deviceKey) };
+}
+
+/** Where a DeviceMove's ID scope is kept: a file in dataDir (bound like the cache), else memory. */
+function openIdScopeStore(resolved: ResolvedOptions, boot: Credential, logger: Logger): IdScopeStore {
+  if (!resolved.dataDir) return new MemoryIdScopeStore();
+  const { credential, macKey } = storeIdentity(resolved, boot);
+  const binding = { configuredIdScope: resolved.idScope, provisioningHost: resolved.provisioningHost, registrationId: resolved.registrationId, credential };
+  return new FileIdScopeStore(resolved.dataDir, binding, macKey, logger);
 }
 
 /**
@@ -279,6 +308,8 @@ function firstBootDelayMs(cached: CachedAssignment | null, jitterMs: number, see
 
 interface MachineWorkSettings {
   resolved: ResolvedOptions;
+  /** The ID scope every DPS request reads (a DeviceMove changes it), and the watch on its moves. */
+  scope: IdScopeMigration;
   credentials: Credentials;
   clock: Clock;
   logger: Logger;
@@ -290,13 +321,16 @@ interface MachineWorkSettings {
 }
 
 /** The device's own DPS, lookup, hub and timer work, which the shared machine calls (see shared-machine.ts). */
-function machineWork({ resolved, credentials, clock, logger, outbox, features, onTransportFallback, onDelivered, onPublished }: MachineWorkSettings): DeviceImplementations['work'] {
+function machineWork({ resolved, scope, credentials, clock, logger, outbox, features, onTransportFallback, onDelivered, onPublished }: MachineWorkSettings): DeviceImplementations['work'] {
   const network = new NetworkPath(resolved.network, logger, onTransportFallback);
   // Every token (DPS, lookup, hub) expires in the service's time, learned from DPS's Date header.
   const serviceTime = new ServiceTime(clock, logger);
   const lookupSettings: LookupSettings = {
     provisioningHost: resolved.provisioningHost,
-    idScope: resolved.idScope,
+    // Read at each request: the one copy of the active scope is `scope`.
+    get idScope() {
+      return scope.idScope;
+    },
     credentials,
     ca: resolved.ca,
     network,
@@ -329,19 +363,23 @@ function machineWork({ resolved, credentials, clock, logger, outbox, features, o
     features,
   );
   return {
-    provision: provisionWork({
-      provisioningHost: resolved.provisioningHost,
-      idScope: resolved.idScope,
-      credentials,
-      modelId: resolved.modelId,
-      ca: resolved.ca,
-      network,
-      deadlineMs: resolved.provisionTimeoutMs,
-      serviceTime,
-      probeServiceTime: (signal) => probeServiceTime(lookupSettings, resolved.registrationId, signal),
-      clock,
-      logger,
-    }),
+    provision: scope.watch(
+      provisionWork({
+        provisioningHost: resolved.provisioningHost,
+        get idScope() {
+          return scope.idScope;
+        },
+        credentials,
+        modelId: resolved.modelId,
+        ca: resolved.ca,
+        network,
+        deadlineMs: resolved.provisionTimeoutMs,
+        serviceTime,
+        probeServiceTime: (signal) => probeServiceTime(lookupSettings, resolved.registrationId, signal),
+        clock,
+        logger,
+      }),
+    ),
     lookupAssignment: lookupWork(lookupSettings),
     ...hub,
     waitUntil: waitUntilWork(clock),
@@ -357,6 +395,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
   readonly #credentials: Credentials;
   readonly #certificateExpiryWarningDays: number;
   readonly #cache: ProvisioningCache;
+  readonly #scope: IdScopeMigration;
   readonly #outbox: Outbox;
   /** The outbox is ours (none was given), so stop() closes it. */
   readonly #ownsOutbox: boolean;
@@ -391,7 +430,14 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
     const clock = (this.#clock = options.clock ?? systemClock);
     const logger = (this.#logger = (options.logger ?? createLogger()).child({ registrationId: resolved.registrationId }));
     this.#credentials = new Credentials(resolved.credential);
-    this.#cache = options.cache ?? openProvisioningCache(resolved, this.#credentials.current(), logger);
+    // Before the cache: a persisted DeviceMove decides which scope the cache is bound to.
+    const scope = (this.#scope = new IdScopeMigration({
+      configuredIdScope: resolved.idScope,
+      store: openIdScopeStore(resolved, this.#credentials.current(), logger),
+      logger,
+      emit: (event) => this.#notify('migration', event),
+    }));
+    this.#cache = options.cache ?? openProvisioningCache(resolved, this.#credentials.current(), () => scope.idScope, logger);
     // With a data directory telemetry is durable (SQLite); without one it lives in memory.
     this.#ownsOutbox = options.outbox === undefined;
     this.#memoryOutbox = this.#ownsOutbox && !resolved.dataDir ? new MemoryOutbox(resolved.outboxLimits) : undefined;
@@ -407,11 +453,13 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
       dataDir: resolved.dataDir,
       registrationId: resolved.registrationId,
       reprovision: () => this.reprovision(),
+      ...(resolved.migration ? { deviceMove: { component: resolved.migration.component, move: (payload: unknown) => scope.move(payload, () => this.reprovision()) } } : {}),
     });
     // One shared machine for every device of the process (see shared-machine.ts).
     const { machine, bind } = machineFor({
       work: machineWork({
         resolved,
+        scope,
         credentials: this.#credentials,
         clock,
         logger,
@@ -524,6 +572,10 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
 
   assignment(): Assignment | null {
     return this.actor.getSnapshot().context.assignment;
+  }
+
+  idScope(): string {
+    return this.#scope.idScope;
   }
 
   outboxStats(): { count: number; bytes: number } {

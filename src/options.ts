@@ -17,6 +17,7 @@ import { resolveNetworkOptions, type NetworkOptions, type TransportMode } from '
 import { commonName, leafCertificate, resolveX509Identity, type X509Identity } from './actors/x509';
 import { componentProblem } from './pnp/telemetry';
 import { globalHubstateMeter, METER_METHODS, type MetricsMeter } from './metrics';
+import { DEFAULT_MIGRATION_COMPONENT } from './pnp/migration';
 import { DEFAULT_RESILIENCE_COMPONENT, DEFAULT_RESILIENCE_INTERVAL_MS, type ResilienceSettings } from './pnp/resilience';
 
 export const DEFAULT_PROVISIONING_HOST = 'global.azure-devices-provisioning.net';
@@ -126,6 +127,14 @@ export interface DeviceOptions {
    * register the provider before createDevice). Default false: no metrics, the API not loaded.
    */
   metrics?: boolean | { meter: MetricsMeter };
+   * Opt in to IoT Central's device migration (the `DeviceMove` command of
+   * dtmi:azureiot:DeviceMigration;1, sent by Microsoft's migration tool): `true`, or
+   * `{ component }` when the device template names the component otherwise than `migration`.
+   * The device answers 200, persists the new ID scope (in `dataDir`) and reprovisions against it;
+   * a scope where DPS refuses it is rolled back. See README, "Migrating off IoT Central". Default off:
+   * the command is then unknown (404).
+   */
+  migration?: boolean | { component?: string };
   /** Injection points (tests, embedding): clock, stores, per-session features. */
   clock?: Clock;
   outbox?: Outbox;
@@ -166,6 +175,8 @@ export interface ResolvedOptions {
   resilience: ResilienceSettings;
   /** The Meter the device's metrics go to; null: none. */
   meter: MetricsMeter | null;
+  /** The built-in DeviceMove's component, or null when the `migration` option is off. */
+  migration: { component: string } | null;
 }
 
 const ID_SCOPE = /^[A-Za-z0-9]{1,64}$/;
@@ -401,6 +412,7 @@ export const DEVICE_OPTION_KEYS = [
   'twinTimeoutMs',
   'resilience',
   'metrics',
+  'migration',
   'clock',
   'outbox',
   'cache',
@@ -498,6 +510,7 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
     twinTimeoutMs: bounded(options.twinTimeoutMs, 'twinTimeoutMs', 15_000),
     network: resolveNetworkOptions(options.transport, options.proxy, process.env),
     resilience: resolveResilienceOptions(options.resilience),
+    migration: resolveMigrationOption(options.migration),
     // Last: loading the OpenTelemetry API is the only side effect, after everything else is valid.
     meter: resolveMetricsOption(options.metrics),
   };
@@ -512,6 +525,18 @@ function resolveMetricsOption(option: DeviceOptions['metrics']): MetricsMeter | 
   refuseUnknownKeys(option, ['meter'], 'metrics.');
   if (!hasMethods(option.meter, METER_METHODS)) throw new ConfigError('metrics.meter', `a Meter of @opentelemetry/api 1.x (${METER_METHODS.join(', ')})`);
   return option.meter;
+}
+
+/** `migration`: true/false, or `{ component? }` (a DTDL name, default `migration` as Microsoft's samples). */
+function resolveMigrationOption(option: DeviceOptions['migration']): { component: string } | null {
+  if (option === undefined || option === false) return null;
+  if (option === true) return { component: DEFAULT_MIGRATION_COMPONENT };
+  if (typeof option !== 'object' || option === null || Array.isArray(option)) throw new ConfigError('migration', 'true, false, or { component? }');
+  refuseUnknownKeys(option, ['component'], 'migration.');
+  const { component = DEFAULT_MIGRATION_COMPONENT } = option;
+  const badComponent = componentProblem(component);
+  if (badComponent) throw new ConfigError('migration.component', `a DTDL name (${badComponent})`);
+  return { component };
 }
 
 const RESILIENCE_KEYS = ['report', 'component', 'intervalMs'] as const;

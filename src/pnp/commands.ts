@@ -5,7 +5,10 @@
  * - unknown → 404, payload not JSON / wrong type / too large → 400, handler threw → 500 (or the
  *   status of a CommandError), handler too slow → 504 at `timeoutMs` (its signal is aborted);
  * - a handler may answer 202 for a long-running command and finish the work afterwards;
- * - the built-in `Reprovision` answers 200, then asks the device to reprovision.
+ * - the built-in `Reprovision` answers 200, then asks the device to reprovision;
+ * - with the `migration` option, the built-in `DeviceMove` of IoT Central's migration component
+ *   (`migration*DeviceMove`, and the bare `DeviceMove` the migration tool sends from an IoT Hub
+ *   source; see ./migration.ts) answers 200 and moves the device to another ID scope.
  * No SDK here: the session feature moves bytes between this and the transport.
  */
 import type { Logger } from 'pino';
@@ -13,6 +16,7 @@ import { withDeadline, type Clock } from '../clock';
 import { checkValue } from './schema';
 import { CommandError, type CommandHandler, type CommandOptions, type CommandRequest } from './types';
 import { jsonDepth } from '../json';
+import { DEVICE_MOVE_COMMAND } from './migration';
 
 /** IoT Hub's limit for a direct method payload (request and response). */
 export const MAX_COMMAND_PAYLOAD_BYTES = 128 * 1024;
@@ -45,6 +49,8 @@ export interface CommandSettings {
   clock: Clock;
   logger: Logger;
   reprovision(): void;
+  /** The built-in `DeviceMove` (option `migration`): its component, and what runs it on a parsed payload. */
+  deviceMove?: { component: string; move(payload: unknown): CommandOutcome };
 }
 
 const fail = (status: number, message: string): CommandOutcome => ({ status, payload: { message } });
@@ -61,6 +67,7 @@ export class Commands {
       throw new TypeError(`invalid component name '${options.component}'`);
     }
     const fullName = options.component ? `${options.component}*${name}` : name;
+    if (this.builtInDeviceMove(fullName)) throw new Error(`'${fullName}' is the built-in DeviceMove (option migration)`);
     if (this.registrations.has(fullName)) throw new Error(`a handler for command '${fullName}' is already registered`);
     this.registrations.set(fullName, { name, component: options.component, handler, options });
   }
@@ -74,27 +81,48 @@ export class Commands {
         logger.info({ offline: meta.offline }, 'Reprovision command: answering, then reprovisioning');
         return { status: 200, payload: { message: 'reprovisioning' }, after: () => this.settings.reprovision() };
       }
+      const deviceMove = this.builtInDeviceMove(fullName);
+      if (deviceMove) {
+        const parsed = this.parsePayload(fullName, body, meta);
+        return parsed.ok ? deviceMove.move(parsed.payload) : parsed.outcome;
+      }
       logger.warn({ command: fullName, offline: meta.offline }, 'unknown command');
       return fail(404, `unknown command '${fullName}'`);
     }
+    const parsed = this.parsePayload(fullName, body, meta);
+    if (!parsed.ok) return parsed.outcome;
+    const { payload } = parsed;
+    const problem = checkValue(registration.options.schema, payload);
+    if (problem !== undefined) return fail(400, `invalid payload: ${problem}`);
+    return this.run(registration, fullName, payload, meta);
+  }
+
+  /** The built-in DeviceMove when it is on and `fullName` names it (`component*DeviceMove` or `DeviceMove`). */
+  private builtInDeviceMove(fullName: string): CommandSettings['deviceMove'] {
+    const deviceMove = this.settings.deviceMove;
+    if (!deviceMove) return undefined;
+    return fullName === `${deviceMove.component}*${DEVICE_MOVE_COMMAND}` || fullName === DEVICE_MOVE_COMMAND ? deviceMove : undefined;
+  }
+
+  /** The JSON payload, bounded in size and depth, or the 400 that refuses it. */
+  private parsePayload(fullName: string, body: Buffer | undefined, meta: { offline: boolean }): { ok: true; payload: unknown } | { ok: false; outcome: CommandOutcome } {
+    const { logger } = this.settings;
     const size = body?.length ?? 0;
-    if (size > MAX_COMMAND_PAYLOAD_BYTES) return fail(400, `payload of ${size} bytes; at most ${MAX_COMMAND_PAYLOAD_BYTES}`);
+    if (size > MAX_COMMAND_PAYLOAD_BYTES) return { ok: false, outcome: fail(400, `payload of ${size} bytes; at most ${MAX_COMMAND_PAYLOAD_BYTES}`) };
     let payload: unknown;
     if (size > 0) {
       try {
         payload = JSON.parse(body!.toString('utf8')) as unknown;
       } catch {
         logger.warn({ command: fullName, offline: meta.offline, bytes: size }, 'command payload is not JSON');
-        return fail(400, 'the payload is not JSON');
+        return { ok: false, outcome: fail(400, 'the payload is not JSON') };
       }
     }
     if (jsonDepth(payload, MAX_COMMAND_PAYLOAD_DEPTH) > MAX_COMMAND_PAYLOAD_DEPTH) {
       logger.warn({ command: fullName, offline: meta.offline, bytes: size }, 'command payload nested too deep');
-      return fail(400, `the payload is nested deeper than ${MAX_COMMAND_PAYLOAD_DEPTH} levels`);
+      return { ok: false, outcome: fail(400, `the payload is nested deeper than ${MAX_COMMAND_PAYLOAD_DEPTH} levels`) };
     }
-    const problem = checkValue(registration.options.schema, payload);
-    if (problem !== undefined) return fail(400, `invalid payload: ${problem}`);
-    return this.run(registration, fullName, payload, meta);
+    return { ok: true, payload };
   }
 
   private run(registration: Registration, fullName: string, payload: unknown, meta: { offline: boolean; requestId?: string }): Promise<CommandOutcome> {

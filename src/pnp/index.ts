@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { SessionFeature } from '../actors/hub';
 import type { Clock } from '../clock';
 import { commandInboxPath, openCommandInbox } from '../store/command-inbox';
-import { Commands } from './commands';
+import { Commands, type CommandSettings } from './commands';
 import { OfflineCommands } from './offline';
 import { WritableProperties } from './properties';
 import { ReportedQueue, reportedQueuePath } from './reported';
@@ -14,6 +14,7 @@ import { createPnpSessionFeature } from './session';
 
 export * from './types';
 export { MAX_COMMAND_PAYLOAD_BYTES, REPROVISION_COMMAND } from './commands';
+export { DEFAULT_MIGRATION_COMPONENT, DEVICE_MIGRATION_INTERFACE_ID, DEVICE_MOVE_COMMAND, InvalidDeviceMoveError, parseDeviceMove, type DeviceMoveRequest } from './migration';
 export { MAX_REPORTED_BYTES } from './reported';
 
 export interface PnpSettings {
@@ -31,6 +32,8 @@ export interface PnpSettings {
   registrationId: string;
   /** Takes the device to Reprovisioning (the built-in `Reprovision` command). */
   reprovision(): void;
+  /** The built-in `DeviceMove` (option `migration`). */
+  deviceMove?: CommandSettings['deviceMove'];
 }
 
 export interface Pnp {
@@ -50,6 +53,7 @@ export function createPnp(settings: PnpSettings): Pnp {
     clock: settings.clock,
     logger,
     reprovision: settings.reprovision,
+    ...(settings.deviceMove ? { deviceMove: settings.deviceMove } : {}),
   });
   const { dataDir, registrationId } = settings;
   const offline = new OfflineCommands(
