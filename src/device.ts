@@ -435,7 +435,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
       configuredIdScope: resolved.idScope,
       store: openIdScopeStore(resolved, this.#credentials.current(), logger),
       logger,
-      emit: (event) => this.#notify('migration', event),
+      emit: (event) => this.#onMigration(event),
     }));
     this.#cache = options.cache ?? openProvisioningCache(resolved, this.#credentials.current(), () => scope.idScope, logger);
     // With a data directory telemetry is durable (SQLite); without one it lives in memory.
@@ -634,6 +634,15 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
     } catch (error) {
       this.#logger.error({ event, err: (error as Error).message }, 'a device event listener threw');
     }
+  }
+
+  /** A move DPS confirmed lands on a hub with a new twin: what was reported is reported again there. */
+  #onMigration(event: MigrationEvent): void {
+    if (event.phase === 'completed') {
+      const count = this.#pnp.reported.requeueDelivered();
+      if (count > 0) this.#logger.info({ count }, 'reported properties queued again for the hub of the new ID scope');
+    }
+    this.#notify('migration', event);
   }
 
   #onDelivered(messageId: string): void {

@@ -3,6 +3,10 @@
  * happened while the device was offline, and a delivered value leaves only if nothing newer
  * replaced it meanwhile. With a data directory the queue is a small JSON file, written atomically,
  * so what was reported (acknowledgements included) survives a restart.
+ *
+ * The latest delivered value of each property is remembered too (in the same file): a device
+ * that moves to another ID scope (DeviceMove) lands on a hub whose twin is new, and reports them
+ * again there (`requeueDelivered`).
  */
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -58,6 +62,8 @@ export function reportedQueuePath(dataDir: string, registrationId: string): stri
 
 export class ReportedQueue {
   private readonly entries = new Map<string, Entry>();
+  /** The latest value of each property the hub accepted (bounded: at most one twin's reported section). */
+  private readonly delivered = new Map<string, Omit<Entry, 'generation'>>();
   private generation = 0;
   private readonly listeners = new Set<() => void>();
   private readonly droppedListeners = new Set<(dropped: DroppedProperties) => void>();
@@ -135,9 +141,39 @@ export class ReportedQueue {
   /** The batch reached the hub (or the hub refused it for good): forget what nothing replaced. */
   settle(batch: ReportedBatch): void {
     for (const [key, generation] of batch.taken) {
-      if (this.entries.get(key)?.generation === generation) this.entries.delete(key);
+      const entry = this.entries.get(key);
+      if (entry?.generation !== generation) continue;
+      this.entries.delete(key);
+      this.remember(key, entry);
     }
     this.persist();
+  }
+
+  /**
+   * Queue again every delivered property nothing newer replaced: for a hub whose twin does not
+   * have them (the device moved to another ID scope). Writable-property acknowledgements are not
+   * resent: their `av` is the old hub's desired version, meaningless on the new one.
+   */
+  requeueDelivered(): number {
+    let count = 0;
+    for (const [key, { component, name, value }] of this.delivered) {
+      if (this.entries.has(key) || ackOf(value)) continue;
+      this.entries.set(key, { component, name, value, generation: ++this.generation });
+      count++;
+    }
+    if (count === 0) return 0;
+    this.persist();
+    for (const listener of this.listeners) listener();
+    return count;
+  }
+
+  /** Remembers a delivered value; beyond a twin's reported section, the oldest are forgotten. */
+  private remember(key: string, { component, name, value }: Entry): void {
+    this.delivered.delete(key);
+    this.delivered.set(key, { component, name, value });
+    while (this.delivered.size > 1 && twinSize(this.build([...this.delivered.values()].map((e) => ({ ...e, generation: 0 })))) > MAX_REPORTED_BYTES) {
+      this.delivered.delete(this.delivered.keys().next().value!);
+    }
   }
 
   /**
@@ -196,8 +232,9 @@ export class ReportedQueue {
   private persist(): void {
     if (!this.path) return;
     const entries = [...this.entries.values()].map(({ component, name, value }) => ({ component, name, value }));
+    const delivered = [...this.delivered.values()];
     try {
-      writeFileAtomic(this.path, JSON.stringify({ version: 1, entries }));
+      writeFileAtomic(this.path, JSON.stringify({ version: 1, entries, delivered }));
     } catch (error) {
       // Still queued in memory: only a restart before the next connection would lose it.
       this.logger.warn({ path: this.path, err: (error as Error).message }, 'could not persist pending reported properties');
@@ -215,12 +252,18 @@ export class ReportedQueue {
     }
     if (text === null) return;
     try {
-      const parsed = JSON.parse(text) as { entries?: unknown };
+      const parsed = JSON.parse(text) as { entries?: unknown; delivered?: unknown };
       if (!Array.isArray(parsed.entries)) throw new Error('no entries');
       for (const item of parsed.entries as Array<Partial<Entry>>) {
         if (typeof item?.name !== 'string' || !('value' in item)) continue;
         const component = typeof item.component === 'string' ? item.component : undefined;
         this.entries.set(keyOf(component, item.name), { component, name: item.name, value: item.value, generation: ++this.generation });
+      }
+      // Written by this version and later only: an older file has none.
+      for (const item of Array.isArray(parsed.delivered) ? (parsed.delivered as Array<Partial<Entry>>) : []) {
+        if (typeof item?.name !== 'string' || !('value' in item)) continue;
+        const component = typeof item.component === 'string' ? item.component : undefined;
+        this.remember(keyOf(component, item.name), { component, name: item.name, value: item.value, generation: 0 });
       }
     } catch {
       this.logger.warn({ path }, 'pending reported properties unreadable; ignoring them');
