@@ -77,7 +77,9 @@ function simulatedRoom(): () => Reading {
 }
 
 export function startExampleDevice(options: ExampleDeviceOptions): ExampleDevice {
-  const device = createDevice({ ...options.device, modelId: MODEL_ID });
+  // The model's `migration` component: IoT Central's migration tool can move the device to
+  // another ID scope (the built-in DeviceMove; `migration: false` in options.device turns it off).
+  const device = createDevice({ migration: true, ...options.device, modelId: MODEL_ID });
   const log = options.device.logger;
   const read = options.read ?? simulatedRoom();
   let fanSpeed = 0;

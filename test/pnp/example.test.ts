@@ -8,6 +8,7 @@ import pino from 'pino';
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { startExampleDevice, MODEL_ID, type ExampleDevice } from '../../examples/failover-device';
 import model from '../../examples/dtmi-sample-failover-1.json';
+import migrationModel from '../../examples/dtmi-azureiot-devicemigration-1.json';
 import { newDataDir } from '../e2e/harness';
 import { QUICK_POLICY, at, waitFor } from './helpers';
 
@@ -96,4 +97,15 @@ test('the resilience component its model declares is reported under that name', 
   await waitFor('the resilience report', () => typeof at(reported(), 'resilience.connects') === 'number');
   expect(at(reported(), 'resilience.__t')).toBe('c');
   expect(at(reported(), 'resilience.connects')).toBe(example.device.stats().connects);
+});
+
+test('the migration component its model declares is the built-in DeviceMove of dtmi:azureiot:DeviceMigration;1', async () => {
+  const component = model.contents.find((c) => c.name === 'migration')!;
+  expect(component).toMatchObject({ '@type': 'Component', schema: 'dtmi:azureiot:DeviceMigration;1' });
+  expect(migrationModel['@id']).toBe(component.schema);
+  expect(migrationModel.contents.map((c) => c.name)).toEqual(['DeviceMove']);
+  // Served (a payload without an ID scope is refused 400), not unknown (404).
+  const answer = await hub().invokeMethod('example-1', 'migration*DeviceMove', { dpsName: 'x' }, { timeoutMs: 5000 });
+  expect(answer.status).toBe(400);
+  expect(example.device.idScope()).toBe(cloud.idScope);
 });
