@@ -43,4 +43,7 @@ export type {
   WritablePropertyResult,
 } from './pnp';
 export type { DroppedProperties } from './pnp/reported';
+export { DEFAULT_MIGRATION_COMPONENT, DEVICE_MIGRATION_INTERFACE_ID, DEVICE_MOVE_COMMAND, InvalidDeviceMoveError, parseDeviceMove } from './pnp/migration';
+export type { DeviceMoveRequest } from './pnp/migration';
+export type { MigrationEvent } from './migration';
 export type { Clock } from './clock';
