@@ -104,6 +104,25 @@ test('a move to a scope where the device is not enrolled rolls back to the old s
   await again.device.stop();
 }, 90_000);
 
+test('a move to an ID scope no DPS hosts (CONNACK 3 at CONNECT) rolls back after three refusals and ends Connected', async () => {
+  const dut = startDevice(cloud, 'mig-unknown', options);
+  const events = migrationEvents(dut);
+  await waitForState(dut, 'Connected');
+  const before = await dut.send();
+  expect((await invoke('hub-0', 'mig-unknown', 'migration*DeviceMove', { idScope: '0ne00DEAD00' })).status).toBe(200);
+  const during = await dut.send();
+  // Each refusal waits at least 5 s (CONNACK 3 is also a busy DPS): two waits, then the rollback.
+  await waitFor('the rollback', () => events.some((e) => e.phase === 'rolled-back'), 40_000);
+  await waitFor('Connected again', () => dut.device.state() === 'Connected' && dut.states.filter((s) => s.value === 'Connected').length >= 2, 20_000);
+  expect(events[1]).toEqual({ phase: 'rolled-back', from: cloud.idScope, to: '0ne00DEAD00', reason: 'unknown-id-scope' });
+  const refusals = dut.states.filter((s) => s.value === 'BackingOff' && s.previous === 'Reprovisioning');
+  expect(refusals).toHaveLength(3);
+  expect(dut.visited()).not.toContain('Failed');
+  expect(dut.device.idScope()).toBe(cloud.idScope);
+  await waitFor('both messages delivered', () => deliveryReport(cloud, [before, during]).lost.length === 0, 20_000);
+  await dut.device.stop();
+}, 90_000);
+
 test('a bad DeviceMove payload is answered 400 and changes nothing; without the option the command is unknown (404)', async () => {
   const opted = startDevice(cloud, 'mig-bad', options);
   const plain = startDevice(cloud, 'mig-off', { resilience: false });
