@@ -30,6 +30,7 @@ import { ReportedQueue } from '../../src/pnp/reported';
 import { cacheMacKey, credentialFingerprint, FileProvisioningCache, isHubHost, type CacheScope } from '../../src/store/cache';
 import { commandInboxPath, openCommandInbox } from '../../src/store/command-inbox';
 import { checkDataDir, temporaryNames, writeFileAtomic } from '../../src/store/files';
+import { FileIdScopeStore } from '../../src/store/id-scope';
 import { SqliteOutbox, sqliteOutboxPath } from '../../src/store/sqlite-outbox';
 
 const OTHER_UID = 65534;
@@ -280,6 +281,30 @@ describe('JSON stores refuse a planted file with a warning, fall back, and repla
     expect(lstatSync(reportedPath(dir)).uid).toBe(process.geteuid!());
     // Nothing accepted is lost: what was queued is read back by the next start.
     expect(new ReportedQueue(silent, reportedPath(dir)).size).toBe(1);
+  });
+
+  test.each(PLANTS)('persisted ID scope (DeviceMove): %s', (plantName, make) => {
+    const dir = freshDir();
+    const binding = { configuredIdScope: SCOPE.idScope, provisioningHost: SCOPE.provisioningHost, registrationId: REG, credential: SCOPE.credential };
+    const path = new FileIdScopeStore(dir, binding, KEY, silent).path;
+    const plant = make(path, dir);
+    const { logger, warnings } = capture();
+    const store = new FileIdScopeStore(dir, binding, KEY, logger);
+    expect(store.load()).toBeNull();
+    expect(warnings()).toHaveLength(1);
+    expect(warnings()[0]!.msg).toMatch(/persisted ID scope refused/);
+    assertUntouched(plant);
+    const move = { idScope: '0ne00BBB222', pendingFrom: SCOPE.idScope };
+    if (plantName === 'a directory') {
+      // rename cannot replace a directory: the move is not persisted, so not made (DeviceMove answers 500)
+      expect(() => store.save(move)).toThrow();
+      return;
+    }
+    store.save(move);
+    if (plant.target !== path) assertUntouched(plant);
+    expect(lstatSync(path).isFile()).toBe(true);
+    expect(lstatSync(path).uid).toBe(process.geteuid!());
+    expect(store.load()).toEqual(move);
   });
 
   test('a FIFO at the cache path: refused at once, never a hang', () => {
