@@ -16,6 +16,13 @@
  *   nothing about the scope.
  * A restart during a move resumes it (the pending move is persisted): the same verdicts apply.
  * The outbox and the reported-properties queue are the device's, not the scope's: they carry over.
+ *
+ * Why here and not in the machine: the scope is configuration the DPS actors read, like the keys
+ * (src/actors/credentials.ts), and a rollback is a verdict on DPS's answer, like the classifier's.
+ * The machine still takes every connection decision: it gets REPROVISION for a move and, for a
+ * rolled-back one, a transient failure (rule `migration-rolled-back`), i.e. its usual short DPS
+ * backoff before registering again, now under the old scope. Its states, events and pictures are
+ * unchanged.
  */
 import type { Logger } from 'pino';
 import type { ProvisionResult } from '../machines/device.machine';
@@ -151,7 +158,10 @@ export class IdScopeMigration {
     if (from === null || scope !== this.#current || !isFailure(error)) return error;
     const unknownScope = error.phase === 'dps' && error.rule === 'connack-3-server-unavailable';
     if (unknownScope) this.#unknownScopeRefusals++;
-    else if (error.errorClass !== 'fatal') return error;
+    else if (error.errorClass !== 'fatal') {
+      this.#unknownScopeRefusals = 0; // "in a row": DPS answered something else in between
+      return error;
+    }
     if (unknownScope && this.#unknownScopeRefusals < UNKNOWN_SCOPE_REFUSALS) return error;
     this.#current = from;
     this.#pendingFrom = null;

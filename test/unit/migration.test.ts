@@ -181,6 +181,12 @@ describe('IdScopeMigration', () => {
       await expect(m.register(() => failure('transient', 'connack-3-server-unavailable'))).rejects.toMatchObject({ rule: 'connack-3-server-unavailable' });
       expect(m.migration.idScope).toBe(NEW);
     }
+    // Another answer in between: the run starts again.
+    await expect(m.register(() => failure('transient', 'timeout'))).rejects.toMatchObject({ rule: 'timeout' });
+    for (let i = 1; i < UNKNOWN_SCOPE_REFUSALS; i++) {
+      await expect(m.register(() => failure('transient', 'connack-3-server-unavailable'))).rejects.toMatchObject({ rule: 'connack-3-server-unavailable' });
+    }
+    expect(m.migration.idScope).toBe(NEW);
     await expect(m.register(() => failure('transient', 'connack-3-server-unavailable'))).rejects.toMatchObject({ rule: 'migration-rolled-back' });
     expect(m.migration.idScope).toBe(OLD);
     expect(m.events.at(-1)).toEqual({ phase: 'rolled-back', from: OLD, to: NEW, reason: 'unknown-id-scope' });
