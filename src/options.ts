@@ -127,6 +127,7 @@ export interface DeviceOptions {
    * register the provider before createDevice). Default false: no metrics, the API not loaded.
    */
   metrics?: boolean | { meter: MetricsMeter };
+  /**
    * Opt in to IoT Central's device migration (the `DeviceMove` command of
    * dtmi:azureiot:DeviceMigration;1, sent by Microsoft's migration tool): `true`, or
    * `{ component }` when the device template names the component otherwise than `migration`.
