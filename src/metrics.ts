@@ -282,7 +282,7 @@ function packageVersion(): string | undefined {
 }
 
 let loadedApi: OpenTelemetryApi | undefined;
-/** Read with the API, not at module load (`require('hubstate')` reads no file for metrics). */
+/** Read with the API, not at module load (loading hubstate reads no file for metrics). */
 let scopeVersion: string | undefined;
 
 /**
