@@ -130,15 +130,22 @@ export class IdScopeMigration {
   /** The provision work, watched: DPS's verdict on a pending move completes it or rolls it back. */
   watch(work: PromiseWork<ProvisionResult, { registrationId: string; attempt: number }>): PromiseWork<ProvisionResult, { registrationId: string; attempt: number }> {
     return async (args) => {
-      const scope = this.#current;
-      let result: ProvisionResult;
-      try {
-        result = await work(args);
-      } catch (error) {
-        throw this.#refused(scope, error);
+      // A move that lands during a registration (the machine swallows REPROVISION there) makes
+      // that answer the old scope's: register again under the new one. Bounded: a second move
+      // waits for this one's verdict (409), so the scope changes at most once per attempt.
+      for (;;) {
+        const scope = this.#current;
+        let result: ProvisionResult;
+        try {
+          result = await work(args);
+        } catch (error) {
+          if (scope !== this.#current && !args.signal.aborted) continue;
+          throw this.#refused(scope, error);
+        }
+        if (scope !== this.#current && !args.signal.aborted) continue;
+        this.#registered(scope, result);
+        return result;
       }
-      this.#registered(scope, result);
-      return result;
     };
   }
 

@@ -222,6 +222,30 @@ describe('IdScopeMigration', () => {
     expect(failing.events).toEqual([]);
   });
 
+  test.each([
+    ['assigns it there', (): ProvisionResult | Failure => ({ ...ASSIGNED, hubHost: 'hub-a.example' })],
+    ['refuses it there', (): ProvisionResult | Failure => failure('fatal', 'dps-unauthorized')],
+  ])('a move during a registration under the old scope (the machine swallows its REPROVISION there): when the old scope %s, the device registers again under the new one', async (_what, oldAnswer) => {
+    const m = migrationWith();
+    const seen: string[] = [];
+    let answerOld!: () => void;
+    const oldAnswered = new Promise<void>((resolve) => (answerOld = resolve));
+    const registration = m.migration.watch(async () => {
+      const scope = m.migration.idScope;
+      seen.push(scope);
+      if (scope === OLD) await oldAnswered;
+      const result = scope === OLD ? oldAnswer() : ASSIGNED;
+      if ('errorClass' in result) throw result;
+      return result;
+    })({ input: { registrationId: 'sensor-1', attempt: 1 }, signal: new AbortController().signal });
+    expect(m.move({ idScope: NEW }).status).toBe(200);
+    answerOld();
+    await expect(registration).resolves.toEqual(ASSIGNED);
+    expect(seen).toEqual([OLD, NEW]);
+    expect(m.migration.pending).toBe(false);
+    expect(m.events.map((event) => event.phase)).toEqual(['started', 'completed']);
+  });
+
   test('a restart resumes from the file: a pending move is still judged by DPS, a completed one just used', async () => {
     const dir = freshDir();
     const store = () => new FileIdScopeStore(dir, BINDING, KEY, silent);
