@@ -154,9 +154,11 @@ export class IdScopeMigration {
     if (from === null || scope !== this.#current) return;
     this.#pendingFrom = null;
     this.#unknownScopeRefusals = 0;
-    this.#persist({ idScope: scope, pendingFrom: null });
     this.settings.logger.info({ from, to: scope, hubHost: result.hubHost }, 'moved to the new ID scope: DPS assigned the device');
+    // The event first: its handler queues the reported properties again for the new twin. A crash
+    // before the write below leaves the move pending, so the next boot repeats it (and the resend).
     this.settings.emit({ phase: 'completed', from, to: scope, hubHost: result.hubHost });
+    this.#persist({ idScope: scope, pendingFrom: null });
   }
 
   /** What the machine gets for a failed registration: a refusal of a pending move becomes a rollback. */

@@ -246,6 +246,23 @@ describe('IdScopeMigration', () => {
     expect(m.events.map((event) => event.phase)).toEqual(['started', 'completed']);
   });
 
+  test('the completion is persisted after the completed event (which queues the reported properties again): a crash between them repeats the move\'s registration, never skips the resend', async () => {
+    const store = new MemoryIdScopeStore();
+    const seenAtCompletion: Array<ReturnType<IdScopeStore['load']>> = [];
+    const migration = new IdScopeMigration({
+      configuredIdScope: OLD,
+      store,
+      logger: silent,
+      emit: (event) => {
+        if (event.phase === 'completed') seenAtCompletion.push(store.load());
+      },
+    });
+    migration.move({ idScope: NEW }, () => undefined);
+    await migration.watch(async () => ASSIGNED)({ input: { registrationId: 'sensor-1', attempt: 1 }, signal: new AbortController().signal });
+    expect(seenAtCompletion).toEqual([{ idScope: NEW, pendingFrom: OLD }]);
+    expect(store.load()).toEqual({ idScope: NEW, pendingFrom: null });
+  });
+
   test('a restart resumes from the file: a pending move is still judged by DPS, a completed one just used', async () => {
     const dir = freshDir();
     const store = () => new FileIdScopeStore(dir, BINDING, KEY, silent);
