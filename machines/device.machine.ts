@@ -281,9 +281,10 @@ function registrationState(id: 'provision' | 'reprovision') {
         { target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step } } },
       ],
     },
-    // STOP comes from Active. A REPROVISION is already under way: the event is swallowed here
-    // rather than restarting the registration from Active.
-    on: { REPROVISION: {} },
+    // STOP comes from Active. A REPROVISION is already under way: the event does not restart the
+    // registration from Active, but it is noted: if this one fails, the device registers again
+    // rather than going back to the old hub (e.g. a DeviceMove answered meanwhile).
+    on: { REPROVISION: { actions: 'noteReprovisionRequest' } },
   } as const;
 }
 

@@ -500,6 +500,25 @@ describe('no registration storm', () => {
       expect(cloud.opens[0].input).toMatchObject({ assignment: { hubHost: 'cached-hub.local' } });
     });
 
+    test('a REPROVISION asked for during a registration (swallowed there) is not dropped either: a failed registration goes to DPS again, not back to the old hub', async () => {
+      const cloud = new FakeCloud();
+      const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 2 } });
+      await cloud.flush();
+      await cloud.failOpen(cloud.failure('transient', { rule: 'socket-refused' }));
+      await cloud.advance(device.context().delayMs!);
+      await cloud.failOpen(cloud.failure('transient', { rule: 'socket-refused' }));
+      expect(device.value()).toBe('Reprovisioning');
+      // E.g. a DeviceMove answered now: the registration under way goes on (no second one) ...
+      device.actor.send({ type: 'REPROVISION' });
+      await cloud.flush();
+      expect(cloud.provisions.filter((p) => !p.aborted)).toHaveLength(1);
+      // ... and if it fails, the device was asked to register, so it registers again.
+      await cloud.failProvision(cloud.failure('transient', {}, 'dps'));
+      expect(device.context()).toMatchObject({ retryStep: 'Reprovisioning', reprovisionRequested: true });
+      await cloud.advance(device.context().delayMs!);
+      expect(device.value()).toBe('Reprovisioning');
+    });
+
     test('a REPROVISION that was asked for is not dropped when DPS fails: DPS again after the wait', async () => {
       const cloud = new FakeCloud();
       const device = start(cloud, { cached: true });
