@@ -146,6 +146,7 @@ export class ReportedQueue {
       this.entries.delete(key);
       this.remember(key, entry);
     }
+    this.trimDelivered();
     this.persist();
   }
 
@@ -167,12 +168,29 @@ export class ReportedQueue {
     return count;
   }
 
-  /** Remembers a delivered value; beyond a twin's reported section, the oldest are forgotten. */
+  /** Remembers a delivered value, as the newest (trimDelivered bounds them). */
   private remember(key: string, { component, name, value }: Entry): void {
     this.delivered.delete(key);
     this.delivered.set(key, { component, name, value });
-    while (this.delivered.size > 1 && twinSize(this.build([...this.delivered.values()].map((e) => ({ ...e, generation: 0 })))) > MAX_REPORTED_BYTES) {
-      this.delivered.delete(this.delivered.keys().next().value!);
+  }
+
+  /**
+   * Beyond a twin's reported section, the oldest delivered values are forgotten. Sized once per
+   * round, not once per value (that was quadratic: seconds for a few thousand properties): a
+   * round drops the oldest until their sizes alone cover the excess, then sizes the rest again
+   * (a value's own size counts its component's wrapper too, so a round may drop too few, never
+   * too many).
+   */
+  private trimDelivered(): void {
+    const sizeOf = (entries: Iterable<Omit<Entry, 'generation'>>) => twinSize(this.build([...entries].map((e) => ({ ...e, generation: 0 }))));
+    let excess = sizeOf(this.delivered.values()) - MAX_REPORTED_BYTES;
+    while (excess > 0 && this.delivered.size > 1) {
+      for (const [key, entry] of this.delivered) {
+        if (excess <= 0 || this.delivered.size === 1) break;
+        this.delivered.delete(key);
+        excess -= sizeOf([entry]);
+      }
+      excess = sizeOf(this.delivered.values()) - MAX_REPORTED_BYTES;
     }
   }
 
@@ -265,6 +283,7 @@ export class ReportedQueue {
         const component = typeof item.component === 'string' ? item.component : undefined;
         this.remember(keyOf(component, item.name), { component, name: item.name, value: item.value, generation: 0 });
       }
+      this.trimDelivered();
     } catch {
       this.logger.warn({ path }, 'pending reported properties unreadable; ignoring them');
     }
