@@ -472,7 +472,9 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
       saveAssignment: (assignment) => this.#saveAssignment(assignment),
     });
     this.#inspector = options.inspect;
-    const cached = this.#cache.load();
+    // A move not yet confirmed by DPS is confirmed by registering: never by the old scope's hub
+    // (the file cache is bound to the scope; an injected one is not).
+    const cached = scope.pending ? null : this.#cache.load();
     const seed = resolved.seed ?? seedFrom(`${resolved.registrationId}:${clock.now()}`);
     this.#firstBootDelayMs = firstBootDelayMs(cached, resolved.firstBootJitterMs, seed);
     this.actor = createActor(machine, {

@@ -12,6 +12,8 @@ import pino from 'pino';
 import { createDevice, type StateChange } from '../../src/device';
 import { cacheMacKey, credentialFingerprint, FileProvisioningCache, type CacheScope } from '../../src/store/cache';
 import { deriveDeviceKey } from '../../src/actors/credentials';
+import { FileIdScopeStore } from '../../src/store/id-scope';
+import { MemoryProvisioningCache } from '../../src/store/cache';
 
 const DEVICE_KEY = Buffer.alloc(32, 7).toString('base64');
 const GROUP_KEY = Buffer.alloc(32, 9).toString('base64');
@@ -99,8 +101,9 @@ test('the file holds a fingerprint of the key, never the key (group key and deri
 
 describe('createDevice with a data directory', () => {
   /** The first transition of a device started on `dataDir` (nothing listens at the hosts: it only has to choose). */
-  async function firstStep(dataDir: string, lines: string[]): Promise<StateChange> {
+  async function firstStep(dataDir: string, lines: string[], cache?: MemoryProvisioningCache): Promise<StateChange> {
     const device = createDevice({
+      ...(cache ? { cache } : {}),
       idScope: SCOPE.idScope,
       registrationId: 'sensor-1',
       deviceKey: DEVICE_KEY,
@@ -123,6 +126,15 @@ describe('createDevice with a data directory', () => {
     const lines: string[] = [];
     expect((await firstStep(dir, lines)).value).toBe('Provisioning');
     expect(lines.some((l) => l.includes('written for another scope'))).toBe(true);
+  });
+
+  test('a DeviceMove pending at boot registers under the new scope, whatever an injected cache holds (the old scope\'s hub)', async () => {
+    const dir = freshDir();
+    const binding = { configuredIdScope: SCOPE.idScope, provisioningHost: SCOPE.provisioningHost, registrationId: 'sensor-1', credential: SCOPE.credential };
+    new FileIdScopeStore(dir, binding, KEY, pino({ level: 'silent' })).save({ idScope: '0ne00BBB222', pendingFrom: SCOPE.idScope });
+    const lines: string[] = [];
+    expect((await firstStep(dir, lines, new MemoryProvisioningCache(ASSIGNMENT))).value).toBe('Provisioning');
+    expect(lines.some((l) => l.includes('resuming the move'))).toBe(true);
   });
 
   test('its own cache: straight to the cached hub', async () => {
