@@ -502,7 +502,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
       queue: (patch, component) => this.#pnp.reported.set(patch, component),
     });
     this.#pnp.reported.onDropped((dropped) => this.#notify('droppedProperties', dropped));
-    this.#metrics = resolved.meter === null ? null : new DeviceMetrics(resolved.meter, resolved.registrationId, { stats: () => this.stats(), state: () => this.state() });
+    this.#metrics = resolved.meter === null ? null : new DeviceMetrics(resolved.meter, resolved.registrationId, { stats: () => this.stats(), state: () => this.state() }, logger);
     this.#stats.onCount(this.#metrics);
     this.#stopped = new Promise<void>((resolve) => this.actor.subscribe({ complete: () => resolve(), error: () => resolve() }));
   }

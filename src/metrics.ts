@@ -10,6 +10,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import type { Logger } from 'pino';
 import { ConfigError } from './errors';
 import type { DeviceStateName } from './device';
 import type { DroppedMessage } from './store/outbox';
@@ -199,54 +200,92 @@ export interface MetricsSource {
 
 /**
  * One device's metrics: a StatsCountListener for the counters, and a batch callback for the rest
- * until `close()`. Every measurement carries the device's id.
+ * until `close()`. Every measurement carries the device's id. The Meter is the application's: a
+ * call of it that throws (a broken SDK or exporter) is logged once and never reaches the device,
+ * whose counts are made on its telemetry and connection paths.
  */
 export class DeviceMetrics implements StatsCountListener {
-  readonly #instruments: Instruments;
+  readonly #instruments: Instruments | null;
   readonly #device: MetricsAttributes;
   readonly #stateAttributes: ReadonlyMap<string, MetricsAttributes>;
   readonly #actionAttributes: ReadonlyMap<string, MetricsAttributes>;
-  readonly #counters: Readonly<Record<CountedEvent, MetricsCounter>>;
+  readonly #counters: Readonly<Record<CountedEvent, MetricsCounter>> | null;
+  readonly #logger: Logger | undefined;
   #open = true;
+  #warned = false;
 
   constructor(
     private readonly meter: MetricsMeter,
     deviceId: string,
     private readonly source: MetricsSource,
+    logger?: Logger,
   ) {
-    const instruments = (this.#instruments = instrumentsOf(meter));
-    const { connections, hubChanges, registrations, statusLookups, delivered, resent } = instruments;
-    this.#counters = { connects: connections, hubChanges, registrations, statusLookups, delivered, resent };
+    this.#logger = logger;
     // Built once: every collection observes with the same objects.
     this.#device = Object.freeze({ [ATTRIBUTE.deviceId]: deviceId });
     this.#stateAttributes = new Map(DEVICE_STATES.map((state) => [state, Object.freeze({ ...this.#device, [ATTRIBUTE.state]: state })]));
     this.#actionAttributes = new Map(RECOMMENDED_ACTIONS.map((action) => [action, Object.freeze({ ...this.#device, [ATTRIBUTE.action]: action })]));
-    meter.addBatchObservableCallback(this.#observe, instruments.observed);
+    let instruments: Instruments | null = null;
+    try {
+      instruments = instrumentsOf(meter);
+      meter.addBatchObservableCallback(this.#observe, instruments.observed);
+    } catch (error) {
+      // A Meter that cannot make the instruments: the device runs without metrics.
+      instruments = null;
+      this.#open = false;
+      this.#failed(error);
+    }
+    this.#instruments = instruments;
+    if (instruments === null) this.#counters = null;
+    else {
+      const { connections, hubChanges, registrations, statusLookups, delivered, resent } = instruments;
+      this.#counters = { connects: connections, hubChanges, registrations, statusLookups, delivered, resent };
+    }
   }
 
   counted(what: CountedEvent): void {
-    this.#counters[what].add(1, this.#device);
+    const counter = this.#counters?.[what];
+    if (counter) this.#guarded(() => counter.add(1, this.#device));
   }
 
   disconnected(errorClass: ErrorClass, rule: string): void {
-    this.#instruments.disconnections.add(1, { ...this.#device, [ATTRIBUTE.errorClass]: errorClass, [ATTRIBUTE.rule]: rule });
+    const counter = this.#instruments?.disconnections;
+    if (counter) this.#guarded(() => counter.add(1, { ...this.#device, [ATTRIBUTE.errorClass]: errorClass, [ATTRIBUTE.rule]: rule }));
   }
 
   dropped(reason: DroppedMessage['reason']): void {
-    this.#instruments.dropped.add(1, { ...this.#device, [ATTRIBUTE.dropReason]: reason });
+    const counter = this.#instruments?.dropped;
+    if (counter) this.#guarded(() => counter.add(1, { ...this.#device, [ATTRIBUTE.dropReason]: reason }));
   }
 
   /** The device stopped: its figures are no longer observed (the counters stay as counted). Idempotent. */
   close(): void {
-    if (!this.#open) return;
+    if (!this.#open || this.#instruments === null) return;
     this.#open = false;
-    this.meter.removeBatchObservableCallback(this.#observe, this.#instruments.observed);
+    const observed = this.#instruments.observed;
+    this.#guarded(() => this.meter.removeBatchObservableCallback(this.#observe, observed));
+  }
+
+  #guarded(call: () => void): void {
+    try {
+      call();
+    } catch (error) {
+      this.#failed(error);
+    }
+  }
+
+  /** Once per device: a Meter that throws would throw at every count. */
+  #failed(error: unknown): void {
+    if (this.#warned) return;
+    this.#warned = true;
+    this.#logger?.warn({ err: error instanceof Error ? error.message : String(error) }, 'metrics: the Meter threw; the device carries on (later metric failures are not logged)');
   }
 
   readonly #observe = (result: MetricsBatchResult): void => {
+    const instruments = this.#instruments;
+    if (instruments === null) return;
     const stats = this.source.stats();
     const state = this.source.state();
-    const instruments = this.#instruments;
     const device = this.#device;
     result.observe(instruments.outboxCount, stats.outbox.depth, device);
     result.observe(instruments.outboxSize, stats.outbox.bytes, device);

@@ -77,3 +77,44 @@ test('a manual failover: one hub change, a status lookup, the delivered count eq
     for (const point of instrumentPoints) expect(point.attributes[ATTRIBUTE.deviceId]).toBe(id);
   }
 });
+
+type Broken = 'add' | 'createCounter' | 'addBatchObservableCallback';
+
+/** A Meter one of whose calls throws (and removeBatchObservableCallback too): a broken SDK or exporter. */
+function throwingMeter(broken: Broken) {
+  const boom = () => {
+    throw new Error('meter broken');
+  };
+  const fine = () => ({});
+  return {
+    createCounter: broken === 'createCounter' ? boom : () => ({ add: broken === 'add' ? boom : () => undefined }),
+    createObservableGauge: fine,
+    createObservableCounter: fine,
+    createObservableUpDownCounter: fine,
+    addBatchObservableCallback: broken === 'addBatchObservableCallback' ? boom : () => undefined,
+    removeBatchObservableCallback: boom,
+  };
+}
+
+test.each<Broken>(['add', 'createCounter', 'addBatchObservableCallback'])(
+  'a Meter whose %s() throws: the device still connects, delivers every message and stops, and says so once',
+  async (broken) => {
+    const id = `metrics-throwing-${broken}`;
+    const logLines: string[] = [];
+    const throwing = startDevice(cloud, id, { metrics: { meter: throwingMeter(broken) } }, logLines);
+    try {
+      const delivered = new Set<string>();
+      throwing.device.on('delivered', (messageId) => delivered.add(messageId));
+      await waitForState(throwing, 'Connected');
+      for (let n = 0; n < 3; n++) await throwing.send({ n });
+      await waitFor('all three delivered', () => throwing.accepted.every((m) => delivered.has(m)));
+      await waitFor('all three at the cloud', () => throwing.accepted.every((m) => cloud.deliveredIds(id).has(m)));
+      expect(throwing.device.stats().messages.delivered).toBe(3);
+    } finally {
+      await throwing.device.stop();
+    }
+    expect(throwing.device.state()).toBe('Stopped');
+    // Said once, not once per count.
+    expect(logLines.filter((line) => line.includes('meter broken')).length).toBe(1);
+  },
+);
