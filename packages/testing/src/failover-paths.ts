@@ -160,7 +160,11 @@ export interface RunFailoverOptions {
    * Default 'real'.
    */
   clock?: 'real' | 'simulated';
-  /** Per step, in wall time: the fault's recovery, and the telemetry after it (default 30 s; the policy's waits are added in real time). */
+  /**
+   * Per step, in wall time: the fault's recovery, and the telemetry after it (default 30 s; the
+   * policy's waits are added in real time). It also bounds each call of the application's code
+   * (the factory, an invariant, a custom fault's inject) and the device's stop().
+   */
   stepTimeoutMs?: number;
   /** A step whose recovery (fault injected → Connected again, on the run's clock) takes longer fails (default: only reported). */
   recoveryBoundMs?: number;
@@ -229,6 +233,17 @@ export async function runFailoverPath(path: FailoverPath, options: RunFailoverOp
 
 let runsStarted = 0;
 
+/** Something of the application's did not settle within the step timeout. */
+class StepTimeoutError extends Error {
+  override name = 'StepTimeoutError';
+}
+
+/** Enough of a hubstate Device for the runner (a factory may return anything). */
+function isDevice(value: unknown): value is Device {
+  const device = value as Partial<Device> | null | undefined;
+  return typeof device === 'object' && device !== null && typeof device.on === 'function' && typeof device.state === 'function' && typeof device.start === 'function' && typeof device.sendTelemetry === 'function' && typeof device.stop === 'function' && typeof device.actor?.getSnapshot === 'function';
+}
+
 /** The run's clock: the wall clock, or one the runner skips ahead. */
 interface RunClock {
   now(): number;
@@ -269,7 +284,10 @@ class PathRun {
   }
 
   async replay(): Promise<void> {
-    const device = await this.options.device(await this.connection());
+    const connection = await this.connection();
+    // A device made after the factory timed out is nobody's: stop it.
+    const device = await this.bounded('the device factory to return a device', () => this.options.device(connection), (late) => void (late as Device | undefined)?.stop?.().catch(() => undefined));
+    if (!isDevice(device)) throw new Error(`the device factory returned ${device === null ? 'null' : typeof device}, not a hubstate Device (createDevice({ ...connection }))`);
     this.device = device;
     device.on('state', (change) => this.record(device, change));
     if (device.state() === 'Idle') device.start();
@@ -382,7 +400,7 @@ class PathRun {
     const custom = this.options.customFaults?.[fault];
     const long = (LONG_FAULTS as readonly string[]).includes(fault) ? (fault as LongFault) : undefined;
     const longResult = { failures: [] as string[], notes: [] as string[] };
-    if (custom) await custom.inject({ device, cloud: this.cloud, deviceId, hub: hubBefore });
+    if (custom) await this.bounded(`the custom fault ${fault} to be injected`, () => custom.inject({ device, cloud: this.cloud, deviceId, hub: hubBefore }));
     else if (long) {
       const result = await replayLongFault(long, {
         device,
@@ -498,9 +516,9 @@ class PathRun {
     for (const invariant of this.options.invariants ?? []) {
       let verdict: boolean | string;
       try {
-        verdict = await invariant.check({ device, cloud: this.cloud, fault, step });
+        verdict = await this.bounded(`the invariant '${invariant.name}'`, () => invariant.check({ device, cloud: this.cloud, fault, step }));
       } catch (error) {
-        verdict = `threw ${(error as Error).message}`;
+        verdict = error instanceof StepTimeoutError ? error.message : `threw ${(error as Error).message}`;
       }
       if (verdict !== true) report.failures.push(`invariant '${invariant.name}': ${verdict === false ? 'does not hold' : verdict}`);
     }
@@ -516,7 +534,39 @@ class PathRun {
       const failedAlready = this.failures.length > 0;
       await this.until('every message delivered', () => this.lostOf(this.accepted).length === 0, 0, undefined, failedAlready ? FAILED_PATH_DELIVERY_WAIT_MS : undefined).catch(() => undefined);
     }
-    await this.device?.stop();
+    const device = this.device;
+    if (device) await this.bounded('the device to stop', () => device.stop()).catch((error: unknown) => this.fail(`${this.path.name}: ${(error as Error).message}`));
+  }
+
+  /** The step timeout (wall time). */
+  private get stepTimeoutMs(): number {
+    return this.options.stepTimeoutMs ?? 30_000;
+  }
+
+  /**
+   * The application's code (its factory, invariants, custom faults) and the device's stop, bounded
+   * by the step timeout: one that never settles fails the path instead of hanging the run.
+   * `late` gets what it resolves to after the timeout.
+   */
+  private async bounded<T>(what: string, work: () => T | Promise<T>, late?: (value: T) => void): Promise<T> {
+    const timeoutMs = this.stepTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    const working = Promise.resolve().then(work);
+    if (late) void working.then((value) => timedOut && late(value), () => undefined);
+    try {
+      return await Promise.race([
+        working,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            timedOut = true;
+            reject(new StepTimeoutError(`timed out after ${timeoutMs} ms waiting for ${what}`));
+          }, timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   report(): FailoverReport {
@@ -582,7 +632,7 @@ class PathRun {
    * (wall time) plus `policyWaitMs`, the waits the device's policy may spend first (none when the
    * clock skips them). Between two checks the simulated clock skips a wait (and `skip` more).
    */
-  private async until(what: string, condition: () => boolean, policyWaitMs = 0, skip?: () => void, stepTimeoutMs = this.options.stepTimeoutMs ?? 30_000): Promise<void> {
+  private async until(what: string, condition: () => boolean, policyWaitMs = 0, skip?: () => void, stepTimeoutMs = this.stepTimeoutMs): Promise<void> {
     const timeoutMs = stepTimeoutMs + (this.clock.skipping ? 0 : policyWaitMs);
     const deadline = Date.now() + timeoutMs;
     while (!condition()) {
