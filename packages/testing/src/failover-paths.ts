@@ -264,6 +264,8 @@ class PathRun {
   private producer: Promise<void> = Promise.resolve();
   private readonly registrationId: string;
   private readonly clock: RunClock;
+  /** Why the simulated clock's last skip was refused (null: it was not). */
+  private blockedSkip: string | null = null;
 
   constructor(
     private readonly path: FailoverPath,
@@ -337,7 +339,7 @@ class PathRun {
     if (!skipping || !device || device.state() !== 'BackingOff') return;
     this.checkClockUsed(device, skipping);
     const { retryAt } = device.actor.getSnapshot().context;
-    if (retryAt !== null && retryAt > skipping.now()) skipping.skipToIfIdle(retryAt);
+    if (retryAt !== null && retryAt > skipping.now()) this.skipTo(skipping, retryAt, 'the end of the BackingOff wait');
   }
 
   /**
@@ -610,10 +612,18 @@ class PathRun {
       const { connectedAt } = context();
       if (!skipping || device.state() !== 'Connected' || connectedAt === null) return;
       this.checkClockUsed(device, skipping);
-      skipping.skipToIfIdle(connectedAt + this.policyOf(device).stableConnectionMs);
+      this.skipTo(skipping, connectedAt + this.policyOf(device).stableConnectionMs, 'the end of the stable-connection wait');
     };
     await this.until('the connection to last', () => device.state() !== 'Connected' || context().connectionStable, this.policyOf(device).stableConnectionMs, skipToStable);
     if (device.state() !== 'Connected') throw new Error(`left Connected before the fault (now ${device.state()})`);
+  }
+
+  /** A skip; one refused is remembered, to explain a timeout it causes. */
+  private skipTo(skipping: SkipAheadClock, time: number, what: string): void {
+    const from = skipping.now();
+    const blockedBy = skipping.nextDeadline();
+    if (skipping.skipToIfIdle(time)) this.blockedSkip = null;
+    else this.blockedSkip = `the simulated clock could not skip to ${what} (+${Math.round(time - from)} ms): a timer on it is due sooner (+${Math.round(blockedBy - from)} ms) and may be an operation's deadline — a timer of the device that recurs more often than the wait (e.g. resilience.intervalMs shorter than stableConnectionMs) keeps the clock at wall speed`;
   }
 
   private hubOf(device: Device): string {
@@ -635,8 +645,12 @@ class PathRun {
   private async until(what: string, condition: () => boolean, policyWaitMs = 0, skip?: () => void, stepTimeoutMs = this.stepTimeoutMs): Promise<void> {
     const timeoutMs = stepTimeoutMs + (this.clock.skipping ? 0 : policyWaitMs);
     const deadline = Date.now() + timeoutMs;
+    this.blockedSkip = null;
     while (!condition()) {
-      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (states so far: ${this.states.map((s) => s.value).join(' → ')})`);
+      if (Date.now() > deadline) {
+        const blocked = this.blockedSkip === null ? '' : `; ${this.blockedSkip}`;
+        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (states so far: ${this.states.map((s) => s.value).join(' → ')})${blocked}`);
+      }
       this.skipWhileWaiting();
       skip?.();
       await new Promise((resolve) => setTimeout(resolve, 20));

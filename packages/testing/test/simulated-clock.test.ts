@@ -44,6 +44,22 @@ test("a device that does not wait on the runner's clock is a failed report sayin
   expect(report.failures).toContain("DISABLED_DEVICE (CONNACK 5): clock 'simulated', but the device does not wait on the runner's clock (give createDevice the connection's clock)");
 });
 
+test('a device timer that recurs more often than the stable-connection wait keeps the clock at wall speed: the timeout says so', async () => {
+  const drop = generateFailoverPaths({ depth: 1, refusalCodes: [3], seed: 31 }).find((p) => p.name === 'DROP')!;
+  const report = await runFailoverPath(drop, {
+    clock: 'simulated',
+    policy: { preset: 'default' },
+    stepTimeoutMs: 5000,
+    // the resilience report every 2 s: a timer due before the 30 s stable connection, every time
+    device: (connection) => createDevice({ ...connection, resilience: { intervalMs: 2000 } }),
+  });
+  expect(report.ok).toBe(false);
+  expect(report.clock.skippedMs).toBe(0);
+  expect(report.failures).toHaveLength(1);
+  expect(report.failures[0]).toMatch(/^DROP: timed out after 5000 ms waiting for the connection to last \(states so far: .+\); the simulated clock could not skip to the end of the stable-connection wait \(\+\d+ ms\): a timer on it is due sooner \(\+\d+ ms\)/);
+  expect(report.failures[0]).toContain('resilience.intervalMs shorter than stableConnectionMs');
+});
+
 test('the clock runs at wall speed, a skip fires what is due in deadline order, an earlier deadline blocks a skip', async () => {
   const clock = new SkipAheadClock();
   const fired: string[] = [];
