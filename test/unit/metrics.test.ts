@@ -7,6 +7,7 @@
  * Simulated clock where time matters.
  */
 import { readFileSync } from 'node:fs';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { metrics as otelMetrics } from '@opentelemetry/api';
 import {
@@ -369,6 +370,31 @@ describe('createDevice({ metrics })', () => {
     const after = await collect(reader);
     expect(valueOf(after, INSTRUMENT.dropped, { [ATTRIBUTE.dropReason]: 'stopped' })).toBe(2);
     expect(after.has(INSTRUMENT.state)).toBe(false);
+  });
+
+  test('stop() while Connecting (a hub that accepts the socket and never answers) leaves the Meter too', async () => {
+    const sockets = new Set<Socket>();
+    const silentHub = createServer((socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => silentHub.listen(0, '127.0.0.1', resolve));
+    const hubHost = `localhost:${(silentHub.address() as AddressInfo).port}`;
+    try {
+      const reader = new TestReader({ aggregationTemporalitySelector: () => AggregationTemporality.DELTA });
+      const counting = countingMeter(new MeterProvider({ readers: [reader] }).getMeter('app'));
+      const device = createDevice(deviceOptions({ cache: new MemoryProvisioningCache({ hubHost, deviceId: DEVICE, assignedAt: 1 }), metrics: { meter: counting.meter } }));
+      device.start();
+      for (let waited = 0; device.state() !== 'Connecting' || sockets.size === 0; waited += 10) {
+        if (waited > 10_000) throw new Error(`never connecting (now ${device.state()})`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(valueOf(await collect(reader), INSTRUMENT.state, { [ATTRIBUTE.state]: 'Connecting' })).toBe(1);
+      expect(counting.registered.size).toBe(1);
+      await device.stop();
+      expect(counting.registered.size).toBe(0);
+      expect((await collect(reader)).has(INSTRUMENT.state)).toBe(false);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silentHub.close(resolve));
+    }
   });
 
   test('1,000 devices created and stopped leave no callback on the Meter, and one set of instruments', async () => {
