@@ -36,6 +36,19 @@ test('an app that reprovisions on every lost connection fails the dropped-socket
   expect(code).toBe(1);
 }, 60_000);
 
+test('an app whose factory never returns: the path fails after --step-timeout, the run ends, exit 1', async () => {
+  const hanging = join(__dirname, 'fixtures', 'hanging-factory-device.ts');
+  const started = Date.now();
+  const cli = spawnCli(['test-failover', '--app', hanging, '--depth', '1', '--refusal-codes', '3', '--only', 'DROP', '--step-timeout', '1']);
+  const { code } = await cli.exited;
+  const out = cli.stdout();
+  expect(out).toMatch(/^FAIL DROP \(\d+\.\d s\)$/m);
+  expect(out).toMatch(/failure: DROP: timed out after 1000 ms waiting for the device factory to return a device$/m);
+  expect(out).toMatch(/^0 of 1 paths passed; failed: DROP$/m);
+  expect(code).toBe(1);
+  expect(Date.now() - started).toBeLessThan(30_000);
+}, 60_000);
+
 test('flag and module mistakes are one line naming the flag, exit 2', async () => {
   const run = async (args: string[], dryRun = true) => {
     const stderr = new PassThrough();
