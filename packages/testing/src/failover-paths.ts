@@ -291,6 +291,9 @@ class PathRun {
     const device = await this.bounded('the device factory to return a device', () => this.options.device(connection), (late) => void (late as Device | undefined)?.stop?.().catch(() => undefined));
     if (!isDevice(device)) throw new Error(`the device factory returned ${device === null ? 'null' : typeof device}, not a hubstate Device (createDevice({ ...connection }))`);
     this.device = device;
+    if (device.registrationId !== this.registrationId) {
+      throw new Error(`the device's registration id is ${device.registrationId}, not the connection's ${this.registrationId}: spread the connection into createDevice's options (delivery is checked and faults are injected by it)`);
+    }
     device.on('state', (change) => this.record(device, change));
     if (device.state() === 'Idle') device.start();
     await this.until('the device to connect', () => device.state() === 'Connected');

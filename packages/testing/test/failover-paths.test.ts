@@ -89,3 +89,14 @@ test('a fault that is neither the model\'s nor given is a failed report naming i
   expect(report.ok).toBe(false);
   expect(report.failures).toEqual(['UNKNOWN: FIRMWARE_UPDATE: no such fault (give it in customFaults)']);
 });
+
+test("a factory that ignores the connection's registration id is a failed report saying so, not 'messages never arrived'", async () => {
+  const report = await runFailoverPath(dropPath(), {
+    device: (connection) => createDevice({ ...connection, registrationId: 'my-own-id' }),
+    stepTimeoutMs: 3000,
+  });
+  expect(report.ok).toBe(false);
+  expect(report.failures).toEqual([
+    expect.stringMatching(/^DROP: the device's registration id is my-own-id, not the connection's path-\d+-\w+-\d+: spread the connection into createDevice's options \(delivery is checked and faults are injected by it\)$/),
+  ]);
+});
