@@ -124,6 +124,20 @@ export function sdkMqttBase(publishTimeoutSeconds: number, provider: MqttProvide
   return base;
 }
 
+/**
+ * `provider` with the device's trust list in every connection's options (the MqttBase passes
+ * `ca` on when it has one; it has none here). The trust list does not go through
+ * `client.setOptions`: the SDK first tries a `ca` as a file name (azure-iot-device 1.18.4,
+ * internal_client.js `setOptions`: `fs.readFile(options.ca)`, the PEM itself when that fails), and
+ * with the default roots in it the list is ~217 KB: each connect paid an open() of a 217 KB path,
+ * its copies and a 217 KB error message, ~0.2 MB of heap and more of native memory, freed at once
+ * but kept by the allocator as RSS across a herd's connects.
+ */
+export function withTrustList(provider: MqttProvider, ca: string | undefined): MqttProvider {
+  if (ca === undefined) return provider;
+  return { connect: (uri, options) => provider.connect(uri, options.ca === undefined ? { ...options, ca } : options) };
+}
+
 /** What the SDK's SharedAccessKeyAuthenticationProvider offers to end its renewal timer. */
 interface TokenRenewal {
   stop(): void;
@@ -428,7 +442,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
         // The SDK's X.509 provider has no renewal timer to stop.
         tokens = typeof provider.stop === 'function' ? (provider as TokenRenewal) : { stop: () => undefined };
         if (settings.serviceTime) signInServiceTime(authenticationProvider, settings.serviceTime);
-        transport = network.hubTransport(authenticationProvider, sdkMqttBase(settings.publishTimeoutSeconds, network.mqttProvider()));
+        transport = network.hubTransport(authenticationProvider, sdkMqttBase(settings.publishTimeoutSeconds, withTrustList(network.mqttProvider(), settings.ca)));
         return transport;
       } as unknown as typeof Mqtt,
     );
@@ -459,8 +473,8 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
         if (feature.inbound) entry.inboundCleanups.push(feature.inbound(connection));
       }
       if (x509) assertCertificateCurrent(x509, settings.serviceTime?.nowMs() ?? clock.now()); // the service judges validity by its clock
+      // No `ca` here: it goes in through the MQTT provider (see withTrustList).
       await client.setOptions({
-        ca: settings.ca,
         modelId: settings.modelId,
         keepalive: settings.keepaliveSeconds,
         // The SDK refuses token renewal options on an X.509 client.
