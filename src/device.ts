@@ -40,7 +40,7 @@ import { openSqliteOutbox } from './store/sqlite-outbox';
 import { machineFor, type DeviceImplementations } from './shared-machine';
 import { createPnp, type Pnp } from './pnp';
 import type { DroppedProperties } from './pnp/reported';
-import { componentProblem, CREATION_TIME_PROPERTY, propertyNameProblem, telemetryProblem, telemetrySize } from './pnp/telemetry';
+import { checkTelemetry, componentProblem, CREATION_TIME_PROPERTY, propertyNameProblem } from './pnp/telemetry';
 import { firstUnknownKey, unknownKeyExpectation } from './validate';
 import { StatsCollector, type DeviceStats } from './stats';
 import { DeviceMetrics } from './metrics';
@@ -144,15 +144,17 @@ function telemetryBody(data: unknown): string {
  */
 function telemetryMessage(data: unknown, options: unknown, clock: Clock): NewOutboxMessage {
   const body = telemetryBody(data);
-  const { component, properties: userProperties } = checkTelemetryOptions(options);
+  // `properties` is checkTelemetryOptions' own copy: stamped in place (no spread: this runs per message).
+  const { component, properties } = checkTelemetryOptions(options);
   const createdAt = clock.now();
-  const properties: Record<string, string> = { ...userProperties, [CREATION_TIME_PROPERTY]: new Date(createdAt).toISOString() };
+  properties[CREATION_TIME_PROPERTY] = new Date(createdAt).toISOString();
   const messageId = randomUUID();
-  const parts = { messageId, body, component, properties };
   // What goes on the wire (body, properties, component, system properties), as the pump sends it.
-  const problem = telemetryProblem(parts);
-  if (problem) throw problem;
-  return { ...parts, createdAt, bytes: telemetrySize(parts) };
+  const checked = checkTelemetry({ messageId, body, component, properties });
+  if (typeof checked !== 'number') throw checked;
+  return component === undefined
+    ? { messageId, body, properties, createdAt, bytes: checked }
+    : { messageId, body, component, properties, createdAt, bytes: checked };
 }
 
 export interface DeviceEvents {

@@ -40,30 +40,81 @@ export function jsonDepth(value: unknown, limit = MAX_TWIN_DEPTH): number {
  * JSON.stringify's to refuse).
  */
 export function jsonOddity(value: unknown): string | undefined {
+  const top = primitiveOddity(value, false);
+  if (top !== undefined) return `the value ${top}`;
+  if (typeof value !== 'object' || value === null) return undefined;
+  // Paths are built only for the answer: a frame knows its parent and its key.
   const seen = new Set<object>();
-  const stack: Array<[unknown, string, boolean]> = [[value, '', false]];
+  const stack: OddityFrame[] = [{ node: value, parent: undefined, key: '' }];
   while (stack.length > 0) {
-    const [node, path, inArray] = stack.pop()!;
-    const where = path === '' ? 'the value' : `'${path}'`;
-    if (typeof node === 'number' && !Number.isFinite(node)) return `${where} is ${node}, which JSON turns into null`;
-    if (typeof node === 'bigint') return `${where} is a BigInt, which JSON cannot hold`;
-    if (inArray && (node === undefined || typeof node === 'function' || typeof node === 'symbol')) {
-      return `${where} is ${typeof node}, which JSON turns into null in an array`;
-    }
-    if (typeof node !== 'object' || node === null || seen.has(node)) continue;
+    const frame = stack.pop()!;
+    const node = frame.node;
+    if (seen.has(node)) continue;
     seen.add(node);
-    if (node instanceof Map || node instanceof Set || node instanceof WeakMap || node instanceof WeakSet) {
-      return `${where} is a ${node.constructor.name}, which JSON turns into {}: pass a plain object or an array`;
-    }
-    if (ArrayBuffer.isView(node) || node instanceof ArrayBuffer) {
-      return `${where} is binary (${node.constructor.name}), which JSON turns into numbers by index: encode it (e.g. base64) first`;
-    }
+    const odd = objectOddity(node);
+    if (odd !== undefined) return `${whereOf(frame)} ${odd}`;
     if (typeof (node as { toJSON?: unknown }).toJSON === 'function') continue;
     if (Array.isArray(node)) {
-      node.forEach((child, index) => stack.push([child, `${path}[${index}]`, true]));
+      for (let index = 0; index < node.length; index++) {
+        const child: unknown = node[index];
+        if (typeof child === 'object' && child !== null) stack.push({ node: child, parent: frame, key: index });
+        else if (child !== undefined || index in node) {
+          // A hole is skipped (as forEach does); a present undefined is not.
+          const problem = primitiveOddity(child, true);
+          if (problem !== undefined) return `${whereOf(frame, index)} ${problem}`;
+        }
+      }
     } else {
-      for (const [key, child] of Object.entries(node)) stack.push([child, path === '' ? key : `${path}.${key}`, false]);
+      const record = node as Record<string, unknown>;
+      for (const key of Object.keys(record)) {
+        const child = record[key];
+        if (typeof child === 'object' && child !== null) stack.push({ node: child, parent: frame, key });
+        else {
+          const problem = primitiveOddity(child, false);
+          if (problem !== undefined) return `${whereOf(frame, key)} ${problem}`;
+        }
+      }
     }
+  }
+  return undefined;
+}
+
+/** A value met by jsonOddity's walk: where it is, as its parent and its key (an index in an array). */
+interface OddityFrame {
+  node: object;
+  parent: OddityFrame | undefined;
+  key: string | number;
+}
+
+/** Where the walk met a value (`frame`, or its child `key`), as the messages name it. No recursion. */
+function whereOf(frame: OddityFrame, key?: string | number): string {
+  const keys: Array<string | number> = key === undefined ? [] : [key];
+  for (let at: OddityFrame | undefined = frame; at?.parent !== undefined; at = at.parent) keys.push(at.key);
+  let path = '';
+  for (let i = keys.length - 1; i >= 0; i--) {
+    const step = keys[i]!;
+    path = typeof step === 'number' ? `${path}[${step}]` : path === '' ? step : `${path}.${step}`;
+  }
+  return path === '' ? 'the value' : `'${path}'`;
+}
+
+/** What JSON would do wrong with a value that is not an object, or undefined. */
+function primitiveOddity(node: unknown, inArray: boolean): string | undefined {
+  if (typeof node === 'number') return Number.isFinite(node) ? undefined : `is ${node}, which JSON turns into null`;
+  if (typeof node === 'bigint') return 'is a BigInt, which JSON cannot hold';
+  if (inArray && (node === undefined || typeof node === 'function' || typeof node === 'symbol')) {
+    return `is ${typeof node}, which JSON turns into null in an array`;
+  }
+  return undefined;
+}
+
+/** What JSON would do wrong with an object of a kind it cannot hold, or undefined. */
+function objectOddity(node: object): string | undefined {
+  if (node instanceof Map || node instanceof Set || node instanceof WeakMap || node instanceof WeakSet) {
+    return `is a ${node.constructor.name}, which JSON turns into {}: pass a plain object or an array`;
+  }
+  if (ArrayBuffer.isView(node) || node instanceof ArrayBuffer) {
+    return `is binary (${node.constructor.name}), which JSON turns into numbers by index: encode it (e.g. base64) first`;
   }
   return undefined;
 }

@@ -113,6 +113,15 @@ export function propertyNameProblem(name: string): string | undefined {
  * longest device id, so a message accepted now fits any hub it may go to.
  */
 export function telemetryProblem(parts: TelemetryParts, deviceId?: string): MessageRejectedError | undefined {
+  const checked = checkTelemetry(parts, deviceId);
+  return typeof checked === 'number' ? undefined : checked;
+}
+
+/**
+ * `telemetryProblem`, or the message's `telemetrySize` when it can be sent: one pass over the
+ * properties for both (this runs for every message sent).
+ */
+export function checkTelemetry(parts: TelemetryParts, deviceId?: string): MessageRejectedError | number {
   if (typeof parts.body !== 'string') return new MessageRejectedError('invalid-body', 'the body is not JSON text');
   const component = componentProblem(parts.component);
   if (component) return new MessageRejectedError('invalid-component', component);
@@ -121,7 +130,8 @@ export function telemetryProblem(parts: TelemetryParts, deviceId?: string): Mess
   }
   let propertyCount = 0;
   let propertyBytes = 0;
-  for (const [name, value] of Object.entries(parts.properties)) {
+  for (const name of Object.keys(parts.properties)) {
+    const value = parts.properties[name];
     if (typeof value !== 'string') return new MessageRejectedError('invalid-property', `property '${name}' is not a string`);
     if (!isWellFormed(name) || !isWellFormed(value)) return new MessageRejectedError('invalid-property', `property '${name}' is not well-formed Unicode (a lone surrogate)`);
     propertyCount++;
@@ -130,14 +140,17 @@ export function telemetryProblem(parts: TelemetryParts, deviceId?: string): Mess
   if (typeof parts.messageId !== 'string' || parts.messageId === '' || !isWellFormed(parts.messageId)) {
     return new MessageRejectedError('invalid-property', 'the message id is not a non-empty, well-formed string');
   }
-  const size = telemetrySize(parts);
+  // As telemetrySize counts, from the property bytes summed above.
+  const messageIdBytes = Buffer.byteLength(parts.messageId);
+  const componentBytes = parts.component ? Buffer.byteLength(parts.component) : 0;
+  const size = Buffer.byteLength(parts.body) + messageIdBytes + CONTENT_TYPE.length + CONTENT_ENCODING.length + componentBytes + propertyBytes;
   if (size > MAX_MESSAGE_BYTES) {
     return new MessageRejectedError('too-large', `${size} bytes (body, properties and component); IoT Hub accepts at most ${MAX_MESSAGE_BYTES}`);
   }
   // URL-encoding at most triples a UTF-8 byte: the exact topic is built only when this bound does not fit.
   const deviceIdBytes = deviceId === undefined ? MAX_DEVICE_ID_LENGTH : Buffer.byteLength(deviceId);
-  const encodedBound = 3 * (Buffer.byteLength(parts.messageId) + (parts.component ? Buffer.byteLength(parts.component) : 0) + propertyBytes);
-  if (TOPIC_FIXED_TEXT_BOUND + deviceIdBytes + encodedBound + 2 * propertyCount <= MAX_TOPIC_BYTES) return undefined;
+  const encodedBound = 3 * (messageIdBytes + componentBytes + propertyBytes);
+  if (TOPIC_FIXED_TEXT_BOUND + deviceIdBytes + encodedBound + 2 * propertyCount <= MAX_TOPIC_BYTES) return size;
   const topicBytes = Buffer.byteLength(telemetryTopic(deviceId ?? 'd'.repeat(MAX_DEVICE_ID_LENGTH), parts));
   if (topicBytes > MAX_TOPIC_BYTES) {
     return new MessageRejectedError(
@@ -145,7 +158,7 @@ export function telemetryProblem(parts: TelemetryParts, deviceId?: string): Mess
       `the properties and component take a ${topicBytes}-byte MQTT topic once URL-encoded; MQTT allows ${MAX_TOPIC_BYTES}`,
     );
   }
-  return undefined;
+  return size;
 }
 
 /**
