@@ -112,6 +112,82 @@ function validateLimits(limits: SqliteOutboxLimits): void {
   }
 }
 
+/** Messages and bytes the read-ahead copy of the newest messages keeps at most (see RecentMessages). */
+const RECENT_MAX_COUNT = 1024;
+const RECENT_MAX_BYTES = 1024 * 1024;
+
+/**
+ * The newest committed messages, kept as they were added, so the sender reads what it was just
+ * given without a SELECT and a JSON.parse per row (it reads right behind the writer). Holds every
+ * live row with seq > `floor`, in seq order (plus removed ones not yet passed over); bounded: the
+ * oldest are forgotten (the floor moves up) past RECENT_MAX_COUNT or RECENT_MAX_BYTES. Whatever
+ * removes rows other than an acknowledgement (drops, expiry) forgets it all: reads go to the table
+ * until new messages come.
+ */
+class RecentMessages {
+  /** Live messages by id. */
+  private readonly live = new Map<string, OutboxMessage>();
+  private queue: OutboxMessage[] = [];
+  private head = 0;
+  private bytes = 0;
+
+  constructor(private floor: number) {}
+
+  /** A committed message (seqs increase). */
+  added(message: OutboxMessage): void {
+    this.live.set(message.messageId, message);
+    this.queue.push(message);
+    this.bytes += message.bytes;
+    while (this.live.size > RECENT_MAX_COUNT || this.bytes > RECENT_MAX_BYTES) {
+      const oldest = this.queue[this.head]!;
+      this.floor = oldest.seq;
+      this.removed(oldest.messageId);
+    }
+  }
+
+  removed(messageId: string): void {
+    const message = this.live.get(messageId);
+    if (!message) return;
+    this.live.delete(messageId);
+    this.bytes -= message.bytes;
+    while (this.head < this.queue.length && this.live.get(this.queue[this.head]!.messageId) !== this.queue[this.head]) this.head++;
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 256 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  /** Forget everything: rows up to `lastSeq` (the newest committed) are read from the table. */
+  forget(lastSeq: number): void {
+    this.live.clear();
+    this.queue = [];
+    this.head = 0;
+    this.bytes = 0;
+    this.floor = lastSeq;
+  }
+
+  /** `after` from memory, or undefined when rows after `afterSeq` may not all be here. */
+  after(afterSeq: number, limit: number): OutboxMessage[] | undefined {
+    if (afterSeq < this.floor) return undefined;
+    let lo = this.head;
+    let hi = this.queue.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.queue[mid]!.seq <= afterSeq) lo = mid + 1;
+      else hi = mid;
+    }
+    const result: OutboxMessage[] = [];
+    for (let i = lo; i < this.queue.length && result.length < limit; i++) {
+      const message = this.queue[i]!;
+      if (this.live.get(message.messageId) === message) result.push(message);
+    }
+    return result;
+  }
+}
+
 /**
  * The durable outbox: one SQLite database (better-sqlite3, synchronous) per device, in WAL mode.
  * Same contract as MemoryOutbox; in addition, messages survive a restart with their ids and order,
@@ -138,6 +214,9 @@ export class SqliteOutbox implements Outbox {
   private pending: PendingAdd[] = [];
   private commitScheduled: NodeJS.Immediate | undefined;
   private committedAdds = 0;
+  /** The newest committed seq (0 for an empty, new file). */
+  private lastSeq: number;
+  private readonly recent: RecentMessages;
 
   private readonly insertStatement: Database.Statement<[string, string, string | null, string, number, number]>;
   private readonly afterStatement: Database.Statement<[number, number], Row>;
@@ -167,11 +246,13 @@ export class SqliteOutbox implements Outbox {
       };
       this.count = totals.count;
       this.bytes = totals.bytes;
+      this.lastSeq = (db.prepare('SELECT COALESCE(MAX(seq), 0) AS seq FROM outbox').get() as { seq: number }).seq;
     } catch (error) {
       db.close();
       throw storageError(this.path, error, 'cannot open the outbox', 'outbox');
     }
     this.db = db;
+    this.recent = new RecentMessages(this.lastSeq);
 
     this.insertStatement = db.prepare(
       'INSERT INTO outbox (message_id, body, component, properties, created_at, bytes) VALUES (?, ?, ?, ?, ?, ?)',
@@ -259,6 +340,15 @@ export class SqliteOutbox implements Outbox {
       return;
     }
     this.committedAdds++;
+    let dropsInBatch = false;
+    for (const outcome of outcomes) {
+      if (outcome.dropped.length > 0) dropsInBatch = true;
+      if ('accepted' in outcome) {
+        this.lastSeq = outcome.accepted.seq;
+        if (!dropsInBatch) this.recent.added(outcome.accepted);
+      }
+    }
+    if (dropsInBatch) this.recent.forget(this.lastSeq);
     // As if each message had been added alone: its drops, then the wake-up if accepted. A
     // listener's exception goes to that message's caller, as it would from a lone add().
     batch.forEach((entry, i) => {
@@ -341,6 +431,12 @@ export class SqliteOutbox implements Outbox {
       this.restore(before);
       throw storageError(this.path, error, 'cannot drop expired messages', 'outbox');
     }
+    if (expired.length > 0) this.recent.forget(this.lastSeq);
+    const recent = this.recent.after(afterSeq, limit);
+    if (recent) {
+      this.notifyDropped(expired);
+      return recent;
+    }
     try {
       rows = this.afterStatement.all(afterSeq, limit);
     } catch (error) {
@@ -372,6 +468,7 @@ export class SqliteOutbox implements Outbox {
     if (!row) return false;
     this.count--;
     this.bytes -= row.bytes;
+    this.recent.removed(messageId);
     return true;
   }
 
@@ -405,9 +502,10 @@ export class SqliteOutbox implements Outbox {
       throw storageError(this.path, error, 'cannot remove messages', 'outbox');
     }
     // Counters change only once the transaction committed.
-    for (const { bytes } of removed) {
+    for (const { messageId, bytes } of removed) {
       this.count--;
       this.bytes -= bytes;
+      this.recent.removed(messageId);
     }
     return removed.map((r) => r.messageId);
   }

@@ -631,3 +631,78 @@ describe('addBatched (group commit)', () => {
     expect(ids(open({ path: outbox.path }))).toEqual(['a', 'b', 'c']);
   });
 });
+
+describe('SQLite outbox: the newest messages read from memory', () => {
+  /** Deterministic PRNG (mulberry32). */
+  function seeded(seed: number): () => number {
+    let a = seed;
+    return () => {
+      a = (a + 0x6d2b79f5) | 0;
+      let t = Math.imul(a ^ (a >>> 15), 1 | a);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+
+  test('after() answers what the table holds, through adds, acknowledgements, drops, expiry, a reopen and more messages than it keeps', async () => {
+    const random = seeded(15);
+    let now = 0;
+    const clock = { now: () => now };
+    // Small limits: drop-oldest and expiry happen; big messages pass the 1 MB it keeps in memory.
+    const limits = { maxCount: 300, maxBytes: 1_500_000, whenFull: 'drop-oldest' as const, maxAgeMs: 50_000 };
+    let outbox = open({ clock, limits });
+    const live: Array<{ id: string; seq: number }> = [];
+    const forget = (id: string) => {
+      const at = live.findIndex((m) => m.id === id);
+      if (at >= 0) live.splice(at, 1);
+    };
+    const reasons = new Set<string>();
+    const watch = (o: SqliteOutbox) =>
+      o.onDropped((d) => {
+        reasons.add(d.reason);
+        forget(d.messageId);
+      });
+    watch(outbox);
+    let next = 0;
+    for (let step = 0; step < 1200; step++) {
+      const roll = random();
+      if (roll < 0.5) {
+        // A burst of adds (one commit), sometimes of big messages.
+        const burst = Array.from({ length: 1 + Math.floor(random() * 8) }, () => message(`m${next++}`, random() < 0.05 ? 200_000 : 100, now));
+        const stored = await Promise.all(burst.map((m) => outbox.addBatched(m)));
+        for (const m of stored) live.push({ id: m.messageId, seq: m.seq });
+      } else if (roll < 0.8 && live.length > 0) {
+        const acked = live.slice(0, 1 + Math.floor(random() * 16)).map((m) => m.id);
+        expect(outbox.removeMany(acked)).toEqual(acked);
+        acked.forEach(forget);
+      } else if (roll < 0.9 && live.length > 0) {
+        const victim = live[Math.floor(random() * live.length)]!.id;
+        expect(outbox.drop(victim, 'unsendable', 'test')).toBe(true);
+      } else if (roll < 0.95) {
+        now += Math.floor(random() * 60_000);
+      } else if (roll < 0.96) {
+        outbox = reopen(outbox, { clock, limits });
+        watch(outbox);
+      }
+      // Read from any point, as the sender does after a reconnect (0) or right behind the writer.
+      const from = live.length === 0 || random() < 0.2 ? 0 : live[Math.floor(random() * live.length)]!.seq;
+      const limit = 1 + Math.floor(random() * 300);
+      const got = outbox.after(from, limit).map((m) => m.messageId);
+      expect(got).toEqual(live.filter((m) => m.seq > from).slice(0, limit).map((m) => m.id));
+    }
+    expect(next).toBeGreaterThan(1024); // more than it keeps in memory passed through
+    expect(reasons).toEqual(new Set(['outbox-full', 'expired', 'unsendable']));
+    expect(ids(reopen(outbox, { clock, limits }))).toEqual(live.map((m) => m.id));
+  });
+
+  test('more messages than it keeps in memory: the older ones are read from the table, in order', () => {
+    const outbox = open();
+    const stored = Array.from({ length: 1100 }, (_, i) => outbox.add(message(`m${i}`)));
+    const all = stored.map((m) => m.messageId);
+    expect(outbox.after(0, 2000).map((m) => m.messageId)).toEqual(all);
+    expect(outbox.after(stored[10]!.seq, 100).map((m) => m.messageId)).toEqual(all.slice(11, 111));
+    expect(outbox.after(stored[1000]!.seq, 200).map((m) => m.messageId)).toEqual(all.slice(1001));
+    expect(outbox.removeMany(all.slice(0, 1050))).toEqual(all.slice(0, 1050));
+    expect(outbox.after(0, 2000).map((m) => m.messageId)).toEqual(all.slice(1050));
+  });
+});
