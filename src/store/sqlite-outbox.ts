@@ -112,6 +112,9 @@ function validateLimits(limits: SqliteOutboxLimits): void {
   }
 }
 
+/** A range DELETE that did not find exactly the rows expected (its transaction is rolled back). */
+class RangeMismatch extends Error {}
+
 /** Messages and bytes the read-ahead copy of the newest messages keeps at most (see RecentMessages). */
 const RECENT_MAX_COUNT = 1024;
 const RECENT_MAX_BYTES = 1024 * 1024;
@@ -169,9 +172,35 @@ class RecentMessages {
     this.floor = lastSeq;
   }
 
-  /** `after` from memory, or undefined when rows after `afterSeq` may not all be here. */
-  after(afterSeq: number, limit: number): OutboxMessage[] | undefined {
-    if (afterSeq < this.floor) return undefined;
+  /**
+   * The seq range that holds exactly these messages and no other row, when all are here (an
+   * acknowledged burst normally is the oldest run of them): one range DELETE removes them.
+   */
+  exactRange(messageIds: readonly string[]): { first: number; last: number; removed: Array<{ messageId: string; bytes: number }> } | undefined {
+    let first = Infinity;
+    let last = -Infinity;
+    const removed: Array<{ messageId: string; bytes: number }> = [];
+    const seqs = new Set<number>();
+    for (const id of messageIds) {
+      const message = this.live.get(id);
+      if (!message) return undefined;
+      seqs.add(message.seq);
+      if (message.seq < first) first = message.seq;
+      if (message.seq > last) last = message.seq;
+      removed.push({ messageId: id, bytes: message.bytes });
+    }
+    // A repeated id would make the count below match with a row that was not acknowledged.
+    if (seqs.size !== messageIds.length || first <= this.floor) return undefined;
+    let inRange = 0;
+    for (let i = this.firstAfter(first - 1); i < this.queue.length && this.queue[i]!.seq <= last; i++) {
+      const message = this.queue[i]!;
+      if (this.live.get(message.messageId) === message) inRange++;
+    }
+    return inRange === messageIds.length ? { first, last, removed } : undefined;
+  }
+
+  /** The queue index of the first message with seq > `afterSeq`. */
+  private firstAfter(afterSeq: number): number {
     let lo = this.head;
     let hi = this.queue.length;
     while (lo < hi) {
@@ -179,8 +208,14 @@ class RecentMessages {
       if (this.queue[mid]!.seq <= afterSeq) lo = mid + 1;
       else hi = mid;
     }
+    return lo;
+  }
+
+  /** `after` from memory, or undefined when rows after `afterSeq` may not all be here. */
+  after(afterSeq: number, limit: number): OutboxMessage[] | undefined {
+    if (afterSeq < this.floor) return undefined;
     const result: OutboxMessage[] = [];
-    for (let i = lo; i < this.queue.length && result.length < limit; i++) {
+    for (let i = this.firstAfter(afterSeq); i < this.queue.length && result.length < limit; i++) {
       const message = this.queue[i]!;
       if (this.live.get(message.messageId) === message) result.push(message);
     }
@@ -228,6 +263,8 @@ export class SqliteOutbox implements Outbox {
   private readonly addTransaction: (messages: readonly NewOutboxMessage[]) => AddOutcome[];
   private readonly expireTransaction: () => DroppedMessage[];
   private readonly removeManyTransaction: (messageIds: readonly string[]) => Array<{ messageId: string; bytes: number }>;
+  /** Deletes a seq range that must hold `expected` rows; throws RangeMismatch (rolled back) otherwise. */
+  private readonly removeRangeTransaction: (first: number, last: number, expected: number) => void;
 
   constructor(options: SqliteOutboxOptions) {
     if (typeof options.path !== 'string' || options.path.length === 0) throw new ConfigError('path', 'a file path');
@@ -285,6 +322,10 @@ export class SqliteOutbox implements Outbox {
         if (row) removed.push({ messageId, bytes: row.bytes });
       }
       return removed;
+    });
+    const deleteRangeStatement = db.prepare<[number, number]>('DELETE FROM outbox WHERE seq BETWEEN ? AND ?');
+    this.removeRangeTransaction = db.transaction((first: number, last: number, expected: number) => {
+      if (deleteRangeStatement.run(first, last).changes !== expected) throw new RangeMismatch();
     });
   }
 
@@ -495,9 +536,9 @@ export class SqliteOutbox implements Outbox {
   /** Several removals in one transaction (one WAL commit for a burst of PUBACKs). */
   removeMany(messageIds: readonly string[]): string[] {
     if (this.closed || messageIds.length === 0) return [];
-    let removed: Array<{ messageId: string; bytes: number }>;
+    let removed: Array<{ messageId: string; bytes: number }> | undefined;
     try {
-      removed = this.removeManyTransaction(messageIds);
+      removed = this.removeRange(messageIds) ?? this.removeManyTransaction(messageIds);
     } catch (error) {
       throw storageError(this.path, error, 'cannot remove messages', 'outbox');
     }
@@ -508,6 +549,23 @@ export class SqliteOutbox implements Outbox {
       this.recent.removed(messageId);
     }
     return removed.map((r) => r.messageId);
+  }
+
+  /**
+   * An acknowledged burst that is exactly a run of seqs (the usual case: PUBACKs come in send
+   * order) goes in one range DELETE, about half the cost of a DELETE by message id per row.
+   * Undefined (nothing removed) when it is not such a run.
+   */
+  private removeRange(messageIds: readonly string[]): Array<{ messageId: string; bytes: number }> | undefined {
+    const range = this.recent.exactRange(messageIds);
+    if (!range) return undefined;
+    try {
+      this.removeRangeTransaction(range.first, range.last, messageIds.length);
+    } catch (error) {
+      if (error instanceof RangeMismatch) return undefined; // rolled back: removed by id instead
+      throw error;
+    }
+    return range.removed;
   }
 
   /** Commits the adds still waiting, then closes the database (checkpointing the WAL into it). Idempotent. */
