@@ -197,6 +197,9 @@ const PREFETCH = 256;
  */
 export const MAX_MESSAGE_PUBLISH_TRIES = 3;
 
+/** Acknowledged messages removed from a bulk-removing outbox in one transaction, at most waited for. */
+const ACK_FLUSH_COUNT = 64;
+
 class TelemetryPump {
   private cursor = 0;
   private inFlight = 0;
@@ -341,9 +344,23 @@ class TelemetryPump {
       return;
     }
     this.acked.push(messageId);
-    if (this.flushPending) return;
+    if (!this.flushPending) this.scheduleFlush(-1);
+  }
+
+  /**
+   * The removal waits while PUBACKs keep coming (each turn of the event loop brings a burst, and
+   * a commit costs about as much as the deletes of a burst): it runs in the first turn that
+   * brought none, when nothing is in flight, or once ACK_FLUSH_COUNT wait. No timer: bounded by
+   * the loop's turns and the count.
+   */
+  private scheduleFlush(waitingBefore: number): void {
     this.flushPending = true;
     setImmediate(() => {
+      const waiting = this.acked.length;
+      if (!this.stopped && waiting > waitingBefore && waiting < ACK_FLUSH_COUNT && this.inFlight > 0) {
+        this.scheduleFlush(waiting);
+        return;
+      }
       try {
         this.flushAcknowledged();
       } catch (error) {

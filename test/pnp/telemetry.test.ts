@@ -147,3 +147,29 @@ test('durable sends of one event-loop turn share one SQLite commit; each resolve
     outbox.close();
   }
 });
+
+test('durable: acknowledged messages leave the outbox in bulk removals; each is delivered once, in capture order, and none is left behind', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hubstate-ack-flush-'));
+  const outbox = openSqliteOutbox(dir, 'pnp-telemetry-acks');
+  const batches: number[] = [];
+  const removeMany = outbox.removeMany.bind(outbox);
+  outbox.removeMany = (messageIds) => {
+    batches.push(messageIds.length);
+    return removeMany(messageIds);
+  };
+  try {
+    const d = launch(cloud, 'pnp-telemetry-acks', () => undefined, { outbox });
+    await d.waitForState('Connected');
+    const delivered: string[] = [];
+    d.device.on('delivered', (id) => delivered.push(id));
+    const sent = await Promise.all(Array.from({ length: 300 }, (_, n) => d.device.sendTelemetry({ n })));
+    const ids = sent.map((s) => s.messageId);
+    await waitFor('all delivered', () => delivered.length >= ids.length);
+    expect(delivered).toEqual(ids);
+    expect(outbox.stats().count).toBe(0);
+    expect(batches.reduce((a, b) => a + b, 0)).toBe(300);
+  } finally {
+    await Promise.all(running.splice(0).map((d) => d.device.stop()));
+    outbox.close();
+  }
+});
