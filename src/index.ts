@@ -3,7 +3,7 @@ export type { Device, DeviceActor, DeviceEvents, DeviceSnapshot, DeviceStateName
 export { ACTION_BY_CLASS, ACTION_BY_RULE, recommendedAction } from './stats';
 export type { DeviceStats, RecommendedAction } from './stats';
 export { RESILIENCE_INTERFACE_ID } from './pnp/resilience';
-export { ATTRIBUTE as METRIC_ATTRIBUTES, INSTRUMENT as METRIC_INSTRUMENTS, METER_NAME } from './metrics';
+export { ATTRIBUTE as METRIC_ATTRIBUTES, DEVICE_STATES, INSTRUMENT as METRIC_INSTRUMENTS, METER_NAME } from './metrics';
 export type { MetricsMeter } from './metrics';
 export { deviceMachine } from '../machines/device.machine';
 export type { Assignment, DeviceContext, DeviceEvent, DeviceInput } from '../machines/device.machine';

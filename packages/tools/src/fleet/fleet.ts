@@ -17,7 +17,7 @@
 import type { Logger } from 'pino';
 import pino from 'pino';
 import { MAX_TIMER_MS, seedFrom, systemClock, resolveOptions } from 'hubstate/internal';
-import { createDevice, type Device, type DeviceStateName, type StateChange, ConfigError, type DeviceOptions } from 'hubstate';
+import { createDevice, DEVICE_STATES, type Device, type DeviceStateName, type StateChange, ConfigError, type DeviceOptions } from 'hubstate';
 import type { RetryPolicyInput, ErrorClass } from 'hubstate';
 
 /** Where the fleet provisions: what `LocalCloud` exposes (or a real DPS without `ca`). */
@@ -100,19 +100,6 @@ export interface FleetCounts {
 }
 
 export const DEFAULT_LOAD = 0.95;
-
-const STATE_NAMES: DeviceStateName[] = [
-  'Idle',
-  'Provisioning',
-  'Connecting',
-  'Connected',
-  'BackingOff',
-  'CheckingAssignment',
-  'Reprovisioning',
-  'Disconnecting',
-  'Stopped',
-  'Failed',
-];
 
 /** The policy a fleet member uses (see the file header). */
 export function fleetPolicy(options: Pick<FleetOptions, 'devices' | 'dpsRatePerSec' | 'naive' | 'load' | 'maxHubAttempts' | 'policy'>): RetryPolicyInput {
@@ -231,7 +218,7 @@ export class Fleet {
     this.launchedAt = new Float64Array(this.memberCount);
     this.firstConnectedAt = new Float64Array(this.memberCount);
     this.lastConnectedAt = new Float64Array(this.memberCount);
-    for (const name of STATE_NAMES) this.stateCounts.set(name, 0);
+    for (const name of DEVICE_STATES) this.stateCounts.set(name, 0);
   }
 
   /**
@@ -347,7 +334,7 @@ export class Fleet {
 
   counts(): FleetCounts {
     const byState = {} as Record<DeviceStateName, number>;
-    for (const name of STATE_NAMES) byState[name] = this.stateCounts.get(name)!;
+    for (const name of DEVICE_STATES) byState[name] = this.stateCounts.get(name)!;
     return {
       total: this.memberCount,
       started: this.devices.length,
