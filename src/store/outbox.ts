@@ -1,4 +1,5 @@
 import { MessageRejectedError } from '../errors';
+import { SeqQueue } from './seq-queue';
 
 /** A telemetry message as accepted from the application, stamped and ready to send. */
 export interface OutboxMessage {
@@ -123,17 +124,9 @@ export class OutboxSignals {
 
 /** The outbox for tests and devices without storage: same contract, lost on process exit. */
 export class MemoryOutbox implements Outbox {
-  /** The live messages by id. */
-  private readonly messages = new Map<string, OutboxMessage>();
-  /**
-   * Capture order (seq ascending) from `head` on; may still hold removed messages (not in
-   * `messages`) until `head` passes them. A Map used as a FIFO would do the same job, but its
-   * iteration walks over every deleted entry until the table is rebuilt: O(n) per `after`.
-   */
-  private queue: OutboxMessage[] = [];
-  private head = 0;
+  /** The live messages, in capture order. */
+  private readonly messages = new SeqQueue();
   private nextSeq = 1;
-  private bytes = 0;
   private readonly signals = new OutboxSignals();
 
   constructor(private readonly limits: OutboxLimits = DEFAULT_OUTBOX_LIMITS) {}
@@ -141,61 +134,30 @@ export class MemoryOutbox implements Outbox {
   add(message: NewOutboxMessage): OutboxMessage {
     this.makeRoom(message.bytes);
     const stored = storedMessage(message, this.nextSeq++);
-    this.messages.set(stored.messageId, stored);
-    this.queue.push(stored);
-    this.bytes += stored.bytes;
+    this.messages.push(stored);
     this.signals.added();
     return stored;
   }
 
-  private isLive(message: OutboxMessage): boolean {
-    return this.messages.get(message.messageId) === message;
-  }
-
   private makeRoom(incomingBytes: number): void {
-    const full = () => this.messages.size + 1 > this.limits.maxCount || this.bytes + incomingBytes > this.limits.maxBytes;
+    const full = () => this.messages.size + 1 > this.limits.maxCount || this.messages.bytes + incomingBytes > this.limits.maxBytes;
     if (!full()) return;
     if (this.limits.whenFull === 'reject-new' || incomingBytes > this.limits.maxBytes) {
-      throw new MessageRejectedError('outbox-full', `${this.messages.size} messages, ${this.bytes} bytes queued`);
+      throw new MessageRejectedError('outbox-full', `${this.messages.size} messages, ${this.messages.bytes} bytes queued`);
     }
     while (full() && this.messages.size > 0) {
-      const oldest = this.queue[this.head]!; // remove() keeps head on a live message
+      const oldest = this.messages.oldest()!;
       this.remove(oldest.messageId);
       this.signals.dropped({ messageId: oldest.messageId, reason: 'outbox-full' });
     }
   }
 
   after(afterSeq: number, limit: number): OutboxMessage[] {
-    const result: OutboxMessage[] = [];
-    // First index with seq > afterSeq (binary search: the queue is in seq order).
-    let lo = this.head;
-    let hi = this.queue.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.queue[mid]!.seq <= afterSeq) lo = mid + 1;
-      else hi = mid;
-    }
-    for (let i = lo; i < this.queue.length && result.length < limit; i++) {
-      const message = this.queue[i]!;
-      if (this.isLive(message)) result.push(message);
-    }
-    return result;
+    return this.messages.after(afterSeq, limit);
   }
 
   remove(messageId: string): boolean {
-    const message = this.messages.get(messageId);
-    if (!message) return false;
-    this.messages.delete(messageId);
-    this.bytes -= message.bytes;
-    while (this.head < this.queue.length && !this.isLive(this.queue[this.head]!)) this.head++;
-    if (this.head === this.queue.length) {
-      this.queue = [];
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
-    }
-    return true;
+    return this.messages.remove(messageId) !== undefined;
   }
 
   drop(messageId: string, reason: DroppedMessage['reason'], detail?: string): boolean {
@@ -205,7 +167,7 @@ export class MemoryOutbox implements Outbox {
   }
 
   stats(): { count: number; bytes: number } {
-    return { count: this.messages.size, bytes: this.bytes };
+    return { count: this.messages.size, bytes: this.messages.bytes };
   }
 
   /** Empties the outbox, telling the `dropped` listeners of each message (capture order). Returns how many. */

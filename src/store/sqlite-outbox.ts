@@ -13,6 +13,7 @@ import {
   type OutboxMessage,
 } from './outbox';
 import { openSqliteStore, sqliteCode, storageError, type SqliteStoreFile } from './sqlite';
+import { SeqQueue } from './seq-queue';
 
 /** The in-memory limits plus a maximum age: older messages are dropped with reason `expired`. */
 export type SqliteOutboxLimits = OutboxLimits & { maxAgeMs?: number };
@@ -128,47 +129,27 @@ const RECENT_MAX_BYTES = 1024 * 1024;
  * until new messages come.
  */
 class RecentMessages {
-  /** Live messages by id. */
-  private readonly live = new Map<string, OutboxMessage>();
-  private queue: OutboxMessage[] = [];
-  private head = 0;
-  private bytes = 0;
+  private readonly messages = new SeqQueue();
 
   constructor(private floor: number) {}
 
   /** A committed message (seqs increase). */
   added(message: OutboxMessage): void {
-    this.live.set(message.messageId, message);
-    this.queue.push(message);
-    this.bytes += message.bytes;
-    while (this.live.size > RECENT_MAX_COUNT || this.bytes > RECENT_MAX_BYTES) {
-      const oldest = this.queue[this.head]!;
+    this.messages.push(message);
+    while (this.messages.size > RECENT_MAX_COUNT || this.messages.bytes > RECENT_MAX_BYTES) {
+      const oldest = this.messages.oldest()!;
       this.floor = oldest.seq;
-      this.removed(oldest.messageId);
+      this.messages.remove(oldest.messageId);
     }
   }
 
   removed(messageId: string): void {
-    const message = this.live.get(messageId);
-    if (!message) return;
-    this.live.delete(messageId);
-    this.bytes -= message.bytes;
-    while (this.head < this.queue.length && this.live.get(this.queue[this.head]!.messageId) !== this.queue[this.head]) this.head++;
-    if (this.head === this.queue.length) {
-      this.queue = [];
-      this.head = 0;
-    } else if (this.head > 256 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
-    }
+    this.messages.remove(messageId);
   }
 
   /** Forget everything: rows up to `lastSeq` (the newest committed) are read from the table. */
   forget(lastSeq: number): void {
-    this.live.clear();
-    this.queue = [];
-    this.head = 0;
-    this.bytes = 0;
+    this.messages.clear();
     this.floor = lastSeq;
   }
 
@@ -182,7 +163,7 @@ class RecentMessages {
     const removed: Array<{ messageId: string; bytes: number }> = [];
     const seqs = new Set<number>();
     for (const id of messageIds) {
-      const message = this.live.get(id);
+      const message = this.messages.get(id);
       if (!message) return undefined;
       seqs.add(message.seq);
       if (message.seq < first) first = message.seq;
@@ -191,35 +172,13 @@ class RecentMessages {
     }
     // A repeated id would make the count below match with a row that was not acknowledged.
     if (seqs.size !== messageIds.length || first <= this.floor) return undefined;
-    let inRange = 0;
-    for (let i = this.firstAfter(first - 1); i < this.queue.length && this.queue[i]!.seq <= last; i++) {
-      const message = this.queue[i]!;
-      if (this.live.get(message.messageId) === message) inRange++;
-    }
-    return inRange === messageIds.length ? { first, last, removed } : undefined;
-  }
-
-  /** The queue index of the first message with seq > `afterSeq`. */
-  private firstAfter(afterSeq: number): number {
-    let lo = this.head;
-    let hi = this.queue.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.queue[mid]!.seq <= afterSeq) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    return this.messages.liveInRange(first, last) === messageIds.length ? { first, last, removed } : undefined;
   }
 
   /** `after` from memory, or undefined when rows after `afterSeq` may not all be here. */
   after(afterSeq: number, limit: number): OutboxMessage[] | undefined {
     if (afterSeq < this.floor) return undefined;
-    const result: OutboxMessage[] = [];
-    for (let i = this.firstAfter(afterSeq); i < this.queue.length && result.length < limit; i++) {
-      const message = this.queue[i]!;
-      if (this.live.get(message.messageId) === message) result.push(message);
-    }
-    return result;
+    return this.messages.after(afterSeq, limit);
   }
 }
 
