@@ -41,6 +41,8 @@ test('after a failover the new hub holds the resilience component, the failover 
   await waitForState(dut, 'Connected');
   const home = dut.device.assignment()!.hubHost;
   await dut.send({ n: 1 });
+  // Delivered before the failover: the count the new hub's report must carry over.
+  await waitFor('the message delivered at home', () => dut.device.stats().messages.delivered === 1);
   await waitFor('the first report at home', () => resilienceAt(dut)?.connects === 1);
   expect(resilienceAt(dut)).toMatchObject({ __t: 'c', hubChanges: 0, hubHost: home, recommendedAction: 'none' });
 
