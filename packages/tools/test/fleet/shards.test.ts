@@ -3,9 +3,12 @@
  * fleet. The schedule and id arithmetic is checked exactly; then, against a local cloud whose DPS
  * is rate limited, 4 shards of 500 (concurrently, in this process) are compared with one fleet of
  * 2,000: the same registered ids and the same peak registration rate. Jitter is seeded (the same
- * seed per device in both runs). Slow by nature: two boots of 2,000 devices at R = 100/s are a
- * 40 s floor; on the shared 2-core machine the pair took 90 to 110 s (the devices' process reached
- * about 60 to 70 registrations/s), plus a 100-device warm-up.
+ * seed per device in both runs). R is 40/s, below what the devices' process reaches on this
+ * 2-core machine when other test files share it (45 to 80 registrations/s measured), so the peak
+ * measures the fleet's plan rather than the CPU left over (at R = 100/s the whole fleet once
+ * peaked at 45.6/s and the shards at 66.2/s, only because another jest run took the CPU during
+ * the first). Slow by nature: two boots of 2,000 devices at 40/s are a 100 s floor, plus a
+ * 100-device warm-up.
  */
 import { join } from 'node:path';
 import { forkService } from 'hubstate-cloud';
@@ -93,14 +96,14 @@ function peakRegistrationsPerSec(registrations: Array<{ at: number }>, windowMs:
   return peak / (windowMs / 1000);
 }
 
-const RATE = 100;
+const RATE = 40;
 const DEVICES = 2000;
 const SHARDS = 4;
 /**
  * The peak rate compared: registrations completed per second over the busiest 5 s window. Over a
  * single second the figure measures event-loop stalls more than the fleet: on 2 cores shared with
  * other work, a cloud stalled for half a second takes the waiting requests in one bunch (a 1 s
- * peak of 165 to 217 registrations with R = 100 in both runs alike), while 5 s average the
+ * peak of 165 to 217 registrations with R = 100/s in both runs alike), while 5 s average the
  * stalls out and still tell a fleet at R from one at R / 4 (4 shards that each planned for their
  * own quarter) or one at 2R (a burst emptying the bucket). Both are reported on failure.
  */
@@ -108,11 +111,10 @@ const PEAK_WINDOW_MS = 5000;
 /** Both runs' 5 s peaks within 15 % of R of each other. */
 const PEAK_TOLERANCE = 0.15 * RATE;
 /**
- * And both well above a quarter of R (what 4 shards each held to R / 4 would reach together).
- * Not 0.95 R: on this machine, shared, the devices' process tops out near 60 registrations/s
- * whichever way the fleet is cut (measured: 59.8 whole, 60.0 sharded).
+ * And both near R, far above a quarter of it (what 4 shards each held to R / 4 would reach
+ * together). Not 0.95 R: a stall of the shared machine inside the busiest window costs a few.
  */
-const PEAK_AT_LEAST = 0.4 * RATE;
+const PEAK_AT_LEAST = 0.75 * RATE;
 
 interface Run {
   ids: string[];
@@ -137,7 +139,7 @@ async function runAgainstFreshCloud(shards: FleetShard[] | null, devices = DEVIC
   try {
     const startedAt = Date.now();
     for (const fleet of fleets) fleet.start();
-    await Promise.all(fleets.map((fleet) => fleet.waitFor((c) => c.byState.Connected === c.total, 100_000, 'all Connected')));
+    await Promise.all(fleets.map((fleet) => fleet.waitFor((c) => c.byState.Connected === c.total, 150_000, 'all Connected')));
     const allConnectedMs = Date.now() - startedAt;
     const metrics = await service.commands.metrics();
     const registrations = await service.commands.registrations();
