@@ -460,6 +460,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
       dataDir: resolved.dataDir,
       registrationId: resolved.registrationId,
       reprovision: () => this.reprovision(),
+      ...(resolved.resilience.report ? { resilienceComponent: resolved.resilience.component } : {}),
       ...(resolved.migration ? { deviceMove: { component: resolved.migration.component, move: (payload: unknown) => scope.move(payload, () => this.reprovision()) } } : {}),
     });
     // One shared machine for every device of the process (see shared-machine.ts).

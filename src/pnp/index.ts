@@ -34,6 +34,8 @@ export interface PnpSettings {
   reprovision(): void;
   /** The built-in `DeviceMove` (option `migration`). */
   deviceMove?: CommandSettings['deviceMove'];
+  /** The device's own resilience component: reported in full at each connection, never remembered for a move. */
+  resilienceComponent?: string;
 }
 
 export interface Pnp {
@@ -46,7 +48,12 @@ export interface Pnp {
 
 export function createPnp(settings: PnpSettings): Pnp {
   const logger = settings.logger.child({ module: 'pnp' });
-  const reported = new ReportedQueue(logger, settings.dataDir ? reportedQueuePath(settings.dataDir, settings.registrationId) : undefined);
+  // Delivered values are remembered only for a move to a new twin (DeviceMove).
+  const reported = new ReportedQueue(
+    logger,
+    settings.dataDir ? reportedQueuePath(settings.dataDir, settings.registrationId) : undefined,
+    settings.deviceMove ? { exceptComponent: settings.resilienceComponent } : null,
+  );
   const properties = new WritableProperties(reported, logger, { clock: settings.clock, handlerTimeoutMs: settings.propertyHandlerTimeoutMs });
   const commands = new Commands({
     timeoutMs: settings.commandTimeoutMs,

@@ -13,6 +13,7 @@
  */
 import type { Logger } from 'pino';
 import { withDeadline, type Clock } from '../clock';
+import { Listeners } from '../listeners';
 import type { ReportedQueue } from './reported';
 import { checkValue, isPlainObject, jsonEqual } from './schema';
 import {
@@ -69,7 +70,7 @@ export class WritableProperties {
   private readonly states = new Map<string, PropertyState>();
   /** Desired $version of the current connection's full twin (patches not newer are stale). */
   private sessionVersion = -1;
-  private readonly registeredListeners = new Set<() => void>();
+  private readonly registeredListeners = new Listeners();
   private readonly running = new Set<Promise<void>>();
 
   constructor(
@@ -87,7 +88,7 @@ export class WritableProperties {
     const key = keyOf(options.component, name);
     if (this.states.has(key)) throw new Error(`a handler for writable property '${options.component ? `${options.component}.` : ''}${name}' is already registered`);
     this.states.set(key, { name, component: options.component, handler, options, answered: -1, running: false, defaultQueued: false });
-    for (const listener of this.registeredListeners) listener();
+    this.registeredListeners.emit();
   }
 
   get count(): number {
@@ -96,8 +97,7 @@ export class WritableProperties {
 
   /** Called when a property is registered (a live session then reads the twin again). */
   onRegistered(listener: () => void): () => void {
-    this.registeredListeners.add(listener);
-    return () => this.registeredListeners.delete(listener);
+    return this.registeredListeners.add(listener);
   }
 
   /** A connection began: its full twin decides what is stale from now on. */

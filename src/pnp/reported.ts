@@ -4,9 +4,11 @@
  * replaced it meanwhile. With a data directory the queue is a small JSON file, written atomically,
  * so what was reported (acknowledgements included) survives a restart.
  *
- * The latest delivered value of each property is remembered too (in the same file): a device
- * that moves to another ID scope (DeviceMove) lands on a hub whose twin is new, and reports them
- * again there (`requeueDelivered`).
+ * With `rememberDelivered` (a device that answers DeviceMove), the latest delivered value of each
+ * property is remembered too (in the same file): a device that moves to another ID scope lands on
+ * a hub whose twin is new, and reports them again there (`requeueDelivered`). Without it nothing
+ * is remembered: about 3 KB a device (the resilience component's two dozen values, their keys and
+ * the map) and a sizing of them at each settle, for a move that cannot come.
  */
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -16,6 +18,7 @@ import { isPlainObject } from './schema';
 import { PropertiesRejectedError } from './types';
 import { twinSize } from './twin-size';
 import { jsonDepth, jsonOddity, MAX_TWIN_DEPTH } from '../json';
+import { Listeners } from '../listeners';
 
 /** IoT Hub's limit for the reported section of a twin. */
 export const MAX_REPORTED_BYTES = 32 * 1024;
@@ -60,17 +63,24 @@ export function reportedQueuePath(dataDir: string, registrationId: string): stri
   return join(dataDir, `reported-${encodeURIComponent(registrationId)}.json`);
 }
 
+/**
+ * What a queue remembers of delivered values: nothing (null), or every property but those of
+ * `exceptComponent` (a component that reports itself in full at each connection, e.g. resilience).
+ */
+export type RememberDelivered = { exceptComponent?: string } | null;
+
 export class ReportedQueue {
   private readonly entries = new Map<string, Entry>();
   /** The latest value of each property the hub accepted (bounded: at most one twin's reported section). */
   private readonly delivered = new Map<string, Omit<Entry, 'generation'>>();
   private generation = 0;
-  private readonly listeners = new Set<() => void>();
-  private readonly droppedListeners = new Set<(dropped: DroppedProperties) => void>();
+  private readonly listeners = new Listeners();
+  private readonly droppedListeners = new Listeners<[DroppedProperties]>();
 
   constructor(
     private readonly logger: Logger,
     private readonly path?: string,
+    private readonly rememberDelivered: RememberDelivered = null,
   ) {
     if (path) this.load(path);
   }
@@ -112,7 +122,7 @@ export class ReportedQueue {
       this.entries.set(key, entry);
     }
     this.persist();
-    for (const listener of this.listeners) listener();
+    this.listeners.emit();
   }
 
   get size(): number {
@@ -164,12 +174,13 @@ export class ReportedQueue {
     }
     if (count === 0) return 0;
     this.persist();
-    for (const listener of this.listeners) listener();
+    this.listeners.emit();
     return count;
   }
 
-  /** Remembers a delivered value, as the newest (trimDelivered bounds them). */
+  /** Remembers a delivered value, as the newest (trimDelivered bounds them), when asked to. */
   private remember(key: string, { component, name, value }: Entry): void {
+    if (this.rememberDelivered === null || (component !== undefined && component === this.rememberDelivered.exceptComponent)) return;
     this.delivered.delete(key);
     this.delivered.set(key, { component, name, value });
   }
@@ -182,6 +193,7 @@ export class ReportedQueue {
    * too many).
    */
   private trimDelivered(): void {
+    if (this.delivered.size === 0) return;
     const sizeOf = (entries: Iterable<Omit<Entry, 'generation'>>) => twinSize(this.build([...entries].map((e) => ({ ...e, generation: 0 }))));
     let excess = sizeOf(this.delivered.values()) - MAX_REPORTED_BYTES;
     while (excess > 0 && this.delivered.size > 1) {
@@ -218,20 +230,18 @@ export class ReportedQueue {
     this.persist();
     if (dropped.length > 0) {
       const report: DroppedProperties = { reason: 'refused', status, properties: dropped, ...(detail !== undefined ? { detail } : {}) };
-      for (const listener of this.droppedListeners) listener(report);
+      this.droppedListeners.emit(report);
     }
     return dropped;
   }
 
   /** Called for every refusal that dropped properties. Returns an unsubscribe function. */
   onDropped(listener: (dropped: DroppedProperties) => void): () => void {
-    this.droppedListeners.add(listener);
-    return () => this.droppedListeners.delete(listener);
+    return this.droppedListeners.add(listener);
   }
 
   onChange(listener: () => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   private build(entries: Entry[]): Record<string, unknown> {

@@ -1,5 +1,6 @@
 import { MessageRejectedError } from '../errors';
 import { SeqQueue } from './seq-queue';
+import { Listeners } from '../listeners';
 
 /** A telemetry message as accepted from the application, stamped and ready to send. */
 export interface OutboxMessage {
@@ -95,25 +96,23 @@ export interface Outbox {
 
 /** The listeners every outbox keeps: woken on each accepted message, told of each drop. */
 export class OutboxSignals {
-  private readonly addedListeners = new Set<() => void>();
-  private readonly droppedListeners = new Set<(dropped: DroppedMessage) => void>();
+  private readonly addedListeners = new Listeners();
+  private readonly droppedListeners = new Listeners<[DroppedMessage]>();
 
   onAdded(listener: () => void): () => void {
-    this.addedListeners.add(listener);
-    return () => this.addedListeners.delete(listener);
+    return this.addedListeners.add(listener);
   }
 
   onDropped(listener: (dropped: DroppedMessage) => void): () => void {
-    this.droppedListeners.add(listener);
-    return () => this.droppedListeners.delete(listener);
+    return this.droppedListeners.add(listener);
   }
 
   added(): void {
-    for (const listener of this.addedListeners) listener();
+    this.addedListeners.emit();
   }
 
   dropped(dropped: DroppedMessage): void {
-    for (const listener of this.droppedListeners) listener(dropped);
+    this.droppedListeners.emit(dropped);
   }
 
   clear(): void {

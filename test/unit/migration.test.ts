@@ -330,7 +330,7 @@ describe('the migration option', () => {
 describe('reported properties after a move', () => {
   test('what the hub accepted is queued again (newer pending values win, writable acknowledgements are not resent), and survives a restart', () => {
     const path = join(freshDir(), 'reported-sensor-1.json');
-    const queue = new ReportedQueue(silent, path);
+    const queue = new ReportedQueue(silent, path, {});
     queue.set({ firmware: '1.0', serial: 'A1' });
     queue.set({ targetTemperature: { value: 21, ac: 200, av: 4 } });
     queue.settle(queue.take()!);
@@ -339,13 +339,36 @@ describe('reported properties after a move', () => {
     expect(queue.requeueDelivered()).toBe(1);
     expect(queue.take()!.patch).toEqual({ firmware: '1.1', serial: 'A1' });
     queue.settle(queue.take()!);
-    const restarted = new ReportedQueue(silent, path);
+    const restarted = new ReportedQueue(silent, path, {});
     expect(restarted.requeueDelivered()).toBe(2);
     expect(restarted.take()!.patch).toEqual({ firmware: '1.1', serial: 'A1' });
   });
 
+  test('a component that reports itself at each connection is not remembered; without DeviceMove nothing is, not even on disk', () => {
+    const moving = new ReportedQueue(silent, undefined, { exceptComponent: 'resilience' });
+    moving.set({ serial: 'A1' });
+    moving.set({ connects: 3 }, 'resilience');
+    moving.set({ target: 20 }, 'thermostat1');
+    moving.settle(moving.take()!);
+    expect(moving.requeueDelivered()).toBe(2);
+    expect(moving.take()!.patch).toEqual({ serial: 'A1', thermostat1: { __t: 'c', target: 20 } });
+
+    const path = join(freshDir(), 'reported-sensor-2.json');
+    const staying = new ReportedQueue(silent, path);
+    staying.set({ serial: 'A1' });
+    staying.settle(staying.take()!);
+    expect(staying.requeueDelivered()).toBe(0);
+    expect(JSON.parse(readFileSync(path, 'utf8'))).toMatchObject({ entries: [], delivered: [] });
+    // A file written with DeviceMove on, read without it: the remembered values are ignored (and kept on disk until the next write).
+    const withMove = new ReportedQueue(silent, path, {});
+    withMove.set({ serial: 'B2' });
+    withMove.settle(withMove.take()!);
+    expect(new ReportedQueue(silent, path).requeueDelivered()).toBe(0);
+    expect(new ReportedQueue(silent, path, {}).requeueDelivered()).toBe(1);
+  });
+
   test('what is remembered is bounded by a twin\'s reported section, newest kept, in time linear in the batch (a settle of 3,000 properties had taken ~20 s)', () => {
-    const queue = new ReportedQueue(silent);
+    const queue = new ReportedQueue(silent, undefined, {});
     const count = 3000;
     for (let i = 0; i < count; i++) queue.set({ [`p${i}`]: `value-${i}-${'x'.repeat(20)}` }, i % 2 === 0 ? 'thermostat1' : undefined);
     const batch = queue.take()!;
