@@ -17,7 +17,7 @@ import { waitUntilWork } from './actors/wait';
 import { certificateNotice, x509CacheFingerprint, x509CacheMacKey, type CertificateNotice, type X509Identity } from './actors/x509';
 import { systemClock, type Clock } from './clock';
 import { ConfigError, MessageRejectedError } from './errors';
-import { createLogger } from './logger';
+import { defaultLogger } from './logger';
 import { jsonOddity } from './json';
 import {
   refuseUnknownKeys,
@@ -435,7 +435,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
     this.registrationId = resolved.registrationId;
     this.#certificateExpiryWarningDays = resolved.certificateExpiryWarningDays;
     const clock = (this.#clock = options.clock ?? systemClock);
-    const logger = (this.#logger = (options.logger ?? createLogger()).child({ registrationId: resolved.registrationId }));
+    const logger = (this.#logger = (options.logger ?? defaultLogger()).child({ registrationId: resolved.registrationId }));
     this.#credentials = new Credentials(resolved.credential);
     // Before the cache: a persisted DeviceMove decides which scope the cache is bound to.
     const scope = (this.#scope = new IdScopeMigration({
