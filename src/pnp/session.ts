@@ -140,6 +140,8 @@ export function reportedPatchVerdict(status: number | undefined, error: unknown)
 interface Inbound {
   /** Status of the twin answer being dispatched right now (its request's callback runs inside). */
   twinStatus: number | undefined;
+  /** The connection's logger (its epoch bound), shared with its session. */
+  logger: Logger;
   detach(): void;
 }
 
@@ -161,7 +163,7 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
     const lost = (error: unknown) => {
       if (!detached) connection.lost(error);
     };
-    const inbound: Inbound = { twinStatus: undefined, detach: () => undefined };
+    const inbound: Inbound = { twinStatus: undefined, logger, detach: () => undefined };
 
     // ---- commands: every `method_<name>` event of the transport comes here, known or not.
     const respond = (message: MethodMessage, outcome: { status: number; payload: unknown; after?: () => void }) => {
@@ -256,11 +258,11 @@ export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFe
 
   const startSession = (session: HubSession) => {
     const { transport, epoch } = session;
-    const logger = settings.logger.child({ epoch });
     // The hub attaches the inbound listeners before open(); for a caller that does not, they live
     // with this session.
     const ownInbound = inboundOf.has(transport) ? undefined : attachInbound(session);
     const inbound = ownInbound ?? inboundOf.get(transport)!;
+    const logger = inbound.logger;
     let stopped = false;
     let subscribed = false;
     let synced = false;
