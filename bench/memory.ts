@@ -41,7 +41,13 @@ export const STEADY_AFTER_MS = DEFAULT_POLICY.stableConnectionMs + 2000;
  * `raw`: the raw SDK client, open (the issue's reference); `raw-pnp`: the same client doing what an
  * IoT Central device does once open (rawPlugAndPlaySession), the same session hubstate keeps.
  */
-export type MemoryMode = 'connected' | 'idle' | 'raw' | 'raw-pnp';
+export type MemoryMode = 'connected' | 'idle' | 'idle-default-logger' | 'raw' | 'raw-pnp';
+
+/**
+ * Devices created and not started: `idle` with the application's logger (as the fleet passes
+ * one), `idle-default-logger` with none (the library's default, one per process).
+ */
+const isIdle = (mode: MemoryMode) => mode === 'idle' || mode === 'idle-default-logger';
 
 export interface MemorySample {
   mode: MemoryMode;
@@ -82,6 +88,9 @@ export interface MemoryResult {
   connectedHeapPerDeviceKB: number;
   idleRssPerMachineKB: number;
   idleHeapPerMachineKB: number;
+  /** Idle devices created without a logger (NaN when not measured). */
+  idleDefaultLoggerRssKB: number;
+  idleDefaultLoggerHeapKB: number;
   rawRssPerClientKB: number;
   rawHeapPerClientKB: number;
   /** The raw client doing an IoT Central device's session (raw-pnp). */
@@ -145,7 +154,7 @@ export async function measureMemory(
   snapshotDir?: string,
   arrivalsPerSec = MEMORY_ARRIVALS_PER_SEC,
 ): Promise<MemorySample> {
-  const cloud = mode === 'idle' ? null : await launchCloud({ hubs: 2 }, cloudMode);
+  const cloud = isIdle(mode) ? null : await launchCloud({ hubs: 2 }, cloudMode);
   const logger = pino({ level: 'silent' });
   // Warm the modules and code paths with one device, so the figure is per device, not per process.
   const warm = cloud ? new Fleet({ cloud: cloud.info, devices: 1, dpsRatePerSec: 1000, prefix: 'warm-', logger }) : null;
@@ -153,7 +162,8 @@ export async function measureMemory(
     warm.start();
     await warm.allConnected();
   } else {
-    createDevice({ idScope: 'warmup', registrationId: 'warm', groupKey: Buffer.alloc(32, 1).toString('base64'), logger });
+    // The default logger's first device makes the process's logger: warmed here, not counted per device.
+    createDevice({ idScope: 'warmup', registrationId: 'warm', groupKey: Buffer.alloc(32, 1).toString('base64'), ...(mode === 'idle' ? { logger } : {}) });
   }
   await sleep(200);
   await settle();
@@ -166,9 +176,10 @@ export async function measureMemory(
   const rawClients: Array<Awaited<ReturnType<typeof rawOpen>>> = [];
   let fleet: Fleet | null = null;
   try {
-    if (mode === 'idle') {
+    if (isIdle(mode)) {
       for (let i = 0; i < devices; i++) {
-        keep.push(createDevice({ idScope: 'idleScope', registrationId: `idle-${i}`, groupKey: Buffer.alloc(32, 1).toString('base64'), logger }));
+        const identity = { idScope: 'idleScope', registrationId: `idle-${i}`, groupKey: Buffer.alloc(32, 1).toString('base64') };
+        keep.push(createDevice(mode === 'idle' ? { ...identity, logger } : identity));
       }
     } else if (mode === 'connected') {
       fleet = new Fleet({ cloud: cloud!.info, devices, dpsRatePerSec: 1000, staggerRatePerSec: arrivalsPerSec, logger });
@@ -198,7 +209,7 @@ export async function measureMemory(
     await sleep(1000);
     await settle();
     early = process.memoryUsage();
-    if (mode !== 'idle') {
+    if (!isIdle(mode)) {
       // Steady state: every device past its first stableConnectionMs (the machine's 'stable
       // connection' wait ends then), the raw clients given the same time.
       await sleep(STEADY_AFTER_MS - 1000);
@@ -252,7 +263,7 @@ function runMemoryChild(mode: MemoryMode, devices: number, snapshotDir?: string,
 /** Each mode in a fresh `node --expose-gc` process (compiled bench only); then the heap snapshot runs. */
 export async function benchMemory(devices: number, options: { heapSnapshots?: boolean } = {}): Promise<MemoryResult> {
   const samples: MemorySample[] = [];
-  for (const mode of ['idle', 'raw', 'raw-pnp', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices));
+  for (const mode of ['idle', 'idle-default-logger', 'raw', 'raw-pnp', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices));
   if (process.platform === 'linux') {
     for (const mode of ['raw', 'raw-pnp', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices, undefined, FIXED_ALLOCATOR));
   }
@@ -310,6 +321,8 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
     connectedHeapPerDeviceKB: kb('connected', 'heapPerDeviceBytes'),
     idleRssPerMachineKB: kb('idle', 'rssPerDeviceBytes'),
     idleHeapPerMachineKB: kb('idle', 'heapPerDeviceBytes'),
+    idleDefaultLoggerRssKB: kb('idle-default-logger', 'rssPerDeviceBytes'),
+    idleDefaultLoggerHeapKB: kb('idle-default-logger', 'heapPerDeviceBytes'),
     rawRssPerClientKB: kb('raw', 'rssPerDeviceBytes'),
     rawHeapPerClientKB: kb('raw', 'heapPerDeviceBytes'),
     rawPnpRssPerClientKB: kb('raw-pnp', 'rssPerDeviceBytes'),

@@ -124,6 +124,9 @@ export function renderTable(results: BenchResults): string {
       ]);
     }
     rows.push(['5 memory, idle machine', `${m.idleRssPerMachineKB} KB RSS/machine (heap ${m.idleHeapPerMachineKB} KB)`, '–', 'report', '–']);
+    if (Number.isFinite(m.idleDefaultLoggerRssKB)) {
+      rows.push(['5 memory, idle machine, no logger passed (the default one)', `${m.idleDefaultLoggerRssKB} KB RSS/machine (heap ${m.idleDefaultLoggerHeapKB} KB)`, '–', 'report', '–']);
+    }
   }
   const l = results.load;
   if (l) {

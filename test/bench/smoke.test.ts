@@ -132,7 +132,10 @@ describe('benchmarks (smoke)', () => {
     const idle = await measureMemory('idle', 10, 'in-process');
     expect(idle.devices).toBe(10);
     expect(Number.isFinite(idle.rssPerDeviceBytes)).toBe(true);
-    const memory = summarizeMemory(10, [idle]);
+    const idleDefaultLogger = await measureMemory('idle-default-logger', 10, 'in-process');
+    expect(idleDefaultLogger.mode).toBe('idle-default-logger');
+    expect(Number.isFinite(idleDefaultLogger.heapPerDeviceBytes)).toBe(true);
+    const memory = summarizeMemory(10, [idle, idleDefaultLogger]);
     const window = { load1: 3, foreignCores: 1.5, ownCores: 1 };
     const load = {
       ...summarizeLoad(2, 300, 290, [
@@ -149,6 +152,7 @@ describe('benchmarks (smoke)', () => {
     expect(table).toMatch(/4a throughput, in-memory outbox/);
     expect(table).toMatch(/4b throughput, durable SQLite outbox/);
     expect(table).toMatch(/5 memory, idle machine/);
+    expect(table).toMatch(/5 memory, idle machine, no logger passed/);
     expect(table).toMatch(/6 module load/);
   });
 });
