@@ -29,6 +29,7 @@ import { sharedTlsMqttProvider, type MqttProvider } from './tls';
 import { directMqttPath, type NetworkPath } from './transport';
 import { mqttClientOf, overrideSasSigning, setPublishCheckInterval } from './sdk-internals';
 import { assertCertificateCurrent } from './x509';
+import { PendingWork } from '../pending-work';
 
 export interface HubSettings {
   registrationId: string;
@@ -411,7 +412,7 @@ function signInServiceTime(provider: unknown, serviceTime: ServiceTime): void {
 export function hubWork(settings: HubSettings, features: SessionFeature[] = []) {
   const { clock, logger } = settings;
   const open = new Map<number, OpenClient>();
-  const closing = new Set<Promise<void>>();
+  const closing = new PendingWork();
   const publishFailures = new Map<string, number>();
   const network = settings.network ?? directMqttPath(logger);
 
@@ -430,9 +431,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
     open.delete(epoch);
     entry.client.removeAllListeners('disconnect');
     for (const cleanup of entry.inboundCleanups.splice(0)) runCleanup(cleanup, epoch);
-    const done = closeQuietly(entry, clock, settings.closeTimeoutMs, logger);
-    closing.add(done);
-    void done.finally(() => closing.delete(done));
+    closing.track(closeQuietly(entry, clock, settings.closeTimeoutMs, logger));
   }
 
   const openHub: PromiseWork<{ connectedAt: number }, HubAttemptInput> = ({ input, signal }) =>
@@ -565,7 +564,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
   /** Disconnecting: close what is open and wait for every pending close (each bounded). */
   const closeHub: PromiseWork<void, { epoch: number }> = async () => {
     for (const epoch of [...open.keys()]) discard(epoch);
-    await Promise.all([...closing]);
+    await closing.settled();
   };
 
   return { openHub, hubSession, closeHub };

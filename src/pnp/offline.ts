@@ -18,6 +18,7 @@ import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { CommandInbox, InboxCommand } from '../store/command-inbox';
 import type { Commands } from './commands';
+import { PendingWork } from '../pending-work';
 
 export const MAX_OFFLINE_ATTEMPTS = 5;
 
@@ -32,7 +33,7 @@ export class OfflineCommands {
   private inbox: CommandInbox | null = null;
   private replayed = false;
   private closed = false;
-  private readonly running = new Set<Promise<void>>();
+  private readonly running = new PendingWork();
 
   constructor(
     private readonly commands: Commands,
@@ -131,9 +132,8 @@ export class OfflineCommands {
         this.logger[level]({ command, messageId, status: outcome.status, payload: outcome.status >= 400 ? outcome.payload : undefined }, 'offline command handled');
         outcome.after?.();
       })
-      .catch((error: unknown) => this.logger.error({ command, messageId, err: (error as Error).message }, 'offline command failed'))
-      .finally(() => this.running.delete(work));
-    this.running.add(work);
+      .catch((error: unknown) => this.logger.error({ command, messageId, err: (error as Error).message }, 'offline command failed'));
+    this.running.track(work);
   }
 
   /** Pending and remembered-done commands in the inbox, once it is open (diagnostics, tests). */
@@ -143,7 +143,7 @@ export class OfflineCommands {
 
   /** Resolves when every offline command started so far has settled (tests, shutdown). */
   async idle(): Promise<void> {
-    while (this.running.size > 0) await Promise.all([...this.running]);
+    await this.running.settled();
   }
 
   /** Closes the inbox; handlers still running stay pending in it and run again at the next start. */

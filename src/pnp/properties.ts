@@ -14,6 +14,7 @@
 import type { Logger } from 'pino';
 import { withDeadline, type Clock } from '../clock';
 import { Listeners } from '../listeners';
+import { PendingWork } from '../pending-work';
 import type { ReportedQueue } from './reported';
 import { checkValue, isPlainObject, jsonEqual } from './schema';
 import {
@@ -71,7 +72,7 @@ export class WritableProperties {
   /** Desired $version of the current connection's full twin (patches not newer are stale). */
   private sessionVersion = -1;
   private readonly registeredListeners = new Listeners();
-  private readonly running = new Set<Promise<void>>();
+  private readonly running = new PendingWork();
 
   constructor(
     private readonly reported: ReportedQueue,
@@ -163,7 +164,7 @@ export class WritableProperties {
 
   /** Resolves when every handler started so far has settled (tests, shutdown). */
   async idle(): Promise<void> {
-    while (this.running.size > 0) await Promise.all([...this.running]);
+    await this.running.settled();
   }
 
   private submit(state: PropertyState, value: unknown, version: number): void {
@@ -182,9 +183,8 @@ export class WritableProperties {
       }
     })().finally(() => {
       state.running = false;
-      this.running.delete(run);
     });
-    this.running.add(run);
+    this.running.track(run);
   }
 
   private async applyOne(state: PropertyState, value: unknown, version: number): Promise<void> {

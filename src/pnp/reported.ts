@@ -71,7 +71,10 @@ export type RememberDelivered = { exceptComponent?: string } | null;
 
 export class ReportedQueue {
   private readonly entries = new Map<string, Entry>();
-  /** The latest value of each property the hub accepted (bounded: at most one twin's reported section). */
+  /**
+   * The latest value of each property the hub accepted (bounded: at most one twin's reported
+   * section); stays empty without `rememberDelivered`.
+   */
   private readonly delivered = new Map<string, Omit<Entry, 'generation'>>();
   private generation = 0;
   private readonly listeners = new Listeners();
