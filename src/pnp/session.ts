@@ -141,7 +141,7 @@ interface Inbound {
   /** Status of the twin answer being dispatched right now (its request's callback runs inside). */
   twinStatus: number | undefined;
   /** The connection's logger (its epoch bound), shared with its session. */
-  logger: Logger;
+  readonly logger: Logger;
   detach(): void;
 }
 
@@ -151,271 +151,328 @@ function asTwinDoc(value: unknown): TwinDoc | undefined {
   return value as unknown as TwinDoc;
 }
 
+/**
+ * What the hub sends on one connection: direct methods (one interception point for every name, so
+ * an unknown command gets its 404 instead of the caller's timeout), C2D offline commands, and
+ * every MQTT message checked before the SDK's handlers parse it.
+ */
+class InboundListeners implements Inbound {
+  twinStatus: number | undefined = undefined;
+  readonly logger: Logger;
+  private detached = false;
+  private readonly restoreMethodRequests: () => void;
+  private readonly restoreMqttMessages: (() => void) | undefined;
+  /** A listener of the transport's: its identity is what `removeListener` needs. */
+  private readonly onC2D = (message: Message) => this.c2d(message);
+
+  constructor(
+    private readonly connection: HubSession,
+    private readonly settings: PnpSessionSettings,
+    private readonly registry: WeakMap<object, Inbound>,
+  ) {
+    const { transport, epoch } = connection;
+    this.logger = settings.logger.child({ epoch });
+    this.restoreMethodRequests = interceptMethodRequests(transport, (request) => this.method(request as MethodMessage));
+    this.restoreMqttMessages = interceptMqttMessages(transport, (rawTopic, payload, deliver) => this.mqttMessage(String(rawTopic), payload as Buffer, deliver));
+    transport.on('message', this.onC2D);
+    registry.set(transport, this);
+  }
+
+  detach(): void {
+    if (this.detached) return;
+    this.detached = true;
+    const { transport } = this.connection;
+    this.registry.delete(transport);
+    this.restoreMethodRequests();
+    this.restoreMqttMessages?.();
+    transport.removeListener('message', this.onC2D);
+  }
+
+  private lost(error: unknown): void {
+    if (!this.detached) this.connection.lost(error);
+  }
+
+  private method(message: MethodMessage): void {
+    if (this.detached) return;
+    const name = message.methods?.methodName ?? '';
+    const { logger } = this;
+    logger.debug({ command: name, requestId: message.requestId }, 'command received');
+    void this.settings.commands
+      .invoke(name, message.body, { offline: false, requestId: message.requestId })
+      .then((outcome) => this.respond(message, outcome))
+      .catch((error: unknown) => logger.error({ command: name, requestId: message.requestId, err: (error as Error).message }, 'command failed after its handler'));
+  }
+
+  private respond(message: MethodMessage, outcome: { status: number; payload: unknown; after?: () => void }): void {
+    const { logger } = this;
+    if (this.detached) {
+      logger.warn({ requestId: message.requestId, status: outcome.status }, 'command finished after its connection ended; no response sent');
+      outcome.after?.();
+      return;
+    }
+    const response = { requestId: message.requestId, status: outcome.status, payload: outcome.payload ?? null };
+    try {
+      this.connection.transport.sendMethodResponse(response as unknown as DeviceMethodResponse, (error?: Error) => {
+        if (error) logger.warn({ requestId: message.requestId, err: error.message }, 'command response not sent');
+        outcome.after?.();
+      });
+    } catch (error) {
+      logger.warn({ requestId: message.requestId, err: (error as Error).message }, 'command response not sent');
+      outcome.after?.();
+    }
+  }
+
+  private c2d(message: Message): void {
+    if (this.detached) return;
+    let name: unknown;
+    try {
+      name = message.properties?.getValue('method-name');
+    } catch {
+      name = undefined;
+    }
+    if (typeof name !== 'string' || name === '') {
+      this.logger.warn({ messageId: message.messageId }, 'C2D message without a method-name property; ignored');
+      return;
+    }
+    const body = Buffer.isBuffer(message.data) ? message.data : message.data === undefined ? undefined : Buffer.from(String(message.data));
+    // Synchronous up to the inbox write: mqtt.js sends the PUBACK when this event returns.
+    this.settings.offline.receive(name, body, typeof message.messageId === 'string' && message.messageId !== '' ? message.messageId : undefined);
+  }
+
+  /**
+   * Every MQTT message passes here before the SDK's handlers:
+   * - twin: the SDK parses twin answers and desired patches with a bare JSON.parse inside its
+   *   MQTT message handler, so junk from the hub would be an uncaught exception (measured). Junk
+   *   ends the session (transient): the next connection re-reads the twin.
+   * - C2D: the SDK decodes the property bag there too; a bag that does not decode (bad %-escape)
+   *   would throw and take the process down. Such a message is logged and dropped.
+   */
+  private mqttMessage(topic: string, payload: Buffer, deliver: () => boolean): boolean {
+    const problem = invalidTwinMessage(topic, payload);
+    if (problem) {
+      this.logger.warn({ topic: topic.slice(0, 200), problem }, 'invalid twin message from the hub; ending the session');
+      this.lost(new ServiceProtocolError('hub', problem));
+      return true;
+    }
+    if (!c2dPropertyBagDecodes(topic)) {
+      this.logger.warn({ topic: topic.slice(0, 200) }, 'C2D message with an undecodable property bag; ignored');
+      return true;
+    }
+    const status = twinResponseStatus(topic);
+    if (status === undefined) return deliver();
+    this.twinStatus = status;
+    try {
+      return deliver();
+    } finally {
+      this.twinStatus = undefined;
+    }
+  }
+}
+
+/**
+ * One connection's Plug and Play session: subscriptions, the reported-properties flush and the
+ * twin synchronisation. Methods rather than closures: a device holds one for each connection.
+ */
+class PnpSession {
+  private stopped = false;
+  private subscribed = false;
+  private synced = false;
+  private syncing: Promise<void> | null = null;
+  private resync = false;
+  private flushing: Promise<void> | null = null;
+  private readonly heldBack: Array<Record<string, unknown>> = [];
+  /** The rejections of transport calls still pending: cleanup settles them, so no deadline timer outlives the session. */
+  private readonly pending = new Set<(error: Error) => void>();
+  private retryTimer: unknown = null;
+  private retries = 0;
+  /** Keys of a refused batch, sent one by one so only what the hub refuses is dropped. */
+  private readonly isolate: string[] = [];
+  private readonly logger: Logger;
+  /** A listener of the transport's: its identity is what `removeListener` needs. */
+  private readonly onPatch = (patch: unknown) => this.desiredPatch(patch);
+  private readonly unsubscribeReported: () => void;
+  private readonly unsubscribeRegistered: () => void;
+
+  constructor(
+    private readonly settings: PnpSessionSettings,
+    private readonly session: HubSession,
+    private readonly inbound: Inbound,
+    /** Inbound listeners this session attached itself (the hub had not): they end with it. */
+    private readonly ownInbound: Inbound | undefined,
+  ) {
+    this.logger = inbound.logger;
+    session.transport.on('twinDesiredPropertiesUpdate', this.onPatch);
+    this.unsubscribeReported = settings.reported.onChange(() => {
+      if (this.subscribed && !this.stopped) this.flush().catch((error: unknown) => this.lost(error));
+    });
+    this.unsubscribeRegistered = settings.properties.onRegistered(() => {
+      if (this.synced && !this.stopped) this.sync().catch((error: unknown) => this.lost(error));
+    });
+    this.subscribeAndSync().catch((error: unknown) => this.lost(error));
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.retryTimer !== null) this.settings.clock.clearTimeout(this.retryTimer);
+    for (const abandon of [...this.pending]) abandon(new Error('session ended'));
+    this.settings.properties.endSession();
+    this.session.transport.removeListener('twinDesiredPropertiesUpdate', this.onPatch);
+    this.unsubscribeReported();
+    this.unsubscribeRegistered();
+    this.ownInbound?.detach();
+  }
+
+  private lost(error: unknown): void {
+    if (!this.stopped) this.session.lost(error);
+  }
+
+  private async subscribeAndSync(): Promise<void> {
+    const { transport } = this.session;
+    await this.call<void>('subscribe to desired properties', (done) => transport.enableTwinDesiredPropertiesUpdates(done));
+    await this.call<void>('subscribe to direct methods', (done) => transport.enableMethods(done));
+    await this.call<void>('subscribe to C2D messages', (done) => transport.enableC2D(done));
+    this.subscribed = true;
+    await this.sync();
+  }
+
+  /** A transport call as a promise, with our deadline; never settles after cleanup matters. */
+  private call<T>(what: string, operation: (done: (error?: Error | null, result?: T) => void) => void): Promise<T> {
+    if (this.stopped) return Promise.reject(new Error('session ended'));
+    let abandon!: (error: Error) => void;
+    const work = new Promise<T>((resolve, reject) => {
+      abandon = reject;
+      try {
+        operation((error, result) => (error ? reject(error) : resolve(result as T)));
+      } catch (error) {
+        reject(error);
+      }
+    });
+    this.pending.add(abandon);
+    const { clock, twinTimeoutMs } = this.settings;
+    return withDeadline(clock, work, twinTimeoutMs, () => timeoutError(`${what}: no answer from the hub within ${twinTimeoutMs} ms`)).finally(() =>
+      this.pending.delete(abandon),
+    );
+  }
+
+  // Reported properties: the queue is flushed whenever it changes, one PATCH at a time. A PATCH
+  // answered 429/5xx stays queued and is sent again after a backoff (the flush returns meanwhile,
+  // so the twin GET is not held up); one refused for good (400/413) is split into one PATCH per
+  // property, so only what the hub refuses is dropped.
+
+  private patchReported(patch: Record<string, unknown>): Promise<{ status: number | undefined; error: Error | undefined }> {
+    return this.call('twin PATCH reported', (done) =>
+      this.session.transport.updateTwinReportedProperties(patch, (error?: Error | null) => done(null, { status: this.inbound.twinStatus, error: error ?? undefined })),
+    );
+  }
+
+  private scheduleRetry(batch: ReportedBatch, status: number | undefined, error: Error | undefined): void {
+    this.retries++;
+    const capMs = curveCapMs(REPORTED_RETRY_BASE_MS, REPORTED_RETRY_MAX_MS, this.retries);
+    // Jittered per device, connection and attempt: a throttled fleet does not come back in step.
+    const [u] = nextRandom(seedFrom(`${this.session.deviceId}:${this.session.epoch}:${this.retries}`));
+    const delayMs = Math.round(capMs / 2 + (u * capMs) / 2);
+    this.logger.warn(
+      { status, err: error?.message, properties: Object.keys(batch.patch), attempt: this.retries, retryInMs: delayMs },
+      'hub did not take the reported properties; kept, sent again later',
+    );
+    this.retryTimer = this.settings.clock.setTimeout(() => {
+      this.retryTimer = null;
+      if (!this.stopped) this.flush().catch((e: unknown) => this.lost(e));
+    }, delayMs);
+  }
+
+  private async flushLoop(): Promise<void> {
+    const { reported } = this.settings;
+    const { logger } = this;
+    let batch: ReportedBatch | null;
+    while (!this.stopped && this.retryTimer === null && (batch = this.isolate.length > 0 ? reported.takeOne(this.isolate.shift()!) : reported.take())) {
+      let answer: { status: number | undefined; error: Error | undefined };
+      try {
+        answer = await this.patchReported(batch.patch);
+      } catch (error) {
+        if (!this.stopped) this.lost(error); // no answer (timeout) or transport trouble: kept for the next connection
+        return;
+      }
+      if (this.stopped) return; // answered on a connection that is over: sent again next time (idempotent)
+      const { status, error } = answer;
+      const verdict = reportedPatchVerdict(status, error);
+      if (verdict === 'delivered') {
+        this.retries = 0;
+        reported.settle(batch);
+        logger.debug({ properties: Object.keys(batch.patch) }, 'reported properties sent');
+      } else if (verdict === 'refused' && batch.taken.length > 1) {
+        logger.warn({ status, properties: Object.keys(batch.patch) }, 'hub refused reported properties; sending them one by one');
+        this.isolate.push(...batch.taken.map(([key]) => key));
+      } else if (verdict === 'refused') {
+        const dropped = reported.refuse(batch, status!, error?.message);
+        if (dropped.length > 0) logger.error({ status, properties: dropped, err: error?.message }, 'hub refused reported properties; dropped');
+      } else if (verdict === 'retry') {
+        this.scheduleRetry(batch, status, error);
+        return;
+      } else {
+        this.lost(error);
+        return;
+      }
+    }
+  }
+
+  private flush(): Promise<void> {
+    if (!this.flushing) this.flushing = this.flushLoop().finally(() => (this.flushing = null));
+    return this.flushing;
+  }
+
+  // Writable properties: the full twin, then the patches held back while it was read.
+
+  private desiredPatch(patch: unknown): void {
+    if (this.stopped || !isPlainObject(patch)) return;
+    if (!this.synced) this.heldBack.push(patch);
+    else this.settings.properties.applyPatch(patch);
+  }
+
+  private async syncOnce(): Promise<void> {
+    await this.flush();
+    if (this.stopped) return;
+    const { transport } = this.session;
+    const raw = await this.call<unknown>('twin GET', (done) => transport.getTwin(done as (error?: Error, twin?: unknown) => void));
+    if (this.stopped) return;
+    const doc = asTwinDoc(raw);
+    if (!doc) throw new Error('twin GET answered without a usable document');
+    const { properties } = this.settings;
+    properties.reconcile(doc);
+    this.synced = true;
+    for (const patch of this.heldBack.splice(0)) properties.applyPatch(patch);
+    this.logger.debug({ desiredVersion: doc.desired.$version }, 'twin synchronised');
+  }
+
+  private sync(): Promise<void> {
+    if (this.syncing) {
+      this.resync = true;
+      return this.syncing;
+    }
+    this.syncing = (async () => {
+      do {
+        this.resync = false;
+        await this.syncOnce();
+      } while (this.resync && !this.stopped);
+    })().finally(() => (this.syncing = null));
+    return this.syncing;
+  }
+}
+
 export function createPnpSessionFeature(settings: PnpSessionSettings): SessionFeature {
-  const { clock, twinTimeoutMs, reported, properties, commands, offline } = settings;
   /** The inbound listeners of each connection, by its transport (attached before open()). */
   const inboundOf = new WeakMap<object, Inbound>();
-
-  const attachInbound = (connection: HubSession): Inbound => {
-    const { transport, epoch } = connection;
-    const logger = settings.logger.child({ epoch });
-    let detached = false;
-    const lost = (error: unknown) => {
-      if (!detached) connection.lost(error);
-    };
-    const inbound: Inbound = { twinStatus: undefined, logger, detach: () => undefined };
-
-    // ---- commands: every `method_<name>` event of the transport comes here, known or not.
-    const respond = (message: MethodMessage, outcome: { status: number; payload: unknown; after?: () => void }) => {
-      if (detached) {
-        logger.warn({ requestId: message.requestId, status: outcome.status }, 'command finished after its connection ended; no response sent');
-        outcome.after?.();
-        return;
-      }
-      const response = { requestId: message.requestId, status: outcome.status, payload: outcome.payload ?? null };
-      try {
-        transport.sendMethodResponse(response as unknown as DeviceMethodResponse, (error?: Error) => {
-          if (error) logger.warn({ requestId: message.requestId, err: error.message }, 'command response not sent');
-          outcome.after?.();
-        });
-      } catch (error) {
-        logger.warn({ requestId: message.requestId, err: (error as Error).message }, 'command response not sent');
-        outcome.after?.();
-      }
-    };
-    const onMethod = (message: MethodMessage) => {
-      if (detached) return;
-      const name = message.methods?.methodName ?? '';
-      logger.debug({ command: name, requestId: message.requestId }, 'command received');
-      void commands
-        .invoke(name, message.body, { offline: false, requestId: message.requestId })
-        .then((outcome) => respond(message, outcome))
-        .catch((error: unknown) => logger.error({ command: name, requestId: message.requestId, err: (error as Error).message }, 'command failed after its handler'));
-    };
-    const onC2D = (message: Message) => {
-      if (detached) return;
-      let name: unknown;
-      try {
-        name = message.properties?.getValue('method-name');
-      } catch {
-        name = undefined;
-      }
-      if (typeof name !== 'string' || name === '') {
-        logger.warn({ messageId: message.messageId }, 'C2D message without a method-name property; ignored');
-        return;
-      }
-      const body = Buffer.isBuffer(message.data) ? message.data : message.data === undefined ? undefined : Buffer.from(String(message.data));
-      // Synchronous up to the inbox write: mqtt.js sends the PUBACK when this event returns.
-      offline.receive(name, body, typeof message.messageId === 'string' && message.messageId !== '' ? message.messageId : undefined);
-    };
-
-    // Direct methods: one interception point for every name, so an unknown command gets its 404
-    // instead of the caller's timeout.
-    const restoreMethodRequests = interceptMethodRequests(transport, (request) => onMethod(request as MethodMessage));
-
-    // Every MQTT message passes here before the SDK's handlers:
-    // - twin: the SDK parses twin answers and desired patches with a bare JSON.parse inside its
-    //   MQTT message handler, so junk from the hub would be an uncaught exception (measured). Junk
-    //   ends the session (transient): the next connection re-reads the twin.
-    // - C2D: the SDK decodes the property bag there too; a bag that does not decode (bad %-escape)
-    //   would throw and take the process down. Such a message is logged and dropped.
-    const restoreMqttMessages = interceptMqttMessages(transport, (rawTopic, payload, deliver) => {
-      const topic = String(rawTopic);
-      const problem = invalidTwinMessage(topic, payload as Buffer);
-      if (problem) {
-        logger.warn({ topic: topic.slice(0, 200), problem }, 'invalid twin message from the hub; ending the session');
-        lost(new ServiceProtocolError('hub', problem));
-        return true;
-      }
-      if (!c2dPropertyBagDecodes(topic)) {
-        logger.warn({ topic: topic.slice(0, 200) }, 'C2D message with an undecodable property bag; ignored');
-        return true;
-      }
-      const status = twinResponseStatus(topic);
-      if (status === undefined) return deliver();
-      inbound.twinStatus = status;
-      try {
-        return deliver();
-      } finally {
-        inbound.twinStatus = undefined;
-      }
-    });
-
-    transport.on('message', onC2D);
-    Object.assign(inbound, {
-      detach() {
-        if (detached) return;
-        detached = true;
-        inboundOf.delete(transport);
-        restoreMethodRequests();
-        restoreMqttMessages?.();
-        transport.removeListener('message', onC2D);
-      },
-    });
-    inboundOf.set(transport, inbound);
-    return inbound;
-  };
-
-  const startSession = (session: HubSession) => {
-    const { transport, epoch } = session;
+  const startSession = (connection: HubSession) => {
     // The hub attaches the inbound listeners before open(); for a caller that does not, they live
     // with this session.
-    const ownInbound = inboundOf.has(transport) ? undefined : attachInbound(session);
-    const inbound = ownInbound ?? inboundOf.get(transport)!;
-    const logger = inbound.logger;
-    let stopped = false;
-    let subscribed = false;
-    let synced = false;
-    let syncing: Promise<void> | null = null;
-    let resync = false;
-    let flushing: Promise<void> | null = null;
-    const heldBack: Array<Record<string, unknown>> = [];
-    const lost = (error: unknown) => {
-      if (!stopped) session.lost(error);
-    };
-
-    /** A transport call as a promise, with our deadline; never settles after cleanup matters. */
-    const pending = new Set<(error: Error) => void>();
-    const call = <T>(what: string, operation: (done: (error?: Error | null, result?: T) => void) => void): Promise<T> => {
-      if (stopped) return Promise.reject(new Error('session ended'));
-      let abandon!: (error: Error) => void;
-      const work = new Promise<T>((resolve, reject) => {
-        abandon = reject;
-        try {
-          operation((error, result) => (error ? reject(error) : resolve(result as T)));
-        } catch (error) {
-          reject(error);
-        }
-      });
-      // Cleanup settles what is still pending, so no deadline timer outlives the session.
-      pending.add(abandon);
-      return withDeadline(clock, work, twinTimeoutMs, () => timeoutError(`${what}: no answer from the hub within ${twinTimeoutMs} ms`)).finally(() =>
-        pending.delete(abandon),
-      );
-    };
-
-    // ---- reported properties: the queue is flushed whenever it changes, one PATCH at a time.
-    // A PATCH answered 429/5xx stays queued and is sent again after a backoff (the flush returns
-    // meanwhile, so the twin GET is not held up); one refused for good (400/413) is split into
-    // one PATCH per property, so only what the hub refuses is dropped.
-    let retryTimer: unknown = null;
-    let retries = 0;
-    const isolate: string[] = [];
-    const patchReported = (patch: Record<string, unknown>) =>
-      call<{ status: number | undefined; error: Error | undefined }>('twin PATCH reported', (done) =>
-        transport.updateTwinReportedProperties(patch, (error?: Error | null) => done(null, { status: inbound.twinStatus, error: error ?? undefined })),
-      );
-    const scheduleRetry = (batch: ReportedBatch, status: number | undefined, error: Error | undefined) => {
-      retries++;
-      const capMs = curveCapMs(REPORTED_RETRY_BASE_MS, REPORTED_RETRY_MAX_MS, retries);
-      // Jittered per device, connection and attempt: a throttled fleet does not come back in step.
-      const [u] = nextRandom(seedFrom(`${session.deviceId}:${epoch}:${retries}`));
-      const delayMs = Math.round(capMs / 2 + (u * capMs) / 2);
-      logger.warn({ status, err: error?.message, properties: Object.keys(batch.patch), attempt: retries, retryInMs: delayMs }, 'hub did not take the reported properties; kept, sent again later');
-      retryTimer = clock.setTimeout(() => {
-        retryTimer = null;
-        if (!stopped) flush().catch(lost);
-      }, delayMs);
-    };
-    const flushLoop = async (): Promise<void> => {
-      let batch: ReportedBatch | null;
-      while (!stopped && retryTimer === null && (batch = isolate.length > 0 ? reported.takeOne(isolate.shift()!) : reported.take())) {
-        let answer: { status: number | undefined; error: Error | undefined };
-        try {
-          answer = await patchReported(batch.patch);
-        } catch (error) {
-          if (!stopped) lost(error); // no answer (timeout) or transport trouble: kept for the next connection
-          return;
-        }
-        if (stopped) return; // answered on a connection that is over: sent again next time (idempotent)
-        const { status, error } = answer;
-        const verdict = reportedPatchVerdict(status, error);
-        if (verdict === 'delivered') {
-          retries = 0;
-          reported.settle(batch);
-          logger.debug({ properties: Object.keys(batch.patch) }, 'reported properties sent');
-        } else if (verdict === 'refused' && batch.taken.length > 1) {
-          logger.warn({ status, properties: Object.keys(batch.patch) }, 'hub refused reported properties; sending them one by one');
-          isolate.push(...batch.taken.map(([key]) => key));
-        } else if (verdict === 'refused') {
-          const dropped = reported.refuse(batch, status!, error?.message);
-          if (dropped.length > 0) logger.error({ status, properties: dropped, err: error?.message }, 'hub refused reported properties; dropped');
-        } else if (verdict === 'retry') {
-          scheduleRetry(batch, status, error);
-          return;
-        } else {
-          lost(error);
-          return;
-        }
-      }
-    };
-    const flush = (): Promise<void> => {
-      if (!flushing) flushing = flushLoop().finally(() => (flushing = null));
-      return flushing;
-    };
-
-    // ---- writable properties: full twin, then the patches held back while it was read.
-    const onPatch = (patch: unknown) => {
-      if (stopped || !isPlainObject(patch)) return;
-      if (!synced) heldBack.push(patch);
-      else properties.applyPatch(patch);
-    };
-    const syncOnce = async (): Promise<void> => {
-      await flush();
-      if (stopped) return;
-      const raw = await call<unknown>('twin GET', (done) => transport.getTwin(done as (error?: Error, twin?: unknown) => void));
-      if (stopped) return;
-      const doc = asTwinDoc(raw);
-      if (!doc) throw new Error('twin GET answered without a usable document');
-      properties.reconcile(doc);
-      synced = true;
-      for (const patch of heldBack.splice(0)) properties.applyPatch(patch);
-      logger.debug({ desiredVersion: doc.desired.$version }, 'twin synchronised');
-    };
-    const sync = (): Promise<void> => {
-      if (syncing) {
-        resync = true;
-        return syncing;
-      }
-      syncing = (async () => {
-        do {
-          resync = false;
-          await syncOnce();
-        } while (resync && !stopped);
-      })().finally(() => (syncing = null));
-      return syncing;
-    };
-
-    transport.on('twinDesiredPropertiesUpdate', onPatch);
-    const unsubscribeReported = reported.onChange(() => {
-      if (subscribed && !stopped) flush().catch(lost);
-    });
-    const unsubscribeRegistered = properties.onRegistered(() => {
-      if (synced && !stopped) sync().catch(lost);
-    });
-
-    (async () => {
-      await call<void>('subscribe to desired properties', (done) => transport.enableTwinDesiredPropertiesUpdates(done));
-      await call<void>('subscribe to direct methods', (done) => transport.enableMethods(done));
-      await call<void>('subscribe to C2D messages', (done) => transport.enableC2D(done));
-      subscribed = true;
-      await sync();
-    })().catch(lost);
-
-    return () => {
-      stopped = true;
-      if (retryTimer !== null) clock.clearTimeout(retryTimer);
-      for (const abandon of [...pending]) abandon(new Error('session ended'));
-      properties.endSession();
-      transport.removeListener('twinDesiredPropertiesUpdate', onPatch);
-      unsubscribeReported();
-      unsubscribeRegistered();
-      ownInbound?.detach();
-    };
+    const attached = inboundOf.get(connection.transport);
+    const ownInbound = attached ? undefined : new InboundListeners(connection, settings, inboundOf);
+    const session = new PnpSession(settings, connection, attached ?? ownInbound!, ownInbound);
+    return () => session.stop();
   };
   return Object.assign(startSession, {
     inbound: (connection: HubSession) => {
-      const inbound = attachInbound(connection);
+      const inbound = new InboundListeners(connection, settings, inboundOf);
       return () => inbound.detach();
     },
   });
