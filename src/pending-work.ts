@@ -6,7 +6,10 @@
 export class PendingWork {
   #running: Set<Promise<unknown>> | undefined;
 
-  /** Tracks `work` until it settles (its outcome is the caller's to handle). */
+  /**
+   * Tracks `work` until it settles. `work` handles (logs) its own failures: a rejection is not
+   * reported from here, and `settled()` waits for it like for a success.
+   */
   track(work: Promise<unknown>): void {
     const running = (this.#running ??= new Set());
     running.add(work);

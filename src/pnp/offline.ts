@@ -132,7 +132,7 @@ export class OfflineCommands {
         this.logger[level]({ command, messageId, status: outcome.status, payload: outcome.status >= 400 ? outcome.payload : undefined }, 'offline command handled');
         outcome.after?.();
       })
-      .catch((error: unknown) => this.logger.error({ command, messageId, err: (error as Error).message }, 'offline command failed'));
+      .catch((error: unknown) => this.logger.error({ command, messageId, err: error instanceof Error ? error.message : String(error) }, 'offline command failed'));
     this.running.track(work);
   }
 

@@ -29,6 +29,12 @@ export interface TwinDoc {
   reported: Record<string, unknown>;
 }
 
+/**
+ * An acknowledgement's description (`ad`) is cut to this many characters: a handler's error text
+ * can be any size, and a twin's whole reported section holds 32 KB.
+ */
+export const MAX_ACK_DESCRIPTION_LENGTH = 1024;
+
 export interface Ack {
   value?: unknown;
   ac: number;
@@ -177,7 +183,12 @@ export class WritableProperties {
     const run = (async () => {
       let item: { value: unknown; version: number } | undefined = { value, version };
       while (item) {
-        await this.applyOne(state, item.value, item.version);
+        try {
+          await this.applyOne(state, item.value, item.version);
+        } catch (error) {
+          // Never expected (applyOne answers every outcome); logged, and the next value still runs.
+          this.logger.error({ property: state.name, component: state.component, version: item.version, err: (error as Error)?.message }, 'writable property update failed');
+        }
         item = state.next;
         state.next = undefined;
       }
@@ -233,16 +244,22 @@ export class WritableProperties {
     }
   }
 
+  /** Queues the acknowledgement; never throws (a handler's error text is the caller's, any size). */
   private acknowledge(state: PropertyState, ack: Ack): void {
+    const description = ack.ad !== undefined && ack.ad.length > MAX_ACK_DESCRIPTION_LENGTH ? `${ack.ad.slice(0, MAX_ACK_DESCRIPTION_LENGTH)}…` : ack.ad;
     const body: Record<string, unknown> = ack.value !== undefined ? { value: ack.value } : {};
-    Object.assign(body, { ac: ack.ac, av: ack.av, ad: ack.ad });
+    Object.assign(body, { ac: ack.ac, av: ack.av, ad: description });
     try {
       this.reported.set({ [state.name]: body }, state.component);
     } catch (error) {
       // The value cannot be reported (e.g. too large): acknowledge without it rather than not at all.
       this.logger.error({ property: state.name, err: (error as Error).message }, 'acknowledgement refused; sending it without the value');
       delete body.value;
-      this.reported.set({ [state.name]: body }, state.component);
+      try {
+        this.reported.set({ [state.name]: body }, state.component);
+      } catch (second) {
+        this.logger.error({ property: state.name, err: (second as Error).message }, 'acknowledgement not sent');
+      }
     }
   }
 }
