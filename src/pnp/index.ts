@@ -34,7 +34,7 @@ export interface PnpSettings {
   reprovision(): void;
   /** The built-in `DeviceMove` (option `migration`). */
   deviceMove?: CommandSettings['deviceMove'];
-  /** The device's own resilience component: reported in full at each connection, never remembered for a move. */
+  /** The device's own resilience component: reported in full at each connection, not remembered for a move. */
   resilienceComponent?: string;
 }
 
@@ -48,11 +48,10 @@ export interface Pnp {
 
 export function createPnp(settings: PnpSettings): Pnp {
   const logger = settings.logger.child({ module: 'pnp' });
-  // Delivered values are remembered only for a move to a new twin (DeviceMove).
   const reported = new ReportedQueue(
     logger,
     settings.dataDir ? reportedQueuePath(settings.dataDir, settings.registrationId) : undefined,
-    settings.deviceMove ? { exceptComponent: settings.resilienceComponent } : null,
+    settings.resilienceComponent,
   );
   const properties = new WritableProperties(reported, logger, { clock: settings.clock, handlerTimeoutMs: settings.propertyHandlerTimeoutMs });
   const commands = new Commands({

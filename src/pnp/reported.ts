@@ -4,11 +4,12 @@
  * replaced it meanwhile. With a data directory the queue is a small JSON file, written atomically,
  * so what was reported (acknowledgements included) survives a restart.
  *
- * With `rememberDelivered` (a device that answers DeviceMove), the latest delivered value of each
- * property is remembered too (in the same file): a device that moves to another ID scope lands on
- * a hub whose twin is new, and reports them again there (`requeueDelivered`). Without it nothing
- * is remembered: about 3 KB a device (the resilience component's two dozen values, their keys and
- * the map) and a sizing of them at each settle, for a move that cannot come.
+ * The latest delivered value of each property is remembered too (in the same file): a device
+ * that moves to another ID scope (DeviceMove) lands on a hub whose twin is new, and reports them
+ * again there (`requeueDelivered`). Always, not only with the `migration` option: a move persisted
+ * under it completes at the next start whatever the options say, and a fleet may turn the option
+ * on later. One component is left out (`unremembered`): the device's own resilience report, sent
+ * in full at every connection, whose two dozen values cost about 3 KB a device.
  */
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -63,18 +64,9 @@ export function reportedQueuePath(dataDir: string, registrationId: string): stri
   return join(dataDir, `reported-${encodeURIComponent(registrationId)}.json`);
 }
 
-/**
- * What a queue remembers of delivered values: nothing (null), or every property but those of
- * `exceptComponent` (a component that reports itself in full at each connection, e.g. resilience).
- */
-export type RememberDelivered = { exceptComponent?: string } | null;
-
 export class ReportedQueue {
   private readonly entries = new Map<string, Entry>();
-  /**
-   * The latest value of each property the hub accepted (bounded: at most one twin's reported
-   * section); stays empty without `rememberDelivered`.
-   */
+  /** The latest value of each property the hub accepted (bounded: at most one twin's reported section). */
   private readonly delivered = new Map<string, Omit<Entry, 'generation'>>();
   private generation = 0;
   private readonly listeners = new Listeners();
@@ -83,7 +75,8 @@ export class ReportedQueue {
   constructor(
     private readonly logger: Logger,
     private readonly path?: string,
-    private readonly rememberDelivered: RememberDelivered = null,
+    /** A component whose delivered values are not remembered (it reports itself in full at each connection). */
+    private readonly unremembered?: string,
   ) {
     if (path) this.load(path);
   }
@@ -181,9 +174,9 @@ export class ReportedQueue {
     return count;
   }
 
-  /** Remembers a delivered value, as the newest (trimDelivered bounds them), when asked to. */
+  /** Remembers a delivered value, as the newest (trimDelivered bounds them). */
   private remember(key: string, { component, name, value }: Entry): void {
-    if (this.rememberDelivered === null || (component !== undefined && component === this.rememberDelivered.exceptComponent)) return;
+    if (component !== undefined && component === this.unremembered) return;
     this.delivered.delete(key);
     this.delivered.set(key, { component, name, value });
   }

@@ -330,7 +330,7 @@ describe('the migration option', () => {
 describe('reported properties after a move', () => {
   test('what the hub accepted is queued again (newer pending values win, writable acknowledgements are not resent), and survives a restart', () => {
     const path = join(freshDir(), 'reported-sensor-1.json');
-    const queue = new ReportedQueue(silent, path, {});
+    const queue = new ReportedQueue(silent, path);
     queue.set({ firmware: '1.0', serial: 'A1' });
     queue.set({ targetTemperature: { value: 21, ac: 200, av: 4 } });
     queue.settle(queue.take()!);
@@ -339,36 +339,50 @@ describe('reported properties after a move', () => {
     expect(queue.requeueDelivered()).toBe(1);
     expect(queue.take()!.patch).toEqual({ firmware: '1.1', serial: 'A1' });
     queue.settle(queue.take()!);
-    const restarted = new ReportedQueue(silent, path, {});
+    const restarted = new ReportedQueue(silent, path);
     expect(restarted.requeueDelivered()).toBe(2);
     expect(restarted.take()!.patch).toEqual({ firmware: '1.1', serial: 'A1' });
   });
 
-  test('a component that reports itself at each connection is not remembered; without DeviceMove nothing is, not even on disk', () => {
-    const moving = new ReportedQueue(silent, undefined, { exceptComponent: 'resilience' });
-    moving.set({ serial: 'A1' });
-    moving.set({ connects: 3 }, 'resilience');
-    moving.set({ target: 20 }, 'thermostat1');
-    moving.settle(moving.take()!);
-    expect(moving.requeueDelivered()).toBe(2);
-    expect(moving.take()!.patch).toEqual({ serial: 'A1', thermostat1: { __t: 'c', target: 20 } });
+  test('a move persisted with the option on and completed after a restart with it off still re-sends what the old hub had (review)', async () => {
+    const path = join(freshDir(), 'reported-sensor-1.json');
+    const store = new MemoryIdScopeStore();
+    const boot1 = new ReportedQueue(silent, path, 'resilience');
+    boot1.set({ serial: 'A1', firmware: '1.0' });
+    boot1.settle(boot1.take()!);
+    new IdScopeMigration({ configuredIdScope: '0ne0000AAAA', store, logger: silent, emit: () => undefined }).move({ idScope: '0ne0000BBBB' }, () => undefined);
+    // Boot 2: the queue is built the same way whatever the migration option says.
+    const boot2 = new ReportedQueue(silent, path, 'resilience');
+    let requeued = -1;
+    const scope = new IdScopeMigration({
+      configuredIdScope: '0ne0000AAAA',
+      store,
+      logger: silent,
+      emit: (event) => {
+        if (event.phase === 'completed') requeued = boot2.requeueDelivered();
+      },
+    });
+    expect(scope.pending).toBe(true);
+    await scope.watch(async () => ({ hubHost: 'new-hub', deviceId: 'sensor-1' }) as never)({ input: { registrationId: 'sensor-1', attempt: 1 }, signal: new AbortController().signal });
+    expect(requeued).toBe(2);
+    expect(boot2.take()!.patch).toEqual({ serial: 'A1', firmware: '1.0' });
+  });
 
+  test('the component that reports itself at each connection is not remembered, on disk either; the others are', () => {
     const path = join(freshDir(), 'reported-sensor-2.json');
-    const staying = new ReportedQueue(silent, path);
-    staying.set({ serial: 'A1' });
-    staying.settle(staying.take()!);
-    expect(staying.requeueDelivered()).toBe(0);
-    expect(JSON.parse(readFileSync(path, 'utf8'))).toMatchObject({ entries: [], delivered: [] });
-    // A file written with DeviceMove on, read without it: the remembered values are ignored (and kept on disk until the next write).
-    const withMove = new ReportedQueue(silent, path, {});
-    withMove.set({ serial: 'B2' });
-    withMove.settle(withMove.take()!);
-    expect(new ReportedQueue(silent, path).requeueDelivered()).toBe(0);
-    expect(new ReportedQueue(silent, path, {}).requeueDelivered()).toBe(1);
+    const queue = new ReportedQueue(silent, path, 'resilience');
+    queue.set({ serial: 'A1' });
+    queue.set({ connects: 3 }, 'resilience');
+    queue.set({ target: 20 }, 'thermostat1');
+    queue.settle(queue.take()!);
+    expect(JSON.parse(readFileSync(path, 'utf8')).delivered).toHaveLength(2);
+    const restarted = new ReportedQueue(silent, path, 'resilience');
+    expect(restarted.requeueDelivered()).toBe(2);
+    expect(restarted.take()!.patch).toEqual({ serial: 'A1', thermostat1: { __t: 'c', target: 20 } });
   });
 
   test('what is remembered is bounded by a twin\'s reported section, newest kept, in time linear in the batch (a settle of 3,000 properties had taken ~20 s)', () => {
-    const queue = new ReportedQueue(silent, undefined, {});
+    const queue = new ReportedQueue(silent);
     const count = 3000;
     for (let i = 0; i < count; i++) queue.set({ [`p${i}`]: `value-${i}-${'x'.repeat(20)}` }, i % 2 === 0 ? 'thermostat1' : undefined);
     const batch = queue.take()!;
