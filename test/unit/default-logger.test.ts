@@ -25,6 +25,7 @@ jest.mock('pino', () => {
 });
 
 import { createDevice } from '../../src/device';
+import { defaultLogger } from '../../src/logger';
 
 const groupKey = Buffer.alloc(32, 7).toString('base64');
 
@@ -37,4 +38,13 @@ test('one root logger for every device created without one, each device in its o
   const updates = lines.filter((line) => String(line['msg']).startsWith('credentials updated'));
   expect(updates.map((line) => line['registrationId'])).toEqual(['default-log-1', 'default-log-3']);
   expect(JSON.stringify(lines)).not.toContain(newKey);
+});
+
+test('the shared logger redacts keys, in the devices\' children too', () => {
+  defaultLogger().info({ groupKey: 'root-secret' }, 'root line');
+  defaultLogger().child({ registrationId: 'child-log' }).warn({ options: { credential: 'child-secret' }, sas: 'sas-secret' }, 'child line');
+  const text = JSON.stringify(lines.filter((line) => ['root line', 'child line'].includes(String(line['msg']))));
+  expect(text).toContain('[redacted]');
+  for (const secret of ['root-secret', 'child-secret', 'sas-secret']) expect(text).not.toContain(secret);
+  expect(roots).toHaveLength(1);
 });
