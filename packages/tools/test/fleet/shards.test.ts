@@ -100,21 +100,31 @@ const RATE = 40;
 const DEVICES = 2000;
 const SHARDS = 4;
 /**
- * The peak rate compared: registrations completed per second over the busiest 5 s window. Over a
- * single second the figure measures event-loop stalls more than the fleet: on 2 cores shared with
- * other work, a cloud stalled for half a second takes the waiting requests in one bunch (a 1 s
- * peak of 165 to 217 registrations with R = 100/s in both runs alike), while 5 s average the
- * stalls out and still tell a fleet at R from one at R / 4 (4 shards that each planned for their
- * own quarter) or one at 2R (a burst emptying the bucket). Both are reported on failure.
+ * The peak rate compared: registrations completed per second over the busiest 10 s window. A
+ * shorter window measures event-loop stalls more than the fleet: after a stall of the shared
+ * machine, the waiting requests take DPS's whole bucket (R tokens) at once, so a window of W
+ * seconds can legitimately peak anywhere up to R (1 + 1 / W). Over 1 s that is 2 R (measured:
+ * peaks of 54 to 64/s at R = 40/s); over 5 s, 1.2 R (measured 41.0 to 49.2/s, which once put two
+ * runs of the same plan 7.4/s apart); over 10 s, 1.1 R. 10 s still tells a fleet at R from one
+ * at R / 4 (4 shards that each planned for their own quarter). A fleet faster than R does not
+ * show in the peak (the bucket caps it): it shows in DPS's 429s, compared below. Both are
+ * reported on failure.
  */
-const PEAK_WINDOW_MS = 5000;
-/** Both runs' 5 s peaks within 15 % of R of each other. */
+const PEAK_WINDOW_MS = 10_000;
+/** Both runs' 10 s peaks within 15 % of R of each other: the bucket's 10 % and a stall's 5 %. */
 const PEAK_TOLERANCE = 0.15 * RATE;
 /**
  * And both near R, far above a quarter of it (what 4 shards each held to R / 4 would reach
  * together). Not 0.95 R: a stall of the shared machine inside the busiest window costs a few.
  */
 const PEAK_AT_LEAST = 0.75 * RATE;
+/**
+ * Shards that together went faster than R would be throttled by the hundreds: at 2 R (each shard
+ * planning for twice its share, say) about half the fleet's first requests get a 429. The fleet
+ * at R gets none on a quiet machine, and up to 44 measured when a busy core made its requests
+ * bunch after stalls.
+ */
+const THROTTLED_AT_MOST = 0.1 * DEVICES;
 
 interface Run {
   ids: string[];
@@ -163,7 +173,7 @@ test(`${SHARDS} shards of ${DEVICES / SHARDS} register the same ids at the same 
   await runAgainstFreshCloud(null, 100);
   const whole = await runAgainstFreshCloud(null);
   const sharded = await runAgainstFreshCloud(Array.from({ length: SHARDS }, (_, index) => ({ index, count: SHARDS })));
-  const figures = (run: Run) => ({ peak5s: run.peakRegistrationsPerSec, peak1s: run.peak1sRegistrationsPerSec, peakRequests: run.peakRegisterRequestsPerSec, throttled: run.throttled, allConnectedMs: run.allConnectedMs });
+  const figures = (run: Run) => ({ peak10s: run.peakRegistrationsPerSec, peak1s: run.peak1sRegistrationsPerSec, peakRequests: run.peakRegisterRequestsPerSec, throttled: run.throttled, allConnectedMs: run.allConnectedMs });
   // On failure, both runs' figures side by side.
   const context = JSON.stringify({ whole: figures(whole), sharded: figures(sharded) });
   process.stdout.write(`shards vs whole: ${context}\n`);
@@ -172,4 +182,6 @@ test(`${SHARDS} shards of ${DEVICES / SHARDS} register the same ids at the same 
   expect({ context, within: Math.abs(sharded.peakRegistrationsPerSec - whole.peakRegistrationsPerSec) <= PEAK_TOLERANCE }).toEqual({ context, within: true });
   // Both at the rate the whole fleet planned for, not at a shard's share of it.
   for (const run of [whole, sharded]) expect({ context, peak: run.peakRegistrationsPerSec >= PEAK_AT_LEAST }).toEqual({ context, peak: true });
+  // Nor faster than it.
+  for (const run of [whole, sharded]) expect({ context, throttled: run.throttled <= THROTTLED_AT_MOST }).toEqual({ context, throttled: true });
 }, 300_000);
