@@ -21,7 +21,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import pino from 'pino';
 import { SimulatedClock } from 'xstate';
-import { createDevice, type DeviceStateName } from '../../src/device';
+import { createDevice } from '../../src/device';
 import { ConfigError } from '../../src/errors';
 import {
   ATTRIBUTE,
@@ -35,13 +35,12 @@ import {
   type MetricsObservable,
 } from '../../src/metrics';
 import type { DeviceOptions } from '../../src/options';
-import type { ErrorClass, Failure } from '../../src/policy/types';
 import { MAX_RULE_KEYS, StatsCollector } from '../../src/stats';
 import { MemoryProvisioningCache } from '../../src/store/cache';
 import { MemoryOutbox } from '../../src/store/outbox';
+import { failure, message, statsDriver, T0 } from '../support/stats-driver';
 
 const silent = pino({ level: 'silent' });
-const T0 = Date.UTC(2026, 0, 1);
 const DEVICE = 'metrics-device';
 
 /** A reader the test collects from when it wants (cumulative unless told otherwise). */
@@ -82,39 +81,17 @@ function valueOf(collected: Awaited<ReturnType<typeof collect>>, name: string, a
   return matching[0]?.value;
 }
 
-function failure(errorClass: ErrorClass, rule: string, at: number): Failure {
-  return { errorClass, rule, phase: 'hub-session', name: 'Error', message: `${rule} happened`, at };
-}
-
-function message(id: string, createdAt: number, bytes = 10) {
-  return { messageId: id, body: '{}', properties: {}, createdAt, bytes };
-}
-
 /** A StatsCollector driven as the device drives it, with DeviceMetrics listening, on a simulated clock. */
 function harness() {
-  const clock = new SimulatedClock();
-  clock.set(T0);
+  const driver = statsDriver();
   const reader = new TestReader();
   const provider = new MeterProvider({ readers: [reader] });
   // The SDK's Meter is a MetricsMeter (a compile-time check of the structural type).
   const meter: MetricsMeter = provider.getMeter('hubstate-test');
-  const outbox = new MemoryOutbox();
-  const stats = new StatsCollector(clock, outbox);
-  let state: DeviceStateName = 'Idle';
-  const metrics = new DeviceMetrics(meter, DEVICE, { stats: () => stats.snapshot(), state: () => state });
+  const { stats } = driver;
+  const metrics = new DeviceMetrics(meter, DEVICE, { stats: () => stats.snapshot(), state: driver.state });
   stats.onCount(metrics);
-  outbox.onAdded(() => stats.added());
-  outbox.onDropped((dropped) => stats.dropped(dropped));
-  let lastError: Failure | null = null;
-  const go = (value: DeviceStateName, hubHost: string | null = 'hub-a', event = 'xstate.done.actor') => {
-    stats.transition({ value, previous: state, event, hubHost, lastError });
-    state = value;
-  };
-  const lose = (errorClass: ErrorClass, rule: string, next: DeviceStateName = 'BackingOff') => {
-    lastError = failure(errorClass, rule, clock.now());
-    stats.transition({ value: next, previous: state, event: 'HUB_LOST', hubHost: 'hub-a', lastError });
-    state = next;
-  };
+  const { clock, outbox, go, lose } = driver;
   return { clock, reader, provider, meter, outbox, stats, metrics, go, lose };
 }
 

@@ -9,7 +9,7 @@ import pino from 'pino';
 import { SimulatedClock } from 'xstate';
 import model from '../../examples/dtmi-hubstate-resilience-1.json';
 import exampleModel from '../../examples/dtmi-sample-failover-1.json';
-import { createDevice, type DeviceStateName } from '../../src/device';
+import { createDevice } from '../../src/device';
 import { ConfigError } from '../../src/errors';
 import { OPTION_BOUNDS, resolveOptions, type DeviceOptions } from '../../src/options';
 import { ReportedQueue } from '../../src/pnp/reported';
@@ -18,40 +18,11 @@ import { ACTION_BY_CLASS, ACTION_BY_RULE, MAX_RULE_KEYS, recommendedAction, satu
 import { CLASSIFICATION_TABLE } from '../../src/policy/classify';
 import { MemoryProvisioningCache } from '../../src/store/cache';
 import { MemoryOutbox } from '../../src/store/outbox';
-import type { ErrorClass, Failure } from '../../src/policy/types';
+import { failure, message, statsDriver, T0 } from '../support/stats-driver';
 
 const silent = pino({ level: 'silent' });
-const T0 = Date.UTC(2026, 0, 1);
-
-function failure(errorClass: ErrorClass, rule: string, at: number): Failure {
-  return { errorClass, rule, phase: 'hub-session', name: 'Error', message: `${rule} happened`, at };
-}
-
-function message(id: string, createdAt: number) {
-  return { messageId: id, body: '{}', properties: {}, createdAt, bytes: 10 };
-}
-
 /** A collector driven as the device drives it: state by state, on a simulated clock. */
-function harness() {
-  const clock = new SimulatedClock();
-  clock.set(T0);
-  const outbox = new MemoryOutbox();
-  const stats = new StatsCollector(clock, outbox);
-  outbox.onAdded(() => stats.added());
-  outbox.onDropped((dropped) => stats.dropped(dropped));
-  let state: DeviceStateName = 'Idle';
-  let lastError: Failure | null = null;
-  const go = (value: DeviceStateName, hubHost: string | null = 'hub-a', event = 'xstate.done.actor') => {
-    stats.transition({ value, previous: state, event, hubHost, lastError });
-    state = value;
-  };
-  const lose = (errorClass: ErrorClass, rule: string, next: DeviceStateName = 'BackingOff') => {
-    lastError = failure(errorClass, rule, clock.now());
-    stats.transition({ value: next, previous: state, event: 'HUB_LOST', hubHost: 'hub-a', lastError });
-    state = next;
-  };
-  return { clock, outbox, stats, go, lose };
-}
+const harness = statsDriver;
 
 describe('StatsCollector: the figures', () => {
   test('nothing yet: zeros, no since, no error, action none', () => {
