@@ -485,7 +485,8 @@ describe('no registration storm', () => {
       expect(cloud.calls.provision).toBe(2);
     });
 
-    test('a registration that fails after the hub budget was spent goes back to the old hub instead of waiting offline for DPS', async () => {
+    /** A cached device whose hub refused it twice with maxHubAttempts 2: registering with DPS. */
+    async function hubBudgetSpent() {
       const cloud = new FakeCloud();
       const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 2 } });
       await cloud.flush();
@@ -493,6 +494,11 @@ describe('no registration storm', () => {
       await cloud.advance(device.context().delayMs!);
       await cloud.failOpen(cloud.failure('transient', { rule: 'socket-refused' }));
       expect(device.value()).toBe('Reprovisioning');
+      return { cloud, device };
+    }
+
+    test('a registration that fails after the hub budget was spent goes back to the old hub instead of waiting offline for DPS', async () => {
+      const { cloud, device } = await hubBudgetSpent();
       await cloud.failProvision(cloud.failure('transient', {}, 'dps'));
       expect(device.context()).toMatchObject({ retryStep: 'Connecting', assignment: { hubHost: 'cached-hub.local' } });
       await cloud.advance(device.context().delayMs!);
@@ -501,13 +507,7 @@ describe('no registration storm', () => {
     });
 
     test('a REPROVISION asked for during a registration (swallowed there) is not dropped either: a failed registration goes to DPS again, not back to the old hub', async () => {
-      const cloud = new FakeCloud();
-      const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 2 } });
-      await cloud.flush();
-      await cloud.failOpen(cloud.failure('transient', { rule: 'socket-refused' }));
-      await cloud.advance(device.context().delayMs!);
-      await cloud.failOpen(cloud.failure('transient', { rule: 'socket-refused' }));
-      expect(device.value()).toBe('Reprovisioning');
+      const { cloud, device } = await hubBudgetSpent();
       // E.g. a DeviceMove answered now: the registration under way goes on (no second one) ...
       device.actor.send({ type: 'REPROVISION' });
       await cloud.flush();
