@@ -187,7 +187,7 @@ export class WritableProperties {
           await this.applyOne(state, item.value, item.version);
         } catch (error) {
           // Never expected (applyOne answers every outcome); logged, and the next value still runs.
-          this.logger.error({ property: state.name, component: state.component, version: item.version, err: (error as Error)?.message }, 'writable property update failed');
+          this.logger.error({ property: state.name, component: state.component, version: item.version, err: error instanceof Error ? error.message : String(error) }, 'writable property update failed');
         }
         item = state.next;
         state.next = undefined;
