@@ -156,6 +156,8 @@ export async function measureMemory(
 ): Promise<MemorySample> {
   const cloud = isIdle(mode) ? null : await launchCloud({ hubs: 2 }, cloudMode);
   const logger = pino({ level: 'silent' });
+  // What each device is given: the application's logger, or none in idle-default-logger (the library's default).
+  const loggerOption = mode === 'idle-default-logger' ? {} : { logger };
   // Warm the modules and code paths with one device, so the figure is per device, not per process.
   const warm = cloud ? new Fleet({ cloud: cloud.info, devices: 1, dpsRatePerSec: 1000, prefix: 'warm-', logger }) : null;
   if (warm) {
@@ -163,7 +165,7 @@ export async function measureMemory(
     await warm.allConnected();
   } else {
     // The default logger's first device makes the process's logger: warmed here, not counted per device.
-    createDevice({ idScope: 'warmup', registrationId: 'warm', groupKey: Buffer.alloc(32, 1).toString('base64'), ...(mode === 'idle' ? { logger } : {}) });
+    createDevice({ idScope: 'warmup', registrationId: 'warm', groupKey: Buffer.alloc(32, 1).toString('base64'), ...loggerOption });
   }
   await sleep(200);
   await settle();
@@ -178,8 +180,7 @@ export async function measureMemory(
   try {
     if (isIdle(mode)) {
       for (let i = 0; i < devices; i++) {
-        const identity = { idScope: 'idleScope', registrationId: `idle-${i}`, groupKey: Buffer.alloc(32, 1).toString('base64') };
-        keep.push(createDevice(mode === 'idle' ? { ...identity, logger } : identity));
+        keep.push(createDevice({ idScope: 'idleScope', registrationId: `idle-${i}`, groupKey: Buffer.alloc(32, 1).toString('base64'), ...loggerOption }));
       }
     } else if (mode === 'connected') {
       fleet = new Fleet({ cloud: cloud!.info, devices, dpsRatePerSec: 1000, staggerRatePerSec: arrivalsPerSec, logger });
