@@ -17,7 +17,7 @@ import { waitUntilWork } from './actors/wait';
 import { certificateNotice, x509CacheFingerprint, x509CacheMacKey, type CertificateNotice, type X509Identity } from './actors/x509';
 import { systemClock, type Clock } from './clock';
 import { ConfigError, MessageRejectedError } from './errors';
-import { defaultLogger } from './logger';
+import { defaultLogger, guardDebugOutputOnce } from './logger';
 import { jsonOddity } from './json';
 import {
   refuseUnknownKeys,
@@ -36,7 +36,6 @@ import { checkDataDir } from './store/files';
 import { FileIdScopeStore, MemoryIdScopeStore, type IdScopeStore } from './store/id-scope';
 import { IdScopeMigration, type MigrationEvent } from './migration';
 import { MemoryOutbox, type DroppedMessage, type NewOutboxMessage, type Outbox } from './store/outbox';
-import { openSqliteOutbox } from './store/sqlite-outbox';
 import { machineFor, type DeviceImplementations } from './shared-machine';
 import { createPnp, type Pnp } from './pnp';
 import type { DroppedProperties } from './pnp/reported';
@@ -298,6 +297,13 @@ function openIdScopeStore(resolved: ResolvedOptions, boot: Credential, logger: L
   return new FileIdScopeStore(resolved.dataDir, binding, macKey, logger);
 }
 
+/** The SQLite outbox of a device with a data directory: loaded for such a device only. */
+function openDurableOutbox(dataDir: string, resolved: ResolvedOptions, clock: Clock): Outbox {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { openSqliteOutbox } = require('./store/sqlite-outbox') as typeof import('./store/sqlite-outbox');
+  return openSqliteOutbox(dataDir, resolved.registrationId, { limits: resolved.outboxLimits, clock });
+}
+
 /**
  * With nothing cached, the first DPS request of a fleet powered on together would arrive at
  * once: the device waits U[0, firstBootJitterMs] (seeded) first. The machine stays Idle meanwhile.
@@ -432,6 +438,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
     const resolved = resolveOptions(options);
     // Owned by us, not group/other-writable (else ConfigError('dataDir')): before anything in it is read.
     if (resolved.dataDir !== undefined) checkDataDir(resolved.dataDir);
+    guardDebugOutputOnce();
     this.registrationId = resolved.registrationId;
     this.#certificateExpiryWarningDays = resolved.certificateExpiryWarningDays;
     const clock = (this.#clock = options.clock ?? systemClock);
@@ -448,8 +455,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
     // With a data directory telemetry is durable (SQLite); without one it lives in memory.
     this.#ownsOutbox = options.outbox === undefined;
     this.#memoryOutbox = this.#ownsOutbox && !resolved.dataDir ? new MemoryOutbox(resolved.outboxLimits) : undefined;
-    this.#outbox =
-      options.outbox ?? this.#memoryOutbox ?? openSqliteOutbox(resolved.dataDir!, resolved.registrationId, { limits: resolved.outboxLimits, clock });
+    this.#outbox = options.outbox ?? this.#memoryOutbox ?? openDurableOutbox(resolved.dataDir!, resolved, clock);
     this.#stats = new StatsCollector(clock, this.#outbox);
     this.#pnp = createPnp({
       clock,

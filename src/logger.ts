@@ -149,6 +149,18 @@ export function guardDebugOutput(): number {
   return guarded;
 }
 
+let debugOutputGuarded = false;
+
+/**
+ * `guardDebugOutput`, once per process, as the first device is created: the MQTT stack traces
+ * only for a device's connections, and loading the library is spared the module lookups.
+ */
+export function guardDebugOutputOnce(): void {
+  if (debugOutputGuarded) return;
+  debugOutputGuarded = true;
+  guardDebugOutput();
+}
+
 /** `debug` namespaces whose output carries the SAS tokens (before redaction). */
 export const SECRET_DEBUG_NAMESPACES = ['mqtt-packet:writeToStream', 'mqtt-packet:parser', 'mqttjs:client', 'aedes'];
 
@@ -176,5 +188,3 @@ export function debugSecretsWarning(debugValue: string | undefined, guarded: boo
     ? `${what}. hubstate redacts the tokens in that output, but the rest (device ids, hosts, payloads) is still sensitive: do not share it, and do not set DEBUG in production`
     : `${what}, and hubstate could not find the debug module to redact them: THE TOKENS WILL BE PRINTED. Unset DEBUG`;
 }
-
-guardDebugOutput();

@@ -21,7 +21,6 @@ import { errors as sdkErrors } from 'azure-iot-common';
 import { MqttBase } from 'azure-iot-mqtt-base';
 import { ProvisioningDeviceConstants, type DeviceRegistrationResult, type RegistrationRequest } from 'azure-iot-provisioning-device';
 import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
-import { X509Security } from 'azure-iot-security-x509';
 import { assertCertificateCurrent } from './x509';
 import type { Logger } from 'pino';
 import type { ProvisionResult } from '../../machines/device.machine';
@@ -242,7 +241,9 @@ function registerWith(credential: Credential, settings: ProvisionSettings, regis
   const transport = network.provisioningTransport(base);
   const sdkErrorHandlers = base.listeners('error').filter((h) => !before.has(h)) as Array<(error: Error) => void>;
   // X.509 attestation: the TLS client certificate is the credential, no SAS token is sent.
-  const security = 'x509' in credential ? new X509Security(registrationId, { ...credential.x509 }) : undefined;
+  // Loaded for an X.509 device only: a device with keys never needs it.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const security = 'x509' in credential ? new (require('azure-iot-security-x509') as typeof import('azure-iot-security-x509')).X509Security(registrationId, { ...credential.x509 }) : undefined;
   // The request SymmetricKeyRegistration.register builds (setProvisioningPayload → payload).
   const request: RegistrationRequest = {
     registrationId,

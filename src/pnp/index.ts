@@ -5,9 +5,8 @@
 import type { Logger } from 'pino';
 import type { SessionFeature } from '../actors/hub';
 import type { Clock } from '../clock';
-import { commandInboxPath, openCommandInbox } from '../store/command-inbox';
 import { Commands, type CommandSettings } from './commands';
-import { OfflineCommands } from './offline';
+import { OfflineCommands, type OfflineInboxSource } from './offline';
 import { WritableProperties } from './properties';
 import { ReportedQueue, reportedQueuePath } from './reported';
 import { createPnpSessionFeature } from './session';
@@ -46,6 +45,13 @@ export interface Pnp {
   offline: OfflineCommands;
 }
 
+/** The SQLite inbox of offline commands, loaded for a device with a data directory only. */
+function durableInbox(dataDir: string, registrationId: string, clock: Clock): OfflineInboxSource {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { commandInboxPath, openCommandInbox } = require('../store/command-inbox') as typeof import('../store/command-inbox');
+  return { path: commandInboxPath(dataDir, registrationId), open: () => openCommandInbox(dataDir, registrationId, { clock }) };
+}
+
 export function createPnp(settings: PnpSettings): Pnp {
   const logger = settings.logger.child({ module: 'pnp' });
   const reported = new ReportedQueue(
@@ -62,11 +68,7 @@ export function createPnp(settings: PnpSettings): Pnp {
     ...(settings.deviceMove ? { deviceMove: settings.deviceMove } : {}),
   });
   const { dataDir, registrationId } = settings;
-  const offline = new OfflineCommands(
-    commands,
-    logger,
-    dataDir ? { path: commandInboxPath(dataDir, registrationId), open: () => openCommandInbox(dataDir, registrationId, { clock: settings.clock }) } : undefined,
-  );
+  const offline = new OfflineCommands(commands, logger, dataDir ? durableInbox(dataDir, registrationId, settings.clock) : undefined);
   const feature = createPnpSessionFeature({
     clock: settings.clock,
     logger,

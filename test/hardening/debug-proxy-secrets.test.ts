@@ -3,6 +3,8 @@
  * the guarded `debug` output redacts a URL's user:password@ like the SAS tokens.
  */
 import { createRequire } from 'node:module';
+import pino from 'pino';
+import { createDevice } from '../../src/device';
 import { debugModules, redactSecrets } from '../../src/logger';
 
 const SECRET = 'dbg-pr0xy-secret';
@@ -12,12 +14,10 @@ test('redactSecrets removes user:password@ from URLs', () => {
   expect(redactSecrets('wss://localhost:443/$iothub/websocket')).toBe('wss://localhost:443/$iothub/websocket');
 });
 
-test("the debug module https-proxy-agent traces with is one of the guarded copies, and its output is redacted", () => {
-  const path = createRequire(require.resolve('https-proxy-agent')).resolve('debug');
-  const guarded = debugModules();
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const mod = require(path) as (typeof guarded)[number] & ((namespace: string) => ((...args: unknown[]) => void) & { enabled: boolean; log: (...args: unknown[]) => void });
-  expect(guarded).toContain(mod);
+type DebugModule = ReturnType<typeof debugModules>[number] & ((namespace: string) => ((...args: unknown[]) => void) & { enabled: boolean });
+
+/** What the `debug` module prints for a proxy URL with credentials (stderr captured). */
+function traceProxyUrl(mod: DebugModule): string {
   const lines: string[] = [];
   const original = process.stderr.write.bind(process.stderr);
   const trace = mod('https-proxy-agent-test');
@@ -28,6 +28,17 @@ test("the debug module https-proxy-agent traces with is one of the guarded copie
   } finally {
     (process.stderr as unknown as { write: typeof original }).write = original;
   }
-  expect(lines.join('')).toContain('proxy.example:3128');
-  expect(lines.join('')).not.toContain(SECRET);
+  return lines.join('');
+}
+
+test("the debug module https-proxy-agent traces with is guarded once a device is created (not when the library loads), and its output is redacted", () => {
+  const path = createRequire(require.resolve('https-proxy-agent')).resolve('debug');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const mod = require(path) as DebugModule;
+  expect(traceProxyUrl(mod)).toContain(SECRET);
+  createDevice({ idScope: '0ne00000000', registrationId: 'debug-guard', groupKey: Buffer.alloc(32, 1).toString('base64'), logger: pino({ level: 'silent' }) });
+  expect(debugModules()).toContain(mod);
+  const output = traceProxyUrl(mod);
+  expect(output).toContain('proxy.example:3128');
+  expect(output).not.toContain(SECRET);
 });
