@@ -54,7 +54,7 @@ export function fullPlan(quick: boolean, fleetRoundsFlag?: string): ScenarioSpec
         { name: 'herd', params: { devices: 1000, dpsRatePerSec: 100 } },
         { name: 'throughput', params: { messages: 20_000, repeats: 10 } },
         { name: 'memory', params: { devices: 1000 } },
-        { name: 'load', params: { runs: 15 } },
+        { name: 'load', params: { runs: 31 } },
         fleet10k,
       ];
 }
