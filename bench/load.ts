@@ -2,13 +2,13 @@
  * (6) Module load: process start → `require('hubstate')` done, against the raw SDK's modules
  * (load-child.ts SDK_MODULES) in the same run. Each sample is a fresh `node` process; the two
  * sides alternate (which goes first swaps each pair) so both see the same machine. Figures:
- * medians, and the median of the per-pair ratios; each pair records the machine's load (stats.ts
- * `startLoadWindow`): a pair is quiet when other processes used < a quarter of the cores.
+ * medians, and the median of the per-pair ratios; each pair records the machine's load and the
+ * host's speed (stats.ts `startLoadWindow`, `isQuiet`).
  */
 import { execFile } from 'node:child_process';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { median, round, startLoadWindow, type LoadWindow } from './stats';
+import { isQuiet, median, quietCriterion, round, startLoadWindow, type LoadWindow } from './stats';
 
 export interface LoadSample {
   side: 'hubstate' | 'sdk' | 'device';
@@ -34,6 +34,8 @@ export interface LoadFigures {
   ratio: number;
   maxLoad1: number;
   maxForeignCores: number;
+  /** The slowest pair's hostSpeedMs over the run's fastest. */
+  maxHostSlowdown: number;
 }
 
 export interface LoadResult {
@@ -57,8 +59,6 @@ export interface LoadResult {
   method: string;
 }
 
-const QUIET_FOREIGN_SHARE = 0.25;
-
 function sample(side: LoadSample['side']): Promise<LoadSample> {
   return new Promise((resolve, reject) =>
     execFile(process.execPath, [join(__dirname, 'load-child.js'), side], { timeout: 60_000 }, (error, stdout, stderr) =>
@@ -67,7 +67,7 @@ function sample(side: LoadSample['side']): Promise<LoadSample> {
   );
 }
 
-function figuresOf(pairs: LoadPair[]): LoadFigures {
+function figuresOf(pairs: LoadPair[], fastestHostSpeedMs: number): LoadFigures {
   return {
     pairs: pairs.length,
     hubstateMs: round(median(pairs.map((p) => p.hubstateMs)), 1),
@@ -75,6 +75,7 @@ function figuresOf(pairs: LoadPair[]): LoadFigures {
     ratio: round(median(pairs.map((p) => p.ratio)), 3),
     maxLoad1: Math.max(...pairs.map((p) => p.load.load1)),
     maxForeignCores: Math.max(...pairs.map((p) => p.load.foreignCores)),
+    maxHostSlowdown: round(Math.max(...pairs.map((p) => p.load.hostSpeedMs)) / fastestHostSpeedMs, 2),
   };
 }
 
@@ -103,11 +104,11 @@ export async function benchLoad(runs: number): Promise<LoadResult> {
 }
 
 export function summarizeLoad(cores: number, hubstateFiles: number, sdkFiles: number, pairs: LoadPair[]): Omit<LoadResult, 'withDevice'> {
-  const quietLimit = QUIET_FOREIGN_SHARE * cores;
-  for (const p of pairs) p.quiet = p.load.foreignCores < quietLimit;
-  const all = figuresOf(pairs);
+  const fastest = Math.min(...pairs.map((p) => p.load.hostSpeedMs));
+  for (const p of pairs) p.quiet = isQuiet([p.load], cores, fastest);
+  const all = figuresOf(pairs, fastest);
   const quietPairs = pairs.filter((p) => p.quiet);
-  const quiet = quietPairs.length > 0 ? figuresOf(quietPairs) : null;
+  const quiet = quietPairs.length > 0 ? figuresOf(quietPairs, fastest) : null;
   const headline = quiet ?? all;
   return {
     runs: pairs.length,
@@ -117,7 +118,7 @@ export function summarizeLoad(cores: number, hubstateFiles: number, sdkFiles: nu
     sdkMs: headline.sdkMs,
     ratio: headline.ratio,
     busy: quiet === null,
-    quietCriterion: `during the pair, processes other than the bench's (this one and its two sample processes) used < ${QUIET_FOREIGN_SHARE} × ${cores} cores (os.cpus() minus process.cpuUsage()); load1 = os.loadavg()[0] recorded beside it`,
+    quietCriterion: quietCriterion(cores, "during the pair (the bench's processes: this one and its two sample processes)"),
     quiet,
     all,
     perPair: pairs,

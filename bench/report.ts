@@ -24,6 +24,12 @@ function fleetCell(r: { devices: number; dps: { throttled: number; peakRegisterR
   return `${s(time, 1)} (${ratio === null ? 'n/a' : `${ratio.toFixed(2)}×`}), 429s ${throttled} (${pct(throttled / r.devices)}), peak ${r.dps?.peakRegisterRequestsPerSec ?? 'n/a'} reg/s`;
 }
 
+/** How busy and how fast the machine was over a set of rounds (host speed: records from before it was measured have none). */
+function machineNote(f: { maxLoad1: number; maxForeignCores: number; maxHostSlowdown?: number }): string {
+  const host = f.maxHostSlowdown === undefined ? '' : `, host ≤ ${f.maxHostSlowdown}× its fastest`;
+  return `load1 ≤ ${f.maxLoad1}, other processes ≤ ${f.maxForeignCores} cores${host}`;
+}
+
 export function renderTable(results: BenchResults): string {
   const rows: string[][] = [];
   const f = results.failover;
@@ -76,8 +82,8 @@ export function renderTable(results: BenchResults): string {
     // Records from before the per-round load carry no `all`: their figures are all-rounds, load unknown.
     const all = t.all ?? { rounds: t.repeats, memoryRatio: t.memoryRatio, durableRatio: t.durableRatio, maxLoad1: NaN, maxForeignCores: NaN };
     const quiet = t.all ? t.quiet : null;
-    const loadNote = (f: { rounds: number; maxLoad1: number; maxForeignCores: number }) =>
-      Number.isFinite(f.maxLoad1) ? `${f.rounds} rounds, load1 ≤ ${f.maxLoad1}, other processes ≤ ${f.maxForeignCores} cores` : `${f.rounds} rounds, load not recorded`;
+    const loadNote = (f: { rounds: number; maxLoad1: number; maxForeignCores: number; maxHostSlowdown?: number }) =>
+      Number.isFinite(f.maxLoad1) ? `${f.rounds} rounds, ${machineNote(f)}` : `${f.rounds} rounds, load not recorded`;
     for (const [label, key, goal] of [
       ['4a throughput, in-memory outbox', 'memoryRatio', 0.95],
       ['4b throughput, durable SQLite outbox', 'durableRatio', 0.85],
@@ -130,7 +136,7 @@ export function renderTable(results: BenchResults): string {
   }
   const l = results.load;
   if (l) {
-    const note = (f: { pairs: number; maxLoad1: number; maxForeignCores: number }) => `${f.pairs} pairs, load1 ≤ ${f.maxLoad1}, other processes ≤ ${f.maxForeignCores} cores`;
+    const note = (f: { pairs: number; maxLoad1: number; maxForeignCores: number; maxHostSlowdown?: number }) => `${f.pairs} pairs, ${machineNote(f)}`;
     const headline = l.quiet
       ? `quiet: ${l.quiet.hubstateMs} ms (${l.quiet.ratio.toFixed(2)}×, ${note(l.quiet)})`
       : `**busy machine** (no quiet pair): ${l.all.hubstateMs} ms (${l.all.ratio.toFixed(2)}×)`;

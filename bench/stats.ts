@@ -46,11 +46,38 @@ function machineCpuMs(): { busy: number; total: number } {
   return { busy, total };
 }
 
+/** Iterations of the host-speed workload: about a millisecond at this machine's usual speed. */
+const HOST_SPEED_ITERATIONS = 500_000;
+
+/**
+ * How long a fixed CPU workload takes right now (ms, the fastest of three tries). A host that
+ * slows its guest (CPU capping, a busy neighbour) shows here and nowhere in the guest's own CPU
+ * accounting: on this 2-core VM the same work took from 1× to 2.5× as long within one afternoon,
+ * with os.cpus() showing other processes idle, and ratios measured then moved by 15 %.
+ */
+export function hostSpeedMs(): number {
+  let fastest = Infinity;
+  let sink = 0;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const start = process.hrtime.bigint();
+    for (let i = 0; i < HOST_SPEED_ITERATIONS; i++) sink = (sink * 31 + i) % 1_000_003;
+    fastest = Math.min(fastest, Number(process.hrtime.bigint() - start) / 1e6);
+  }
+  if (sink < 0) throw new Error('unreachable: keeps the loop from being optimised away');
+  return round(fastest, 3);
+}
+
+/** A window is quiet when other processes kept less than this share of the cores busy... */
+export const QUIET_FOREIGN_SHARE = 0.25;
+/** ...and the host ran the speed workload within this factor of the run's fastest. */
+export const SLOW_HOST_FACTOR = 1.3;
+
 /**
  * How busy the machine was during a window, apart from the bench itself: the 1-minute load
  * average (os.loadavg()[0], the highest seen at the window's start and end; it counts the bench's
- * own processes too) and the cores other processes kept busy (machine CPU time − this process's −
- * the cloud process's, over the window's wall time).
+ * own processes too), the cores other processes kept busy (machine CPU time − this process's −
+ * the cloud process's, over the window's wall time), and how fast the host ran (hostSpeedMs at
+ * the window's start and end, the slower).
  */
 export interface LoadWindow {
   load1: number;
@@ -58,6 +85,21 @@ export interface LoadWindow {
   foreignCores: number;
   /** Cores the bench's own processes used, on average. */
   ownCores: number;
+  /** hostSpeedMs, the slower of the window's start and end. */
+  hostSpeedMs: number;
+}
+
+/**
+ * Whether every window of a round (or pair) was quiet: other processes under a quarter of the
+ * cores, and the host no slower than SLOW_HOST_FACTOR × `fastestHostSpeedMs` (the run's fastest).
+ */
+export function isQuiet(windows: readonly LoadWindow[], cores: number, fastestHostSpeedMs: number): boolean {
+  return windows.every((w) => w.foreignCores < QUIET_FOREIGN_SHARE * cores && w.hostSpeedMs <= SLOW_HOST_FACTOR * fastestHostSpeedMs);
+}
+
+/** The quiet criterion, as the results files state it. `what`: the bench's processes in a window. */
+export function quietCriterion(cores: number, what: string): string {
+  return `${what}, processes other than the bench's used < ${QUIET_FOREIGN_SHARE} × ${cores} cores (machine CPU time from os.cpus() minus the bench's own process.cpuUsage()), and a fixed CPU workload (hostSpeedMs, at the window's start and end) took ≤ ${SLOW_HOST_FACTOR}× the run's fastest: a slowed host shows only there; load1 = os.loadavg()[0], highest at the window's start or end, recorded beside it`;
 }
 
 export interface LoadProbe {
@@ -66,6 +108,7 @@ export interface LoadProbe {
 }
 
 export function startLoadWindow(): LoadProbe {
+  const speedStart = hostSpeedMs();
   const load1Start = loadavg()[0]!;
   const machine0 = machineCpuMs();
   const own0 = process.cpuUsage();
@@ -81,6 +124,7 @@ export function startLoadWindow(): LoadProbe {
         load1: round(Math.max(load1Start, loadavg()[0]!), 2),
         foreignCores: round(Math.max(0, machineBusyMs - ownMs) / wallMs, 2),
         ownCores: round(ownMs / wallMs, 2),
+        hostSpeedMs: Math.max(speedStart, hostSpeedMs()),
       };
     },
   };

@@ -12,9 +12,9 @@
  * of msg/s, and the median of the per-round ratios.
  *
  * The machine is shared, so each run also records how busy it was (stats.ts `startLoadWindow`:
- * the 1-minute load average, and the cores other processes than the bench's two kept busy). A
- * round is quiet when, in each of its three runs, other processes used less than a quarter of the
- * cores (QUIET_FOREIGN_SHARE); the headline ratios are the quiet rounds' medians, next to the
+ * the 1-minute load average, the cores other processes than the bench's two kept busy, and how
+ * fast the host ran a fixed workload). A round is quiet when each of its three runs was
+ * (stats.ts `isQuiet`); the headline ratios are the quiet rounds' medians, next to the
  * all-rounds medians, and a figure with no quiet round behind it is marked `busy`.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -25,7 +25,7 @@ import type { Client } from 'azure-iot-device';
 import { createDevice, type Device } from '../src/device';
 import { launchCloud, type BenchCloud } from './cloud';
 import { closeQuietly, rawMessage, rawOpen, rawRegister } from './raw-sdk';
-import { median, round, startLoadWindow, type LoadWindow } from './stats';
+import { isQuiet, median, quietCriterion, round, startLoadWindow, type LoadWindow } from './stats';
 
 export interface ThroughputOptions {
   messages: number;
@@ -59,6 +59,8 @@ export interface ThroughputFigures {
   /** Highest 1-minute load average over these rounds. */
   maxLoad1: number;
   maxForeignCores: number;
+  /** The slowest run's hostSpeedMs over the bench's fastest. */
+  maxHostSlowdown: number;
 }
 
 export interface ThroughputResult {
@@ -86,10 +88,9 @@ export interface ThroughputResult {
   cloudMode: string;
 }
 
-/** A round is quiet when other processes kept less than this share of the cores busy in each run. */
-export const QUIET_FOREIGN_SHARE = 0.25;
+const windowsOf = (r: ThroughputRound): LoadWindow[] => [r.load.raw, r.load.memory, r.load.durable];
 
-function figuresOf(rounds: ThroughputRound[]): ThroughputFigures {
+function figuresOf(rounds: ThroughputRound[], fastestHostSpeedMs: number): ThroughputFigures {
   return {
     rounds: rounds.length,
     rawMsgsPerSec: round(median(rounds.map((r) => r.raw)), 0),
@@ -99,6 +100,7 @@ function figuresOf(rounds: ThroughputRound[]): ThroughputFigures {
     durableRatio: round(median(rounds.map((r) => r.durableRatio)), 3),
     maxLoad1: Math.max(...rounds.map((r) => r.load1)),
     maxForeignCores: Math.max(...rounds.map((r) => r.foreignCores)),
+    maxHostSlowdown: round(Math.max(...rounds.flatMap(windowsOf).map((w) => w.hostSpeedMs)) / fastestHostSpeedMs, 2),
   };
 }
 
@@ -226,7 +228,7 @@ export async function benchThroughput(options: ThroughputOptions): Promise<Throu
         load: { raw: rawLoad, memory: memoryLoad, durable: durableLoad },
         load1: Math.max(...loads.map((l) => l.load1)),
         foreignCores,
-        quiet: foreignCores < QUIET_FOREIGN_SHARE * cores,
+        quiet: false, // known once every round's host speed is (below)
       });
     }
   } finally {
@@ -235,9 +237,11 @@ export async function benchThroughput(options: ThroughputOptions): Promise<Throu
     await cloud.stop();
     rmSync(root, { recursive: true, force: true });
   }
-  const all = figuresOf(perRound);
+  const fastest = Math.min(...perRound.flatMap(windowsOf).map((w) => w.hostSpeedMs));
+  for (const r of perRound) r.quiet = isQuiet(windowsOf(r), cores, fastest);
+  const all = figuresOf(perRound, fastest);
   const quietRounds = perRound.filter((r) => r.quiet);
-  const quiet = quietRounds.length > 0 ? figuresOf(quietRounds) : null;
+  const quiet = quietRounds.length > 0 ? figuresOf(quietRounds, fastest) : null;
   const headline = quiet ?? all;
   return {
     messagesPerRun: options.messages,
@@ -251,7 +255,7 @@ export async function benchThroughput(options: ThroughputOptions): Promise<Throu
     memoryRatio: headline.memoryRatio,
     durableRatio: headline.durableRatio,
     busy: quiet === null,
-    quietCriterion: `in each of the round's three runs, processes other than the bench's (this one and its cloud) used < ${QUIET_FOREIGN_SHARE} × ${cores} cores (machine CPU time from os.cpus() minus the bench's own process.cpuUsage()); load1 = os.loadavg()[0], highest at a run's start or end, recorded beside it (it counts the bench's own ~2 busy processes)`,
+    quietCriterion: quietCriterion(cores, "in each of the round's three runs (the bench's processes: this one and its cloud; load1 counts their ~2 busy processes)"),
     quiet,
     all,
     perRound,

@@ -127,6 +127,7 @@ describe('benchmarks (smoke)', () => {
     expect(t.perRound).toHaveLength(1);
     expect(t.perRound[0]!.load1).toBeGreaterThanOrEqual(0);
     expect(t.perRound[0]!.foreignCores).toBeGreaterThanOrEqual(0);
+    expect(t.perRound[0]!.load.memory.hostSpeedMs).toBeGreaterThan(0);
     expect(t.busy).toBe(t.quiet === null);
     expect(t.memoryRatio).toBe((t.quiet ?? t.all).memoryRatio);
     const idle = await measureMemory('idle', 10, 'in-process');
@@ -136,18 +137,23 @@ describe('benchmarks (smoke)', () => {
     expect(idleDefaultLogger.mode).toBe('idle-default-logger');
     expect(Number.isFinite(idleDefaultLogger.heapPerDeviceBytes)).toBe(true);
     const memory = summarizeMemory(10, [idle, idleDefaultLogger]);
-    const window = { load1: 3, foreignCores: 1.5, ownCores: 1 };
+    const window = { load1: 3, foreignCores: 1.5, ownCores: 1, hostSpeedMs: 1 };
     const load = {
       ...summarizeLoad(2, 300, 290, [
         { hubstateMs: 110, sdkMs: 100, ratio: 1.1, load: window, quiet: false },
         { hubstateMs: 120, sdkMs: 100, ratio: 1.2, load: { ...window, foreignCores: 0.1 }, quiet: false },
+        { hubstateMs: 150, sdkMs: 100, ratio: 1.5, load: { ...window, foreignCores: 0.1, hostSpeedMs: 1.5 }, quiet: false },
       ]),
       withDevice: { ms: 130, files: 320, samples: [130] },
     };
-    // Only the second pair was quiet (other processes < 0.5 core of 2).
+    // Only the second pair was quiet: other processes kept 1.5 of 2 cores busy during the first,
+    // and the host ran the speed workload 1.5× slower than its fastest during the third.
+    expect(load.perPair.map((p) => p.quiet)).toEqual([false, true, false]);
     expect(load.quiet?.pairs).toBe(1);
     expect(load.ratio).toBe(1.2);
-    expect(load.all.ratio).toBe(1.15);
+    expect(load.all.ratio).toBe(1.2);
+    expect(load.all.maxHostSlowdown).toBe(1.5);
+    expect(load.quiet?.maxHostSlowdown).toBe(1);
     const table = renderTable({ throughput: t, memory, load });
     expect(table).toMatch(/4a throughput, in-memory outbox/);
     expect(table).toMatch(/4b throughput, durable SQLite outbox/);
