@@ -34,6 +34,8 @@ export interface LoadFigures {
   ratio: number;
   maxLoad1: number;
   maxForeignCores: number;
+  /** The run's fastest hostSpeedMs (ms): compare runs with it (a host slow for a whole run passes the quiet test). */
+  fastestHostSpeedMs: number;
   /** The slowest pair's hostSpeedMs over the run's fastest. */
   maxHostSlowdown: number;
 }
@@ -75,6 +77,7 @@ function figuresOf(pairs: LoadPair[], fastestHostSpeedMs: number): LoadFigures {
     ratio: round(median(pairs.map((p) => p.ratio)), 3),
     maxLoad1: Math.max(...pairs.map((p) => p.load.load1)),
     maxForeignCores: Math.max(...pairs.map((p) => p.load.foreignCores)),
+    fastestHostSpeedMs,
     maxHostSlowdown: round(Math.max(...pairs.map((p) => p.load.hostSpeedMs)) / fastestHostSpeedMs, 2),
   };
 }

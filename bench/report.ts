@@ -25,8 +25,11 @@ function fleetCell(r: { devices: number; dps: { throttled: number; peakRegisterR
 }
 
 /** How busy and how fast the machine was over a set of rounds (host speed: records from before it was measured have none). */
-function machineNote(f: { maxLoad1: number; maxForeignCores: number; maxHostSlowdown?: number }): string {
-  const host = f.maxHostSlowdown === undefined ? '' : `, host ≤ ${f.maxHostSlowdown}× its fastest`;
+function machineNote(f: { maxLoad1: number; maxForeignCores: number; maxHostSlowdown?: number; fastestHostSpeedMs?: number }): string {
+  const host =
+    f.maxHostSlowdown === undefined || f.fastestHostSpeedMs === undefined
+      ? ', no host-speed check'
+      : `, host ≤ ${f.maxHostSlowdown}× its fastest (speed workload ${f.fastestHostSpeedMs} ms)`;
   return `load1 ≤ ${f.maxLoad1}, other processes ≤ ${f.maxForeignCores} cores${host}`;
 }
 
@@ -82,7 +85,7 @@ export function renderTable(results: BenchResults): string {
     // Records from before the per-round load carry no `all`: their figures are all-rounds, load unknown.
     const all = t.all ?? { rounds: t.repeats, memoryRatio: t.memoryRatio, durableRatio: t.durableRatio, maxLoad1: NaN, maxForeignCores: NaN };
     const quiet = t.all ? t.quiet : null;
-    const loadNote = (f: { rounds: number; maxLoad1: number; maxForeignCores: number; maxHostSlowdown?: number }) =>
+    const loadNote = (f: { rounds: number; maxLoad1: number; maxForeignCores: number; maxHostSlowdown?: number; fastestHostSpeedMs?: number }) =>
       Number.isFinite(f.maxLoad1) ? `${f.rounds} rounds, ${machineNote(f)}` : `${f.rounds} rounds, load not recorded`;
     for (const [label, key, goal] of [
       ['4a throughput, in-memory outbox', 'memoryRatio', 0.95],
@@ -136,7 +139,7 @@ export function renderTable(results: BenchResults): string {
   }
   const l = results.load;
   if (l) {
-    const note = (f: { pairs: number; maxLoad1: number; maxForeignCores: number; maxHostSlowdown?: number }) => `${f.pairs} pairs, ${machineNote(f)}`;
+    const note = (f: { pairs: number; maxLoad1: number; maxForeignCores: number; maxHostSlowdown?: number; fastestHostSpeedMs?: number }) => `${f.pairs} pairs, ${machineNote(f)}`;
     const headline = l.quiet
       ? `quiet: ${l.quiet.hubstateMs} ms (${l.quiet.ratio.toFixed(2)}×, ${note(l.quiet)})`
       : `**busy machine** (no quiet pair): ${l.all.hubstateMs} ms (${l.all.ratio.toFixed(2)}×)`;

@@ -59,6 +59,8 @@ export interface ThroughputFigures {
   /** Highest 1-minute load average over these rounds. */
   maxLoad1: number;
   maxForeignCores: number;
+  /** The run's fastest hostSpeedMs (ms): compare runs with it (a host slow for a whole run passes the quiet test). */
+  fastestHostSpeedMs: number;
   /** The slowest run's hostSpeedMs over the bench's fastest. */
   maxHostSlowdown: number;
 }
@@ -100,6 +102,7 @@ function figuresOf(rounds: ThroughputRound[], fastestHostSpeedMs: number): Throu
     durableRatio: round(median(rounds.map((r) => r.durableRatio)), 3),
     maxLoad1: Math.max(...rounds.map((r) => r.load1)),
     maxForeignCores: Math.max(...rounds.map((r) => r.foreignCores)),
+    fastestHostSpeedMs,
     maxHostSlowdown: round(Math.max(...rounds.flatMap(windowsOf).map((w) => w.hostSpeedMs)) / fastestHostSpeedMs, 2),
   };
 }

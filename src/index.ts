@@ -14,7 +14,7 @@ export { nextDelay, resolvePolicy, DEFAULT_POLICY, PRESETS } from './policy/back
 export type { Classification, ErrorClass, Failure, Phase, RetryPolicy } from './policy/types';
 export type { RetryPolicyInput } from './policy/backoff';
 export type { TransportMode } from './actors/transport';
-export { createLogger } from './logger';
+export { createLogger, guardDebugOutput } from './logger';
 export { MemoryOutbox } from './store/outbox';
 export type { DroppedMessage, Outbox, OutboxMessage } from './store/outbox';
 export { credentialFingerprint, FileProvisioningCache, MemoryProvisioningCache } from './store/cache';

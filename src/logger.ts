@@ -124,7 +124,9 @@ export function debugModules(): DebugModule[] {
 
 /**
  * Makes every `debug` module copy the MQTT stack uses redact SAS tokens. Idempotent; returns how
- * many copies are guarded (0: none found, e.g. a bundler removed them).
+ * many copies are guarded (0: none found, e.g. a bundler removed them). Each device calls it as
+ * it is created (once per process); an application that connects with the SDK or an MQTT
+ * client before its first device calls it itself.
  */
 export function guardDebugOutput(): number {
   let guarded = 0;
@@ -157,8 +159,8 @@ let debugOutputGuarded = false;
  */
 export function guardDebugOutputOnce(): void {
   if (debugOutputGuarded) return;
-  debugOutputGuarded = true;
   guardDebugOutput();
+  debugOutputGuarded = true;
 }
 
 /** `debug` namespaces whose output carries the SAS tokens (before redaction). */

@@ -234,16 +234,16 @@ export function registerOnce(settings: ProvisionSettings, registrationId: string
 
 function registerWith(credential: Credential, settings: ProvisionSettings, registrationId: string, signal: AbortSignal | undefined, attempt: number): Promise<ProvisionResult> {
   const { clock, logger, deadlineMs } = settings;
+  // X.509 attestation: the TLS client certificate is the credential, no SAS token is sent.
+  // Loaded for an X.509 device only (a device with keys never needs it), before anything is built.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const security = 'x509' in credential ? new (require('azure-iot-security-x509') as typeof import('azure-iot-security-x509')).X509Security(registrationId, { ...credential.x509 }) : undefined;
   const network = settings.network ?? directMqttPath(logger);
   const base = new GuardedMqttBase(network.mqttProvider());
   if (settings.ca) base.setOptions({ ca: settings.ca });
   const before = new Set(base.listeners('error'));
   const transport = network.provisioningTransport(base);
   const sdkErrorHandlers = base.listeners('error').filter((h) => !before.has(h)) as Array<(error: Error) => void>;
-  // X.509 attestation: the TLS client certificate is the credential, no SAS token is sent.
-  // Loaded for an X.509 device only: a device with keys never needs it.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const security = 'x509' in credential ? new (require('azure-iot-security-x509') as typeof import('azure-iot-security-x509')).X509Security(registrationId, { ...credential.x509 }) : undefined;
   // The request SymmetricKeyRegistration.register builds (setProvisioningPayload → payload).
   const request: RegistrationRequest = {
     registrationId,

@@ -154,6 +154,7 @@ describe('benchmarks (smoke)', () => {
     expect(load.all.ratio).toBe(1.2);
     expect(load.all.maxHostSlowdown).toBe(1.5);
     expect(load.quiet?.maxHostSlowdown).toBe(1);
+    expect(load.all.fastestHostSpeedMs).toBe(1);
     const table = renderTable({ throughput: t, memory, load });
     expect(table).toMatch(/4a throughput, in-memory outbox/);
     expect(table).toMatch(/4b throughput, durable SQLite outbox/);
