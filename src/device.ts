@@ -325,7 +325,7 @@ interface MachineWorkSettings {
   features: SessionFeature[];
   onTransportFallback(fallback: TransportFallback): void;
   onDelivered(messageId: string): void;
-  onPublished(messageId: string): void;
+  onPublished(seq: number): void;
 }
 
 /**
@@ -481,7 +481,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
         features: [this.#pnp.feature, ...(options.features ?? [])],
         onTransportFallback: (fallback) => this.#notify('transport', fallback),
         onDelivered: (messageId) => this.#onDelivered(messageId),
-        onPublished: (messageId) => this.#stats.published(messageId),
+        onPublished: (seq) => this.#stats.published(seq),
       }),
       saveAssignment: (assignment) => this.#saveAssignment(assignment),
     });
@@ -662,7 +662,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
   }
 
   #onDelivered(messageId: string): void {
-    this.#stats.delivered(messageId);
+    this.#stats.delivered();
     this.#notify('delivered', messageId);
     this.#drainCheck?.();
   }

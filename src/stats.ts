@@ -121,8 +121,6 @@ export interface DeviceStats {
 
 /** Distinct rules counted by name in `disconnects.byRule`; the classifier has about 60. */
 export const MAX_RULE_KEYS = 64;
-/** Ids published and not yet delivered or dropped that are remembered to spot a resend. */
-export const MAX_TRACKED_PUBLISHES = 100_000;
 
 /** +1, saturating at Number.MAX_SAFE_INTEGER: every counter of DeviceStats goes through it. */
 export function saturatingIncrement(value: number): number {
@@ -175,8 +173,13 @@ export class StatsCollector {
   readonly #droppedByReason: Partial<Record<DroppedMessage['reason'], number>> = {};
   #lastDeliveredAt: number | null = null;
   #lastError: Failure | null = null;
-  /** Published and still in the outbox: publishing one again is a resend (insertion order = age). */
-  readonly #published = new Set<string>();
+  /**
+   * The highest outbox seq published so far. The pump publishes in seq order and, after a
+   * connection ends, starts again from the oldest message not yet acknowledged, and every new
+   * message gets a higher seq: a publish at or below this mark is a resend. (One number instead
+   * of a set of ids: no hashing per message and nothing to bound.)
+   */
+  #publishedUpTo = -Infinity;
   #listener: StatsCountListener | null = null;
 
   constructor(
@@ -228,26 +231,23 @@ export class StatsCollector {
     }
   }
 
-  published(messageId: string): void {
-    if (this.#published.has(messageId)) {
-      this.#resent = saturatingIncrement(this.#resent);
-      this.#listener?.counted('resent');
+  /** A telemetry message, by its outbox seq, was handed to the SDK. */
+  published(seq: number): void {
+    if (seq > this.#publishedUpTo) {
+      this.#publishedUpTo = seq;
       return;
     }
-    // Bounded: the oldest remembered publish is forgotten first (a later resend of it goes uncounted).
-    if (this.#published.size >= MAX_TRACKED_PUBLISHES) this.#published.delete(this.#published.values().next().value!);
-    this.#published.add(messageId);
+    this.#resent = saturatingIncrement(this.#resent);
+    this.#listener?.counted('resent');
   }
 
-  delivered(messageId: string): void {
-    this.#published.delete(messageId);
+  delivered(): void {
     this.#delivered = saturatingIncrement(this.#delivered);
     this.#lastDeliveredAt = this.clock.now();
     this.#listener?.counted('delivered');
   }
 
   dropped(dropped: DroppedMessage): void {
-    this.#published.delete(dropped.messageId);
     this.#dropped = saturatingIncrement(this.#dropped);
     bumpKey(this.#droppedByReason, dropped.reason);
     this.#listener?.dropped(dropped.reason);

@@ -55,8 +55,8 @@ export interface HubSettings {
   logger: Logger;
   outbox: Outbox;
   onDelivered(messageId: string): void;
-  /** Each publish of a telemetry message, before its PUBACK (a message published twice was resent). */
-  onPublished?(messageId: string): void;
+  /** Each publish of a telemetry message (its outbox seq), before its PUBACK (a message published twice was resent). */
+  onPublished?(seq: number): void;
 }
 
 /** What a session feature gets: the SDK client of ONE connection epoch, valid until its cleanup runs. */
@@ -277,7 +277,7 @@ class TelemetryPump {
       return;
     }
     this.inFlight++;
-    this.settings.onPublished?.(message.messageId);
+    this.settings.onPublished?.(message.seq);
     let publishing: Promise<unknown>;
     try {
       publishing = this.client.sendEvent(toSdkMessage(message));

@@ -138,12 +138,12 @@ describe('DeviceMetrics: counters fed as the stats count', () => {
     const { reader, outbox, stats } = harness();
     const limited = new MemoryOutbox({ maxCount: 1, maxBytes: 1_000_000, whenFull: 'drop-oldest' });
     limited.onDropped((dropped) => stats.dropped(dropped));
-    for (const id of ['a', 'b', 'c']) outbox.add(message(id, T0));
-    stats.published('a');
-    stats.published('b');
-    stats.published('a'); // the connection ended before a's PUBACK: sent again
-    stats.delivered('a');
-    stats.delivered('b');
+    const [a, b] = ['a', 'b', 'c'].map((id) => outbox.add(message(id, T0)));
+    stats.published(a!.seq);
+    stats.published(b!.seq);
+    stats.published(a!.seq); // the connection ended before a's PUBACK: sent again
+    stats.delivered();
+    stats.delivered();
     outbox.drop('c', 'unsendable');
     limited.add(message('x', T0));
     limited.add(message('y', T0)); // x dropped: outbox-full
@@ -182,11 +182,11 @@ describe('DeviceMetrics: what is observed at each collection', () => {
     stats.started();
     go('Connecting');
     go('Connected');
-    outbox.add(message('m1', T0, 100));
+    const m1 = outbox.add(message('m1', T0, 100));
     outbox.add(message('m2', T0, 50));
     outbox.add(message('m3', T0, 25));
-    stats.published('m1');
-    stats.delivered('m1');
+    stats.published(m1.seq);
+    stats.delivered();
     outbox.remove('m1');
     clock.increment(30_000); // 30 s connected
     lose('transient', 'socket-reset');
@@ -238,10 +238,10 @@ describe('DeviceMetrics: what is observed at each collection', () => {
     const { reader, stats, outbox, go, lose } = harness();
     stats.started();
     go('Connected');
-    outbox.add(message('m', T0));
-    stats.published('m');
-    stats.published('m');
-    stats.delivered('m');
+    const m = outbox.add(message('m', T0));
+    stats.published(m.seq);
+    stats.published(m.seq);
+    stats.delivered();
     go('Provisioning');
     go('CheckingAssignment');
     go('Connected', 'hub-b');

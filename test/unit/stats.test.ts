@@ -106,15 +106,15 @@ describe('StatsCollector: the figures', () => {
 
   test('delivered, resent (published again before its PUBACK), dropped by reason, time since the last delivery', () => {
     const { clock, outbox, stats } = harness();
-    for (const id of ['a', 'b', 'c']) outbox.add(message(id, T0));
-    stats.published('a');
-    stats.published('b');
-    // The connection ended before b's PUBACK: published again on the next one.
-    stats.published('b');
-    stats.delivered('a');
+    const [a, b] = ['a', 'b', 'c'].map((id) => outbox.add(message(id, T0)));
+    stats.published(a!.seq);
+    stats.published(b!.seq);
+    // The connection ended before b's PUBACK: the next one publishes from b again.
+    stats.published(b!.seq);
+    stats.delivered();
     outbox.remove('a');
     clock.increment(3000);
-    stats.delivered('b');
+    stats.delivered();
     outbox.remove('b');
     outbox.drop('c', 'unsendable', 'too big');
     clock.increment(4000);
@@ -125,8 +125,8 @@ describe('StatsCollector: the figures', () => {
       droppedByReason: { unsendable: 1 },
       sinceLastDeliveredMs: 4000,
     });
-    // A delivered id is forgotten: a new message with the same id later is no resend.
-    stats.published('b');
+    // A message captured later is no resend, even one with a delivered message's id.
+    stats.published(outbox.add(message('b', T0)).seq);
     expect(stats.snapshot().messages.resent).toBe(1);
   });
 
