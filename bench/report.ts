@@ -24,8 +24,15 @@ function fleetCell(r: { devices: number; dps: { throttled: number; peakRegisterR
   return `${s(time, 1)} (${ratio === null ? 'n/a' : `${ratio.toFixed(2)}×`}), 429s ${throttled} (${pct(throttled / r.devices)}), peak ${r.dps?.peakRegisterRequestsPerSec ?? 'n/a'} reg/s`;
 }
 
-/** How busy and how fast the machine was over a set of rounds (host speed: records from before it was measured have none). */
-function machineNote(f: { maxLoad1: number; maxForeignCores: number; maxHostSlowdown?: number; fastestHostSpeedMs?: number }): string {
+/** How busy and how fast the machine was over a set of rounds or pairs (host speed: records from before it was measured have none). */
+interface MachineFigures {
+  maxLoad1: number;
+  maxForeignCores: number;
+  maxHostSlowdown?: number;
+  fastestHostSpeedMs?: number;
+}
+
+function machineNote(f: MachineFigures): string {
   const host =
     f.maxHostSlowdown === undefined || f.fastestHostSpeedMs === undefined
       ? ', no host-speed check'
@@ -85,7 +92,7 @@ export function renderTable(results: BenchResults): string {
     // Records from before the per-round load carry no `all`: their figures are all-rounds, load unknown.
     const all = t.all ?? { rounds: t.repeats, memoryRatio: t.memoryRatio, durableRatio: t.durableRatio, maxLoad1: NaN, maxForeignCores: NaN };
     const quiet = t.all ? t.quiet : null;
-    const loadNote = (f: { rounds: number; maxLoad1: number; maxForeignCores: number; maxHostSlowdown?: number; fastestHostSpeedMs?: number }) =>
+    const loadNote = (f: MachineFigures & { rounds: number }) =>
       Number.isFinite(f.maxLoad1) ? `${f.rounds} rounds, ${machineNote(f)}` : `${f.rounds} rounds, load not recorded`;
     for (const [label, key, goal] of [
       ['4a throughput, in-memory outbox', 'memoryRatio', 0.95],
@@ -139,7 +146,7 @@ export function renderTable(results: BenchResults): string {
   }
   const l = results.load;
   if (l) {
-    const note = (f: { pairs: number; maxLoad1: number; maxForeignCores: number; maxHostSlowdown?: number; fastestHostSpeedMs?: number }) => `${f.pairs} pairs, ${machineNote(f)}`;
+    const note = (f: MachineFigures & { pairs: number }) => `${f.pairs} pairs, ${machineNote(f)}`;
     const headline = l.quiet
       ? `quiet: ${l.quiet.hubstateMs} ms (${l.quiet.ratio.toFixed(2)}×, ${note(l.quiet)})`
       : `**busy machine** (no quiet pair): ${l.all.hubstateMs} ms (${l.all.ratio.toFixed(2)}×)`;
