@@ -2,9 +2,10 @@
 import type { ColdBootResult } from './fleet-boot';
 import type { FailoverResult } from './failover';
 import type { HerdResult } from './herd';
-import type { LoadResult } from './load';
+import type { LoadFigures, LoadResult } from './load';
 import type { MemoryResult } from './memory';
-import type { ThroughputResult } from './throughput';
+import type { MedianInterval } from './stats';
+import type { ThroughputFigures, ThroughputResult } from './throughput';
 
 export interface BenchResults {
   failover?: FailoverResult;
@@ -38,6 +39,17 @@ function machineNote(f: MachineFigures): string {
       ? ', no host-speed check'
       : `, host ≤ ${f.maxHostSlowdown}× its fastest (speed workload ${f.fastestHostSpeedMs} ms)`;
   return `load1 ≤ ${f.maxLoad1}, other processes ≤ ${f.maxForeignCores} cores${host}`;
+}
+
+/** ", 95 % CI 0.91–0.98" for a median ratio's interval; nothing for records without one. */
+function intervalNote(interval: MedianInterval | null | undefined): string {
+  return interval ? `, ${Math.round(interval.confidence * 100)} % CI ${interval.low.toFixed(2)}–${interval.high.toFixed(2)}` : '';
+}
+
+/** The "met" cell: yes/no on the median, and whether the median's interval lies across the goal. */
+function metCell(met: boolean, interval: MedianInterval | null | undefined, goal: number): string {
+  const spans = interval != null && interval.low <= goal && goal <= interval.high;
+  return `${yes(met)}${spans ? ' (the interval spans the goal)' : ''}`;
 }
 
 export function renderTable(results: BenchResults): string {
@@ -99,15 +111,17 @@ export function renderTable(results: BenchResults): string {
       ['4b throughput, durable SQLite outbox', 'durableRatio', 0.85],
     ] as const) {
       const rate = key === 'memoryRatio' ? t.memoryMsgsPerSec : t.durableMsgsPerSec;
+      const intervalKey = key === 'memoryRatio' ? 'memoryRatioInterval' : 'durableRatioInterval';
+      const intervalOf = (f: Partial<ThroughputFigures>) => f[intervalKey];
       const headline = quiet
-        ? `quiet: ${quiet[key].toFixed(2)}× raw (${loadNote(quiet)})`
+        ? `quiet: ${quiet[key].toFixed(2)}× raw (${loadNote(quiet)}${intervalNote(intervalOf(quiet))})`
         : `**busy machine** (no quiet round): ${all[key].toFixed(2)}× raw`;
       rows.push([
         label,
-        `${rate} msg/s; ${headline}; all rounds: ${all[key].toFixed(2)}× (${loadNote(all)})`,
+        `${rate} msg/s; ${headline}; all rounds: ${all[key].toFixed(2)}× (${loadNote(all)}${intervalNote(intervalOf(all))})`,
         `raw SDK sendEvent, ${t.inFlight} in flight: ${t.rawMsgsPerSec} msg/s`,
         `≥ ${goal}× raw (quiet rounds)`,
-        quiet ? yes(quiet[key] >= goal) : `n/a (busy: ${yes(all[key] >= goal)} on all rounds)`,
+        quiet ? metCell(quiet[key] >= goal, intervalOf(quiet), goal) : `n/a (busy: ${yes(all[key] >= goal)} on all rounds)`,
       ]);
     }
   }
@@ -146,16 +160,21 @@ export function renderTable(results: BenchResults): string {
   }
   const l = results.load;
   if (l) {
-    const note = (f: MachineFigures & { pairs: number }) => `${f.pairs} pairs, ${machineNote(f)}`;
+    const note = (f: LoadFigures) => `${f.pairs} pairs, ${machineNote(f)}${intervalNote(f.ratioInterval)}`;
     const headline = l.quiet
       ? `quiet: ${l.quiet.hubstateMs} ms (${l.quiet.ratio.toFixed(2)}×, ${note(l.quiet)})`
       : `**busy machine** (no quiet pair): ${l.all.hubstateMs} ms (${l.all.ratio.toFixed(2)}×)`;
+    const headlineFigures = l.quiet ?? l.all;
+    const overRuntimes =
+      headlineFigures.sdkXstateMs !== undefined && headlineFigures.ratioOverSdkXstate !== undefined
+        ? `; SDK modules + XState (the runtimes the project requires): ${headlineFigures.sdkXstateMs} ms, ours ${headlineFigures.ratioOverSdkXstate.toFixed(2)}× it${intervalNote(headlineFigures.ratioOverSdkXstateInterval)}`
+        : '';
     rows.push([
       '6 module load, process start → require(hubstate)',
       `${headline}; all pairs: ${l.all.hubstateMs} ms (${l.all.ratio.toFixed(2)}×, ${note(l.all)}); ${l.hubstateFiles} files${l.withDevice ? `; loaded + one device created (default logger): ${l.withDevice.ms} ms, ${l.withDevice.files} files` : ''}`,
-      `raw SDK modules (device, MQTT, DPS, SAS): ${l.sdkMs} ms; ${l.sdkFiles} files`,
+      `raw SDK modules (device, MQTT, DPS, SAS): ${l.sdkMs} ms; ${l.sdkFiles} files${overRuntimes}`,
       '≤ 1.1× SDK (quiet pairs)',
-      l.quiet ? yes(l.quiet.ratio <= 1.1) : `n/a (busy: ${yes(l.all.ratio <= 1.1)} on all pairs)`,
+      l.quiet ? metCell(l.quiet.ratio <= 1.1, l.quiet.ratioInterval, 1.1) : `n/a (busy: ${yes(l.all.ratio <= 1.1)} on all pairs)`,
     ]);
   }
   const header = ['figure', 'ours', 'reference (same run, same local cloud)', 'goal', 'met'];

@@ -30,6 +30,38 @@ export function median(values: readonly number[]): number {
   return summarize(values).median;
 }
 
+/**
+ * A distribution-free confidence interval for the median: the order statistics x(k) and
+ * x(n+1-k), with k the largest for which P(Binomial(n, ½) < k) ≤ (1 − level)/2. No assumption
+ * about the spread of the samples (per-round ratios are skewed when the host slows), and no
+ * resampling to seed. `confidence` is the interval's exact coverage (≥ `level`); null when n is
+ * too small for any interval at that level (n < 6 at 95 %).
+ */
+export interface MedianInterval {
+  low: number;
+  high: number;
+  confidence: number;
+}
+
+export function medianInterval(values: readonly number[], level = 0.95): MedianInterval | null {
+  const sorted = [...values].filter(Number.isFinite).sort((a, b) => a - b);
+  const n = sorted.length;
+  const tail = (1 - level) / 2;
+  // P(X = i) for X ~ Binomial(n, ½), in log space so that no n underflows 2^-n.
+  let logP = -n * Math.LN2;
+  let below = 0; // P(X < k)
+  let k = 0;
+  for (let i = 0; i < n / 2; i++) {
+    const next = below + Math.exp(logP);
+    if (next > tail) break;
+    below = next;
+    k = i + 1;
+    logP += Math.log((n - i) / (i + 1));
+  }
+  if (k === 0) return null;
+  return { low: sorted[k - 1]!, high: sorted[n - k]!, confidence: 1 - 2 * below };
+}
+
 export const round = (x: number, digits = 1): number => (Number.isFinite(x) ? Math.round(x * 10 ** digits) / 10 ** digits : x);
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

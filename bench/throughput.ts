@@ -5,7 +5,7 @@
  * properties (message id, content type/encoding, creation time).
  *
  * The three senders stay connected for the whole run (one process, the cloud in another) and run
- * in turn, round after round, so each ratio compares neighbours in time; a round sends M
+ * in turn, round after round (who goes first rotates), so each ratio compares neighbours in time; a round sends M
  * messages per sender, from the first accepted to the last acknowledged. The application keeps
  * a bounded backlog (tops the outbox up to 256 whenever fewer than 128 are waiting), as a
  * producer that keeps up would; the raw loop's backlog is its 16 in flight. Figures: medians
@@ -25,7 +25,7 @@ import type { Client } from 'azure-iot-device';
 import { createDevice, type Device } from '../src/device';
 import { launchCloud, type BenchCloud } from './cloud';
 import { closeQuietly, rawMessage, rawOpen, rawRegister } from './raw-sdk';
-import { isQuiet, median, quietCriterion, round, startLoadWindow, type LoadWindow } from './stats';
+import { isQuiet, median, medianInterval, quietCriterion, round, startLoadWindow, type LoadWindow, type MedianInterval } from './stats';
 
 export interface ThroughputOptions {
   messages: number;
@@ -56,6 +56,9 @@ export interface ThroughputFigures {
   durableMsgsPerSec: number;
   memoryRatio: number;
   durableRatio: number;
+  /** 95 % confidence intervals of the two median ratios (stats.ts medianInterval); null under 6 rounds. */
+  memoryRatioInterval: MedianInterval | null;
+  durableRatioInterval: MedianInterval | null;
   /** Highest 1-minute load average over these rounds. */
   maxLoad1: number;
   maxForeignCores: number;
@@ -100,6 +103,8 @@ function figuresOf(rounds: ThroughputRound[], fastestHostSpeedMs: number): Throu
     durableMsgsPerSec: round(median(rounds.map((r) => r.durable)), 0),
     memoryRatio: round(median(rounds.map((r) => r.memoryRatio)), 3),
     durableRatio: round(median(rounds.map((r) => r.durableRatio)), 3),
+    memoryRatioInterval: medianInterval(rounds.map((r) => r.memoryRatio)),
+    durableRatioInterval: medianInterval(rounds.map((r) => r.durableRatio)),
     maxLoad1: Math.max(...rounds.map((r) => r.load1)),
     maxForeignCores: Math.max(...rounds.map((r) => r.foreignCores)),
     fastestHostSpeedMs,
@@ -159,6 +164,13 @@ async function openDevice(cloud: BenchCloud, registrationId: string, dataDir?: s
   return device;
 }
 
+/** The order of the three senders in round r is SENDER_ORDERS[r % 3]: each goes first, second and third in turn. */
+const SENDER_ORDERS = [
+  ['raw', 'memory', 'durable'],
+  ['memory', 'durable', 'raw'],
+  ['durable', 'raw', 'memory'],
+] as const;
+
 const BACKLOG_HIGH = 256;
 const BACKLOG_LOW = 128;
 
@@ -217,9 +229,11 @@ export async function benchThroughput(options: ThroughputOptions): Promise<Throu
     await deviceRun(memory, warm);
     await deviceRun(durable, warm);
     for (let r = 0; r < options.repeats; r++) {
-      const [rawRate, rawLoad] = await measured(() => rawRun(raw!, options.messages));
-      const [memoryRate, memoryLoad] = await measured(() => deviceRun(memory, options.messages));
-      const [durableRate, durableLoad] = await measured(() => deviceRun(durable, options.messages));
+      // Who goes first rotates each round, so no sender always follows the same one (its GC, the cloud's backlog).
+      const runs = { raw: () => rawRun(raw!, options.messages), memory: () => deviceRun(memory, options.messages), durable: () => deviceRun(durable, options.messages) };
+      const measuredRuns = {} as Record<keyof typeof runs, [number, LoadWindow]>;
+      for (const sender of SENDER_ORDERS[r % SENDER_ORDERS.length]!) measuredRuns[sender] = await measured(runs[sender]);
+      const { raw: [rawRate, rawLoad], memory: [memoryRate, memoryLoad], durable: [durableRate, durableLoad] } = measuredRuns;
       const loads = [rawLoad, memoryLoad, durableLoad];
       const foreignCores = Math.max(...loads.map((l) => l.foreignCores));
       perRound.push({

@@ -11,7 +11,7 @@ import { benchHerd } from '../../bench/herd';
 import { summarizeLoad } from '../../bench/load';
 import { measureMemory, summarizeMemory } from '../../bench/memory';
 import { renderTable } from '../../bench/report';
-import { summarize } from '../../bench/stats';
+import { medianInterval, summarize } from '../../bench/stats';
 import { benchThroughput } from '../../bench/throughput';
 import { fleetPolicy, runFleetCommand, staggerSchedule } from 'hubstate-tools/fleet';
 import { resolvePolicy } from '../../src/policy/backoff';
@@ -41,6 +41,39 @@ describe('fleet library', () => {
   test('summarize: median and nearest-rank p95', () => {
     expect(summarize([5, 1, 3, 2, 4])).toEqual({ n: 5, median: 3, p95: 5, min: 1, max: 5 });
     expect(summarize(Array.from({ length: 20 }, (_, i) => i + 1)).p95).toBe(19);
+  });
+
+  test('medianInterval: the order statistics the binomial law picks for 95 %; none under 6 samples', () => {
+    const ranks = (n: number) => Array.from({ length: n }, (_, i) => n - i); // descending: it sorts
+    expect(medianInterval(ranks(5))).toBeNull();
+    expect(medianInterval(ranks(6))).toEqual({ low: 1, high: 6, confidence: 1 - 2 / 64 });
+    expect(medianInterval(ranks(9))).toEqual({ low: 2, high: 8, confidence: 1 - 20 / 512 });
+    // Published tables (e.g. Conover, Practical Nonparametric Statistics): n = 28 → (9, 20), n = 100 → (40, 61).
+    expect(medianInterval(ranks(28))).toMatchObject({ low: 9, high: 20 });
+    expect(medianInterval(ranks(100))).toMatchObject({ low: 40, high: 61 });
+    expect(medianInterval(ranks(100))!.confidence).toBeGreaterThanOrEqual(0.95);
+    expect(medianInterval([...ranks(9), NaN])).toEqual(medianInterval(ranks(9)));
+  });
+
+  test('module load: the table gives the ratio\'s interval, says when it spans the goal, and our share over SDK + XState', () => {
+    const window = { load1: 1, foreignCores: 0, ownCores: 1, hostSpeedMs: 1 };
+    const ratios = [1.05, 1.07, 1.08, 1.09, 1.1, 1.11, 1.12, 1.14];
+    const load = {
+      ...summarizeLoad(
+        2,
+        341,
+        292,
+        ratios.map((ratio) => ({ hubstateMs: 100 * ratio, sdkMs: 100, ratio, sdkXstateMs: 105, ratioOverSdkXstate: (100 * ratio) / 105, load: window, quiet: false })),
+      ),
+      withDevice: { ms: 130, files: 370, samples: [130] },
+    };
+    expect(load.quiet?.ratioInterval).toEqual({ low: 1.05, high: 1.14, confidence: 1 - 2 / 256 });
+    expect(load.quiet?.sdkXstateMs).toBe(105);
+    const row = renderTable({ load }).split('\n').find((line) => line.startsWith('| 6 module load'))!;
+    expect(row).toMatch(/99 % CI 1\.05–1\.14/);
+    expect(row).toMatch(/SDK modules \+ XState .*: 105 ms, ours 1\.0[0-9]× it/);
+    // Median 1.095 (the mean of the middle two of eight) meets 1.1, but the interval reaches 1.14.
+    expect(row).toMatch(/\| yes \(the interval spans the goal\) \|$/);
   });
 
   test('hubstate fleet: progress and a summary against the floor', async () => {
