@@ -52,7 +52,7 @@ export function fullPlan(quick: boolean, fleetRoundsFlag?: string): ScenarioSpec
         { name: 'failover', params: { runs: 30, seedSampleDevices: 20 } },
         { name: 'coldboot', params: { devices: 2000, dpsRatePerSec: 100 } },
         { name: 'herd', params: { devices: 1000, dpsRatePerSec: 100 } },
-        { name: 'throughput', params: { messages: 20_000, repeats: 10 } },
+        { name: 'throughput', params: { messages: 20_000, repeats: 30 } },
         { name: 'memory', params: { devices: 1000 } },
         { name: 'load', params: { runs: 31 } },
         fleet10k,
