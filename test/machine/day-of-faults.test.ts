@@ -1,0 +1,195 @@
+/**
+ * A day of one fault, on the simulated clock with the shipped presets: what the device costs DPS
+ * and the hub after 24 hours, and whether it ever stops trying. Failures are the real SDK errors
+ * (test/policy/sdk-fixtures.ts) classified by the real table (toFailure), so a change of a row
+ * shows here as a change of behaviour over a day.
+ */
+import { createActor, fromPromise, SimulatedClock } from 'xstate';
+import { leafStateName } from '../../machines/device.machine';
+import { waitUntilWork } from '../../src/actors/wait';
+import type { Clock } from '../../src/clock';
+import { DEFAULT_POLICY, PRESETS } from '../../src/policy/backoff';
+import { toFailure } from '../../src/policy/classify';
+import type { Failure, Phase, RetryPolicy } from '../../src/policy/types';
+import { FakeCloud } from '../support/fake-actors';
+import { hubErrorBody, socketError, twinAnswer } from '../policy/sdk-fixtures';
+
+const MINUTE_MS = 60_000;
+const HOUR_MS = 60 * MINUTE_MS;
+const DAY_MS = 24 * HOUR_MS;
+
+/**
+ * The device's wall clock (`Date.now()`: NTP may step it) over the simulated monotonic time that
+ * Node's timers run on: `jump(ms)` moves what `now()` says, never when a pending timer fires.
+ */
+class SteppedWallClock implements Clock {
+  offsetMs = 0;
+  constructor(private readonly monotonic: SimulatedClock) {}
+  now(): number {
+    return this.monotonic.now() + this.offsetMs;
+  }
+  setTimeout(fn: (...args: unknown[]) => void, timeout: number): unknown {
+    return this.monotonic.setTimeout(fn, timeout);
+  }
+  clearTimeout(id: unknown): void {
+    this.monotonic.clearTimeout(id);
+  }
+  jump(ms: number): void {
+    this.offsetMs += ms;
+  }
+}
+
+interface Fault {
+  /** A hub connect: undefined accepts it, an error refuses it. */
+  connect?: () => unknown;
+  /** Right after an accepted connect (the twin GET of every session): an error ends the session. */
+  session?: () => unknown;
+  /** A registration: undefined assigns the hub, an error fails it. */
+  register?: () => unknown;
+  /** A status lookup: undefined answers "this hub", an error fails it. */
+  lookup?: () => unknown;
+}
+
+interface DayFigures {
+  registrations: number;
+  lookups: number;
+  hubAttempts: number;
+  sessions: number;
+  /** Monotonic times of every DPS request (registrations and lookups). */
+  dpsAt: number[];
+  state: string;
+  maxCounter: number;
+}
+
+/**
+ * Drives one device through `durationMs` of `fault` (a cached, proven hub unless `cached` is false),
+ * answering every actor at once and waiting out every backoff. `onTick` may step the wall clock.
+ */
+async function runFault(fault: Fault, options: { policy?: RetryPolicy; cached?: boolean; durationMs?: number; onTick?: (elapsedMs: number, wall: SteppedWallClock) => void; until?: (cloud: FakeCloud) => boolean } = {}) {
+  const cloud = new FakeCloud();
+  const wall = new SteppedWallClock(cloud.clock);
+  const stamp = (error: unknown, phase: Phase): Failure => toFailure(error, phase, wall.now());
+  const machine = cloud.machine().provide({ actors: { waitUntil: fromPromise(waitUntilWork(wall)) } });
+  const actor = createActor(machine, {
+    clock: cloud.clock,
+    input: {
+      registrationId: 'dev-1',
+      policy: options.policy ?? DEFAULT_POLICY,
+      seed: 7,
+      cachedAssignment: options.cached === false ? null : { hubHost: cloud.hub.hubHost, deviceId: 'dev-1', assignedAt: 1 },
+    },
+  });
+  actor.start();
+  actor.send({ type: 'START' });
+  await cloud.flush();
+  const start = cloud.clock.now();
+  const durationMs = options.durationMs ?? DAY_MS;
+  const figures: DayFigures = { registrations: 0, lookups: 0, hubAttempts: 0, sessions: 0, dpsAt: [], state: '', maxCounter: 0 };
+  while (cloud.clock.now() - start < durationMs && !(options.until?.(cloud) ?? false)) {
+    options.onTick?.(cloud.clock.now() - start, wall);
+    const snapshot = actor.getSnapshot();
+    const { context } = snapshot;
+    figures.maxCounter = Math.max(figures.maxCounter, context.dpsAttempts, context.hubAttempts);
+    if (cloud.opens.length) {
+      figures.hubAttempts++;
+      const refusal = fault.connect?.();
+      if (refusal !== undefined) await cloud.failOpen(stamp(refusal, 'hub-connect'));
+      else {
+        cloud.opens.shift()!.resolve({ connectedAt: wall.now() });
+        await cloud.flush();
+        figures.sessions++;
+        const loss = fault.session?.();
+        if (loss !== undefined) {
+          const epoch = actor.getSnapshot().context.epoch;
+          cloud.sessions.get(epoch)?.({ type: 'HUB_LOST', epoch, failure: stamp(loss, 'hub-session') });
+          await cloud.flush();
+        } else await cloud.advance(MINUTE_MS); // a working session: let time pass
+      }
+    } else if (cloud.provisions.length) {
+      figures.registrations++;
+      figures.dpsAt.push(cloud.clock.now() - start);
+      const failure = fault.register?.();
+      if (failure !== undefined) await cloud.failProvision(stamp(failure, 'dps'));
+      else {
+        cloud.provisions.shift()!.resolve({ ...cloud.hub, assignedAt: wall.now() });
+        await cloud.flush();
+      }
+    } else if (cloud.lookups.length) {
+      figures.lookups++;
+      figures.dpsAt.push(cloud.clock.now() - start);
+      const failure = fault.lookup?.();
+      if (failure !== undefined) await cloud.failLookup(stamp(failure, 'dps-lookup'));
+      else {
+        cloud.lookups.shift()!.resolve({ ...cloud.hub, checkedAt: wall.now() });
+        await cloud.flush();
+      }
+    } else if (leafStateName(snapshot.value) === 'BackingOff') {
+      // Wait out the timer the device armed: its length was fixed when the wait began.
+      const [pending] = [...(cloud.clock as unknown as { timeouts: Map<number, { start: number; timeout: number }> }).timeouts.values()].sort((a, b) => a.start + a.timeout - (b.start + b.timeout));
+      await cloud.advance(Math.max(0, pending ? pending.start + pending.timeout - cloud.clock.now() : 0));
+    } else if (leafStateName(snapshot.value) === 'Connected') await cloud.advance(MINUTE_MS);
+    else break;
+  }
+  figures.state = leafStateName(actor.getSnapshot().value);
+  actor.stop();
+  return { figures, elapsedMs: cloud.clock.now() - start, cloud };
+}
+
+function minGap(times: number[]): number {
+  let gap = Infinity;
+  for (let i = 1; i < times.length; i++) gap = Math.min(gap, times[i]! - times[i - 1]!);
+  return gap;
+}
+
+describe('a day of one fault (default policy unless named)', () => {
+  test('DPS unreachable (ECONNREFUSED) for a day, nothing cached: retries forever, at least a minute apart after the quick ones, counters bounded', async () => {
+    const { figures } = await runFault({ register: () => socketError('ECONNREFUSED') }, { cached: false });
+    console.log(`a day of DPS refused, nothing cached: ${JSON.stringify({ ...figures, dpsAt: undefined, minGapMs: minGap(figures.dpsAt.slice(3)) })}`);
+    expect(figures.state).not.toBe('Failed');
+    // Never gives up: still registering in the last hour of the day.
+    expect(figures.dpsAt[figures.dpsAt.length - 1]).toBeGreaterThan(DAY_MS - HOUR_MS);
+    expect(minGap(figures.dpsAt.slice(DEFAULT_POLICY.quickRetries))).toBeGreaterThanOrEqual(DEFAULT_POLICY.slowRetryMinMs);
+    expect(figures.registrations).toBeLessThanOrEqual(DEFAULT_POLICY.quickRetries + DAY_MS / DEFAULT_POLICY.slowRetryMinMs);
+  });
+
+  test('DPS unreachable for a day while the cached hub works: not one DPS call', async () => {
+    const { figures } = await runFault({ register: () => socketError('ECONNREFUSED'), lookup: () => socketError('ECONNREFUSED') });
+    expect(figures.registrations + figures.lookups).toBe(0);
+    expect(figures.state).toBe('Connected');
+  });
+
+  test('hub refused (ECONNREFUSED) and DPS unreachable for a day: alternates hub retries and DPS, each at least a minute apart', async () => {
+    const { figures } = await runFault({ connect: () => socketError('ECONNREFUSED'), register: () => socketError('ECONNREFUSED'), lookup: () => socketError('ECONNREFUSED') });
+    console.log(`a day of hub and DPS refused: ${JSON.stringify({ ...figures, dpsAt: undefined })}`);
+    expect(figures.state).not.toBe('Failed');
+    // The cached hub is still tried all day (DPS never answered with another one).
+    expect(figures.hubAttempts).toBeGreaterThan(DAY_MS / DEFAULT_POLICY.maxDelayMs);
+    expect(figures.registrations).toBeLessThanOrEqual(DAY_MS / DEFAULT_POLICY.hubRetryWindowMs + 1);
+  });
+});
+
+describe('a hub that accepts the connection but throttles it for a day', () => {
+  // IoT Hub's daily message quota (403002) lasts until it resets at 00:00 UTC: up to a day.
+  const quota = async () => twinAnswer(403, hubErrorBody(403002, "Total number of messages on IotHub 'hub-1' exceeded the allocated quota."));
+  const throttled = async () => twinAnswer(429, hubErrorBody(429001, 'IoT Hub throttling limits have been exceeded for the requested operation.'));
+
+  test('the classification this scenario rests on: a twin GET answered 403002 is hub-quota-exceeded (throttled), 429001 hub-throttled', async () => {
+    expect(toFailure(await quota(), 'hub-session', 0)).toMatchObject({ rule: 'hub-quota-exceeded', errorClass: 'throttled' });
+    expect(toFailure(await throttled(), 'hub-session', 0)).toMatchObject({ rule: 'hub-throttled', errorClass: 'throttled' });
+  });
+
+  test.each([
+    ['daily quota exceeded (403002)', quota],
+    ['throttled (429001)', throttled],
+  ])('%s for a day: stays on its hub (which accepted it), at least a minute apart, and never registers: DPS would hand back the same hub', async (what, answer) => {
+    const error = await answer();
+    const { figures } = await runFault({ session: () => error });
+    console.log(`a day of hub ${what}: ${JSON.stringify({ ...figures, dpsAt: undefined })}`);
+    expect(figures.state).not.toBe('Failed');
+    // A hub-wide throttle hits every device on the hub: a registration each per hub window would
+    // be a fleet-wide DPS storm (96 a day each) for an answer that cannot change.
+    expect(figures.registrations).toBe(0);
+    expect(figures.lookups).toBe(0);
+    expect(figures.sessions).toBeLessThanOrEqual(DEFAULT_POLICY.quickRetries + DAY_MS / DEFAULT_POLICY.slowRetryMinMs);
+  });
+});
