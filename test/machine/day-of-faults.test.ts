@@ -32,7 +32,7 @@ class SteppedWallClock implements Clock {
     return this.monotonic.setTimeout(fn, timeout);
   }
   clearTimeout(id: unknown): void {
-    this.monotonic.clearTimeout(id);
+    this.monotonic.clearTimeout(id as number);
   }
   jump(ms: number): void {
     this.offsetMs += ms;
