@@ -31,8 +31,8 @@ export interface Classification {
    */
   assignmentInDoubt?: true;
   /**
-   * The service is up but busy (5xx, CONNACK 3 "server unavailable"): wait on it. Never a
-   * reason on its own to leave a hub for DPS, however long it lasts.
+   * The service is up but busy (5xx, CONNACK 3 "server unavailable", a hub throttling or over its
+   * daily quota): wait on it. Never a reason on its own to leave a hub for DPS, however long it lasts.
    */
   serverBusy?: true;
 }
