@@ -12,7 +12,7 @@ import { DEFAULT_POLICY, PRESETS } from '../../src/policy/backoff';
 import { toFailure } from '../../src/policy/classify';
 import type { Failure, Phase, RetryPolicy } from '../../src/policy/types';
 import { FakeCloud } from '../support/fake-actors';
-import { connackError, hubErrorBody, hubFirstConnect, socketError, twinAnswer } from '../policy/sdk-fixtures';
+import { connackError, dpsStatus, hubErrorBody, hubFirstConnect, socketError, twinAnswer } from '../policy/sdk-fixtures';
 
 const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;
@@ -154,6 +154,15 @@ describe('a day of one fault (default policy unless named)', () => {
     expect(figures.dpsAt[figures.dpsAt.length - 1]).toBeGreaterThan(DAY_MS - HOUR_MS);
     expect(minGap(figures.dpsAt.slice(DEFAULT_POLICY.quickRetries))).toBeGreaterThanOrEqual(DEFAULT_POLICY.slowRetryMinMs);
     expect(figures.registrations).toBeLessThanOrEqual(DEFAULT_POLICY.quickRetries + DAY_MS / DEFAULT_POLICY.slowRetryMinMs);
+  });
+
+  // Azure SDK for C (sdk/docs/iot/mqtt_state_machine.md, "Retry Timing"): `if (retry_after_seconds
+  // > 0) delay = retry-after; else the exponential back-off`. A zero is no retry-after.
+  test.each(['0', '0.0001'])('DPS answering 409 with retry-after=%s for an hour, nothing cached: the back-off curve, not a retry every second', async (retryAfter) => {
+    const { figures } = await runFault({ register: () => dpsStatus(409, {}, retryAfter) }, { cached: false, durationMs: HOUR_MS });
+    console.log(`an hour of DPS 409 retry-after=${retryAfter}: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(minGap(figures.dpsAt.slice(DEFAULT_POLICY.quickRetries))).toBeGreaterThanOrEqual(DEFAULT_POLICY.slowRetryMinMs);
+    expect(figures.registrations).toBeLessThanOrEqual(DEFAULT_POLICY.quickRetries + HOUR_MS / DEFAULT_POLICY.slowRetryMinMs);
   });
 
   test('DPS unreachable for a day while the cached hub works: not one DPS call', async () => {
