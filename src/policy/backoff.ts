@@ -45,11 +45,14 @@ const MAX_EXPONENT = 30;
  */
 export const MAX_RETRY_AFTER_MS = 3_600_000;
 
-/** A `retry-after` value in seconds (header or topic parameter) as ms, capped; undefined if absent or invalid. */
+/**
+ * A `retry-after` value in seconds (header or topic parameter) as ms, capped; undefined if absent,
+ * invalid, or rounding to 0 ms (no wait: the back-off curve decides, as with no retry-after).
+ */
 export function retryAfterMsFromSeconds(value: unknown): number | undefined {
   if (value === undefined || value === null || value === '') return undefined;
-  const seconds = Number(value);
-  return Number.isFinite(seconds) && seconds > 0 ? Math.min(Math.round(seconds * 1000), MAX_RETRY_AFTER_MS) : undefined;
+  const ms = Math.round(Number(value) * 1000);
+  return Number.isFinite(ms) && ms > 0 ? Math.min(ms, MAX_RETRY_AFTER_MS) : undefined;
 }
 
 /** The longest delay any policy field may ask for (24 h); no wait hubstate schedules is longer. */

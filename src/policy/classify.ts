@@ -181,10 +181,14 @@ function statusFromErrorCode(value: unknown): number | undefined {
   return asStatus(n);
 }
 
-/** Seconds (number or numeric string, fractions allowed) → ms; anything else → undefined. */
+/**
+ * Seconds (number or numeric string, fractions allowed) → ms; anything else → undefined. A wait
+ * that rounds to 0 ms is no retry-after (Azure SDK for C: `retry_after_seconds > 0`, else the
+ * back-off curve): honoured, it would replace the curve with a retry every second, forever.
+ */
 function secondsToMs(value: unknown): number | undefined {
   const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-  return typeof n === 'number' && Number.isFinite(n) && n >= 0 ? Math.round(n * 1000) : undefined;
+  return typeof n === 'number' && Number.isFinite(n) && Math.round(n * 1000) > 0 ? Math.round(n * 1000) : undefined;
 }
 
 function parseJson(value: unknown): unknown {
@@ -274,7 +278,7 @@ export function extractFacts(error: unknown, phase: Phase): ErrorFacts {
 
     const ownRetryAfterMs = read(link, 'retryAfterMs');
     facts.retryAfterMs ??=
-      (typeof ownRetryAfterMs === 'number' && Number.isFinite(ownRetryAfterMs) && ownRetryAfterMs >= 0
+      (typeof ownRetryAfterMs === 'number' && Number.isFinite(ownRetryAfterMs) && ownRetryAfterMs > 0
         ? ownRetryAfterMs
         : undefined) ??
       secondsToMs(read(link, 'retryAfter')) ??
