@@ -12,7 +12,7 @@ import { DEFAULT_POLICY, PRESETS } from '../../src/policy/backoff';
 import { toFailure } from '../../src/policy/classify';
 import type { Failure, Phase, RetryPolicy } from '../../src/policy/types';
 import { FakeCloud } from '../support/fake-actors';
-import { connackError, dpsStatus, hubErrorBody, hubFirstConnect, socketError, twinAnswer } from '../policy/sdk-fixtures';
+import { connackError, dpsAnswer, dpsRegistrationBody, dpsStatus, hubErrorBody, hubFirstConnect, socketError, twinAnswer } from '../policy/sdk-fixtures';
 
 const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;
@@ -178,6 +178,29 @@ describe('a day of one fault (default policy unless named)', () => {
     // The cached hub is still tried all day (DPS never answered with another one).
     expect(figures.hubAttempts).toBeGreaterThan(DAY_MS / DEFAULT_POLICY.maxDelayMs);
     expect(figures.registrations).toBeLessThanOrEqual(DAY_MS / DEFAULT_POLICY.hubRetryWindowMs + 1);
+  });
+});
+
+describe('what an operator must fix, for a day, under each preset: parked, DPS at most every 15-30 min', () => {
+  const presets = [['default', DEFAULT_POLICY], ['iotCentral', PRESETS.iotCentral], ['dpsAtScale', PRESETS.dpsAtScale]] as const;
+  /** Registrations a parked device may make in a day: the quick ones, then one per parkedMinDelayMs at most. */
+  const parkedBound = (policy: RetryPolicy) => policy.quickRetries + 1 + DAY_MS / policy.parkedMinDelayMs;
+
+  test.each(presets)('%s: disabled on its hub (CONNACK 5), DPS assigning it there again', async (_name, policy) => {
+    const { figures } = await runFault({ connect: () => hubFirstConnect(connackError(5)) }, { policy });
+    console.log(`a day disabled on the hub, ${_name}: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(figures.state).not.toBe('Failed');
+    expect(figures.registrations).toBeLessThanOrEqual(parkedBound(policy));
+    expect(minGap(figures.dpsAt.slice(policy.quickRetries + 2))).toBeGreaterThanOrEqual(policy.parkedMinDelayMs);
+  });
+
+  test.each(presets)("%s: DPS enrollment disabled (registration status 'disabled')", async (_name, policy) => {
+    const { error } = await dpsAnswer(200, dpsRegistrationBody('disabled'));
+    expect(toFailure(error, 'dps', 0)).toMatchObject({ rule: 'registration-disabled', errorClass: 'parked' });
+    const { figures } = await runFault({ register: () => error }, { policy, cached: false });
+    console.log(`a day of a disabled enrollment, ${_name}: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(figures.registrations).toBeLessThanOrEqual(parkedBound(policy));
+    expect(minGap(figures.dpsAt)).toBeGreaterThanOrEqual(policy.parkedMinDelayMs);
   });
 });
 
