@@ -77,7 +77,8 @@ export interface BackoffPolicy {
   parkedMaxDelayMs: number;
   /**
    * DPS at-scale fleet formula: when set, delays are uniform in [minDelayMs, max] with
-   * max = (devices / ratePerSec) / load seconds (T = N / cps), instead of the exponential curve;
+   * max = (devices / ratePerSec) / load seconds (T = N / cps), instead of the exponential curve
+   * (parked waits stay parked, stretched to max when it is longer than parkedMaxDelayMs);
    * [0, max] for the first retry after a lost connection; a floor (retry-after, 5xx minimum)
    * shifts the window up by the floor's excess over its start (same width, never clamped).
    */
