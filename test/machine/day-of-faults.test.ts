@@ -230,6 +230,25 @@ describe('a hub that accepts the connection but throttles it for a day', () => {
   });
 });
 
+describe('iotCentral preset (hubRetryWindowMs 60 s), a day of a hub outage DPS cannot route around', () => {
+  // IoT Central: 200 registrations a minute per application. The preset leaves an unreachable hub
+  // after 60 s so that a blip is not a registration storm; but DPS answering the same hub restarts
+  // the 60 s window, so a sustained outage is one registration (and one lookup) per ~80 s per
+  // device: 1,000 devices make ~750 registrations a minute, all day.
+  test.failing('hub refusing sockets, DPS assigning it again: DPS at most once per default hub window (15 min)', async () => {
+    const { figures } = await runFault({ connect: () => socketError('ECONNREFUSED') }, { policy: PRESETS.iotCentral });
+    console.log(`a day of an unreachable hub, iotCentral: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(figures.registrations + figures.lookups).toBeLessThanOrEqual(2 * (DAY_MS / DEFAULT_POLICY.hubRetryWindowMs + 1));
+  });
+
+  test.failing('hub refusing with CONNACK 3, DPS confirming it: a lookup at most once per default hub window (15 min)', async () => {
+    const { figures } = await runFault({ connect: () => hubFirstConnect(connackError(3)) }, { policy: PRESETS.iotCentral });
+    console.log(`a day of CONNACK 3, iotCentral: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(figures.registrations).toBe(0);
+    expect(figures.lookups).toBeLessThanOrEqual(DAY_MS / DEFAULT_POLICY.hubRetryWindowMs + 1);
+  });
+});
+
 describe('NTP steps the wall clock back during a failure run (an RTC set to local time, corrected to UTC)', () => {
   const STEP_BACK_MS = 6 * HOUR_MS;
   const HUB_A = 'hub-a.local';
