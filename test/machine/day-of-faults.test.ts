@@ -285,6 +285,38 @@ describe('NTP steps the wall clock back during a failure run (an RTC set to loca
     expect(tookMs).toBeLessThanOrEqual(DEFAULT_POLICY.hubRetryWindowMs + 2 * DEFAULT_POLICY.maxDelayMs);
   });
 
+  /** A 5 min outage of the cached hub (sockets refused), the wall clock stepped `stepMs` after the first refusal. */
+  async function outageAcrossStep(stepMs: number): Promise<DayFigures> {
+    let stepped = false;
+    const { figures } = await runFault(
+      { connect: () => socketError('ECONNREFUSED') },
+      {
+        durationMs: 5 * MINUTE_MS,
+        onTick: (_elapsedMs, wall, _cloud, figures) => {
+          if (!stepped && figures.hubAttempts === 1) {
+            stepped = true;
+            wall.jump(stepMs);
+          }
+        },
+      },
+    );
+    return figures;
+  }
+
+  test('a 5 min outage of the cached hub, no clock step: one lookup (unreachable for a minute), no registration', async () => {
+    const figures = await outageAcrossStep(0);
+    expect(figures.lookups).toBe(1);
+    expect(figures.registrations).toBe(0);
+  });
+
+  // Known gap, the other direction: a step forward spends the 15 min hub window at once, so a
+  // blip that happens to span an NTP correction (a fleet booting with RTC-less clocks) registers.
+  test.failing('stepped forward 1 h during that outage: still no registration (15 min on the hub have not passed)', async () => {
+    const figures = await outageAcrossStep(HOUR_MS);
+    console.log(`a 5 min outage across a 1 h step forward: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(figures.registrations).toBe(0);
+  });
+
   // Known gap: every duration the machine measures (hub window, confirmation, unreachable) is a
   // difference of wall-clock stamps (Failure.at = Date.now()). A step back of 6 h keeps DPS's
   // "same hub" current for 6 h 15 min of real time, and CONNACK 3 never spends the hub budget:
