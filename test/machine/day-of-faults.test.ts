@@ -6,6 +6,7 @@
  */
 import { createActor, fromPromise, SimulatedClock } from 'xstate';
 import { leafStateName } from '../../machines/device.machine';
+import { DpsLookupError } from '../../src/actors/lookup';
 import { waitUntilWork } from '../../src/actors/wait';
 import type { Clock } from '../../src/clock';
 import { DEFAULT_POLICY, PRESETS } from '../../src/policy/backoff';
@@ -227,6 +228,39 @@ describe('a hub that accepts the connection but throttles it for a day', () => {
     expect(figures.registrations).toBe(0);
     expect(figures.lookups).toBe(0);
     expect(figures.sessions).toBeLessThanOrEqual(DEFAULT_POLICY.quickRetries + DAY_MS / DEFAULT_POLICY.slowRetryMinMs);
+  });
+});
+
+describe('a status lookup DPS throttles with a long retry-after', () => {
+  /** The hub refuses with CONNACK 3 for `outageMs` then accepts; every lookup is answered 429 + `retryAfterSec`. Returns when the device is back. */
+  async function backOnHubAfter(outageMs: number, retryAfterSec: number): Promise<number> {
+    let elapsed = 0;
+    const { figures } = await runFault(
+      {
+        connect: () => (elapsed < outageMs ? hubFirstConnect(connackError(3)) : undefined),
+        lookup: () => new DpsLookupError(429, retryAfterSec * 1000, 'throttled'),
+      },
+      { onTick: (elapsedMs) => (elapsed = elapsedMs), until: (figures) => figures.sessions > 0 },
+    );
+    expect(figures.registrations).toBe(0);
+    return elapsed;
+  }
+
+  test('the classification this rests on: a lookup answered 429 carries its retry-after', () => {
+    expect(toFailure(new DpsLookupError(429, 3_600_000, 'throttled'), 'dps-lookup', 0)).toMatchObject({ rule: 'throttled-429', retryAfterMs: 3_600_000 });
+  });
+
+  test('retry-after 10 s: the busy hub (2 min of CONNACK 3) is back within a few minutes', async () => {
+    expect(await backOnHubAfter(2 * MINUTE_MS, 10)).toBeLessThanOrEqual(2 * MINUTE_MS + 2 * DEFAULT_POLICY.maxDelayMs);
+  });
+
+  // Known gap: planRetryOnSameHub carries DPS's retry-after into the next HUB attempt (so that its
+  // refusal does not ask DPS early): a lookup throttled for an hour keeps the device off a hub that
+  // recovered after 2 minutes for 60-90 min. The hub's retry needs no DPS; only the next lookup does.
+  test.failing('retry-after 1 h: the hub that recovered after 2 min is not left waiting for DPS (back within a few minutes)', async () => {
+    const back = await backOnHubAfter(2 * MINUTE_MS, 3600);
+    console.log(`back on a hub that recovered after 2 min, lookup throttled 1 h: after ${Math.round(back / MINUTE_MS)} min`);
+    expect(back).toBeLessThanOrEqual(2 * MINUTE_MS + 2 * DEFAULT_POLICY.maxDelayMs);
   });
 });
 
