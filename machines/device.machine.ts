@@ -212,7 +212,7 @@ function planHubRetry(context: DeviceContext, failure: Failure, afterLoss: boole
 
 /**
  * True when this hub failure spends the budget (attempt count or time window, first wins). A busy
- * service (5xx, CONNACK 3 on a hub DPS confirmed) never sends the device to DPS on its own.
+ * service (5xx, CONNACK 3 on a hub DPS confirmed, a hub throttling) never sends the device to DPS on its own.
  */
 function hubBudgetSpent(context: DeviceContext, failure: Failure): boolean {
   if (failure.serverBusy === true) return false;

@@ -45,11 +45,14 @@ const MAX_EXPONENT = 30;
  */
 export const MAX_RETRY_AFTER_MS = 3_600_000;
 
-/** A `retry-after` value in seconds (header or topic parameter) as ms, capped; undefined if absent or invalid. */
+/**
+ * A `retry-after` value in seconds (header or topic parameter) as ms, capped; undefined if absent,
+ * invalid, or rounding to 0 ms (no wait: the back-off curve decides, as with no retry-after).
+ */
 export function retryAfterMsFromSeconds(value: unknown): number | undefined {
   if (value === undefined || value === null || value === '') return undefined;
-  const seconds = Number(value);
-  return Number.isFinite(seconds) && seconds > 0 ? Math.min(Math.round(seconds * 1000), MAX_RETRY_AFTER_MS) : undefined;
+  const ms = Math.round(Number(value) * 1000);
+  return Number.isFinite(ms) && ms > 0 ? Math.min(ms, MAX_RETRY_AFTER_MS) : undefined;
 }
 
 /** The longest delay any policy field may ask for (24 h); no wait hubstate schedules is longer. */
@@ -109,6 +112,14 @@ export function nextDelay(policy: BackoffPolicy, req: DelayRequest, rngState: nu
     return { delayMs, capMs: delayMs, rngState };
   }
 
+  // Waiting for an operator: long and spread, whatever the attempt, in fleet mode too (its window
+  // of seconds would register a disabled device every half minute, all day). A fleet whose
+  // at-scale window is longer than the parked one is spread over that instead.
+  if (req.errorClass === 'parked') {
+    const fleetWindowMs = policy.fleet === undefined ? 0 : fleetMaxDelayMs(policy.fleet.devices, policy.fleet.ratePerSec, policy.fleet.load);
+    return drawAbove(policy.parkedMinDelayMs, Math.max(policy.parkedMinDelayMs, policy.parkedMaxDelayMs, fleetWindowMs), floor, Infinity, rngState);
+  }
+
   // Fleet: spread the whole fleet over the window the service can absorb, [min, T/load]. The
   // first retry after losing a working connection may start at 0 (as on the curve below): a fleet
   // whose hub died reaches DPS spread over [0, T/load], at the rate DPS can take. A floor
@@ -120,11 +131,6 @@ export function nextDelay(policy: BackoffPolicy, req: DelayRequest, rngState: nu
     const lo = firstAfterLoss ? 0 : policy.minDelayMs;
     const hi = Math.max(lo, fleetMaxDelayMs(devices, ratePerSec, load));
     return drawAbove(lo, hi, floor, Infinity, rngState);
-  }
-
-  // Waiting for an operator: long and spread, whatever the attempt.
-  if (req.errorClass === 'parked') {
-    return drawAbove(policy.parkedMinDelayMs, Math.max(policy.parkedMinDelayMs, policy.parkedMaxDelayMs), floor, Infinity, rngState);
   }
 
   // The service said when: never earlier, jitter proportional to the wait (a fleet throttled

@@ -66,6 +66,11 @@ export interface ClassificationRule {
   minDelayMs?: number;
   /** Ask DPS where the device belongs (status lookup) before acting on the class. */
   assignmentInDoubt?: true;
+  /**
+   * The service is up but busy, with no floor of its own (a hub throttling, a hub over its daily
+   * quota): never a reason to leave the hub for DPS. Rows with a floor are busy anyway.
+   */
+  serverBusy?: true;
   /** One line for docs and logs: why this class. */
   why: string;
 }
@@ -176,10 +181,14 @@ function statusFromErrorCode(value: unknown): number | undefined {
   return asStatus(n);
 }
 
-/** Seconds (number or numeric string, fractions allowed) → ms; anything else → undefined. */
+/**
+ * Seconds (number or numeric string, fractions allowed) → ms; anything else → undefined. A wait
+ * that rounds to 0 ms is no retry-after (Azure SDK for C: `retry_after_seconds > 0`, else the
+ * back-off curve): honoured, it would replace the curve with a retry every second, forever.
+ */
 function secondsToMs(value: unknown): number | undefined {
   const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-  return typeof n === 'number' && Number.isFinite(n) && n >= 0 ? Math.round(n * 1000) : undefined;
+  return typeof n === 'number' && Number.isFinite(n) && Math.round(n * 1000) > 0 ? Math.round(n * 1000) : undefined;
 }
 
 function parseJson(value: unknown): unknown {
@@ -269,7 +278,7 @@ export function extractFacts(error: unknown, phase: Phase): ErrorFacts {
 
     const ownRetryAfterMs = read(link, 'retryAfterMs');
     facts.retryAfterMs ??=
-      (typeof ownRetryAfterMs === 'number' && Number.isFinite(ownRetryAfterMs) && ownRetryAfterMs >= 0
+      (typeof ownRetryAfterMs === 'number' && Number.isFinite(ownRetryAfterMs) && ownRetryAfterMs > 0
         ? ownRetryAfterMs
         : undefined) ??
       secondsToMs(read(link, 'retryAfter')) ??
@@ -527,8 +536,11 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
   // Hub: on MQTT only a twin answer carries a status, and the SDK keeps only its text (see header),
   // so every hub-status row below is a twin answer recognised by IoT Hub's documented texts.
   {
+    // The hub accepted the device and answered it: the assignment is right, and DPS would hand
+    // back the same hub. A hub-wide throttle must not become a fleet-wide registration storm.
     rule: 'hub-throttled',
     errorClass: 'throttled',
+    serverBusy: true,
     when: (f) => hubStatus(f) === 429,
     why: 'hub 429, i.e. a twin answer (throttling / too many requests): wait on the throttled curve (a twin answer carries no retry-after)',
   },
@@ -537,6 +549,7 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     // hub, so reprovisioning would only add DPS load. Waiting is what helps.
     rule: 'hub-quota-exceeded',
     errorClass: 'throttled',
+    serverBusy: true,
     when: (f) => hubStatus(f) === 403,
     why: "hub 403, i.e. a twin answer (403002 'exceeded the allocated quota'): the daily quota; wait on the throttled curve, reprovisioning would return the same hub",
   },
@@ -679,8 +692,8 @@ export function classifyFacts(facts: ErrorFacts): Classification {
   if (facts.retryAfterMs !== undefined && row.errorClass !== 'fatal') classification.retryAfterMs = facts.retryAfterMs;
   if (row.minDelayMs !== undefined) classification.minDelayMs = row.minDelayMs;
   if (row.assignmentInDoubt) classification.assignmentInDoubt = true;
-  // The rows with a floor are the service saying it is busy (5xx, CONNACK 3).
-  if (row.minDelayMs !== undefined) classification.serverBusy = true;
+  // The rows with a floor are the service saying it is busy (5xx, CONNACK 3); so are the hub's throttles.
+  if (row.minDelayMs !== undefined || row.serverBusy) classification.serverBusy = true;
   return classification;
 }
 

@@ -31,8 +31,8 @@ export interface Classification {
    */
   assignmentInDoubt?: true;
   /**
-   * The service is up but busy (5xx, CONNACK 3 "server unavailable"): wait on it. Never a
-   * reason on its own to leave a hub for DPS, however long it lasts.
+   * The service is up but busy (5xx, CONNACK 3 "server unavailable", a hub throttling or over its
+   * daily quota): wait on it. Never a reason on its own to leave a hub for DPS, however long it lasts.
    */
   serverBusy?: true;
 }
@@ -77,7 +77,8 @@ export interface BackoffPolicy {
   parkedMaxDelayMs: number;
   /**
    * DPS at-scale fleet formula: when set, delays are uniform in [minDelayMs, max] with
-   * max = (devices / ratePerSec) / load seconds (T = N / cps), instead of the exponential curve;
+   * max = (devices / ratePerSec) / load seconds (T = N / cps), instead of the exponential curve
+   * (parked waits stay parked, stretched to max when it is longer than parkedMaxDelayMs);
    * [0, max] for the first retry after a lost connection; a floor (retry-after, 5xx minimum)
    * shifts the window up by the floor's excess over its start (same width, never clamped).
    */

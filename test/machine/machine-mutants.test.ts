@@ -349,14 +349,16 @@ describe('who gets the short first retry after a loss ([0, firstRetryMaxMs])', (
     expect(device.context().delayMs).toBeGreaterThanOrEqual(5000);
   });
 
-  test('parked on a hub under a fleet policy: the window starts at minDelayMs, not at 0', async () => {
+  test('parked on a hub under a fleet policy: the parked wait, not the fleet window (nor its first-retry start at 0)', async () => {
     const cloud = new FakeCloud();
-    // Fleet window [minDelayMs, 1000/10/1 s = 100 s]: with minDelayMs = 100 s every non-first draw is exactly 100 s.
+    // Fleet window [minDelayMs, 1000/10/1 s = 100 s], far below the parked 15-30 min.
     const fleetPolicy = { ...policy, minDelayMs: 100_000, maxDelayMs: 100_000, fleet: { devices: 1000, ratePerSec: 10, load: 1 } } as RetryPolicy;
     const device = start(cloud, { cached: true, policy: fleetPolicy });
     await cloud.flush();
     await cloud.failOpen(cloud.failure('parked', { rule: 'operator-blocked' }));
-    expect(device.context()).toMatchObject({ retryStep: 'Connecting', delayMs: 100_000 });
+    expect(device.context().retryStep).toBe('Connecting');
+    expect(device.context().delayMs).toBeGreaterThanOrEqual(fleetPolicy.parkedMinDelayMs);
+    expect(device.context().delayMs).toBeLessThanOrEqual(fleetPolicy.parkedMaxDelayMs);
   });
 });
 

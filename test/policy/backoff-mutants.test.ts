@@ -4,7 +4,7 @@
  * See bench/results/mutation.md for the mutants and the ones left as equivalent.
  */
 import { ConfigError } from '../../src/errors';
-import { DEFAULT_POLICY, DPS_REGISTRATIONS_PER_SEC, MAX_POLICY_DELAY_MS, nextDelay, nextRandom, PRESETS, resolvePolicy, seedFrom, type RetryPolicyInput } from '../../src/policy/backoff';
+import { DEFAULT_POLICY, DPS_REGISTRATIONS_PER_SEC, fleetMaxDelayMs, MAX_POLICY_DELAY_MS, nextDelay, nextRandom, PRESETS, resolvePolicy, seedFrom, type RetryPolicyInput } from '../../src/policy/backoff';
 import type { BackoffPolicy, DelayRequest } from '../../src/policy/types';
 
 /** The published mulberry32 (Tommy Ettinger), written independently of src/policy/backoff.ts. */
@@ -103,6 +103,22 @@ describe('nextDelay windows', () => {
     expect(Math.max(...delays)).toBeLessThanOrEqual(base.parkedMaxDelayMs);
     expect(Math.max(...delays)).toBeGreaterThan(base.parkedMinDelayMs + (base.parkedMaxDelayMs - base.parkedMinDelayMs) / 2);
     expect(nextDelay(base, { errorClass: 'parked', attempt: 1, afterLoss: false }, 1).capMs).toBe(base.parkedMaxDelayMs);
+  });
+
+  test('parked under a fleet policy (dpsAtScale): still the parked window, stretched to the fleet window only when that is longer', () => {
+    const atScale = resolvePolicy({ preset: 'dpsAtScale' });
+    for (const afterLoss of [false, true]) {
+      const delays = manyDelays(atScale, { errorClass: 'parked', attempt: 1, afterLoss });
+      expect(Math.min(...delays)).toBeGreaterThanOrEqual(atScale.parkedMinDelayMs);
+      expect(Math.max(...delays)).toBeLessThanOrEqual(atScale.parkedMaxDelayMs);
+    }
+    // 1,000,000 devices at 1,000 a minute: T = 1,000 min, longer than the parked 30 min.
+    const huge = resolvePolicy({ preset: 'dpsAtScale', fleet: { devices: 1_000_000, ratePerSec: DPS_REGISTRATIONS_PER_SEC, load: 1 } });
+    const windowMs = fleetMaxDelayMs(1_000_000, huge.fleet!.ratePerSec, 1);
+    const delays = manyDelays(huge, { errorClass: 'parked', attempt: 1, afterLoss: false });
+    expect(Math.min(...delays)).toBeGreaterThanOrEqual(huge.parkedMinDelayMs);
+    expect(Math.max(...delays)).toBeLessThanOrEqual(windowMs);
+    expect(Math.max(...delays)).toBeGreaterThan(windowMs / 2);
   });
 });
 

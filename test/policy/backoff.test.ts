@@ -498,6 +498,6 @@ describe('policy bounds (issue 13 §3): every number has an upper bound', () => 
     expect(retryAfterMsFromSeconds('3000000')).toBe(MAX_RETRY_AFTER_MS);
     expect(retryAfterMsFromSeconds(2)).toBe(2000);
     expect(retryAfterMsFromSeconds('0.5')).toBe(500);
-    for (const bad of [undefined, null, '', 'soon', '-1', '0', 'Infinity', NaN]) expect(retryAfterMsFromSeconds(bad)).toBeUndefined();
+    for (const bad of [undefined, null, '', 'soon', '-1', '0', '0.0001', 'Infinity', NaN]) expect(retryAfterMsFromSeconds(bad)).toBeUndefined();
   });
 });

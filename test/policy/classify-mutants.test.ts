@@ -116,10 +116,13 @@ describe('statuses and retry-after, one source at a time', () => {
     expect(extractFacts(shape({ transportObject: { topic: ['$dps/registrations/res/429/?$rid=1'] } }), 'dps').status).toBeUndefined();
   });
 
-  test('retry-after: each source, zero included; junk falls through to the next source', () => {
-    expect(extractFacts(shape({ retryAfterMs: 0 }), 'dps').retryAfterMs).toBe(0);
+  test('retry-after: each source; zero (or what rounds to 0 ms) is no retry-after; junk falls through to the next source', () => {
+    // Azure SDK for C: `if (retry_after_seconds > 0)` the wait is retry-after, else the back-off curve.
+    for (const zero of [{ retryAfterMs: 0 }, { retryAfter: 0 }, { retryAfter: '0.0001' }, { topic: '$dps/registrations/res/409/?$rid=1&retry-after=0' }]) {
+      expect(extractFacts(shape(zero), 'dps').retryAfterMs).toBeUndefined();
+    }
+    expect(extractFacts(shape({ retryAfterMs: 0, retryAfter: 2 }), 'dps').retryAfterMs).toBe(2000);
     expect(extractFacts(shape({ retryAfter: 2 }), 'dps').retryAfterMs).toBe(2000);
-    expect(extractFacts(shape({ retryAfter: 0 }), 'dps').retryAfterMs).toBe(0);
     expect(extractFacts(shape({ response: { headers: { 'retry-after': '3' } } }), 'dps').retryAfterMs).toBe(3000);
     expect(extractFacts(shape({ topic: '$dps/registrations/res/429/?$rid=1&retry-after=4' }), 'dps').retryAfterMs).toBe(4000);
     for (const junk of [-5, '7', Infinity, NaN]) {

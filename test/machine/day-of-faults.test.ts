@@ -1,0 +1,363 @@
+/**
+ * A day of one fault, on the simulated clock with the shipped presets: what the device costs DPS
+ * and the hub after 24 hours, and whether it ever stops trying. Failures are the real SDK errors
+ * (test/policy/sdk-fixtures.ts) classified by the real table (toFailure), so a change of a row
+ * shows here as a change of behaviour over a day.
+ */
+import { createActor, fromPromise, SimulatedClock } from 'xstate';
+import { leafStateName } from '../../machines/device.machine';
+import { DpsLookupError } from '../../src/actors/lookup';
+import { waitUntilWork } from '../../src/actors/wait';
+import type { Clock } from '../../src/clock';
+import { DEFAULT_POLICY, PRESETS } from '../../src/policy/backoff';
+import { toFailure } from '../../src/policy/classify';
+import type { Failure, Phase, RetryPolicy } from '../../src/policy/types';
+import { FakeCloud } from '../support/fake-actors';
+import { connackError, dpsAnswer, dpsRegistrationBody, dpsStatus, hubErrorBody, hubFirstConnect, socketError, twinAnswer } from '../policy/sdk-fixtures';
+
+const MINUTE_MS = 60_000;
+const HOUR_MS = 60 * MINUTE_MS;
+const DAY_MS = 24 * HOUR_MS;
+
+/**
+ * The device's wall clock (`Date.now()`: NTP may step it) over the simulated monotonic time that
+ * Node's timers run on: `jump(ms)` moves what `now()` says, never when a pending timer fires.
+ */
+class SteppedWallClock implements Clock {
+  offsetMs = 0;
+  constructor(private readonly monotonic: SimulatedClock) {}
+  now(): number {
+    return this.monotonic.now() + this.offsetMs;
+  }
+  setTimeout(fn: (...args: unknown[]) => void, timeout: number): unknown {
+    return this.monotonic.setTimeout(fn, timeout);
+  }
+  clearTimeout(id: unknown): void {
+    this.monotonic.clearTimeout(id as number);
+  }
+  jump(ms: number): void {
+    this.offsetMs += ms;
+  }
+}
+
+interface Fault {
+  /** A hub connect to `hubHost`: undefined accepts it, an error refuses it. */
+  connect?: (hubHost: string) => unknown;
+  /** Right after an accepted connect (the twin GET of every session): an error ends the session. */
+  session?: () => unknown;
+  /** A registration: undefined assigns the hub, an error fails it. */
+  register?: () => unknown;
+  /** A status lookup: undefined answers "this hub", an error fails it. */
+  lookup?: () => unknown;
+}
+
+interface DayFigures {
+  registrations: number;
+  lookups: number;
+  hubAttempts: number;
+  sessions: number;
+  /** The hub of every accepted connection, in order. */
+  connectedTo: string[];
+  /** Monotonic times of every DPS request (registrations and lookups). */
+  dpsAt: number[];
+  state: string;
+  maxCounter: number;
+}
+
+/**
+ * Drives one device through `durationMs` of `fault` (a cached, proven hub unless `cached` is false),
+ * answering every actor at once and waiting out every backoff. `onTick` may step the wall clock.
+ */
+async function runFault(fault: Fault, options: { policy?: RetryPolicy; cached?: boolean; durationMs?: number; onTick?: (elapsedMs: number, wall: SteppedWallClock, cloud: FakeCloud, figures: DayFigures) => void; until?: (figures: DayFigures) => boolean } = {}) {
+  const cloud = new FakeCloud();
+  const wall = new SteppedWallClock(cloud.clock);
+  const stamp = (error: unknown, phase: Phase): Failure => toFailure(error, phase, wall.now());
+  const machine = cloud.machine().provide({ actors: { waitUntil: fromPromise(waitUntilWork(wall)) } });
+  const actor = createActor(machine, {
+    clock: cloud.clock,
+    input: {
+      registrationId: 'dev-1',
+      policy: options.policy ?? DEFAULT_POLICY,
+      seed: 7,
+      cachedAssignment: options.cached === false ? null : { hubHost: cloud.hub.hubHost, deviceId: 'dev-1', assignedAt: 1 },
+    },
+  });
+  actor.start();
+  actor.send({ type: 'START' });
+  await cloud.flush();
+  const start = cloud.clock.now();
+  const durationMs = options.durationMs ?? DAY_MS;
+  const figures: DayFigures = { registrations: 0, lookups: 0, hubAttempts: 0, sessions: 0, connectedTo: [], dpsAt: [], state: '', maxCounter: 0 };
+  while (cloud.clock.now() - start < durationMs && !(options.until?.(figures) ?? false)) {
+    options.onTick?.(cloud.clock.now() - start, wall, cloud, figures);
+    const snapshot = actor.getSnapshot();
+    const { context } = snapshot;
+    figures.maxCounter = Math.max(figures.maxCounter, context.dpsAttempts, context.hubAttempts);
+    if (cloud.opens.length) {
+      figures.hubAttempts++;
+      const hubHost = (cloud.opens[0]!.input as { assignment: { hubHost: string } }).assignment.hubHost;
+      const refusal = fault.connect?.(hubHost);
+      if (refusal !== undefined) await cloud.failOpen(stamp(refusal, 'hub-connect'));
+      else {
+        cloud.opens.shift()!.resolve({ connectedAt: wall.now() });
+        await cloud.flush();
+        figures.sessions++;
+        figures.connectedTo.push(hubHost);
+        const loss = fault.session?.();
+        if (loss !== undefined) {
+          const epoch = actor.getSnapshot().context.epoch;
+          cloud.sessions.get(epoch)?.({ type: 'HUB_LOST', epoch, failure: stamp(loss, 'hub-session') });
+          await cloud.flush();
+        } else await cloud.advance(MINUTE_MS); // a working session: let time pass
+      }
+    } else if (cloud.provisions.length) {
+      figures.registrations++;
+      figures.dpsAt.push(cloud.clock.now() - start);
+      const failure = fault.register?.();
+      if (failure !== undefined) await cloud.failProvision(stamp(failure, 'dps'));
+      else {
+        cloud.provisions.shift()!.resolve({ ...cloud.hub, assignedAt: wall.now() });
+        await cloud.flush();
+      }
+    } else if (cloud.lookups.length) {
+      figures.lookups++;
+      figures.dpsAt.push(cloud.clock.now() - start);
+      const failure = fault.lookup?.();
+      if (failure !== undefined) await cloud.failLookup(stamp(failure, 'dps-lookup'));
+      else {
+        cloud.lookups.shift()!.resolve({ ...cloud.hub, checkedAt: wall.now() });
+        await cloud.flush();
+      }
+    } else if (leafStateName(snapshot.value) === 'BackingOff') {
+      // Wait out the timer the device armed: its length was fixed when the wait began.
+      const [pending] = [...(cloud.clock as unknown as { timeouts: Map<number, { start: number; timeout: number }> }).timeouts.values()].sort((a, b) => a.start + a.timeout - (b.start + b.timeout));
+      await cloud.advance(Math.max(0, pending ? pending.start + pending.timeout - cloud.clock.now() : 0));
+    } else if (leafStateName(snapshot.value) === 'Connected') await cloud.advance(MINUTE_MS);
+    else break;
+  }
+  figures.state = leafStateName(actor.getSnapshot().value);
+  actor.stop();
+  return { figures, elapsedMs: cloud.clock.now() - start, cloud };
+}
+
+function minGap(times: number[]): number {
+  let gap = Infinity;
+  for (let i = 1; i < times.length; i++) gap = Math.min(gap, times[i]! - times[i - 1]!);
+  return gap;
+}
+
+describe('a day of one fault (default policy unless named)', () => {
+  test('DPS unreachable (ECONNREFUSED) for a day, nothing cached: retries forever, at least a minute apart after the quick ones, counters bounded', async () => {
+    const { figures } = await runFault({ register: () => socketError('ECONNREFUSED') }, { cached: false });
+    console.log(`a day of DPS refused, nothing cached: ${JSON.stringify({ ...figures, dpsAt: undefined, minGapMs: minGap(figures.dpsAt.slice(3)) })}`);
+    expect(figures.state).not.toBe('Failed');
+    // Never gives up: still registering in the last hour of the day.
+    expect(figures.dpsAt[figures.dpsAt.length - 1]).toBeGreaterThan(DAY_MS - HOUR_MS);
+    expect(minGap(figures.dpsAt.slice(DEFAULT_POLICY.quickRetries))).toBeGreaterThanOrEqual(DEFAULT_POLICY.slowRetryMinMs);
+    expect(figures.registrations).toBeLessThanOrEqual(DEFAULT_POLICY.quickRetries + DAY_MS / DEFAULT_POLICY.slowRetryMinMs);
+  });
+
+  // Azure SDK for C (sdk/docs/iot/mqtt_state_machine.md, "Retry Timing"): `if (retry_after_seconds
+  // > 0) delay = retry-after; else the exponential back-off`. A zero is no retry-after.
+  test.each(['0', '0.0001'])('DPS answering 409 with retry-after=%s for an hour, nothing cached: the back-off curve, not a retry every second', async (retryAfter) => {
+    const { figures } = await runFault({ register: () => dpsStatus(409, {}, retryAfter) }, { cached: false, durationMs: HOUR_MS });
+    console.log(`an hour of DPS 409 retry-after=${retryAfter}: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(minGap(figures.dpsAt.slice(DEFAULT_POLICY.quickRetries))).toBeGreaterThanOrEqual(DEFAULT_POLICY.slowRetryMinMs);
+    expect(figures.registrations).toBeLessThanOrEqual(DEFAULT_POLICY.quickRetries + HOUR_MS / DEFAULT_POLICY.slowRetryMinMs);
+  });
+
+  test('DPS unreachable for a day while the cached hub works: not one DPS call', async () => {
+    const { figures } = await runFault({ register: () => socketError('ECONNREFUSED'), lookup: () => socketError('ECONNREFUSED') });
+    expect(figures.registrations + figures.lookups).toBe(0);
+    expect(figures.state).toBe('Connected');
+  });
+
+  test('hub refused (ECONNREFUSED) and DPS unreachable for a day: alternates hub retries and DPS, each at least a minute apart', async () => {
+    const { figures } = await runFault({ connect: () => socketError('ECONNREFUSED'), register: () => socketError('ECONNREFUSED'), lookup: () => socketError('ECONNREFUSED') });
+    console.log(`a day of hub and DPS refused: ${JSON.stringify({ ...figures, dpsAt: undefined })}`);
+    expect(figures.state).not.toBe('Failed');
+    // The cached hub is still tried all day (DPS never answered with another one).
+    expect(figures.hubAttempts).toBeGreaterThan(DAY_MS / DEFAULT_POLICY.maxDelayMs);
+    expect(figures.registrations).toBeLessThanOrEqual(DAY_MS / DEFAULT_POLICY.hubRetryWindowMs + 1);
+  });
+});
+
+describe('what an operator must fix, for a day, under each preset: parked, DPS at most every 15-30 min', () => {
+  const presets = [['default', DEFAULT_POLICY], ['iotCentral', PRESETS.iotCentral], ['dpsAtScale', PRESETS.dpsAtScale]] as const;
+  /** Registrations a parked device may make in a day: the quick ones, then one per parkedMinDelayMs at most. */
+  const parkedBound = (policy: RetryPolicy) => policy.quickRetries + 1 + DAY_MS / policy.parkedMinDelayMs;
+
+  test.each(presets)('%s: disabled on its hub (CONNACK 5), DPS assigning it there again', async (_name, policy) => {
+    const { figures } = await runFault({ connect: () => hubFirstConnect(connackError(5)) }, { policy });
+    console.log(`a day disabled on the hub, ${_name}: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(figures.state).not.toBe('Failed');
+    expect(figures.registrations).toBeLessThanOrEqual(parkedBound(policy));
+    expect(minGap(figures.dpsAt.slice(policy.quickRetries + 2))).toBeGreaterThanOrEqual(policy.parkedMinDelayMs);
+  });
+
+  test.each(presets)("%s: DPS enrollment disabled (registration status 'disabled')", async (_name, policy) => {
+    const { error } = await dpsAnswer(200, dpsRegistrationBody('disabled'));
+    expect(toFailure(error, 'dps', 0)).toMatchObject({ rule: 'registration-disabled', errorClass: 'parked' });
+    const { figures } = await runFault({ register: () => error }, { policy, cached: false });
+    console.log(`a day of a disabled enrollment, ${_name}: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(figures.registrations).toBeLessThanOrEqual(parkedBound(policy));
+    expect(minGap(figures.dpsAt)).toBeGreaterThanOrEqual(policy.parkedMinDelayMs);
+  });
+});
+
+describe('a hub that accepts the connection but throttles it for a day', () => {
+  // IoT Hub's daily message quota (403002) lasts until it resets at 00:00 UTC: up to a day.
+  const quota = async () => twinAnswer(403, hubErrorBody(403002, "Total number of messages on IotHub 'hub-1' exceeded the allocated quota."));
+  const throttled = async () => twinAnswer(429, hubErrorBody(429001, 'IoT Hub throttling limits have been exceeded for the requested operation.'));
+
+  test('the classification this scenario rests on: a twin GET answered 403002 is hub-quota-exceeded (throttled), 429001 hub-throttled', async () => {
+    expect(toFailure(await quota(), 'hub-session', 0)).toMatchObject({ rule: 'hub-quota-exceeded', errorClass: 'throttled' });
+    expect(toFailure(await throttled(), 'hub-session', 0)).toMatchObject({ rule: 'hub-throttled', errorClass: 'throttled' });
+  });
+
+  test.each([
+    ['daily quota exceeded (403002)', quota],
+    ['throttled (429001)', throttled],
+  ])('%s for a day: stays on its hub (which accepted it), at least a minute apart, and never registers: DPS would hand back the same hub', async (what, answer) => {
+    const error = await answer();
+    const { figures } = await runFault({ session: () => error });
+    console.log(`a day of hub ${what}: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(figures.state).not.toBe('Failed');
+    // A hub-wide throttle hits every device on the hub: a registration each per hub window would
+    // be a fleet-wide DPS storm (96 a day each) for an answer that cannot change.
+    expect(figures.registrations).toBe(0);
+    expect(figures.lookups).toBe(0);
+    expect(figures.sessions).toBeLessThanOrEqual(DEFAULT_POLICY.quickRetries + DAY_MS / DEFAULT_POLICY.slowRetryMinMs);
+  });
+});
+
+describe('a status lookup DPS throttles with a long retry-after', () => {
+  /** The hub refuses with CONNACK 3 for `outageMs` then accepts; every lookup is answered 429 + `retryAfterSec`. Returns when the device is back. */
+  async function backOnHubAfter(outageMs: number, retryAfterSec: number): Promise<number> {
+    let elapsed = 0;
+    const { figures } = await runFault(
+      {
+        connect: () => (elapsed < outageMs ? hubFirstConnect(connackError(3)) : undefined),
+        lookup: () => new DpsLookupError(429, retryAfterSec * 1000, 'throttled'),
+      },
+      { onTick: (elapsedMs) => (elapsed = elapsedMs), until: (figures) => figures.sessions > 0 },
+    );
+    expect(figures.registrations).toBe(0);
+    return elapsed;
+  }
+
+  test('the classification this rests on: a lookup answered 429 carries its retry-after', () => {
+    expect(toFailure(new DpsLookupError(429, 3_600_000, 'throttled'), 'dps-lookup', 0)).toMatchObject({ rule: 'throttled-429', retryAfterMs: 3_600_000 });
+  });
+
+  test('retry-after 10 s: the busy hub (2 min of CONNACK 3) is back within a few minutes', async () => {
+    expect(await backOnHubAfter(2 * MINUTE_MS, 10)).toBeLessThanOrEqual(2 * MINUTE_MS + 2 * DEFAULT_POLICY.maxDelayMs);
+  });
+
+  // Known gap: planRetryOnSameHub carries DPS's retry-after into the next HUB attempt (so that its
+  // refusal does not ask DPS early): a lookup throttled for an hour keeps the device off a hub that
+  // recovered after 2 minutes for 60-90 min. The hub's retry needs no DPS; only the next lookup does.
+  test.failing('retry-after 1 h: the hub that recovered after 2 min is not left waiting for DPS (back within a few minutes)', async () => {
+    const back = await backOnHubAfter(2 * MINUTE_MS, 3600);
+    console.log(`back on a hub that recovered after 2 min, lookup throttled 1 h: after ${Math.round(back / MINUTE_MS)} min`);
+    expect(back).toBeLessThanOrEqual(2 * MINUTE_MS + 2 * DEFAULT_POLICY.maxDelayMs);
+  });
+});
+
+describe('iotCentral preset (hubRetryWindowMs 60 s), a day of a hub outage DPS cannot route around', () => {
+  // IoT Central: 200 registrations a minute per application. The preset leaves an unreachable hub
+  // after 60 s so that a blip is not a registration storm; but DPS answering the same hub restarts
+  // the 60 s window, so a sustained outage is one registration (and one lookup) per ~80 s per
+  // device: 1,000 devices make ~750 registrations a minute, all day.
+  test.failing('hub refusing sockets, DPS assigning it again: DPS at most once per default hub window (15 min)', async () => {
+    const { figures } = await runFault({ connect: () => socketError('ECONNREFUSED') }, { policy: PRESETS.iotCentral });
+    console.log(`a day of an unreachable hub, iotCentral: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(figures.registrations + figures.lookups).toBeLessThanOrEqual(2 * (DAY_MS / DEFAULT_POLICY.hubRetryWindowMs + 1));
+  });
+
+  test.failing('hub refusing with CONNACK 3, DPS confirming it: a lookup at most once per default hub window (15 min)', async () => {
+    const { figures } = await runFault({ connect: () => hubFirstConnect(connackError(3)) }, { policy: PRESETS.iotCentral });
+    console.log(`a day of CONNACK 3, iotCentral: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(figures.registrations).toBe(0);
+    expect(figures.lookups).toBeLessThanOrEqual(DAY_MS / DEFAULT_POLICY.hubRetryWindowMs + 1);
+  });
+});
+
+describe('NTP steps the wall clock back during a failure run (an RTC set to local time, corrected to UTC)', () => {
+  const STEP_BACK_MS = 6 * HOUR_MS;
+  const HUB_A = 'hub-a.local';
+  const HUB_B = 'hub-b.local';
+
+  /**
+   * Refused with CONNACK 3 on its cached hub; DPS first confirms the hub, then (a failover racing
+   * the lookup) moves the device to hub-b. The wall clock steps back `stepMs` right after the
+   * confirmation. Returns the monotonic time from the confirmation to the first session on hub-b.
+   */
+  async function movedAfterConfirmation(stepMs: number): Promise<number> {
+    let confirmedAt: number | undefined;
+    const { figures, elapsedMs } = await runFault(
+      { connect: (hubHost) => (hubHost === HUB_A ? hubFirstConnect(connackError(3)) : undefined) },
+      {
+        onTick: (elapsedMs, wall, cloud, figures) => {
+          if (confirmedAt === undefined && figures.lookups === 1) {
+            confirmedAt = elapsedMs;
+            cloud.hub = { hubHost: HUB_B, deviceId: 'dev-1' };
+            wall.jump(-stepMs);
+          }
+        },
+        until: (figures) => figures.connectedTo.includes(HUB_B),
+      },
+    );
+    expect(figures.connectedTo).toContain(HUB_B);
+    expect(figures.registrations).toBe(0);
+    return elapsedMs - confirmedAt!;
+  }
+
+  test('without a step: the confirmation holds one hub window, then DPS is asked again and the device moves', async () => {
+    const tookMs = await movedAfterConfirmation(0);
+    console.log(`moved after DPS's confirmation, no clock step: ${Math.round(tookMs / MINUTE_MS)} min`);
+    expect(tookMs).toBeLessThanOrEqual(DEFAULT_POLICY.hubRetryWindowMs + 2 * DEFAULT_POLICY.maxDelayMs);
+  });
+
+  /** A 5 min outage of the cached hub (sockets refused), the wall clock stepped `stepMs` after the first refusal. */
+  async function outageAcrossStep(stepMs: number): Promise<DayFigures> {
+    let stepped = false;
+    const { figures } = await runFault(
+      { connect: () => socketError('ECONNREFUSED') },
+      {
+        durationMs: 5 * MINUTE_MS,
+        onTick: (_elapsedMs, wall, _cloud, figures) => {
+          if (!stepped && figures.hubAttempts === 1) {
+            stepped = true;
+            wall.jump(stepMs);
+          }
+        },
+      },
+    );
+    return figures;
+  }
+
+  test('a 5 min outage of the cached hub, no clock step: one lookup (unreachable for a minute), no registration', async () => {
+    const figures = await outageAcrossStep(0);
+    expect(figures.lookups).toBe(1);
+    expect(figures.registrations).toBe(0);
+  });
+
+  // Known gap, the other direction: a step forward spends the 15 min hub window at once, so a
+  // blip that happens to span an NTP correction (a fleet booting with RTC-less clocks) registers.
+  test.failing('stepped forward 1 h during that outage: still no registration (15 min on the hub have not passed)', async () => {
+    const figures = await outageAcrossStep(HOUR_MS);
+    console.log(`a 5 min outage across a 1 h step forward: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(figures.registrations).toBe(0);
+  });
+
+  // Known gap: every duration the machine measures (hub window, confirmation, unreachable) is a
+  // difference of wall-clock stamps (Failure.at = Date.now()). A step back of 6 h keeps DPS's
+  // "same hub" current for 6 h 15 min of real time, and CONNACK 3 never spends the hub budget:
+  // no backstop. Passes once durations are measured on a monotonic clock.
+  test.failing('stepped back 6 h: the device still moves within one hub window (plus a retry) of real time', async () => {
+    const tookMs = await movedAfterConfirmation(STEP_BACK_MS);
+    console.log(`moved after a 6 h step back of the wall clock: ${Math.round(tookMs / MINUTE_MS)} min of real time`);
+    expect(tookMs).toBeLessThanOrEqual(DEFAULT_POLICY.hubRetryWindowMs + 2 * DEFAULT_POLICY.maxDelayMs);
+  });
+});
