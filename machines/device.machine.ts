@@ -86,12 +86,18 @@ export interface DeviceContext {
    */
   assignmentConfirmed: boolean;
   /**
-   * When DPS last confirmed it. A confirmation holds for one hub window
-   * (`policy.hubRetryWindowMs`): refusals that outlast it ask DPS again, since the device may have
-   * been moved after the lookup answered (a failover racing the lookup would otherwise leave it
-   * knocking on a hub that refuses it forever).
+   * When DPS last confirmed it. A confirmation holds for one hub window (`hubWindowMs`):
+   * refusals that outlast it ask DPS again, since the device may have been moved after the lookup
+   * answered (a failover racing the lookup would otherwise leave it knocking on a hub that refuses
+   * it forever).
    */
   assignmentConfirmedAt: number | null;
+  /**
+   * How often DPS has named the failing hub again during this outage (lookups confirming it,
+   * registrations handing it back), at most HUB_WINDOW_DOUBLINGS: each doubles the hub window up
+   * to `policy.hubRetryWindowMaxMs`. Zero again once a connection lasts or DPS names another hub.
+   */
+  sameHubAnswers: number;
   /** See {@link DeviceInput.lookupAtBoot}. */
   lookupAtBoot: boolean;
   /**
@@ -210,6 +216,27 @@ function planHubRetry(context: DeviceContext, failure: Failure, afterLoss: boole
   };
 }
 
+/** Doublings of the hub window counted at most (2^20 × any window is beyond every cap). */
+const HUB_WINDOW_DOUBLINGS = 20;
+
+/**
+ * How long this device stays on a failing hub before DPS is asked again: the policy's window,
+ * doubled for each time DPS has named this hub again during the outage, up to
+ * `hubRetryWindowMaxMs` (never below the policy's window). A short window (iotCentral's 60 s)
+ * catches a failover fast; a sustained outage then costs DPS about one request per device per
+ * quarter hour instead of two every ~80 s.
+ */
+function hubWindowMs(context: DeviceContext): number {
+  const { hubRetryWindowMs, hubRetryWindowMaxMs } = context.policy;
+  const doublings = Math.max(0, context.sameHubAnswers - 1);
+  return Math.min(Math.max(hubRetryWindowMs, hubRetryWindowMaxMs), hubRetryWindowMs * 2 ** doublings);
+}
+
+/** One more DPS answer naming the failing hub (bounded: see HUB_WINDOW_DOUBLINGS). */
+function oneMoreSameHubAnswer(context: DeviceContext): number {
+  return Math.min(context.sameHubAnswers + 1, HUB_WINDOW_DOUBLINGS + 1);
+}
+
 /**
  * True when this hub failure spends the budget (attempt count or time window, first wins). A busy
  * service (5xx, CONNACK 3 on a hub DPS confirmed, a hub throttling) never sends the device to DPS on its own.
@@ -218,13 +245,13 @@ function hubBudgetSpent(context: DeviceContext, failure: Failure): boolean {
   if (failure.serverBusy === true) return false;
   const attempts = context.hubAttempts + 1;
   const since = context.firstFailureAt ?? failure.at;
-  return attempts >= context.policy.maxHubAttempts || failure.at - since >= context.policy.hubRetryWindowMs;
+  return attempts >= context.policy.maxHubAttempts || failure.at - since >= hubWindowMs(context);
 }
 
 /** DPS confirmed this hub during this failure run, less than one hub window before `failure`. */
 function confirmationCurrent(context: DeviceContext, failure: Failure): boolean {
   if (!context.assignmentConfirmed) return false;
-  return failure.at - (context.assignmentConfirmedAt ?? failure.at) < context.policy.hubRetryWindowMs;
+  return failure.at - (context.assignmentConfirmedAt ?? failure.at) < hubWindowMs(context);
 }
 
 /**
@@ -233,7 +260,7 @@ function confirmationCurrent(context: DeviceContext, failure: Failure): boolean 
  * connected would otherwise be refused forever); once per window, so hubs never ping-pong.
  */
 function refusedForAWindow(context: DeviceContext, failure: Failure): boolean {
-  return context.firstFailureAt !== null && failure.at - context.firstFailureAt >= context.policy.hubRetryWindowMs;
+  return context.firstFailureAt !== null && failure.at - context.firstFailureAt >= hubWindowMs(context);
 }
 
 /**
@@ -337,11 +364,16 @@ export const deviceMachine = setup({
   actions: {
     /** Persist the assignment to the provisioning cache (provided by src/). */
     saveAssignment: (_args, _params: { assignment: Assignment }) => {},
-    adoptAssignment: assign(({ event }) => {
+    adoptAssignment: assign(({ context, event }) => {
       const output = (event as unknown as { output: ProvisionResult }).output;
+      // DPS handed back the hub the device was leaving: a confirmation of it, and the hub window grows.
+      const sameHub = context.assignment?.hubHost === output.hubHost && context.assignment.deviceId === output.deviceId;
       return {
         assignment: { ...output, source: 'dps' as const },
         assignmentProven: false,
+        assignmentConfirmed: sameHub,
+        assignmentConfirmedAt: sameHub ? output.assignedAt : null,
+        sameHubAnswers: sameHub ? oneMoreSameHubAnswer(context) : 0,
         // dpsAttempts is kept until the assignment works: a refused fresh assignment keeps growing the backoff.
         hubAttempts: 0,
         firstFailureAt: null,
@@ -360,6 +392,7 @@ export const deviceMachine = setup({
     markStable: assign({
       connectionStable: true,
       assignmentConfirmed: false,
+      sameHubAnswers: 0,
       hubAttempts: 0,
       dpsAttempts: 0,
       firstFailureAt: null,
@@ -435,6 +468,7 @@ export const deviceMachine = setup({
         assignment: { hubHost: answer.hubHost, deviceId: answer.deviceId, assignedAt: answer.checkedAt, source: 'dps' as const },
         assignmentProven: false,
         assignmentConfirmed: false,
+        sameHubAnswers: 0,
         hubAttempts: 0,
         firstFailureAt: null,
       };
@@ -460,6 +494,8 @@ export const deviceMachine = setup({
         retryStep: 'Connecting' as const,
         assignmentConfirmed: params.confirmed,
         assignmentConfirmedAt: params.confirmed ? at : null,
+        // A lookup DPS could not answer keeps the count: it confirmed nothing, and reset nothing.
+        sameHubAnswers: params.confirmed ? oneMoreSameHubAnswer(context) : context.sameHubAnswers,
       };
     }),
   },
@@ -532,6 +568,7 @@ export const deviceMachine = setup({
     assignmentProven: true,
     assignmentConfirmed: false,
     assignmentConfirmedAt: null,
+    sameHubAnswers: 0,
     lookupAtBoot: input.lookupAtBoot === true,
     reprovisionRequested: false,
   }),

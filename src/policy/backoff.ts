@@ -180,6 +180,7 @@ export const DEFAULT_POLICY: RetryPolicy = Object.freeze({
   maxHubAttempts: 100,
   lookupAfterUnreachableMs: 60_000,
   hubRetryWindowMs: 15 * 60_000,
+  hubRetryWindowMaxMs: 15 * 60_000,
 });
 
 export type PresetName = 'default' | 'iotCentral' | 'dpsAtScale' | 'seedSample' | 'naive';
@@ -191,6 +192,8 @@ export const PRESETS: Readonly<Record<PresetName, Readonly<RetryPolicy>>> = Obje
    * between hubs), so leave an unreachable hub after 60 s, not after a few quick attempts (a
    * fleet-wide blip would otherwise be a registration storm against 200 registrations/min). A
    * moved device does not wait for this: the status lookup sends it on at the first refusal.
+   * While DPS keeps naming the same hub, the window doubles up to the default 15 min
+   * (`hubRetryWindowMaxMs`), so a sustained outage costs DPS about what the default policy does.
    */
   iotCentral: Object.freeze({ ...DEFAULT_POLICY, hubRetryWindowMs: 60_000 }),
   /**
@@ -223,6 +226,7 @@ const KNOWN_FIELDS: ReadonlySet<string> = new Set([
   'quickRetries',
   'maxHubAttempts',
   'hubRetryWindowMs',
+  'hubRetryWindowMaxMs',
   'reprovisionOnLoss',
 ]);
 const FLEET_FIELDS: ReadonlySet<string> = new Set(['devices', 'ratePerSec', 'load']);
@@ -293,6 +297,7 @@ export function resolvePolicy(input?: RetryPolicyInput): RetryPolicy {
     lookupAfterUnreachableMs: requireNonNegative('lookupAfterUnreachableMs', merged.lookupAfterUnreachableMs),
     maxHubAttempts: requirePositive('maxHubAttempts', merged.maxHubAttempts, true, POLICY_BOUNDS.maxHubAttempts),
     hubRetryWindowMs: requireNonNegative('hubRetryWindowMs', merged.hubRetryWindowMs),
+    hubRetryWindowMaxMs: requireNonNegative('hubRetryWindowMaxMs', merged.hubRetryWindowMaxMs),
   };
   if (policy.minDelayMs > policy.maxDelayMs) {
     throw new ConfigError('policy.minDelayMs', `<= policy.maxDelayMs (${policy.maxDelayMs})`);

@@ -107,6 +107,14 @@ export interface HubBudget {
   lookupAfterUnreachableMs: number;
   /** Time since the first failure on one hub before reprovisioning (DPS guidance: 15–30 min). */
   hubRetryWindowMs: number;
+  /**
+   * Each time DPS names the failing hub again during one outage (a status lookup confirming it, a
+   * registration handing it back), the hub window doubles, up to this (never below
+   * `hubRetryWindowMs`): asking sooner cannot change DPS's answer, and a sustained outage under a
+   * short window (`iotCentral`: 60 s) would cost DPS a registration and a lookup per device every
+   * ~80 s, all day. A connection that lasts, or DPS naming another hub, starts over.
+   */
+  hubRetryWindowMaxMs: number;
   /** Go back to DPS after every lost connection (the official sample's behaviour; baseline only). */
   reprovisionOnLoss?: boolean;
 }

@@ -266,20 +266,72 @@ describe('a status lookup DPS throttles with a long retry-after', () => {
 
 describe('iotCentral preset (hubRetryWindowMs 60 s), a day of a hub outage DPS cannot route around', () => {
   // IoT Central: 200 registrations a minute per application. The preset leaves an unreachable hub
-  // after 60 s so that a blip is not a registration storm; but DPS answering the same hub restarts
-  // the 60 s window, so a sustained outage is one registration (and one lookup) per ~80 s per
-  // device: 1,000 devices make ~750 registrations a minute, all day.
-  test.failing('hub refusing sockets, DPS assigning it again: DPS at most once per default hub window (15 min)', async () => {
-    const { figures } = await runFault({ connect: () => socketError('ECONNREFUSED') }, { policy: PRESETS.iotCentral });
+  // after 60 s so that a failover is caught fast; DPS answering the same hub again used to restart
+  // the 60 s window, so a sustained outage was a registration and a lookup per ~80 s per device
+  // (1,077 of each a day: 1,000 devices made ~750 registrations a minute, all day). Each same-hub
+  // answer now doubles the window up to hubRetryWindowMaxMs (15 min): 60 s, 2, 4, 8, 15, 15 ... min.
+  const policy = PRESETS.iotCentral;
+  /** DPS requests of one kind a day: one per 15 min once the window has grown, plus the ramp (60 s … 8 min). */
+  const perDayBound = DAY_MS / policy.hubRetryWindowMaxMs + Math.ceil(Math.log2(policy.hubRetryWindowMaxMs / policy.hubRetryWindowMs)) + 1;
+
+  test('hub refusing sockets, DPS assigning it again: about one registration and one lookup per 15 min', async () => {
+    const { figures } = await runFault({ connect: () => socketError('ECONNREFUSED') }, { policy });
     console.log(`a day of an unreachable hub, iotCentral: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
-    expect(figures.registrations + figures.lookups).toBeLessThanOrEqual(2 * (DAY_MS / DEFAULT_POLICY.hubRetryWindowMs + 1));
+    expect(figures.state).not.toBe('Failed');
+    expect(figures.registrations).toBeLessThanOrEqual(perDayBound);
+    expect(figures.lookups).toBeLessThanOrEqual(perDayBound);
+    // Still reprovisioning all day (the preset's point), and still trying its hub in between.
+    expect(figures.registrations).toBeGreaterThanOrEqual(DAY_MS / (policy.hubRetryWindowMaxMs + 2 * policy.maxDelayMs));
+    expect(figures.dpsAt[figures.dpsAt.length - 1]).toBeGreaterThan(DAY_MS - HOUR_MS);
+    expect(figures.hubAttempts).toBeGreaterThan(DAY_MS / policy.maxDelayMs);
   });
 
-  test.failing('hub refusing with CONNACK 3, DPS confirming it: a lookup at most once per default hub window (15 min)', async () => {
-    const { figures } = await runFault({ connect: () => hubFirstConnect(connackError(3)) }, { policy: PRESETS.iotCentral });
+  test('the first DPS answers still come fast: the window grows 60 s, 2 min, 4 min ...', async () => {
+    const { figures } = await runFault({ connect: () => socketError('ECONNREFUSED') }, { policy, durationMs: HOUR_MS });
+    const gaps = figures.dpsAt.slice(1).map((at, i) => at - figures.dpsAt[i]!);
+    // The first question within ~the unreachable limit (60 s) plus quick retries; the second soon after.
+    expect(figures.dpsAt[0]).toBeLessThanOrEqual(policy.lookupAfterUnreachableMs + policy.maxDelayMs);
+    expect(figures.dpsAt.length).toBeGreaterThanOrEqual(6);
+    // The gaps between DPS requests never shrink by more than a retry's jitter as the window grows.
+    const longGaps = gaps.filter((gap) => gap > policy.maxDelayMs);
+    for (let i = 1; i < longGaps.length; i++) expect(longGaps[i]!).toBeGreaterThanOrEqual(longGaps[i - 1]! - policy.maxDelayMs);
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(policy.hubRetryWindowMaxMs + 2 * policy.maxDelayMs);
+  });
+
+  test('hub refusing with CONNACK 3, DPS confirming it: a lookup about once per 15 min, no registration', async () => {
+    const { figures } = await runFault({ connect: () => hubFirstConnect(connackError(3)) }, { policy });
     console.log(`a day of CONNACK 3, iotCentral: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
     expect(figures.registrations).toBe(0);
-    expect(figures.lookups).toBeLessThanOrEqual(DAY_MS / DEFAULT_POLICY.hubRetryWindowMs + 1);
+    expect(figures.lookups).toBeLessThanOrEqual(perDayBound);
+    expect(figures.lookups).toBeGreaterThanOrEqual(DAY_MS / (policy.hubRetryWindowMaxMs + 2 * policy.maxDelayMs));
+  });
+
+  test('a connection that lasts starts over: the next outage is caught after 60 s again', async () => {
+    // A 2 h outage (the window grows to 15 min), then the hub is back for 10 min, then down again.
+    const secondOutageStart = 2 * HOUR_MS + 10 * MINUTE_MS;
+    const down = (elapsedMs: number) => elapsedMs < 2 * HOUR_MS || elapsedMs >= secondOutageStart;
+    let elapsed = 0;
+    let dropped = false;
+    const { figures } = await runFault(
+      { connect: () => (down(elapsed) ? socketError('ECONNREFUSED') : undefined) },
+      {
+        policy,
+        onTick: (elapsedMs, wall, cloud) => {
+          elapsed = elapsedMs;
+          if (dropped || elapsedMs < secondOutageStart) return;
+          // The hub goes down under the working session: the connection is lost.
+          dropped = true;
+          for (const [epoch, send] of cloud.sessions) send({ type: 'HUB_LOST', epoch, failure: toFailure(socketError('ECONNRESET'), 'hub-session', wall.now()) });
+        },
+        durationMs: 3 * HOUR_MS,
+      },
+    );
+    const asksAfter = figures.dpsAt.filter((at) => at >= secondOutageStart).map((at) => at - secondOutageStart);
+    expect(figures.sessions).toBeGreaterThan(0);
+    // The lookup after a minute unreachable, and the registration its 60 s window then allows
+    // (not the 15 min the first outage had grown it to).
+    expect(asksAfter.length).toBeGreaterThanOrEqual(2);
+    expect(asksAfter[1]!).toBeLessThanOrEqual(policy.lookupAfterUnreachableMs + policy.hubRetryWindowMs + 2 * policy.maxDelayMs);
   });
 });
 

@@ -151,7 +151,7 @@ describe('resolvePolicy validation', () => {
   });
 
   test('each delay field is checked under its own name', () => {
-    for (const field of ['firstRetryMaxMs', 'minDelayMs', 'maxDelayMs', 'throttledMinDelayMs', 'retryAfterJitterMs', 'slowRetryMinMs', 'parkedMinDelayMs', 'parkedMaxDelayMs', 'stableConnectionMs', 'lookupAfterUnreachableMs', 'hubRetryWindowMs', 'fixedDelayMs'] as const) {
+    for (const field of ['firstRetryMaxMs', 'minDelayMs', 'maxDelayMs', 'throttledMinDelayMs', 'retryAfterJitterMs', 'slowRetryMinMs', 'parkedMinDelayMs', 'parkedMaxDelayMs', 'stableConnectionMs', 'lookupAfterUnreachableMs', 'hubRetryWindowMs', 'hubRetryWindowMaxMs', 'fixedDelayMs'] as const) {
       expect(configError({ [field]: -1 })).toMatchObject({ field: `policy.${field}`, expected: 'a number of milliseconds from 0 to 86400000 (24 h)' });
       expect(configError({ [field]: MAX_POLICY_DELAY_MS + 1 })).toMatchObject({ field: `policy.${field}` });
     }

@@ -325,6 +325,7 @@ describe('policies', () => {
       maxHubAttempts: 100,
       lookupAfterUnreachableMs: 60_000,
       hubRetryWindowMs: 15 * 60_000,
+      hubRetryWindowMaxMs: 15 * 60_000,
     });
     expect(Object.isFrozen(DEFAULT_POLICY)).toBe(true);
   });
@@ -332,7 +333,7 @@ describe('policies', () => {
   test('presets', () => {
     expect(PRESETS.default).toEqual(DEFAULT_POLICY);
     // Leave an unreachable hub after 60 s, not after 3 quick attempts (a fleet-wide blip would be a registration storm).
-    expect(PRESETS.iotCentral).toMatchObject({ maxHubAttempts: 100, hubRetryWindowMs: 60_000 });
+    expect(PRESETS.iotCentral).toMatchObject({ maxHubAttempts: 100, hubRetryWindowMs: 60_000, hubRetryWindowMaxMs: 15 * 60_000 });
     expect(PRESETS.dpsAtScale).toMatchObject({ maxHubAttempts: 1000, hubRetryWindowMs: 30 * 60_000, fleet: { devices: 1000, load: 1 } });
     expect(PRESETS.seedSample).toMatchObject({ fixedDelayMs: 90_000, reprovisionOnLoss: true });
     // The hub budget is checked before reprovisionOnLoss: a budget of 1 would skip the 90 s wait.

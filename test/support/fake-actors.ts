@@ -39,6 +39,7 @@ export const MACHINE_TEST_POLICY: RetryPolicy = {
   lookupAfterUnreachableMs: 60_000,
   maxHubAttempts: 4,
   hubRetryWindowMs: 15 * 60_000,
+  hubRetryWindowMaxMs: 15 * 60_000,
 };
 
 export class FakeCloud {

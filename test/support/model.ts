@@ -66,6 +66,7 @@ export const modelPolicy: RetryPolicy = {
   lookupAfterUnreachableMs: 3_600_000,
   maxHubAttempts: 2,
   hubRetryWindowMs: 3_600_000,
+  hubRetryWindowMaxMs: 3_600_000,
 };
 
 /**
@@ -92,8 +93,8 @@ export const modelConfigs: ReadonlyArray<{ name: string; input: DeviceInput }> =
 ];
 
 /**
- * State (the leaf name) + what the guards read: hubAttempts, min(dpsAttempts, 2), retryStep, whether there is
- * an assignment and whether it is proven. Epoch, rngState, deadlines and errors are ignored.
+ * State (the leaf name) + what the guards read: hubAttempts, min(dpsAttempts, 2), retryStep, the
+ * assigned hub (if any) and whether it is proven. Epoch, rngState, deadlines and errors are ignored.
  */
 export function abstractKey(snapshot: Snap): string {
   const c = snapshot.context;
@@ -102,7 +103,8 @@ export function abstractKey(snapshot: Snap): string {
     c.hubAttempts,
     Math.min(c.dpsAttempts, 2),
     c.retryStep,
-    c.assignment !== null,
+    // Which hub, not just whether: a registration handing back the hub the device was on counts as a DPS confirmation.
+    c.assignment?.hubHost ?? null,
     c.assignmentProven,
     c.assignmentConfirmed,
     c.connectionStable,

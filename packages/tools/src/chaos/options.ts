@@ -30,7 +30,10 @@ export const SOAK_POLICY: RetryPolicyInput = {
   parkedMinDelayMs: 3000,
   parkedMaxDelayMs: 5000,
   maxHubAttempts: 5,
+  // The default policy's shape: the window does not grow (max = window), so a DPS confirmation
+  // lasts one window, as the recovery bound assumes.
   hubRetryWindowMs: 30_000,
+  hubRetryWindowMaxMs: 30_000,
 };
 
 export const DEFAULT_RSS_TOLERANCE: RssTolerance = { growth: 0.1, drift: 1.1 };
