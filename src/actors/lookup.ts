@@ -12,7 +12,7 @@ import * as https from 'node:https';
 import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { LookupResult } from '../../machines/device.machine';
-import { monotonicNow, type Clock } from '../clock';
+import { monotonicNow, wallTimeOf, type Clock } from '../clock';
 import { ServiceProtocolError } from '../errors';
 import { retryAfterMsFromSeconds } from '../policy/backoff';
 import { toFailure } from '../policy/classify';
@@ -126,7 +126,7 @@ export async function lookupOnce(settings: LookupSettings, registrationId: strin
       return { ...answer, checkedAt: monotonicNow(clock), assignedAt: clock.now() };
     } catch (error) {
       const failure = toFailure(error, 'dps-lookup', monotonicNow(clock));
-      logger.debug({ failure }, 'DPS status lookup failed');
+      logger.debug({ failure: { ...failure, at: wallTimeOf(clock, failure.at) } }, 'DPS status lookup failed'); // logged as a date
       throw failure;
     }
   };

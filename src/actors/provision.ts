@@ -24,7 +24,7 @@ import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
 import { assertCertificateCurrent } from './x509';
 import type { Logger } from 'pino';
 import type { ProvisionResult } from '../../machines/device.machine';
-import { monotonicNow, type Clock } from '../clock';
+import { monotonicNow, wallTimeOf, type Clock } from '../clock';
 import { ServiceProtocolError } from '../errors';
 import { DEFAULT_POLICY, nextDelay, retryAfterMsFromSeconds, seedFrom } from '../policy/backoff';
 import { classify, toFailure } from '../policy/classify';
@@ -277,7 +277,7 @@ function registerWith(credential: Credential, settings: ProvisionSettings, regis
       if (error) {
         // An unreachable MQTT port switches `auto` to WebSockets (a cancelled attempt proves nothing).
         const failure: Failure = toFailure(signal?.aborted ? error : network.explainConnectFailure(error, 'dps'), 'dps', monotonicNow(clock));
-        logger.debug({ failure }, 'DPS registration failed');
+        logger.debug({ failure: { ...failure, at: wallTimeOf(clock, failure.at) } }, 'DPS registration failed'); // logged as a date
         reject(failure);
       } else resolve(result!);
       // Settle first, clean up after: the SDK's objects may be in any state by now.
