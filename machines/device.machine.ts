@@ -10,6 +10,10 @@
  * observed (`Failure.at`), and the retry deadline is `at + delay`, kept in context as `retryAt`
  * and waited on by an invoked `waitUntil` actor. A snapshot persisted in BackingOff therefore
  * resumes and fires at the original deadline (XState's own `after` does not survive a restore).
+ * Every time the machine compares or subtracts (`Failure.at`, `retryAt`, `connectedAt`,
+ * `checkedAt`, `firstFailureAt`, `assignmentConfirmedAt`) is machine time: the actors stamp it
+ * with `monotonicNow(clock)`, which NTP stepping the wall clock does not move, so a step neither
+ * spends the hub window at once nor stretches it by hours. Dates (`assignedAt`) are wall time.
  *
  * Randomness: the jitter RNG state lives in context (`rngState`), seeded from input, so a run is
  * reproducible and a restored snapshot continues the same sequence.
@@ -24,7 +28,7 @@ export interface Assignment {
   deviceId: string;
   /** Whether it came from the provisioning cache (no DPS call) or from DPS in this run. */
   source: 'cache' | 'dps';
-  /** Epoch ms of the DPS assignment. */
+  /** Epoch ms of the DPS assignment (wall time: it is written to the cache, never subtracted). */
   assignedAt: number;
 }
 
@@ -39,8 +43,10 @@ export interface ProvisionResult {
 export interface LookupResult {
   hubHost: string;
   deviceId: string;
-  /** Epoch ms of the answer (the actor's clock; the machine never reads one). */
+  /** Machine time of the answer (the actor's monotonic clock; the machine never reads one). */
   checkedAt: number;
+  /** Wall time of the answer, epoch ms: the date of the assignment, if DPS moved the device. */
+  assignedAt: number;
 }
 
 /** Which step a BackingOff wait returns to. */
@@ -63,11 +69,11 @@ export interface DeviceContext {
   retryAfterMs: number | null;
   /** The chosen delay of the current (or last) wait. */
   delayMs: number | null;
-  /** Deadline of the current wait, epoch ms. */
+  /** Deadline of the current wait, machine time (`Failure.at + delayMs`). */
   retryAt: number | null;
   retryStep: RetryStep;
   rngState: number;
-  /** When the current hub connection was accepted (the openHub actor's clock), while Connected. */
+  /** When the current hub connection was accepted (the openHub actor's machine time), while Connected. */
   connectedAt: number | null;
   /**
    * The current connection has lasted `policy.stableConnectionMs`: only then is it a success
@@ -465,7 +471,7 @@ export const deviceMachine = setup({
     adoptLookedUpAssignment: assign(({ event }) => {
       const answer = lookupAnswer(event);
       return {
-        assignment: { hubHost: answer.hubHost, deviceId: answer.deviceId, assignedAt: answer.checkedAt, source: 'dps' as const },
+        assignment: { hubHost: answer.hubHost, deviceId: answer.deviceId, assignedAt: answer.assignedAt, source: 'dps' as const },
         assignmentProven: false,
         assignmentConfirmed: false,
         sameHubAnswers: 0,

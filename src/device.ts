@@ -15,7 +15,7 @@ import { provisionWork, type ProvisionSettings } from './actors/provision';
 import { NetworkPath, type TransportFallback } from './actors/transport';
 import { waitUntilWork } from './actors/wait';
 import { certificateNotice, x509CacheFingerprint, x509CacheMacKey, type CertificateNotice, type X509Identity } from './actors/x509';
-import { systemClock, type Clock } from './clock';
+import { systemClock, wallTimeOf, type Clock } from './clock';
 import { ConfigError, MessageRejectedError } from './errors';
 import { defaultLogger, guardDebugOutputOnce } from './logger';
 import { jsonOddity } from './json';
@@ -736,7 +736,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
       `${change.previous} -> ${change.value}`,
     );
     if (value === 'Failed' && context.lastError) {
-      this.#logger.error({ failure: context.lastError }, 'device failed; it will not retry until retry() or reprovision()');
+      this.#logger.error({ failure: { ...context.lastError, at: wallTimeOf(this.#clock, context.lastError.at) } }, 'device failed; it will not retry until retry() or reprovision()');
     }
     this.#notify('state', change);
     // After the application's `state` listeners: a `stats` event names the connection they saw.

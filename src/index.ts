@@ -47,3 +47,4 @@ export { DEFAULT_MIGRATION_COMPONENT, DEVICE_MIGRATION_INTERFACE_ID, DEVICE_MOVE
 export type { DeviceMoveRequest } from './pnp/migration';
 export type { MigrationEvent } from './migration';
 export type { Clock } from './clock';
+export { monotonicNow, wallTimeOf } from './clock';

@@ -136,7 +136,13 @@ export interface DeviceOptions {
    * the command is then unknown (404).
    */
   migration?: boolean | { component?: string };
-  /** Injection points (tests, embedding): clock, stores, per-session features. */
+  /**
+   * Injection points (tests, embedding): clock, stores, per-session features. The clock's `now()`
+   * is wall time (token expiry, dates on disk and in reports); its optional `monotonicNow()` is
+   * what durations and deadlines are measured on, so NTP stepping the wall clock moves none of
+   * them. Without it (XState's SimulatedClock) `now()` serves both. Default: the system clock
+   * (Date.now() and performance.now()).
+   */
   clock?: Clock;
   outbox?: Outbox;
   cache?: ProvisioningCache;
@@ -470,8 +476,11 @@ export function resolveOptions(options: DeviceOptions): ResolvedOptions {
   if (options.logger !== undefined && !hasMethods(options.logger, ['child', 'debug', 'info', 'warn', 'error'])) {
     throw new ConfigError('logger', 'a pino logger (child, debug, info, warn, error)');
   }
-  if (options.clock !== undefined && !hasMethods(options.clock, ['now', 'setTimeout', 'clearTimeout'])) {
-    throw new ConfigError('clock', 'a clock { now, setTimeout, clearTimeout }');
+  if (
+    options.clock !== undefined &&
+    (!hasMethods(options.clock, ['now', 'setTimeout', 'clearTimeout']) || (options.clock.monotonicNow !== undefined && typeof options.clock.monotonicNow !== 'function'))
+  ) {
+    throw new ConfigError('clock', 'a clock { now, setTimeout, clearTimeout, monotonicNow? }');
   }
   if (options.outbox !== undefined && (typeof options.outbox !== 'object' || options.outbox === null)) throw new ConfigError('outbox', 'an Outbox');
   if (options.cache !== undefined && (typeof options.cache !== 'object' || options.cache === null)) throw new ConfigError('cache', 'a ProvisioningCache');

@@ -9,7 +9,7 @@
  * to there (a million events a second would take 285 years to reach it), and never wrap or lose
  * precision past it. The per-rule map is bounded too (MAX_RULE_KEYS).
  */
-import type { Clock } from './clock';
+import { monotonicNow, wallTimeOf, type Clock } from './clock';
 import type { DroppedMessage, Outbox } from './store/outbox';
 import type { ErrorClass, Failure, Phase } from './policy/types';
 
@@ -61,7 +61,11 @@ export function recommendedAction(failure: Pick<Failure, 'errorClass' | 'rule'> 
   return Object.hasOwn(ACTION_BY_RULE, failure.rule) ? ACTION_BY_RULE[failure.rule]! : ACTION_BY_CLASS[failure.errorClass];
 }
 
-/** The device's figures at one moment (`device.stats()`, the `stats` event). Times are epoch ms on the device's clock. */
+/**
+ * The device's figures at one moment (`device.stats()`, the `stats` event). Times are epoch ms on
+ * the device's wall clock (as it reads now); durations are measured on its monotonic clock, so NTP
+ * stepping the wall clock moves the dates, never `connected.ms` or `percent`.
+ */
 export interface DeviceStats {
   /** When counting began: the device's start(). Null before it. */
   since: number | null;
@@ -154,6 +158,7 @@ export interface ObservedTransition {
 
 /** Counts what the device observes; `snapshot()` turns it into DeviceStats. */
 export class StatsCollector {
+  /** Machine time (monotonicNow) of start(), as are every `…At`/`…Since` below. */
   #since: number | null = null;
   #connects = 0;
   #disconnects = 0;
@@ -194,11 +199,11 @@ export class StatsCollector {
 
   /** The device started: the time base of `connected.percent`. */
   started(): void {
-    this.#since ??= this.clock.now();
+    this.#since ??= monotonicNow(this.clock);
   }
 
   transition({ value, previous, event, hubHost, lastError }: ObservedTransition): void {
-    const now = this.clock.now();
+    const now = monotonicNow(this.clock);
     if (lastError !== null) this.#lastError = lastError;
     if (value === 'Provisioning' || value === 'Reprovisioning') {
       this.#registrations = saturatingIncrement(this.#registrations);
@@ -243,7 +248,7 @@ export class StatsCollector {
 
   delivered(): void {
     this.#delivered = saturatingIncrement(this.#delivered);
-    this.#lastDeliveredAt = this.clock.now();
+    this.#lastDeliveredAt = monotonicNow(this.clock);
     this.#listener?.counted('delivered');
   }
 
@@ -260,7 +265,8 @@ export class StatsCollector {
   }
 
   snapshot(): DeviceStats {
-    const at = this.clock.now();
+    // Durations on machine time (NTP stepping the wall clock moves none); dates converted to wall time.
+    const at = monotonicNow(this.clock);
     const connectedMs = this.#connectedMs + (this.#connectedSince === null ? 0 : Math.max(0, at - this.#connectedSince));
     const elapsed = this.#since === null ? 0 : at - this.#since;
     const percent = elapsed > 0 ? Math.min(100, Math.round((connectedMs / elapsed) * 10_000) / 100) : 0;
@@ -268,15 +274,15 @@ export class StatsCollector {
     if (count > this.#maxDepth) this.#maxDepth = count;
     const lastError = this.#lastError;
     return {
-      since: this.#since,
-      at,
+      since: this.#since === null ? null : wallTimeOf(this.clock, this.#since),
+      at: this.clock.now(),
       connects: this.#connects,
       disconnects: { total: this.#disconnects, byClass: { ...this.#disconnectsByClass }, byRule: { ...this.#disconnectsByRule } },
       hubChanges: this.#hubChanges,
       hubHost: this.#hubHost,
       dps: { registrations: this.#registrations, statusLookups: this.#statusLookups },
       connected: { ms: connectedMs, percent },
-      outbox: { depth: count, maxDepth: this.#maxDepth, bytes, oldestAgeMs: count === 0 ? null : this.#oldestAgeMs(at) },
+      outbox: { depth: count, maxDepth: this.#maxDepth, bytes, oldestAgeMs: count === 0 ? null : this.#oldestAgeMs(this.clock.now()) },
       messages: {
         delivered: this.#delivered,
         resent: this.#resent,
@@ -287,7 +293,7 @@ export class StatsCollector {
       lastError:
         lastError === null
           ? null
-          : { errorClass: lastError.errorClass, rule: lastError.rule, phase: lastError.phase, message: lastError.message, at: lastError.at },
+          : { errorClass: lastError.errorClass, rule: lastError.rule, phase: lastError.phase, message: lastError.message, at: wallTimeOf(this.clock, lastError.at) },
       recommendedAction: this.#connectedSince !== null ? 'none' : recommendedAction(lastError),
     };
   }
@@ -298,7 +304,7 @@ export class StatsCollector {
     this.#connectedSince = null;
   }
 
-  /** The oldest message's age, or null when the outbox cannot be read (closed, storage error). */
+  /** The oldest message's age on the wall clock (its createdAt is on disk), or null when the outbox cannot be read (closed, storage error). */
   #oldestAgeMs(now: number): number | null {
     try {
       const [oldest] = this.outbox.after(0, 1);

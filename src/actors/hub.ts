@@ -17,7 +17,7 @@ import { Mqtt } from 'azure-iot-device-mqtt';
 import { MqttBase } from 'azure-iot-mqtt-base';
 import type { Logger } from 'pino';
 import type { DeviceEvent, HubAttemptInput } from '../../machines/device.machine';
-import { withDeadline, type Clock } from '../clock';
+import { monotonicNow, withDeadline, type Clock } from '../clock';
 import { toFailure } from '../policy/classify';
 import type { Failure } from '../policy/types';
 import type { Outbox, OutboxMessage } from '../store/outbox';
@@ -473,7 +473,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
     client.on('error', (error: Error) => logger.debug({ epoch, err: error.message }, 'hub client error'));
     client.on('disconnect', (error?: Error) => {
       const cause = (error as { transportObj?: unknown } | undefined)?.transportObj ?? error ?? new Error('disconnected');
-      reportLoss(toFailure(cause, 'hub-session', clock.now()));
+      reportLoss(toFailure(cause, 'hub-session', monotonicNow(clock)));
     });
     signal.addEventListener('abort', () => discard(epoch), { once: true });
     try {
@@ -483,7 +483,7 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
         transport: entry.transport,
         epoch,
         deviceId: assignment.deviceId,
-        lost: (error) => reportLoss(toFailure(error, 'hub-session', clock.now())),
+        lost: (error) => reportLoss(toFailure(error, 'hub-session', monotonicNow(clock))),
       };
       for (const feature of features) {
         if (feature.inbound) entry.inboundCleanups.push(feature.inbound(connection));
@@ -511,9 +511,9 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
     } catch (error) {
       discard(epoch);
       // An unreachable MQTT port switches `auto` to WebSockets (a cancelled attempt proves nothing).
-      throw toFailure(signal.aborted ? error : network.explainConnectFailure(error, 'hub-connect'), 'hub-connect', clock.now());
+      throw toFailure(signal.aborted ? error : network.explainConnectFailure(error, 'hub-connect'), 'hub-connect', monotonicNow(clock));
     }
-    return { connectedAt: clock.now() };
+    return { connectedAt: monotonicNow(clock) };
   }
 
   const hubSession: CallbackWork<HubAttemptInput> = ({ input, sendBack }) => {
@@ -527,10 +527,10 @@ export function hubWork(settings: HubSettings, features: SessionFeature[] = []) 
       sendBack(event);
     };
     if (!entry) {
-      lose(toFailure(new Error('hub client vanished before the session began'), 'hub-session', clock.now()));
+      lose(toFailure(new Error('hub client vanished before the session began'), 'hub-session', monotonicNow(clock)));
       return () => undefined;
     }
-    const loseWith = (error: unknown) => lose(toFailure(error, 'hub-session', clock.now()));
+    const loseWith = (error: unknown) => lose(toFailure(error, 'hub-session', monotonicNow(clock)));
     const session: HubSession = {
       client: entry.client,
       transport: entry.transport,

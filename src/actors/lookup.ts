@@ -12,7 +12,7 @@ import * as https from 'node:https';
 import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { LookupResult } from '../../machines/device.machine';
-import type { Clock } from '../clock';
+import { monotonicNow, wallTimeOf, type Clock } from '../clock';
 import { ServiceProtocolError } from '../errors';
 import { retryAfterMsFromSeconds } from '../policy/backoff';
 import { toFailure } from '../policy/classify';
@@ -123,10 +123,10 @@ export async function lookupOnce(settings: LookupSettings, registrationId: strin
     try {
       if ('x509' in credential) assertCertificateCurrent(credential.x509, settings.serviceTime.nowMs());
       const answer = await request(settings, registrationId, sasToken(settings, credential, registrationId), signal);
-      return { ...answer, checkedAt: clock.now() };
+      return { ...answer, checkedAt: monotonicNow(clock), assignedAt: clock.now() };
     } catch (error) {
-      const failure = toFailure(error, 'dps-lookup', clock.now());
-      logger.debug({ failure }, 'DPS status lookup failed');
+      const failure = toFailure(error, 'dps-lookup', monotonicNow(clock));
+      logger.debug({ failure: { ...failure, at: wallTimeOf(clock, failure.at) } }, 'DPS status lookup failed'); // logged as a date
       throw failure;
     }
   };

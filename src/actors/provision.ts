@@ -24,7 +24,7 @@ import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
 import { assertCertificateCurrent } from './x509';
 import type { Logger } from 'pino';
 import type { ProvisionResult } from '../../machines/device.machine';
-import type { Clock } from '../clock';
+import { monotonicNow, wallTimeOf, type Clock } from '../clock';
 import { ServiceProtocolError } from '../errors';
 import { DEFAULT_POLICY, nextDelay, retryAfterMsFromSeconds, seedFrom } from '../policy/backoff';
 import { classify, toFailure } from '../policy/classify';
@@ -251,7 +251,7 @@ function registerWith(credential: Credential, settings: ProvisionSettings, regis
     idScope: settings.idScope,
     ...(settings.modelId ? { payload: { modelId: settings.modelId } } : {}),
   };
-  const startedAt = clock.now();
+  const startedAt = monotonicNow(clock);
   const hardDeadlineAt = startedAt + (settings.hardDeadlineMs ?? hardDeadlineOf(deadlineMs));
   const maxThrottledPolls = settings.maxThrottledPolls ?? DEFAULT_MAX_THROTTLED_POLLS;
   let rngState = (settings.pollJitterSeed ?? seedFrom(`${registrationId}|${attempt}|${startedAt}`)) >>> 0;
@@ -276,8 +276,8 @@ function registerWith(credential: Credential, settings: ProvisionSettings, regis
       for (const timer of [progressTimer, hardTimer, requestTimer, pollTimer]) clear(timer);
       if (error) {
         // An unreachable MQTT port switches `auto` to WebSockets (a cancelled attempt proves nothing).
-        const failure: Failure = toFailure(signal?.aborted ? error : network.explainConnectFailure(error, 'dps'), 'dps', clock.now());
-        logger.debug({ failure }, 'DPS registration failed');
+        const failure: Failure = toFailure(signal?.aborted ? error : network.explainConnectFailure(error, 'dps'), 'dps', monotonicNow(clock));
+        logger.debug({ failure: { ...failure, at: wallTimeOf(clock, failure.at) } }, 'DPS registration failed'); // logged as a date
         reject(failure);
       } else resolve(result!);
       // Settle first, clean up after: the SDK's objects may be in any state by now.
@@ -298,13 +298,13 @@ function registerWith(credential: Credential, settings: ProvisionSettings, regis
     };
     const onAbort = () => finish(new Error('DPS registration cancelled'));
 
-    /** No progress by `at` (epoch ms on the clock) ends the registration. */
+    /** No progress by `at` (the clock's monotonicNow) ends the registration. */
     const armProgressDeadline = (at: number) => {
       clear(progressTimer);
       progressDeadlineAt = at;
       progressTimer = clock.setTimeout(
         () => finish(timeoutError(`DPS registration made no progress within ${deadlineMs} ms`)),
-        Math.max(0, at - clock.now()),
+        Math.max(0, at - monotonicNow(clock)),
       );
     };
 
@@ -338,7 +338,7 @@ function registerWith(credential: Credential, settings: ProvisionSettings, regis
       const log = { status: refusal.statusCode, retryAfterMs: refusal.retryAfterMs ?? null, throttledPolls };
       // Past the deadline the poll could not be answered in time: the machine gets the wait now,
       // with its retry-after, instead of a timeout later.
-      if (!retry || clock.now() + retry.delayMs > Math.min(progressDeadlineAt, hardDeadlineAt)) {
+      if (!retry || monotonicNow(clock) + retry.delayMs > Math.min(progressDeadlineAt, hardDeadlineAt)) {
         logger.debug(log, 'DPS keeps refusing status polls: the machine takes the wait over');
         return finish(refusal);
       }
@@ -368,7 +368,7 @@ function registerWith(credential: Credential, settings: ProvisionSettings, regis
         throttledPolls = 0;
         const waitMs = Math.min(raw?.retryAfterMs ?? DEFAULT_POLL_RETRY_AFTER_MS, MAX_POLL_RETRY_AFTER_MS);
         // Progress: the next poll gets a whole deadline to be answered, even past the first one.
-        armProgressDeadline(clock.now() + waitMs + deadlineMs);
+        armProgressDeadline(monotonicNow(clock) + waitMs + deadlineMs);
         return pollAfter(operationId, waitMs);
       }
       if (status === 'assigned') {

@@ -9,7 +9,7 @@
  */
 import { SharedAccessSignature } from 'azure-iot-common';
 import type { Logger } from 'pino';
-import type { Clock } from '../clock';
+import { monotonicNow, type Clock } from '../clock';
 import { isKeyRefusal } from './credentials';
 
 /** A skew below this is not corrected: tokens live minutes to hours, `Date` has whole seconds. */
@@ -69,9 +69,12 @@ export class ServiceTime {
     return true;
   }
 
-  /** True at most once per PROBE_INTERVAL_MS: then the caller asks the service for its time. */
+  /**
+   * True at most once per PROBE_INTERVAL_MS: then the caller asks the service for its time. The
+   * spacing is machine time: the wall clock being stepped (what a probe may reveal) moves neither.
+   */
   claimProbe(): boolean {
-    const now = this.clock.now();
+    const now = monotonicNow(this.clock);
     if (this.lastProbeAt !== undefined && now - this.lastProbeAt < PROBE_INTERVAL_MS) return false;
     this.lastProbeAt = now;
     return true;

@@ -45,7 +45,10 @@ export interface Failure extends Classification {
   message: string;
   /** transportError.code / socket code / DPS status, when there is one. */
   code?: string | number;
-  /** Epoch ms when the failure was observed (clock of the actor that saw it). */
+  /**
+   * When the failure was observed, in machine time (`monotonicNow` of the actor's clock): the
+   * machine subtracts it. Shown as a date only through `wallTimeOf`.
+   */
   at: number;
 }
 

@@ -15,7 +15,7 @@ import pino from 'pino';
 import { SimulatedClock } from 'xstate';
 import { waitUntilWork } from '../../src/actors/wait';
 import { sharedSecureContext } from '../../src/actors/tls';
-import { MAX_TIMER_MS, systemClock, withDeadline } from '../../src/clock';
+import { MAX_TIMER_MS, monotonicNow, systemClock, withDeadline } from '../../src/clock';
 import { createDevice, type Device } from '../../src/device';
 import { generateCertificates, type CloudCertificates } from 'hubstate-cloud';
 import { ConfigError, MessageRejectedError } from '../../src/errors';
@@ -193,6 +193,7 @@ describe('wrong types: a ConfigError, never a TypeError (finding 7)', () => {
     ['logger an object without methods', { ...valid, logger: {} }, 'logger'],
     ['clock a number', { ...valid, clock: 5 }, 'clock'],
     ['clock without setTimeout', { ...valid, clock: { now: (): number => 0 } as unknown }, 'clock'],
+    ['clock with a monotonicNow that is not a function', { ...valid, clock: { now: (): number => 0, setTimeout: () => 0, clearTimeout: () => undefined, monotonicNow: 5 } as unknown }, 'clock'],
     ['features not an array', { ...valid, features: {} }, 'features'],
     ['features with a null', { ...valid, features: [null] }, 'features'],
     ['outbox a string', { ...valid, outbox: 'memory' }, 'outbox'],
@@ -532,7 +533,7 @@ describe('timers beyond 2^31 − 1 ms are not fired early (finding 3)', () => {
     jest.useFakeTimers();
     let done = false;
     const controller = new AbortController();
-    void waitUntilWork(systemClock)({ input: { retryAt: Date.now() + 40 * 86_400_000 }, signal: controller.signal } as never).then(() => (done = true));
+    void waitUntilWork(systemClock)({ input: { retryAt: monotonicNow(systemClock) + 40 * 86_400_000 }, signal: controller.signal } as never).then(() => (done = true));
     await jest.advanceTimersByTimeAsync(MAX_TIMER_MS + 1000);
     expect(done).toBe(false);
     await jest.advanceTimersByTimeAsync(40 * 86_400_000);

@@ -8,7 +8,7 @@ import { createActor, fromPromise, SimulatedClock } from 'xstate';
 import { leafStateName } from '../../machines/device.machine';
 import { DpsLookupError } from '../../src/actors/lookup';
 import { waitUntilWork } from '../../src/actors/wait';
-import type { Clock } from '../../src/clock';
+import { monotonicNow, type Clock } from '../../src/clock';
 import { DEFAULT_POLICY, PRESETS } from '../../src/policy/backoff';
 import { toFailure } from '../../src/policy/classify';
 import type { Failure, Phase, RetryPolicy } from '../../src/policy/types';
@@ -21,13 +21,17 @@ const DAY_MS = 24 * HOUR_MS;
 
 /**
  * The device's wall clock (`Date.now()`: NTP may step it) over the simulated monotonic time that
- * Node's timers run on: `jump(ms)` moves what `now()` says, never when a pending timer fires.
+ * Node's timers run on: `jump(ms)` moves what `now()` says, never `monotonicNow()` nor when a
+ * pending timer fires.
  */
 class SteppedWallClock implements Clock {
   offsetMs = 0;
   constructor(private readonly monotonic: SimulatedClock) {}
   now(): number {
     return this.monotonic.now() + this.offsetMs;
+  }
+  monotonicNow(): number {
+    return this.monotonic.now();
   }
   setTimeout(fn: (...args: unknown[]) => void, timeout: number): unknown {
     return this.monotonic.setTimeout(fn, timeout);
@@ -71,7 +75,7 @@ interface DayFigures {
 async function runFault(fault: Fault, options: { policy?: RetryPolicy; cached?: boolean; durationMs?: number; onTick?: (elapsedMs: number, wall: SteppedWallClock, cloud: FakeCloud, figures: DayFigures) => void; until?: (figures: DayFigures) => boolean } = {}) {
   const cloud = new FakeCloud();
   const wall = new SteppedWallClock(cloud.clock);
-  const stamp = (error: unknown, phase: Phase): Failure => toFailure(error, phase, wall.now());
+  const stamp = (error: unknown, phase: Phase): Failure => toFailure(error, phase, monotonicNow(wall));
   const machine = cloud.machine().provide({ actors: { waitUntil: fromPromise(waitUntilWork(wall)) } });
   const actor = createActor(machine, {
     clock: cloud.clock,
@@ -99,7 +103,7 @@ async function runFault(fault: Fault, options: { policy?: RetryPolicy; cached?: 
       const refusal = fault.connect?.(hubHost);
       if (refusal !== undefined) await cloud.failOpen(stamp(refusal, 'hub-connect'));
       else {
-        cloud.opens.shift()!.resolve({ connectedAt: wall.now() });
+        cloud.opens.shift()!.resolve({ connectedAt: monotonicNow(wall) });
         await cloud.flush();
         figures.sessions++;
         figures.connectedTo.push(hubHost);
@@ -125,7 +129,7 @@ async function runFault(fault: Fault, options: { policy?: RetryPolicy; cached?: 
       const failure = fault.lookup?.();
       if (failure !== undefined) await cloud.failLookup(stamp(failure, 'dps-lookup'));
       else {
-        cloud.lookups.shift()!.resolve({ ...cloud.hub, checkedAt: wall.now() });
+        cloud.lookups.shift()!.resolve({ ...cloud.hub, checkedAt: monotonicNow(wall), assignedAt: wall.now() });
         await cloud.flush();
       }
     } else if (leafStateName(snapshot.value) === 'BackingOff') {
@@ -395,19 +399,19 @@ describe('NTP steps the wall clock back during a failure run (an RTC set to loca
     expect(figures.registrations).toBe(0);
   });
 
-  // Known gap, the other direction: a step forward spends the 15 min hub window at once, so a
-  // blip that happens to span an NTP correction (a fleet booting with RTC-less clocks) registers.
-  test.failing('stepped forward 1 h during that outage: still no registration (15 min on the hub have not passed)', async () => {
+  // The other direction: a step forward must not spend the 15 min hub window at once, or a blip
+  // that happens to span an NTP correction (a fleet booting with RTC-less clocks) registers.
+  test('stepped forward 1 h during that outage: still no registration (15 min on the hub have not passed)', async () => {
     const figures = await outageAcrossStep(HOUR_MS);
     console.log(`a 5 min outage across a 1 h step forward: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
     expect(figures.registrations).toBe(0);
   });
 
-  // Known gap: every duration the machine measures (hub window, confirmation, unreachable) is a
-  // difference of wall-clock stamps (Failure.at = Date.now()). A step back of 6 h keeps DPS's
-  // "same hub" current for 6 h 15 min of real time, and CONNACK 3 never spends the hub budget:
-  // no backstop. Passes once durations are measured on a monotonic clock.
-  test.failing('stepped back 6 h: the device still moves within one hub window (plus a retry) of real time', async () => {
+  // Every duration the machine measures (hub window, confirmation, unreachable) is a difference
+  // of machine-time stamps (Failure.at = monotonicNow). On wall-clock stamps, a step back of 6 h
+  // kept DPS's "same hub" current for 6 h 15 min of real time (377 min), and CONNACK 3 never
+  // spends the hub budget: no backstop.
+  test('stepped back 6 h: the device still moves within one hub window (plus a retry) of real time', async () => {
     const tookMs = await movedAfterConfirmation(STEP_BACK_MS);
     console.log(`moved after a 6 h step back of the wall clock: ${Math.round(tookMs / MINUTE_MS)} min of real time`);
     expect(tookMs).toBeLessThanOrEqual(DEFAULT_POLICY.hubRetryWindowMs + 2 * DEFAULT_POLICY.maxDelayMs);

@@ -80,7 +80,8 @@ describe('lookupAtBoot: a device without a provisioning cache asks DPS where it 
     expect(device.value()).toBe('CheckingAssignment');
     expect(cloud.lookups[0].input).toEqual({ registrationId: 'reg-7' });
     expect(cloud.calls.provision).toBe(0);
-    cloud.lookups.shift()!.resolve({ hubHost: 'hub-b.local', deviceId: 'dev-9', checkedAt: T0 - 5000 });
+    // checkedAt is machine time, assignedAt the wall date the cache keeps: the assignment takes the date.
+    cloud.lookups.shift()!.resolve({ hubHost: 'hub-b.local', deviceId: 'dev-9', checkedAt: 42, assignedAt: T0 - 5000 });
     await cloud.flush();
     expect(device.value()).toBe('Connecting');
     const assignment = { hubHost: 'hub-b.local', deviceId: 'dev-9', assignedAt: T0 - 5000, source: 'dps' };
@@ -390,7 +391,7 @@ describe('the doubtful refusal and the lookup that follows', () => {
     const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 100 } });
     await cloud.flush();
     await cloud.failOpen(unauthorized(cloud));
-    cloud.lookups.shift()!.resolve({ hubHost: 'cached-hub.local', deviceId: 'dev-1', checkedAt: T0 + 5000 });
+    cloud.lookups.shift()!.resolve({ hubHost: 'cached-hub.local', deviceId: 'dev-1', checkedAt: T0 + 5000, assignedAt: T0 });
     await cloud.flush();
     expect(device.value()).toBe('BackingOff');
     const { lastError, retryAt, delayMs } = device.context();
@@ -404,7 +405,7 @@ describe('the doubtful refusal and the lookup that follows', () => {
     const device = start(cloud, { cached: true });
     await cloud.flush();
     await cloud.failOpen(unauthorized(cloud));
-    cloud.lookups.shift()!.resolve({ hubHost: 'cached-hub.local', deviceId: 'dev-2', checkedAt: T0 });
+    cloud.lookups.shift()!.resolve({ hubHost: 'cached-hub.local', deviceId: 'dev-2', checkedAt: T0, assignedAt: T0 });
     await cloud.flush();
     expect(device.value()).toBe('Connecting');
     expect(cloud.opens[0].input).toMatchObject({ assignment: { hubHost: 'cached-hub.local', deviceId: 'dev-2' } });
@@ -472,7 +473,7 @@ describe('the doubtful refusal and the lookup that follows', () => {
     const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 100 } });
     await cloud.flush();
     await cloud.failOpen(unauthorized(cloud));
-    cloud.lookups.shift()!.resolve({ hubHost: 'cached-hub.local', deviceId: 'dev-1', checkedAt: T0 + policy.hubRetryWindowMs });
+    cloud.lookups.shift()!.resolve({ hubHost: 'cached-hub.local', deviceId: 'dev-1', checkedAt: T0 + policy.hubRetryWindowMs, assignedAt: T0 });
     await cloud.flush();
     expect(device.value()).toBe('Reprovisioning');
     expect(device.context()).toMatchObject({ hubAttempts: 0, firstFailureAt: null, assignmentConfirmed: false });
@@ -487,7 +488,7 @@ describe('the doubtful refusal and the lookup that follows', () => {
     const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 100 } });
     await cloud.flush();
     await cloud.failOpen(unauthorized(cloud));
-    cloud.lookups.shift()!.resolve({ hubHost: 'cached-hub.local', deviceId: 'dev-1', checkedAt: T0 + policy.hubRetryWindowMs - 1 });
+    cloud.lookups.shift()!.resolve({ hubHost: 'cached-hub.local', deviceId: 'dev-1', checkedAt: T0 + policy.hubRetryWindowMs - 1, assignedAt: T0 });
     await cloud.flush();
     expect(device.value()).toBe('BackingOff');
     expect(device.context().retryStep).toBe('Connecting');
@@ -498,7 +499,7 @@ describe('the doubtful refusal and the lookup that follows', () => {
     const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 100 } });
     await cloud.flush();
     await cloud.failOpen(cloud.failure('transient', { rule: 'connack-3', serverBusy: true, assignmentInDoubt: true }));
-    cloud.lookups.shift()!.resolve({ hubHost: 'cached-hub.local', deviceId: 'dev-1', checkedAt: T0 + 2 * policy.hubRetryWindowMs });
+    cloud.lookups.shift()!.resolve({ hubHost: 'cached-hub.local', deviceId: 'dev-1', checkedAt: T0 + 2 * policy.hubRetryWindowMs, assignedAt: T0 });
     await cloud.flush();
     expect(device.value()).toBe('BackingOff');
     expect(device.context().retryStep).toBe('Connecting');
@@ -514,7 +515,7 @@ describe('the doubtful refusal and the lookup that follows', () => {
     await cloud.advance(device.context().delayMs!);
     await cloud.failOpen(unauthorized(cloud, { at: T0 + policy.hubRetryWindowMs }));
     expect(device.value()).toBe('CheckingAssignment');
-    cloud.lookups.shift()!.resolve({ hubHost: 'cached-hub.local', deviceId: 'dev-1', checkedAt: T0 + policy.hubRetryWindowMs });
+    cloud.lookups.shift()!.resolve({ hubHost: 'cached-hub.local', deviceId: 'dev-1', checkedAt: T0 + policy.hubRetryWindowMs, assignedAt: T0 });
     await cloud.flush();
     expect(device.value()).toBe('Reprovisioning');
     expect(device.context()).toMatchObject({ hubAttempts: 0, firstFailureAt: null, assignmentConfirmed: false });

@@ -114,7 +114,7 @@ export class FakeCloud {
 
   /** DPS answers the status lookup: the device is on `hubHost` (default: the fake's current hub). */
   async answerLookup(hubHost: string = this.hub.hubHost): Promise<void> {
-    this.lookups.shift()!.resolve({ hubHost, deviceId: this.hub.deviceId, checkedAt: this.clock.now() });
+    this.lookups.shift()!.resolve({ hubHost, deviceId: this.hub.deviceId, checkedAt: this.clock.now(), assignedAt: this.clock.now() });
     await this.flush();
   }
 

@@ -143,8 +143,8 @@ function doneOutputs(actorId: string, snapshot: Snap): unknown[] {
     const current = snapshot.context.assignment?.hubHost ?? 'hub-a.local';
     const moved = current === MOVED_HUB ? 'hub-a.local' : MOVED_HUB;
     return [
-      { hubHost: moved, deviceId: 'dev-1', checkedAt: 0 },
-      { hubHost: current, deviceId: 'dev-1', checkedAt: 0 },
+      { hubHost: moved, deviceId: 'dev-1', checkedAt: 0, assignedAt: 0 },
+      { hubHost: current, deviceId: 'dev-1', checkedAt: 0, assignedAt: 0 },
     ];
   }
   return [undefined];
@@ -564,7 +564,7 @@ async function perform(cloud: FakeCloud, actor: ReturnType<typeof createActor<De
   } else if (actorId === 'lookupAssignment') {
     const current = live.assignment?.hubHost ?? cloud.hub.hubHost;
     const hubHost = event.lookup === 'same' ? current : current === MOVED_HUB ? 'hub-a.local' : MOVED_HUB;
-    pending.resolve({ hubHost, deviceId: cloud.hub.deviceId, checkedAt: cloud.clock.now() } as never);
+    pending.resolve({ hubHost, deviceId: cloud.hub.deviceId, checkedAt: cloud.clock.now(), assignedAt: cloud.clock.now() } as never);
   } else if (actorId === 'provision' || actorId === 'reprovision') {
     pending.resolve({ ...cloud.hub, assignedAt: cloud.clock.now() } as never);
   } else if (actorId === 'openHub') {

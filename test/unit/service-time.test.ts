@@ -84,3 +84,25 @@ test('withServiceTime: a refusal is retried once only when the time changed; the
   await expect(withServiceTime(time, async () => Promise.reject({ rule: 'socket-refused' }), probeNoChange)).rejects.toEqual({ rule: 'socket-refused' });
   expect(probes).toBe(1); // not a refusal of the token: no probe
 });
+
+test('the probe spacing is machine time: a wall clock stepped back 6 h (what the probe is for) does not hold the next probe back', () => {
+  let monotonicMs = 0;
+  let wallMs = Date.UTC(2026, 0, 1, 12);
+  const clock: Clock = {
+    now: () => wallMs,
+    monotonicNow: () => monotonicMs,
+    setTimeout: () => {
+      throw new Error('not used');
+    },
+    clearTimeout: () => undefined,
+  };
+  const time = new ServiceTime(clock, silent);
+  expect(time.claimProbe()).toBe(true);
+  wallMs -= 6 * 3600_000;
+  monotonicMs += PROBE_INTERVAL_MS - 1;
+  expect(time.claimProbe()).toBe(false);
+  monotonicMs += 1;
+  expect(time.claimProbe()).toBe(true);
+  wallMs += 7 * 3600_000; // a step forward does not let one through early either
+  expect(time.claimProbe()).toBe(false);
+});

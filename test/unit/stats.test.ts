@@ -92,6 +92,30 @@ describe('StatsCollector: the figures', () => {
     expect(stats.snapshot().disconnects.total).toBe(0);
   });
 
+  test('NTP stepping the wall clock moves the dates (since, lastError.at), never the durations (connected ms and percent, since last delivery)', () => {
+    const monotonic = new SimulatedClock();
+    monotonic.set(T0);
+    let stepMs = 0;
+    // The device's clock: wall time over a monotonic one a step does not move.
+    const clock = { now: () => monotonic.now() + stepMs, monotonicNow: () => monotonic.now(), setTimeout: monotonic.setTimeout.bind(monotonic), clearTimeout: monotonic.clearTimeout.bind(monotonic) };
+    const stats = new StatsCollector(clock, new MemoryOutbox());
+    stats.started();
+    stats.transition({ value: 'Connecting', previous: 'Idle', event: 'START', hubHost: 'hub-a', lastError: null });
+    stats.transition({ value: 'Connected', previous: 'Connecting', event: 'xstate.done.actor', hubHost: 'hub-a', lastError: null });
+    monotonic.increment(10_000);
+    stats.delivered();
+    const lost = failure('transient', 'socket-reset', monotonic.now());
+    stats.transition({ value: 'BackingOff', previous: 'Connected', event: 'HUB_LOST', hubHost: 'hub-a', lastError: lost });
+    stepMs = -6 * 3_600_000; // the RTC's local time corrected to UTC
+    monotonic.increment(10_000);
+    const snapshot = stats.snapshot();
+    expect(snapshot.connected).toEqual({ ms: 10_000, percent: 50 });
+    expect(snapshot.messages.sinceLastDeliveredMs).toBe(10_000);
+    expect(snapshot.at).toBe(T0 + 20_000 - 6 * 3_600_000);
+    expect(snapshot.since).toBe(T0 - 6 * 3_600_000);
+    expect(snapshot.lastError?.at).toBe(T0 + 10_000 - 6 * 3_600_000);
+  });
+
   test('outbox depth, maximum depth, bytes and the oldest message’s age', () => {
     const { clock, outbox, stats } = harness();
     outbox.add(message('m1', T0));

@@ -15,8 +15,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import type { Device, DeviceOptions, StateChange } from 'hubstate';
-import { REDACTED_PATHS } from 'hubstate/internal';
+import { monotonicNow, type Device, type DeviceOptions, type StateChange } from 'hubstate';
+import { REDACTED_PATHS, systemClock } from 'hubstate/internal';
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import pino from 'pino';
 import { deliveryReport } from './delivery';
@@ -244,14 +244,17 @@ function isDevice(value: unknown): value is Device {
   return typeof device === 'object' && device !== null && typeof device.on === 'function' && typeof device.state === 'function' && typeof device.start === 'function' && typeof device.sendTelemetry === 'function' && typeof device.stop === 'function' && typeof device.actor?.getSnapshot === 'function';
 }
 
-/** The run's clock: the wall clock, or one the runner skips ahead. */
+/**
+ * The run's clock: the device's machine time (what its retryAt and connectedAt are on), with the
+ * cloud's wall-clock stamps converted to it; or one the runner skips ahead.
+ */
 interface RunClock {
   now(): number;
   fromWall(wallAt: number): number;
   skipping?: SkipAheadClock;
 }
 
-const wallClock: RunClock = { now: () => Date.now(), fromWall: (wallAt) => wallAt };
+const wallClock: RunClock = { now: () => monotonicNow(systemClock), fromWall: (wallAt) => wallAt - (systemClock.now() - monotonicNow(systemClock)) };
 
 class PathRun {
   private readonly states: RecordedState[] = [];

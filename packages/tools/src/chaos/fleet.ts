@@ -5,8 +5,8 @@
  */
 import { join } from 'node:path';
 import { createDevice, type Device, type DeviceSnapshot, type DeviceStateName, type StateChange } from 'hubstate';
-import { createLogger } from 'hubstate';
-import { seedFrom } from 'hubstate/internal';
+import { createLogger, monotonicNow } from 'hubstate';
+import { seedFrom, systemClock } from 'hubstate/internal';
 import type { BackoffAudit } from './backoff-audit';
 import type { SoakCloud } from './cloud';
 import type { DeliveryLedger } from './ledger';
@@ -237,7 +237,8 @@ export class Fleet {
     track.state = change.value;
     this.transitions[key] = (this.transitions[key] ?? 0) + 1;
     recordOnTimeline(track, change, ctx, now, this.input.plan.policy.stableConnectionMs);
-    this.input.backoffAudit.onTransition(track.registrationId, change, ctx, now);
+    // retryAt is the device's machine time: the audit reads the same clock (`now` is the cloud's wall time).
+    this.input.backoffAudit.onTransition(track.registrationId, change, ctx, monotonicNow(systemClock));
     track.recent.push(describeTransition(change, ctx, now, this.input.startedAt));
     if (track.recent.length > RECENT_TRANSITIONS) track.recent.shift();
     const { scanner } = this.input;

@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import type { Device, DeviceStateName, StateChange } from 'hubstate';
-import { type TransportMode } from 'hubstate';
-import { redactProxyUrl, REDACTED_PATHS } from 'hubstate/internal';
+import { monotonicNow, type TransportMode } from 'hubstate';
+import { redactProxyUrl, REDACTED_PATHS, systemClock } from 'hubstate/internal';
 import { startExampleDevice, type ExampleDevice } from 'hubstate/examples/failover-device';
 import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
 import { openLogFile } from './files';
@@ -159,7 +159,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       delivered: fleet.reduce((n, m) => n + m.delivered.size, 0),
       queued: devicesStopped ? 0 : fleet.reduce((n, m) => n + m.device.outboxStats().count, 0),
       lastErrorClass: context.lastError?.errorClass ?? null,
-      nextRetryMs: lead.state() === 'BackingOff' && context.retryAt ? Math.max(0, context.retryAt - Date.now()) : null,
+      nextRetryMs: lead.state() === 'BackingOff' && context.retryAt ? Math.max(0, context.retryAt - monotonicNow(systemClock)) /* retryAt is machine time */ : null,
       devices: fleet.length,
     };
   };
