@@ -36,7 +36,10 @@ export interface Assignment {
 export interface ProvisionResult {
   hubHost: string;
   deviceId: string;
+  /** Wall time of the assignment, epoch ms (written to the cache). */
   assignedAt: number;
+  /** Machine time of DPS's answer (the actor's monotonic clock): when it confirmed a hub, if it handed back the same one. */
+  registeredAt: number;
 }
 
 /** What the status-lookup actor resolves with: where DPS says the device belongs now. */
@@ -375,10 +378,10 @@ export const deviceMachine = setup({
       // DPS handed back the hub the device was leaving: a confirmation of it, and the hub window grows.
       const sameHub = context.assignment?.hubHost === output.hubHost && context.assignment.deviceId === output.deviceId;
       return {
-        assignment: { ...output, source: 'dps' as const },
+        assignment: { hubHost: output.hubHost, deviceId: output.deviceId, assignedAt: output.assignedAt, source: 'dps' as const },
         assignmentProven: false,
         assignmentConfirmed: sameHub,
-        assignmentConfirmedAt: sameHub ? output.assignedAt : null,
+        assignmentConfirmedAt: sameHub ? output.registeredAt : null,
         sameHubAnswers: sameHub ? oneMoreSameHubAnswer(context) : 0,
         // dpsAttempts is kept until the assignment works: a refused fresh assignment keeps growing the backoff.
         hubAttempts: 0,

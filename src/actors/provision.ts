@@ -378,7 +378,7 @@ function registerWith(credential: Credential, settings: ProvisionSettings, regis
           unexpected.name = 'DeviceRegistrationFailedError';
           return finish(unexpected);
         }
-        return finish(null, { hubHost: state.assignedHub, deviceId: state.deviceId, assignedAt: clock.now() });
+        return finish(null, { hubHost: state.assignedHub, deviceId: state.deviceId, assignedAt: clock.now(), registeredAt: monotonicNow(clock) });
       }
       // The errors the SDK's polling state machine builds for these, so they classify the same.
       const ended = status === 'failed' ? new sdkErrors.DeviceRegistrationFailedError('registration failed') : new SyntaxError(`status is ${result?.status}`);

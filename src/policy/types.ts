@@ -105,7 +105,9 @@ export interface HubBudget {
   /**
    * A hub this device worked on that stays unreachable (refused sockets, timeouts) this long is
    * asked about: DPS may have moved the device elsewhere (IoT Central: "unreachable hub" means
-   * reprovision). One status lookup per failure run; the hub budget still decides registrations.
+   * reprovision). A lookup DPS answers holds for the hub window; one DPS could not answer (busy,
+   * unreachable) confirms nothing, so the next refusal asks again, after that refusal's own backoff
+   * (at least a minute apart once the quick retries are spent). The hub budget decides registrations.
    */
   lookupAfterUnreachableMs: number;
   /** Time since the first failure on one hub before reprovisioning (DPS guidance: 15–30 min). */

@@ -120,7 +120,7 @@ async function runFault(fault: Fault, options: { policy?: RetryPolicy; cached?: 
       const failure = fault.register?.();
       if (failure !== undefined) await cloud.failProvision(stamp(failure, 'dps'));
       else {
-        cloud.provisions.shift()!.resolve({ ...cloud.hub, assignedAt: wall.now() });
+        cloud.provisions.shift()!.resolve({ ...cloud.hub, assignedAt: wall.now(), registeredAt: monotonicNow(wall) });
         await cloud.flush();
       }
     } else if (cloud.lookups.length) {

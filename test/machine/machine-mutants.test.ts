@@ -617,7 +617,7 @@ describe('inputs the actors receive', () => {
     await cloud.failProvision(cloud.failure('transient', {}, 'dps'));
     await cloud.advance(device.context().delayMs!);
     expect(cloud.provisions[0].input).toEqual({ registrationId: 'reg-7', attempt: 2 });
-    cloud.provisions.shift()!.resolve({ hubHost: 'hub-c.local', deviceId: 'dev-3', assignedAt: T0 + 1 });
+    cloud.provisions.shift()!.resolve({ hubHost: 'hub-c.local', deviceId: 'dev-3', assignedAt: T0 + 1, registeredAt: T0 + 1 });
     await cloud.flush();
     expect(device.saved).toEqual([{ hubHost: 'hub-c.local', deviceId: 'dev-3', assignedAt: T0 + 1, source: 'dps' }]);
   });

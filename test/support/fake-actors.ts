@@ -103,7 +103,7 @@ export class FakeCloud {
   }
 
   async assign(): Promise<void> {
-    this.provisions.shift()!.resolve({ ...this.hub, assignedAt: this.clock.now() });
+    this.provisions.shift()!.resolve({ ...this.hub, assignedAt: this.clock.now(), registeredAt: this.clock.now() });
     await this.flush();
   }
 

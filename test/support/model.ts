@@ -137,7 +137,7 @@ export const MOVED_HUB = 'hub-b.local';
 
 /** Actor outcomes: a lookup answers either "moved" or "the same hub". */
 function doneOutputs(actorId: string, snapshot: Snap): unknown[] {
-  if (actorId === 'provision' || actorId === 'reprovision') return [{ hubHost: 'hub-a.local', deviceId: 'dev-1', assignedAt: 0 }];
+  if (actorId === 'provision' || actorId === 'reprovision') return [{ hubHost: 'hub-a.local', deviceId: 'dev-1', assignedAt: 0, registeredAt: 0 }];
   if (actorId === 'openHub') return [{ connectedAt: 0 }];
   if (actorId === 'lookupAssignment') {
     const current = snapshot.context.assignment?.hubHost ?? 'hub-a.local';
@@ -566,7 +566,7 @@ async function perform(cloud: FakeCloud, actor: ReturnType<typeof createActor<De
     const hubHost = event.lookup === 'same' ? current : current === MOVED_HUB ? 'hub-a.local' : MOVED_HUB;
     pending.resolve({ hubHost, deviceId: cloud.hub.deviceId, checkedAt: cloud.clock.now(), assignedAt: cloud.clock.now() } as never);
   } else if (actorId === 'provision' || actorId === 'reprovision') {
-    pending.resolve({ ...cloud.hub, assignedAt: cloud.clock.now() } as never);
+    pending.resolve({ ...cloud.hub, assignedAt: cloud.clock.now(), registeredAt: cloud.clock.now() } as never);
   } else if (actorId === 'openHub') {
     pending.resolve({ connectedAt: cloud.clock.now() } as never);
   } else {

@@ -111,7 +111,7 @@ describe('FileIdScopeStore', () => {
   });
 });
 
-const ASSIGNED: ProvisionResult = { hubHost: 'hub-b.example', deviceId: 'sensor-1', assignedAt: 1 };
+const ASSIGNED: ProvisionResult = { hubHost: 'hub-b.example', deviceId: 'sensor-1', assignedAt: 1, registeredAt: 1 };
 function failure(errorClass: Failure['errorClass'], rule: string): Failure {
   return { errorClass, rule, phase: 'dps', name: 'Error', message: rule, at: 1 };
 }
