@@ -9,6 +9,8 @@ export interface RateLimitedCloudCommands {
   metrics(): DpsMetrics;
   /** Every registration: its id and when DPS first assigned it (epoch ms). */
   registrations(): Array<{ registrationId: string; at: number }>;
+  /** When each registered device first asked DPS to register it (epoch ms), throttled or not. */
+  firstRequests(): number[];
 }
 
 const ratePerSec = Number(process.argv[2]);
@@ -19,6 +21,7 @@ serveService<RateLimitedCloudCommands>(async () => {
     commands: {
       metrics: () => cloud.dps.metrics(),
       registrations: () => cloud.dps.registrations().map((r) => ({ registrationId: r.registrationId, at: Date.parse(r.createdDateTimeUtc) })),
+      firstRequests: () => cloud.dps.registrations().map((r) => Math.min(...cloud.dps.attempts(r.registrationId))),
     },
     stop: () => cloud.stop(),
   };

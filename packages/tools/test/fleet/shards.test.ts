@@ -85,9 +85,9 @@ describe('shard arithmetic', () => {
   });
 });
 
-/** Registrations completed at the DPS per second, over its busiest sliding window of `windowMs`. */
-function peakRegistrationsPerSec(registrations: Array<{ at: number }>, windowMs: number): number {
-  const at = registrations.map((r) => r.at).sort((a, b) => a - b);
+/** Events (epoch ms) per second over their busiest sliding window of `windowMs`. */
+function peakPerSec(times: number[], windowMs: number): number {
+  const at = [...times].sort((a, b) => a - b);
   let peak = 0;
   for (let lo = 0, hi = 0; hi < at.length; hi++) {
     while (at[hi]! - at[lo]! >= windowMs) lo++;
@@ -119,12 +119,17 @@ const PEAK_TOLERANCE = 0.15 * RATE;
  */
 const PEAK_AT_LEAST = 0.75 * RATE;
 /**
- * Shards that together went faster than R would be throttled by the hundreds: at 2 R (each shard
- * planning for twice its share, say) about half the fleet's first requests get a 429. The fleet
- * at R gets none on a quiet machine, and up to 44 measured when a busy core made its requests
- * bunch after stalls.
+ * Nor faster than R: the busiest 10 s of first requests (each device's first registration
+ * request, whether DPS took or throttled it) is at most 1.5 R. That is the fleet's plan as DPS
+ * saw it, and it tells R from 2 R (4 shards each planning for half the fleet, say) even on a
+ * shared machine: a stall of s seconds in the devices' process sends the requests due during it
+ * together, which puts at most R (1 + s / 10) into a 10 s window (1.24 R after the 2.4 s stall
+ * of one CI run). DPS's 429s are reported, not bounded: after such a stall the bunched requests
+ * beyond the bucket's one second are throttled and retried, and that cascade measures the
+ * machine (0 on a quiet one, 271 for the whole fleet of one CI run while another test file took a
+ * core), not the plan.
  */
-const THROTTLED_AT_MOST = 0.1 * DEVICES;
+const FIRST_REQUESTS_AT_MOST = 1.5 * RATE;
 
 interface Run {
   ids: string[];
@@ -132,6 +137,8 @@ interface Run {
   /** Over 1 s: reported, not compared. */
   peak1sRegistrationsPerSec: number;
   peakRegisterRequestsPerSec: number;
+  /** Busiest 10 s of first registration requests, per second: the fleet's plan. */
+  peakFirstRequestsPerSec: number;
   throttled: number;
   allConnectedMs: number;
 }
@@ -153,11 +160,13 @@ async function runAgainstFreshCloud(shards: FleetShard[] | null, devices = DEVIC
     const allConnectedMs = Date.now() - startedAt;
     const metrics = await service.commands.metrics();
     const registrations = await service.commands.registrations();
+    const firstRequests = await service.commands.firstRequests();
     return {
       ids: registrations.map((r) => r.registrationId).sort(),
-      peakRegistrationsPerSec: peakRegistrationsPerSec(registrations, PEAK_WINDOW_MS),
-      peak1sRegistrationsPerSec: peakRegistrationsPerSec(registrations, 1000),
+      peakRegistrationsPerSec: peakPerSec(registrations.map((r) => r.at), PEAK_WINDOW_MS),
+      peak1sRegistrationsPerSec: peakPerSec(registrations.map((r) => r.at), 1000),
       peakRegisterRequestsPerSec: metrics.peakRegisterRequestsPerSec,
+      peakFirstRequestsPerSec: peakPerSec(firstRequests, PEAK_WINDOW_MS),
       throttled: metrics.throttled,
       allConnectedMs,
     };
@@ -173,7 +182,7 @@ test(`${SHARDS} shards of ${DEVICES / SHARDS} register the same ids at the same 
   await runAgainstFreshCloud(null, 100);
   const whole = await runAgainstFreshCloud(null);
   const sharded = await runAgainstFreshCloud(Array.from({ length: SHARDS }, (_, index) => ({ index, count: SHARDS })));
-  const figures = (run: Run) => ({ peak10s: run.peakRegistrationsPerSec, peak1s: run.peak1sRegistrationsPerSec, peakRequests: run.peakRegisterRequestsPerSec, throttled: run.throttled, allConnectedMs: run.allConnectedMs });
+  const figures = (run: Run) => ({ peak10s: run.peakRegistrationsPerSec, peak1s: run.peak1sRegistrationsPerSec, peakRequests: run.peakRegisterRequestsPerSec, peakFirst10s: run.peakFirstRequestsPerSec, throttled: run.throttled, allConnectedMs: run.allConnectedMs });
   // On failure, both runs' figures side by side.
   const context = JSON.stringify({ whole: figures(whole), sharded: figures(sharded) });
   process.stdout.write(`shards vs whole: ${context}\n`);
@@ -183,5 +192,5 @@ test(`${SHARDS} shards of ${DEVICES / SHARDS} register the same ids at the same 
   // Both at the rate the whole fleet planned for, not at a shard's share of it.
   for (const run of [whole, sharded]) expect({ context, peak: run.peakRegistrationsPerSec >= PEAK_AT_LEAST }).toEqual({ context, peak: true });
   // Nor faster than it.
-  for (const run of [whole, sharded]) expect({ context, throttled: run.throttled <= THROTTLED_AT_MOST }).toEqual({ context, throttled: true });
+  for (const run of [whole, sharded]) expect({ context, firstRequests: run.peakFirstRequestsPerSec <= FIRST_REQUESTS_AT_MOST }).toEqual({ context, firstRequests: true });
 }, 300_000);
