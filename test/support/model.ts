@@ -93,8 +93,8 @@ export const modelConfigs: ReadonlyArray<{ name: string; input: DeviceInput }> =
 ];
 
 /**
- * State (the leaf name) + what the guards read: hubAttempts, min(dpsAttempts, 2), retryStep, the
- * assigned hub (if any) and whether it is proven. Epoch, rngState, deadlines and errors are ignored.
+ * State (the leaf name) + what the guards read: hubAttempts, min(dpsAttempts, 2), retryStep,
+ * whether the assigned hub (if any) is the one registrations hand out, and whether it is proven. Epoch, rngState, deadlines and errors are ignored.
  */
 export function abstractKey(snapshot: Snap): string {
   const c = snapshot.context;
@@ -103,8 +103,9 @@ export function abstractKey(snapshot: Snap): string {
     c.hubAttempts,
     Math.min(c.dpsAttempts, 2),
     c.retryStep,
-    // Which hub, not just whether: a registration handing back the hub the device was on counts as a DPS confirmation.
-    c.assignment?.hubHost ?? null,
+    // Which hub, not just whether: a registration handing back the hub the device was on counts as
+    // a DPS confirmation. Every other hub behaves alike (see movedFrom).
+    c.assignment === null ? null : c.assignment.hubHost === REGISTERED_HUB,
     c.assignmentProven,
     c.assignmentConfirmed,
     c.connectionStable,
@@ -134,14 +135,25 @@ function modelFailure(errorClass: ErrorClass, phase: Phase, inDoubt = false): Fa
 
 /** The hub the model's lookups name when DPS moved the device (never the one it was on). */
 export const MOVED_HUB = 'hub-b.local';
+/** The hub every registration in the model hands out. */
+const REGISTERED_HUB = 'hub-a.local';
+
+/**
+ * Where a lookup that says "moved" sends the device: off the registered hub to MOVED_HUB, off any
+ * other hub (the cached one, MOVED_HUB) to the registered one. So the machine can only tell hubs
+ * apart as "the one a registration hands back" or "another", which is what the abstract key keeps.
+ */
+function movedFrom(hubHost: string): string {
+  return hubHost === REGISTERED_HUB ? MOVED_HUB : REGISTERED_HUB;
+}
 
 /** Actor outcomes: a lookup answers either "moved" or "the same hub". */
 function doneOutputs(actorId: string, snapshot: Snap): unknown[] {
-  if (actorId === 'provision' || actorId === 'reprovision') return [{ hubHost: 'hub-a.local', deviceId: 'dev-1', assignedAt: 0, registeredAt: 0 }];
+  if (actorId === 'provision' || actorId === 'reprovision') return [{ hubHost: REGISTERED_HUB, deviceId: 'dev-1', assignedAt: 0, registeredAt: 0 }];
   if (actorId === 'openHub') return [{ connectedAt: 0 }];
   if (actorId === 'lookupAssignment') {
-    const current = snapshot.context.assignment?.hubHost ?? 'hub-a.local';
-    const moved = current === MOVED_HUB ? 'hub-a.local' : MOVED_HUB;
+    const current = snapshot.context.assignment?.hubHost ?? REGISTERED_HUB;
+    const moved = movedFrom(current);
     return [
       { hubHost: moved, deviceId: 'dev-1', checkedAt: 0, assignedAt: 0 },
       { hubHost: current, deviceId: 'dev-1', checkedAt: 0, assignedAt: 0 },
@@ -563,7 +575,7 @@ async function perform(cloud: FakeCloud, actor: ReturnType<typeof createActor<De
     pending.reject(cloud.failure(classOf(event)!, inDoubtOf(event), phaseOf(actorId)));
   } else if (actorId === 'lookupAssignment') {
     const current = live.assignment?.hubHost ?? cloud.hub.hubHost;
-    const hubHost = event.lookup === 'same' ? current : current === MOVED_HUB ? 'hub-a.local' : MOVED_HUB;
+    const hubHost = event.lookup === 'same' ? current : movedFrom(current);
     pending.resolve({ hubHost, deviceId: cloud.hub.deviceId, checkedAt: cloud.clock.now(), assignedAt: cloud.clock.now() } as never);
   } else if (actorId === 'provision' || actorId === 'reprovision') {
     pending.resolve({ ...cloud.hub, assignedAt: cloud.clock.now(), registeredAt: cloud.clock.now() } as never);
