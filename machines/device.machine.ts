@@ -107,6 +107,12 @@ export interface DeviceContext {
    * to `policy.hubRetryWindowMaxMs`. Zero again once a connection lasts or DPS names another hub.
    */
   sameHubAnswers: number;
+  /**
+   * Machine time before which DPS is not asked again (a status lookup answered 429 + retry-after,
+   * or 5xx): meanwhile the device stays with its hub and retries it on the hub's own curve, so a
+   * hub that recovers is not left waiting for DPS. Null once DPS has answered.
+   */
+  dpsBusyUntil: number | null;
   /** See {@link DeviceInput.lookupAtBoot}. */
   lookupAtBoot: boolean;
   /**
@@ -257,6 +263,11 @@ function hubBudgetSpent(context: DeviceContext, failure: Failure): boolean {
   return attempts >= context.policy.maxHubAttempts || failure.at - since >= hubWindowMs(context);
 }
 
+/** DPS asked not to be asked again before a time that `failure` comes earlier than. */
+function dpsAskedToWait(context: DeviceContext, failure: Failure): boolean {
+  return context.dpsBusyUntil !== null && failure.at < context.dpsBusyUntil;
+}
+
 /** DPS confirmed this hub during this failure run, less than one hub window before `failure`. */
 function confirmationCurrent(context: DeviceContext, failure: Failure): boolean {
   if (!context.assignmentConfirmed) return false;
@@ -383,6 +394,7 @@ export const deviceMachine = setup({
         assignmentConfirmed: sameHub,
         assignmentConfirmedAt: sameHub ? output.registeredAt : null,
         sameHubAnswers: sameHub ? oneMoreSameHubAnswer(context) : 0,
+        dpsBusyUntil: null,
         // dpsAttempts is kept until the assignment works: a refused fresh assignment keeps growing the backoff.
         hubAttempts: 0,
         firstFailureAt: null,
@@ -478,6 +490,7 @@ export const deviceMachine = setup({
         assignmentProven: false,
         assignmentConfirmed: false,
         sameHubAnswers: 0,
+        dpsBusyUntil: null,
         hubAttempts: 0,
         firstFailureAt: null,
       };
@@ -489,14 +502,11 @@ export const deviceMachine = setup({
      */
     planRetryOnSameHub: assign(({ context, event }, params: { confirmed: boolean }) => {
       const at = lookupEndedAt(event, context);
-      // A busy DPS (429 + retry-after, 5xx) is not asked again before its own wait is over: the
-      // next hub attempt, whose refusal would ask again, waits for it too.
       const lookupFailure = (event as EventObject).type === 'xstate.done.actor.lookupAssignment' ? undefined : failureIn(event, context);
-      const dpsWait = {
-        ...(lookupFailure?.retryAfterMs !== undefined ? { retryAfterMs: lookupFailure.retryAfterMs } : {}),
-        ...(lookupFailure?.minDelayMs !== undefined ? { minDelayMs: Math.max(lookupFailure.minDelayMs, context.lastError?.minDelayMs ?? 0) } : {}),
-      };
-      const refusal: Failure = { ...(context.lastError ?? failureIn(event, context)), ...dpsWait, at };
+      // A busy DPS (429 + retry-after, 5xx) is not asked again before its own wait is over; the
+      // hub needs no DPS, so it is retried on its own curve meanwhile (guards: dpsAskedToWait).
+      const dpsWaitMs = Math.max(lookupFailure?.retryAfterMs ?? 0, lookupFailure?.minDelayMs ?? 0);
+      const refusal: Failure = { ...(context.lastError ?? failureIn(event, context)), at };
       return {
         ...planHubRetry(context, refusal, false),
         lastError: refusal,
@@ -505,6 +515,7 @@ export const deviceMachine = setup({
         assignmentConfirmedAt: params.confirmed ? at : null,
         // A lookup DPS could not answer keeps the count: it confirmed nothing, and reset nothing.
         sameHubAnswers: params.confirmed ? oneMoreSameHubAnswer(context) : context.sameHubAnswers,
+        dpsBusyUntil: dpsWaitMs > 0 ? Math.max(at + dpsWaitMs, context.dpsBusyUntil ?? 0) : params.confirmed ? null : context.dpsBusyUntil,
       };
     }),
   },
@@ -523,7 +534,11 @@ export const deviceMachine = setup({
     freshAssignmentRefused: ({ context, event }) => failureIn(event, context).errorClass === 'reprovision' && !context.assignmentProven,
     isStaleEpoch: ({ context, event }) => event.type === 'HUB_LOST' && event.epoch !== context.epoch,
     retryStepIs: ({ context }, params: { step: RetryStep }) => context.retryStep === params.step,
-    hubBudgetSpent: ({ context, event }) => hubBudgetSpent(context, failureIn(event, context)),
+    /** The hub budget is spent and DPS may be asked (else the hub is retried until it may). */
+    hubBudgetSpent: ({ context, event }) => {
+      const failure = failureIn(event, context);
+      return hubBudgetSpent(context, failure) && !dpsAskedToWait(context, failure);
+    },
     /**
      * Ask DPS (status lookup) before acting: the hub's answer may mean the device was moved, the
      * assignment has worked before (or has been refused for a hub window), DPS has not confirmed it
@@ -536,13 +551,17 @@ export const deviceMachine = setup({
         (failure.assignmentInDoubt === true || unreachableTooLong(context, failure)) &&
         (context.assignmentProven || refusedForAWindow(context, failure)) &&
         !confirmationCurrent(context, failure) &&
+        !dpsAskedToWait(context, failure) &&
         context.policy.reprovisionOnLoss !== true
       );
     },
-    /** A reprovision-class failure goes to DPS unless DPS just confirmed this hub (then: back off on it). */
+    /**
+     * A reprovision-class failure goes to DPS unless DPS just confirmed this hub or asked to wait
+     * (then: back off on it).
+     */
     reprovisionUnlessConfirmed: ({ context, event }) => {
       const failure = failureIn(event, context);
-      return failure.errorClass === 'reprovision' && !confirmationCurrent(context, failure);
+      return failure.errorClass === 'reprovision' && !confirmationCurrent(context, failure) && !dpsAskedToWait(context, failure);
     },
     /** The lookup names another hub (or another device id) than the one that refused. */
     lookupMovedDevice: ({ context, event }) => {
@@ -578,6 +597,7 @@ export const deviceMachine = setup({
     assignmentConfirmed: false,
     assignmentConfirmedAt: null,
     sameHubAnswers: 0,
+    dpsBusyUntil: null,
     lookupAtBoot: input.lookupAtBoot === true,
     reprovisionRequested: false,
   }),

@@ -258,13 +258,27 @@ describe('a status lookup DPS throttles with a long retry-after', () => {
     expect(await backOnHubAfter(2 * MINUTE_MS, 10)).toBeLessThanOrEqual(2 * MINUTE_MS + 2 * DEFAULT_POLICY.maxDelayMs);
   });
 
-  // Known gap: planRetryOnSameHub carries DPS's retry-after into the next HUB attempt (so that its
-  // refusal does not ask DPS early): a lookup throttled for an hour keeps the device off a hub that
-  // recovered after 2 minutes for 60-90 min. The hub's retry needs no DPS; only the next lookup does.
-  test.failing('retry-after 1 h: the hub that recovered after 2 min is not left waiting for DPS (back within a few minutes)', async () => {
+  // DPS's wait is DPS's: the hub needs no DPS, so it is retried on its own curve meanwhile, and
+  // no refusal asks DPS before the wait is over. (It used to delay the next hub attempt too: a
+  // lookup throttled for an hour kept the device off a hub that was back after 2 min for 60-90 min.)
+  test('retry-after 1 h: the hub that recovered after 2 min is not left waiting for DPS (back within a few minutes)', async () => {
     const back = await backOnHubAfter(2 * MINUTE_MS, 3600);
     console.log(`back on a hub that recovered after 2 min, lookup throttled 1 h: after ${Math.round(back / MINUTE_MS)} min`);
     expect(back).toBeLessThanOrEqual(2 * MINUTE_MS + 2 * DEFAULT_POLICY.maxDelayMs);
+  });
+
+  test('retry-after 1 h, the hub refusing all day: DPS is asked at most once an hour, the hub on its own curve in between', async () => {
+    const { figures } = await runFault({
+      connect: () => hubFirstConnect(connackError(3)),
+      lookup: () => new DpsLookupError(429, HOUR_MS, 'throttled'),
+    });
+    console.log(`a day of CONNACK 3 with lookups throttled 1 h: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(figures.state).not.toBe('Failed');
+    expect(figures.lookups).toBeGreaterThanOrEqual(2);
+    expect(minGap(figures.dpsAt)).toBeGreaterThanOrEqual(HOUR_MS);
+    expect(figures.lookups + figures.registrations).toBeLessThanOrEqual(DAY_MS / HOUR_MS + 1);
+    // Never parked on DPS's wait: the hub is retried at least every slow retry meanwhile.
+    expect(figures.hubAttempts).toBeGreaterThan(DAY_MS / DEFAULT_POLICY.maxDelayMs);
   });
 });
 

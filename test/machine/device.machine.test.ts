@@ -626,16 +626,35 @@ describe('parked: what an operator can fix remotely waits long instead of ending
 });
 
 describe('a busy DPS is not asked again before its own wait is over', () => {
-  test('lookup answered 429 + retry-after 20 s: the next hub attempt (whose refusal asks again) waits at least that long', async () => {
+  test('lookup answered 429 + retry-after 20 s: the hub is retried on its own curve meanwhile, and no refusal asks DPS before the 20 s are over', async () => {
     const cloud = new FakeCloud();
     const device = start(cloud, { cached: true });
     await cloud.flush();
     await cloud.failOpen(refusedAsUnauthorized(cloud));
     expect(device.value()).toBe('CheckingAssignment');
+    const throttledAt = cloud.clock.now();
     await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 20_000 }, 'dps-lookup'));
     expect(device.value()).toBe('BackingOff');
-    expect(device.context().retryStep).toBe('Connecting');
-    expect(device.context().delayMs).toBeGreaterThanOrEqual(20_000);
+    expect(device.context()).toMatchObject({ retryStep: 'Connecting', dpsBusyUntil: throttledAt + 20_000 });
+    // The hub's own first retry, not DPS's wait.
+    expect(device.context().delayMs).toBeLessThan(20_000);
+    let hubAttemptsMeanwhile = 0;
+    while (device.value() === 'BackingOff') {
+      await cloud.advance(device.context().delayMs!);
+      expect(device.value()).toBe('Connecting');
+      const refusedAt = cloud.clock.now();
+      await cloud.failOpen(refusedAsUnauthorized(cloud));
+      if (refusedAt < throttledAt + 20_000) {
+        hubAttemptsMeanwhile++;
+        expect(device.value()).toBe('BackingOff');
+      }
+    }
+    expect(hubAttemptsMeanwhile).toBeGreaterThanOrEqual(2);
+    // The first refusal after DPS's wait asks again.
+    expect(device.value()).toBe('CheckingAssignment');
+    expect(cloud.clock.now() - throttledAt).toBeGreaterThanOrEqual(20_000);
+    expect(cloud.calls.lookupAssignment).toBe(2);
+    expect(cloud.calls.provision).toBe(0);
   });
 });
 

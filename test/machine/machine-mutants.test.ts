@@ -449,23 +449,47 @@ describe('the doubtful refusal and the lookup that follows', () => {
     expect(device.context()).toMatchObject({ assignmentConfirmed: false, assignmentProven: false, hubAttempts: 0, firstFailureAt: null });
   });
 
-  test('a lookup failing with a floor (5xx): the next hub attempt waits the larger of its floor and the refusal\'s', async () => {
-    for (const [lookupFloor, refusalFloor, expected] of [
-      [30_000, 5000, 30_000],
-      [2000, 5000, 5000],
-      [2000, undefined, 2000],
+  test('a lookup failing with a floor (5xx): DPS is not asked before the floor, the hub keeps the refusal\'s own floor', async () => {
+    for (const [lookupFloor, refusalFloor] of [
+      [30_000, 5000],
+      [2000, 5000],
+      [2000, undefined],
     ] as const) {
       const cloud = new FakeCloud();
       const device = start(cloud, { cached: true });
       await cloud.flush();
       await cloud.failOpen(unauthorized(cloud, refusalFloor === undefined ? {} : { minDelayMs: refusalFloor }));
+      const lookupEndedAt = cloud.clock.now();
       await cloud.failLookup(cloud.failure('transient', { rule: 'dps-server-error', minDelayMs: lookupFloor }, 'dps-lookup'));
       expect(device.value()).toBe('BackingOff');
-      expect(device.context().lastError?.minDelayMs).toBe(expected);
+      expect(device.context().lastError?.minDelayMs).toBe(refusalFloor);
       expect(device.context().lastError?.errorClass).toBe('reprovision'); // still the hub's refusal
-      expect(device.context().delayMs).toBeGreaterThanOrEqual(expected);
+      expect(device.context().delayMs).toBeGreaterThanOrEqual(refusalFloor ?? 0);
       expect(device.context().retryAfterMs).toBeNull();
+      expect(device.context().dpsBusyUntil).toBe(lookupEndedAt + lookupFloor);
     }
+  });
+
+  test('DPS\'s wait ends with its answer: a lookup that answers clears it, a failed one without a wait keeps it', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 100 } });
+    await cloud.flush();
+    await cloud.failOpen(unauthorized(cloud));
+    const busyUntil = cloud.clock.now() + 30_000;
+    await cloud.failLookup(cloud.failure('transient', { rule: 'dps-server-error', minDelayMs: 30_000 }, 'dps-lookup'));
+    expect(device.context().dpsBusyUntil).toBe(busyUntil);
+    // Past DPS's wait: the next refusal asks; DPS unreachable (no wait of its own) keeps the old time.
+    await cloud.advance(30_000);
+    while (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
+    await cloud.failOpen(unauthorized(cloud));
+    expect(device.value()).toBe('CheckingAssignment');
+    await cloud.failLookup(cloud.failure('transient', { rule: 'dps-unreachable' }, 'dps-lookup'));
+    expect(device.context().dpsBusyUntil).toBe(busyUntil);
+    while (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
+    await cloud.failOpen(unauthorized(cloud));
+    expect(device.value()).toBe('CheckingAssignment');
+    await cloud.answerLookup('cached-hub.local');
+    expect(device.context().dpsBusyUntil).toBeNull();
   });
 
   test('a lookup answered after the hub window spends the budget: register again, the hub run reset', async () => {
