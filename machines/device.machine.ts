@@ -263,6 +263,16 @@ function hubBudgetSpent(context: DeviceContext, failure: Failure): boolean {
   return attempts >= context.policy.maxHubAttempts || failure.at - since >= hubWindowMs(context);
 }
 
+/** The hub's refusal, counted when the lookup (`event`) ended, spends the hub budget. */
+function refusalSpendsBudget(context: DeviceContext, event: EventObject): boolean {
+  return context.lastError !== null && hubBudgetSpent(context, { ...context.lastError, at: lookupEndedAt(event, context) });
+}
+
+/** How long a failed DPS request asked not to be asked again (retry-after, 5xx floor); 0 if it did not. */
+function lookupWaitMs(failure: Failure): number {
+  return Math.max(failure.retryAfterMs ?? 0, failure.minDelayMs ?? 0);
+}
+
 /** DPS asked not to be asked again before a time that `failure` comes earlier than. */
 function dpsAskedToWait(context: DeviceContext, failure: Failure): boolean {
   return context.dpsBusyUntil !== null && failure.at < context.dpsBusyUntil;
@@ -505,7 +515,7 @@ export const deviceMachine = setup({
       const lookupFailure = (event as EventObject).type === 'xstate.done.actor.lookupAssignment' ? undefined : failureIn(event, context);
       // A busy DPS (429 + retry-after, 5xx) is not asked again before its own wait is over; the
       // hub needs no DPS, so it is retried on its own curve meanwhile (guards: dpsAskedToWait).
-      const dpsWaitMs = Math.max(lookupFailure?.retryAfterMs ?? 0, lookupFailure?.minDelayMs ?? 0);
+      const dpsWaitMs = lookupFailure === undefined ? 0 : lookupWaitMs(lookupFailure);
       const refusal: Failure = { ...(context.lastError ?? failureIn(event, context)), at };
       return {
         ...planHubRetry(context, refusal, false),
@@ -569,8 +579,9 @@ export const deviceMachine = setup({
       return answer.hubHost !== context.assignment?.hubHost || answer.deviceId !== context.assignment?.deviceId;
     },
     /** The hub's refusal, counted when the lookup ended, spends the hub budget: register with DPS. */
-    refusalSpendsBudget: ({ context, event }) =>
-      context.lastError !== null && hubBudgetSpent(context, { ...context.lastError, at: lookupEndedAt(event, context) }),
+    refusalSpendsBudget: ({ context, event }) => refusalSpendsBudget(context, event),
+    /** refusalSpendsBudget, and the lookup failed without a wait of DPS's own (429 + retry-after, a 5xx floor). */
+    budgetSpentNoDpsWait: ({ context, event }) => refusalSpendsBudget(context, event) && lookupWaitMs(failureIn(event, context)) === 0,
     /** Baseline preset only: go back to DPS after every lost connection, like the official sample. */
     reprovisionOnLoss: ({ context }) => context.policy.reprovisionOnLoss === true,
   },
@@ -648,8 +659,10 @@ export const deviceMachine = setup({
               { guard: 'isFatal', target: '#device.Failed', actions: 'recordFailure' },
               // Seed 004: no answer (401/403/404) → a full registration.
               { guard: 'isReprovisionClass', target: 'Reprovisioning', actions: 'resetHubRun' },
-              // The hub budget is spent but DPS is busy too: register once DPS's own wait is over.
-              { guard: 'refusalSpendsBudget', target: 'BackingOff', actions: ['resetHubRun', { type: 'planDpsRetry', params: { step: 'Reprovisioning' } }] },
+              // The hub budget is spent and DPS did not answer, nor say when to come back: register
+              // after a DPS backoff. (A DPS that asked to wait is asked again only after it, the hub
+              // retried meanwhile: the last branch.)
+              { guard: 'budgetSpentNoDpsWait', target: 'BackingOff', actions: ['resetHubRun', { type: 'planDpsRetry', params: { step: 'Reprovisioning' } }] },
               // At boot with nothing cached, DPS unreachable: the registration is the next step.
               { guard: 'noAssignment', target: 'BackingOff', actions: { type: 'planDpsRetry', params: { step: 'Provisioning' } } },
               // DPS busy or unreachable: carry on with the cached hub; the next refusal asks again.

@@ -236,12 +236,12 @@ describe('a hub that accepts the connection but throttles it for a day', () => {
 });
 
 describe('a status lookup DPS throttles with a long retry-after', () => {
-  /** The hub refuses with CONNACK 3 for `outageMs` then accepts; every lookup is answered 429 + `retryAfterSec`. Returns when the device is back. */
-  async function backOnHubAfter(outageMs: number, retryAfterSec: number): Promise<number> {
+  /** The hub refuses (CONNACK 3 unless told) for `outageMs` then accepts; every lookup is answered 429 + `retryAfterSec`. Returns when the device is back. */
+  async function backOnHubAfter(outageMs: number, retryAfterSec: number, refusal: () => unknown = () => hubFirstConnect(connackError(3))): Promise<number> {
     let elapsed = 0;
     const { figures } = await runFault(
       {
-        connect: () => (elapsed < outageMs ? hubFirstConnect(connackError(3)) : undefined),
+        connect: () => (elapsed < outageMs ? refusal() : undefined),
         lookup: () => new DpsLookupError(429, retryAfterSec * 1000, 'throttled'),
       },
       { onTick: (elapsedMs) => (elapsed = elapsedMs), until: (figures) => figures.sessions > 0 },
@@ -265,6 +265,15 @@ describe('a status lookup DPS throttles with a long retry-after', () => {
     const back = await backOnHubAfter(2 * MINUTE_MS, 3600);
     console.log(`back on a hub that recovered after 2 min, lookup throttled 1 h: after ${Math.round(back / MINUTE_MS)} min`);
     expect(back).toBeLessThanOrEqual(2 * MINUTE_MS + 2 * DEFAULT_POLICY.maxDelayMs);
+  });
+
+  test('retry-after 1 h, the hub unreachable for 90 min (its budget spent at the second lookup): back within a few minutes of its recovery', async () => {
+    // Lookups at ~1 min (the unreachable limit) and ~61 min, both throttled for an hour; the second
+    // finds the hub budget spent, and registering after DPS's wait (at ~121 min) would leave the
+    // hub that is back at 90 min untried for half an hour.
+    const back = await backOnHubAfter(90 * MINUTE_MS, 3600, () => socketError('ECONNREFUSED'));
+    console.log(`back on a hub unreachable for 90 min, lookups throttled 1 h: after ${Math.round(back / MINUTE_MS)} min`);
+    expect(back).toBeLessThanOrEqual(90 * MINUTE_MS + 2 * DEFAULT_POLICY.maxDelayMs);
   });
 
   test('retry-after 1 h, the hub refusing all day: DPS is asked at most once an hour, the hub on its own curve in between', async () => {
