@@ -19,7 +19,7 @@
  * reproducible and a restored snapshot continues the same sequence.
  */
 import { assign, fromCallback, fromPromise, setup, stopChild, type EventObject, type StateValue } from 'xstate';
-import { nextDelay } from '../src/policy/backoff';
+import { nextDelay, POLICY_BOUNDS } from '../src/policy/backoff';
 import type { Failure, Phase, RetryPolicy } from '../src/policy/types';
 
 /** Where the device is assigned: the IoT Hub and the device id DPS gave it. */
@@ -215,15 +215,21 @@ function scheduleRetry(context: DeviceContext, failure: Failure, attempt: number
   };
 }
 
+/**
+ * Attempts are counted up to the largest budget a policy may set (a hub refusing for years stays a
+ * bounded number): beyond it no guard or backoff tells one count from the next.
+ */
+const MAX_COUNTED_ATTEMPTS = POLICY_BOUNDS.maxHubAttempts;
+
 /** Context changes for a failure on the DPS step. */
 function planDpsRetry(context: DeviceContext, failure: Failure, retryStep: RetryStep): Partial<DeviceContext> {
-  const attempt = context.dpsAttempts + 1;
+  const attempt = Math.min(context.dpsAttempts + 1, MAX_COUNTED_ATTEMPTS);
   return { ...scheduleRetry(context, failure, attempt, false), dpsAttempts: attempt, retryStep };
 }
 
 /** Context changes for a failure on the hub. */
 function planHubRetry(context: DeviceContext, failure: Failure, afterLoss: boolean): Partial<DeviceContext> {
-  const attempt = context.hubAttempts + 1;
+  const attempt = Math.min(context.hubAttempts + 1, MAX_COUNTED_ATTEMPTS);
   return {
     ...scheduleRetry(context, failure, attempt, afterLoss),
     hubAttempts: attempt,

@@ -6,6 +6,7 @@
 import { createActor, fromPromise } from 'xstate';
 import { deviceMachine, leafStateName, type Assignment } from '../../machines/device.machine';
 import type { Failure, RetryPolicy } from '../../src/policy/types';
+import { POLICY_BOUNDS } from '../../src/policy/backoff';
 import { FakeCloud, MACHINE_TEST_POLICY } from '../support/fake-actors';
 
 const T0 = 1_700_000_000_000;
@@ -727,5 +728,52 @@ describe('counters and reprovision requests', () => {
     expect(device.value()).toBe('Reprovisioning');
     await cloud.failProvision(cloud.failure('transient', {}, 'dps'));
     expect(device.context().retryStep).toBe('Reprovisioning');
+  });
+});
+
+describe('attempt counters are bounded', () => {
+  test('a hub that stays busy for ever: hubAttempts stops at the largest budget a policy may set', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true });
+    await cloud.flush();
+    const busy = () => cloud.failure('transient', { rule: 'connack-3', serverBusy: true });
+    await cloud.failOpen(busy());
+    // Years of refusals, as a persisted snapshot one short of the bound.
+    const persisted = JSON.parse(JSON.stringify(device.actor.getPersistedSnapshot()));
+    persisted.context.hubAttempts = POLICY_BOUNDS.maxHubAttempts - 1;
+    device.actor.stop();
+    const revived = new FakeCloud(cloud.clock.now());
+    const restored = createActor(revived.machine(), { clock: revived.clock, snapshot: persisted, input: undefined as never });
+    restored.start();
+    for (let i = 0; i < 3; i++) {
+      await revived.advance(restored.getSnapshot().context.delayMs!);
+      expect(leafStateName(restored.getSnapshot().value)).toBe('Connecting');
+      await revived.failOpen(busy());
+      expect(leafStateName(restored.getSnapshot().value)).toBe('BackingOff');
+      expect(restored.getSnapshot().context.hubAttempts).toBe(POLICY_BOUNDS.maxHubAttempts);
+    }
+    restored.stop();
+  });
+
+  test('a DPS that stays busy for ever: dpsAttempts stops there too', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud);
+    await cloud.flush();
+    const busy = () => cloud.failure('throttled', { rule: 'throttled-429' }, 'dps');
+    await cloud.failProvision(busy());
+    const persisted = JSON.parse(JSON.stringify(device.actor.getPersistedSnapshot()));
+    persisted.context.dpsAttempts = POLICY_BOUNDS.maxHubAttempts - 1;
+    device.actor.stop();
+    const revived = new FakeCloud(cloud.clock.now());
+    const restored = createActor(revived.machine(), { clock: revived.clock, snapshot: persisted, input: undefined as never });
+    restored.start();
+    for (let i = 0; i < 3; i++) {
+      await revived.advance(restored.getSnapshot().context.delayMs!);
+      expect(leafStateName(restored.getSnapshot().value)).toBe('Provisioning');
+      await revived.failProvision(busy());
+      expect(leafStateName(restored.getSnapshot().value)).toBe('BackingOff');
+      expect(restored.getSnapshot().context.dpsAttempts).toBe(POLICY_BOUNDS.maxHubAttempts);
+    }
+    restored.stop();
   });
 });
