@@ -13,7 +13,7 @@ import { DEFAULT_POLICY, PRESETS } from '../../src/policy/backoff';
 import { toFailure } from '../../src/policy/classify';
 import type { Failure, Phase, RetryPolicy } from '../../src/policy/types';
 import { FakeCloud } from '../support/fake-actors';
-import { connackError, dpsAnswer, dpsRegistrationBody, dpsStatus, hubErrorBody, hubFirstConnect, socketError, twinAnswer } from '../policy/sdk-fixtures';
+import { connackError, dpsAnswer, dpsRegistrationBody, dpsStatus, hubConnectionClosed, hubErrorBody, hubFirstConnect, socketError, twinAnswer } from '../policy/sdk-fixtures';
 
 const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;
@@ -150,6 +150,8 @@ function minGap(times: number[]): number {
   return gap;
 }
 
+const presets = [['default', DEFAULT_POLICY], ['iotCentral', PRESETS.iotCentral], ['dpsAtScale', PRESETS.dpsAtScale]] as const;
+
 describe('a day of one fault (default policy unless named)', () => {
   test('DPS unreachable (ECONNREFUSED) for a day, nothing cached: retries forever, at least a minute apart after the quick ones, counters bounded', async () => {
     const { figures } = await runFault({ register: () => socketError('ECONNREFUSED') }, { cached: false });
@@ -187,7 +189,6 @@ describe('a day of one fault (default policy unless named)', () => {
 });
 
 describe('what an operator must fix, for a day, under each preset: parked, DPS at most every 15-30 min', () => {
-  const presets = [['default', DEFAULT_POLICY], ['iotCentral', PRESETS.iotCentral], ['dpsAtScale', PRESETS.dpsAtScale]] as const;
   /** Registrations a parked device may make in a day: the quick ones, then one per parkedMinDelayMs at most. */
   const parkedBound = (policy: RetryPolicy) => policy.quickRetries + 1 + DAY_MS / policy.parkedMinDelayMs;
 
@@ -232,6 +233,25 @@ describe('a hub that accepts the connection but throttles it for a day', () => {
     expect(figures.registrations).toBe(0);
     expect(figures.lookups).toBe(0);
     expect(figures.sessions).toBeLessThanOrEqual(DEFAULT_POLICY.quickRetries + DAY_MS / DEFAULT_POLICY.slowRetryMinMs);
+  });
+});
+
+describe('a hub that accepts every connection and drops it at once, for a day', () => {
+  // A connection is a success only once it lasts (stableConnectionMs): a hub that drops every
+  // session at once must not earn a fresh budget, and a quick retry, each time.
+  test.each(presets)('%s: sessions at least 20 s apart on average, one lookup and one registration per hub window', async (_name, policy) => {
+    const { figures } = await runFault({ session: () => hubConnectionClosed() }, { policy });
+    console.log(`a day of a flapping hub, ${_name}: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+    expect(figures.state).not.toBe('Failed');
+    expect(figures.sessions).toBeLessThanOrEqual(DAY_MS / 20_000);
+    // Each window: a lookup (the drop may mean a move), DPS confirms the hub, the budget is spent,
+    // a registration hands it back; iotCentral's 60 s window doubles to 15 min on the way.
+    const windowMs = Math.max(policy.hubRetryWindowMs, policy.hubRetryWindowMaxMs);
+    const perDayBound = DAY_MS / windowMs + Math.ceil(Math.log2(windowMs / policy.hubRetryWindowMs)) + 1;
+    expect(figures.lookups).toBeLessThanOrEqual(perDayBound);
+    expect(figures.registrations).toBeLessThanOrEqual(perDayBound);
+    // Still asking DPS all day: a hub that never holds a connection may be one the device was moved off.
+    expect(figures.dpsAt[figures.dpsAt.length - 1]).toBeGreaterThan(DAY_MS - windowMs - HOUR_MS);
   });
 });
 
