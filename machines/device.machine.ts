@@ -109,8 +109,10 @@ export interface DeviceContext {
   sameHubAnswers: number;
   /**
    * Machine time before which DPS is not asked again (a status lookup answered 429 + retry-after,
-   * or 5xx): meanwhile the device stays with its hub and retries it on the hub's own curve, so a
-   * hub that recovers is not left waiting for DPS. Null once DPS has answered.
+   * or 5xx; jittered like any retry-after): meanwhile the device stays with its hub and retries it
+   * on the hub's own curve, so a hub that recovers is not left waiting for DPS (a hub that refused
+   * the device outright waits for DPS too). Once the hub budget is spent, the next DPS request is
+   * the registration. Null once DPS answers or a connection lasts.
    */
   dpsBusyUntil: number | null;
   /** See {@link DeviceInput.lookupAtBoot}. */
@@ -221,17 +223,28 @@ function scheduleRetry(context: DeviceContext, failure: Failure, attempt: number
  */
 const MAX_COUNTED_ATTEMPTS = POLICY_BOUNDS.maxHubAttempts;
 
-/** Context changes for a failure on the DPS step. */
-function planDpsRetry(context: DeviceContext, failure: Failure, retryStep: RetryStep): Partial<DeviceContext> {
-  const attempt = Math.min(context.dpsAttempts + 1, MAX_COUNTED_ATTEMPTS);
-  return { ...scheduleRetry(context, failure, attempt, false), dpsAttempts: attempt, retryStep };
+/** `plan`, moved to DPS's wait (`dpsBusyUntil`) if it came earlier. */
+function notBeforeDpsWait(context: DeviceContext, plan: ReturnType<typeof scheduleRetry>): ReturnType<typeof scheduleRetry> {
+  const until = context.dpsBusyUntil;
+  if (until === null || plan.retryAt >= until) return plan;
+  return { ...plan, retryAt: until, delayMs: plan.delayMs + (until - plan.retryAt) };
 }
 
-/** Context changes for a failure on the hub. */
+/** Context changes for a failure on the DPS step: never back at DPS before its own wait. */
+function planDpsRetry(context: DeviceContext, failure: Failure, retryStep: RetryStep): Partial<DeviceContext> {
+  const attempt = Math.min(context.dpsAttempts + 1, MAX_COUNTED_ATTEMPTS);
+  return { ...notBeforeDpsWait(context, scheduleRetry(context, failure, attempt, false)), dpsAttempts: attempt, retryStep };
+}
+
+/**
+ * Context changes for a failure on the hub. A hub that said "not you" (reprovision class) is not
+ * retried before DPS may be asked where to go instead: a fleet would knock on it every minute.
+ */
 function planHubRetry(context: DeviceContext, failure: Failure, afterLoss: boolean): Partial<DeviceContext> {
   const attempt = Math.min(context.hubAttempts + 1, MAX_COUNTED_ATTEMPTS);
+  const plan = scheduleRetry(context, failure, attempt, afterLoss);
   return {
-    ...scheduleRetry(context, failure, attempt, afterLoss),
+    ...(failure.errorClass === 'reprovision' ? notBeforeDpsWait(context, plan) : plan),
     hubAttempts: attempt,
     firstFailureAt: context.firstFailureAt ?? failure.at,
   };
@@ -277,6 +290,15 @@ function refusalSpendsBudget(context: DeviceContext, event: EventObject): boolea
 /** How long a failed DPS request asked not to be asked again (retry-after, 5xx floor); 0 if it did not. */
 function lookupWaitMs(failure: Failure): number {
   return Math.max(failure.retryAfterMs ?? 0, failure.minDelayMs ?? 0);
+}
+
+/**
+ * DPS was busy during this failure run and the hub budget is spent: the next DPS request is the
+ * registration (hubBudgetSpent), not one more lookup that a still-busy DPS would throttle again,
+ * for ever, leaving a moved device refused.
+ */
+function registrationDueAfterDpsWait(context: DeviceContext, failure: Failure): boolean {
+  return context.dpsBusyUntil !== null && hubBudgetSpent(context, failure);
 }
 
 /** DPS asked not to be asked again before a time that `failure` comes earlier than. */
@@ -430,6 +452,7 @@ export const deviceMachine = setup({
       connectionStable: true,
       assignmentConfirmed: false,
       sameHubAnswers: 0,
+      dpsBusyUntil: null,
       hubAttempts: 0,
       dpsAttempts: 0,
       firstFailureAt: null,
@@ -519,19 +542,21 @@ export const deviceMachine = setup({
     planRetryOnSameHub: assign(({ context, event }, params: { confirmed: boolean }) => {
       const at = lookupEndedAt(event, context);
       const lookupFailure = (event as EventObject).type === 'xstate.done.actor.lookupAssignment' ? undefined : failureIn(event, context);
-      // A busy DPS (429 + retry-after, 5xx) is not asked again before its own wait is over; the
-      // hub needs no DPS, so it is retried on its own curve meanwhile (guards: dpsAskedToWait).
-      const dpsWaitMs = lookupFailure === undefined ? 0 : lookupWaitMs(lookupFailure);
+      // A busy DPS (429 + retry-after, 5xx) is not asked again before its own wait is over,
+      // spread like any retry-after (a fleet throttled together must not come back together);
+      // the hub needs no DPS, so it is retried on its own curve meanwhile (guards: dpsAskedToWait).
+      const dpsWait = lookupFailure !== undefined && lookupWaitMs(lookupFailure) > 0 ? scheduleRetry(context, lookupFailure, 1, false) : undefined;
+      const dpsBusyUntil = dpsWait ? Math.max(dpsWait.retryAt, context.dpsBusyUntil ?? 0) : params.confirmed ? null : context.dpsBusyUntil;
       const refusal: Failure = { ...(context.lastError ?? failureIn(event, context)), at };
       return {
-        ...planHubRetry(context, refusal, false),
+        ...planHubRetry({ ...context, dpsBusyUntil, rngState: dpsWait?.rngState ?? context.rngState }, refusal, false),
         lastError: refusal,
         retryStep: 'Connecting' as const,
         assignmentConfirmed: params.confirmed,
         assignmentConfirmedAt: params.confirmed ? at : null,
         // A lookup DPS could not answer keeps the count: it confirmed nothing, and reset nothing.
         sameHubAnswers: params.confirmed ? oneMoreSameHubAnswer(context) : context.sameHubAnswers,
-        dpsBusyUntil: dpsWaitMs > 0 ? Math.max(at + dpsWaitMs, context.dpsBusyUntil ?? 0) : params.confirmed ? null : context.dpsBusyUntil,
+        dpsBusyUntil,
       };
     }),
   },
@@ -568,6 +593,7 @@ export const deviceMachine = setup({
         (context.assignmentProven || refusedForAWindow(context, failure)) &&
         !confirmationCurrent(context, failure) &&
         !dpsAskedToWait(context, failure) &&
+        !registrationDueAfterDpsWait(context, failure) &&
         context.policy.reprovisionOnLoss !== true
       );
     },

@@ -256,8 +256,11 @@ describe('a hub that accepts every connection and drops it at once, for a day', 
 });
 
 describe('a status lookup DPS throttles with a long retry-after', () => {
-  /** The hub refuses (CONNACK 3 unless told) for `outageMs` then accepts; every lookup is answered 429 + `retryAfterSec`. Returns when the device is back. */
-  async function backOnHubAfter(outageMs: number, retryAfterSec: number, refusal: () => unknown = () => hubFirstConnect(connackError(3))): Promise<number> {
+  /**
+   * The hub refuses (CONNACK 3 unless told) for `outageMs` then accepts; every lookup is answered
+   * 429 + `retryAfterSec`; registrations hand back the same hub. Returns when the device is back.
+   */
+  async function backOnHubAfter(outageMs: number, retryAfterSec: number, refusal: () => unknown = () => hubFirstConnect(connackError(3)), registrationsAtMost = 0): Promise<number> {
     let elapsed = 0;
     const { figures } = await runFault(
       {
@@ -266,7 +269,7 @@ describe('a status lookup DPS throttles with a long retry-after', () => {
       },
       { onTick: (elapsedMs) => (elapsed = elapsedMs), until: (figures) => figures.sessions > 0 },
     );
-    expect(figures.registrations).toBe(0);
+    expect(figures.registrations).toBeLessThanOrEqual(registrationsAtMost);
     return elapsed;
   }
 
@@ -287,13 +290,53 @@ describe('a status lookup DPS throttles with a long retry-after', () => {
     expect(back).toBeLessThanOrEqual(2 * MINUTE_MS + 2 * DEFAULT_POLICY.maxDelayMs);
   });
 
-  test('retry-after 1 h, the hub unreachable for 90 min (its budget spent at the second lookup): back within a few minutes of its recovery', async () => {
-    // Lookups at ~1 min (the unreachable limit) and ~61 min, both throttled for an hour; the second
-    // finds the hub budget spent, and registering after DPS's wait (at ~121 min) would leave the
-    // hub that is back at 90 min untried for half an hour.
-    const back = await backOnHubAfter(90 * MINUTE_MS, 3600, () => socketError('ECONNREFUSED'));
+  test('retry-after 1 h, the hub unreachable for 90 min (its budget spent): back within a few minutes of its recovery', async () => {
+    // A lookup at ~1 min (the unreachable limit), throttled for 1 to 1.5 h; the budget is spent at
+    // 15 min, so the first refusal after DPS's wait registers (DPS hands back the same hub). The
+    // hub is tried all along: a device that waited for DPS, then registered, would be back at 2 h.
+    const back = await backOnHubAfter(90 * MINUTE_MS, 3600, () => socketError('ECONNREFUSED'), 1);
     console.log(`back on a hub unreachable for 90 min, lookups throttled 1 h: after ${Math.round(back / MINUTE_MS)} min`);
     expect(back).toBeLessThanOrEqual(90 * MINUTE_MS + 2 * DEFAULT_POLICY.maxDelayMs);
+  });
+
+  test('retry-after 1 h, moved off its hub (CONNACK 5): one lookup, the hub left alone during DPS\'s wait, then a registration to the new hub', async () => {
+    let elapsed = 0;
+    const { figures } = await runFault(
+      {
+        connect: (hubHost) => (hubHost === 'hub-a.local' ? hubFirstConnect(connackError(5)) : undefined),
+        lookup: () => new DpsLookupError(429, HOUR_MS, 'throttled'),
+      },
+      {
+        onTick: (elapsedMs, _wall, cloud) => {
+          elapsed = elapsedMs;
+          cloud.hub = { hubHost: 'hub-b.local', deviceId: 'dev-1' };
+        },
+        until: (figures) => figures.sessions > 0,
+      },
+    );
+    console.log(`moved, lookups throttled 1 h: ${JSON.stringify({ ...figures, dpsAt: undefined })} after ${Math.round(elapsed / MINUTE_MS)} min`);
+    expect(figures.connectedTo).toEqual(['hub-b.local']);
+    // DPS's wait is 1 to 1.5 h (spread); a lookup after it would be throttled again, for ever: register.
+    expect(elapsed).toBeLessThanOrEqual(1.5 * HOUR_MS + 2 * DEFAULT_POLICY.maxDelayMs);
+    expect(figures).toMatchObject({ lookups: 1, registrations: 1 });
+    expect(figures.hubAttempts).toBeLessThanOrEqual(3);
+  });
+
+  test('retry-after 1 h on a fresh assignment (busy 20 min, then CONNACK 5): no DPS request before DPS\'s wait is over', async () => {
+    let elapsed = 0;
+    const { figures } = await runFault(
+      {
+        connect: () => (elapsed < 20 * MINUTE_MS ? hubFirstConnect(connackError(3)) : hubFirstConnect(connackError(5))),
+        lookup: () => new DpsLookupError(429, HOUR_MS, 'throttled'),
+      },
+      { cached: false, durationMs: 4 * HOUR_MS, onTick: (elapsedMs) => (elapsed = elapsedMs) },
+    );
+    console.log(`fresh assignment, busy then refused, lookups throttled 1 h: ${JSON.stringify({ ...figures, connectedTo: undefined })}`);
+    // The registration at boot, then the first lookup (the fresh assignment refused for a hub window).
+    expect(figures.dpsAt[1]).toBeGreaterThanOrEqual(DEFAULT_POLICY.hubRetryWindowMs);
+    // Nothing until DPS's wait is over; then registrations (a fresh assignment refused: quick, then parked).
+    expect(figures.dpsAt[2]! - figures.dpsAt[1]!).toBeGreaterThanOrEqual(HOUR_MS);
+    expect(figures.registrations).toBeGreaterThan(1);
   });
 
   test('retry-after 1 h, the hub refusing all day: DPS is asked at most once an hour, the hub on its own curve in between', async () => {

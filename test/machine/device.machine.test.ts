@@ -626,16 +626,23 @@ describe('parked: what an operator can fix remotely waits long instead of ending
 });
 
 describe('a busy DPS is not asked again before its own wait is over', () => {
-  test('lookup answered 429 + retry-after 20 s: the hub is retried on its own curve meanwhile, and no refusal asks DPS before the 20 s are over', async () => {
+  /** CONNACK 3 on a hub the device worked on: busy, and maybe moved (a lookup). */
+  const busyInDoubt = (cloud: FakeCloud) => cloud.failure('transient', { rule: 'connack-3', serverBusy: true, assignmentInDoubt: true, code: 3 });
+
+  test('lookup answered 429 + retry-after 20 s: a busy hub is retried on its own curve meanwhile, and no refusal asks DPS before the (spread) 20 s are over', async () => {
     const cloud = new FakeCloud();
     const device = start(cloud, { cached: true });
     await cloud.flush();
-    await cloud.failOpen(refusedAsUnauthorized(cloud));
+    await cloud.failOpen(busyInDoubt(cloud));
     expect(device.value()).toBe('CheckingAssignment');
     const throttledAt = cloud.clock.now();
     await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 20_000 }, 'dps-lookup'));
     expect(device.value()).toBe('BackingOff');
-    expect(device.context()).toMatchObject({ retryStep: 'Connecting', dpsBusyUntil: throttledAt + 20_000 });
+    expect(device.context().retryStep).toBe('Connecting');
+    // DPS's wait, spread like any retry-after: [R, R + max(R/2, 1 s)].
+    const busyUntil = device.context().dpsBusyUntil!;
+    expect(busyUntil - throttledAt).toBeGreaterThanOrEqual(20_000);
+    expect(busyUntil - throttledAt).toBeLessThanOrEqual(30_000);
     // The hub's own first retry, not DPS's wait.
     expect(device.context().delayMs).toBeLessThan(20_000);
     let hubAttemptsMeanwhile = 0;
@@ -643,8 +650,8 @@ describe('a busy DPS is not asked again before its own wait is over', () => {
       await cloud.advance(device.context().delayMs!);
       expect(device.value()).toBe('Connecting');
       const refusedAt = cloud.clock.now();
-      await cloud.failOpen(refusedAsUnauthorized(cloud));
-      if (refusedAt < throttledAt + 20_000) {
+      await cloud.failOpen(busyInDoubt(cloud));
+      if (refusedAt < busyUntil) {
         hubAttemptsMeanwhile++;
         expect(device.value()).toBe('BackingOff');
       }
@@ -652,9 +659,53 @@ describe('a busy DPS is not asked again before its own wait is over', () => {
     expect(hubAttemptsMeanwhile).toBeGreaterThanOrEqual(2);
     // The first refusal after DPS's wait asks again.
     expect(device.value()).toBe('CheckingAssignment');
-    expect(cloud.clock.now() - throttledAt).toBeGreaterThanOrEqual(20_000);
+    expect(cloud.clock.now()).toBeGreaterThanOrEqual(busyUntil);
     expect(cloud.calls.lookupAssignment).toBe(2);
     expect(cloud.calls.provision).toBe(0);
+  });
+
+  test('a fleet throttled together is spread: DPS\'s wait differs from seed to seed', async () => {
+    const until = new Set<number>();
+    for (const seed of [1, 2, 3, 4, 5]) {
+      const cloud = new FakeCloud();
+      const device = start(cloud, { cached: true, seed });
+      await cloud.flush();
+      await cloud.failOpen(busyInDoubt(cloud));
+      await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 60_000 }, 'dps-lookup'));
+      until.add(device.context().dpsBusyUntil! - cloud.clock.now());
+    }
+    expect(until.size).toBe(5);
+    expect(Math.min(...until)).toBeGreaterThanOrEqual(60_000);
+    expect(Math.max(...until)).toBeLessThanOrEqual(90_000);
+  });
+
+  test('a REPROVISION command during DPS\'s lookup wait goes to DPS at once (an explicit request; its own 429 is honoured)', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true });
+    await cloud.flush();
+    await cloud.failOpen(busyInDoubt(cloud));
+    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 20_000 }, 'dps-lookup'));
+    expect(device.value()).toBe('BackingOff');
+    device.actor.send({ type: 'REPROVISION' });
+    await cloud.flush();
+    expect(device.value()).toBe('Reprovisioning');
+    expect(cloud.calls.provision).toBe(1);
+  });
+
+  test('a hub that refused the device outright (CONNACK 5) is not retried before DPS may say where to go', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true });
+    await cloud.flush();
+    await cloud.failOpen(refusedAsUnauthorized(cloud));
+    expect(device.value()).toBe('CheckingAssignment');
+    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 20_000 }, 'dps-lookup'));
+    const busyUntil = device.context().dpsBusyUntil!;
+    expect(device.context()).toMatchObject({ retryStep: 'Connecting', retryAt: busyUntil });
+    await cloud.advance(device.context().delayMs!);
+    // After DPS's wait: the next refusal asks DPS.
+    await cloud.failOpen(refusedAsUnauthorized(cloud));
+    expect(device.value()).toBe('CheckingAssignment');
+    expect(cloud.calls.openHub).toBe(2);
   });
 });
 

@@ -450,7 +450,7 @@ describe('the doubtful refusal and the lookup that follows', () => {
     expect(device.context()).toMatchObject({ assignmentConfirmed: false, assignmentProven: false, hubAttempts: 0, firstFailureAt: null });
   });
 
-  test('a lookup failing with a floor (5xx): DPS is not asked before the floor, the hub keeps the refusal\'s own floor', async () => {
+  test('a lookup failing with a floor (5xx): DPS is not asked before the floor, a busy hub keeps its refusal\'s own floor', async () => {
     for (const [lookupFloor, refusalFloor] of [
       [30_000, 5000],
       [2000, 5000],
@@ -459,15 +459,18 @@ describe('the doubtful refusal and the lookup that follows', () => {
       const cloud = new FakeCloud();
       const device = start(cloud, { cached: true });
       await cloud.flush();
-      await cloud.failOpen(unauthorized(cloud, refusalFloor === undefined ? {} : { minDelayMs: refusalFloor }));
+      await cloud.failOpen(cloud.failure('transient', { rule: 'connack-3', serverBusy: true, assignmentInDoubt: true, ...(refusalFloor === undefined ? {} : { minDelayMs: refusalFloor }) }));
       const lookupEndedAt = cloud.clock.now();
       await cloud.failLookup(cloud.failure('transient', { rule: 'dps-server-error', minDelayMs: lookupFloor }, 'dps-lookup'));
       expect(device.value()).toBe('BackingOff');
+      expect(device.context().lastError?.rule).toBe('connack-3'); // still the hub's refusal
       expect(device.context().lastError?.minDelayMs).toBe(refusalFloor);
-      expect(device.context().lastError?.errorClass).toBe('reprovision'); // still the hub's refusal
-      expect(device.context().delayMs).toBeGreaterThanOrEqual(refusalFloor ?? 0);
+      expect(device.context().delayMs).toBeGreaterThanOrEqual(refusalFloor ?? policy.minDelayMs / 2);
+      // The hub's own curve (MACHINE_TEST_POLICY's first retry is 0.5-1 s, or the refusal's floor and up to 2x), not DPS's floor.
+      expect(device.context().delayMs).toBeLessThanOrEqual(2 * (refusalFloor ?? policy.minDelayMs));
       expect(device.context().retryAfterMs).toBeNull();
-      expect(device.context().dpsBusyUntil).toBe(lookupEndedAt + lookupFloor);
+      expect(device.context().dpsBusyUntil).toBeGreaterThanOrEqual(lookupEndedAt + lookupFloor);
+      expect(device.context().dpsBusyUntil).toBeLessThanOrEqual(lookupEndedAt + lookupFloor + policy.maxDelayMs);
     }
   });
 
@@ -476,11 +479,11 @@ describe('the doubtful refusal and the lookup that follows', () => {
     const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 100 } });
     await cloud.flush();
     await cloud.failOpen(unauthorized(cloud));
-    const busyUntil = cloud.clock.now() + 30_000;
     await cloud.failLookup(cloud.failure('transient', { rule: 'dps-server-error', minDelayMs: 30_000 }, 'dps-lookup'));
-    expect(device.context().dpsBusyUntil).toBe(busyUntil);
+    const busyUntil = device.context().dpsBusyUntil!;
+    expect(busyUntil).toBeGreaterThanOrEqual(cloud.clock.now() + 30_000);
     // Past DPS's wait: the next refusal asks; DPS unreachable (no wait of its own) keeps the old time.
-    await cloud.advance(30_000);
+    await cloud.advance(busyUntil - cloud.clock.now());
     while (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
     await cloud.failOpen(unauthorized(cloud));
     expect(device.value()).toBe('CheckingAssignment');
