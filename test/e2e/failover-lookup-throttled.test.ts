@@ -26,7 +26,7 @@ afterAll(async () => {
 test.each([
   [3, 'retried meanwhile'],
   [5, 'left alone meanwhile'],
-] as const)('refusal code %i, lookup throttled: DPS asked again only after its Retry-After, the old hub %s, then the failover hub', async (refusalCode) => {
+] as const)('refusal code %i, lookup throttled: DPS asked again only after its Retry-After, the old hub %s, then the failover hub', async (refusalCode, _meanwhile) => {
   const id = `fo-lookup-throttled-${refusalCode}`;
   const dut = startDevice(cloud, id);
   running.push(dut);

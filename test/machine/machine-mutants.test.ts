@@ -735,47 +735,36 @@ describe('counters and reprovision requests', () => {
 });
 
 describe('attempt counters are bounded', () => {
-  test('a hub that stays busy for ever: hubAttempts stops at the largest budget a policy may set', async () => {
-    const cloud = new FakeCloud();
-    const device = start(cloud, { cached: true });
-    await cloud.flush();
-    const busy = () => cloud.failure('transient', { rule: 'connack-3', serverBusy: true });
-    await cloud.failOpen(busy());
-    // Years of refusals, as a persisted snapshot one short of the bound.
-    const persisted = JSON.parse(JSON.stringify(device.actor.getPersistedSnapshot()));
-    persisted.context.hubAttempts = POLICY_BOUNDS.maxHubAttempts - 1;
-    device.actor.stop();
-    const revived = new FakeCloud(cloud.clock.now());
-    const restored = createActor(revived.machine(), { clock: revived.clock, snapshot: persisted, input: undefined as never });
-    restored.start();
-    for (let i = 0; i < 3; i++) {
-      await revived.advance(restored.getSnapshot().context.delayMs!);
-      expect(leafStateName(restored.getSnapshot().value)).toBe('Connecting');
-      await revived.failOpen(busy());
-      expect(leafStateName(restored.getSnapshot().value)).toBe('BackingOff');
-      expect(restored.getSnapshot().context.hubAttempts).toBe(POLICY_BOUNDS.maxHubAttempts);
-    }
-    restored.stop();
-  });
+  /** A step that fails for ever: where it is retried, and how it fails. */
+  interface EndlessFault {
+    counter: 'hubAttempts' | 'dpsAttempts';
+    cached: boolean;
+    step: 'Connecting' | 'Provisioning';
+    fail(cloud: FakeCloud): Promise<void>;
+  }
+  const faults: Array<[string, EndlessFault]> = [
+    ['a hub busy for ever (CONNACK 3)', { counter: 'hubAttempts', cached: true, step: 'Connecting', fail: (cloud) => cloud.failOpen(cloud.failure('transient', { rule: 'connack-3', serverBusy: true })) }],
+    ['a DPS throttling for ever', { counter: 'dpsAttempts', cached: false, step: 'Provisioning', fail: (cloud) => cloud.failProvision(cloud.failure('throttled', { rule: 'throttled-429' }, 'dps')) }],
+  ];
 
-  test('a DPS that stays busy for ever: dpsAttempts stops there too', async () => {
+  test.each(faults)('%s: the count stops at the largest budget a policy may set', async (_what, fault) => {
     const cloud = new FakeCloud();
-    const device = start(cloud);
+    const device = start(cloud, { cached: fault.cached });
     await cloud.flush();
-    const busy = () => cloud.failure('throttled', { rule: 'throttled-429' }, 'dps');
-    await cloud.failProvision(busy());
+    await fault.fail(cloud);
+    // Years of failures, as a persisted snapshot one short of the bound.
     const persisted = JSON.parse(JSON.stringify(device.actor.getPersistedSnapshot()));
-    persisted.context.dpsAttempts = POLICY_BOUNDS.maxHubAttempts - 1;
+    persisted.context[fault.counter] = POLICY_BOUNDS.maxHubAttempts - 1;
     device.actor.stop();
     const revived = new FakeCloud(cloud.clock.now());
     const restored = createActor(revived.machine(), { clock: revived.clock, snapshot: persisted, input: undefined as never });
     restored.start();
     for (let i = 0; i < 3; i++) {
       await revived.advance(restored.getSnapshot().context.delayMs!);
-      expect(leafStateName(restored.getSnapshot().value)).toBe('Provisioning');
-      await revived.failProvision(busy());
+      expect(leafStateName(restored.getSnapshot().value)).toBe(fault.step);
+      await fault.fail(revived);
       expect(leafStateName(restored.getSnapshot().value)).toBe('BackingOff');
-      expect(restored.getSnapshot().context.dpsAttempts).toBe(POLICY_BOUNDS.maxHubAttempts);
+      expect(restored.getSnapshot().context[fault.counter]).toBe(POLICY_BOUNDS.maxHubAttempts);
     }
     restored.stop();
   });
