@@ -111,10 +111,16 @@ export interface DeviceContext {
    * Machine time before which DPS is not asked again (a status lookup answered 429 + retry-after,
    * or 5xx; jittered like any retry-after): meanwhile the device stays with its hub and retries it
    * on the hub's own curve, so a hub that recovers is not left waiting for DPS (a hub that refused
-   * the device outright waits for DPS too). Once the hub budget is spent, the next DPS request is
-   * the registration. Null once DPS answers or a connection lasts.
+   * the device outright waits for DPS too). Null once DPS answers, or once a connection has
+   * lasted past it.
    */
   dpsBusyUntil: number | null;
+  /**
+   * A lookup DPS asked to wait for found the hub budget already spent: once DPS's wait is over the
+   * next DPS request is the registration, not another lookup a still-busy DPS would throttle
+   * again, for ever (a moved device would stay refused). Cleared with dpsBusyUntil's reasons.
+   */
+  registerWhenDpsFree: boolean;
   /** See {@link DeviceInput.lookupAtBoot}. */
   lookupAtBoot: boolean;
   /**
@@ -292,13 +298,14 @@ function lookupWaitMs(failure: Failure): number {
   return Math.max(failure.retryAfterMs ?? 0, failure.minDelayMs ?? 0);
 }
 
-/**
- * DPS was busy during this failure run and the hub budget is spent: the next DPS request is the
- * registration (hubBudgetSpent), not one more lookup that a still-busy DPS would throttle again,
- * for ever, leaving a moved device refused.
- */
+/** See {@link DeviceContext.registerWhenDpsFree}: the refusal goes on to hubBudgetSpent, a registration. */
 function registrationDueAfterDpsWait(context: DeviceContext, failure: Failure): boolean {
-  return context.dpsBusyUntil !== null && hubBudgetSpent(context, failure);
+  return context.registerWhenDpsFree && hubBudgetSpent(context, failure);
+}
+
+/** `until` if it is later than `at`, else null (a wait that is over is no wait). */
+function waitStillRunning(until: number | null, at: number): number | null {
+  return until !== null && until > at ? until : null;
 }
 
 /** DPS asked not to be asked again before a time that `failure` comes earlier than. */
@@ -433,6 +440,7 @@ export const deviceMachine = setup({
         assignmentConfirmedAt: sameHub ? output.registeredAt : null,
         sameHubAnswers: sameHub ? oneMoreSameHubAnswer(context) : 0,
         dpsBusyUntil: null,
+        registerWhenDpsFree: false,
         // dpsAttempts is kept until the assignment works: a refused fresh assignment keeps growing the backoff.
         hubAttempts: 0,
         firstFailureAt: null,
@@ -448,15 +456,17 @@ export const deviceMachine = setup({
       connectedAt: (event as unknown as { output: { connectedAt: number } }).output.connectedAt,
     })),
     /** The connection has lasted `stableConnectionMs`: a success, every failure run is over. */
-    markStable: assign({
+    markStable: assign(({ context }) => ({
       connectionStable: true,
       assignmentConfirmed: false,
       sameHubAnswers: 0,
-      dpsBusyUntil: null,
+      // A connection that lasted ends the failure run, not DPS's wait if it is still running.
+      dpsBusyUntil: waitStillRunning(context.dpsBusyUntil, (context.connectedAt ?? 0) + context.policy.stableConnectionMs),
+      registerWhenDpsFree: false,
       hubAttempts: 0,
       dpsAttempts: 0,
       firstFailureAt: null,
-    }),
+    })),
     recordFailure: assign(({ context, event }) => ({ lastError: failureIn(event, context) })),
     /** Leaving the hub: its failure run is over. */
     leaveHub: assign(({ context, event }) => ({
@@ -530,6 +540,7 @@ export const deviceMachine = setup({
         assignmentConfirmed: false,
         sameHubAnswers: 0,
         dpsBusyUntil: null,
+        registerWhenDpsFree: false,
         hubAttempts: 0,
         firstFailureAt: null,
       };
@@ -547,6 +558,8 @@ export const deviceMachine = setup({
       // the hub needs no DPS, so it is retried on its own curve meanwhile (guards: dpsAskedToWait).
       const dpsWait = lookupFailure !== undefined && lookupWaitMs(lookupFailure) > 0 ? scheduleRetry(context, lookupFailure, 1, false) : undefined;
       const dpsBusyUntil = dpsWait ? Math.max(dpsWait.retryAt, context.dpsBusyUntil ?? 0) : params.confirmed ? null : context.dpsBusyUntil;
+      // The lookup found the budget spent (budgetSpentNoDpsWait let DPS's wait through to here).
+      const registerWhenDpsFree = params.confirmed ? false : context.registerWhenDpsFree || (dpsWait !== undefined && refusalSpendsBudget(context, event));
       const refusal: Failure = { ...(context.lastError ?? failureIn(event, context)), at };
       return {
         ...planHubRetry({ ...context, dpsBusyUntil, rngState: dpsWait?.rngState ?? context.rngState }, refusal, false),
@@ -557,6 +570,7 @@ export const deviceMachine = setup({
         // A lookup DPS could not answer keeps the count: it confirmed nothing, and reset nothing.
         sameHubAnswers: params.confirmed ? oneMoreSameHubAnswer(context) : context.sameHubAnswers,
         dpsBusyUntil,
+        registerWhenDpsFree,
       };
     }),
   },
@@ -641,6 +655,7 @@ export const deviceMachine = setup({
     assignmentConfirmedAt: null,
     sameHubAnswers: 0,
     dpsBusyUntil: null,
+    registerWhenDpsFree: false,
     lookupAtBoot: input.lookupAtBoot === true,
     reprovisionRequested: false,
   }),

@@ -679,6 +679,60 @@ describe('a busy DPS is not asked again before its own wait is over', () => {
     expect(Math.max(...until)).toBeLessThanOrEqual(90_000);
   });
 
+  test('a lookup throttled before the hub budget is spent is followed by a lookup after DPS\'s wait, not a registration (iotCentral: 60 s window, retry-after 60 s)', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true, policy: { ...policy, hubRetryWindowMs: 60_000, hubRetryWindowMaxMs: 15 * 60_000 } });
+    await cloud.flush();
+    await cloud.failOpen(refusedAsUnauthorized(cloud));
+    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 60_000 }, 'dps-lookup'));
+    expect(device.context().registerWhenDpsFree).toBe(false);
+    await cloud.advance(device.context().delayMs!);
+    // The budget is spent by now (past the 60 s window), but no lookup has found it so.
+    await cloud.failOpen(refusedAsUnauthorized(cloud));
+    expect(device.value()).toBe('CheckingAssignment');
+    expect(cloud.calls.provision).toBe(0);
+    // This one does, and is throttled too: after its wait, the registration.
+    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 60_000 }, 'dps-lookup'));
+    expect(device.context().registerWhenDpsFree).toBe(true);
+    await cloud.advance(device.context().delayMs!);
+    await cloud.failOpen(refusedAsUnauthorized(cloud));
+    expect(device.value()).toBe('Reprovisioning');
+    expect(cloud.calls.lookupAssignment).toBe(2);
+  });
+
+  test('a connection that lasts inside DPS\'s wait ends the failure run, not the wait: the next loss does not ask DPS before it', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true });
+    await cloud.flush();
+    await cloud.failOpen(busyInDoubt(cloud));
+    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 3_600_000 }, 'dps-lookup'));
+    const busyUntil = device.context().dpsBusyUntil!;
+    await cloud.advance(device.context().delayMs!);
+    await cloud.connect();
+    await cloud.advance(policy.stableConnectionMs);
+    expect(device.context()).toMatchObject({ connectionStable: true, dpsBusyUntil: busyUntil });
+    const epoch = device.context().epoch;
+    cloud.sessions.get(epoch)!({ type: 'HUB_LOST', epoch, failure: refusedAsUnauthorized(cloud) });
+    await cloud.flush();
+    expect(device.value()).toBe('BackingOff');
+    expect(device.context().retryStep).toBe('Connecting');
+    expect(device.context().retryAt).toBe(busyUntil);
+    expect(cloud.calls.lookupAssignment).toBe(1);
+  });
+
+  test('a connection that lasts past DPS\'s wait clears it', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true });
+    await cloud.flush();
+    await cloud.failOpen(busyInDoubt(cloud));
+    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 1000 }, 'dps-lookup'));
+    expect(device.context().dpsBusyUntil).not.toBeNull();
+    await cloud.advance(device.context().delayMs!);
+    await cloud.connect();
+    await cloud.advance(policy.stableConnectionMs);
+    expect(device.context()).toMatchObject({ connectionStable: true, dpsBusyUntil: null });
+  });
+
   test('a REPROVISION command during DPS\'s lookup wait goes to DPS at once (an explicit request; its own 429 is honoured)', async () => {
     const cloud = new FakeCloud();
     const device = start(cloud, { cached: true });
