@@ -734,6 +734,69 @@ describe('counters and reprovision requests', () => {
   });
 });
 
+describe('DPS\'s wait pushes DPS retries back, never forward', () => {
+  /** A cached device whose lookup DPS answered 5xx with a 30 s floor, then a REPROVISION command. */
+  async function registeringWhileDpsBusy() {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true });
+    await cloud.flush();
+    await cloud.failOpen(cloud.failure('transient', { rule: 'connack-3', serverBusy: true, assignmentInDoubt: true }));
+    await cloud.failLookup(cloud.failure('transient', { rule: 'dps-server-error', minDelayMs: 30_000 }, 'dps-lookup'));
+    const busyUntil = device.context().dpsBusyUntil!;
+    device.actor.send({ type: 'REPROVISION' });
+    await cloud.flush();
+    expect(device.value()).toBe('Reprovisioning');
+    return { cloud, device, busyUntil };
+  }
+
+  test('a registration throttled for 1 s inside the wait retries at the end of the wait', async () => {
+    const { cloud, device, busyUntil } = await registeringWhileDpsBusy();
+    const failedAt = cloud.clock.now();
+    await cloud.failProvision(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 1000 }, 'dps'));
+    expect(device.context()).toMatchObject({ retryStep: 'Reprovisioning', retryAt: busyUntil });
+    expect(device.context().delayMs).toBeCloseTo(busyUntil - failedAt, 3); // epoch-ms floats: ~2e-4 ms apart
+  });
+
+  test('a registration throttled past the wait keeps its own retry-after', async () => {
+    const { cloud, device, busyUntil } = await registeringWhileDpsBusy();
+    const failedAt = cloud.clock.now();
+    await cloud.failProvision(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 600_000 }, 'dps'));
+    const { retryAt, delayMs } = device.context();
+    expect(delayMs).toBeGreaterThanOrEqual(600_000);
+    expect(retryAt).toBe(failedAt + delayMs!);
+    expect(retryAt).toBeGreaterThan(busyUntil);
+  });
+
+  test('without a wait, a DPS retry is the policy\'s alone', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud);
+    await cloud.flush();
+    const failedAt = cloud.clock.now();
+    await cloud.failProvision(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 1000 }, 'dps'));
+    const { retryAt, delayMs } = device.context();
+    expect(delayMs).toBeGreaterThanOrEqual(1000);
+    expect(delayMs).toBeLessThanOrEqual(2000);
+    expect(retryAt).toBe(failedAt + delayMs!);
+  });
+
+  test('a registration adopted ends the wait and the pending registration', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true, policy: { ...policy, hubRetryWindowMs: 60_000, hubRetryWindowMaxMs: 60_000 } });
+    await cloud.flush();
+    await cloud.failOpen(unauthorized(cloud));
+    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 60_000 }, 'dps-lookup'));
+    await cloud.advance(device.context().delayMs!);
+    await cloud.failOpen(unauthorized(cloud));
+    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 60_000 }, 'dps-lookup'));
+    expect(device.context()).toMatchObject({ registerWhenDpsFree: true });
+    await cloud.advance(device.context().delayMs!);
+    await cloud.failOpen(unauthorized(cloud));
+    expect(device.value()).toBe('Reprovisioning');
+    await cloud.assign();
+    expect(device.context()).toMatchObject({ registerWhenDpsFree: false, dpsBusyUntil: null });
+  });
+});
+
 describe('attempt counters are bounded', () => {
   /** A step that fails for ever: where it is retried, and how it fails. */
   interface EndlessFault {
