@@ -628,15 +628,22 @@ describe('parked: what an operator can fix remotely waits long instead of ending
 describe('a busy DPS is not asked again before its own wait is over', () => {
   /** CONNACK 3 on a hub the device worked on: busy, and maybe moved (a lookup). */
   const busyInDoubt = (cloud: FakeCloud) => cloud.failure('transient', { rule: 'connack-3', serverBusy: true, assignmentInDoubt: true, code: 3 });
+  const lookupThrottled = (cloud: FakeCloud, retryAfterMs: number) => cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs }, 'dps-lookup');
 
-  test('lookup answered 429 + retry-after 20 s: a busy hub is retried on its own curve meanwhile, and no refusal asks DPS before the (spread) 20 s are over', async () => {
+  /** A cached device whose hub refused it (`refusal`) and whose status lookup DPS then answered 429 + `retryAfterMs`. */
+  async function afterThrottledLookup(refusal: typeof busyInDoubt, retryAfterMs: number, options: { seed?: number; policy?: typeof policy } = {}) {
     const cloud = new FakeCloud();
-    const device = start(cloud, { cached: true });
+    const device = start(cloud, { cached: true, ...options });
     await cloud.flush();
-    await cloud.failOpen(busyInDoubt(cloud));
+    await cloud.failOpen(refusal(cloud));
     expect(device.value()).toBe('CheckingAssignment');
     const throttledAt = cloud.clock.now();
-    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 20_000 }, 'dps-lookup'));
+    await cloud.failLookup(lookupThrottled(cloud, retryAfterMs));
+    return { cloud, device, throttledAt };
+  }
+
+  test('lookup answered 429 + retry-after 20 s: a busy hub is retried on its own curve meanwhile, and no refusal asks DPS before the (spread) 20 s are over', async () => {
+    const { cloud, device, throttledAt } = await afterThrottledLookup(busyInDoubt, 20_000);
     expect(device.value()).toBe('BackingOff');
     expect(device.context().retryStep).toBe('Connecting');
     // DPS's wait, spread like any retry-after: [R, R + max(R/2, 1 s)].
@@ -667,12 +674,8 @@ describe('a busy DPS is not asked again before its own wait is over', () => {
   test('a fleet throttled together is spread: DPS\'s wait differs from seed to seed', async () => {
     const until = new Set<number>();
     for (const seed of [1, 2, 3, 4, 5]) {
-      const cloud = new FakeCloud();
-      const device = start(cloud, { cached: true, seed });
-      await cloud.flush();
-      await cloud.failOpen(busyInDoubt(cloud));
-      await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 60_000 }, 'dps-lookup'));
-      until.add(device.context().dpsBusyUntil! - cloud.clock.now());
+      const { device, throttledAt } = await afterThrottledLookup(busyInDoubt, 60_000, { seed });
+      until.add(device.context().dpsBusyUntil! - throttledAt);
     }
     expect(until.size).toBe(5);
     expect(Math.min(...until)).toBeGreaterThanOrEqual(60_000);
@@ -680,11 +683,7 @@ describe('a busy DPS is not asked again before its own wait is over', () => {
   });
 
   test('a lookup throttled before the hub budget is spent is followed by a lookup after DPS\'s wait, not a registration (iotCentral: 60 s window, retry-after 60 s)', async () => {
-    const cloud = new FakeCloud();
-    const device = start(cloud, { cached: true, policy: { ...policy, hubRetryWindowMs: 60_000, hubRetryWindowMaxMs: 15 * 60_000 } });
-    await cloud.flush();
-    await cloud.failOpen(refusedAsUnauthorized(cloud));
-    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 60_000 }, 'dps-lookup'));
+    const { cloud, device } = await afterThrottledLookup(refusedAsUnauthorized, 60_000, { policy: { ...policy, hubRetryWindowMs: 60_000, hubRetryWindowMaxMs: 15 * 60_000 } });
     expect(device.context().registerWhenDpsFree).toBe(false);
     await cloud.advance(device.context().delayMs!);
     // The budget is spent by now (past the 60 s window), but no lookup has found it so.
@@ -692,7 +691,7 @@ describe('a busy DPS is not asked again before its own wait is over', () => {
     expect(device.value()).toBe('CheckingAssignment');
     expect(cloud.calls.provision).toBe(0);
     // This one does, and is throttled too: after its wait, the registration.
-    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 60_000 }, 'dps-lookup'));
+    await cloud.failLookup(lookupThrottled(cloud, 60_000));
     expect(device.context().registerWhenDpsFree).toBe(true);
     await cloud.advance(device.context().delayMs!);
     await cloud.failOpen(refusedAsUnauthorized(cloud));
@@ -701,11 +700,7 @@ describe('a busy DPS is not asked again before its own wait is over', () => {
   });
 
   test('a connection that lasts inside DPS\'s wait ends the failure run, not the wait: the next loss does not ask DPS before it', async () => {
-    const cloud = new FakeCloud();
-    const device = start(cloud, { cached: true });
-    await cloud.flush();
-    await cloud.failOpen(busyInDoubt(cloud));
-    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 3_600_000 }, 'dps-lookup'));
+    const { cloud, device } = await afterThrottledLookup(busyInDoubt, 3_600_000);
     const busyUntil = device.context().dpsBusyUntil!;
     await cloud.advance(device.context().delayMs!);
     await cloud.connect();
@@ -721,11 +716,7 @@ describe('a busy DPS is not asked again before its own wait is over', () => {
   });
 
   test('a connection that lasts past DPS\'s wait clears it', async () => {
-    const cloud = new FakeCloud();
-    const device = start(cloud, { cached: true });
-    await cloud.flush();
-    await cloud.failOpen(busyInDoubt(cloud));
-    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 1000 }, 'dps-lookup'));
+    const { cloud, device } = await afterThrottledLookup(busyInDoubt, 1000);
     expect(device.context().dpsBusyUntil).not.toBeNull();
     await cloud.advance(device.context().delayMs!);
     await cloud.connect();
@@ -734,11 +725,7 @@ describe('a busy DPS is not asked again before its own wait is over', () => {
   });
 
   test('a REPROVISION command during DPS\'s lookup wait goes to DPS at once (an explicit request; its own 429 is honoured)', async () => {
-    const cloud = new FakeCloud();
-    const device = start(cloud, { cached: true });
-    await cloud.flush();
-    await cloud.failOpen(busyInDoubt(cloud));
-    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 20_000 }, 'dps-lookup'));
+    const { cloud, device } = await afterThrottledLookup(busyInDoubt, 20_000);
     expect(device.value()).toBe('BackingOff');
     device.actor.send({ type: 'REPROVISION' });
     await cloud.flush();
@@ -747,12 +734,7 @@ describe('a busy DPS is not asked again before its own wait is over', () => {
   });
 
   test('a hub that refused the device outright (CONNACK 5) is not retried before DPS may say where to go', async () => {
-    const cloud = new FakeCloud();
-    const device = start(cloud, { cached: true });
-    await cloud.flush();
-    await cloud.failOpen(refusedAsUnauthorized(cloud));
-    expect(device.value()).toBe('CheckingAssignment');
-    await cloud.failLookup(cloud.failure('throttled', { rule: 'throttled-429', retryAfterMs: 20_000 }, 'dps-lookup'));
+    const { cloud, device } = await afterThrottledLookup(refusedAsUnauthorized, 20_000);
     const busyUntil = device.context().dpsBusyUntil!;
     expect(device.context()).toMatchObject({ retryStep: 'Connecting', retryAt: busyUntil });
     await cloud.advance(device.context().delayMs!);
