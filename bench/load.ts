@@ -162,6 +162,6 @@ export function summarizeLoad(cores: number, hubstateFiles: number, sdkFiles: nu
     quiet,
     all,
     perPair: pairs,
-    method: 'fresh `node` per sample, performance.now() after the require (time since process start), the three sides in rotating order, medians (95 % intervals: order statistics of the per-pair ratios); hubstate = the compiled src/index.js (as dist), sdk = load-child.ts SDK_MODULES, sdk-xstate = those and xstate',
+    method: 'fresh `node` per sample, performance.now() after the require (time since process start), the three sides in rotating order, medians (95 % intervals: order statistics of the per-pair ratios); hubstate = require(\'hubstate\'), the package\'s build (dist/hubstate.js: one esbuild bundle, bundle.mjs), sdk = load-child.ts SDK_MODULES, sdk-xstate = those and xstate',
   };
 }

@@ -161,8 +161,24 @@ describe('npm pack of the three packages → each installed as a user would', ()
     }
     // (its optional peer, @opentelemetry/api, is declared too: required only when metrics are asked for)
     expect(undeclaredImports(join(app, 'node_modules', 'hubstate'), { ...deviceManifest.dependencies, ...deviceManifest.peerDependencies })).toEqual([]);
-    const load = await run(process.execPath, ['-e', "const h = require('hubstate'); console.log(typeof h.createDevice, typeof require('hubstate/internal').resolveOptions)"], app, 30_000);
-    expect(load.stdout.trim()).toBe('function function');
+    // The three entry points load one bundle (bundle.mjs): one copy of every module, and each error
+    // class still named as exported (an error's name is its class's).
+    const loadScript = [
+      "const h = require('hubstate');",
+      "const entries = [typeof h.createDevice, typeof require('hubstate/internal').resolveOptions, typeof require('hubstate/examples/failover-device').MODEL_ID];",
+      "const files = Object.keys(require.cache).filter((f) => f.includes('node_modules/hubstate/')).map((f) => f.split('node_modules/hubstate/')[1]).sort();",
+      'const misnamed = Object.entries(h).filter(([name, value]) => typeof value === "function" && value.prototype instanceof Error && value.name !== name).map(([name]) => name);',
+      'const errorClasses = Object.values(h).filter((value) => typeof value === "function" && value.prototype instanceof Error).length;',
+      'console.log(JSON.stringify({ entries, files, misnamed, errorClasses }));',
+    ].join('\n');
+    const load = await run(process.execPath, ['-e', loadScript], app, 30_000);
+    expect({ stderr: load.stderr, ...(JSON.parse(load.stdout.trim() || '{}') as object) }).toEqual({
+      stderr: '',
+      entries: ['function', 'function', 'string'],
+      files: ['dist/examples/failover-device.js', 'dist/hubstate.js', 'dist/internal.js'],
+      misnamed: [],
+      errorClasses: expect.any(Number),
+    });
     writeFileSync(
       join(app, 'check.ts'),
       [
