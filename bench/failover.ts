@@ -13,7 +13,8 @@
  *   (one 90 s wait for all).
  */
 import pino from 'pino';
-import { createDevice, type Device } from '../src/device';
+// The device library as it ships (dist/hubstate.js; `npm run bench` builds it first).
+import { createDevice, type Device } from 'hubstate';
 import { resolvePolicy } from '../src/policy/backoff';
 import type { MovedDeviceRefusal } from 'hubstate-cloud';
 import { BENCH_DPS_POLL_SEC, launchCloud, type BenchCloud } from './cloud';

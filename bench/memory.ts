@@ -15,7 +15,8 @@ import { tmpdir } from 'node:os';
 import { writeHeapSnapshot } from 'node:v8';
 import { join } from 'node:path';
 import pino from 'pino';
-import { createDevice, type Device } from '../src/device';
+// The device library as it ships (dist/hubstate.js; `npm run bench` builds it first).
+import { createDevice, type Device } from 'hubstate';
 import { Fleet, staggerSchedule } from 'hubstate-tools/fleet';
 import { DEFAULT_POLICY } from '../src/policy/backoff';
 import { launchCloud } from './cloud';

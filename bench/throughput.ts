@@ -22,7 +22,8 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import type { Client } from 'azure-iot-device';
-import { createDevice, type Device } from '../src/device';
+// The device library as it ships (dist/hubstate.js; `npm run bench` builds it first).
+import { createDevice, type Device } from 'hubstate';
 import { launchCloud, type BenchCloud } from './cloud';
 import { closeQuietly, rawMessage, rawOpen, rawRegister } from './raw-sdk';
 import { isQuiet, median, medianInterval, quietCriterion, round, startLoadWindow, type LoadWindow, type MedianInterval } from './stats';
