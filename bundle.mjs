@@ -4,7 +4,7 @@
  * of ~45 halves the time our code takes to load (Node resolves, reads and wraps each module file
  * on its own), and one copy of every module serves all three entry points:
  * - `hubstate`: dist/hubstate.js;
- * - `hubstate/internal`: dist/internal.js reads it from the bundle (an export named
+ * - `hubstate/internal`: dist/internal.js reads it from the bundle (a non-enumerable export named
  *   'hubstate/internal', the tools' surface);
  * - `hubstate/examples/failover-device`: its own small bundle that requires dist/hubstate.js.
  * Dependencies stay external (installed by npm, loaded where they are). The lazy `require()`s in
@@ -12,7 +12,8 @@
  * on its first require.
  */
 import { build } from 'esbuild';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 
 const INTERNAL_KEY = 'hubstate/internal';
 const common = {
@@ -28,6 +29,8 @@ const common = {
   // class` (the error classes' `name` is `new.target.name`; the pack test checks them), and a
   // function renamed for a clash (describe2) is named so only in stack traces.
   logLevel: 'warning',
+  // tsc's CommonJS files each began so; the modules are strict as ES modules, the file was not.
+  banner: { js: '"use strict";' },
 };
 
 await build({
@@ -44,9 +47,47 @@ await build({
   outfile: 'dist/hubstate.js',
 });
 
+/**
+ * esbuild's output, made to behave as tsc's did, each edit checked so that an esbuild upgrade
+ * that changes its output fails the build instead of shipping half of it:
+ * - exports configurable, as tsc's: `jest.spyOn(require('hubstate'), 'createDevice')` works;
+ * - the 'hubstate/internal' export left out of the public surface (`Object.keys`, ESM's `import *`).
+ */
+function replaceOnce(text, from, to) {
+  const at = text.indexOf(from);
+  if (at < 0 || text.indexOf(from, at + 1) >= 0) throw new Error(`bundle.mjs: expected exactly one '${from}' in esbuild's output`);
+  return text.slice(0, at) + to + text.slice(at + from.length);
+}
+const bundlePath = 'dist/hubstate.js';
+let bundle = readFileSync(bundlePath, 'utf8');
+// (__export defines a module's exports, __copyProps copies them onto module.exports)
+bundle = replaceOnce(bundle, '__defProp(target, name, { get: all[name], enumerable: true });', '__defProp(target, name, { get: all[name], enumerable: true, configurable: true });');
+bundle = replaceOnce(
+  bundle,
+  '__defProp(to, key, { get: () => from[key], enumerable: !(desc = __getOwnPropDesc(from, key)) || desc.enumerable });',
+  '__defProp(to, key, { get: () => from[key], enumerable: !(desc = __getOwnPropDesc(from, key)) || desc.enumerable, configurable: true });',
+);
+bundle = replaceOnce(bundle, `\n  "${INTERNAL_KEY}": null,`, '');
+bundle = replaceOnce(
+  bundle,
+  '\n//# sourceMappingURL=',
+  `\nObject.defineProperty(module.exports, '${INTERNAL_KEY}', { enumerable: false });\n//# sourceMappingURL=`,
+);
+writeFileSync(bundlePath, bundle);
+
+// Node's ESM loader finds a CommonJS module's export names by reading its text (cjs-module-lexer):
+// dist/internal.js lists them, as esbuild's own annotation does in the bundle.
+const internalNames = Object.keys(createRequire(import.meta.url)(`./${bundlePath}`)[INTERNAL_KEY]);
 writeFileSync(
   'dist/internal.js',
-  `'use strict';\n// hubstate/internal: the bundle's own copy (bundle.mjs), so both entry points share every module.\nmodule.exports = require('./hubstate.js')['${INTERNAL_KEY}'];\n`,
+  [
+    "'use strict';",
+    "// hubstate/internal: the bundle's own copy (bundle.mjs), so both entry points share every module.",
+    `module.exports = require('./hubstate.js')['${INTERNAL_KEY}'];`,
+    '// The export names, for ESM import (read, never run).',
+    `0 && (module.exports = { ${internalNames.join(', ')} });`,
+    '',
+  ].join('\n'),
 );
 
 await build({

@@ -306,16 +306,14 @@ interface OpenTelemetryApi {
 
 /** This package's version (the instrumentation scope's), from its package.json; undefined if not found. */
 function packageVersion(): string | undefined {
-  // src/metrics.ts runs from src/ (tests) or dist/src/ (the package): the manifest is one or two folders up.
-  for (const dir of [dirname(__dirname), dirname(dirname(__dirname))]) {
-    const path = join(dir, 'package.json');
-    if (!existsSync(path)) continue;
-    try {
-      const manifest = JSON.parse(readFileSync(path, 'utf8')) as { name?: unknown; version?: unknown };
-      if (manifest.name === 'hubstate' && typeof manifest.version === 'string') return manifest.version;
-    } catch {
-      // not ours, or unreadable: the scope goes without a version
-    }
+  // This code runs from src/ (tests) or dist/hubstate.js (the package): the manifest is one folder up.
+  const path = join(dirname(__dirname), 'package.json');
+  if (!existsSync(path)) return undefined;
+  try {
+    const manifest = JSON.parse(readFileSync(path, 'utf8')) as { name?: unknown; version?: unknown };
+    if (manifest.name === 'hubstate' && typeof manifest.version === 'string') return manifest.version;
+  } catch {
+    // not ours, or unreadable: the scope goes without a version
   }
   return undefined;
 }

@@ -161,24 +161,55 @@ describe('npm pack of the three packages → each installed as a user would', ()
     }
     // (its optional peer, @opentelemetry/api, is declared too: required only when metrics are asked for)
     expect(undeclaredImports(join(app, 'node_modules', 'hubstate'), { ...deviceManifest.dependencies, ...deviceManifest.peerDependencies })).toEqual([]);
-    // The three entry points load one bundle (bundle.mjs): one copy of every module, and each error
-    // class still named as exported (an error's name is its class's).
+    // The three entry points load one bundle (bundle.mjs): one copy of every module. It behaves as
+    // tsc's files did: strict functions, each error class named as exported (an error's name is
+    // its class's), exports a test can spy on, and no export beyond the declared ones.
     const loadScript = [
       "const h = require('hubstate');",
-      "const entries = [typeof h.createDevice, typeof require('hubstate/internal').resolveOptions, typeof require('hubstate/examples/failover-device').MODEL_ID];",
+      "const internal = require('hubstate/internal');",
+      "const entries = [typeof h.createDevice, typeof internal.resolveOptions, typeof require('hubstate/examples/failover-device').MODEL_ID];",
       "const files = Object.keys(require.cache).filter((f) => f.includes('node_modules/hubstate/')).map((f) => f.split('node_modules/hubstate/')[1]).sort();",
-      'const misnamed = Object.entries(h).filter(([name, value]) => typeof value === "function" && value.prototype instanceof Error && value.name !== name).map(([name]) => name);',
-      'const errorClasses = Object.values(h).filter((value) => typeof value === "function" && value.prototype instanceof Error).length;',
-      'console.log(JSON.stringify({ entries, files, misnamed, errorClasses }));',
+      'const errorClasses = Object.entries(h).filter(([, value]) => typeof value === "function" && value.prototype instanceof Error);',
+      'const misnamed = errorClasses.filter(([name, value]) => value.name !== name).map(([name]) => name);',
+      'const sloppy = Object.entries(h).filter(([, f]) => typeof f === "function" && Object.getOwnPropertyNames(f).includes("caller")).map(([name]) => name);',
+      'const fixed = [h, internal].flatMap((m) => Object.keys(m).filter((name) => !Object.getOwnPropertyDescriptor(m, name).configurable));',
+      "console.log(JSON.stringify({ entries, files, errorClasses: errorClasses.map(([name]) => name), misnamed, sloppy, fixed, internalKeyListed: Object.keys(h).includes('hubstate/internal') }));",
     ].join('\n');
     const load = await run(process.execPath, ['-e', loadScript], app, 30_000);
     expect({ stderr: load.stderr, ...(JSON.parse(load.stdout.trim() || '{}') as object) }).toEqual({
       stderr: '',
       entries: ['function', 'function', 'string'],
       files: ['dist/examples/failover-device.js', 'dist/hubstate.js', 'dist/internal.js'],
+      errorClasses: expect.arrayContaining(['HubstateError', 'ConfigError', 'MessageRejectedError', 'CommandError', 'PropertyRejectedError']),
       misnamed: [],
-      errorClasses: expect.any(Number),
+      sloppy: [],
+      fixed: [],
+      internalKeyListed: false,
     });
+    // ES modules import the same names (Node reads a CommonJS module's export names from its text).
+    const esm = await run(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        [
+          "import * as h from 'hubstate';",
+          "import { createDevice } from 'hubstate';",
+          "import { resolveOptions, openSqliteOutbox } from 'hubstate/internal';",
+          "import { MODEL_ID } from 'hubstate/examples/failover-device';",
+          "console.log(JSON.stringify({ imported: [typeof createDevice, typeof resolveOptions, typeof openSqliteOutbox, typeof MODEL_ID], names: Object.keys(h).filter((n) => n !== 'default') }));",
+        ].join('\n'),
+      ],
+      app,
+      30_000,
+    );
+    const publicNames = await run(process.execPath, ['-e', "console.log(JSON.stringify(Object.keys(require('hubstate'))))"], app, 30_000);
+    expect({ stderr: esm.stderr, ...(JSON.parse(esm.stdout.trim() || '{}') as object) }).toEqual({
+      stderr: '',
+      imported: ['function', 'function', 'function', 'string'],
+      names: expect.arrayContaining(JSON.parse(publicNames.stdout) as string[]),
+    });
+    expect((JSON.parse(esm.stdout) as { names: string[] }).names).not.toContain('hubstate/internal');
     writeFileSync(
       join(app, 'check.ts'),
       [
