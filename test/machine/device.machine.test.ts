@@ -1,3 +1,4 @@
+import { setFlagsFromString } from 'node:v8';
 import { createActor } from 'xstate';
 import { leafStateName } from '../../machines/device.machine';
 import { expectParkedThenRegistersAgain, FakeCloud, MACHINE_TEST_POLICY, startMachine as start } from '../support/fake-actors';
@@ -28,6 +29,29 @@ describe('device machine with fake actors and a simulated clock', () => {
     expect(device.states).toEqual(['Idle', 'Provisioning', 'Connecting', 'Connected']);
     expect(device.context().assignment).toMatchObject({ hubHost: 'hub-a.local', deviceId: 'dev-1', source: 'dps' });
     expect(cloud.calls.saveAssignment).toBe(1);
+  });
+
+  test('every context stays a compact object through XState\'s assigns (a V8 dictionary costs 1.6 KB a device)', async () => {
+    setFlagsFromString('--allow-natives-syntax');
+    const hasFastProperties = new Function('object', 'return %HasFastProperties(object)') as (object: object) => boolean;
+    const cloud = new FakeCloud();
+    const device = start(cloud);
+    const contexts = [device.context()];
+    const step = async (act: () => Promise<unknown>) => {
+      await act();
+      contexts.push(device.context());
+    };
+    await step(() => cloud.flush());
+    await step(() => cloud.assign());
+    await step(() => cloud.connect());
+    cloud.sessions.get(1)!({ type: 'HUB_LOST', epoch: 1, failure: cloud.failure('transient', {}, 'hub-session') });
+    await step(() => cloud.flush());
+    await step(() => cloud.advance(device.context().delayMs!));
+    await step(() => cloud.connect());
+    expect(device.states).toEqual(['Idle', 'Provisioning', 'Connecting', 'Connected', 'BackingOff', 'Connecting', 'Connected']);
+    // Each assign made a new context: all of them compact.
+    expect(new Set(contexts).size).toBeGreaterThanOrEqual(5);
+    expect(contexts.map(hasFastProperties)).toEqual(contexts.map(() => true));
   });
 
   test('a cached assignment goes straight to Connecting without DPS', async () => {
