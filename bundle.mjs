@@ -12,8 +12,13 @@
  * on its first require.
  */
 import { build } from 'esbuild';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// The paths below are the package's, wherever this runs from.
+process.chdir(dirname(fileURLToPath(import.meta.url)));
 
 const INTERNAL_KEY = 'hubstate/internal';
 const common = {
@@ -49,34 +54,40 @@ await build({
 
 /**
  * esbuild's output, made to behave as tsc's did, each edit checked so that an esbuild upgrade
- * that changes its output fails the build instead of shipping half of it:
- * - exports configurable, as tsc's: `jest.spyOn(require('hubstate'), 'createDevice')` works;
- * - the 'hubstate/internal' export left out of the public surface (`Object.keys`, ESM's `import *`).
+ * that changes its output fails the build instead of shipping half of it.
  */
 function replaceOnce(text, from, to) {
   const at = text.indexOf(from);
   if (at < 0 || text.indexOf(from, at + 1) >= 0) throw new Error(`bundle.mjs: expected exactly one '${from}' in esbuild's output`);
   return text.slice(0, at) + to + text.slice(at + from.length);
 }
+
+/**
+ * Exports configurable, as tsc's were: `jest.spyOn(require('hubstate'), 'createDevice')` works.
+ * (__export defines a module's exports, __copyProps copies them onto module.exports.)
+ */
+function configurableExports(text) {
+  const exported = replaceOnce(text, '__defProp(target, name, { get: all[name], enumerable: true });', '__defProp(target, name, { get: all[name], enumerable: true, configurable: true });');
+  return replaceOnce(
+    exported,
+    '__defProp(to, key, { get: () => from[key], enumerable: !(desc = __getOwnPropDesc(from, key)) || desc.enumerable });',
+    '__defProp(to, key, { get: () => from[key], enumerable: !(desc = __getOwnPropDesc(from, key)) || desc.enumerable, configurable: true });',
+  );
+}
+
+function rewrite(path, edit) {
+  writeFileSync(path, edit(readFileSync(path, 'utf8')));
+}
+
 const bundlePath = 'dist/hubstate.js';
-let bundle = readFileSync(bundlePath, 'utf8');
-// (__export defines a module's exports, __copyProps copies them onto module.exports)
-bundle = replaceOnce(bundle, '__defProp(target, name, { get: all[name], enumerable: true });', '__defProp(target, name, { get: all[name], enumerable: true, configurable: true });');
-bundle = replaceOnce(
-  bundle,
-  '__defProp(to, key, { get: () => from[key], enumerable: !(desc = __getOwnPropDesc(from, key)) || desc.enumerable });',
-  '__defProp(to, key, { get: () => from[key], enumerable: !(desc = __getOwnPropDesc(from, key)) || desc.enumerable, configurable: true });',
-);
-bundle = replaceOnce(bundle, `\n  "${INTERNAL_KEY}": null,`, '');
-bundle = replaceOnce(
-  bundle,
-  '\n//# sourceMappingURL=',
-  `\nObject.defineProperty(module.exports, '${INTERNAL_KEY}', { enumerable: false });\n//# sourceMappingURL=`,
-);
-writeFileSync(bundlePath, bundle);
+rewrite(bundlePath, (text) => {
+  // The 'hubstate/internal' export left out of the public surface (`Object.keys`, ESM's `import *`).
+  const hidden = replaceOnce(configurableExports(text), `\n  "${INTERNAL_KEY}": null,`, '');
+  return replaceOnce(hidden, '\n//# sourceMappingURL=', `\nObject.defineProperty(module.exports, '${INTERNAL_KEY}', { enumerable: false });\n//# sourceMappingURL=`);
+});
 
 // Node's ESM loader finds a CommonJS module's export names by reading its text (cjs-module-lexer):
-// dist/internal.js lists them, as esbuild's own annotation does in the bundle.
+// dist/internal.js lists them (quoted: any name parses), as esbuild's annotation does in the bundle.
 const internalNames = Object.keys(createRequire(import.meta.url)(`./${bundlePath}`)[INTERNAL_KEY]);
 writeFileSync(
   'dist/internal.js',
@@ -85,7 +96,7 @@ writeFileSync(
     "// hubstate/internal: the bundle's own copy (bundle.mjs), so both entry points share every module.",
     `module.exports = require('./hubstate.js')['${INTERNAL_KEY}'];`,
     '// The export names, for ESM import (read, never run).',
-    `0 && (module.exports = { ${internalNames.join(', ')} });`,
+    `0 && (module.exports = { ${internalNames.map((name) => `${JSON.stringify(name)}: null`).join(', ')} });`,
     '',
   ].join('\n'),
 );
@@ -98,9 +109,16 @@ await build({
     {
       name: 'library-from-the-bundle',
       setup(pluginBuild) {
-        // The example imports the library as '../src': at run time that is the bundle.
+        // The example imports the library as '../src': at run time that is the bundle. A deeper
+        // import would put a second copy of library modules in the example (instanceof fails).
         pluginBuild.onResolve({ filter: /^\.\.\/src$/ }, () => ({ path: '../hubstate.js', external: true }));
+        pluginBuild.onResolve({ filter: /^\.\.\/(src|machines)\// }, (args) => ({
+          errors: [{ text: `${args.path}: the example imports the library as '../src' only (bundle.mjs)` }],
+        }));
       },
     },
   ],
 });
+rewrite('dist/examples/failover-device.js', configurableExports);
+// Its DTDL model ships beside it, as tsc's build wrote it (the README's real-app steps upload it).
+copyFileSync('examples/dtmi-sample-failover-1.json', 'dist/examples/dtmi-sample-failover-1.json');

@@ -338,15 +338,11 @@ function unreachableTooLong(context: DeviceContext, failure: Failure): boolean {
 }
 
 /**
- * The state a device reports: the leaf of the snapshot value (`{ Active: 'Connected' }` →
- * `Connected`). `Active` only groups the working states; it is never a state of its own.
- */
-/**
  * The context a device starts with, built by named stores one field at a time rather than as a
  * literal. XState makes every context by `Object.assign({}, context, update)`; V8 turns an object
  * that grows past ~19 properties that way into a dictionary (1.6 KB a device, and slower reads in
- * every guard) unless that chain of shapes already exists, and named stores create it. Keep the
- * fields in this order; the machine test checks the contexts stay compact.
+ * every guard) unless that chain of shapes already exists, and named stores create it. The machine
+ * test checks the contexts stay compact and that every field is set (the cast cannot).
  */
 function initialContext(input: DeviceInput): DeviceContext {
   const context = {} as DeviceContext;
@@ -376,6 +372,10 @@ function initialContext(input: DeviceInput): DeviceContext {
   return context;
 }
 
+/**
+ * The state a device reports: the leaf of the snapshot value (`{ Active: 'Connected' }` →
+ * `Connected`). `Active` only groups the working states; it is never a state of its own.
+ */
 export function leafStateName(value: StateValue): string {
   let leaf = value;
   while (typeof leaf !== 'string') leaf = Object.values(leaf)[0]!;

@@ -1,6 +1,6 @@
 import { setFlagsFromString } from 'node:v8';
 import { createActor } from 'xstate';
-import { leafStateName } from '../../machines/device.machine';
+import { leafStateName, type DeviceContext } from '../../machines/device.machine';
 import { expectParkedThenRegistersAgain, FakeCloud, MACHINE_TEST_POLICY, startMachine as start } from '../support/fake-actors';
 
 const policy = MACHINE_TEST_POLICY;
@@ -21,6 +21,33 @@ function refusedAsMoved(cloud: FakeCloud, phase: 'hub-connect' | 'hub-session' =
 function refusedAsUnauthorized(cloud: FakeCloud) {
   return cloud.failure('reprovision', { rule: 'connack-5-after-connect', assignmentInDoubt: true, code: 5 });
 }
+
+/** Every field of the machine's context, in initialContext's order (`satisfies`: none left out). */
+const CONTEXT_FIELDS = {
+  registrationId: true,
+  policy: true,
+  assignment: true,
+  epoch: true,
+  dpsAttempts: true,
+  hubAttempts: true,
+  firstFailureAt: true,
+  lastError: true,
+  retryAfterMs: true,
+  delayMs: true,
+  retryAt: true,
+  retryStep: true,
+  rngState: true,
+  connectedAt: true,
+  connectionStable: true,
+  assignmentProven: true,
+  assignmentConfirmed: true,
+  assignmentConfirmedAt: true,
+  sameHubAnswers: true,
+  dpsBusyUntil: true,
+  registerWhenDpsFree: true,
+  lookupAtBoot: true,
+  reprovisionRequested: true,
+} satisfies Record<keyof DeviceContext, true>;
 
 describe('device machine with fake actors and a simulated clock', () => {
   test('first boot: Idle → Provisioning → Connecting → Connected, and the assignment is cached', async () => {
@@ -52,6 +79,8 @@ describe('device machine with fake actors and a simulated clock', () => {
     // Each assign made a new context: all of them compact.
     expect(new Set(contexts).size).toBeGreaterThanOrEqual(5);
     expect(contexts.map(hasFastProperties)).toEqual(contexts.map(() => true));
+    // initialContext sets every field (the type cannot tell: it is built by stores), in this order.
+    expect(Object.keys(contexts[0]!)).toEqual(Object.keys(CONTEXT_FIELDS));
   });
 
   test('a cached assignment goes straight to Connecting without DPS', async () => {

@@ -139,7 +139,7 @@ describe('npm pack of the three packages → each installed as a user would', ()
     const tools = await pack('packages/tools', work);
     timings.push(`pack ${device.ms + cloudPackage.ms + testing.ms + tools.ms} ms`);
     const deviceManifest = manifestOf(ROOT);
-    expect(device.files).toEqual(expect.arrayContaining(['visualizations/device.svg', 'README.md', 'package.json']));
+    expect(device.files).toEqual(expect.arrayContaining(['visualizations/device.svg', 'README.md', 'package.json', 'dist/examples/dtmi-sample-failover-1.json']));
     for (const entry of Object.values(deviceManifest.exports).filter((e) => typeof e === 'object')) {
       expect(device.files).toEqual(expect.arrayContaining([entry.types.replace('./', ''), entry.default.replace('./', '')]));
     }
@@ -167,12 +167,13 @@ describe('npm pack of the three packages → each installed as a user would', ()
     const loadScript = [
       "const h = require('hubstate');",
       "const internal = require('hubstate/internal');",
-      "const entries = [typeof h.createDevice, typeof internal.resolveOptions, typeof require('hubstate/examples/failover-device').MODEL_ID];",
+      "const example = require('hubstate/examples/failover-device');",
+      'const entries = [typeof h.createDevice, typeof internal.resolveOptions, typeof example.MODEL_ID];',
       "const files = Object.keys(require.cache).filter((f) => f.includes('node_modules/hubstate/')).map((f) => f.split('node_modules/hubstate/')[1]).sort();",
       'const errorClasses = Object.entries(h).filter(([, value]) => typeof value === "function" && value.prototype instanceof Error);',
       'const misnamed = errorClasses.filter(([name, value]) => value.name !== name).map(([name]) => name);',
       'const sloppy = Object.entries(h).filter(([, f]) => typeof f === "function" && Object.getOwnPropertyNames(f).includes("caller")).map(([name]) => name);',
-      'const fixed = [h, internal].flatMap((m) => Object.keys(m).filter((name) => !Object.getOwnPropertyDescriptor(m, name).configurable));',
+      'const fixed = [h, internal, example].flatMap((m) => Object.keys(m).filter((name) => !Object.getOwnPropertyDescriptor(m, name).configurable));',
       "console.log(JSON.stringify({ entries, files, errorClasses: errorClasses.map(([name]) => name), misnamed, sloppy, fixed, internalKeyListed: Object.keys(h).includes('hubstate/internal') }));",
     ].join('\n');
     const load = await run(process.execPath, ['-e', loadScript], app, 30_000);
