@@ -3,30 +3,17 @@
  * evidence is that only service credentials may call it (see the local cloud README). Under that
  * reading the device's lookup is answered 401 and it must still fail over: by registering.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
-import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
+import type { LocalCloud } from 'hubstate-cloud';
+import { deliveryReport, useLocalCloud, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;
-const running: DeviceUnderTest[] = [];
-
-beforeAll(async () => {
-  cloud = await startLocalCloud({
-    hubs: 2,
-    seed: 'failover-lookup-refused',
-    dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC, lookupCredentials: 'service' },
-  });
-});
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((dut) => dut.device.stop()));
-});
-afterAll(async () => {
-  await cloud.stop();
+const { launch } = useLocalCloud({ hubs: 2, seed: 'failover-lookup-refused', dps: { lookupCredentials: 'service' } }, (started) => {
+  cloud = started;
 });
 
 test.each([3, 5] as const)('refusal code %i, lookup refused (401): the device re-registers and lands on the failover hub, nothing lost', async (refusalCode) => {
   const id = `fo-lookup-refused-${refusalCode}`;
-  const dut = startDevice(cloud, id);
-  running.push(dut);
+  const dut = launch(id);
   await waitForState(dut, 'Connected');
   const home = dut.device.assignment()!.hubHost;
   const before = await dut.send({ n: 'before' });

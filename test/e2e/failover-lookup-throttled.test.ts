@@ -4,23 +4,15 @@
  * hub (CONNACK 3) is retried on its own curve meanwhile, a hub that refused the device outright
  * (CONNACK 5) is not; then the lookup finds the failover hub, and nothing is lost.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
-import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
+import type { LocalCloud } from 'hubstate-cloud';
+import { deliveryReport, useLocalCloud, waitFor, waitForState } from './harness';
 
 /** Longer than a busy hub's own 5 s floor, so that CONNACK 3 is retried inside the wait. */
 const RETRY_AFTER_SEC = 8;
 
 let cloud: LocalCloud;
-const running: DeviceUnderTest[] = [];
-
-beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'failover-lookup-throttled', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
-});
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((dut) => dut.device.stop()));
-});
-afterAll(async () => {
-  await cloud.stop();
+const { launch } = useLocalCloud({ hubs: 2, seed: 'failover-lookup-throttled' }, (started) => {
+  cloud = started;
 });
 
 test.each([
@@ -28,8 +20,7 @@ test.each([
   [5, 'left alone meanwhile'],
 ] as const)('refusal code %i, lookup throttled: DPS asked again only after its Retry-After, the old hub %s, then the failover hub', async (refusalCode, _meanwhile) => {
   const id = `fo-lookup-throttled-${refusalCode}`;
-  const dut = startDevice(cloud, id);
-  running.push(dut);
+  const dut = launch(id);
   await waitForState(dut, 'Connected');
   const home = dut.device.assignment()!.hubHost;
   const homeHub = cloud.hubs.find((hub) => hub.host === home)!;

@@ -2,54 +2,18 @@
  * Failover paths against the local cloud with the real SDK: manual failover and failback by TTL,
  * a hub crash and restart, a hub gone beyond the budget, a disabled device, a blackholed hub,
  * and the user-initiated reprovision. Every message sent before, during and after each fault must
- * arrive at some hub (checked by id; duplicates counted, not hidden).
+ * arrive at some hub (checked by id).
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
-import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
+import type { LocalCloud } from 'hubstate-cloud';
+import { deliveryReport, expectAllDelivered, hubNameOf, keepSending, useLocalCloud, waitFor, waitForState, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;
-const running: DeviceUnderTest[] = [];
-
-beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'failover-tests', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
-});
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((dut) => dut.device.stop()));
-});
-afterAll(async () => {
-  await cloud.stop();
+const { launch } = useLocalCloud({ hubs: 2, seed: 'failover-tests' }, (started) => {
+  cloud = started;
 });
 
-function launch(registrationId: string, overrides: Parameters<typeof startDevice>[2] = {}) {
-  const dut = startDevice(cloud, registrationId, overrides);
-  running.push(dut);
-  return dut;
-}
-
-/** Telemetry every `everyMs` until stopped: before, during and after the fault. */
-function keepSending(dut: DeviceUnderTest, everyMs = 50) {
-  let on = true;
-  const loop = (async () => {
-    let n = 0;
-    while (on) {
-      await dut.send({ n: n++ });
-      await new Promise((resolve) => setTimeout(resolve, everyMs));
-    }
-  })();
-  return async () => {
-    on = false;
-    await loop;
-  };
-}
-
-async function expectAllDelivered(dut: DeviceUnderTest) {
-  await waitFor(`all ${dut.accepted.length} messages of ${dut.registrationId} delivered`, () => deliveryReport(cloud, dut.accepted).lost.length === 0, 30_000);
-  const { duplicates } = deliveryReport(cloud, dut.accepted);
-  if (duplicates > 0) console.log(`${dut.registrationId}: ${duplicates} duplicate(s) of ${dut.accepted.length} (same message id)`);
-  return duplicates;
-}
-
-const hubName = (dut: DeviceUnderTest) => cloud.hubs.find((h) => h.host === dut.device.assignment()?.hubHost)?.name;
+/** Telemetry before, during and after the fault: `{ n }`, counting. */
+const counting = (n: number) => ({ n });
 
 // Azure refuses a moved device with CONNACK 3 (the local cloud's default); 5 is the other reading
 // of the evidence. The device must fail over the same way under both.
@@ -58,20 +22,20 @@ describe.each([3, 5] as const)('refusal code %i', (refusalCode) => {
     const id = `fo-manual-${refusalCode}`;
     const dut = launch(id);
     await waitForState(dut, 'Connected');
-    const stop = keepSending(dut);
-    const home = hubName(dut)!;
+    const sender = keepSending(dut, counting, 50);
+    const home = hubNameOf(cloud, dut)!;
     await waitFor('some telemetry at home', () => cloud.telemetry({ deviceId: id, hub: home }).length >= 3);
     const registrations = cloud.dps.attempts(id).length;
 
     cloud.manualFailover(id, { ttlMs: 3000, refusalCode });
-    await waitFor('moved to the failover hub', () => dut.device.state() === 'Connected' && hubName(dut) !== home);
-    const away = hubName(dut)!;
+    await waitFor('moved to the failover hub', () => dut.device.state() === 'Connected' && hubNameOf(cloud, dut) !== home);
+    const away = hubNameOf(cloud, dut)!;
     await waitFor('telemetry at the failover hub', () => cloud.telemetry({ deviceId: id, hub: away }).length >= 3);
 
-    await waitFor('failback by TTL', () => dut.device.state() === 'Connected' && hubName(dut) === home, 20_000);
+    await waitFor('failback by TTL', () => dut.device.state() === 'Connected' && hubNameOf(cloud, dut) === home, 20_000);
     await waitFor('telemetry at home again', () => dut.accepted.length > 0 && cloud.deliveredIds(id).has(dut.accepted[dut.accepted.length - 1]));
-    await stop();
-    await expectAllDelivered(dut);
+    await sender.stop();
+    await expectAllDelivered(cloud, dut);
 
     const path = dut.visited();
     const connectedAt = path.map((s, i) => (s === 'Connected' ? i : -1)).filter((i) => i >= 0);
@@ -117,8 +81,8 @@ describe.each([3, 5] as const)('refusal code %i', (refusalCode) => {
 test('hub crash and restart: back off and return to the same hub, without DPS', async () => {
   const dut = launch('fo-crash');
   await waitForState(dut, 'Connected');
-  const stop = keepSending(dut);
-  const home = hubName(dut)!;
+  const sender = keepSending(dut, counting, 50);
+  const home = hubNameOf(cloud, dut)!;
   const registrations = cloud.dps.metrics().registerRequests;
 
   await cloud.hub(home).kill();
@@ -126,10 +90,10 @@ test('hub crash and restart: back off and return to the same hub, without DPS', 
   await waitFor('two failed reconnects', () => dut.states.filter((s) => s.value === 'BackingOff').length >= 2, 20_000);
   await cloud.hub(home).restart();
   await waitFor('reconnected', () => dut.device.state() === 'Connected' && dut.states.filter((s) => s.value === 'Connected').length === 2, 30_000);
-  await stop();
-  await expectAllDelivered(dut);
+  await sender.stop();
+  await expectAllDelivered(cloud, dut);
 
-  expect(hubName(dut)).toBe(home);
+  expect(hubNameOf(cloud, dut)).toBe(home);
   expect(cloud.dps.metrics().registerRequests).toBe(registrations);
   expect(dut.visited()).not.toContain('Reprovisioning');
   const waits = dut.states.filter((s) => s.value === 'BackingOff');
@@ -140,13 +104,13 @@ test('hub crash and restart: back off and return to the same hub, without DPS', 
 test('hub gone beyond the budget: after maxHubAttempts the device asks DPS and lands on the other hub', async () => {
   const dut = launch('fo-gone', { policy: { maxHubAttempts: 3, maxDelayMs: 2000, throttledMinDelayMs: 1000 } });
   await waitForState(dut, 'Connected');
-  const stop = keepSending(dut);
-  const home = hubName(dut)!;
+  const sender = keepSending(dut, counting, 50);
+  const home = hubNameOf(cloud, dut)!;
   await cloud.hub(home).kill();
   try {
-    await waitFor('connected elsewhere', () => dut.device.state() === 'Connected' && hubName(dut) !== home, 30_000);
-    await stop();
-    await expectAllDelivered(dut);
+    await waitFor('connected elsewhere', () => dut.device.state() === 'Connected' && hubNameOf(cloud, dut) !== home, 30_000);
+    await sender.stop();
+    await expectAllDelivered(cloud, dut);
     const path = dut.visited();
     const reprovisionAt = path.indexOf('Reprovisioning');
     expect(reprovisionAt).toBeGreaterThan(0);
@@ -162,7 +126,7 @@ test('blackholed hub: keepalive detects the silent hub; the device returns when 
   const dut = launch('fo-blackhole', { keepaliveSeconds: 1, connectTimeoutMs: 2000 });
   await waitForState(dut, 'Connected');
   const hub = cloud.hub(dut.device.assignment()!.hubHost);
-  const stop = keepSending(dut, 100);
+  const sender = keepSending(dut, counting, 100);
   hub.blackhole(true);
   const since = Date.now();
   try {
@@ -174,19 +138,19 @@ test('blackholed hub: keepalive detects the silent hub; the device returns when 
     hub.blackhole(false);
   }
   await waitFor('reconnected', () => dut.device.state() === 'Connected' && dut.states.filter((s) => s.value === 'Connected').length >= 2, 30_000);
-  await stop();
-  await expectAllDelivered(dut);
+  await sender.stop();
+  await expectAllDelivered(cloud, dut);
 });
 
 test('user-initiated reprovision: Connected → Reprovisioning → Connecting → Connected, nothing lost', async () => {
   const dut = launch('fo-user');
   await waitForState(dut, 'Connected');
-  const stop = keepSending(dut);
+  const sender = keepSending(dut, counting, 50);
   const registrations = cloud.dps.registration('fo-user')!.registrations;
   dut.device.reprovision();
   await waitFor('reconnected', () => dut.device.state() === 'Connected' && dut.states.filter((s) => s.value === 'Connected').length === 2);
-  await stop();
-  await expectAllDelivered(dut);
+  await sender.stop();
+  await expectAllDelivered(cloud, dut);
   expect(dut.visited().slice(-4)).toEqual(['Connected', 'Reprovisioning', 'Connecting', 'Connected']);
   expect(cloud.dps.registration('fo-user')!.registrations).toBe(registrations + 1);
 });

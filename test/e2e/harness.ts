@@ -10,7 +10,8 @@ import pino from 'pino';
 import { createDevice, type Device, type DeviceStateName, type StateChange } from '../../src/device';
 import { REDACTED_PATHS } from '../../src/logger';
 import type { DeviceOptions } from '../../src/options';
-import type { LocalCloud } from 'hubstate-cloud';
+import { deliveryReport } from 'hubstate-testing';
+import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud, type LocalCloudOptions } from 'hubstate-cloud';
 
 export interface DeviceUnderTest {
   device: Device;
@@ -93,16 +94,67 @@ export function startDevice(
   };
 }
 
+export interface CloudDevices {
+  /** Starts a device (startDevice) that is stopped after the test, whatever it asserted. */
+  launch(registrationId: string, overrides?: Partial<DeviceOptions>, logLines?: string[]): DeviceUnderTest;
+  /** Stops a launched device now (a restart within the test); it is not stopped again after it. */
+  release(dut: DeviceUnderTest): Promise<void>;
+}
+
 /**
- * Sends telemetry every 40 ms until stopped. `stop()` waits for the last send and rethrows its
- * error; `abandon()` (for a failed test's cleanup) waits without rethrowing.
+ * A fresh local cloud for a test file: started before its tests (DPS polls answered fast unless
+ * `options.dps` says otherwise), stopped after them. `onStart` receives it (the file's `cloud`).
  */
-export function keepSending(dut: DeviceUnderTest, data: Record<string, unknown>) {
+export function useLocalCloud(options: LocalCloudOptions, onStart: (cloud: LocalCloud) => void | Promise<void>): CloudDevices {
+  let cloud: LocalCloud | undefined;
+  const running: DeviceUnderTest[] = [];
+  beforeAll(async () => {
+    cloud = await startLocalCloud({ ...options, dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC, ...options.dps } });
+    await onStart(cloud);
+  });
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((dut) => dut.device.stop()));
+  });
+  afterAll(async () => {
+    await cloud?.stop();
+  });
+  return {
+    launch(registrationId, overrides = {}, logLines = []) {
+      if (!cloud) throw new Error('useLocalCloud: launch() before the cloud started (call it inside a test)');
+      const dut = startDevice(cloud, registrationId, overrides, logLines);
+      running.push(dut);
+      return dut;
+    },
+    async release(dut) {
+      const at = running.indexOf(dut);
+      if (at >= 0) running.splice(at, 1);
+      await dut.device.stop();
+    },
+  };
+}
+
+/** Waits until every message `dut` sent has arrived at some hub, then checks none is lost. */
+export async function expectAllDelivered(cloud: LocalCloud, dut: DeviceUnderTest, timeoutMs = 30_000): Promise<void> {
+  await waitFor(`all ${dut.accepted.length} messages of ${dut.registrationId} delivered`, () => deliveryReport(cloud, dut.accepted).lost.length === 0, timeoutMs);
+  expect(deliveryReport(cloud, dut.accepted).lost).toEqual([]);
+}
+
+/** The name of the hub `dut` is assigned to (undefined before its first assignment). */
+export function hubNameOf(cloud: LocalCloud, dut: DeviceUnderTest): string | undefined {
+  return cloud.hubs.find((hub) => hub.host === dut.device.assignment()?.hubHost)?.name;
+}
+
+/**
+ * Sends telemetry every `everyMs` until stopped: `data`, or `data(n)` for the n-th message.
+ * `stop()` waits for the last send and rethrows its error; `abandon()` (for a failed test's
+ * cleanup) waits without rethrowing.
+ */
+export function keepSending(dut: DeviceUnderTest, data: Record<string, unknown> | ((n: number) => Record<string, unknown>), everyMs = 40) {
   let sending = true;
   const loop = (async () => {
-    while (sending) {
-      await dut.send(data);
-      await new Promise((resolve) => setTimeout(resolve, 40));
+    for (let n = 0; sending; n++) {
+      await dut.send(typeof data === 'function' ? data(n) : data);
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
     }
   })();
   loop.catch(() => undefined); // observed by stop() or abandon()
@@ -132,4 +184,4 @@ export function waitForState(dut: DeviceUnderTest, state: DeviceStateName, timeo
 }
 
 /** Every accepted id arrived at some hub: the toolkit's delivery check (duplicates reported, not hidden). */
-export { deliveryReport } from 'hubstate-testing';
+export { deliveryReport };

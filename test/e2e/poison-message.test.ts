@@ -5,38 +5,24 @@
  * version or a hand-edited file would leave them. Real device, real SDK, local cloud.
  */
 import Database from 'better-sqlite3';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
+import type { LocalCloud } from 'hubstate-cloud';
 import { MAX_MESSAGE_PUBLISH_TRIES } from '../../src/actors/hub';
 import { MemoryOutbox, type DroppedMessage, type NewOutboxMessage } from '../../src/store/outbox';
 import { openSqliteOutbox, sqliteOutboxPath } from '../../src/store/sqlite-outbox';
 import { QUICK_POLICY } from '../pnp/helpers';
-import { deliveryReport, newDataDir, startDevice, waitFor, type DeviceUnderTest } from './harness';
+import { deliveryReport, newDataDir, useLocalCloud, waitFor, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;
-const running: DeviceUnderTest[] = [];
-
-beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 1, seed: 'poison-message', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
+const { launch: launchDevice, release: stop } = useLocalCloud({ hubs: 1, seed: 'poison-message' }, (started) => {
+  cloud = started;
 });
-afterEach(async () => {
-  for (const dut of running.splice(0)) await dut.device.stop();
-  jest.restoreAllMocks();
-});
-afterAll(async () => {
-  await cloud.stop();
-});
+afterEach(() => jest.restoreAllMocks()); // after the devices stop (hooks run in order)
 
 function launch(registrationId: string, dataDir: string): DeviceUnderTest & { dropped: DroppedMessage[] } {
-  const dut = startDevice(cloud, registrationId, { dataDir, policy: QUICK_POLICY });
-  running.push(dut);
+  const dut = launchDevice(registrationId, { dataDir, policy: QUICK_POLICY });
   const dropped: DroppedMessage[] = [];
   dut.device.on('dropped', (d) => dropped.push(d));
   return Object.assign(dut, { dropped });
-}
-
-async function stop(dut: DeviceUnderTest): Promise<void> {
-  running.splice(running.indexOf(dut), 1);
-  await dut.device.stop();
 }
 
 function row(messageId: string, properties: Record<string, string> = {}, body = '{"a":1}'): NewOutboxMessage {
@@ -159,8 +145,7 @@ test('the in-memory outbox drops an unsendable message the same way', async () =
   const outbox = new MemoryOutbox();
   outbox.add(row('poison-memory', { p: 'v'.repeat(70 * 1024) }));
   outbox.add(row('after-memory'));
-  const dut = startDevice(cloud, 'poison-memory', { dataDir: undefined, outbox, policy: QUICK_POLICY });
-  running.push(dut);
+  const dut = launchDevice('poison-memory', { dataDir: undefined, outbox, policy: QUICK_POLICY });
   const dropped: DroppedMessage[] = [];
   dut.device.on('dropped', (d) => dropped.push(d));
   await waitFor('the message after the poison delivered, the outbox empty', () => delivered('after-memory') && outbox.stats().count === 0);

@@ -5,29 +5,20 @@
  * lookup that found the new hub; `device.stats()` and the `stats` event say the same. Opted out,
  * the twin never holds the component while the application's own properties still arrive.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
+import type { LocalCloud } from 'hubstate-cloud';
+import type { DeviceOptions } from '../../src/options';
 import type { DeviceStats } from '../../src/stats';
-import { startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
+import { useLocalCloud, waitFor, waitForState, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;
-const running: DeviceUnderTest[] = [];
-
-beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'resilience-tests', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
-});
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((dut) => dut.device.stop()));
-});
-afterAll(async () => {
-  await cloud.stop();
+const devices = useLocalCloud({ hubs: 2, seed: 'resilience-tests' }, (started) => {
+  cloud = started;
 });
 
 const QUICK = { minDelayMs: 50, maxDelayMs: 300, firstRetryMaxMs: 100, throttledMinDelayMs: 200 };
 
-function launch(registrationId: string, overrides: Parameters<typeof startDevice>[2] = {}) {
-  const dut = startDevice(cloud, registrationId, { policy: QUICK, twinTimeoutMs: 5000, ...overrides });
-  running.push(dut);
-  return dut;
+function launch(registrationId: string, overrides: Partial<DeviceOptions> = {}) {
+  return devices.launch(registrationId, { policy: QUICK, twinTimeoutMs: 5000, ...overrides });
 }
 
 const hubOf = (dut: DeviceUnderTest) => cloud.hub(dut.device.assignment()!.hubHost);

@@ -4,32 +4,26 @@
  * MQTT over WebSockets, visibly (a `transport` event, a warning, and a BackingOff classified
  * 'mqtt-unreachable-websocket-fallback'), through the proxy, and stays there for its lifetime.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
+import type { LocalCloud } from 'hubstate-cloud';
 import type { TransportFallback } from '../../src/actors/transport';
 import { startConnectProxy, type ConnectProxy } from '../support/connect-proxy';
-import { deliveryReport, keepSending, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
+import { expectAllDelivered, keepSending, useLocalCloud, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;
 let proxy: ConnectProxy;
-const running: DeviceUnderTest[] = [];
 
-beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 1, seed: 'websocket-auto-tests', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
+afterEach(() => cloud.blockRawMqtt(false)); // before the devices stop: their close reaches the hub
+const { launch } = useLocalCloud({ hubs: 1, seed: 'websocket-auto-tests' }, async (started) => {
+  cloud = started;
   proxy = await startConnectProxy();
-});
-afterEach(async () => {
-  cloud.blockRawMqtt(false);
-  await Promise.all(running.splice(0).map((dut) => dut.device.stop()));
 });
 afterAll(async () => {
   await proxy.close();
-  await cloud.stop();
 });
 
 /** An `auto` device through the proxy, with its fallbacks and the rule of every BackingOff it entered. */
 function launchAuto(registrationId: string) {
-  const dut = startDevice(cloud, registrationId, { transport: 'auto', proxy: proxy.url });
-  running.push(dut);
+  const dut = launch(registrationId, { transport: 'auto', proxy: proxy.url });
   const fallbacks: TransportFallback[] = [];
   const backoffRules: string[] = [];
   dut.device.on('transport', (fallback) => fallbacks.push(fallback));
@@ -39,17 +33,12 @@ function launchAuto(registrationId: string) {
   return { dut, fallbacks, backoffRules };
 }
 
-async function expectAllDelivered(dut: DeviceUnderTest) {
-  await waitFor(`all ${dut.accepted.length} messages of ${dut.registrationId} delivered`, () => deliveryReport(cloud, dut.accepted).lost.length === 0, 30_000);
-  expect(deliveryReport(cloud, dut.accepted).lost).toEqual([]);
-}
-
 test('MQTT reachable: auto stays on MQTT, no fallback, the proxy is not used', async () => {
   const tunnels = proxy.tunnelCount();
   const { dut, fallbacks } = launchAuto('auto-open');
   await waitForState(dut, 'Connected');
   for (let i = 0; i < 10; i++) await dut.send({ i });
-  await expectAllDelivered(dut);
+  await expectAllDelivered(cloud, dut);
   expect(fallbacks).toEqual([]);
   expect(dut.visited().slice(0, 4)).toEqual(['Idle', 'Provisioning', 'Connecting', 'Connected']);
   expect(proxy.tunnelCount()).toBe(tunnels);
@@ -81,7 +70,7 @@ test('MQTT blocked: one classified, visible fallback to WebSockets through the p
     await waitForState(dut, 'Connected', 30_000);
     await waitFor('telemetry after the restart', () => cloud.telemetry({ deviceId: id }).length >= 6);
     await sender.stop();
-    await expectAllDelivered(dut);
+    await expectAllDelivered(cloud, dut);
     expect(proxy.tunnels().get(hub.host)).toBeGreaterThan(hubTunnels);
     expect(fallbacks).toHaveLength(1);
     expect(backoffRules.filter((rule) => rule === 'mqtt-unreachable-websocket-fallback')).toHaveLength(1);
@@ -102,7 +91,7 @@ test('DPS reachable over MQTT, only the hub blocked: the fallback happens at the
   expect(backoffRules).toEqual(['mqtt-unreachable-websocket-fallback']);
   expect(dut.visited().slice(0, 6)).toEqual(['Idle', 'Provisioning', 'Connecting', 'BackingOff', 'Connecting', 'Connected']);
   for (let i = 0; i < 10; i++) await dut.send({ i });
-  await expectAllDelivered(dut);
+  await expectAllDelivered(cloud, dut);
   expect(proxy.tunnels().get(hub.host)).toBeGreaterThan(hubTunnels);
   // DPS answered over MQTT (direct, not through the proxy).
   expect(proxy.tunnels().get(cloud.provisioningHost) ?? 0).toBe(dpsTunnels);

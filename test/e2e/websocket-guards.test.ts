@@ -3,31 +3,25 @@
  * connection with a poll on the wire (the provisioning transport's defect, see
  * dps-connection-drop.test.ts) is a transient failure, never an uncaught exception.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
-import { startDevice, waitFor, type DeviceUnderTest } from './harness';
+import type { LocalCloud } from 'hubstate-cloud';
+import { useLocalCloud, waitFor } from './harness';
 
 let cloud: LocalCloud;
-const running: DeviceUnderTest[] = [];
 const uncaught: string[] = [];
 const onUncaught = (error: Error) => uncaught.push(error.stack ?? String(error));
 
-beforeAll(async () => {
-  // Registrations never complete: the device keeps polling, so a poll is always about to be on the wire.
-  cloud = await startLocalCloud({ hubs: 1, seed: 'websocket-guards', dps: { assigningPolls: 1_000_000, pollRetryAfterSec: FAST_DPS_POLL_SEC } });
+// Registrations never complete: the device keeps polling, so a poll is always about to be on the wire.
+const { launch } = useLocalCloud({ hubs: 1, seed: 'websocket-guards', dps: { assigningPolls: 1_000_000 } }, (started) => {
+  cloud = started;
   cloud.blockRawMqtt(true); // WebSockets only
   process.on('uncaughtException', onUncaught);
 });
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((dut) => dut.device.stop()));
-});
-afterAll(async () => {
-  await cloud.stop();
+afterAll(() => {
   process.off('uncaughtException', onUncaught);
 });
 
 test('DPS silenced mid-poll, then reset, over WebSockets: a transient failure, no uncaught exception', async () => {
-  const dut = startDevice(cloud, 'ws-dps-drop', { transport: 'mqtt-ws', provisionTimeoutMs: 30_000 });
-  running.push(dut);
+  const dut = launch('ws-dps-drop', { transport: 'mqtt-ws', provisionTimeoutMs: 30_000 });
   const polls = () => cloud.dps.answers('ws-dps-drop').filter((a) => a.request === 'poll').length;
   await waitFor('the device polling DPS', () => polls() >= 3);
   cloud.dps.blackhole(true);

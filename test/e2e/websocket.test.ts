@@ -7,13 +7,13 @@
  * Every message is checked by id.
  */
 import tls from 'node:tls';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
+import type { LocalCloud } from 'hubstate-cloud';
+import type { DeviceOptions } from '../../src/options';
 import { startConnectProxy, type ConnectProxy } from '../support/connect-proxy';
-import { deliveryReport, keepSending, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
+import { expectAllDelivered, hubNameOf, keepSending, useLocalCloud, waitFor, waitForState, type DeviceUnderTest } from './harness';
 
 let cloud: LocalCloud;
 let proxy: ConnectProxy;
-const running: DeviceUnderTest[] = [];
 const PROXY_USER = 'hubstate-test';
 const PROXY_PASSWORD = 'pr0xy-s3cret-never-logged';
 /** Client TLS contexts built for a trust list holding the cloud's CA (see shared-tls.test.ts). */
@@ -27,32 +27,21 @@ beforeAll(async () => {
     if (typeof options?.ca === 'string' && options.key === undefined && cloud && options.ca.includes(cloud.ca.trim())) contextsForCloudCa++;
     return create(options);
   });
-  cloud = await startLocalCloud({ hubs: 2, seed: 'websocket-tests', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
+});
+const devices = useLocalCloud({ hubs: 2, seed: 'websocket-tests' }, async (started) => {
+  cloud = started;
   cloud.blockRawMqtt(true);
   proxy = await startConnectProxy({ credentials: { user: PROXY_USER, password: PROXY_PASSWORD } });
-});
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((dut) => dut.device.stop()));
 });
 afterAll(async () => {
   contextSpy.mockRestore();
   await proxy.close();
-  await cloud.stop();
 });
 
 const proxyUrl = () => `http://${PROXY_USER}:${PROXY_PASSWORD}@127.0.0.1:${proxy.port}`;
 
-function launch(registrationId: string, overrides: Parameters<typeof startDevice>[2] = {}) {
-  const dut = startDevice(cloud, registrationId, { transport: 'mqtt-ws', ...overrides });
-  running.push(dut);
-  return dut;
-}
-
-const hubName = (dut: DeviceUnderTest) => cloud.hubs.find((h) => h.host === dut.device.assignment()?.hubHost)?.name;
-
-async function expectAllDelivered(dut: DeviceUnderTest) {
-  await waitFor(`all ${dut.accepted.length} messages of ${dut.registrationId} delivered`, () => deliveryReport(cloud, dut.accepted).lost.length === 0, 30_000);
-  expect(deliveryReport(cloud, dut.accepted).lost).toEqual([]);
+function launch(registrationId: string, overrides: Partial<DeviceOptions> = {}) {
+  return devices.launch(registrationId, { transport: 'mqtt-ws', ...overrides });
 }
 
 /** Tunnels the proxy opened to `host` (`localhost:PORT`). */
@@ -63,7 +52,7 @@ test('mqtt-ws with MQTT blocked: first boot through DPS, connected, telemetry de
   await waitForState(dut, 'Connected');
   expect(dut.visited().slice(0, 4)).toEqual(['Idle', 'Provisioning', 'Connecting', 'Connected']);
   for (let i = 0; i < 20; i++) await dut.send({ i });
-  await expectAllDelivered(dut);
+  await expectAllDelivered(cloud, dut);
   expect(cloud.dps.attempts('ws-boot')).toHaveLength(1);
 });
 
@@ -79,7 +68,7 @@ test('through an HTTP CONNECT proxy: DPS and the hub reached only through its tu
   const dut = launch('ws-proxy', { proxy: proxyUrl() });
   await waitForState(dut, 'Connected');
   for (let i = 0; i < 20; i++) await dut.send({ i });
-  await expectAllDelivered(dut);
+  await expectAllDelivered(cloud, dut);
   expect(tunnelsTo(cloud.provisioningHost)).toBe(before.dps + 1);
   expect(tunnelsTo(dut.device.assignment()!.hubHost)).toBeGreaterThanOrEqual(1);
   expect(proxy.tunnelCount()).toBeGreaterThanOrEqual(before.total + 2);
@@ -105,16 +94,16 @@ test('failover over WebSockets through the proxy (refusal code 3): status lookup
   await waitForState(dut, 'Connected');
   const sender = keepSending(dut, { temp: 20 });
   try {
-    const home = hubName(dut)!;
+    const home = hubNameOf(cloud, dut)!;
     await waitFor('telemetry at home', () => cloud.telemetry({ deviceId: id, hub: home }).length >= 3);
     const registrations = cloud.dps.attempts(id).length;
     const dpsTunnels = tunnelsTo(cloud.provisioningHost);
     cloud.manualFailover(id, { ttlMs: 60_000, refusalCode: 3 });
-    await waitFor('moved to the failover hub', () => dut.device.state() === 'Connected' && hubName(dut) !== home, 30_000);
-    const away = cloud.hub(hubName(dut)!);
+    await waitFor('moved to the failover hub', () => dut.device.state() === 'Connected' && hubNameOf(cloud, dut) !== home, 30_000);
+    const away = cloud.hub(hubNameOf(cloud, dut)!);
     await waitFor('telemetry at the failover hub', () => cloud.telemetry({ deviceId: id, hub: away.name }).length >= 3);
     await sender.stop();
-    await expectAllDelivered(dut);
+    await expectAllDelivered(cloud, dut);
     // The lookup (HTTPS) went through the proxy too; no new registration was needed.
     expect(cloud.dps.lookups(id).length).toBeGreaterThanOrEqual(1);
     expect(tunnelsTo(cloud.provisioningHost)).toBeGreaterThan(dpsTunnels);
@@ -131,17 +120,17 @@ test('hub crash and restart over WebSockets through the proxy: back on the same 
   await waitForState(dut, 'Connected');
   const sender = keepSending(dut, { temp: 21 });
   try {
-    const home = cloud.hub(hubName(dut)!);
+    const home = cloud.hub(hubNameOf(cloud, dut)!);
     await waitFor('telemetry at home', () => cloud.telemetry({ deviceId: id, hub: home.name }).length >= 3);
     const tunnels = tunnelsTo(home.host);
     await home.kill();
     await waitFor('the loss seen', () => dut.device.state() !== 'Connected');
     await home.restart();
     await waitForState(dut, 'Connected', 30_000);
-    expect(hubName(dut)).toBe(home.name);
+    expect(hubNameOf(cloud, dut)).toBe(home.name);
     await waitFor('telemetry after the restart', () => cloud.telemetry({ deviceId: id, hub: home.name }).length >= 6);
     await sender.stop();
-    await expectAllDelivered(dut);
+    await expectAllDelivered(cloud, dut);
     expect(tunnelsTo(home.host)).toBeGreaterThan(tunnels);
   } finally {
     await sender.abandon();
@@ -172,7 +161,7 @@ test('DPS throttling over WebSockets through the proxy: retry-after honoured bet
       expect(wait.delayMs).toBeGreaterThanOrEqual(1500);
     }
     await dut.send({ after: 'throttling' });
-    await expectAllDelivered(dut);
+    await expectAllDelivered(cloud, dut);
   } finally {
     cloud.dps.clearFaults();
   }

@@ -5,22 +5,14 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
+import type { LocalCloud } from 'hubstate-cloud';
 import type { DeviceOptions } from '../../src/options';
-import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from './harness';
+import { deliveryReport, hubNameOf, useLocalCloud, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;
-const running: DeviceUnderTest[] = [];
 const logLines: string[] = [];
-
-beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'x509-tests', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
-});
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((dut) => dut.device.stop()));
-});
-afterAll(async () => {
-  await cloud.stop();
+const devices = useLocalCloud({ hubs: 2, seed: 'x509-tests' }, (started) => {
+  cloud = started;
 });
 
 /** Options with the certificate in place of the group key. */
@@ -29,13 +21,9 @@ async function x509Options(registrationId: string, overrides: Partial<DeviceOpti
   return { groupKey: undefined, x509: { cert: issued.cert, key: issued.key }, ...overrides };
 }
 
-function launch(registrationId: string, overrides: Partial<DeviceOptions>) {
-  const dut = startDevice(cloud, registrationId, overrides, logLines);
-  running.push(dut);
-  return dut;
+function launch(registrationId: string, overrides: Partial<DeviceOptions>, lines = logLines) {
+  return devices.launch(registrationId, overrides, lines);
 }
-
-const hubName = (dut: DeviceUnderTest) => cloud.hubs.find((h) => h.host === dut.device.assignment()?.hubHost)?.name;
 
 test('first boot through the X.509 enrollment group, then a cached restart; the cache holds no key material', async () => {
   const options = await x509Options('x509-e2e-boot');
@@ -45,8 +33,7 @@ test('first boot through the X.509 enrollment group, then a cached restart; the 
   expect(cloud.dps.x509AttestationOf('x509-e2e-boot')).toEqual({ kind: 'ca' });
   const ids = [await first.send({ n: 1 }), await first.send({ n: 2 })];
   await waitFor('delivery', () => deliveryReport(cloud, ids).lost.length === 0);
-  await first.device.stop();
-  running.splice(running.indexOf(first), 1);
+  await devices.release(first);
 
   const files = readdirSync(first.dataDir).filter((f) => f.endsWith('.json'));
   expect(files.length).toBeGreaterThan(0);
@@ -82,15 +69,15 @@ test('manual failover and failback by TTL (CONNACK 3) with X.509: the status loo
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   })();
-  const home = hubName(dut)!;
+  const home = hubNameOf(cloud, dut)!;
   await waitFor('telemetry at home', () => cloud.telemetry({ deviceId: id, hub: home }).length >= 3);
   const registrations = cloud.dps.attempts(id).length;
 
   cloud.manualFailover(id, { ttlMs: 3000, refusalCode: 3 });
-  await waitFor('moved to the failover hub', () => dut.device.state() === 'Connected' && hubName(dut) !== home);
-  const away = hubName(dut)!;
+  await waitFor('moved to the failover hub', () => dut.device.state() === 'Connected' && hubNameOf(cloud, dut) !== home);
+  const away = hubNameOf(cloud, dut)!;
   await waitFor('telemetry at the failover hub', () => cloud.telemetry({ deviceId: id, hub: away }).length >= 3);
-  await waitFor('failback by TTL', () => dut.device.state() === 'Connected' && hubName(dut) === home, 20_000);
+  await waitFor('failback by TTL', () => dut.device.state() === 'Connected' && hubNameOf(cloud, dut) === home, 20_000);
   await waitFor('telemetry at home again', () => cloud.deliveredIds(id).has(dut.accepted[dut.accepted.length - 1]!));
   on = false;
   await loop;
@@ -109,10 +96,10 @@ test('X.509 over MQTT over WebSockets with raw MQTT blocked: DPS and the hub rea
     const dut = launch(id, await x509Options(id, { transport: 'mqtt-ws', proxy: false }));
     await waitForState(dut, 'Connected');
     expect(cloud.dps.x509AttestationOf(id)).toEqual({ kind: 'ca' });
-    const home = hubName(dut)!;
+    const home = hubNameOf(cloud, dut)!;
     const before = await dut.send({ n: 1 });
     cloud.manualFailover(id, { ttlMs: null, refusalCode: 3 });
-    await waitFor('moved to the failover hub', () => dut.device.state() === 'Connected' && hubName(dut) !== home);
+    await waitFor('moved to the failover hub', () => dut.device.state() === 'Connected' && hubNameOf(cloud, dut) !== home);
     const after = await dut.send({ n: 2 });
     await waitFor('delivered', () => deliveryReport(cloud, [before, after]).lost.length === 0);
     expect(cloud.dps.lookups(id).some((l) => l.status === 200)).toBe(true);
@@ -125,11 +112,10 @@ test('an expired certificate: the device parks (no crash, never Failed); a renew
   const id = 'x509-e2e-expired';
   const old = await cloud.issueDeviceCertificate(id, { notBefore: new Date(Date.now() - 10 * 86_400_000), validDays: 1 });
   // The default parked wait (15-30 min): the renewal must not wait it out.
-  const dut = startDevice(cloud, id, { groupKey: undefined, x509: { cert: old.cert, key: old.key } }, logLines);
-  running.push(dut);
+  const dut = launch(id, { groupKey: undefined, x509: { cert: old.cert, key: old.key } });
   await waitFor('parked', () => dut.device.actor.getSnapshot().context.lastError?.rule === 'device-certificate-expired');
   expect(dut.device.actor.getSnapshot().context.lastError).toMatchObject({ errorClass: 'parked', phase: 'dps' });
-  // The start's warning (its event fired before this listener: start() runs in startDevice).
+  // The start's warning (its event fired before this listener: start() runs in launch).
   expect(logLines.some((l) => l.includes('certificate-expired') && l.includes(old.thumbprint) && l.includes('"level":40'))).toBe(true);
   // Parked attempts never reach DPS: the certificate is checked before connecting.
   expect(cloud.dps.attempts(id)).toHaveLength(0);
@@ -147,11 +133,10 @@ test('a certificate within certificateExpiryWarningDays: a credentials event and
   const id = 'x509-e2e-expiring';
   const soon = await cloud.issueDeviceCertificate(id, { validDays: 10 });
   const notices: Array<{ kind: string; daysLeft: number }> = [];
-  const dut = startDevice(cloud, id, { groupKey: undefined, x509: { cert: soon.cert, key: soon.key }, certificateExpiryWarningDays: 30 }, logLines);
-  running.push(dut);
+  const dut = launch(id, { groupKey: undefined, x509: { cert: soon.cert, key: soon.key }, certificateExpiryWarningDays: 30 });
   dut.device.on('credentials', (n) => notices.push(n));
   await waitForState(dut, 'Connected');
-  // The start's notice came before this listener was attached (start() runs in startDevice): the connection's is here.
+  // The start's notice came before this listener was attached (start() runs in launch): the connection's is here.
   await waitFor('a notice at the connection', () => notices.length >= 1);
   expect(notices[0]).toMatchObject({ kind: 'certificate-expiring', daysLeft: 9 });
   const warnings = logLines.filter((l) => l.includes('x509-e2e-expiring') && l.includes('certificate-expiring'));
@@ -159,8 +144,7 @@ test('a certificate within certificateExpiryWarningDays: a credentials event and
   // Nothing said with the default 30 days for a certificate valid a year.
   const lines: string[] = [];
   const year = await cloud.issueDeviceCertificate('x509-e2e-year');
-  const quiet = startDevice(cloud, 'x509-e2e-year', { groupKey: undefined, x509: { cert: year.cert, key: year.key } }, lines);
-  running.push(quiet);
+  const quiet = launch('x509-e2e-year', { groupKey: undefined, x509: { cert: year.cert, key: year.key } }, lines);
   await waitForState(quiet, 'Connected');
   expect(lines.some((l) => l.includes('certificate-expiring'))).toBe(false);
 });
