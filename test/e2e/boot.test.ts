@@ -4,8 +4,8 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud, generateCertificates } from 'hubstate-cloud';
-import { deliveryReport, startDevice, waitFor, waitForState } from './harness';
+import { generateCertificates, type LocalCloud } from 'hubstate-cloud';
+import { deliveryReport, startDevice, useLocalCloud, waitFor, waitForState } from './harness';
 
 function listSources(dir: string): string[] {
   if (!existsSync(dir)) return [];
@@ -18,11 +18,8 @@ function listSources(dir: string): string[] {
 let cloud: LocalCloud;
 const allLogLines: string[] = [];
 
-beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'boot-tests', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
-});
-afterAll(async () => {
-  await cloud.stop();
+useLocalCloud({ hubs: 2, seed: 'boot-tests' }, (started) => {
+  cloud = started;
 });
 
 test('first boot: DPS → hub, model id announced to DPS and hub, telemetry stamped and delivered by id', async () => {

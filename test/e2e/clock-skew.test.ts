@@ -4,17 +4,14 @@
  * the device. The device learns the service's time from DPS's Date header, signs with it, says so,
  * and connects; nothing accepted is lost.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
-import { deliveryReport, startDevice, waitFor, waitForState } from './harness';
+import type { LocalCloud } from 'hubstate-cloud';
+import { deliveryReport, startDevice, useLocalCloud, waitFor, waitForState } from './harness';
 
 const THREE_HOURS_MS = 3 * 3600_000;
 let cloud: LocalCloud;
 
-beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 1, seed: 'clock-skew', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
-});
-afterAll(async () => {
-  await cloud.stop();
+useLocalCloud({ hubs: 1, seed: 'clock-skew' }, (started) => {
+  cloud = started;
 });
 beforeEach(() => cloud.setClockOffset(0));
 

@@ -6,17 +6,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ConfigError } from '../../src/errors';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
-import { deliveryReport, keepSending, startDevice, waitFor, waitForState } from './harness';
+import type { LocalCloud } from 'hubstate-cloud';
+import { deliveryReport, keepSending, startDevice, useLocalCloud, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;
 const newKey = (): string => randomBytes(32).toString('base64');
 
-beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 1, seed: 'key-rotation', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
-});
-afterAll(async () => {
-  await cloud.stop();
+useLocalCloud({ hubs: 1, seed: 'key-rotation' }, (started) => {
+  cloud = started;
 });
 // Each test starts from the group enrollment the cloud was created with.
 beforeEach(() => cloud.dps.setGroupKeys({ primary: cloud.groupKey }));

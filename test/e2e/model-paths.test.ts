@@ -9,17 +9,15 @@
  * policy allows and DPS only when the fault needs it, and that every message arrived (by id).
  */
 import { createDevice } from 'hubstate';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
+import type { LocalCloud } from 'hubstate-cloud';
 import { EXPECTED_LEG, generateFailoverPaths, isLongPath, runFailoverPath, type Fault } from 'hubstate-testing';
+import { useLocalCloud } from './harness';
 
 let cloud: LocalCloud;
 const paths = generateFailoverPaths({ longFaults: true, refusalCodes: [3, 5], seed: 100 }).filter((p) => isLongPath(p.faults));
 
-beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, seed: 'model-paths', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
-});
-afterAll(async () => {
-  await cloud.stop();
+useLocalCloud({ hubs: 2, seed: 'model-paths' }, (started) => {
+  cloud = started;
 });
 
 test('the long faults of the fault model are paths of their own, those with a refusal under both codes', () => {

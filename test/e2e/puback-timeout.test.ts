@@ -6,17 +6,14 @@
  * dropped are sent again from the outbox (checked by id at the cloud).
  */
 import { publishCheckIntervalMs } from '../../src/actors/hub';
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
+import type { LocalCloud } from 'hubstate-cloud';
 import type { Failure } from '../../src/policy/types';
-import { deliveryReport, startDevice, waitFor, waitForState } from './harness';
+import { deliveryReport, startDevice, useLocalCloud, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;
 
-beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 1, seed: 'puback-timeout', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
-});
-afterAll(async () => {
-  await cloud.stop();
+useLocalCloud({ hubs: 1, seed: 'puback-timeout' }, (started) => {
+  cloud = started;
 });
 
 test('withheld PUBACKs end the session after publishTimeoutSeconds (not 30–40 s); nothing accepted is lost', async () => {

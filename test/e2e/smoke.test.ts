@@ -1,12 +1,9 @@
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
-import { deliveryReport, startDevice, waitFor, waitForState } from './harness';
+import type { LocalCloud } from 'hubstate-cloud';
+import { deliveryReport, startDevice, useLocalCloud, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;
-beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 2, dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
-});
-afterAll(async () => {
-  await cloud.stop();
+useLocalCloud({ hubs: 2 }, (started) => {
+  cloud = started;
 });
 
 test('first boot: DPS → hub, telemetry delivered by id', async () => {

@@ -4,16 +4,13 @@
  * renewal must lose no message and must not count as a failure in the policy: the device stays
  * Connected throughout and no backoff, lookup or registration happens.
  */
-import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cloud';
-import { deliveryReport, keepSending, startDevice, waitFor, waitForState } from './harness';
+import type { LocalCloud } from 'hubstate-cloud';
+import { deliveryReport, keepSending, startDevice, useLocalCloud, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;
 
-beforeAll(async () => {
-  cloud = await startLocalCloud({ hubs: 1, seed: 'token-renewal', dps: { pollRetryAfterSec: FAST_DPS_POLL_SEC } });
-});
-afterAll(async () => {
-  await cloud.stop();
+useLocalCloud({ hubs: 1, seed: 'token-renewal' }, (started) => {
+  cloud = started;
 });
 
 test('tokens valid 4 s, renewed 2 s before expiry: several renewals, the device never leaves Connected, nothing lost', async () => {
