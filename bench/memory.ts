@@ -99,8 +99,10 @@ export interface MemoryResult {
   rawPnpHeapPerClientKB: number;
   /** The same figures 1 s after the last connect (before steady state). */
   at1s: { connectedRssPerDeviceKB: number; connectedHeapPerDeviceKB: number; rawRssPerClientKB: number; rawHeapPerClientKB: number };
-  /** Connected RSS / raw RSS per device. */
+  /** Connected RSS / raw RSS per device: the medians of MEMORY_ROUNDS rounds. */
   connectedOverRaw: number;
+  /** Each round's connected / raw (the rounds interleave raw and connected processes). */
+  connectedOverRawByRound: number[];
   /** Connected RSS / raw-pnp RSS per device: against a raw client doing the same job. */
   connectedOverRawPnp: number;
   breakdown: { connected: RssBreakdown; raw: RssBreakdown; rawPnp: RssBreakdown; idle: RssBreakdown };
@@ -262,10 +264,20 @@ function runMemoryChild(mode: MemoryMode, devices: number, snapshotDir?: string,
   );
 }
 
+/**
+ * Rounds of the raw client and ours, each a fresh process: one process's RSS per device moves by
+ * a few KB from run to run (V8's and malloc's growth steps), as much as the difference measured,
+ * so the ratio is of the medians and every round's ratio is kept.
+ */
+export const MEMORY_ROUNDS = 3;
+
 /** Each mode in a fresh `node --expose-gc` process (compiled bench only); then the heap snapshot runs. */
 export async function benchMemory(devices: number, options: { heapSnapshots?: boolean } = {}): Promise<MemoryResult> {
   const samples: MemorySample[] = [];
-  for (const mode of ['idle', 'idle-default-logger', 'raw', 'raw-pnp', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices));
+  for (const mode of ['idle', 'idle-default-logger', 'raw-pnp'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices));
+  for (let round = 0; round < MEMORY_ROUNDS; round++) {
+    for (const mode of ['raw', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices));
+  }
   if (process.platform === 'linux') {
     for (const mode of ['raw', 'raw-pnp', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices, undefined, FIXED_ALLOCATOR));
   }
@@ -298,8 +310,17 @@ export async function benchMemory(devices: number, options: { heapSnapshots?: bo
   }
 }
 
+/** The runs of `mode` (under `allocator`), in the order they ran. */
+const runsOf = (samples: MemorySample[], mode: MemoryMode, allocator?: string) => samples.filter((s) => s.mode === mode && s.allocator === allocator);
+
+/** The run whose RSS per device is the median of its mode's (the lower middle of an even count). */
+function medianRun(samples: MemorySample[], mode: MemoryMode, allocator?: string): MemorySample | undefined {
+  const runs = runsOf(samples, mode, allocator).sort((a, b) => a.rssPerDeviceBytes - b.rssPerDeviceBytes);
+  return runs[Math.floor((runs.length - 1) / 2)];
+}
+
 function breakdownOf(samples: MemorySample[], mode: MemoryMode, allocator?: string): RssBreakdown {
-  const s = samples.find((x) => x.mode === mode && x.allocator === allocator);
+  const s = medianRun(samples, mode, allocator);
   const k = (bytes: number | undefined) => (bytes === undefined ? NaN : Math.round(bytes / 102.4) / 10);
   if (!s) return { rssKB: NaN, heapUsedKB: NaN, heapFreeKB: NaN, externalKB: NaN, nativeKB: NaN };
   return {
@@ -312,8 +333,10 @@ function breakdownOf(samples: MemorySample[], mode: MemoryMode, allocator?: stri
 }
 
 export function summarizeMemory(devices: number, samples: MemorySample[]): MemoryResult {
+  // Every figure of a mode from its median run, so that a row's figures come from one process.
   const kb = (mode: MemoryMode, field: 'rssPerDeviceBytes' | 'heapPerDeviceBytes' | 'rssPerDeviceAt1sBytes' | 'heapPerDeviceAt1sBytes', allocator?: string) =>
-    Math.round((samples.find((s) => s.mode === mode && s.allocator === allocator)?.[field] ?? NaN) / 102.4) / 10;
+    Math.round((medianRun(samples, mode, allocator)?.[field] ?? NaN) / 102.4) / 10;
+  const raws = runsOf(samples, 'raw');
   const fixed = samples.some((s) => s.allocator === FIXED_ALLOCATOR);
   const ratio = (reference: MemoryMode, allocator?: string) =>
     Math.round((kb('connected', 'rssPerDeviceBytes', allocator) / kb(reference, 'rssPerDeviceBytes', allocator)) * 1000) / 1000;
@@ -336,6 +359,7 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
       rawHeapPerClientKB: kb('raw', 'heapPerDeviceAt1sBytes'),
     },
     connectedOverRaw: ratio('raw'),
+    connectedOverRawByRound: runsOf(samples, 'connected').map((run, i) => Math.round((run.rssPerDeviceBytes / (raws[i]?.rssPerDeviceBytes ?? NaN)) * 1000) / 1000),
     connectedOverRawPnp: ratio('raw-pnp'),
     breakdown: { connected: breakdownOf(samples, 'connected'), raw: breakdownOf(samples, 'raw'), rawPnp: breakdownOf(samples, 'raw-pnp'), idle: breakdownOf(samples, 'idle') },
     fixedAllocator: fixed
@@ -354,6 +378,6 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
         }
       : null,
     samples,
-    method: `fresh node --expose-gc process per figure, forced GCs (two, then four a second apart, every mode alike), (RSS with N - RSS before) / N; cloud in its own process; ours and raw arrive alike, ${MEMORY_ARRIVALS_PER_SEC}/s on the Fleet schedule; read at steady state, ${STEADY_AFTER_MS} ms after the last connect (rssPerDeviceAt1sBytes: 1 s after). heap: two more fresh processes (raw, connected) writing v8 heap snapshots before and after the N (after a forced GC), self sizes aggregated by constructor name (bench/heap-diff.ts), (after - before) / N`,
+    method: `fresh node --expose-gc process per figure, raw and connected in ${MEMORY_ROUNDS} interleaved rounds (each figure from the mode's median-RSS run), forced GCs (two, then four a second apart, every mode alike), (RSS with N - RSS before) / N; cloud in its own process; ours and raw arrive alike, ${MEMORY_ARRIVALS_PER_SEC}/s on the Fleet schedule; read at steady state, ${STEADY_AFTER_MS} ms after the last connect (rssPerDeviceAt1sBytes: 1 s after). heap: two more fresh processes (raw, connected) writing v8 heap snapshots before and after the N (after a forced GC), self sizes aggregated by constructor name (bench/heap-diff.ts), (after - before) / N`,
   };
 }
