@@ -287,14 +287,14 @@ export async function benchMemory(devices: number, options: { heapSnapshots?: bo
     const diffs: Partial<Record<MemoryMode, HeapDiff>> = {};
     for (const mode of ['raw', 'raw-pnp', 'connected'] as MemoryMode[]) {
       const sample = await runMemoryChild(mode, devices, dir);
-      diffs[mode] = diffSnapshots(sample.snapshots!.before, sample.snapshots!.after, devices);
+      diffs[mode] = diffSnapshots(sample.snapshots!.before, sample.snapshots!.after, devices, mode === 'connected' ? 'HubstateDevice' : 'Client');
       rmSync(sample.snapshots!.before, { force: true });
       rmSync(sample.snapshots!.after, { force: true });
     }
     const connected = diffs.connected!;
     const raw = diffs.raw!;
     const rawPnp = diffs['raw-pnp']!;
-    const top = (d: HeapDiff): HeapDiff => ({ ...d, byConstructor: d.byConstructor.slice(0, 40), closures: d.closures.slice(0, 30) });
+    const top = (d: HeapDiff): HeapDiff => ({ ...d, byConstructor: d.byConstructor.slice(0, 40), closures: d.closures.slice(0, 30), owners: d.owners.slice(0, 40) });
     return {
       ...summarizeMemory(devices, samples),
       heap: {

@@ -153,6 +153,12 @@ export function renderTable(results: BenchResults): string {
         '–',
       ]);
     }
+    const owners = m.heap?.connected.owners;
+    if (owners && m.heap?.rawPnp.owners) {
+      // The largest holders (bench/heap-diff.ts ownersOfGrowth); `Actor` is XState's, `constructor` the SDK's machina.js state machines.
+      const largest = (rows: Array<{ name: string; bytes: number }>) => rows.slice(0, 10).map((r) => `${r.name} ${(r.bytes / 1024).toFixed(1)}`).join(', ');
+      rows.push([`5 memory, N=${m.devices} connected: heap added per device by the object holding it (KB)`, `ours: ${largest(owners)}`, `raw-pnp: ${largest(m.heap.rawPnp.owners)}`, 'report', '–']);
+    }
     rows.push(['5 memory, idle machine', `${m.idleRssPerMachineKB} KB RSS/machine (heap ${m.idleHeapPerMachineKB} KB)`, '–', 'report', '–']);
     if (Number.isFinite(m.idleDefaultLoggerRssKB)) {
       rows.push(['5 memory, idle machine, no logger passed (the default one)', `${m.idleDefaultLoggerRssKB} KB RSS/machine (heap ${m.idleDefaultLoggerHeapKB} KB)`, '–', 'report', '–']);
