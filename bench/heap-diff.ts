@@ -127,8 +127,11 @@ const CONTAINERS = new Set(['Object', 'Array', 'Map', 'Set', 'WeakMap', 'WeakSet
  * across the snapshots of one process, so "new" is "id absent from `before`") is charged to the
  * nearest object with a class of its own on a shortest path from the `root` objects (each device's
  * `HubstateDevice`, each raw client's `Client`). Closures, contexts, plain objects and arrays have
- * no class: they go to the class that reaches them first. Weak edges are not followed. What no
- * root reaches (code V8 compiled meanwhile, the process's own growth) has a row of its own.
+ * no class: they go to the class that reaches them first. Weak edges are not followed, nor edges
+ * into compiled code and object shapes: V8 makes those once per process, for whichever device ran
+ * a path first, and they have a row of their own, as has what no root reaches (the process's own
+ * growth). The rows count objects new in `after`, not the net growth (`totalBytesPerDevice`):
+ * what the devices freed of the process's earlier objects is not subtracted.
  */
 export function ownersOfGrowth(beforeIds: Set<number>, data: Snapshot, root: string, devices: number, minBytes = 64): HeapDiffRow[] {
   const { node_fields: fields, node_types: nodeTypes, edge_fields: edgeFields, edge_types: edgeTypes } = data.snapshot.meta;
@@ -138,6 +141,7 @@ export function ownersOfGrowth(beforeIds: Set<number>, data: Snapshot, root: str
   const [edgeTypeAt, toAt] = [edgeFields.indexOf('type'), edgeFields.indexOf('to_node')] as [number, number];
   const weak = new Set([edgeTypes[0].indexOf('weak'), edgeTypes[0].indexOf('shortcut')]);
   const objectType = nodeTypes[0].indexOf('object');
+  const perProcess = new Set([nodeTypes[0].indexOf('code'), nodeTypes[0].indexOf('object shape')]);
   const { nodes, edges, strings } = data;
   const count = nodes.length / width;
   const firstEdge = new Uint32Array(count + 1);
@@ -172,14 +176,16 @@ export function ownersOfGrowth(beforeIds: Set<number>, data: Snapshot, root: str
       for (let e = firstEdge[n]!; e < firstEdge[n + 1]!; e += edgeWidth) {
         if (weak.has(edges[e + edgeTypeAt]!)) continue;
         const to = edges[e + toAt]! / width;
-        if (ownerOf.has(to) || !isNew(to)) continue;
+        if (ownerOf.has(to) || !isNew(to) || perProcess.has(nodes[to * width + typeAt]!)) continue;
         ownerOf.set(to, classOf(to) ?? owner);
         next.push(to);
       }
     }
     frontier = next;
   }
-  for (let n = 0; n < count; n++) if (isNew(n) && !ownerOf.has(n)) charge(`(not reached from a ${root})`, n);
+  for (let n = 0; n < count; n++) {
+    if (isNew(n) && !ownerOf.has(n)) charge(perProcess.has(nodes[n * width + typeAt]!) ? '(compiled code and object shapes)' : `(not reached from a ${root})`, n);
+  }
   const rows = [...owners]
     .map(([name, g]) => ({ name, count: Math.round((g.count / devices) * 100) / 100, bytes: Math.round(g.bytes / devices) }))
     .filter((r) => Math.abs(r.bytes) >= minBytes)

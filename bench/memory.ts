@@ -99,12 +99,13 @@ export interface MemoryResult {
   rawPnpHeapPerClientKB: number;
   /** The same figures 1 s after the last connect (before steady state). */
   at1s: { connectedRssPerDeviceKB: number; connectedHeapPerDeviceKB: number; rawRssPerClientKB: number; rawHeapPerClientKB: number };
-  /** Connected RSS / raw RSS per device: the medians of MEMORY_ROUNDS rounds. */
+  /** Connected RSS / raw RSS per device: the ratio of the medians of MEMORY_ROUNDS rounds. */
   connectedOverRaw: number;
-  /** Each round's connected / raw (the rounds interleave raw and connected processes). */
+  /** Each round's connected / raw (a round runs raw, raw-pnp and connected, each in its own process). */
   connectedOverRawByRound: number[];
-  /** Connected RSS / raw-pnp RSS per device: against a raw client doing the same job. */
+  /** Connected RSS / raw-pnp RSS per device: against a raw client doing the same job (ratio of the medians). */
   connectedOverRawPnp: number;
+  connectedOverRawPnpByRound: number[];
   breakdown: { connected: RssBreakdown; raw: RssBreakdown; rawPnp: RssBreakdown; idle: RssBreakdown };
   /** The same two figures with FIXED_ALLOCATOR (freed native memory returned): what the devices hold, not what malloc keeps. Linux only. */
   fixedAllocator: {
@@ -265,18 +266,20 @@ function runMemoryChild(mode: MemoryMode, devices: number, snapshotDir?: string,
 }
 
 /**
- * Rounds of the raw client and ours, each a fresh process: one process's RSS per device moves by
+ * Rounds of the raw clients and ours, each a fresh process: one process's RSS per device moves by
  * a few KB from run to run (V8's and malloc's growth steps), as much as the difference measured,
- * so the ratio is of the medians and every round's ratio is kept.
+ * so each figure is its mode's median run, the ratio that of the medians, and every round's
+ * ratio is kept. The order turns each round, so that no mode always runs first.
  */
 export const MEMORY_ROUNDS = 3;
 
 /** Each mode in a fresh `node --expose-gc` process (compiled bench only); then the heap snapshot runs. */
 export async function benchMemory(devices: number, options: { heapSnapshots?: boolean } = {}): Promise<MemoryResult> {
   const samples: MemorySample[] = [];
-  for (const mode of ['idle', 'idle-default-logger', 'raw-pnp'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices));
+  for (const mode of ['idle', 'idle-default-logger'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices));
+  const compared: MemoryMode[] = ['raw', 'raw-pnp', 'connected'];
   for (let round = 0; round < MEMORY_ROUNDS; round++) {
-    for (const mode of ['raw', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices));
+    for (const mode of [...compared.slice(round % 3), ...compared.slice(0, round % 3)]) samples.push(await runMemoryChild(mode, devices));
   }
   if (process.platform === 'linux') {
     for (const mode of ['raw', 'raw-pnp', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices, undefined, FIXED_ALLOCATOR));
@@ -336,7 +339,10 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
   // Every figure of a mode from its median run, so that a row's figures come from one process.
   const kb = (mode: MemoryMode, field: 'rssPerDeviceBytes' | 'heapPerDeviceBytes' | 'rssPerDeviceAt1sBytes' | 'heapPerDeviceAt1sBytes', allocator?: string) =>
     Math.round((medianRun(samples, mode, allocator)?.[field] ?? NaN) / 102.4) / 10;
-  const raws = runsOf(samples, 'raw');
+  const byRound = (reference: MemoryMode) => {
+    const references = runsOf(samples, reference);
+    return runsOf(samples, 'connected').map((run, i) => Math.round((run.rssPerDeviceBytes / (references[i]?.rssPerDeviceBytes ?? NaN)) * 1000) / 1000);
+  };
   const fixed = samples.some((s) => s.allocator === FIXED_ALLOCATOR);
   const ratio = (reference: MemoryMode, allocator?: string) =>
     Math.round((kb('connected', 'rssPerDeviceBytes', allocator) / kb(reference, 'rssPerDeviceBytes', allocator)) * 1000) / 1000;
@@ -359,8 +365,9 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
       rawHeapPerClientKB: kb('raw', 'heapPerDeviceAt1sBytes'),
     },
     connectedOverRaw: ratio('raw'),
-    connectedOverRawByRound: runsOf(samples, 'connected').map((run, i) => Math.round((run.rssPerDeviceBytes / (raws[i]?.rssPerDeviceBytes ?? NaN)) * 1000) / 1000),
+    connectedOverRawByRound: byRound('raw'),
     connectedOverRawPnp: ratio('raw-pnp'),
+    connectedOverRawPnpByRound: byRound('raw-pnp'),
     breakdown: { connected: breakdownOf(samples, 'connected'), raw: breakdownOf(samples, 'raw'), rawPnp: breakdownOf(samples, 'raw-pnp'), idle: breakdownOf(samples, 'idle') },
     fixedAllocator: fixed
       ? {
@@ -378,6 +385,6 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
         }
       : null,
     samples,
-    method: `fresh node --expose-gc process per figure, raw and connected in ${MEMORY_ROUNDS} interleaved rounds (each figure from the mode's median-RSS run), forced GCs (two, then four a second apart, every mode alike), (RSS with N - RSS before) / N; cloud in its own process; ours and raw arrive alike, ${MEMORY_ARRIVALS_PER_SEC}/s on the Fleet schedule; read at steady state, ${STEADY_AFTER_MS} ms after the last connect (rssPerDeviceAt1sBytes: 1 s after). heap: two more fresh processes (raw, connected) writing v8 heap snapshots before and after the N (after a forced GC), self sizes aggregated by constructor name (bench/heap-diff.ts), (after - before) / N`,
+    method: `fresh node --expose-gc process per figure, raw, raw-pnp and connected in ${MEMORY_ROUNDS} rounds, the order turned each round (each figure from the mode's median-RSS run, ratios of the medians), forced GCs (two, then four a second apart, every mode alike), (RSS with N - RSS before) / N; cloud in its own process; ours and raw arrive alike, ${MEMORY_ARRIVALS_PER_SEC}/s on the Fleet schedule; read at steady state, ${STEADY_AFTER_MS} ms after the last connect (rssPerDeviceAt1sBytes: 1 s after). heap: two more fresh processes (raw, connected) writing v8 heap snapshots before and after the N (after a forced GC), self sizes aggregated by constructor name (bench/heap-diff.ts), (after - before) / N`,
   };
 }

@@ -126,10 +126,13 @@ export function renderTable(results: BenchResults): string {
     }
   }
   const m = results.memory;
+  /** Several rounds: the figures are the median runs', the ratio theirs; each round's ratio follows. */
+  const roundsNote = (byRound: number[] | undefined) =>
+    byRound && byRound.length > 1 ? ` (ratio of the medians of ${byRound.length} rounds; each round: ${byRound.map((r) => r.toFixed(2)).join(', ')}×)` : '';
   if (m) {
     rows.push([
       `5 memory, N=${m.devices} connected`,
-      `${m.connectedRssPerDeviceKB} KB RSS/device (heap ${m.connectedHeapPerDeviceKB} KB)${m.connectedOverRaw !== undefined ? `, ${m.connectedOverRaw.toFixed(2)}× raw${m.connectedOverRawByRound?.length > 1 ? ` (median of ${m.connectedOverRawByRound.length} rounds; rounds ${m.connectedOverRawByRound.map((r) => r.toFixed(2)).join(', ')}×)` : ''}` : ''}${m.breakdown ? `; native ${m.breakdown.connected.nativeKB} KB, heap free ${m.breakdown.connected.heapFreeKB} KB, external ${m.breakdown.connected.externalKB} KB` : ''}`,
+      `${m.connectedRssPerDeviceKB} KB RSS/device (heap ${m.connectedHeapPerDeviceKB} KB)${m.connectedOverRaw !== undefined ? `, ${m.connectedOverRaw.toFixed(2)}× raw${roundsNote(m.connectedOverRawByRound)}` : ''}${m.breakdown ? `; native ${m.breakdown.connected.nativeKB} KB, heap free ${m.breakdown.connected.heapFreeKB} KB, external ${m.breakdown.connected.externalKB} KB` : ''}`,
       `raw SDK client: ${m.rawRssPerClientKB} KB RSS (heap ${m.rawHeapPerClientKB} KB)${m.breakdown ? `; native ${m.breakdown.raw.nativeKB} KB, heap free ${m.breakdown.raw.heapFreeKB} KB, external ${m.breakdown.raw.externalKB} KB` : ''}`,
       '≤ 1.0× raw',
       m.connectedOverRaw !== undefined ? yes(m.connectedOverRaw <= 1) : '–',
@@ -137,7 +140,7 @@ export function renderTable(results: BenchResults): string {
     if (m.connectedOverRawPnp !== undefined) {
       rows.push([
         `5 memory, N=${m.devices} connected, against a raw client doing the same session`,
-        `${m.connectedRssPerDeviceKB} KB RSS/device, ${m.connectedOverRawPnp.toFixed(2)}× raw-pnp`,
+        `${m.connectedRssPerDeviceKB} KB RSS/device, ${m.connectedOverRawPnp.toFixed(2)}× raw-pnp${roundsNote(m.connectedOverRawPnpByRound)}`,
         `raw SDK client with model id, twin GET, desired/method/C2D listeners, one reported patch: ${m.rawPnpRssPerClientKB} KB RSS (heap ${m.rawPnpHeapPerClientKB} KB)${m.breakdown ? `; native ${m.breakdown.rawPnp.nativeKB} KB` : ''}`,
         '≤ 1.0× raw-pnp',
         yes(m.connectedOverRawPnp <= 1),
