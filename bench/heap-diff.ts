@@ -186,11 +186,10 @@ export function ownersOfGrowth(beforeIds: Set<number>, data: Snapshot, root: str
   for (let n = 0; n < count; n++) {
     if (isNew(n) && !ownerOf.has(n)) charge(perProcess.has(nodes[n * width + typeAt]!) ? '(compiled code and object shapes)' : `(not reached from a ${root})`, n);
   }
-  const rows = [...owners]
+  return [...owners]
     .map(([name, g]) => ({ name, count: Math.round((g.count / devices) * 100) / 100, bytes: Math.round(g.bytes / devices) }))
     .filter((r) => Math.abs(r.bytes) >= minBytes)
     .sort((x, y) => y.bytes - x.bytes);
-  return rows;
 }
 
 /** Ours minus the raw SDK's, group by group (bytes and objects per device). */

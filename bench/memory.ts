@@ -279,7 +279,8 @@ export async function benchMemory(devices: number, options: { heapSnapshots?: bo
   for (const mode of ['idle', 'idle-default-logger'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices));
   const compared: MemoryMode[] = ['raw', 'raw-pnp', 'connected'];
   for (let round = 0; round < MEMORY_ROUNDS; round++) {
-    for (const mode of [...compared.slice(round % 3), ...compared.slice(0, round % 3)]) samples.push(await runMemoryChild(mode, devices));
+    const first = round % compared.length;
+    for (const mode of [...compared.slice(first), ...compared.slice(0, first)]) samples.push(await runMemoryChild(mode, devices));
   }
   if (process.platform === 'linux') {
     for (const mode of ['raw', 'raw-pnp', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices, undefined, FIXED_ALLOCATOR));
@@ -385,6 +386,6 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
         }
       : null,
     samples,
-    method: `fresh node --expose-gc process per figure, raw, raw-pnp and connected in ${MEMORY_ROUNDS} rounds, the order turned each round (each figure from the mode's median-RSS run, ratios of the medians), forced GCs (two, then four a second apart, every mode alike), (RSS with N - RSS before) / N; cloud in its own process; ours and raw arrive alike, ${MEMORY_ARRIVALS_PER_SEC}/s on the Fleet schedule; read at steady state, ${STEADY_AFTER_MS} ms after the last connect (rssPerDeviceAt1sBytes: 1 s after). heap: two more fresh processes (raw, connected) writing v8 heap snapshots before and after the N (after a forced GC), self sizes aggregated by constructor name (bench/heap-diff.ts), (after - before) / N`,
+    method: `fresh node --expose-gc process per figure, raw, raw-pnp and connected in ${MEMORY_ROUNDS} rounds, the order turned each round (each figure from the mode's median-RSS run, ratios of the medians), forced GCs (two, then four a second apart, every mode alike), (RSS with N - RSS before) / N; cloud in its own process; ours and raw arrive alike, ${MEMORY_ARRIVALS_PER_SEC}/s on the Fleet schedule; read at steady state, ${STEADY_AFTER_MS} ms after the last connect (rssPerDeviceAt1sBytes: 1 s after). heap: three more fresh processes (raw, raw-pnp, connected) writing v8 heap snapshots before and after the N (after a forced GC), self sizes aggregated by constructor name, (after - before) / N, and the objects new in after charged to their nearest holder with a class of its own (bench/heap-diff.ts)`,
   };
 }

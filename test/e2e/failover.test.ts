@@ -5,7 +5,7 @@
  * arrive at some hub (checked by id).
  */
 import type { LocalCloud } from 'hubstate-cloud';
-import { deliveryReport, expectAllDelivered, hubNameOf, keepSending, useLocalCloud, waitFor, waitForState, type DeviceUnderTest } from './harness';
+import { deliveryReport, expectAllDelivered, hubNameOf, keepSending, useLocalCloud, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;
 const { launch } = useLocalCloud({ hubs: 2, seed: 'failover-tests' }, (started) => {

@@ -10,7 +10,7 @@ import tls from 'node:tls';
 import type { LocalCloud } from 'hubstate-cloud';
 import type { DeviceOptions } from '../../src/options';
 import { startConnectProxy, type ConnectProxy } from '../support/connect-proxy';
-import { expectAllDelivered, hubNameOf, keepSending, useLocalCloud, waitFor, waitForState, type DeviceUnderTest } from './harness';
+import { expectAllDelivered, hubNameOf, keepSending, useLocalCloud, waitFor, waitForState } from './harness';
 
 let cloud: LocalCloud;
 let proxy: ConnectProxy;
