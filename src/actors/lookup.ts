@@ -12,6 +12,7 @@ import * as https from 'node:https';
 import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { LookupResult } from '../../machines/device.machine';
+import { assignmentProblem } from '../assignment';
 import { monotonicNow, wallTimeOf, type Clock } from '../clock';
 import { ServiceProtocolError } from '../errors';
 import { retryAfterMsFromSeconds } from '../policy/backoff';
@@ -95,10 +96,9 @@ export function parseLookupAnswer(text: string): { hubHost: string; deviceId: st
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ServiceProtocolError('dps', 'status lookup answer is not an object');
   const { status, assignedHub, deviceId } = body as Record<string, unknown>;
   if (status !== 'assigned') throw new LookupNotAssignedError(typeof status === 'string' ? status.slice(0, 64) : 'none');
-  if (typeof assignedHub !== 'string' || assignedHub === '' || typeof deviceId !== 'string' || deviceId === '') {
-    throw new ServiceProtocolError('dps', "status lookup answer 'assigned' without a hub and device id");
-  }
-  return { hubHost: assignedHub, deviceId };
+  const problem = assignmentProblem(assignedHub, deviceId);
+  if (problem !== undefined) throw new ServiceProtocolError('dps', `status lookup answer 'assigned' ${problem}`);
+  return { hubHost: assignedHub as string, deviceId: deviceId as string };
 }
 
 function errorDetail(text: string): string | undefined {

@@ -24,6 +24,7 @@ import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
 import { assertCertificateCurrent } from './x509';
 import type { Logger } from 'pino';
 import type { ProvisionResult } from '../../machines/device.machine';
+import { assignmentProblem } from '../assignment';
 import { monotonicNow, wallTimeOf, type Clock } from '../clock';
 import { ServiceProtocolError } from '../errors';
 import { DEFAULT_POLICY, nextDelay, retryAfterMsFromSeconds, seedFrom } from '../policy/backoff';
@@ -113,7 +114,8 @@ export function invalidDpsResponse(status: number, payload: Buffer | string): st
   if (registrationStatus === 'assigning' && typeof operationId !== 'string') return "'assigning' without an operationId";
   if (registrationStatus === 'assigned') {
     const state = registrationState as Record<string, unknown> | undefined;
-    if (typeof state?.assignedHub !== 'string' || typeof state?.deviceId !== 'string') return "'assigned' without a hub and device id";
+    const problem = assignmentProblem(state?.assignedHub, state?.deviceId);
+    if (problem !== undefined) return `'assigned' ${problem}`;
   }
   return undefined;
 }

@@ -10,14 +10,13 @@
  * component's `dt-subject` first (sent as `$.sub`); the payload is the JSON body.
  */
 import { stringify } from 'node:querystring';
+import { MAX_DEVICE_ID_LENGTH } from '../assignment';
 import { MessageRejectedError } from '../errors';
 
 /** IoT Hub's limit for one device-to-cloud message, counted as `telemetrySize` does. */
 export const MAX_MESSAGE_BYTES = 256 * 1024;
 /** MQTT's limit for a topic name: a 2-byte length prefix (MQTT 3.1.1 §1.5.3). */
 export const MAX_TOPIC_BYTES = 65_535;
-/** IoT Hub's longest device id: a message accepted before the assignment fits any device id. */
-export const MAX_DEVICE_ID_LENGTH = 128;
 export const CONTENT_TYPE = 'application/json';
 export const CONTENT_ENCODING = 'utf-8';
 /** The SDK sends a message property of this name as the system property `$.sub` (the component). */

@@ -3,6 +3,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ConfigError } from '../errors';
+import { isDeviceId, isHubHost } from '../assignment';
 import { readStoreFile, writeFileAtomic } from './files';
 
 /** What is cached after a DPS assignment: where to connect. Never a key. */
@@ -51,27 +52,6 @@ export function cacheMacKey(deviceKey: string): Buffer {
   return Buffer.from(hkdfSync('sha256', Buffer.from(deviceKey, 'base64'), Buffer.alloc(0), 'hubstate provisioning cache MAC v3', 32));
 }
 
-/** A DNS label: letters, digits and inner hyphens, 1..63 characters. */
-const DNS_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
-
-/**
- * A hub host as the cache may hold it: `host` or `host:port`, the host a DNS name (dot-separated
- * labels of letters, digits and inner hyphens, each 1..63 characters, 253 in all; an IPv4 address
- * passes too), the port 1..65535 without leading zeros. Nothing else: no scheme, path, user,
- * spaces or brackets.
- */
-export function isHubHost(value: unknown): value is string {
-  if (typeof value !== 'string') return false;
-  const match = /^([^:]{1,253})(?::([1-9][0-9]{0,4}))?$/.exec(value);
-  if (!match) return false;
-  const [, host, port] = match;
-  if (port !== undefined && Number(port) > 65535) return false;
-  return host!.split('.').every((label) => DNS_LABEL.test(label));
-}
-
-/** An IoT Hub device id: 1..128 ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ ' */
-const DEVICE_ID = /^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$/;
-
 /** Scopes compare case-insensitively (DPS ids and host names are). */
 function differingFields(cached: CacheScope, current: CacheScope): Array<keyof CacheScope> {
   const fields: Array<keyof CacheScope> = ['idScope', 'provisioningHost', 'registrationId', 'credential'];
@@ -99,8 +79,7 @@ function isCachedAssignment(value: unknown): value is CachedAssignment {
     !Array.isArray(v) &&
     typeof v.hubHost === 'string' &&
     v.hubHost.length > 0 &&
-    typeof v.deviceId === 'string' &&
-    DEVICE_ID.test(v.deviceId) &&
+    isDeviceId(v.deviceId) &&
     typeof v.assignedAt === 'number' &&
     Number.isFinite(v.assignedAt) &&
     v.assignedAt >= 0

@@ -9,7 +9,8 @@ import { FAST_DPS_POLL_SEC, startLocalCloud, type LocalCloud } from 'hubstate-cl
 import { MessageRejectedError } from '../../src/errors';
 import { MAX_REPORTED_BYTES, PropertiesRejectedError } from '../../src/pnp';
 import type { TelemetryOptions } from '../../src/device';
-import { MAX_DEVICE_ID_LENGTH, MAX_MESSAGE_BYTES, MAX_TOPIC_BYTES } from '../../src/pnp/telemetry';
+import { MAX_DEVICE_ID_LENGTH } from '../../src/assignment';
+import { MAX_MESSAGE_BYTES, MAX_TOPIC_BYTES } from '../../src/pnp/telemetry';
 import { QUICK_POLICY } from '../pnp/helpers';
 import { deliveryReport, startDevice, waitFor, waitForState, type DeviceUnderTest } from '../e2e/harness';
 

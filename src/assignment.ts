@@ -1,0 +1,43 @@
+/**
+ * What a hub assignment may hold, wherever it comes from: a DPS registration, a status lookup or
+ * the provisioning cache. A service answer outside these bounds is a protocol error, not a hub to
+ * connect to: the device id goes into every MQTT topic and is measured against the topic limit.
+ */
+
+/** IoT Hub's longest device id. */
+export const MAX_DEVICE_ID_LENGTH = 128;
+
+/**
+ * An IoT Hub device id: 1..128 ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ '
+ * (the set Microsoft documents for `deviceId`, e.g. the Event Grid schema of IoT Hub events).
+ */
+const DEVICE_ID = /^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$/;
+
+export function isDeviceId(value: unknown): value is string {
+  return typeof value === 'string' && DEVICE_ID.test(value);
+}
+
+/** A DNS label: letters, digits and inner hyphens, 1..63 characters. */
+const DNS_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+/**
+ * A hub host: `host` or `host:port`, the host a DNS name (dot-separated labels of letters, digits
+ * and inner hyphens, each 1..63 characters, 253 in all; an IPv4 address passes too), the port
+ * 1..65535 without leading zeros. Nothing else: no scheme, path, user, spaces or brackets.
+ */
+export function isHubHost(value: unknown): value is string {
+  if (typeof value !== 'string') return false;
+  const match = /^([^:]{1,253})(?::([1-9][0-9]{0,4}))?$/.exec(value);
+  if (!match) return false;
+  const [, host, port] = match;
+  if (port !== undefined && Number(port) > 65535) return false;
+  return host!.split('.').every((label) => DNS_LABEL.test(label));
+}
+
+/** Why a service's assignment cannot be used (as a protocol error says it), or undefined. */
+export function assignmentProblem(hubHost: unknown, deviceId: unknown): string | undefined {
+  if (typeof hubHost !== 'string' || hubHost === '' || typeof deviceId !== 'string' || deviceId === '') return 'without a hub and device id';
+  if (!isHubHost(hubHost)) return 'with a hub that is not a host[:port]';
+  if (!isDeviceId(deviceId)) return `with a device id that is not 1..${MAX_DEVICE_ID_LENGTH} of IoT Hub's characters`;
+  return undefined;
+}
