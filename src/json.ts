@@ -44,13 +44,17 @@ export function jsonOddity(value: unknown): string | undefined {
   if (top !== undefined) return `the value ${top}`;
   if (typeof value !== 'object' || value === null) return undefined;
   // Paths are built only for the answer: a frame knows its parent and its key.
-  const seen = new Set<object>();
   const stack: OddityFrame[] = [{ node: value, parent: undefined, key: '' }];
+  // Made at the first nested object: a flat object (most telemetry) needs none.
+  let seen: Set<object> | undefined;
   while (stack.length > 0) {
     const frame = stack.pop()!;
     const node = frame.node;
-    if (seen.has(node)) continue;
-    seen.add(node);
+    if (frame.parent !== undefined) {
+      seen ??= new Set<object>([value]);
+      if (seen.has(node)) continue;
+      seen.add(node);
+    }
     const odd = objectOddity(node);
     if (odd !== undefined) return `${whereOf(frame)} ${odd}`;
     if (typeof (node as { toJSON?: unknown }).toJSON === 'function') continue;
