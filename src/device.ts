@@ -4,7 +4,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { Logger } from 'pino';
 import { createActor, type Actor, type InspectionEvent, type SnapshotFrom } from 'xstate';
 import { deviceMachine, leafStateName, type Assignment } from '../machines/device.machine';
 import { Credentials, deviceKeyOf, isKeyRefusal, type Credential, type KeyPair } from './actors/credentials';
@@ -17,7 +16,7 @@ import { waitUntilWork } from './actors/wait';
 import { certificateNotice, x509CacheFingerprint, x509CacheMacKey, type CertificateNotice, type X509Identity } from './actors/x509';
 import { systemClock, wallTimeOf, type Clock } from './clock';
 import { ConfigError, MessageRejectedError } from './errors';
-import { defaultLogger, guardDebugOutputOnce } from './logger';
+import { defaultLogger, guardDebugOutputOnce, LazyChildLogger, type PartLogger } from './logger';
 import { jsonOddity } from './json';
 import {
   refuseUnknownKeys,
@@ -262,7 +261,7 @@ function certificateWarning(notice: CertificateNotice): string {
  * the identity the device was created with (a fingerprint and a MAC key, never the key): a device
  * created with other keys registers once instead of trusting it.
  */
-function openProvisioningCache(resolved: ResolvedOptions, boot: Credential, idScope: () => string, logger: Logger): ProvisioningCache {
+function openProvisioningCache(resolved: ResolvedOptions, boot: Credential, idScope: () => string, logger: PartLogger): ProvisioningCache {
   if (!resolved.dataDir) return new MemoryProvisioningCache();
   const { credential, macKey } = storeIdentity(resolved, boot);
   // The ID scope is read when the cache is read or written: a DeviceMove rebinds the cache to
@@ -290,7 +289,7 @@ function storeIdentity(resolved: ResolvedOptions, boot: Credential): { credentia
 }
 
 /** Where a DeviceMove's ID scope is kept: a file in dataDir (bound like the cache), else memory. */
-function openIdScopeStore(resolved: ResolvedOptions, boot: Credential, logger: Logger): IdScopeStore {
+function openIdScopeStore(resolved: ResolvedOptions, boot: Credential, logger: PartLogger): IdScopeStore {
   if (!resolved.dataDir) return new MemoryIdScopeStore();
   const { credential, macKey } = storeIdentity(resolved, boot);
   const binding = { configuredIdScope: resolved.idScope, provisioningHost: resolved.provisioningHost, registrationId: resolved.registrationId, credential };
@@ -320,8 +319,10 @@ interface MachineWorkSettings {
   scope: IdScopeMigration;
   credentials: Credentials;
   clock: Clock;
-  logger: Logger;
+  logger: PartLogger;
   outbox: Outbox;
+  /** See HubSettings.outboxCheckedAtSend. */
+  outboxCheckedAtSend: boolean;
   features: SessionFeature[];
   onTransportFallback(fallback: TransportFallback): void;
   onDelivered(messageId: string): void;
@@ -347,7 +348,7 @@ class DpsSettings implements ProvisionSettings, LookupSettings {
     readonly network: NetworkPath,
     readonly serviceTime: ServiceTime,
     readonly clock: Clock,
-    readonly logger: Logger,
+    readonly logger: PartLogger,
   ) {
     this.provisioningHost = resolved.provisioningHost;
     this.modelId = resolved.modelId;
@@ -361,7 +362,7 @@ class DpsSettings implements ProvisionSettings, LookupSettings {
 }
 
 /** The device's own DPS, lookup, hub and timer work, which the shared machine calls (see shared-machine.ts). */
-function machineWork({ resolved, scope, credentials, clock, logger, outbox, features, onTransportFallback, onDelivered, onPublished }: MachineWorkSettings): DeviceImplementations['work'] {
+function machineWork({ resolved, scope, credentials, clock, logger, outbox, outboxCheckedAtSend, features, onTransportFallback, onDelivered, onPublished }: MachineWorkSettings): DeviceImplementations['work'] {
   const network = new NetworkPath(resolved.network, logger, onTransportFallback);
   // Every token (DPS, lookup, hub) expires in the service's time, learned from DPS's Date header.
   const serviceTime = new ServiceTime(clock, logger);
@@ -386,6 +387,7 @@ function machineWork({ resolved, scope, credentials, clock, logger, outbox, feat
       clock,
       logger,
       outbox,
+      outboxCheckedAtSend,
       onDelivered,
       onPublished,
     },
@@ -404,7 +406,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
   readonly actor: DeviceActor;
   readonly registrationId: string;
   readonly #clock: Clock;
-  readonly #logger: Logger;
+  readonly #logger: PartLogger;
   readonly #credentials: Credentials;
   readonly #certificateExpiryWarningDays: number;
   readonly #cache: ProvisioningCache;
@@ -442,7 +444,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
     this.registrationId = resolved.registrationId;
     this.#certificateExpiryWarningDays = resolved.certificateExpiryWarningDays;
     const clock = (this.#clock = options.clock ?? systemClock);
-    const logger = (this.#logger = (options.logger ?? defaultLogger()).child({ registrationId: resolved.registrationId }));
+    const logger = (this.#logger = new LazyChildLogger(options.logger ?? defaultLogger(), { registrationId: resolved.registrationId }));
     this.#credentials = new Credentials(resolved.credential);
     // Before the cache: a persisted DeviceMove decides which scope the cache is bound to.
     const scope = (this.#scope = new IdScopeMigration({
@@ -478,6 +480,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
         clock,
         logger,
         outbox: this.#outbox,
+        outboxCheckedAtSend: this.#memoryOutbox !== undefined,
         features: [this.#pnp.feature, ...(options.features ?? [])],
         onTransportFallback: (fallback) => this.#notify('transport', fallback),
         onDelivered: (messageId) => this.#onDelivered(messageId),
@@ -504,7 +507,16 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
       },
     });
     bind(this.actor);
-    this.actor.subscribe({ error: (error) => logger.error({ err: (error as Error).message }, 'device actor error') });
+    // One observer (each costs the actor a subscription): the actor's end settles `#stopped`; an error is logged too.
+    this.#stopped = new Promise<void>((resolve) =>
+      this.actor.subscribe({
+        complete: resolve,
+        error: (error) => {
+          logger.error({ err: (error as Error).message }, 'device actor error');
+          resolve();
+        },
+      }),
+    );
     this.#outbox.onDropped((dropped) => this.#onDropped(dropped));
     this.#outbox.onAdded(() => this.#stats.added());
     this.#resilience = new ResilienceReporter({
@@ -518,7 +530,6 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
     this.#pnp.reported.onDropped((dropped) => this.#notify('droppedProperties', dropped));
     this.#metrics = resolved.meter === null ? null : new DeviceMetrics(resolved.meter, resolved.registrationId, { stats: () => this.stats(), state: () => this.state() }, logger);
     this.#stats.onCount(this.#metrics);
-    this.#stopped = new Promise<void>((resolve) => this.actor.subscribe({ complete: () => resolve(), error: () => resolve() }));
   }
 
   start(): void {

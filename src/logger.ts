@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { formatWithOptions } from 'node:util';
 import type pino from 'pino';
-import type { Logger } from 'pino';
+import type { Bindings, Level, LogFn, Logger } from 'pino';
 
 /**
  * Paths that could ever carry a secret. Nothing in hubstate logs them on purpose; redaction is
@@ -45,6 +45,59 @@ let processLogger: Logger | undefined;
  */
 export function defaultLogger(): Logger {
   return (processLogger ??= createLogger());
+}
+
+/**
+ * What the library's parts use of a logger: four levels and `child` (the `logger` option's
+ * contract), and `isLevelEnabled` where it has one. A pino Logger is one; so is a LazyChildLogger.
+ */
+export interface PartLogger {
+  debug: LogFn;
+  info: LogFn;
+  warn: LogFn;
+  error: LogFn;
+  child(bindings: Bindings): PartLogger;
+  isLevelEnabled?(level: Level): boolean;
+}
+
+/**
+ * A child logger made on its first line that passes the level. A pino child is ~450 B of heap,
+ * hidden classes of its own included (its prototype is its parent, so a device's children share
+ * none with another device's). Each device has three (its own, Plug and Play's, the session's);
+ * a device at level `warn` or `silent`, as a fleet runs, makes them only when it has something to say.
+ */
+export class LazyChildLogger implements PartLogger {
+  #made: PartLogger | undefined;
+  declare debug: LogFn;
+  declare info: LogFn;
+  declare warn: LogFn;
+  declare error: LogFn;
+
+  constructor(
+    private readonly parent: PartLogger,
+    private readonly bindings: Bindings,
+  ) {}
+
+  /** The pino child, made now if it was not (and its parents with it). */
+  made(): PartLogger {
+    return (this.#made ??= (this.parent instanceof LazyChildLogger ? this.parent.made() : this.parent).child(this.bindings));
+  }
+
+  child(bindings: Bindings): LazyChildLogger {
+    return new LazyChildLogger(this, bindings);
+  }
+
+  /** A logger without `isLevelEnabled` (the option does not require it) gets every line, as it did. */
+  isLevelEnabled(level: Level): boolean {
+    const from = this.#made ?? this.parent;
+    return from.isLevelEnabled ? from.isLevelEnabled(level) : true;
+  }
+}
+
+for (const level of ['debug', 'info', 'warn', 'error'] as const) {
+  LazyChildLogger.prototype[level] = function logThroughChild(this: LazyChildLogger, ...args: unknown[]): void {
+    if (this.isLevelEnabled(level)) (this.made()[level] as (...line: unknown[]) => void)(...args);
+  } as LogFn;
 }
 
 /*

@@ -8,9 +8,9 @@
  * `metrics: true` loads `@opentelemetry/api` (an optional peer dependency) at createDevice, and
  * only then: a device without metrics never loads it.
  */
+import type { PartLogger } from './logger';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { Logger } from 'pino';
 import { ConfigError } from './errors';
 import type { DeviceStateName } from './device';
 import type { DroppedMessage } from './store/outbox';
@@ -210,7 +210,7 @@ export class DeviceMetrics implements StatsCountListener {
   readonly #stateAttributes: ReadonlyMap<string, MetricsAttributes>;
   readonly #actionAttributes: ReadonlyMap<string, MetricsAttributes>;
   readonly #counters: Readonly<Record<CountedEvent, MetricsCounter>> | null;
-  readonly #logger: Logger | undefined;
+  readonly #logger: PartLogger | undefined;
   #open = true;
   #warned = false;
 
@@ -218,7 +218,7 @@ export class DeviceMetrics implements StatsCountListener {
     private readonly meter: MetricsMeter,
     deviceId: string,
     private readonly source: MetricsSource,
-    logger?: Logger,
+    logger?: PartLogger,
   ) {
     this.#logger = logger;
     // Built once: every collection observes with the same objects.

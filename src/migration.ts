@@ -24,7 +24,7 @@
  * backoff before registering again, now under the old scope. Its states, events and pictures are
  * unchanged.
  */
-import type { Logger } from 'pino';
+import type { PartLogger } from './logger';
 import type { ProvisionResult } from '../machines/device.machine';
 import type { PromiseWork } from './actors/work';
 import type { CommandOutcome } from './pnp/commands';
@@ -52,7 +52,7 @@ export interface MigrationSettings {
   /** The `idScope` option. */
   configuredIdScope: string;
   store: IdScopeStore;
-  logger: Logger;
+  logger: PartLogger;
   /** The `migration` event to the application. */
   emit(event: MigrationEvent): void;
 }

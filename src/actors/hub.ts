@@ -11,11 +11,11 @@
  * - a hub that keeps the link but withholds PUBACKs is seen only by the SDK's PUBACK timeout
  *   (30 s, checked every 10 s): both are set per device (see `sdkMqttBase`).
  */
+import type { PartLogger } from '../logger';
 import { NoRetry } from 'azure-iot-common';
 import { Client, Message } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
 import { MqttBase } from 'azure-iot-mqtt-base';
-import type { Logger } from 'pino';
 import type { DeviceEvent, HubAttemptInput } from '../../machines/device.machine';
 import { monotonicNow, withDeadline, type Clock } from '../clock';
 import { toFailure } from '../policy/classify';
@@ -52,8 +52,15 @@ export interface HubSettings {
   /** Telemetry messages in flight (awaiting PUBACK) at once. */
   sendWindow: number;
   clock: Clock;
-  logger: Logger;
+  logger: PartLogger;
   outbox: Outbox;
+  /**
+   * Every message in `outbox` passed sendTelemetry's check in this process (the device's own
+   * in-memory outbox), which measures the topic for the longest device id an assignment may
+   * hold: the pump does not check them again. A durable or given outbox may hold messages from
+   * elsewhere (another version, by hand) and is checked message by message.
+   */
+  outboxCheckedAtSend?: boolean;
   onDelivered(messageId: string): void;
   /** Each publish of a telemetry message (its outbox seq), before its PUBACK (a message published twice was resent). */
   onPublished?(seq: number): void;
@@ -152,7 +159,7 @@ interface TokenRenewal {
  * client, its socket state and buffers alive: the chaos soak's heap held ~1,000 dead clients for
  * 200 devices after 45 minutes.
  */
-function closeQuietly(entry: OpenClient, clock: Clock, timeoutMs: number, logger: Logger): Promise<void> {
+function closeQuietly(entry: OpenClient, clock: Clock, timeoutMs: number, logger: PartLogger): Promise<void> {
   const closing = entry.client.close().then(
     () => undefined,
     (error: Error) => logger.debug({ err: error.message }, 'hub client close failed'),
@@ -178,7 +185,8 @@ function toSdkMessage(message: OutboxMessage): Message {
   sdkMessage.contentType = CONTENT_TYPE;
   sdkMessage.contentEncoding = CONTENT_ENCODING;
   if (message.component) sdkMessage.properties.add(COMPONENT_PROPERTY, message.component);
-  for (const [key, value] of Object.entries(message.properties)) sdkMessage.properties.add(key, value);
+  const { properties } = message;
+  for (const key of Object.keys(properties)) sdkMessage.properties.add(key, properties[key]!);
   return sdkMessage;
 }
 
@@ -271,7 +279,7 @@ class TelemetryPump {
     this.cursor = message.seq;
     // Refused by sendTelemetry, so stored by another version or by hand: it would fail (or make
     // the hub close the connection) on every try. The drop empties `ahead`: the loop reads on.
-    const problem = telemetryProblem(message, this.deviceId);
+    const problem = this.settings.outboxCheckedAtSend ? undefined : telemetryProblem(message, this.deviceId);
     if (problem) {
       this.dropUnsendable(message.messageId, problem.message);
       return;
@@ -287,14 +295,18 @@ class TelemetryPump {
     publishing.then(
       () => {
         this.inFlight--;
+        let removed: boolean;
         try {
-          this.acknowledged(message.messageId);
+          removed = this.acknowledged(message.messageId);
         } catch (error) {
           // E.g. the outbox could not remove it: it stays and is sent again (same id) next session.
           this.fail(error);
           return;
         }
+        // The next message goes out before the application hears of this one: its `delivered`
+        // listener may take a while (send a burst, write a file), and the window waits for no one.
         this.fill();
+        if (removed) this.settings.onDelivered(message.messageId);
       },
       (error: unknown) => {
         this.inFlight--;
@@ -333,19 +345,18 @@ class TelemetryPump {
   }
 
   /**
-   * A PUBACK: the message leaves the outbox, then `delivered`. With an outbox that can remove in
-   * bulk (SQLite), the PUBACKs of one event-loop turn are removed in one transaction: one WAL
-   * commit per burst instead of one per message. A crash in between re-sends them (at least once).
+   * A PUBACK: the message leaves the outbox; true when it has left now (the caller then tells
+   * `delivered`). With an outbox that can remove in bulk (SQLite), the PUBACKs of one event-loop
+   * turn are removed in one transaction, which tells `delivered` itself: one WAL commit per burst
+   * instead of one per message. A crash in between re-sends them (at least once).
    */
-  private acknowledged(messageId: string): void {
+  private acknowledged(messageId: string): boolean {
     const { outbox } = this.settings;
     if (this.publishFailures.size > 0) this.publishFailures.delete(messageId);
-    if (!outbox.removeMany) {
-      if (outbox.remove(messageId)) this.settings.onDelivered(messageId);
-      return;
-    }
+    if (!outbox.removeMany) return outbox.remove(messageId);
     this.acked.push(messageId);
     if (!this.flushPending) this.scheduleFlush(-1);
+    return false;
   }
 
   /**

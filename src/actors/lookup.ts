@@ -8,9 +8,9 @@
  * re-allocates. The SDK has no call for it, so this is a plain HTTPS request; the SAS token is the
  * one the SDK's security client builds for a registration.
  */
+import type { PartLogger } from '../logger';
 import * as https from 'node:https';
 import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
-import type { Logger } from 'pino';
 import type { LookupResult } from '../../machines/device.machine';
 import { assignmentProblem } from '../assignment';
 import { monotonicNow, wallTimeOf, type Clock } from '../clock';
@@ -37,7 +37,7 @@ export interface LookupSettings {
   /** Learns the service's time from each answer's `Date`; tokens are signed with it. */
   serviceTime: ServiceTime;
   clock: Clock;
-  logger: Logger;
+  logger: PartLogger;
 }
 
 /** The API version of the lookup in Microsoft's REST reference. */

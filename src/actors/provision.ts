@@ -17,12 +17,12 @@
  * - the transport emits 'error' with no listener between polls: we attach one;
  * - the provisioning MQTT transport has no `ca` option: the CA goes in through an MqttBase.
  */
+import type { PartLogger } from '../logger';
 import { errors as sdkErrors } from 'azure-iot-common';
 import { MqttBase } from 'azure-iot-mqtt-base';
 import { ProvisioningDeviceConstants, type DeviceRegistrationResult, type RegistrationRequest } from 'azure-iot-provisioning-device';
 import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
 import { assertCertificateCurrent } from './x509';
-import type { Logger } from 'pino';
 import type { ProvisionResult } from '../../machines/device.machine';
 import { assignmentProblem } from '../assignment';
 import { monotonicNow, wallTimeOf, type Clock } from '../clock';
@@ -67,7 +67,7 @@ export interface ProvisionSettings {
    */
   pollJitterSeed?: number;
   clock: Clock;
-  logger: Logger;
+  logger: PartLogger;
 }
 
 /** Longest retry-after the actor waits out itself; beyond it the machine takes the wait over. */
@@ -153,7 +153,7 @@ export function guardTransportErrors(
   sdkHandlers: Array<(error: Error) => void>,
   transport: ProvisioningMqtt,
   onError: (error: Error) => void,
-  logger: Logger,
+  logger: PartLogger,
 ): void {
   const handle = provisioningFsmHandle(transport);
   for (const handler of sdkHandlers) {

@@ -7,8 +7,8 @@
  *
  * Small skews are ignored (`toleranceMs`): a token lives an hour, and `Date` has whole seconds.
  */
+import type { PartLogger } from '../logger';
 import { SharedAccessSignature } from 'azure-iot-common';
-import type { Logger } from 'pino';
 import { monotonicNow, type Clock } from '../clock';
 import { isKeyRefusal } from './credentials';
 
@@ -28,7 +28,7 @@ export class ServiceTime {
 
   constructor(
     private readonly clock: Clock,
-    private readonly logger: Logger,
+    private readonly logger: PartLogger,
   ) {}
 
   /** Service time minus device time, ms (0 until a skew beyond the tolerance was measured). */

@@ -15,12 +15,12 @@
  *   webSocketAgent } })`: the hub client's `setOptions` replaces the MqttBase options wholesale,
  *   and the provider is the one place both transports (and every reconnect) pass through.
  */
+import type { PartLogger } from '../logger';
 import type * as http from 'node:http';
 import type { HttpsProxyAgent } from 'https-proxy-agent';
 import { Mqtt as HubMqtt } from 'azure-iot-device-mqtt';
 import type { MqttBase } from 'azure-iot-mqtt-base';
 import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
-import type { Logger } from 'pino';
 import { ConfigError } from '../errors';
 import { classify, redactSecrets } from '../policy/classify';
 import { sdkMqtt, sharedSecureContext, sharedTlsMqttProvider, type MqttProvider } from './tls';
@@ -181,15 +181,15 @@ interface RawMqttAttempt {
  */
 export class NetworkPath {
   private useWebSockets: boolean;
-  /** Endpoints whose MQTT port answered (a CONNACK, accepting or refusing): reachable, never a reason to leave MQTT. */
-  private readonly mqttAnswered = new Set<string>();
+  /** Endpoints whose MQTT port answered (a CONNACK, accepting or refusing): reachable, never a reason to leave MQTT. Made in `auto` only. */
+  private mqttAnswered: Set<string> | undefined;
   private lastRawMqtt: RawMqttAttempt | undefined;
   private proxyAgent: HttpsProxyAgent<string> | undefined;
   private readonly provider: MqttProvider;
 
   constructor(
     readonly options: NetworkOptions,
-    private readonly logger: Logger,
+    private readonly logger: PartLogger,
     private readonly onFallback?: (fallback: TransportFallback) => void,
   ) {
     this.useWebSockets = options.transport === 'mqtt-ws';
@@ -237,13 +237,13 @@ export class NetworkPath {
     if (uri.startsWith('wss://')) return this.connectWebSocket(uri, options);
     const client = sharedTlsMqttProvider().connect(uri, options);
     const endpoint = uri.replace(/^mqtts?:\/\//, '');
-    if (this.options.transport === 'auto' && !this.mqttAnswered.has(endpoint)) {
+    if (this.options.transport === 'auto' && !this.mqttAnswered?.has(endpoint)) {
       const attempt: RawMqttAttempt = { endpoint, answered: false };
       this.lastRawMqtt = attempt;
       (client as MqttClientEvents).on('packetreceive', (packet) => {
         if (packet.cmd !== 'connack') return;
         attempt.answered = true;
-        this.mqttAnswered.add(endpoint);
+        (this.mqttAnswered ??= new Set()).add(endpoint);
       });
     }
     return client;
@@ -276,7 +276,7 @@ export class NetworkPath {
     }
     const attempt = this.lastRawMqtt;
     this.lastRawMqtt = undefined;
-    if (this.options.transport !== 'auto' || this.useWebSockets || !attempt || attempt.answered || this.mqttAnswered.has(attempt.endpoint)) return error;
+    if (this.options.transport !== 'auto' || this.useWebSockets || !attempt || attempt.answered || this.mqttAnswered?.has(attempt.endpoint)) return error;
     // Only a port that refused, reset or stayed silent looks like a blocked 8883. No DNS answer, no
     // route, no file descriptors or a TLS verdict would fail over WebSockets just the same, and
     // switching for them would keep a device booted before its network on WebSockets for good.
@@ -297,6 +297,6 @@ export class NetworkPath {
 const BLOCKED_PORT_RULES: ReadonlySet<string> = new Set(['socket-refused', 'socket-reset', 'socket-timeout', 'timeout', 'first-connection-failed', 'connection-lost']);
 
 /** The path of code that builds actors without one: plain MQTT, no proxy. */
-export function directMqttPath(logger: Logger): NetworkPath {
+export function directMqttPath(logger: PartLogger): NetworkPath {
   return new NetworkPath({ transport: 'mqtt', noProxy: [] }, logger);
 }

@@ -11,7 +11,7 @@
  *   source; see ./migration.ts) answers 200 and moves the device to another ID scope.
  * No SDK here: the session feature moves bytes between this and the transport.
  */
-import type { Logger } from 'pino';
+import type { PartLogger } from '../logger';
 import { withDeadline, type Clock } from '../clock';
 import { checkValue } from './schema';
 import { CommandError, type CommandHandler, type CommandOptions, type CommandRequest } from './types';
@@ -47,7 +47,7 @@ interface Registration {
 export interface CommandSettings {
   timeoutMs: number;
   clock: Clock;
-  logger: Logger;
+  logger: PartLogger;
   reprovision(): void;
   /** The built-in `DeviceMove` (option `migration`): its component, and what runs it on a parsed payload. */
   deviceMove?: { component: string; move(payload: unknown): CommandOutcome };

@@ -2,7 +2,7 @@
  * Plug and Play for one device: the registries (device lifetime) and the session feature that
  * serves them on each hub connection.
  */
-import type { Logger } from 'pino';
+import type { PartLogger } from '../logger';
 import type { SessionFeature } from '../actors/hub';
 import type { Clock } from '../clock';
 import { Commands, type CommandSettings } from './commands';
@@ -18,7 +18,7 @@ export { MAX_REPORTED_BYTES } from './reported';
 
 export interface PnpSettings {
   clock: Clock;
-  logger: Logger;
+  logger: PartLogger;
   commandTimeoutMs: number;
   /** A writable-property handler still running after this is acknowledged 500. */
   propertyHandlerTimeoutMs: number;

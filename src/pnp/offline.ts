@@ -13,9 +13,9 @@
  * Without one (no data directory) a command runs straight away: a crash during the handler loses
  * it (at most once), as with the bare SDK.
  */
+import type { PartLogger } from '../logger';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import type { Logger } from 'pino';
 import type { CommandInbox, InboxCommand } from '../store/command-inbox';
 import type { Commands } from './commands';
 import { PendingWork } from '../pending-work';
@@ -37,7 +37,7 @@ export class OfflineCommands {
 
   constructor(
     private readonly commands: Commands,
-    private readonly logger: Logger,
+    private readonly logger: PartLogger,
     private readonly source?: OfflineInboxSource,
   ) {}
 

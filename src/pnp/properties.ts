@@ -11,7 +11,7 @@
  * aborted, so a hung handler neither leaves the acknowledgement pending forever nor holds back
  * the next desired value; whatever it does afterwards is ignored.
  */
-import type { Logger } from 'pino';
+import type { PartLogger } from '../logger';
 import { withDeadline, type Clock } from '../clock';
 import { Listeners } from '../listeners';
 import { PendingWork } from '../pending-work';
@@ -82,7 +82,7 @@ export class WritableProperties {
 
   constructor(
     private readonly reported: ReportedQueue,
-    private readonly logger: Logger,
+    private readonly logger: PartLogger,
     private readonly settings: { clock: Clock; handlerTimeoutMs: number },
   ) {}
 

@@ -11,8 +11,8 @@
  * on later. One component is left out (`unremembered`): the device's own resilience report, sent
  * in full at every connection, whose two dozen values cost about 3 KB a device.
  */
+import type { PartLogger } from '../logger';
 import { join } from 'node:path';
-import type { Logger } from 'pino';
 import { readStoreFile, writeFileAtomic } from '../store/files';
 import { ackOf } from './properties';
 import { isPlainObject } from './schema';
@@ -73,7 +73,7 @@ export class ReportedQueue {
   private readonly droppedListeners = new Listeners<[DroppedProperties]>();
 
   constructor(
-    private readonly logger: Logger,
+    private readonly logger: PartLogger,
     private readonly path?: string,
     /** A component whose delivered values are not remembered (it reports itself in full at each connection). */
     private readonly unremembered?: string,

@@ -6,7 +6,7 @@
  * device writing its twin on every event. The queue keeps only the latest value of each
  * property and flushes on its own PATCH path: telemetry never waits for it.
  */
-import type { Logger } from 'pino';
+import type { PartLogger } from '../logger';
 import type { Clock } from '../clock';
 import type { DeviceStats } from '../stats';
 
@@ -62,7 +62,7 @@ export function resiliencePatch(stats: DeviceStats): Record<string, unknown> {
 
 export interface ResilienceReporterParts {
   clock: Clock;
-  logger: Logger;
+  logger: PartLogger;
   settings: ResilienceSettings;
   /** The figures now. */
   read(): DeviceStats;

@@ -15,7 +15,7 @@
  * part, attached before the connection opens: a hub that kept the device's MQTT session delivers
  * queued C2D and waiting method requests right after the CONNACK, before the session starts.
  */
-import type { Logger } from 'pino';
+import type { PartLogger } from '../logger';
 import type { Message } from 'azure-iot-common';
 import type { DeviceMethodResponse } from 'azure-iot-device';
 import type { HubSession, SessionFeature } from '../actors/hub';
@@ -77,7 +77,7 @@ export function c2dPropertyBagDecodes(topic: string): boolean {
 
 export interface PnpSessionSettings {
   clock: Clock;
-  logger: Logger;
+  logger: PartLogger;
   /** Deadline of each twin GET/PATCH and of each subscription. */
   twinTimeoutMs: number;
   reported: ReportedQueue;
@@ -141,7 +141,7 @@ interface Inbound {
   /** Status of the twin answer being dispatched right now (its request's callback runs inside). */
   twinStatus: number | undefined;
   /** The connection's logger (its epoch bound), shared with its session. */
-  readonly logger: Logger;
+  readonly logger: PartLogger;
   detach(): void;
 }
 
@@ -158,7 +158,7 @@ function asTwinDoc(value: unknown): TwinDoc | undefined {
  */
 class InboundListeners implements Inbound {
   twinStatus: number | undefined = undefined;
-  readonly logger: Logger;
+  readonly logger: PartLogger;
   private detached = false;
   private readonly restoreMethodRequests: () => void;
   private readonly restoreMqttMessages: (() => void) | undefined;
@@ -287,7 +287,7 @@ class PnpSession {
   private retries = 0;
   /** Keys of a refused batch, sent one by one so only what the hub refuses is dropped. */
   private readonly isolate: string[] = [];
-  private readonly logger: Logger;
+  private readonly logger: PartLogger;
   /** A listener of the transport's: its identity is what `removeListener` needs. */
   private readonly onPatch = (patch: unknown) => this.desiredPatch(patch);
   private readonly unsubscribeReported: () => void;

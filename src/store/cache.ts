@@ -1,7 +1,7 @@
+import type { PartLogger } from '../logger';
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Logger } from 'pino';
 import { ConfigError } from '../errors';
 import { isDeviceId, isHubHost } from '../assignment';
 import { readStoreFile, writeFileAtomic } from './files';
@@ -129,7 +129,7 @@ export class FileProvisioningCache implements ProvisioningCache {
   constructor(
     dataDir: string,
     registrationId: string,
-    private readonly logger: Logger,
+    private readonly logger: PartLogger,
     private readonly scope?: CacheScope,
     private readonly macKey?: Buffer,
   ) {

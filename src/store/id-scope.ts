@@ -9,10 +9,10 @@
  * A file written for another configuration (the operator changed `idScope`: the configuration
  * wins), unreadable, or with a wrong MAC is ignored with a warning: the configured scope is used.
  */
+import type { PartLogger } from '../logger';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Logger } from 'pino';
 import { readStoreFile, writeFileAtomic } from './files';
 
 /** What is persisted: the scope in use, and the scope a move not yet confirmed by DPS came from. */
@@ -65,7 +65,7 @@ export class FileIdScopeStore implements IdScopeStore {
     dataDir: string,
     private readonly binding: IdScopeBinding,
     private readonly macKey: Buffer,
-    private readonly logger: Logger,
+    private readonly logger: PartLogger,
   ) {
     this.path = join(dataDir, `id-scope-${encodeURIComponent(binding.registrationId)}.json`);
   }
