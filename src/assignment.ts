@@ -8,10 +8,15 @@
 export const MAX_DEVICE_ID_LENGTH = 128;
 
 /**
- * An IoT Hub device id: 1..128 ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ '
- * (the set Microsoft documents for `deviceId`, e.g. the Event Grid schema of IoT Hub events).
+ * A device id this client can connect with: 1..128 ASCII letters, digits and
+ * - : . + % _ # * ? ! ( ) , = @ $ ' — the set Microsoft documents for `deviceId` (e.g. the Event
+ * Grid schema of IoT Hub events) but `;`. The SDK's hub client is built from a connection string
+ * (`HostName=…;DeviceId=…;SharedAccessKey=…`) that it splits on `;`, the last key winning: an id
+ * `dev;GatewayHostName=elsewhere` would send the device's token to another host. `+` and `#` are
+ * kept: the SDK's C2D subscription refuses them, which the policy classifies as fatal with an
+ * operator's message (classify.ts), better than a DPS answer refused forever.
  */
-const DEVICE_ID = /^[A-Za-z0-9\-:.+%_#*?!(),=@;$']{1,128}$/;
+const DEVICE_ID = /^[A-Za-z0-9\-:.+%_#*?!(),=@$']{1,128}$/;
 
 export function isDeviceId(value: unknown): value is string {
   return typeof value === 'string' && DEVICE_ID.test(value);
@@ -34,10 +39,10 @@ export function isHubHost(value: unknown): value is string {
   return host!.split('.').every((label) => DNS_LABEL.test(label));
 }
 
-/** Why a service's assignment cannot be used (as a protocol error says it), or undefined. */
-export function assignmentProblem(hubHost: unknown, deviceId: unknown): string | undefined {
+/** The assignment, or why it cannot be used (as a protocol error says it). */
+export function checkedAssignment(hubHost: unknown, deviceId: unknown): { hubHost: string; deviceId: string } | string {
   if (typeof hubHost !== 'string' || hubHost === '' || typeof deviceId !== 'string' || deviceId === '') return 'without a hub and device id';
   if (!isHubHost(hubHost)) return 'with a hub that is not a host[:port]';
-  if (!isDeviceId(deviceId)) return `with a device id that is not 1..${MAX_DEVICE_ID_LENGTH} of IoT Hub's characters`;
-  return undefined;
+  if (!isDeviceId(deviceId)) return `with a device id that is not 1..${MAX_DEVICE_ID_LENGTH} of IoT Hub's characters (';' excluded)`;
+  return { hubHost, deviceId };
 }

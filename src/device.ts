@@ -16,6 +16,7 @@ import { waitUntilWork } from './actors/wait';
 import { certificateNotice, x509CacheFingerprint, x509CacheMacKey, type CertificateNotice, type X509Identity } from './actors/x509';
 import { systemClock, wallTimeOf, type Clock } from './clock';
 import { ConfigError, MessageRejectedError } from './errors';
+import { checkedAssignment } from './assignment';
 import { defaultLogger, guardDebugOutputOnce, LazyChildLogger, type PartLogger } from './logger';
 import { jsonOddity } from './json';
 import {
@@ -257,6 +258,19 @@ function certificateWarning(notice: CertificateNotice): string {
 }
 
 /**
+ * A cached assignment the device may connect with, or null (it registers through DPS). The file
+ * cache checks what it reads; an injected cache (option `cache`) is checked here, the same way
+ * as a DPS answer.
+ */
+function usableCachedAssignment(cached: CachedAssignment | null, logger: PartLogger): CachedAssignment | null {
+  if (cached === null) return null;
+  const checked = checkedAssignment(cached.hubHost, cached.deviceId);
+  if (typeof checked !== 'string') return cached;
+  logger.warn({ problem: checked }, 'the provisioning cache gave an assignment it cannot be connected with; provisioning through DPS');
+  return null;
+}
+
+/**
  * The provisioning cache when none is given: a file in dataDir, else memory. The file is bound to
  * the identity the device was created with (a fingerprint and a MAC key, never the key): a device
  * created with other keys registers once instead of trusting it.
@@ -491,7 +505,7 @@ class HubstateDevice extends EventEmitter<DeviceEvents> implements Device {
     this.#inspector = options.inspect;
     // A move not yet confirmed by DPS is confirmed by registering: never by the old scope's hub
     // (the file cache is bound to the scope; an injected one is not).
-    const cached = scope.pending ? null : this.#cache.load();
+    const cached = scope.pending ? null : usableCachedAssignment(this.#cache.load(), logger);
     const seed = resolved.seed ?? seedFrom(`${resolved.registrationId}:${clock.now()}`);
     this.#firstBootDelayMs = firstBootDelayMs(cached, resolved.firstBootJitterMs, seed);
     this.actor = createActor(machine, {

@@ -65,6 +65,8 @@ export interface PartLogger {
  * hidden classes of its own included (its prototype is its parent, so a device's children share
  * none with another device's). Each device has three (its own, Plug and Play's, the session's);
  * a device at level `warn` or `silent`, as a fleet runs, makes them only when it has something to say.
+ * Until then the level is the parent's: a `child()` that sets a level of its own (pino's `onChild`)
+ * applies from the first line that passes the parent's.
  */
 export class LazyChildLogger implements PartLogger {
   #made: PartLogger | undefined;

@@ -8,7 +8,6 @@
  * `metrics: true` loads `@opentelemetry/api` (an optional peer dependency) at createDevice, and
  * only then: a device without metrics never loads it.
  */
-import type { PartLogger } from './logger';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ConfigError } from './errors';
@@ -16,6 +15,7 @@ import type { DeviceStateName } from './device';
 import type { DroppedMessage } from './store/outbox';
 import type { ErrorClass } from './policy/types';
 import type { DeviceStats, RecommendedAction, StatsCountListener } from './stats';
+import type { PartLogger } from './logger';
 
 /** Attributes of one measurement (a subset of @opentelemetry/api's MetricAttributes). */
 export type MetricsAttributes = Readonly<Record<string, string>>;

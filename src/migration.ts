@@ -24,13 +24,13 @@
  * backoff before registering again, now under the old scope. Its states, events and pictures are
  * unchanged.
  */
-import type { PartLogger } from './logger';
 import type { ProvisionResult } from '../machines/device.machine';
 import type { PromiseWork } from './actors/work';
 import type { CommandOutcome } from './pnp/commands';
 import { InvalidDeviceMoveError, parseDeviceMove } from './pnp/migration';
 import type { Failure } from './policy/types';
 import type { IdScopeStore, PersistedIdScope } from './store/id-scope';
+import type { PartLogger } from './logger';
 
 /** CONNACK 3 refusals in a row under a new scope that roll it back (a busy DPS answers 3 too, rarely twice). */
 export const UNKNOWN_SCOPE_REFUSALS = 3;

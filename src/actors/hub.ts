@@ -11,7 +11,6 @@
  * - a hub that keeps the link but withholds PUBACKs is seen only by the SDK's PUBACK timeout
  *   (30 s, checked every 10 s): both are set per device (see `sdkMqttBase`).
  */
-import type { PartLogger } from '../logger';
 import { NoRetry } from 'azure-iot-common';
 import { Client, Message } from 'azure-iot-device';
 import { Mqtt } from 'azure-iot-device-mqtt';
@@ -30,6 +29,7 @@ import { directMqttPath, type NetworkPath } from './transport';
 import { mqttClientOf, overrideSasSigning, setPublishCheckInterval } from './sdk-internals';
 import { assertCertificateCurrent } from './x509';
 import { PendingWork } from '../pending-work';
+import type { PartLogger } from '../logger';
 
 export interface HubSettings {
   registrationId: string;
@@ -295,18 +295,14 @@ class TelemetryPump {
     publishing.then(
       () => {
         this.inFlight--;
-        let removed: boolean;
         try {
-          removed = this.acknowledged(message.messageId);
+          this.acknowledged(message.messageId);
         } catch (error) {
           // E.g. the outbox could not remove it: it stays and is sent again (same id) next session.
           this.fail(error);
           return;
         }
-        // The next message goes out before the application hears of this one: its `delivered`
-        // listener may take a while (send a burst, write a file), and the window waits for no one.
         this.fill();
-        if (removed) this.settings.onDelivered(message.messageId);
       },
       (error: unknown) => {
         this.inFlight--;
@@ -345,18 +341,19 @@ class TelemetryPump {
   }
 
   /**
-   * A PUBACK: the message leaves the outbox; true when it has left now (the caller then tells
-   * `delivered`). With an outbox that can remove in bulk (SQLite), the PUBACKs of one event-loop
-   * turn are removed in one transaction, which tells `delivered` itself: one WAL commit per burst
-   * instead of one per message. A crash in between re-sends them (at least once).
+   * A PUBACK: the message leaves the outbox, then `delivered`. With an outbox that can remove in
+   * bulk (SQLite), the PUBACKs of one event-loop turn are removed in one transaction: one WAL
+   * commit per burst instead of one per message. A crash in between re-sends them (at least once).
    */
-  private acknowledged(messageId: string): boolean {
+  private acknowledged(messageId: string): void {
     const { outbox } = this.settings;
     if (this.publishFailures.size > 0) this.publishFailures.delete(messageId);
-    if (!outbox.removeMany) return outbox.remove(messageId);
+    if (!outbox.removeMany) {
+      if (outbox.remove(messageId)) this.settings.onDelivered(messageId);
+      return;
+    }
     this.acked.push(messageId);
     if (!this.flushPending) this.scheduleFlush(-1);
-    return false;
   }
 
   /**

@@ -8,11 +8,10 @@
  * re-allocates. The SDK has no call for it, so this is a plain HTTPS request; the SAS token is the
  * one the SDK's security client builds for a registration.
  */
-import type { PartLogger } from '../logger';
 import * as https from 'node:https';
 import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import type { LookupResult } from '../../machines/device.machine';
-import { assignmentProblem } from '../assignment';
+import { checkedAssignment } from '../assignment';
 import { monotonicNow, wallTimeOf, type Clock } from '../clock';
 import { ServiceProtocolError } from '../errors';
 import { retryAfterMsFromSeconds } from '../policy/backoff';
@@ -23,6 +22,7 @@ import { sharedSecureContext } from './tls';
 import type { NetworkPath } from './transport';
 import { assertCertificateCurrent, type X509Identity } from './x509';
 import type { PromiseWork } from './work';
+import type { PartLogger } from '../logger';
 
 export interface LookupSettings {
   provisioningHost: string;
@@ -96,9 +96,9 @@ export function parseLookupAnswer(text: string): { hubHost: string; deviceId: st
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ServiceProtocolError('dps', 'status lookup answer is not an object');
   const { status, assignedHub, deviceId } = body as Record<string, unknown>;
   if (status !== 'assigned') throw new LookupNotAssignedError(typeof status === 'string' ? status.slice(0, 64) : 'none');
-  const problem = assignmentProblem(assignedHub, deviceId);
-  if (problem !== undefined) throw new ServiceProtocolError('dps', `status lookup answer 'assigned' ${problem}`);
-  return { hubHost: assignedHub as string, deviceId: deviceId as string };
+  const assignment = checkedAssignment(assignedHub, deviceId);
+  if (typeof assignment === 'string') throw new ServiceProtocolError('dps', `status lookup answer 'assigned' ${assignment}`);
+  return assignment;
 }
 
 function errorDetail(text: string): string | undefined {

@@ -17,14 +17,13 @@
  * - the transport emits 'error' with no listener between polls: we attach one;
  * - the provisioning MQTT transport has no `ca` option: the CA goes in through an MqttBase.
  */
-import type { PartLogger } from '../logger';
 import { errors as sdkErrors } from 'azure-iot-common';
 import { MqttBase } from 'azure-iot-mqtt-base';
 import { ProvisioningDeviceConstants, type DeviceRegistrationResult, type RegistrationRequest } from 'azure-iot-provisioning-device';
 import { Mqtt as ProvisioningMqtt } from 'azure-iot-provisioning-device-mqtt';
 import { assertCertificateCurrent } from './x509';
 import type { ProvisionResult } from '../../machines/device.machine';
-import { assignmentProblem } from '../assignment';
+import { checkedAssignment } from '../assignment';
 import { monotonicNow, wallTimeOf, type Clock } from '../clock';
 import { ServiceProtocolError } from '../errors';
 import { DEFAULT_POLICY, nextDelay, retryAfterMsFromSeconds, seedFrom } from '../policy/backoff';
@@ -35,6 +34,7 @@ import type { PromiseWork } from './work';
 import { directMqttPath, type NetworkPath } from './transport';
 import { registrationSasToken, ServiceTime, withServiceTime } from './service-time';
 import { provisioningFsmHandle } from './sdk-internals';
+import type { PartLogger } from '../logger';
 
 export interface ProvisionSettings {
   provisioningHost: string;
@@ -99,7 +99,7 @@ export class DpsStatusError extends Error {
 
 const RESPONSE_TOPIC = /^\$dps\/registrations\/res\/(\d{3})\/\?(.*)$/;
 
-/** Why a DPS response would break the SDK, or undefined when it is well-formed. */
+/** Why a DPS response would break the SDK or names no usable assignment, or undefined when it is well-formed. */
 export function invalidDpsResponse(status: number, payload: Buffer | string): string | undefined {
   let body: unknown;
   try {
@@ -114,8 +114,8 @@ export function invalidDpsResponse(status: number, payload: Buffer | string): st
   if (registrationStatus === 'assigning' && typeof operationId !== 'string') return "'assigning' without an operationId";
   if (registrationStatus === 'assigned') {
     const state = registrationState as Record<string, unknown> | undefined;
-    const problem = assignmentProblem(state?.assignedHub, state?.deviceId);
-    if (problem !== undefined) return `'assigned' ${problem}`;
+    const assignment = checkedAssignment(state?.assignedHub, state?.deviceId);
+    if (typeof assignment === 'string') return `'assigned' ${assignment}`;
   }
   return undefined;
 }

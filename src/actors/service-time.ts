@@ -7,10 +7,10 @@
  *
  * Small skews are ignored (`toleranceMs`): a token lives an hour, and `Date` has whole seconds.
  */
-import type { PartLogger } from '../logger';
 import { SharedAccessSignature } from 'azure-iot-common';
 import { monotonicNow, type Clock } from '../clock';
 import { isKeyRefusal } from './credentials';
+import type { PartLogger } from '../logger';
 
 /** A skew below this is not corrected: tokens live minutes to hours, `Date` has whole seconds. */
 export const SKEW_TOLERANCE_MS = 60_000;

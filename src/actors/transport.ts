@@ -15,7 +15,6 @@
  *   webSocketAgent } })`: the hub client's `setOptions` replaces the MqttBase options wholesale,
  *   and the provider is the one place both transports (and every reconnect) pass through.
  */
-import type { PartLogger } from '../logger';
 import type * as http from 'node:http';
 import type { HttpsProxyAgent } from 'https-proxy-agent';
 import { Mqtt as HubMqtt } from 'azure-iot-device-mqtt';
@@ -25,6 +24,7 @@ import { ConfigError } from '../errors';
 import { classify, redactSecrets } from '../policy/classify';
 import { sdkMqtt, sharedSecureContext, sharedTlsMqttProvider, type MqttProvider } from './tls';
 import { hubWebSocketTransport, provisioningWebSocketTransport } from './sdk-internals';
+import type { PartLogger } from '../logger';
 
 export type TransportMode = 'mqtt' | 'mqtt-ws' | 'auto';
 export const TRANSPORT_MODES: readonly TransportMode[] = ['mqtt', 'mqtt-ws', 'auto'];

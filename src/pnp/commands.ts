@@ -11,12 +11,12 @@
  *   source; see ./migration.ts) answers 200 and moves the device to another ID scope.
  * No SDK here: the session feature moves bytes between this and the transport.
  */
-import type { PartLogger } from '../logger';
 import { withDeadline, type Clock } from '../clock';
 import { checkValue } from './schema';
 import { CommandError, type CommandHandler, type CommandOptions, type CommandRequest } from './types';
 import { jsonDepth } from '../json';
 import { DEVICE_MOVE_COMMAND } from './migration';
+import type { PartLogger } from '../logger';
 
 /** IoT Hub's limit for a direct method payload (request and response). */
 export const MAX_COMMAND_PAYLOAD_BYTES = 128 * 1024;

@@ -2,7 +2,6 @@
  * Plug and Play for one device: the registries (device lifetime) and the session feature that
  * serves them on each hub connection.
  */
-import type { PartLogger } from '../logger';
 import type { SessionFeature } from '../actors/hub';
 import type { Clock } from '../clock';
 import { Commands, type CommandSettings } from './commands';
@@ -10,6 +9,7 @@ import { OfflineCommands, type OfflineInboxSource } from './offline';
 import { WritableProperties } from './properties';
 import { ReportedQueue, reportedQueuePath } from './reported';
 import { createPnpSessionFeature } from './session';
+import type { PartLogger } from '../logger';
 
 export * from './types';
 export { MAX_COMMAND_PAYLOAD_BYTES, REPROVISION_COMMAND } from './commands';

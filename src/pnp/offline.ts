@@ -13,12 +13,12 @@
  * Without one (no data directory) a command runs straight away: a crash during the handler loses
  * it (at most once), as with the bare SDK.
  */
-import type { PartLogger } from '../logger';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import type { CommandInbox, InboxCommand } from '../store/command-inbox';
 import type { Commands } from './commands';
 import { PendingWork } from '../pending-work';
+import type { PartLogger } from '../logger';
 
 export const MAX_OFFLINE_ATTEMPTS = 5;
 

@@ -11,7 +11,6 @@
  * aborted, so a hung handler neither leaves the acknowledgement pending forever nor holds back
  * the next desired value; whatever it does afterwards is ignored.
  */
-import type { PartLogger } from '../logger';
 import { withDeadline, type Clock } from '../clock';
 import { Listeners } from '../listeners';
 import { PendingWork } from '../pending-work';
@@ -22,6 +21,7 @@ import {
   type WritablePropertyHandler,
   type WritablePropertyOptions,
 } from './types';
+import type { PartLogger } from '../logger';
 
 /** The parts of a twin this module reads. */
 export interface TwinDoc {

@@ -11,7 +11,6 @@
  * on later. One component is left out (`unremembered`): the device's own resilience report, sent
  * in full at every connection, whose two dozen values cost about 3 KB a device.
  */
-import type { PartLogger } from '../logger';
 import { join } from 'node:path';
 import { readStoreFile, writeFileAtomic } from '../store/files';
 import { ackOf } from './properties';
@@ -20,6 +19,7 @@ import { PropertiesRejectedError } from './types';
 import { twinSize } from './twin-size';
 import { jsonDepth, jsonOddity, MAX_TWIN_DEPTH } from '../json';
 import { Listeners } from '../listeners';
+import type { PartLogger } from '../logger';
 
 /** IoT Hub's limit for the reported section of a twin. */
 export const MAX_REPORTED_BYTES = 32 * 1024;

@@ -6,9 +6,9 @@
  * device writing its twin on every event. The queue keeps only the latest value of each
  * property and flushes on its own PATCH path: telemetry never waits for it.
  */
-import type { PartLogger } from '../logger';
 import type { Clock } from '../clock';
 import type { DeviceStats } from '../stats';
+import type { PartLogger } from '../logger';
 
 /** The component's interface (DTDL), as in examples/dtmi-hubstate-resilience-1.json. */
 export const RESILIENCE_INTERFACE_ID = 'dtmi:hubstate:Resilience;1';

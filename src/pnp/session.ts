@@ -15,7 +15,6 @@
  * part, attached before the connection opens: a hub that kept the device's MQTT session delivers
  * queued C2D and waiting method requests right after the CONNACK, before the session starts.
  */
-import type { PartLogger } from '../logger';
 import type { Message } from 'azure-iot-common';
 import type { DeviceMethodResponse } from 'azure-iot-device';
 import type { HubSession, SessionFeature } from '../actors/hub';
@@ -29,6 +28,7 @@ import { isPlainObject } from './schema';
 import { ServiceProtocolError } from '../errors';
 import { jsonDepth, MAX_TWIN_DEPTH } from '../json';
 import { curveCapMs, nextRandom, seedFrom } from '../policy/backoff';
+import type { PartLogger } from '../logger';
 
 /** Why a twin message from the hub would crash the SDK's parser, or undefined when it is sound. */
 export function invalidTwinMessage(topic: string, payload: Buffer | string | undefined): string | undefined {

@@ -1,10 +1,10 @@
-import type { PartLogger } from '../logger';
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors';
 import { isDeviceId, isHubHost } from '../assignment';
 import { readStoreFile, writeFileAtomic } from './files';
+import type { PartLogger } from '../logger';
 
 /** What is cached after a DPS assignment: where to connect. Never a key. */
 export interface CachedAssignment {

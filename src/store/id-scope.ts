@@ -9,11 +9,11 @@
  * A file written for another configuration (the operator changed `idScope`: the configuration
  * wins), unreadable, or with a wrong MAC is ignored with a warning: the configured scope is used.
  */
-import type { PartLogger } from '../logger';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { readStoreFile, writeFileAtomic } from './files';
+import type { PartLogger } from '../logger';
 
 /** What is persisted: the scope in use, and the scope a move not yet confirmed by DPS came from. */
 export interface PersistedIdScope {

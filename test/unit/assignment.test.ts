@@ -1,24 +1,25 @@
 /**
- * What a hub assignment may hold: the device ids IoT Hub documents (and no others), a host[:port]
- * hub; a status lookup or DPS answer outside those bounds is a protocol error, and a cached one
- * with a documented id is used.
+ * What a hub assignment may hold: a device id of IoT Hub's documented characters but ';' (the
+ * SDK's connection string splits on it), a host[:port] hub. A status lookup or DPS answer outside
+ * those bounds is a protocol error, and an assignment a cache gives outside them is not used.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { assignmentProblem, isDeviceId, MAX_DEVICE_ID_LENGTH } from '../../src/assignment';
+import { checkedAssignment, isDeviceId, MAX_DEVICE_ID_LENGTH } from '../../src/assignment';
 import { ServiceProtocolError } from '../../src/errors';
 import { parseLookupAnswer } from '../../src/actors/lookup';
 import { invalidDpsResponse } from '../../src/actors/provision';
 import { FileProvisioningCache } from '../../src/store/cache';
 
-// Every special character of the documented set: - : . + % _ # * ? ! ( ) , = @ ; $ '
-const EVERY_DOCUMENTED_CHARACTER = "aZ09-:.+%_#*?!(),=@;$'";
+// Every special character of the documented set (- : . + % _ # * ? ! ( ) , = @ ; $ ') but ';'.
+const EVERY_USABLE_CHARACTER = "aZ09-:.+%_#*?!(),=@$'";
 
 test.each([
   ['letters and digits', true, 'sensor01'],
-  ['every documented special character', true, EVERY_DOCUMENTED_CHARACTER],
+  ['every documented special character but ;', true, EVERY_USABLE_CHARACTER],
+  ["a ';' (it would end DeviceId= in the SDK's connection string)", false, 'dev;GatewayHostName=elsewhere.example'],
   ['128 characters', true, 'd'.repeat(MAX_DEVICE_ID_LENGTH)],
   ['129 characters', false, 'd'.repeat(MAX_DEVICE_ID_LENGTH + 1)],
   ['empty', false, ''],
@@ -37,20 +38,22 @@ test.each([
   ['a device id of 70,000 characters', 'hub.example', 'd'.repeat(70_000), /device id that is not 1\.\.128/],
   ['a device id with a slash', 'hub.example:8883', 'a/b', /device id that is not/],
 ])('an assignment with %s is refused', (_name, hubHost, deviceId, problem) => {
-  expect(assignmentProblem(hubHost, deviceId)).toMatch(problem);
+  expect(checkedAssignment(hubHost, deviceId)).toMatch(problem);
 });
 
-test('a well-formed assignment has no problem', () => {
-  expect(assignmentProblem('hub.example:8883', EVERY_DOCUMENTED_CHARACTER)).toBeUndefined();
+test('a well-formed assignment is returned as it is', () => {
+  expect(checkedAssignment('hub.example:8883', EVERY_USABLE_CHARACTER)).toEqual({ hubHost: 'hub.example:8883', deviceId: EVERY_USABLE_CHARACTER });
 });
 
 test('a status lookup answer with a device id past 128 characters is a ServiceProtocolError, not a hub to connect to', () => {
   const answer = JSON.stringify({ status: 'assigned', assignedHub: 'hub.example', deviceId: 'd'.repeat(129) });
   expect(() => parseLookupAnswer(answer)).toThrow(ServiceProtocolError);
   expect(() => parseLookupAnswer(answer)).toThrow(/status lookup answer 'assigned' with a device id that is not/);
-  expect(parseLookupAnswer(JSON.stringify({ status: 'assigned', assignedHub: 'hub.example', deviceId: 'a+b#c;d' }))).toEqual({
+  const injected = JSON.stringify({ status: 'assigned', assignedHub: 'hub.example', deviceId: 'dev;GatewayHostName=elsewhere.example' });
+  expect(() => parseLookupAnswer(injected)).toThrow(ServiceProtocolError);
+  expect(parseLookupAnswer(JSON.stringify({ status: 'assigned', assignedHub: 'hub.example', deviceId: "(line-7)!'@$" }))).toEqual({
     hubHost: 'hub.example',
-    deviceId: 'a+b#c;d',
+    deviceId: "(line-7)!'@$",
   });
 });
 
@@ -60,12 +63,14 @@ test('a DPS registration answer with a hub that is not a host is refused before 
   expect(invalidDpsResponse(200, answer('hub.example'))).toBeUndefined();
 });
 
-test('a cached assignment whose device id uses + # ; (documented characters) is used, not thrown away', () => {
+test("a cached assignment whose device id holds a ';' is not used: the device registers through DPS", () => {
   const dir = mkdtempSync(join(tmpdir(), 'assignment-'));
   try {
     const cache = new FileProvisioningCache(dir, 'line-7', pino({ level: 'silent' }));
-    cache.save({ hubHost: 'hub.example:8883', deviceId: 'line+7#a;b', assignedAt: 1 });
-    expect(cache.load()).toEqual({ hubHost: 'hub.example:8883', deviceId: 'line+7#a;b', assignedAt: 1 });
+    cache.save({ hubHost: 'hub.example:8883', deviceId: 'line-7;x', assignedAt: 1 });
+    expect(cache.load()).toBeNull();
+    cache.save({ hubHost: 'hub.example:8883', deviceId: "(line-7)!'@$", assignedAt: 1 });
+    expect(cache.load()).toEqual({ hubHost: 'hub.example:8883', deviceId: "(line-7)!'@$", assignedAt: 1 });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

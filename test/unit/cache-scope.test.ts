@@ -137,6 +137,14 @@ describe('createDevice with a data directory', () => {
     expect(lines.some((l) => l.includes('resuming the move'))).toBe(true);
   });
 
+  test("an injected cache's assignment is checked as a DPS answer: a device id with ';' (it would rewrite the connection string) is not used", async () => {
+    const lines: string[] = [];
+    const injected = new MemoryProvisioningCache({ ...ASSIGNMENT, deviceId: 'sensor-1;GatewayHostName=elsewhere.example' });
+    expect((await firstStep(freshDir(), lines, injected)).value).toBe('Provisioning');
+    expect(lines.some((l) => l.includes('cannot be connected with'))).toBe(true);
+    expect((await firstStep(freshDir(), [], new MemoryProvisioningCache(ASSIGNMENT))).value).toBe('Connecting');
+  });
+
   test('its own cache: straight to the cached hub', async () => {
     const dir = freshDir();
     new FileProvisioningCache(dir, 'sensor-1', pino({ level: 'silent' }), SCOPE, KEY).save(ASSIGNMENT);

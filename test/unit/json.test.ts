@@ -33,14 +33,14 @@ describe('jsonOddity', () => {
     expect(jsonOddity([1, undefined])).toBe("'[1]' is undefined, which JSON turns into null in an array");
   });
 
-  test('a cycle ends the walk (JSON.stringify refuses it); an object met twice is checked once, under its first path', () => {
+  test('a cycle ends the walk (JSON.stringify refuses it); an object met twice is still checked, and named by one of its paths', () => {
     const cyclic: Record<string, unknown> = { a: 1 };
     cyclic['self'] = cyclic;
     cyclic['inner'] = { back: cyclic };
     expect(jsonOddity(cyclic)).toBeUndefined();
     const shared = { bad: -Infinity };
     const twice = { x: shared, y: shared };
-    expect(jsonOddity(twice)).toMatch(/^'(x|y)\.bad' is -Infinity/);
+    expect(jsonOddity(twice)).toBe("'y.bad' is -Infinity, which JSON turns into null"); // the walk takes the last key first
     const deep: Record<string, unknown> = {};
     let at = deep;
     for (let i = 0; i < 100_000; i++) at = (at['n'] = {}) as Record<string, unknown>;

@@ -57,6 +57,10 @@ test('isLevelEnabled follows the level of the logger it was made from, also when
   expect(session.isLevelEnabled('error')).toBe(true);
   root.level = 'debug';
   expect(session.isLevelEnabled('debug')).toBe(true);
+  session.debug('made now');
+  root.level = 'error'; // a pino child follows its parent's level unless given one of its own
+  expect(session.isLevelEnabled('warn')).toBe(false);
+  expect(session.isLevelEnabled('error')).toBe(true);
 });
 
 test('a logger without isLevelEnabled (the option needs only child and four levels) gets every line, through its children', () => {
