@@ -128,8 +128,9 @@ const CONTAINERS = new Set(['Object', 'Array', 'Map', 'Set', 'WeakMap', 'WeakSet
  * nearest object with a class of its own on a shortest path from the `root` objects (each device's
  * `HubstateDevice`, each raw client's `Client`). Closures, contexts, plain objects and arrays have
  * no class: they go to the class that reaches them first. Weak edges are not followed, nor edges
- * into compiled code and object shapes: V8 makes those once per process, for whichever device ran
- * a path first, and they have a row of their own, as has what no root reaches (the process's own
+ * into compiled code and object shapes: V8 makes those mostly once per process, for whichever
+ * device ran a path first (an object whose prototype is per device, as a pino child's, gets shapes
+ * of its own), and they have a row of their own, as has what no root reaches (the process's own
  * growth). The rows count objects new in `after`, not the net growth (`totalBytesPerDevice`):
  * what the devices freed of the process's earlier objects is not subtracted.
  */
