@@ -258,9 +258,9 @@ function certificateWarning(notice: CertificateNotice): string {
 }
 
 /**
- * A cached assignment the device may connect with, or null (it registers through DPS). The file
- * cache checks what it reads; an injected cache (option `cache`) is checked here, the same way
- * as a DPS answer.
+ * A cached assignment the device may connect with, or null (it registers through DPS): whatever
+ * the cache, checked as a DPS answer is. An injected cache (option `cache`) is checked only here;
+ * the file cache also checks what it reads, to say in its warning what was wrong with the file.
  */
 function usableCachedAssignment(cached: CachedAssignment | null, logger: PartLogger): CachedAssignment | null {
   if (cached === null) return null;
