@@ -39,7 +39,7 @@ import { MemoryOutbox, type DroppedMessage, type NewOutboxMessage, type Outbox }
 import { machineFor, type DeviceImplementations } from './shared-machine';
 import { createPnp, type Pnp } from './pnp';
 import type { DroppedProperties } from './pnp/reported';
-import { checkTelemetry, componentProblem, CREATION_TIME_PROPERTY, propertyNameProblem } from './pnp/telemetry';
+import { checkTelemetry, componentProblem, CREATION_TIME_PROPERTY, creationTimeText, propertyNameProblem } from './pnp/telemetry';
 import { firstUnknownKey, unknownKeyExpectation } from './validate';
 import { StatsCollector, type DeviceStats } from './stats';
 import { DeviceMetrics } from './metrics';
@@ -146,7 +146,7 @@ function telemetryMessage(data: unknown, options: unknown, clock: Clock): NewOut
   // `properties` is checkTelemetryOptions' own copy: stamped in place (no spread: this runs per message).
   const { component, properties } = checkTelemetryOptions(options);
   const createdAt = clock.now();
-  properties[CREATION_TIME_PROPERTY] = new Date(createdAt).toISOString();
+  properties[CREATION_TIME_PROPERTY] = creationTimeText(createdAt);
   const messageId = randomUUID();
   // What goes on the wire (body, properties, component, system properties), as the pump sends it.
   const checked = checkTelemetry({ messageId, body, component, properties });

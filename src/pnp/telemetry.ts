@@ -27,6 +27,22 @@ const MAX_COMPONENT_LENGTH = 64;
 /** Stamped by sendTelemetry: the capture time, an application property IoT Hub reads. */
 export const CREATION_TIME_PROPERTY = 'iothub-creation-time-utc';
 
+let stampedMs = Number.NaN;
+let stampedText = '';
+
+/**
+ * `CREATION_TIME_PROPERTY`'s value for a capture time (epoch ms): the ISO 8601 text, made once per
+ * millisecond. `toISOString` costs ~0.5 µs, as much as the rest of the stamping, and a device
+ * sending thousands of messages a second stamps many in the same millisecond.
+ */
+export function creationTimeText(epochMs: number): string {
+  if (epochMs !== stampedMs) {
+    stampedText = new Date(epochMs).toISOString();
+    stampedMs = epochMs;
+  }
+  return stampedText;
+}
+
 /** What the wire form is built from (an outbox message has these fields). */
 export interface TelemetryParts {
   messageId: string;
