@@ -16,7 +16,7 @@ export const MAX_DEVICE_ID_LENGTH = 128;
  * kept: the SDK's C2D subscription refuses them, which the policy classifies as fatal with an
  * operator's message (classify.ts), better than a DPS answer refused forever.
  */
-const DEVICE_ID = /^[A-Za-z0-9\-:.+%_#*?!(),=@$']{1,128}$/;
+const DEVICE_ID = new RegExp(`^[A-Za-z0-9\\-:.+%_#*?!(),=@$']{1,${MAX_DEVICE_ID_LENGTH}}$`);
 
 export function isDeviceId(value: unknown): value is string {
   return typeof value === 'string' && DEVICE_ID.test(value);
