@@ -13,7 +13,7 @@ import { createDevice } from '../../src/device';
 import { ConfigError } from '../../src/errors';
 import { OPTION_BOUNDS, resolveOptions, type DeviceOptions } from '../../src/options';
 import { ReportedQueue } from '../../src/pnp/reported';
-import { RESILIENCE_INTERFACE_ID, ResilienceReporter, resiliencePatch, type ResilienceSettings } from '../../src/pnp/resilience';
+import { eventFigures, RESILIENCE_INTERFACE_ID, ResilienceReporter, resiliencePatch, type ResilienceSettings } from '../../src/pnp/resilience';
 import { ACTION_BY_CLASS, ACTION_BY_RULE, MAX_RULE_KEYS, recommendedAction, saturatingIncrement, StatsCollector, type DeviceStats } from '../../src/stats';
 import { CLASSIFICATION_TABLE } from '../../src/policy/classify';
 import { MemoryProvisioningCache } from '../../src/store/cache';
@@ -228,42 +228,93 @@ describe('the resilience component: coalesced reports', () => {
         queue.set(patch, component);
       },
     });
-    return { clock, queue, patches, events, resilience };
+    return { clock, queue, patches, events, resilience, collector };
   }
 
-  test('one patch at the connection, then one per interval while it lasts', () => {
-    const { clock, patches, events, resilience, queue } = reporter();
+  test('one patch at the connection; then, once per interval, one only if something happened', () => {
+    const { clock, patches, events, resilience, queue, collector } = reporter();
     resilience.connected();
     expect(patches).toHaveLength(1);
     expect(patches[0]!.component).toBe('resilience');
+    // Time passes, messages are delivered: nothing an operator needs from the twin. No patch
+    // (each is a billed twin update), but the stats event every interval.
+    collector.delivered();
+    clock.increment(60_000);
+    expect(patches).toHaveLength(1);
+    expect(events).toHaveLength(2);
+    // A message is dropped: reported at the next interval, not before.
+    collector.dropped({ messageId: 'm-1', reason: 'expired' });
     clock.increment(59_999);
     expect(patches).toHaveLength(1);
     clock.increment(1);
     expect(patches).toHaveLength(2);
+    expect(patches[1]!.patch).toMatchObject({ dropped: 1, droppedByReason: { expired: 1 }, delivered: 1 });
     // SimulatedClock fires the timers due when it is advanced, not those they set meanwhile: step.
     for (let i = 0; i < 3; i++) clock.increment(60_000);
-    expect(patches).toHaveLength(5);
-    expect(events).toHaveLength(5);
+    expect(patches).toHaveLength(2);
+    // A resend (a message published again) is news too.
+    collector.published(1);
+    collector.published(1);
+    clock.increment(60_000);
+    expect(patches).toHaveLength(3);
+    expect(patches[2]!.patch).toMatchObject({ resent: 1 });
+    expect(events).toHaveLength(7);
     // The queue holds one value per property (the latest), under the component.
-    expect(queue.take()!.patch).toEqual({ resilience: { __t: 'c', ...patches[4]!.patch } });
+    expect(queue.take()!.patch).toEqual({ resilience: { __t: 'c', ...patches[2]!.patch } });
+  });
+
+  test('the figures that make a report news: each one alone changes them, time and deliveries do not', () => {
+    const { clock, collector } = reporter();
+    const before = eventFigures(collector.snapshot());
+    collector.delivered();
+    collector.added();
+    clock.increment(3_600_000);
+    expect(eventFigures(collector.snapshot())).toBe(before);
+    const base = collector.snapshot();
+    const changed: Array<Partial<DeviceStats>> = [
+      { connects: base.connects + 1 },
+      { disconnects: { ...base.disconnects, total: base.disconnects.total + 1 } },
+      { hubChanges: base.hubChanges + 1 },
+      { hubHost: 'hub-b.example' },
+      { dps: { ...base.dps, registrations: base.dps.registrations + 1 } },
+      { dps: { ...base.dps, statusLookups: base.dps.statusLookups + 1 } },
+      { messages: { ...base.messages, resent: base.messages.resent + 1 } },
+      { messages: { ...base.messages, dropped: base.messages.dropped + 1 } },
+      { outbox: { ...base.outbox, maxDepth: base.outbox.maxDepth + 1 } },
+      { lastError: { errorClass: 'transient', rule: 'econnreset', phase: 'hub-session', message: 'x', at: 1 } },
+      { recommendedAction: 'check-clock' },
+    ];
+    for (const change of changed) expect(eventFigures({ ...base, ...change })).not.toBe(eventFigures(base));
+    // The same error class at another rule, or the same rule at another time, is a new error.
+    const failed = { ...base, lastError: { errorClass: 'transient' as const, rule: 'econnreset', phase: 'hub-session' as const, message: 'x', at: 1 } };
+    expect(eventFigures({ ...failed, lastError: { ...failed.lastError, rule: 'etimedout' } })).not.toBe(eventFigures(failed));
+    expect(eventFigures({ ...failed, lastError: { ...failed.lastError, at: 2 } })).not.toBe(eventFigures(failed));
   });
 
   test('none between connections; one at each reconnection, and the interval restarts from it', () => {
-    const { clock, patches, resilience } = reporter({ intervalMs: 10_000 });
+    const { clock, patches, resilience, collector } = reporter({ intervalMs: 10_000 });
     resilience.connected();
     clock.increment(4000);
     resilience.disconnected();
+    collector.dropped({ messageId: 'm-1', reason: 'outbox-full' });
     clock.increment(60_000);
     expect(patches).toHaveLength(1);
+    // At a connection the patch goes even when nothing happened since the last one.
     resilience.connected();
-    expect(patches).toHaveLength(2);
-    clock.increment(9999);
-    expect(patches).toHaveLength(2);
-    clock.increment(1);
+    resilience.disconnected();
+    resilience.connected();
     expect(patches).toHaveLength(3);
+    expect(patches[1]!.patch).toEqual(patches[2]!.patch);
+    collector.dropped({ messageId: 'm-2', reason: 'outbox-full' });
+    clock.increment(9999);
+    expect(patches).toHaveLength(3);
+    clock.increment(1);
+    expect(patches).toHaveLength(4);
+    expect(patches[3]!.patch).toMatchObject({ dropped: 2 });
+    collector.dropped({ messageId: 'm-3', reason: 'outbox-full' });
     resilience.stop();
     clock.increment(100_000);
-    expect(patches).toHaveLength(3);
+    expect(patches).toHaveLength(4);
   });
 
   test('opted out: no patch ever, the stats event on the same schedule', () => {

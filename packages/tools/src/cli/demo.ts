@@ -364,7 +364,8 @@ function uiBackend(
 
 function resilienceLine(reported: Record<string, unknown>): string {
   const n = (key: string) => (typeof reported[key] === 'number' ? reported[key] : '?');
-  return `${n('connects')} connects, ${n('disconnects')} disconnects, ${n('hubChanges')} hub changes, ${n('dpsRegistrations')} DPS registrations, ${n('dpsStatusLookups')} status lookups, connected ${n('connectedPercent')} %, ${n('delivered')} delivered`;
+  // The event counts only: the moving figures (time connected, delivered) are as of the last report, which goes only when something happened.
+  return `${n('connects')} connects, ${n('disconnects')} disconnects, ${n('hubChanges')} hub changes, ${n('dpsRegistrations')} DPS registrations, ${n('dpsStatusLookups')} status lookups, ${n('resent')} resent, ${n('dropped')} dropped`;
 }
 
 function formatSummary(summary: DemoSummary, states: DeviceStateName[]): string {
