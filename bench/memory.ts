@@ -12,7 +12,7 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { writeHeapSnapshot } from 'node:v8';
+import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
 import { join } from 'node:path';
 import pino from 'pino';
 // The device library as it ships (dist/hubstate.js; `npm run bench` builds it first).
@@ -65,6 +65,13 @@ export interface MemorySample {
   heapTotalPerDeviceBytes: number;
   externalPerDeviceBytes: number;
   arrayBuffersPerDeviceBytes: number;
+  /**
+   * Per device, of the heap reserved: V8's old space left free (its free space after − before:
+   * the holes that objects freed after their promotion leave, which V8 compacts only when a page
+   * is mostly empty), and the code space's growth (compiled code, shared by all the devices).
+   */
+  oldSpaceFreePerDeviceBytes: number;
+  codeSpacePerDeviceBytes: number;
   /** Set for the runs under FIXED_ALLOCATOR (glibc tunables), absent for the default allocator. */
   allocator?: string;
   /** Heap snapshots written (before, after) when asked; the RSS figures of such a run are not used. */
@@ -77,6 +84,9 @@ export interface RssBreakdown {
   heapUsedKB: number;
   /** Heap reserved by V8 but not used (young generation, fragmentation). */
   heapFreeKB: number;
+  /** Of the heap: the old space's free space (fragmentation), and the code space. */
+  oldSpaceFreeKB: number;
+  codeSpaceKB: number;
   /** Buffers / ArrayBuffers outside the V8 heap. */
   externalKB: number;
   /** RSS − heap reserved − external: native memory (OpenSSL, sockets, libuv, malloc arenas). */
@@ -150,6 +160,17 @@ async function settle(): Promise<void> {
 
 const SPACED_GCS = 4;
 
+interface HeapSpaces {
+  oldSpaceFree: number;
+  codeSpaceSize: number;
+}
+
+function heapSpaces(): HeapSpaces {
+  const space = (name: string) => getHeapSpaceStatistics().find((s) => s.space_name === name);
+  const old = space('old_space');
+  return { oldSpaceFree: old ? old.space_size - old.space_used_size : NaN, codeSpaceSize: space('code_space')?.space_size ?? NaN };
+}
+
 /** Runs one measurement in this process (it must be a fresh one started with --expose-gc). */
 export async function measureMemory(
   mode: MemoryMode,
@@ -174,10 +195,12 @@ export async function measureMemory(
   await sleep(200);
   await settle();
   const before = process.memoryUsage();
+  const spacesBefore = heapSpaces();
   const snapshots = snapshotDir ? { before: join(snapshotDir, `${mode}-before.heapsnapshot`), after: join(snapshotDir, `${mode}-after.heapsnapshot`) } : undefined;
   if (snapshots) writeHeapSnapshot(snapshots.before);
   let after: NodeJS.MemoryUsage;
   let early: NodeJS.MemoryUsage;
+  let spacesAfter: HeapSpaces;
   const keep: Device[] = [];
   const rawClients: Array<Awaited<ReturnType<typeof rawOpen>>> = [];
   let fleet: Fleet | null = null;
@@ -221,6 +244,7 @@ export async function measureMemory(
       await settle();
     }
     after = process.memoryUsage();
+    spacesAfter = heapSpaces();
     if (snapshots) writeHeapSnapshot(snapshots.after);
   } finally {
     await fleet?.stop();
@@ -240,6 +264,8 @@ export async function measureMemory(
     heapTotalPerDeviceBytes: (after.heapTotal - before.heapTotal) / devices,
     externalPerDeviceBytes: (after.external - before.external) / devices,
     arrayBuffersPerDeviceBytes: (after.arrayBuffers - before.arrayBuffers) / devices,
+    oldSpaceFreePerDeviceBytes: (spacesAfter.oldSpaceFree - spacesBefore.oldSpaceFree) / devices,
+    codeSpacePerDeviceBytes: (spacesAfter.codeSpaceSize - spacesBefore.codeSpaceSize) / devices,
     ...(snapshots ? { snapshots } : {}),
   };
 }
@@ -326,11 +352,13 @@ function medianRun(samples: MemorySample[], mode: MemoryMode, allocator?: string
 function breakdownOf(samples: MemorySample[], mode: MemoryMode, allocator?: string): RssBreakdown {
   const s = medianRun(samples, mode, allocator);
   const k = (bytes: number | undefined) => (bytes === undefined ? NaN : Math.round(bytes / 102.4) / 10);
-  if (!s) return { rssKB: NaN, heapUsedKB: NaN, heapFreeKB: NaN, externalKB: NaN, nativeKB: NaN };
+  if (!s) return { rssKB: NaN, heapUsedKB: NaN, heapFreeKB: NaN, oldSpaceFreeKB: NaN, codeSpaceKB: NaN, externalKB: NaN, nativeKB: NaN };
   return {
     rssKB: k(s.rssPerDeviceBytes),
     heapUsedKB: k(s.heapPerDeviceBytes),
     heapFreeKB: k(s.heapTotalPerDeviceBytes - s.heapPerDeviceBytes),
+    oldSpaceFreeKB: k(s.oldSpaceFreePerDeviceBytes),
+    codeSpaceKB: k(s.codeSpacePerDeviceBytes),
     externalKB: k(s.externalPerDeviceBytes),
     nativeKB: k(s.rssPerDeviceBytes - s.heapTotalPerDeviceBytes - s.externalPerDeviceBytes),
   };
