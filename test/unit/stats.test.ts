@@ -263,6 +263,19 @@ describe('the resilience component: coalesced reports', () => {
     expect(queue.take()!.patch).toEqual({ resilience: { __t: 'c', ...patches[2]!.patch } });
   });
 
+  test('a day connected with nothing happening: one twin update (the connection’s), 1,440 stats events', () => {
+    const { clock, patches, events, resilience, collector } = reporter();
+    resilience.connected();
+    for (let minute = 0; minute < 24 * 60; minute++) {
+      // Messages go and are acknowledged all day: deliveries are not news.
+      collector.delivered();
+      clock.increment(60_000);
+    }
+    expect(patches).toHaveLength(1);
+    expect(events).toHaveLength(1 + 24 * 60);
+    expect(events.at(-1)!.messages.delivered).toBe(24 * 60);
+  });
+
   test('the figures that make a report news: each one alone changes them, time and deliveries do not', () => {
     const { clock, collector } = reporter();
     const before = eventFigures(collector.snapshot());
