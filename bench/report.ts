@@ -132,8 +132,8 @@ export function renderTable(results: BenchResults): string {
   if (m) {
     rows.push([
       `5 memory, N=${m.devices} connected`,
-      `${m.connectedRssPerDeviceKB} KB RSS/device (heap ${m.connectedHeapPerDeviceKB} KB)${m.connectedOverRaw !== undefined ? `, ${m.connectedOverRaw.toFixed(2)}× raw${roundsNote(m.connectedOverRawByRound)}` : ''}${m.breakdown ? `; native ${m.breakdown.connected.nativeKB} KB, heap free ${m.breakdown.connected.heapFreeKB} KB (old space's free space ${m.breakdown.connected.oldSpaceFreeKB} KB; code space ${m.breakdown.connected.codeSpaceKB} KB), external ${m.breakdown.connected.externalKB} KB` : ''}`,
-      `raw SDK client: ${m.rawRssPerClientKB} KB RSS (heap ${m.rawHeapPerClientKB} KB)${m.breakdown ? `; native ${m.breakdown.raw.nativeKB} KB, heap free ${m.breakdown.raw.heapFreeKB} KB (old space's free space ${m.breakdown.raw.oldSpaceFreeKB} KB; code space ${m.breakdown.raw.codeSpaceKB} KB), external ${m.breakdown.raw.externalKB} KB` : ''}`,
+      `${m.connectedRssPerDeviceKB} KB RSS/device (heap ${m.connectedHeapPerDeviceKB} KB)${m.connectedOverRaw !== undefined ? `, ${m.connectedOverRaw.toFixed(2)}× raw${roundsNote(m.connectedOverRawByRound)}` : ''}${m.breakdown ? `; native ${m.breakdown.connected.nativeKB} KB, heap free ${m.breakdown.connected.heapFreeKB} KB (of which the old space's ${m.breakdown.connected.oldSpaceFreeKB} KB), code space ${m.breakdown.connected.codeSpaceKB} KB, external ${m.breakdown.connected.externalKB} KB` : ''}`,
+      `raw SDK client: ${m.rawRssPerClientKB} KB RSS (heap ${m.rawHeapPerClientKB} KB)${m.breakdown ? `; native ${m.breakdown.raw.nativeKB} KB, heap free ${m.breakdown.raw.heapFreeKB} KB (of which the old space's ${m.breakdown.raw.oldSpaceFreeKB} KB), code space ${m.breakdown.raw.codeSpaceKB} KB, external ${m.breakdown.raw.externalKB} KB` : ''}`,
       '≤ 1.0× raw',
       m.connectedOverRaw !== undefined ? yes(m.connectedOverRaw <= 1) : '–',
     ]);

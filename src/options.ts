@@ -117,9 +117,9 @@ export interface DeviceOptions {
    * Plug and Play component `component` (default 'resilience', interface
    * dtmi:hubstate:Resilience;1): once at each connection, then at most once per `intervalMs`
    * (default 60 s, 1 s to a day) while it lasts, when something happened since the last report
-   * (a count, the hub, the outbox's deepest, the last error: each report is a billed twin
-   * update). `false`, or `report: false`, keeps them on the device. The `stats` event fires at
-   * each connection and every `intervalMs` either way.
+   * (a count, the hub, the outbox's deepest, delivery stalling, a new error: each report is a
+   * billed twin update), and once a day. `false`, or `report: false`, keeps them on the device.
+   * The `stats` event fires at each connection and every `intervalMs` either way.
    */
   resilience?: false | { report?: boolean; component?: string; intervalMs?: number };
   /**

@@ -11,7 +11,7 @@
  * chunks, "Azure IoT Hub billing information"), so a patch a minute is 1,440 messages a day
  * per device, whatever its telemetry: an S1 unit's 400,000 would carry ~280 such devices.
  */
-import type { Clock } from '../clock';
+import { monotonicNow, type Clock } from '../clock';
 import type { DeviceStats } from '../stats';
 import type { PartLogger } from '../logger';
 
@@ -67,9 +67,10 @@ export function resiliencePatch(stats: DeviceStats): Record<string, unknown> {
 
 /**
  * The figures that move only when something happens: a connection or its loss, a failover, a DPS
- * call, a resend or a drop, a deeper outbox, a new error. Not those that move with time or with
- * each delivery (connected time, ages, depth, delivered): a report whose only news is those is
- * not sent, so an idle healthy device does not write its twin at all between connections.
+ * call, a resend or a drop, a deeper outbox, a new error, delivery stalling (the oldest message's
+ * wait, coarsely: under a minute, 10 minutes, an hour, more). Not those that move with time or
+ * with each delivery (connected time, exact ages, depth, delivered), nor the error's date (a wall
+ * clock stepped by NTP moves it): a report whose only news is those is not sent.
  */
 export function eventFigures(stats: DeviceStats): string {
   const { messages, lastError } = stats;
@@ -83,11 +84,20 @@ export function eventFigures(stats: DeviceStats): string {
     messages.resent,
     messages.dropped,
     stats.outbox.maxDepth,
-    lastError?.at,
+    OUTBOX_WAIT_STEPS_MS.filter((step) => (stats.outbox.oldestAgeMs ?? 0) >= step).length,
+    lastError?.errorClass,
     lastError?.rule,
+    lastError?.phase,
+    lastError?.message,
     stats.recommendedAction,
   ].join('|');
 }
+
+/** The oldest message's waits that are news when crossed (and when it falls back under them). */
+const OUTBOX_WAIT_STEPS_MS = [60_000, 600_000, 3_600_000];
+
+/** With nothing new, the figures at the cloud (time connected, delivered, ages) are refreshed once a day. */
+export const RESILIENCE_REFRESH_MS = 86_400_000;
 
 export interface ResilienceReporterParts {
   clock: Clock;
@@ -103,12 +113,14 @@ export interface ResilienceReporterParts {
 
 /**
  * Reports at each connection and every `intervalMs` while it lasts when something happened
- * (`eventFigures`); nothing between connections. The `stats` event fires at each of those times.
+ * (`eventFigures`) or a day has passed since the last report; nothing between connections. The
+ * `stats` event fires at each connection and every `intervalMs`.
  */
 export class ResilienceReporter {
   #timer: unknown = null;
-  /** `eventFigures` of the last patch queued; null before the first. */
+  /** `eventFigures` of the last patch queued (null before the first), and when (machine time). */
   #lastReported: string | null = null;
+  #lastReportedAt = 0;
 
   constructor(private readonly parts: ResilienceReporterParts) {}
 
@@ -157,10 +169,12 @@ export class ResilienceReporter {
     this.parts.emit(stats);
     if (!settings.report) return;
     const figures = eventFigures(stats);
-    if (!always && figures === this.#lastReported) return;
+    const now = monotonicNow(this.parts.clock);
+    if (!always && figures === this.#lastReported && now - this.#lastReportedAt < RESILIENCE_REFRESH_MS) return;
     try {
       this.parts.queue(resiliencePatch(stats), settings.component);
       this.#lastReported = figures;
+      this.#lastReportedAt = now;
     } catch (error) {
       logger.warn({ err: (error as Error).message, component: settings.component }, 'could not queue the resilience report');
     }

@@ -62,7 +62,7 @@ test('figures from the median runs, the ratio of the medians, each round paired 
   const row = renderTable({ memory }).split('\n').find((line) => line.startsWith('| 5 memory, N=1000 connected |'))!;
   expect(row).toContain('118 KB RSS/device (heap 59 KB), 1.07× raw (ratio of the medians of 3 rounds; each round: 1.30, 0.94, 0.98×)');
   // The old space's free space and the code space, of the same median runs.
-  expect(row).toContain("old space's free space 11.8 KB; code space 1.2 KB");
-  expect(row).toContain("raw SDK client: 110 KB RSS (heap 55 KB); native 55 KB, heap free 0 KB (old space's free space 11 KB; code space 1.1 KB)");
+  expect(row).toContain("(of which the old space's 11.8 KB), code space 1.2 KB");
+  expect(row).toContain("raw SDK client: 110 KB RSS (heap 55 KB); native 55 KB, heap free 0 KB (of which the old space's 11 KB), code space 1.1 KB");
   expect(row).toMatch(/\*\*no\*\*/);
 });

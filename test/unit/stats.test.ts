@@ -13,7 +13,7 @@ import { createDevice } from '../../src/device';
 import { ConfigError } from '../../src/errors';
 import { OPTION_BOUNDS, resolveOptions, type DeviceOptions } from '../../src/options';
 import { ReportedQueue } from '../../src/pnp/reported';
-import { eventFigures, RESILIENCE_INTERFACE_ID, ResilienceReporter, resiliencePatch, type ResilienceSettings } from '../../src/pnp/resilience';
+import { eventFigures, RESILIENCE_INTERFACE_ID, RESILIENCE_REFRESH_MS, ResilienceReporter, resiliencePatch, type ResilienceSettings } from '../../src/pnp/resilience';
 import { ACTION_BY_CLASS, ACTION_BY_RULE, MAX_RULE_KEYS, recommendedAction, saturatingIncrement, StatsCollector, type DeviceStats } from '../../src/stats';
 import { CLASSIFICATION_TABLE } from '../../src/policy/classify';
 import { MemoryProvisioningCache } from '../../src/store/cache';
@@ -263,17 +263,24 @@ describe('the resilience component: coalesced reports', () => {
     expect(queue.take()!.patch).toEqual({ resilience: { __t: 'c', ...patches[2]!.patch } });
   });
 
-  test('a day connected with nothing happening: one twin update (the connection’s), 1,440 stats events', () => {
+  test('a day connected with nothing happening: one twin update (the connection’s), then one a day; a stats event every minute', () => {
     const { clock, patches, events, resilience, collector } = reporter();
     resilience.connected();
-    for (let minute = 0; minute < 24 * 60; minute++) {
+    for (let minute = 1; minute < 24 * 60; minute++) {
       // Messages go and are acknowledged all day: deliveries are not news.
       collector.delivered();
       clock.increment(60_000);
     }
     expect(patches).toHaveLength(1);
+    // A day after the last report, the figures at the cloud are refreshed once, news or not.
+    collector.delivered();
+    clock.increment(60_000);
+    expect(patches).toHaveLength(2);
+    expect(patches[1]!.patch).toMatchObject({ delivered: 24 * 60 });
+    expect(24 * 60 * 60_000).toBe(RESILIENCE_REFRESH_MS);
     expect(events).toHaveLength(1 + 24 * 60);
-    expect(events.at(-1)!.messages.delivered).toBe(24 * 60);
+    for (let minute = 1; minute < 24 * 60; minute++) clock.increment(60_000);
+    expect(patches).toHaveLength(2);
   });
 
   test('the figures that make a report news: each one alone changes them, time and deliveries do not', () => {
@@ -296,12 +303,24 @@ describe('the resilience component: coalesced reports', () => {
       { outbox: { ...base.outbox, maxDepth: base.outbox.maxDepth + 1 } },
       { lastError: { errorClass: 'transient', rule: 'econnreset', phase: 'hub-session', message: 'x', at: 1 } },
       { recommendedAction: 'check-clock' },
+      // Delivery stalling: the oldest message has waited a minute.
+      { outbox: { ...base.outbox, depth: 1, oldestAgeMs: 60_000 } },
     ];
     for (const change of changed) expect(eventFigures({ ...base, ...change })).not.toBe(eventFigures(base));
-    // The same error class at another rule, or the same rule at another time, is a new error.
+    // Another class, rule, phase or message is a new error; the same error's date is not news:
+    // shown on the wall clock, it moves when NTP steps it.
     const failed = { ...base, lastError: { errorClass: 'transient' as const, rule: 'econnreset', phase: 'hub-session' as const, message: 'x', at: 1 } };
-    expect(eventFigures({ ...failed, lastError: { ...failed.lastError, rule: 'etimedout' } })).not.toBe(eventFigures(failed));
-    expect(eventFigures({ ...failed, lastError: { ...failed.lastError, at: 2 } })).not.toBe(eventFigures(failed));
+    for (const other of [{ errorClass: 'throttled' as const }, { rule: 'etimedout' }, { phase: 'hub-connect' as const }, { message: 'y' }]) {
+      expect(eventFigures({ ...failed, lastError: { ...failed.lastError, ...other } })).not.toBe(eventFigures(failed));
+    }
+    expect(eventFigures({ ...failed, lastError: { ...failed.lastError, at: 1 + 3_600_000 } })).toBe(eventFigures(failed));
+    // The oldest message's wait is news only when it crosses a minute, 10 minutes, an hour (either way).
+    const waited = (oldestAgeMs: number | null) => eventFigures({ ...base, outbox: { ...base.outbox, depth: oldestAgeMs === null ? 0 : 1, oldestAgeMs } });
+    expect(waited(59_999)).toBe(waited(null));
+    expect(waited(599_999)).toBe(waited(60_000));
+    expect(waited(3_599_999)).toBe(waited(600_000));
+    expect(waited(86_400_000)).toBe(waited(3_600_000));
+    expect(new Set([waited(null), waited(60_000), waited(600_000), waited(3_600_000)]).size).toBe(4);
   });
 
   test('none between connections; one at each reconnection, and the interval restarts from it', () => {
