@@ -115,9 +115,16 @@ export function twinResponseStatus(topic: string): number | undefined {
   return Number.isInteger(status) ? status : undefined;
 }
 
-/** Retries of a reported PATCH the hub answered 429, 5xx or another status it may not repeat. */
+/**
+ * Retries of a reported PATCH the hub answered 429, 5xx or another status it may not repeat:
+ * doubling from 1 s to 15 min. Each attempt is a billed twin update; a hub that throttles for a
+ * day gets ~100–200 of them, not a retry a minute (1,440).
+ */
 export const REPORTED_RETRY_BASE_MS = 1000;
-export const REPORTED_RETRY_MAX_MS = 60_000;
+export const REPORTED_RETRY_MAX_MS = 900_000;
+
+/** Warn on retries 1, 2, 4, 8…: a day of throttling is ~8 warnings, the others at debug. */
+const isWarnedRetry = (attempt: number) => (attempt & (attempt - 1)) === 0;
 
 /**
  * What to do with a reported PATCH, from the status of the hub's answer (the SDK ignores it: an
@@ -371,7 +378,9 @@ class PnpSession {
     // Jittered per device, connection and attempt: a throttled fleet does not come back in step.
     const [u] = nextRandom(seedFrom(`${this.session.deviceId}:${this.session.epoch}:${this.retries}`));
     const delayMs = Math.round(capMs / 2 + (u * capMs) / 2);
-    this.logger.warn(
+    const log = isWarnedRetry(this.retries) ? this.logger.warn : this.logger.debug;
+    log.call(
+      this.logger,
       { status, err: error?.message, properties: Object.keys(batch.patch), attempt: this.retries, retryInMs: delayMs },
       'hub did not take the reported properties; kept, sent again later',
     );

@@ -13,7 +13,7 @@ import { SimulatedClock } from 'xstate';
 import type { HubSession } from '../../src/actors/hub';
 import { createPnp, type Pnp } from '../../src/pnp';
 import type { DroppedProperties } from '../../src/pnp/reported';
-import { REPORTED_RETRY_BASE_MS, reportedPatchVerdict, twinResponseStatus } from '../../src/pnp/session';
+import { REPORTED_RETRY_BASE_MS, REPORTED_RETRY_MAX_MS, reportedPatchVerdict, twinResponseStatus } from '../../src/pnp/session';
 import { capturingLogger } from '../e2e/harness';
 
 type Callback = (error?: Error | null, result?: unknown) => void;
@@ -97,7 +97,7 @@ function setup() {
   /** Resolves once `n` retries have been scheduled (the answer that asked for it was read). */
   const retriesScheduled = (n: number) =>
     until(() => lines.filter((l) => l.includes('sent again later')).length === n, `${n} retries scheduled`);
-  return { clock, pnp, transport, lost, dropped, stop, retriesScheduled };
+  return { clock, pnp, transport, lost, dropped, stop, retriesScheduled, lines };
 }
 
 test('the verdict by status: 2xx delivered, 400/413 refused, 429/5xx and anything else retried; no status: by the error', () => {
@@ -147,6 +147,32 @@ test('429, then 503 with an empty body: the batch is kept and sent again after a
   await until(() => transport.patches.length === 3 && pnp.reported.size === 0, 'the second retry, accepted');
   expect(dropped).toEqual([]);
   expect(lost).not.toHaveBeenCalled();
+  stop();
+});
+
+test('a hub that throttles reported properties for a day: the retries double to 15 min, ~100–200 PATCHes, warnings on attempts 1, 2, 4, 8…', async () => {
+  const { clock, transport, lost, stop, retriesScheduled, lines, pnp } = setup();
+  transport.answers = Array.from({ length: 1000 }, () => ({ status: 429 }));
+  pnp.reported.set({ battery: 50 });
+  const DAY_MS = 86_400_000;
+  let elapsedMs = 0;
+  let retries = 0;
+  while (elapsedMs < DAY_MS) {
+    retries++;
+    await retriesScheduled(retries);
+    // The longest wait this retry may draw: past it, the PATCH has gone again.
+    const capMs = Math.min(REPORTED_RETRY_MAX_MS, REPORTED_RETRY_BASE_MS * 2 ** (retries - 1));
+    clock.increment(capMs);
+    elapsedMs += capMs;
+    await until(() => transport.patches.length === retries + 1, `retry ${retries}`);
+  }
+  // The waits at the cap are at least half of it: at most a day over 450 s (+ the climb), at least a day over 900 s.
+  expect(retries).toBeLessThanOrEqual(10 + DAY_MS / (REPORTED_RETRY_MAX_MS / 2));
+  expect(retries).toBeGreaterThanOrEqual(DAY_MS / REPORTED_RETRY_MAX_MS);
+  const warnings = lines.filter((l) => l.includes('sent again later') && (JSON.parse(l) as { level: number }).level === 40);
+  expect(warnings.map((l) => (JSON.parse(l) as { attempt: number }).attempt)).toEqual([1, 2, 4, 8, 16, 32, 64].filter((n) => n <= retries));
+  expect(lost).not.toHaveBeenCalled();
+  expect(pnp.reported.size).toBe(1);
   stop();
 });
 
