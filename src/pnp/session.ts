@@ -117,8 +117,9 @@ export function twinResponseStatus(topic: string): number | undefined {
 
 /**
  * Retries of a reported PATCH the hub answered 429, 5xx or another status it may not repeat:
- * doubling from 1 s to 15 min. Each attempt is a billed twin update; a hub that throttles for a
- * day gets ~100–200 of them, not a retry a minute (1,440).
+ * doubling from 1 s to 15 min (per connection: a new one starts again at 1 s). Each attempt is
+ * a billed twin update; a hub that throttles for a day gets ~100–200 of them, not one every
+ * 30–60 s (~1,920).
  */
 export const REPORTED_RETRY_BASE_MS = 1000;
 export const REPORTED_RETRY_MAX_MS = 900_000;
@@ -410,9 +411,11 @@ class PnpSession {
         reported.settle(batch);
         logger.debug({ properties: Object.keys(batch.patch) }, 'reported properties sent');
       } else if (verdict === 'refused' && batch.taken.length > 1) {
+        this.retries = 0; // the hub answered: a later 429 starts the backoff again
         logger.warn({ status, properties: Object.keys(batch.patch) }, 'hub refused reported properties; sending them one by one');
         this.isolate.push(...batch.taken.map(([key]) => key));
       } else if (verdict === 'refused') {
+        this.retries = 0;
         const dropped = reported.refuse(batch, status!, error?.message);
         if (dropped.length > 0) logger.error({ status, properties: dropped, err: error?.message }, 'hub refused reported properties; dropped');
       } else if (verdict === 'retry') {

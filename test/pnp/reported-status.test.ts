@@ -157,20 +157,25 @@ test('a hub that throttles reported properties for a day: the retries double to 
   const DAY_MS = 86_400_000;
   let elapsedMs = 0;
   let retries = 0;
+  expect(REPORTED_RETRY_MAX_MS).toBe(15 * 60_000);
   while (elapsedMs < DAY_MS) {
     retries++;
     await retriesScheduled(retries);
-    // The longest wait this retry may draw: past it, the PATCH has gone again.
-    const capMs = Math.min(REPORTED_RETRY_MAX_MS, REPORTED_RETRY_BASE_MS * 2 ** (retries - 1));
-    clock.increment(capMs);
+    // Retry n waits in [cap/2, cap], cap = 1 s · 2^(n−1) up to 15 min: nothing before cap/2, sent by cap.
+    const capMs = Math.min(15 * 60_000, 1000 * 2 ** (retries - 1));
+    clock.increment(capMs / 2 - 1);
+    await settle();
+    expect(transport.patches).toHaveLength(retries);
+    clock.increment(capMs / 2 + 1);
     elapsedMs += capMs;
     await until(() => transport.patches.length === retries + 1, `retry ${retries}`);
   }
-  // The waits at the cap are at least half of it: at most a day over 450 s (+ the climb), at least a day over 900 s.
-  expect(retries).toBeLessThanOrEqual(10 + DAY_MS / (REPORTED_RETRY_MAX_MS / 2));
-  expect(retries).toBeGreaterThanOrEqual(DAY_MS / REPORTED_RETRY_MAX_MS);
+  // Ten retries climb to the cap (~17 min), then at most one per 7.5 min: at most 202 in a day.
+  expect(retries).toBeLessThanOrEqual(10 + DAY_MS / (7.5 * 60_000));
   const warnings = lines.filter((l) => l.includes('sent again later') && (JSON.parse(l) as { level: number }).level === 40);
-  expect(warnings.map((l) => (JSON.parse(l) as { attempt: number }).attempt)).toEqual([1, 2, 4, 8, 16, 32, 64].filter((n) => n <= retries));
+  const powersOfTwo = Array.from({ length: 12 }, (_, k) => 2 ** k).filter((n) => n <= retries);
+  expect(warnings.map((l) => (JSON.parse(l) as { attempt: number }).attempt)).toEqual(powersOfTwo);
+  expect(powersOfTwo.length).toBeLessThanOrEqual(8);
   expect(lost).not.toHaveBeenCalled();
   expect(pnp.reported.size).toBe(1);
   stop();
