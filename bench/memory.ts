@@ -166,7 +166,8 @@ interface HeapSpaces {
 }
 
 function heapSpaces(): HeapSpaces {
-  const space = (name: string) => getHeapSpaceStatistics().find((s) => s.space_name === name);
+  const spaces = getHeapSpaceStatistics();
+  const space = (name: string) => spaces.find((s) => s.space_name === name);
   const old = space('old_space');
   return { oldSpaceFree: old ? old.space_size - old.space_used_size : NaN, codeSpaceSize: space('code_space')?.space_size ?? NaN };
 }

@@ -124,7 +124,7 @@ export function twinResponseStatus(topic: string): number | undefined {
 export const REPORTED_RETRY_BASE_MS = 1000;
 export const REPORTED_RETRY_MAX_MS = 900_000;
 
-/** Warn on retries 1, 2, 4, 8…: a day of throttling is ~8 warnings, the others at debug. */
+/** Warn on retries 1, 2, 4, 8…: a day of throttling is 7–8 warnings, the others at debug. */
 const isWarnedRetry = (attempt: number) => (attempt & (attempt - 1)) === 0;
 
 /**
@@ -406,16 +406,15 @@ class PnpSession {
       if (this.stopped) return; // answered on a connection that is over: sent again next time (idempotent)
       const { status, error } = answer;
       const verdict = reportedPatchVerdict(status, error);
+      // The hub answered (took it, or refused it for good): a later 429 starts the backoff again.
+      if (verdict === 'delivered' || verdict === 'refused') this.retries = 0;
       if (verdict === 'delivered') {
-        this.retries = 0;
         reported.settle(batch);
         logger.debug({ properties: Object.keys(batch.patch) }, 'reported properties sent');
       } else if (verdict === 'refused' && batch.taken.length > 1) {
-        this.retries = 0; // the hub answered: a later 429 starts the backoff again
         logger.warn({ status, properties: Object.keys(batch.patch) }, 'hub refused reported properties; sending them one by one');
         this.isolate.push(...batch.taken.map(([key]) => key));
       } else if (verdict === 'refused') {
-        this.retries = 0;
         const dropped = reported.refuse(batch, status!, error?.message);
         if (dropped.length > 0) logger.error({ status, properties: dropped, err: error?.message }, 'hub refused reported properties; dropped');
       } else if (verdict === 'retry') {
