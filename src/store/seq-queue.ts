@@ -47,8 +47,6 @@ export class SeqQueue {
     if (!message) return undefined;
     this.live.delete(messageId);
     this.liveBytes -= message.bytes;
-    // The usual case, a PUBACK in capture order: the head itself leaves.
-    if (this.queue[this.head] === message) this.head++;
     while (this.head < this.queue.length && !this.isLive(this.queue[this.head]!)) this.head++;
     if (this.head === this.queue.length) {
       this.queue = [];
