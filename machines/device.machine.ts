@@ -109,7 +109,7 @@ export interface DeviceContext {
   sameHubAnswers: number;
   /**
    * Machine time before which DPS is not asked again (a status lookup answered 429 + retry-after,
-   * or 5xx; jittered like any retry-after): meanwhile the device stays with its hub and retries it
+   * or 5xx, jittered like any retry-after; or lookups failing in a row, see failedLookups): meanwhile the device stays with its hub and retries it
    * on the hub's own curve, so a hub that recovers is not left waiting for DPS (a hub that refused
    * the device outright waits for DPS too). Null once DPS answers, or once a connection has
    * lasted past it.
@@ -121,6 +121,12 @@ export interface DeviceContext {
    * again, for ever (a moved device would stay refused). Cleared with dpsBusyUntil's reasons.
    */
   registerWhenDpsFree: boolean;
+  /**
+   * Status lookups in a row that DPS did not answer (a timeout, a 5xx, a 429), at most
+   * FAILED_LOOKUPS_COUNTED: from the second, DPS rests before it is asked again
+   * (`failedLookupRestMs`, through dpsBusyUntil). Zero once DPS answers or a connection lasts.
+   */
+  failedLookups: number;
   /** See {@link DeviceInput.lookupAtBoot}. */
   lookupAtBoot: boolean;
   /**
@@ -272,6 +278,22 @@ function hubWindowMs(context: DeviceContext): number {
   return Math.min(Math.max(hubRetryWindowMs, hubRetryWindowMaxMs), hubRetryWindowMs * 2 ** doublings);
 }
 
+/** Failed lookups counted at most (2^20 × any delay is beyond every cap). */
+const FAILED_LOOKUPS_COUNTED = 20;
+
+/**
+ * How long DPS is left alone after `failedLookups` status lookups in a row went unanswered: not
+ * after the first (the next refusal asks again), then the slowest retry doubled per failure, up to
+ * the longest hub window. A hub refusing with CONNACK 3 never spends its budget and each refusal
+ * is in doubt: without a rest, a device asked a failing DPS at every hub retry, all day (1,151
+ * lookups a day; 2,516 with dpsAtScale).
+ */
+function failedLookupRestMs(policy: RetryPolicy, failedLookups: number): number {
+  if (failedLookups <= 1) return 0;
+  const longestWindowMs = Math.max(policy.hubRetryWindowMs, policy.hubRetryWindowMaxMs);
+  return Math.min(longestWindowMs, policy.maxDelayMs * 2 ** (failedLookups - 1));
+}
+
 /** One more DPS answer naming the failing hub (bounded: see HUB_WINDOW_DOUBLINGS). */
 function oneMoreSameHubAnswer(context: DeviceContext): number {
   return Math.min(context.sameHubAnswers + 1, HUB_WINDOW_DOUBLINGS + 1);
@@ -301,6 +323,13 @@ function lookupWaitMs(failure: Failure): number {
 /** See {@link DeviceContext.registerWhenDpsFree}: the refusal goes on to hubBudgetSpent, a registration. */
 function registrationDueAfterDpsWait(context: DeviceContext, failure: Failure): boolean {
   return context.registerWhenDpsFree && hubBudgetSpent(context, failure);
+}
+
+/** The latest of some deadlines, null if there is none. */
+function latestOf(...deadlines: Array<number | null>): number | null {
+  let latest: number | null = null;
+  for (const deadline of deadlines) if (deadline !== null && (latest === null || deadline > latest)) latest = deadline;
+  return latest;
 }
 
 /** `until` if it is later than `at`, else null (a wait that is over is no wait). */
@@ -367,6 +396,7 @@ function initialContext(input: DeviceInput): DeviceContext {
   context.sameHubAnswers = 0;
   context.dpsBusyUntil = null;
   context.registerWhenDpsFree = false;
+  context.failedLookups = 0;
   context.lookupAtBoot = input.lookupAtBoot === true;
   context.reprovisionRequested = false;
   return context;
@@ -476,6 +506,7 @@ export const deviceMachine = setup({
         sameHubAnswers: sameHub ? oneMoreSameHubAnswer(context) : 0,
         dpsBusyUntil: null,
         registerWhenDpsFree: false,
+        failedLookups: 0,
         // dpsAttempts is kept until the assignment works: a refused fresh assignment keeps growing the backoff.
         hubAttempts: 0,
         firstFailureAt: null,
@@ -498,6 +529,7 @@ export const deviceMachine = setup({
       // A connection that lasted ends the failure run, not DPS's wait if it is still running.
       dpsBusyUntil: waitStillRunning(context.dpsBusyUntil, (context.connectedAt ?? 0) + context.policy.stableConnectionMs),
       registerWhenDpsFree: false,
+      failedLookups: 0,
       hubAttempts: 0,
       dpsAttempts: 0,
       firstFailureAt: null,
@@ -533,7 +565,7 @@ export const deviceMachine = setup({
       ...planHubRetry(context, failureIn(event, context), event.type === 'HUB_LOST' && context.connectionStable),
       retryStep: params.then,
     })),
-    resetCounters: assign({ dpsAttempts: 0, hubAttempts: 0, firstFailureAt: null }),
+    resetCounters: assign({ dpsAttempts: 0, hubAttempts: 0, firstFailureAt: null, failedLookups: 0 }),
     reprovisionAfterWait: assign({ retryStep: 'Reprovisioning' as const }),
     noteReprovisionRequest: assign({ reprovisionRequested: true }),
     /** A hub this device worked on refused a connect in a way that may mean it was moved. */
@@ -576,6 +608,7 @@ export const deviceMachine = setup({
         sameHubAnswers: 0,
         dpsBusyUntil: null,
         registerWhenDpsFree: false,
+        failedLookups: 0,
         hubAttempts: 0,
         firstFailureAt: null,
       };
@@ -592,7 +625,10 @@ export const deviceMachine = setup({
       // spread like any retry-after (a fleet throttled together must not come back together);
       // the hub needs no DPS, so it is retried on its own curve meanwhile (guards: dpsAskedToWait).
       const dpsWait = lookupFailure !== undefined && lookupWaitMs(lookupFailure) > 0 ? scheduleRetry(context, lookupFailure, 1, false) : undefined;
-      const dpsBusyUntil = dpsWait ? Math.max(dpsWait.retryAt, context.dpsBusyUntil ?? 0) : params.confirmed ? null : context.dpsBusyUntil;
+      // DPS failing lookups in a row (its own waits a few seconds, or none) rests longer and longer.
+      const failedLookups = params.confirmed ? 0 : Math.min(context.failedLookups + 1, FAILED_LOOKUPS_COUNTED);
+      const restMs = failedLookupRestMs(context.policy, failedLookups);
+      const dpsBusyUntil = params.confirmed ? null : latestOf(context.dpsBusyUntil, dpsWait?.retryAt ?? null, restMs > 0 ? at + restMs : null);
       // The lookup found the budget spent (budgetSpentNoDpsWait let DPS's wait through to here).
       const registerWhenDpsFree = params.confirmed ? false : context.registerWhenDpsFree || (dpsWait !== undefined && refusalSpendsBudget(context, event));
       const refusal: Failure = { ...(context.lastError ?? failureIn(event, context)), at };
@@ -606,6 +642,7 @@ export const deviceMachine = setup({
         sameHubAnswers: params.confirmed ? oneMoreSameHubAnswer(context) : context.sameHubAnswers,
         dpsBusyUntil,
         registerWhenDpsFree,
+        failedLookups,
       };
     }),
   },

@@ -357,6 +357,64 @@ describe('a status lookup DPS throttles with a long retry-after', () => {
   });
 });
 
+describe('a hub refusing with CONNACK 3 while DPS fails every status lookup', () => {
+  // CONNACK 3 is in doubt (a moved device gets it: field-evidence.md) and never spends the hub
+  // budget (a busy hub). A lookup DPS does not answer used to leave nothing behind, so every hub
+  // retry asked again: 1,151 lookups a day (2,516 with dpsAtScale), ~8,000 a minute from 10,000
+  // devices against DPS's ~1,000.
+  const lookupTimeout = () => Object.assign(new Error('DPS status lookup did not complete within 30000 ms'), { name: 'TimeoutError' });
+  const lookup503 = () => new DpsLookupError(503, undefined, 'Service Unavailable');
+  const failures = [['timing out', lookupTimeout], ['answered 503', lookup503]] as const;
+
+  test('the classification this rests on: a lookup timeout and a 503 carry no wait longer than a hub retry', () => {
+    expect(toFailure(lookupTimeout(), 'dps-lookup', 0)).toMatchObject({ errorClass: 'transient' });
+    expect(toFailure(lookupTimeout(), 'dps-lookup', 0).retryAfterMs).toBeUndefined();
+    const busy = toFailure(lookup503(), 'dps-lookup', 0);
+    expect(busy.retryAfterMs).toBeUndefined();
+    expect(busy.minDelayMs ?? 0).toBeLessThan(DEFAULT_POLICY.slowRetryMinMs);
+  });
+
+  test.each(presets.flatMap(([name, policy]) => failures.map(([what, failure]) => [name, what, policy, failure] as const)))(
+    '%s, lookups %s, for a day: DPS rests longer after each failure, up to the longest hub window; the hub on its own curve meanwhile',
+    async (name, what, policy, failure) => {
+      const { figures } = await runFault({ connect: () => hubFirstConnect(connackError(3)), lookup: failure }, { policy });
+      console.log(`a day of CONNACK 3, lookups ${what}, ${name}: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
+      const longestWindowMs = Math.max(policy.hubRetryWindowMs, policy.hubRetryWindowMaxMs);
+      // One per longest window once the rest has grown, plus the ramp (two at once, then 3, 6, 12 … min).
+      expect(figures.lookups).toBeLessThanOrEqual(DAY_MS / longestWindowMs + Math.ceil(Math.log2(longestWindowMs / policy.maxDelayMs)) + 2);
+      expect(figures.registrations).toBe(0);
+      const gaps = figures.dpsAt.slice(1).map((at, i) => at - figures.dpsAt[i]!);
+      // Never longer than the longest window plus a hub retry: a device moved meanwhile is found.
+      expect(Math.max(...gaps)).toBeLessThanOrEqual(longestWindowMs + 2 * policy.maxDelayMs);
+      // Still asking in the last hour, and the hub retried all along.
+      expect(figures.dpsAt[figures.dpsAt.length - 1]).toBeGreaterThan(DAY_MS - longestWindowMs - HOUR_MS);
+      expect(figures.hubAttempts).toBeGreaterThan(DAY_MS / policy.maxDelayMs);
+    },
+  );
+
+  test('DPS back after 3 h, the device moved meanwhile: on the new hub within one rest of DPS answering, without a registration', async () => {
+    const dpsBackAtMs = 3 * HOUR_MS;
+    let elapsed = 0;
+    const { figures } = await runFault(
+      {
+        connect: (hubHost) => (hubHost === 'hub-a.local' ? hubFirstConnect(connackError(3)) : undefined),
+        lookup: () => (elapsed < dpsBackAtMs ? lookupTimeout() : undefined),
+      },
+      {
+        onTick: (elapsedMs, _wall, cloud) => {
+          elapsed = elapsedMs;
+          cloud.hub = { hubHost: 'hub-b.local', deviceId: 'dev-1' };
+        },
+        until: (figures) => figures.sessions > 0,
+      },
+    );
+    console.log(`moved while DPS failed lookups for 3 h: on hub-b after ${Math.round(elapsed / MINUTE_MS)} min, ${JSON.stringify({ ...figures, dpsAt: undefined })}`);
+    expect(figures.connectedTo).toEqual(['hub-b.local']);
+    expect(figures.registrations).toBe(0);
+    expect(elapsed).toBeLessThanOrEqual(dpsBackAtMs + DEFAULT_POLICY.hubRetryWindowMs + 2 * DEFAULT_POLICY.maxDelayMs);
+  });
+});
+
 describe('iotCentral preset (hubRetryWindowMs 60 s), a day of a hub outage DPS cannot route around', () => {
   // IoT Central: 200 registrations a minute per application. The preset leaves an unreachable hub
   // after 60 s so that a failover is caught fast; DPS answering the same hub again used to restart

@@ -45,6 +45,7 @@ const CONTEXT_FIELDS = {
   sameHubAnswers: true,
   dpsBusyUntil: true,
   registerWhenDpsFree: true,
+  failedLookups: true,
   lookupAtBoot: true,
   reprovisionRequested: true,
 } satisfies Record<keyof DeviceContext, true>;
@@ -721,6 +722,40 @@ describe('a busy DPS is not asked again before its own wait is over', () => {
     expect(device.value()).toBe('CheckingAssignment');
     expect(cloud.clock.now()).toBeGreaterThanOrEqual(busyUntil);
     expect(cloud.calls.lookupAssignment).toBe(2);
+    expect(cloud.calls.provision).toBe(0);
+  });
+
+  test('lookups DPS leaves unanswered in a row: none after the first, then a rest doubling from twice the slowest retry up to the hub window; an answer ends it', async () => {
+    const cloud = new FakeCloud();
+    const device = start(cloud, { cached: true });
+    await cloud.flush();
+    const lookupTimedOut = () => cloud.failure('transient', { rule: 'timeout' }, 'dps-lookup');
+    /** Refusals until the next lookup; returns the DPS rest (dpsBusyUntil − now) left by failing it. */
+    async function failNextLookup(): Promise<number | null> {
+      for (let refusals = 0; device.value() !== 'CheckingAssignment'; refusals++) {
+        expect(refusals).toBeLessThan(40);
+        await cloud.failOpen(busyInDoubt(cloud));
+        if (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
+      }
+      const failedAt = cloud.clock.now();
+      await cloud.failLookup(lookupTimedOut());
+      expect(device.value()).toBe('BackingOff');
+      const until = device.context().dpsBusyUntil;
+      await cloud.advance(device.context().delayMs!);
+      return until === null ? null : until - failedAt;
+    }
+    const rests = [];
+    for (let i = 0; i < 6; i++) rests.push(await failNextLookup());
+    expect(rests).toEqual([null, 2 * policy.maxDelayMs, 4 * policy.maxDelayMs, 8 * policy.maxDelayMs, policy.hubRetryWindowMs, policy.hubRetryWindowMs]);
+    expect(device.context().failedLookups).toBe(6);
+    // DPS answers (this hub): the count and the rest are over, and the next failure rests nothing.
+    await cloud.failOpen(busyInDoubt(cloud));
+    while (device.value() !== 'CheckingAssignment') {
+      await cloud.advance(device.context().delayMs!);
+      await cloud.failOpen(busyInDoubt(cloud));
+    }
+    await cloud.answerLookup('cached-hub.local');
+    expect(device.context()).toMatchObject({ failedLookups: 0, dpsBusyUntil: null, assignmentConfirmed: true });
     expect(cloud.calls.provision).toBe(0);
   });
 

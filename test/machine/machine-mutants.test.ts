@@ -474,7 +474,7 @@ describe('the doubtful refusal and the lookup that follows', () => {
     }
   });
 
-  test('DPS\'s wait ends with its answer: a lookup that answers clears it, a failed one without a wait keeps it', async () => {
+  test('DPS\'s wait ends with its answer: a lookup that answers clears it, a failed one without a wait never shortens it', async () => {
     const cloud = new FakeCloud();
     const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 100 } });
     await cloud.flush();
@@ -482,13 +482,15 @@ describe('the doubtful refusal and the lookup that follows', () => {
     await cloud.failLookup(cloud.failure('transient', { rule: 'dps-server-error', minDelayMs: 30_000 }, 'dps-lookup'));
     const busyUntil = device.context().dpsBusyUntil!;
     expect(busyUntil).toBeGreaterThanOrEqual(cloud.clock.now() + 30_000);
-    // Past DPS's wait: the next refusal asks; DPS unreachable (no wait of its own) keeps the old time.
+    // Past DPS's wait: the next refusal asks; DPS unreachable (no wait of its own), the second
+    // failure in a row: DPS rests twice the slowest retry from then, not less.
     await cloud.advance(busyUntil - cloud.clock.now());
     while (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
     await cloud.failOpen(unauthorized(cloud));
     expect(device.value()).toBe('CheckingAssignment');
+    const failedAt = cloud.clock.now();
     await cloud.failLookup(cloud.failure('transient', { rule: 'dps-unreachable' }, 'dps-lookup'));
-    expect(device.context().dpsBusyUntil).toBe(busyUntil);
+    expect(device.context().dpsBusyUntil).toBe(Math.max(busyUntil, failedAt + 2 * policy.maxDelayMs));
     while (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
     await cloud.failOpen(unauthorized(cloud));
     expect(device.value()).toBe('CheckingAssignment');
