@@ -116,13 +116,13 @@ export function twinResponseStatus(topic: string): number | undefined {
 }
 
 /**
- * Retries of a reported PATCH the hub answered 429, 5xx or another status it may not repeat:
- * doubling from 1 s to 15 min (per connection: a new one starts again at 1 s). Each attempt is
- * a billed twin update; a hub that throttles for a day gets ~100–200 of them, not one every
- * 30–60 s (~1,920).
+ * Retries of a twin operation the hub answered but did not do: a reported PATCH answered 429, 5xx
+ * or another status it may not repeat, a GET answered 429 or 5xx. Doubling from 1 s to 15 min
+ * (per connection: a new one starts again at 1 s). Each PATCH is a billed twin update; a hub that
+ * throttles for a day gets ~100–200 of them, not one every 30–60 s (~1,920).
  */
-export const REPORTED_RETRY_BASE_MS = 1000;
-export const REPORTED_RETRY_MAX_MS = 900_000;
+export const TWIN_RETRY_BASE_MS = 1000;
+export const TWIN_RETRY_MAX_MS = 900_000;
 
 /** Warn on retries 1, 2, 4, 8…: a day of throttling is 7–8 warnings, the others at debug. */
 const isWarnedRetry = (attempt: number) => (attempt & (attempt - 1)) === 0;
@@ -293,6 +293,9 @@ class PnpSession {
   private readonly pending = new Set<(error: Error) => void>();
   private retryTimer: unknown = null;
   private retries = 0;
+  /** The twin GET answered 429/5xx: retried on this connection (the connection itself works). */
+  private getRetryTimer: unknown = null;
+  private getRetries = 0;
   /** Keys of a refused batch, sent one by one so only what the hub refuses is dropped. */
   private readonly isolate: string[] = [];
   private readonly logger: PartLogger;
@@ -322,6 +325,7 @@ class PnpSession {
   stop(): void {
     this.stopped = true;
     if (this.retryTimer !== null) this.settings.clock.clearTimeout(this.retryTimer);
+    if (this.getRetryTimer !== null) this.settings.clock.clearTimeout(this.getRetryTimer);
     for (const abandon of [...this.pending]) abandon(new Error('session ended'));
     this.settings.properties.endSession();
     this.session.transport.removeListener('twinDesiredPropertiesUpdate', this.onPatch);
@@ -373,12 +377,18 @@ class PnpSession {
     );
   }
 
+  /** Delay before twin retry `attempt` of `operation`, in [cap/2, cap] of the doubling curve. */
+  private twinRetryDelayMs(operation: 'patch' | 'get', attempt: number): number {
+    const capMs = curveCapMs(TWIN_RETRY_BASE_MS, TWIN_RETRY_MAX_MS, attempt);
+    // Jittered per device, connection and attempt: a throttled fleet does not come back in step.
+    const salt = operation === 'patch' ? '' : ':get';
+    const [u] = nextRandom(seedFrom(`${this.session.deviceId}:${this.session.epoch}:${attempt}${salt}`));
+    return Math.round(capMs / 2 + (u * capMs) / 2);
+  }
+
   private scheduleRetry(batch: ReportedBatch, status: number | undefined, error: Error | undefined): void {
     this.retries++;
-    const capMs = curveCapMs(REPORTED_RETRY_BASE_MS, REPORTED_RETRY_MAX_MS, this.retries);
-    // Jittered per device, connection and attempt: a throttled fleet does not come back in step.
-    const [u] = nextRandom(seedFrom(`${this.session.deviceId}:${this.session.epoch}:${this.retries}`));
-    const delayMs = Math.round(capMs / 2 + (u * capMs) / 2);
+    const delayMs = this.twinRetryDelayMs('patch', this.retries);
     const log = isWarnedRetry(this.retries) ? this.logger.warn : this.logger.debug;
     log.call(
       this.logger,
@@ -443,16 +453,50 @@ class PnpSession {
   private async syncOnce(): Promise<void> {
     await this.flush();
     if (this.stopped) return;
-    const { transport } = this.session;
-    const raw = await this.call<unknown>('twin GET', (done) => transport.getTwin(done as (error?: Error, twin?: unknown) => void));
-    if (this.stopped) return;
-    const doc = asTwinDoc(raw);
-    if (!doc) throw new Error('twin GET answered without a usable document');
+    const doc = await this.readTwin();
+    if (this.stopped || doc === undefined) return;
     const { properties } = this.settings;
     properties.reconcile(doc);
     this.synced = true;
     for (const patch of this.heldBack.splice(0)) properties.applyPatch(patch);
     this.logger.debug({ desiredVersion: doc.desired.$version }, 'twin synchronised');
+  }
+
+  /**
+   * The full twin, or undefined when the hub answered 429/5xx: the GET is then sent again later on
+   * this connection, which works (telemetry and commands carry on); reconnecting would only add a
+   * connection, a twin GET and a resilience report each time, about every 75 s. Anything else
+   * (no answer, another refusal, a document we cannot use) ends the session: the machine decides.
+   */
+  private async readTwin(): Promise<TwinDoc | undefined> {
+    const { transport } = this.session;
+    const answer = await this.call<{ status: number | undefined; error: Error | undefined; twin: unknown }>('twin GET', (done) =>
+      transport.getTwin((error?: Error | null, twin?: unknown) => done(null, { status: this.inbound.twinStatus, error: error ?? undefined, twin })),
+    );
+    if (this.stopped) return undefined;
+    const { status, error, twin } = answer;
+    if (status === 429 || (status !== undefined && status >= 500)) {
+      this.scheduleGetRetry(status, error);
+      return undefined;
+    }
+    if (error) throw error;
+    const doc = asTwinDoc(twin);
+    if (!doc) throw new Error('twin GET answered without a usable document');
+    this.getRetries = 0;
+    return doc;
+  }
+
+  private scheduleGetRetry(status: number, error: Error | undefined): void {
+    this.getRetries++;
+    // The next GET goes after every patch held back so far: its answer includes them.
+    this.heldBack.length = 0;
+    const delayMs = this.twinRetryDelayMs('get', this.getRetries);
+    const log = isWarnedRetry(this.getRetries) ? this.logger.warn : this.logger.debug;
+    log.call(this.logger, { status, err: error?.message, attempt: this.getRetries, retryInMs: delayMs }, 'hub did not answer the twin GET; asking again later');
+    this.getRetryTimer = this.settings.clock.setTimeout(() => {
+      this.getRetryTimer = null;
+      if (!this.stopped) this.sync().catch((e: unknown) => this.lost(e));
+    }, delayMs);
   }
 
   private sync(): Promise<void> {

@@ -70,3 +70,27 @@ describe('a hub that sends junk twin messages', () => {
     await dut.device.stop();
   });
 });
+
+test('a twin GET answered 429 (the hub throttling twin reads): the connection stays, telemetry flows, the GET is asked again on it', async () => {
+  const registrationId = `get-429-${Math.random().toString(36).slice(2, 8)}`;
+  const dut = startDevice(cloud, registrationId);
+  try {
+    await waitForState(dut, 'Connected');
+    const hub = cloud.hub(dut.device.assignment()!.hubHost);
+    await waitFor('the first twin GET', () => hub.metrics().twinGets >= 1);
+    const getsBefore = hub.metrics().twinGets;
+    hub.answerNextTwinGetRaw(registrationId, 429, JSON.stringify({ errorCode: 429001, message: 'IoT Hub throttling limits have been exceeded for the requested operation.' }));
+    hub.disconnect(registrationId); // the next connection GETs the twin
+    await waitFor('connected again', () => dut.states.filter((s) => s.value === 'Connected').length >= 2, 30_000);
+    const during = await dut.send({ during: true });
+    await waitFor('the GET asked again on the same connection', () => hub.metrics().twinGets >= getsBefore + 2, 10_000);
+    await waitFor('delivery', () => deliveryReport(cloud, [during]).lost.length === 0);
+    // One detour, the disconnect's: the throttled GET cost no connection.
+    expect(dut.states.filter((s) => s.value === 'BackingOff')).toHaveLength(1);
+    expect(dut.device.state()).toBe('Connected');
+    expect(dut.logLines.some((line) => line.includes('asking again later') && line.includes('"status":429'))).toBe(true);
+    expect(uncaught).toEqual([]);
+  } finally {
+    await dut.device.stop();
+  }
+});

@@ -1,9 +1,12 @@
 /**
- * Reported PATCHes by the status of the hub's answer (`$iothub/twin/res/{status}`), which the SDK
- * ignores: an `errorCode` body becomes a bare Error, any other body a success. 429/5xx keep the
- * batch and send it again after a jittered backoff (simulated clock) without holding up the twin
- * GET; 400/413 drop only what the hub refuses (a batch is split into one PATCH per property), with
- * a `dropped`-style report; a writable-property acknowledgement is re-sent without its value.
+ * Twin operations by the status of the hub's answer (`$iothub/twin/res/{status}`), which the SDK
+ * ignores: an `errorCode` body becomes a bare Error, any other body a success.
+ * - Reported PATCHes: 429/5xx keep the batch and send it again after a jittered backoff (simulated
+ *   clock) without holding up the twin GET; 400/413 drop only what the hub refuses (a batch is
+ *   split into one PATCH per property), with a `dropped`-style report; a writable-property
+ *   acknowledgement is re-sent without its value.
+ * - The twin GET: 429/5xx ask again later on the same connection (it works); other refusals end
+ *   the session, for the machine to classify.
  *
  * The transport is scripted but answers like the SDK's: through its MQTT base's 'message' event,
  * with the PATCH's callback called inside it.
@@ -13,7 +16,7 @@ import { SimulatedClock } from 'xstate';
 import type { HubSession } from '../../src/actors/hub';
 import { createPnp, type Pnp } from '../../src/pnp';
 import type { DroppedProperties } from '../../src/pnp/reported';
-import { REPORTED_RETRY_BASE_MS, REPORTED_RETRY_MAX_MS, reportedPatchVerdict, twinResponseStatus } from '../../src/pnp/session';
+import { TWIN_RETRY_BASE_MS, TWIN_RETRY_MAX_MS, reportedPatchVerdict, twinResponseStatus } from '../../src/pnp/session';
 import { capturingLogger } from '../e2e/harness';
 
 type Callback = (error?: Error | null, result?: unknown) => void;
@@ -24,13 +27,18 @@ class TwinTransport extends EventEmitter {
   patches: Array<Record<string, unknown>> = [];
   calls: string[] = [];
   answers: Array<{ status: number; body?: string }> = [];
+  /** Answers of the twin GETs (then the twin below, at once, as the SDK passes it). */
+  getAnswers: Array<{ status: number; body?: string }> = [];
   private pending: Callback | undefined;
+  private pendingGet: Callback | undefined;
 
   constructor() {
     super();
     this._mqtt.on('message', (topic: string, payload: Buffer) => {
-      const callback = this.pending;
-      this.pending = undefined;
+      const isGet = topic.endsWith('$rid=get');
+      const callback = isGet ? this.pendingGet : this.pending;
+      if (isGet) this.pendingGet = undefined;
+      else this.pending = undefined;
       const text = payload.toString();
       const parsed = text ? (JSON.parse(text) as { errorCode?: number; message?: string }) : undefined;
       if (parsed?.errorCode) callback?.(new Error(parsed.message));
@@ -49,7 +57,11 @@ class TwinTransport extends EventEmitter {
   }
   getTwin(done: Callback) {
     this.calls.push('get');
-    done(null, { desired: { $version: 1 }, reported: { $version: 1 } });
+    const answer = this.getAnswers.shift();
+    if (answer === undefined) return done(null, { desired: { $version: 1 }, reported: { $version: 1 } });
+    this.pendingGet = done;
+    const text = answer.body ?? JSON.stringify({ errorCode: answer.status * 1000 + 1, message: `status ${answer.status}` });
+    setImmediate(() => this._mqtt.emit('message', `$iothub/twin/res/${answer.status}/?$rid=get`, Buffer.from(text)));
   }
   updateTwinReportedProperties(patch: Record<string, unknown>, done: Callback) {
     this.calls.push('patch');
@@ -70,7 +82,7 @@ async function until(predicate: () => boolean, what: string, timeoutMs = 2000) {
 }
 const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
 
-function setup() {
+function setup(getAnswers: TwinTransport['getAnswers'] = []) {
   const clock = new SimulatedClock();
   const lines: string[] = [];
   const pnp: Pnp = createPnp({
@@ -83,6 +95,7 @@ function setup() {
     reprovision: () => undefined,
   });
   const transport = new TwinTransport();
+  transport.getAnswers = getAnswers;
   const lost = jest.fn();
   const dropped: DroppedProperties[] = [];
   pnp.reported.onDropped((d) => dropped.push(d));
@@ -97,7 +110,11 @@ function setup() {
   /** Resolves once `n` retries have been scheduled (the answer that asked for it was read). */
   const retriesScheduled = (n: number) =>
     until(() => lines.filter((l) => l.includes('sent again later')).length === n, `${n} retries scheduled`);
-  return { clock, pnp, transport, lost, dropped, stop, retriesScheduled, lines };
+  /** Resolves once `n` GET retries have been scheduled. */
+  const getRetriesScheduled = (n: number) =>
+    until(() => lines.filter((l) => l.includes('asking again later')).length === n, `${n} GET retries scheduled`);
+  const gets = () => transport.calls.filter((call) => call === 'get').length;
+  return { clock, pnp, transport, lost, dropped, stop, retriesScheduled, getRetriesScheduled, gets, lines };
 }
 
 test('the verdict by status: 2xx delivered, 400/413 refused, 429/5xx and anything else retried; no status: by the error', () => {
@@ -128,22 +145,22 @@ test('429, then 503 with an empty body: the batch is kept and sent again after a
   expect(transport.calls).toEqual(['patch', 'get']);
 
   // First retry: uniform in [base/2, base].
-  clock.increment(REPORTED_RETRY_BASE_MS / 2 - 1);
+  clock.increment(TWIN_RETRY_BASE_MS / 2 - 1);
   await settle();
   expect(transport.patches).toHaveLength(1);
   pnp.reported.set({ battery: 49 }); // newer value while waiting: no extra PATCH, the retry carries it
   await settle();
   expect(transport.patches).toHaveLength(1);
-  clock.increment(REPORTED_RETRY_BASE_MS / 2 + 1);
+  clock.increment(TWIN_RETRY_BASE_MS / 2 + 1);
   await until(() => transport.patches.length === 2, 'the first retry');
   expect(transport.patches[1]).toEqual({ battery: 49 });
   await retriesScheduled(2);
 
   // Second retry (after the 503 with no errorCode the SDK called a success): within [base, 2·base].
-  clock.increment(REPORTED_RETRY_BASE_MS - 1);
+  clock.increment(TWIN_RETRY_BASE_MS - 1);
   await settle();
   expect(transport.patches).toHaveLength(2);
-  clock.increment(REPORTED_RETRY_BASE_MS + 1);
+  clock.increment(TWIN_RETRY_BASE_MS + 1);
   await until(() => transport.patches.length === 3 && pnp.reported.size === 0, 'the second retry, accepted');
   expect(dropped).toEqual([]);
   expect(lost).not.toHaveBeenCalled();
@@ -157,7 +174,7 @@ test('a hub that throttles reported properties for a day: the retries double to 
   const DAY_MS = 86_400_000;
   let elapsedMs = 0;
   let retries = 0;
-  expect(REPORTED_RETRY_MAX_MS).toBe(15 * 60_000);
+  expect(TWIN_RETRY_MAX_MS).toBe(15 * 60_000);
   while (elapsedMs < DAY_MS) {
     retries++;
     await retriesScheduled(retries);
@@ -218,8 +235,76 @@ test('the retry timer dies with the session: nothing is sent after cleanup, the 
   pnp.reported.set({ battery: 50 });
   await retriesScheduled(1);
   stop();
-  clock.increment(10 * REPORTED_RETRY_BASE_MS);
+  clock.increment(10 * TWIN_RETRY_BASE_MS);
   await settle();
   expect(transport.patches).toHaveLength(1);
   expect(pnp.reported.size).toBe(1);
+});
+
+describe('the twin GET answered but not done', () => {
+  test('429, then 503 with an empty body: asked again on the same connection after a jittered backoff, then the twin is read; the session is never lost', async () => {
+    const twin = { desired: { fanSpeed: 3, $version: 4 }, reported: { $version: 1 } };
+    const { clock, pnp, transport, lost, stop, getRetriesScheduled, gets } = setup([{ status: 429 }, { status: 503, body: '' }, { status: 200, body: JSON.stringify(twin) }]);
+    const applied: Array<[unknown, number]> = [];
+    pnp.properties.register('fanSpeed', (value, ctx) => void applied.push([value, ctx.version]));
+    await getRetriesScheduled(1);
+    expect(gets()).toBe(1);
+    // Retry n in [cap/2, cap] of 1 s doubling: nothing before cap/2, sent by cap.
+    clock.increment(TWIN_RETRY_BASE_MS / 2 - 1);
+    await settle();
+    expect(gets()).toBe(1);
+    clock.increment(TWIN_RETRY_BASE_MS / 2 + 1);
+    await getRetriesScheduled(2);
+    expect(gets()).toBe(2);
+    // A patch the twin read later includes: not applied on its own.
+    transport.emit('twinDesiredPropertiesUpdate', { fanSpeed: 2, $version: 3 });
+    clock.increment(2 * TWIN_RETRY_BASE_MS);
+    await until(() => applied.length === 1, 'the twin read and applied');
+    expect(gets()).toBe(3);
+    expect(applied).toEqual([[3, 4]]);
+    await until(() => transport.patches.length === 1, 'the acknowledgement');
+    expect(transport.patches[0]).toEqual({ fanSpeed: { value: 3, ac: 200, av: 4, ad: 'completed' } });
+    expect(lost).not.toHaveBeenCalled();
+    stop();
+  });
+
+  test('a hub that throttles the twin GET for a day: ~100 GETs on one connection, not a reconnection every ~75 s; warnings on attempts 1, 2, 4, 8…', async () => {
+    const DAY_MS = 86_400_000;
+    const { clock, lost, stop, getRetriesScheduled, gets, lines } = setup(Array.from({ length: 1000 }, () => ({ status: 429 })));
+    let elapsedMs = 0;
+    let retries = 0;
+    while (elapsedMs < DAY_MS) {
+      retries++;
+      await getRetriesScheduled(retries);
+      const capMs = Math.min(TWIN_RETRY_MAX_MS, TWIN_RETRY_BASE_MS * 2 ** (retries - 1));
+      clock.increment(capMs / 2 - 1);
+      await settle();
+      expect(gets()).toBe(retries);
+      clock.increment(capMs / 2 + 1);
+      elapsedMs += capMs;
+      await until(() => gets() === retries + 1, `GET retry ${retries}`);
+    }
+    expect(retries).toBeLessThanOrEqual(10 + DAY_MS / (TWIN_RETRY_MAX_MS / 2));
+    const warned = lines.filter((l) => l.includes('asking again later') && (JSON.parse(l) as { level: number }).level === 40);
+    expect(warned.map((l) => (JSON.parse(l) as { attempt: number }).attempt)).toEqual(Array.from({ length: 12 }, (_, k) => 2 ** k).filter((n) => n <= retries));
+    expect(lost).not.toHaveBeenCalled();
+    stop();
+  });
+
+  test.each([401, 403, 404])('a GET refused with %i ends the session: the machine classifies it (a moved device, the daily quota)', async (status) => {
+    const { lost, stop, gets } = setup([{ status }]);
+    await until(() => lost.mock.calls.length === 1, 'the session lost');
+    expect((lost.mock.calls[0]![0] as Error).message).toBe(`status ${status}`);
+    expect(gets()).toBe(1);
+    stop();
+  });
+
+  test('the GET retry dies with the session: no GET after cleanup', async () => {
+    const { clock, stop, getRetriesScheduled, gets } = setup([{ status: 429 }]);
+    await getRetriesScheduled(1);
+    stop();
+    clock.increment(10 * TWIN_RETRY_BASE_MS);
+    await settle();
+    expect(gets()).toBe(1);
+  });
 });
