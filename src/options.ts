@@ -115,10 +115,11 @@ export interface DeviceOptions {
   /**
    * The device's own figures (`device.stats()`, the `stats` event), reported to the cloud as the
    * Plug and Play component `component` (default 'resilience', interface
-   * dtmi:hubstate:Resilience;1): once at each connection, then at most once per `intervalMs`
-   * (default 60 s, 1 s to a day) while it lasts, when something happened since the last report
-   * (a count, the hub, the outbox's deepest, delivery stalling, a new error: each report is a
-   * billed twin update), and once a day. `false`, or `report: false`, keeps them on the device.
+   * dtmi:hubstate:Resilience;1): at once at a connection to another hub (or the first, or 15 min
+   * after the last report), then at most once per `intervalMs` (default 60 s, 1 s to a day) while
+   * it lasts, when something happened since the last report (a reconnection, a count, the hub, the
+   * outbox's deepest, delivery stalling, a new error: each report is a billed twin update), and
+   * once a day. `false`, or `report: false`, keeps them on the device.
    * The `stats` event fires at each connection and every `intervalMs` either way.
    */
   resilience?: false | { report?: boolean; component?: string; intervalMs?: number };

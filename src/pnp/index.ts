@@ -33,7 +33,7 @@ export interface PnpSettings {
   reprovision(): void;
   /** The built-in `DeviceMove` (option `migration`). */
   deviceMove?: CommandSettings['deviceMove'];
-  /** The device's own resilience component: reported in full at each connection, not remembered for a move. */
+  /** The device's own resilience component: reported in full at a connection to another hub, not remembered for a move. */
   resilienceComponent?: string;
 }
 

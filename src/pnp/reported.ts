@@ -75,7 +75,7 @@ export class ReportedQueue {
   constructor(
     private readonly logger: PartLogger,
     private readonly path?: string,
-    /** A component whose delivered values are not remembered (it reports itself in full at each connection). */
+    /** A component whose delivered values are not remembered (it reports itself in full at a connection to another hub). */
     private readonly unremembered?: string,
   ) {
     if (path) this.load(path);

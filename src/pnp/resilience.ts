@@ -99,6 +99,13 @@ const OUTBOX_WAIT_STEPS_MS = [60_000, 600_000, 3_600_000];
 /** With nothing new, the figures at the cloud (time connected, delivered, ages) are refreshed once a day. */
 export const RESILIENCE_REFRESH_MS = 86_400_000;
 
+/**
+ * A reconnection to the hub of the last report reports at once only this long after it (else once
+ * it has lasted an interval): a hub that drops every session at once is seen within 15 min, for
+ * at most ~96 billed reports a day instead of one at each of ~1,100 reconnections.
+ */
+export const RECONNECTION_REPORT_GAP_MS = 15 * 60_000;
+
 export interface ResilienceReporterParts {
   clock: Clock;
   logger: PartLogger;
@@ -112,22 +119,25 @@ export interface ResilienceReporterParts {
 }
 
 /**
- * Reports at each connection and every `intervalMs` while it lasts when something happened
- * (`eventFigures`) or a day has passed since the last report; nothing between connections. The
- * `stats` event fires at each connection and every `intervalMs`.
+ * Reports at a connection to another hub than the last report's (or the first), or to the same
+ * hub RECONNECTION_REPORT_GAP_MS after the last report; then every `intervalMs` while the
+ * connection lasts when something happened (`eventFigures`: a reconnection is news) or a day has
+ * passed since the last report; nothing between connections. The `stats` event fires at each
+ * connection and every `intervalMs`.
  */
 export class ResilienceReporter {
   #timer: unknown = null;
-  /** `eventFigures` of the last patch queued (null before the first), and when (machine time). */
+  /** `eventFigures` of the last patch queued (null before the first), when (machine time), and the hub it went to. */
   #lastReported: string | null = null;
   #lastReportedAt = 0;
+  #lastReportedHub: string | null | undefined = undefined;
 
   constructor(private readonly parts: ResilienceReporterParts) {}
 
-  /** A connection was accepted: report now (the reconnection's patch), then on the interval. */
+  /** A connection was accepted: report now if it is to another hub (see `#report`), then on the interval. */
   connected(): void {
     this.#cancel();
-    this.#report(true);
+    this.#report('connection');
     this.#schedule();
   }
 
@@ -144,7 +154,7 @@ export class ResilienceReporter {
     const { clock, settings } = this.parts;
     this.#timer = clock.setTimeout(() => {
       this.#timer = null;
-      this.#report(false);
+      this.#report('interval');
       this.#schedule();
     }, settings.intervalMs);
   }
@@ -155,8 +165,13 @@ export class ResilienceReporter {
     this.#timer = null;
   }
 
-  /** `always`: the patch goes even when nothing happened (a connection: the twin may be another hub's, or stale). */
-  #report(always: boolean): void {
+  /**
+   * At a connection to another hub the patch goes even when nothing happened: that hub's twin may
+   * be stale or empty. To the same hub it waits for the interval (a connection that lasts) unless
+   * the last report is RECONNECTION_REPORT_GAP_MS old: a hub that drops every session at once
+   * would otherwise be sent a billed report at each reconnection.
+   */
+  #report(when: 'connection' | 'interval'): void {
     const { settings, logger } = this.parts;
     let stats: DeviceStats;
     try {
@@ -170,11 +185,14 @@ export class ResilienceReporter {
     if (!settings.report) return;
     const figures = eventFigures(stats);
     const now = monotonicNow(this.parts.clock);
-    if (!always && figures === this.#lastReported && now - this.#lastReportedAt < RESILIENCE_REFRESH_MS) return;
+    const sinceLastMs = now - this.#lastReportedAt;
+    if (when === 'connection' && stats.hubHost === this.#lastReportedHub && sinceLastMs < RECONNECTION_REPORT_GAP_MS) return;
+    if (when === 'interval' && figures === this.#lastReported && sinceLastMs < RESILIENCE_REFRESH_MS) return;
     try {
       this.parts.queue(resiliencePatch(stats), settings.component);
       this.#lastReported = figures;
       this.#lastReportedAt = now;
+      this.#lastReportedHub = stats.hubHost;
     } catch (error) {
       logger.warn({ err: (error as Error).message, component: settings.component }, 'could not queue the resilience report');
     }

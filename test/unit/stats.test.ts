@@ -13,7 +13,7 @@ import { createDevice } from '../../src/device';
 import { ConfigError } from '../../src/errors';
 import { OPTION_BOUNDS, resolveOptions, type DeviceOptions } from '../../src/options';
 import { ReportedQueue } from '../../src/pnp/reported';
-import { eventFigures, RESILIENCE_INTERFACE_ID, RESILIENCE_REFRESH_MS, ResilienceReporter, resiliencePatch, type ResilienceSettings } from '../../src/pnp/resilience';
+import { eventFigures, RESILIENCE_INTERFACE_ID, RECONNECTION_REPORT_GAP_MS, RESILIENCE_REFRESH_MS, ResilienceReporter, resiliencePatch, type ResilienceSettings } from '../../src/pnp/resilience';
 import { ACTION_BY_CLASS, ACTION_BY_RULE, MAX_RULE_KEYS, recommendedAction, saturatingIncrement, StatsCollector, type DeviceStats } from '../../src/stats';
 import { CLASSIFICATION_TABLE } from '../../src/policy/classify';
 import { MemoryProvisioningCache } from '../../src/store/cache';
@@ -323,30 +323,75 @@ describe('the resilience component: coalesced reports', () => {
     expect(new Set([waited(null), waited(60_000), waited(600_000), waited(3_600_000)]).size).toBe(4);
   });
 
-  test('none between connections; one at each reconnection, and the interval restarts from it', () => {
-    const { clock, patches, resilience, collector } = reporter({ intervalMs: 10_000 });
-    resilience.connected();
+  /** The device's transitions into and out of Connected, as device.ts feeds them to both. */
+  function connection(collector: StatsCollector, resilience: ResilienceReporter) {
+    return {
+      connect(hubHost: string) {
+        collector.transition({ value: 'Connected', previous: 'Connecting', event: 'xstate.done.actor.openHub', hubHost, lastError: null });
+        resilience.connected();
+      },
+      drop(hubHost: string) {
+        collector.transition({ value: 'BackingOff', previous: 'Connected', event: 'HUB_LOST', hubHost, lastError: null });
+        resilience.disconnected();
+      },
+    };
+  }
+
+  test('none between connections; at a connection to another hub at once; to the same hub once it lasts an interval; the interval restarts from each connection', () => {
+    const { clock, patches, resilience, collector, events } = reporter({ intervalMs: 10_000 });
+    const hub = connection(collector, resilience);
+    hub.connect('hub-a');
+    expect(patches).toHaveLength(1);
     clock.increment(4000);
-    resilience.disconnected();
+    hub.drop('hub-a');
     collector.dropped({ messageId: 'm-1', reason: 'outbox-full' });
     clock.increment(60_000);
     expect(patches).toHaveLength(1);
-    // At a connection the patch goes even when nothing happened since the last one.
-    resilience.connected();
-    resilience.disconnected();
-    resilience.connected();
-    expect(patches).toHaveLength(3);
-    expect(patches[1]!.patch).toEqual(patches[2]!.patch);
-    collector.dropped({ messageId: 'm-2', reason: 'outbox-full' });
+    // Back on the same hub: not yet (a session that dies at once must not cost a report each time).
+    hub.connect('hub-a');
+    expect(patches).toHaveLength(1);
+    expect(events).toHaveLength(2); // the stats event goes at every connection
+    // Restarted from the connection: the interval reports the reconnection and the drop.
     clock.increment(9999);
-    expect(patches).toHaveLength(3);
+    expect(patches).toHaveLength(1);
     clock.increment(1);
-    expect(patches).toHaveLength(4);
-    expect(patches[3]!.patch).toMatchObject({ dropped: 2 });
+    expect(patches).toHaveLength(2);
+    expect(patches[1]!.patch).toMatchObject({ connects: 2, dropped: 1, hubHost: 'hub-a' });
+    // Another hub: at once, even with nothing new since (its twin may be stale or empty).
+    hub.drop('hub-a');
+    hub.connect('hub-b');
+    expect(patches).toHaveLength(3);
+    expect(patches[2]!.patch).toMatchObject({ hubHost: 'hub-b', hubChanges: 1 });
     collector.dropped({ messageId: 'm-3', reason: 'outbox-full' });
     resilience.stop();
     clock.increment(100_000);
-    expect(patches).toHaveLength(4);
+    expect(patches).toHaveLength(3);
+  });
+
+  test('a hub that accepts every connection and drops it at once, for a day (every ~75 s): a report at most every 15 min, not one per reconnection', () => {
+    const { clock, patches, resilience, collector } = reporter();
+    const hub = connection(collector, resilience);
+    const DAY_MS = 86_400_000;
+    let reconnections = 0;
+    const reportedAt: number[] = [];
+    for (let elapsed = 0; elapsed < DAY_MS; elapsed += 75_000) {
+      const before = patches.length;
+      hub.connect('hub-a');
+      if (patches.length > before) reportedAt.push(elapsed);
+      clock.increment(1000);
+      hub.drop('hub-a');
+      clock.increment(74_000);
+      reconnections++;
+    }
+    expect(reconnections).toBe(1152);
+    expect(RECONNECTION_REPORT_GAP_MS).toBe(15 * 60_000);
+    expect(patches.length).toBeLessThanOrEqual(DAY_MS / RECONNECTION_REPORT_GAP_MS + 1);
+    // Still reported all day: the operator sees the flapping within 15 min (+ one reconnection).
+    const gaps = reportedAt.slice(1).map((at, i) => at - reportedAt[i]!);
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(RECONNECTION_REPORT_GAP_MS + 75_000);
+    expect(Math.min(...gaps)).toBeGreaterThanOrEqual(RECONNECTION_REPORT_GAP_MS);
+    expect(patches.at(-1)!.patch).toMatchObject({ connects: expect.any(Number) });
+    expect((patches.at(-1)!.patch as { connects: number }).connects).toBeGreaterThan(1100);
   });
 
   test('opted out: no patch ever, the stats event on the same schedule', () => {
