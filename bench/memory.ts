@@ -16,7 +16,7 @@ import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
 import { join } from 'node:path';
 import pino from 'pino';
 // The device library as it ships (dist/hubstate.js; `npm run bench` builds it first).
-import { createDevice, type Device } from 'hubstate';
+import { createDevice, MemoryProvisioningCache, type Device } from 'hubstate';
 import { Fleet, staggerSchedule } from 'hubstate-tools/fleet';
 import { DEFAULT_POLICY } from '../src/policy/backoff';
 import { launchCloud } from './cloud';
@@ -41,8 +41,12 @@ export const STEADY_AFTER_MS = DEFAULT_POLICY.stableConnectionMs + 2000;
 /**
  * `raw`: the raw SDK client, open (the issue's reference); `raw-pnp`: the same client doing what an
  * IoT Central device does once open (rawPlugAndPlaySession), the same session hubstate keeps.
+ * `connected`: ours, booting as the raw clients do (a DPS registration, then the hub): each device
+ * with a provisioning cache, in memory here, as `dataDir` gives one on disk. `connected-lookup`:
+ * ours with nowhere to cache, which asks DPS first (a status lookup over HTTPS at every boot, seed
+ * 004) and then registers: one more TLS connection per device while the fleet boots.
  */
-export type MemoryMode = 'connected' | 'idle' | 'idle-default-logger' | 'raw' | 'raw-pnp';
+export type MemoryMode = 'connected' | 'connected-lookup' | 'idle' | 'idle-default-logger' | 'raw' | 'raw-pnp';
 
 /**
  * Devices created and not started: `idle` with the application's logger (as the fleet passes
@@ -116,7 +120,9 @@ export interface MemoryResult {
   /** Connected RSS / raw-pnp RSS per device: against a raw client doing the same job (ratio of the medians). */
   connectedOverRawPnp: number;
   connectedOverRawPnpByRound: number[];
-  breakdown: { connected: RssBreakdown; raw: RssBreakdown; rawPnp: RssBreakdown; idle: RssBreakdown };
+  /** `connected-lookup` (no provisioning cache: a status lookup at boot) / raw, one run; null when not measured. */
+  connectedLookupOverRaw: number | null;
+  breakdown: { connected: RssBreakdown; connectedLookup: RssBreakdown; raw: RssBreakdown; rawPnp: RssBreakdown; idle: RssBreakdown };
   /** The same two figures with FIXED_ALLOCATOR (freed native memory returned): what the devices hold, not what malloc keeps. Linux only. */
   fixedAllocator: {
     glibcTunables: string;
@@ -210,8 +216,9 @@ export async function measureMemory(
       for (let i = 0; i < devices; i++) {
         keep.push(createDevice({ idScope: 'idleScope', registrationId: `idle-${i}`, groupKey: Buffer.alloc(32, 1).toString('base64'), ...loggerOption }));
       }
-    } else if (mode === 'connected') {
-      fleet = new Fleet({ cloud: cloud!.info, devices, dpsRatePerSec: 1000, staggerRatePerSec: arrivalsPerSec, logger });
+    } else if (mode === 'connected' || mode === 'connected-lookup') {
+      const deviceOptions = mode === 'connected' ? () => ({ cache: new MemoryProvisioningCache() }) : undefined;
+      fleet = new Fleet({ cloud: cloud!.info, devices, dpsRatePerSec: 1000, staggerRatePerSec: arrivalsPerSec, logger, deviceOptions });
       fleet.start();
       await fleet.allConnected();
     } else {
@@ -309,6 +316,7 @@ export async function benchMemory(devices: number, options: { heapSnapshots?: bo
     const first = round % compared.length;
     for (const mode of [...compared.slice(first), ...compared.slice(0, first)]) samples.push(await runMemoryChild(mode, devices));
   }
+  samples.push(await runMemoryChild('connected-lookup', devices));
   if (process.platform === 'linux') {
     for (const mode of ['raw', 'raw-pnp', 'connected'] as MemoryMode[]) samples.push(await runMemoryChild(mode, devices, undefined, FIXED_ALLOCATOR));
   }
@@ -398,7 +406,14 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
     connectedOverRawByRound: byRound('raw'),
     connectedOverRawPnp: ratio('raw-pnp'),
     connectedOverRawPnpByRound: byRound('raw-pnp'),
-    breakdown: { connected: breakdownOf(samples, 'connected'), raw: breakdownOf(samples, 'raw'), rawPnp: breakdownOf(samples, 'raw-pnp'), idle: breakdownOf(samples, 'idle') },
+    connectedLookupOverRaw: runsOf(samples, 'connected-lookup').length > 0 ? Math.round((kb('connected-lookup', 'rssPerDeviceBytes') / kb('raw', 'rssPerDeviceBytes')) * 1000) / 1000 : null,
+    breakdown: {
+      connected: breakdownOf(samples, 'connected'),
+      connectedLookup: breakdownOf(samples, 'connected-lookup'),
+      raw: breakdownOf(samples, 'raw'),
+      rawPnp: breakdownOf(samples, 'raw-pnp'),
+      idle: breakdownOf(samples, 'idle'),
+    },
     fixedAllocator: fixed
       ? {
           glibcTunables: FIXED_ALLOCATOR,

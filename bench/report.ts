@@ -146,6 +146,16 @@ export function renderTable(results: BenchResults): string {
         yes(m.connectedOverRawPnp <= 1),
       ]);
     }
+    if (m.connectedLookupOverRaw != null && m.breakdown?.connectedLookup) {
+      const b = m.breakdown.connectedLookup;
+      rows.push([
+        `5 memory, N=${m.devices} connected, nowhere to cache the assignment (a DPS status lookup at every boot, then the registration)`,
+        `${b.rssKB} KB RSS/device (heap ${b.heapUsedKB} KB), ${m.connectedLookupOverRaw.toFixed(2)}× raw (one run); heap free ${b.heapFreeKB} KB (of which the old space's ${b.oldSpaceFreeKB} KB), native ${b.nativeKB} KB`,
+        'raw SDK client, as above (it registers and connects, no lookup)',
+        'report',
+        '–',
+      ]);
+    }
     if (m.fixedAllocator) {
       const f = m.fixedAllocator;
       rows.push([

@@ -75,8 +75,11 @@ export interface FleetOptions {
   policy?: RetryPolicyInput;
   /** Root logger; each device gets a child. Default: silent. */
   logger?: Logger;
-  /** Extra device options (keepalive, timeouts, model id ...). */
-  deviceOptions?: Partial<DeviceOptions>;
+  /**
+   * Extra device options (keepalive, timeouts, model id ...), or a function of the member's
+   * registration id for options that must be each member's own (a provisioning cache).
+   */
+  deviceOptions?: Partial<DeviceOptions> | ((registrationId: string) => Partial<DeviceOptions>);
 }
 
 /** One slice of a fleet: shard `index` (0 ≤ index < count) of `count`. */
@@ -242,16 +245,18 @@ export class Fleet {
   }
 
   private optionsOf(globalIndex: number): DeviceOptions {
+    const registrationId = this.registrationIdOf(globalIndex);
+    const { deviceOptions } = this.options;
     return {
       idScope: this.options.cloud.idScope,
-      registrationId: this.registrationIdOf(globalIndex),
+      registrationId,
       groupKey: this.options.cloud.groupKey,
       provisioningHost: this.options.cloud.provisioningHost,
       ...(this.options.cloud.ca ? { ca: this.options.cloud.ca } : {}),
       policy: this.policy,
       logger: this.logger,
       ...(this.options.seed !== undefined ? { seed: seedFrom(`fleet:${this.options.seed}:${globalIndex}`) } : {}),
-      ...this.options.deviceOptions,
+      ...(typeof deviceOptions === 'function' ? deviceOptions(registrationId) : deviceOptions),
     };
   }
 
