@@ -19,7 +19,7 @@
  * reproducible and a restored snapshot continues the same sequence.
  */
 import { assign, fromCallback, fromPromise, setup, stopChild, type EventObject, type StateValue } from 'xstate';
-import { nextDelay, POLICY_BOUNDS } from '../src/policy/backoff';
+import { nextDelay, nextRandom, POLICY_BOUNDS } from '../src/policy/backoff';
 import type { Failure, Phase, RetryPolicy } from '../src/policy/types';
 
 /** Where the device is assigned: the IoT Hub and the device id DPS gave it. */
@@ -109,8 +109,8 @@ export interface DeviceContext {
   sameHubAnswers: number;
   /**
    * Machine time before which DPS is not asked again (a status lookup answered 429 + retry-after,
-   * or 5xx, jittered like any retry-after; or lookups failing in a row, see failedLookups): meanwhile the device stays with its hub and retries it
-   * on the hub's own curve, so a hub that recovers is not left waiting for DPS (a hub that refused
+   * or 5xx; jittered like any retry-after; see also dpsRestUntil): meanwhile the device stays with
+   * its hub and retries it on the hub's own curve, so a hub that recovers is not left waiting for DPS (a hub that refused
    * the device outright waits for DPS too). Null once DPS answers, or once a connection has
    * lasted past it.
    */
@@ -123,10 +123,17 @@ export interface DeviceContext {
   registerWhenDpsFree: boolean;
   /**
    * Status lookups in a row that DPS did not answer (a timeout, a 5xx, a 429), at most
-   * FAILED_LOOKUPS_COUNTED: from the second, DPS rests before it is asked again
-   * (`failedLookupRestMs`, through dpsBusyUntil). Zero once DPS answers or a connection lasts.
+   * FAILED_LOOKUPS_COUNTED: from the second, DPS rests before it is asked again (dpsRestUntil).
+   * Zero once DPS answers or a connection lasts.
    */
   failedLookups: number;
+  /**
+   * Machine time before which DPS is not asked again after `failedLookups` failed lookups
+   * (`failedLookupRest`), like dpsBusyUntil (the later of the two counts). Null once DPS answers or
+   * a connection lasts: unlike DPS's own wait, a rest is ours, and a device that works again
+   * starts afresh.
+   */
+  dpsRestUntil: number | null;
   /** See {@link DeviceInput.lookupAtBoot}. */
   lookupAtBoot: boolean;
   /**
@@ -235,9 +242,15 @@ function scheduleRetry(context: DeviceContext, failure: Failure, attempt: number
  */
 const MAX_COUNTED_ATTEMPTS = POLICY_BOUNDS.maxHubAttempts;
 
-/** `plan`, moved to DPS's wait (`dpsBusyUntil`) if it came earlier. */
+/** When DPS may be asked again: the later of its own wait and our rest after failed lookups; null if neither runs. */
+function dpsWaitEnds(context: DeviceContext): number | null {
+  const { dpsBusyUntil: busy, dpsRestUntil: rest } = context;
+  return busy === null ? rest : rest === null ? busy : Math.max(busy, rest);
+}
+
+/** `plan`, moved to DPS's wait (`dpsWaitEnds`) if it came earlier. */
 function notBeforeDpsWait(context: DeviceContext, plan: ReturnType<typeof scheduleRetry>): ReturnType<typeof scheduleRetry> {
-  const until = context.dpsBusyUntil;
+  const until = dpsWaitEnds(context);
   if (until === null || plan.retryAt >= until) return plan;
   return { ...plan, retryAt: until, delayMs: plan.delayMs + (until - plan.retryAt) };
 }
@@ -283,15 +296,18 @@ const FAILED_LOOKUPS_COUNTED = 20;
 
 /**
  * How long DPS is left alone after `failedLookups` status lookups in a row went unanswered: not
- * after the first (the next refusal asks again), then the slowest retry doubled per failure, up to
- * the longest hub window. A hub refusing with CONNACK 3 never spends its budget and each refusal
- * is in doubt: without a rest, a device asked a failing DPS at every hub retry, all day (1,151
- * lookups a day; 2,516 with dpsAtScale).
+ * after the first (the next refusal asks again), then uniform in [cap/2, cap], the cap the slowest
+ * retry doubled per failure up to the longest hub window (jittered: a fleet refused together must
+ * not come back to DPS in the same second). A hub refusing with CONNACK 3 never spends its budget
+ * and each refusal is in doubt: without a rest, a device asked a failing DPS at every hub retry,
+ * all day (1,151 lookups a day; 2,516 with dpsAtScale).
  */
-function failedLookupRestMs(policy: RetryPolicy, failedLookups: number): number {
-  if (failedLookups <= 1) return 0;
+function failedLookupRest(policy: RetryPolicy, failedLookups: number, rngState: number): { restMs: number; rngState: number } {
+  if (failedLookups <= 1) return { restMs: 0, rngState };
   const longestWindowMs = Math.max(policy.hubRetryWindowMs, policy.hubRetryWindowMaxMs);
-  return Math.min(longestWindowMs, policy.maxDelayMs * 2 ** (failedLookups - 1));
+  const capMs = Math.min(longestWindowMs, policy.maxDelayMs * 2 ** (failedLookups - 1));
+  const [u, next] = nextRandom(rngState);
+  return { restMs: capMs / 2 + (u * capMs) / 2, rngState: next };
 }
 
 /** One more DPS answer naming the failing hub (bounded: see HUB_WINDOW_DOUBLINGS). */
@@ -325,13 +341,6 @@ function registrationDueAfterDpsWait(context: DeviceContext, failure: Failure): 
   return context.registerWhenDpsFree && hubBudgetSpent(context, failure);
 }
 
-/** The latest of some deadlines, null if there is none. */
-function latestOf(...deadlines: Array<number | null>): number | null {
-  let latest: number | null = null;
-  for (const deadline of deadlines) if (deadline !== null && (latest === null || deadline > latest)) latest = deadline;
-  return latest;
-}
-
 /** `until` if it is later than `at`, else null (a wait that is over is no wait). */
 function waitStillRunning(until: number | null, at: number): number | null {
   return until !== null && until > at ? until : null;
@@ -339,7 +348,8 @@ function waitStillRunning(until: number | null, at: number): number | null {
 
 /** DPS asked not to be asked again before a time that `failure` comes earlier than. */
 function dpsAskedToWait(context: DeviceContext, failure: Failure): boolean {
-  return context.dpsBusyUntil !== null && failure.at < context.dpsBusyUntil;
+  const until = dpsWaitEnds(context);
+  return until !== null && failure.at < until;
 }
 
 /** DPS confirmed this hub during this failure run, less than one hub window before `failure`. */
@@ -397,6 +407,7 @@ function initialContext(input: DeviceInput): DeviceContext {
   context.dpsBusyUntil = null;
   context.registerWhenDpsFree = false;
   context.failedLookups = 0;
+  context.dpsRestUntil = null;
   context.lookupAtBoot = input.lookupAtBoot === true;
   context.reprovisionRequested = false;
   return context;
@@ -507,6 +518,7 @@ export const deviceMachine = setup({
         dpsBusyUntil: null,
         registerWhenDpsFree: false,
         failedLookups: 0,
+        dpsRestUntil: null,
         // dpsAttempts is kept until the assignment works: a refused fresh assignment keeps growing the backoff.
         hubAttempts: 0,
         firstFailureAt: null,
@@ -530,6 +542,7 @@ export const deviceMachine = setup({
       dpsBusyUntil: waitStillRunning(context.dpsBusyUntil, (context.connectedAt ?? 0) + context.policy.stableConnectionMs),
       registerWhenDpsFree: false,
       failedLookups: 0,
+      dpsRestUntil: null,
       hubAttempts: 0,
       dpsAttempts: 0,
       firstFailureAt: null,
@@ -565,7 +578,9 @@ export const deviceMachine = setup({
       ...planHubRetry(context, failureIn(event, context), event.type === 'HUB_LOST' && context.connectionStable),
       retryStep: params.then,
     })),
-    resetCounters: assign({ dpsAttempts: 0, hubAttempts: 0, firstFailureAt: null, failedLookups: 0 }),
+    resetCounters: assign({ dpsAttempts: 0, hubAttempts: 0, firstFailureAt: null, failedLookups: 0, dpsRestUntil: null }),
+    /** DPS answered a lookup (another registration follows): no failed lookups in a row any more, no rest. */
+    dpsAnswered: assign({ failedLookups: 0, dpsRestUntil: null }),
     reprovisionAfterWait: assign({ retryStep: 'Reprovisioning' as const }),
     noteReprovisionRequest: assign({ reprovisionRequested: true }),
     /** A hub this device worked on refused a connect in a way that may mean it was moved. */
@@ -609,6 +624,7 @@ export const deviceMachine = setup({
         dpsBusyUntil: null,
         registerWhenDpsFree: false,
         failedLookups: 0,
+        dpsRestUntil: null,
         hubAttempts: 0,
         firstFailureAt: null,
       };
@@ -625,15 +641,16 @@ export const deviceMachine = setup({
       // spread like any retry-after (a fleet throttled together must not come back together);
       // the hub needs no DPS, so it is retried on its own curve meanwhile (guards: dpsAskedToWait).
       const dpsWait = lookupFailure !== undefined && lookupWaitMs(lookupFailure) > 0 ? scheduleRetry(context, lookupFailure, 1, false) : undefined;
+      const dpsBusyUntil = dpsWait ? Math.max(dpsWait.retryAt, context.dpsBusyUntil ?? 0) : params.confirmed ? null : context.dpsBusyUntil;
       // DPS failing lookups in a row (its own waits a few seconds, or none) rests longer and longer.
       const failedLookups = params.confirmed ? 0 : Math.min(context.failedLookups + 1, FAILED_LOOKUPS_COUNTED);
-      const restMs = failedLookupRestMs(context.policy, failedLookups);
-      const dpsBusyUntil = params.confirmed ? null : latestOf(context.dpsBusyUntil, dpsWait?.retryAt ?? null, restMs > 0 ? at + restMs : null);
+      const rest = failedLookupRest(context.policy, failedLookups, dpsWait?.rngState ?? context.rngState);
+      const dpsRestUntil = rest.restMs > 0 ? at + rest.restMs : params.confirmed ? null : context.dpsRestUntil;
       // The lookup found the budget spent (budgetSpentNoDpsWait let DPS's wait through to here).
       const registerWhenDpsFree = params.confirmed ? false : context.registerWhenDpsFree || (dpsWait !== undefined && refusalSpendsBudget(context, event));
       const refusal: Failure = { ...(context.lastError ?? failureIn(event, context)), at };
       return {
-        ...planHubRetry({ ...context, dpsBusyUntil, rngState: dpsWait?.rngState ?? context.rngState }, refusal, false),
+        ...planHubRetry({ ...context, dpsBusyUntil, dpsRestUntil, rngState: rest.rngState }, refusal, false),
         lastError: refusal,
         retryStep: 'Connecting' as const,
         assignmentConfirmed: params.confirmed,
@@ -643,6 +660,7 @@ export const deviceMachine = setup({
         dpsBusyUntil,
         registerWhenDpsFree,
         failedLookups,
+        dpsRestUntil,
       };
     }),
   },
@@ -747,13 +765,13 @@ export const deviceMachine = setup({
                 target: 'Connecting',
                 actions: ['adoptLookedUpAssignment', { type: 'saveAssignment', params: ({ context }) => ({ assignment: context.assignment! }) }],
               },
-              { guard: 'refusalSpendsBudget', target: 'Reprovisioning', actions: 'resetHubRun' },
+              { guard: 'refusalSpendsBudget', target: 'Reprovisioning', actions: ['resetHubRun', 'dpsAnswered'] },
               { target: 'BackingOff', actions: { type: 'planRetryOnSameHub', params: { confirmed: true } } },
             ],
             onError: [
               { guard: 'isFatal', target: '#device.Failed', actions: 'recordFailure' },
               // Seed 004: no answer (401/403/404) → a full registration.
-              { guard: 'isReprovisionClass', target: 'Reprovisioning', actions: 'resetHubRun' },
+              { guard: 'isReprovisionClass', target: 'Reprovisioning', actions: ['resetHubRun', 'dpsAnswered'] },
               // The hub budget is spent and DPS did not answer, nor say when to come back: register
               // after a DPS backoff. (A DPS that asked to wait is asked again only after it, the hub
               // retried meanwhile: the last branch.)

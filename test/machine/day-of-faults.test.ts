@@ -380,10 +380,12 @@ describe('a hub refusing with CONNACK 3 while DPS fails every status lookup', ()
       const { figures } = await runFault({ connect: () => hubFirstConnect(connackError(3)), lookup: failure }, { policy });
       console.log(`a day of CONNACK 3, lookups ${what}, ${name}: ${JSON.stringify({ ...figures, dpsAt: undefined, connectedTo: undefined })}`);
       const longestWindowMs = Math.max(policy.hubRetryWindowMs, policy.hubRetryWindowMaxMs);
-      // One per longest window once the rest has grown, plus the ramp (two at once, then 3, 6, 12 … min).
-      expect(figures.lookups).toBeLessThanOrEqual(DAY_MS / longestWindowMs + Math.ceil(Math.log2(longestWindowMs / policy.maxDelayMs)) + 2);
+      // Once the rest has grown, one per [window/2, window] (spread), plus the ramp (two at once, then up to 3, 6, 12 … min).
+      const ramp = Math.ceil(Math.log2(longestWindowMs / policy.maxDelayMs)) + 2;
+      expect(figures.lookups).toBeLessThanOrEqual(DAY_MS / (longestWindowMs / 2) + ramp);
       expect(figures.registrations).toBe(0);
       const gaps = figures.dpsAt.slice(1).map((at, i) => at - figures.dpsAt[i]!);
+      expect(Math.min(...gaps.slice(ramp))).toBeGreaterThanOrEqual(longestWindowMs / 2);
       // Never longer than the longest window plus a hub retry: a device moved meanwhile is found.
       expect(Math.max(...gaps)).toBeLessThanOrEqual(longestWindowMs + 2 * policy.maxDelayMs);
       // Still asking in the last hour, and the hub retried all along.

@@ -46,6 +46,7 @@ const CONTEXT_FIELDS = {
   dpsBusyUntil: true,
   registerWhenDpsFree: true,
   failedLookups: true,
+  dpsRestUntil: true,
   lookupAtBoot: true,
   reprovisionRequested: true,
 } satisfies Record<keyof DeviceContext, true>;
@@ -725,38 +726,147 @@ describe('a busy DPS is not asked again before its own wait is over', () => {
     expect(cloud.calls.provision).toBe(0);
   });
 
-  test('lookups DPS leaves unanswered in a row: none after the first, then a rest doubling from twice the slowest retry up to the hub window; an answer ends it', async () => {
+  const lookupTimedOut = (cloud: FakeCloud) => cloud.failure('transient', { rule: 'timeout' }, 'dps-lookup');
+
+  /** Refused in doubt until the device looks DPS up, then the lookup fails; returns the rest it left (dpsRestUntil − now), or null. */
+  async function failNextLookup(cloud: FakeCloud, device: ReturnType<typeof start>): Promise<number | null> {
+    for (let refusals = 0; device.value() !== 'CheckingAssignment'; refusals++) {
+      expect(refusals).toBeLessThan(40);
+      if (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
+      if (device.value() === 'Connecting') await cloud.failOpen(busyInDoubt(cloud));
+    }
+    const failedAt = cloud.clock.now();
+    await cloud.failLookup(lookupTimedOut(cloud));
+    expect(device.value()).toBe('BackingOff');
+    const until = device.context().dpsRestUntil;
+    return until === null ? null : until - failedAt;
+  }
+
+  /** A cached device refused with CONNACK 3 whose lookups failed `n` times in a row. */
+  async function afterFailedLookups(n: number, options: { seed?: number } = {}) {
     const cloud = new FakeCloud();
-    const device = start(cloud, { cached: true });
+    const device = start(cloud, { cached: true, ...options });
     await cloud.flush();
-    const lookupTimedOut = () => cloud.failure('transient', { rule: 'timeout' }, 'dps-lookup');
-    /** Refusals until the next lookup; returns the DPS rest (dpsBusyUntil − now) left by failing it. */
-    async function failNextLookup(): Promise<number | null> {
-      for (let refusals = 0; device.value() !== 'CheckingAssignment'; refusals++) {
-        expect(refusals).toBeLessThan(40);
-        await cloud.failOpen(busyInDoubt(cloud));
-        if (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
-      }
-      const failedAt = cloud.clock.now();
-      await cloud.failLookup(lookupTimedOut());
-      expect(device.value()).toBe('BackingOff');
-      const until = device.context().dpsBusyUntil;
-      await cloud.advance(device.context().delayMs!);
-      return until === null ? null : until - failedAt;
-    }
-    const rests = [];
-    for (let i = 0; i < 6; i++) rests.push(await failNextLookup());
-    expect(rests).toEqual([null, 2 * policy.maxDelayMs, 4 * policy.maxDelayMs, 8 * policy.maxDelayMs, policy.hubRetryWindowMs, policy.hubRetryWindowMs]);
+    const rests: Array<number | null> = [];
+    for (let i = 0; i < n; i++) rests.push(await failNextLookup(cloud, device));
+    return { cloud, device, rests };
+  }
+
+  test('lookups DPS leaves unanswered in a row: no rest after the first, then one in [cap/2, cap], the cap doubling from twice the slowest retry up to the hub window; DPS confirming the hub ends it', async () => {
+    const { cloud, device, rests } = await afterFailedLookups(6);
+    expect(rests[0]).toBeNull();
+    const caps = [2, 4, 8].map((k) => k * policy.maxDelayMs).concat([policy.hubRetryWindowMs, policy.hubRetryWindowMs]);
+    rests.slice(1).forEach((rest, i) => {
+      expect(rest).toBeGreaterThanOrEqual(caps[i]! / 2);
+      expect(rest).toBeLessThanOrEqual(caps[i]!);
+    });
     expect(device.context().failedLookups).toBe(6);
-    // DPS answers (this hub): the count and the rest are over, and the next failure rests nothing.
-    await cloud.failOpen(busyInDoubt(cloud));
-    while (device.value() !== 'CheckingAssignment') {
+    // No lookup before the rest is over; the hub is retried on its own curve meanwhile.
+    const restUntil = device.context().dpsRestUntil!;
+    while (cloud.clock.now() < restUntil) {
       await cloud.advance(device.context().delayMs!);
-      await cloud.failOpen(busyInDoubt(cloud));
+      if (cloud.clock.now() < restUntil) {
+        expect(device.value()).toBe('Connecting');
+        await cloud.failOpen(busyInDoubt(cloud));
+        expect(device.value()).toBe('BackingOff');
+      }
     }
+    expect(cloud.calls.lookupAssignment).toBe(6);
+    // DPS answers (this hub): the count and the rest are over, and the next failure rests nothing.
+    if (device.value() === 'Connecting') await cloud.failOpen(busyInDoubt(cloud));
+    expect(device.value()).toBe('CheckingAssignment');
     await cloud.answerLookup('cached-hub.local');
-    expect(device.context()).toMatchObject({ failedLookups: 0, dpsBusyUntil: null, assignmentConfirmed: true });
+    expect(device.context()).toMatchObject({ failedLookups: 0, dpsRestUntil: null, assignmentConfirmed: true });
     expect(cloud.calls.provision).toBe(0);
+  });
+
+  test('a fleet whose lookups failed together is spread: the rest differs from seed to seed', async () => {
+    const rests = new Set<number>();
+    for (const seed of [1, 2, 3, 4, 5]) rests.add((await afterFailedLookups(3, { seed })).rests[2]!);
+    expect(rests.size).toBe(5);
+  });
+
+  test.each([
+    [
+      'a connection that lasts',
+      async (cloud: FakeCloud, device: ReturnType<typeof start>) => {
+        await cloud.advance(device.context().delayMs!);
+        if (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
+        await cloud.connect();
+        await cloud.advance(policy.stableConnectionMs);
+        expect(device.context().connectionStable).toBe(true);
+      },
+    ],
+    [
+      'a lookup that names another hub',
+      async (cloud: FakeCloud, device: ReturnType<typeof start>) => {
+        while (device.value() !== 'CheckingAssignment') {
+          await cloud.advance(device.context().delayMs!);
+          if (device.value() === 'Connecting') await cloud.failOpen(busyInDoubt(cloud));
+        }
+        await cloud.answerLookup('hub-b.local');
+        expect(device.value()).toBe('Connecting');
+      },
+    ],
+    [
+      'a lookup that finds no registration (a registration follows)',
+      async (cloud: FakeCloud, device: ReturnType<typeof start>) => {
+        while (device.value() !== 'CheckingAssignment') {
+          await cloud.advance(device.context().delayMs!);
+          if (device.value() === 'Connecting') await cloud.failOpen(busyInDoubt(cloud));
+        }
+        await cloud.failLookup(cloud.failure('reprovision', { rule: 'lookup-no-registration' }, 'dps-lookup'));
+        expect(device.value()).toBe('Reprovisioning');
+      },
+    ],
+    [
+      'a registration (REPROVISION)',
+      async (cloud: FakeCloud, device: ReturnType<typeof start>) => {
+        device.actor.send({ type: 'REPROVISION' });
+        await cloud.flush();
+        await cloud.assign();
+        expect(device.value()).toBe('Connecting');
+      },
+    ],
+    [
+      'RETRY after Failed',
+      async (cloud: FakeCloud, device: ReturnType<typeof start>) => {
+        await cloud.advance(device.context().delayMs!);
+        if (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
+        await cloud.failOpen(cloud.failure('fatal', { rule: 'tls-certificate' }));
+        expect(device.value()).toBe('Failed');
+        device.actor.send({ type: 'RETRY' });
+        await cloud.flush();
+      },
+    ],
+  ])('the rest ends with %s: the next outage starts afresh', async (_what, end) => {
+    const { cloud, device } = await afterFailedLookups(3);
+    expect(device.context().dpsRestUntil).not.toBeNull();
+    await end(cloud, device);
+    expect(device.context()).toMatchObject({ failedLookups: 0, dpsRestUntil: null });
+  });
+
+  test('after a rest, a connection that lasts, then a move (CONNACK 5): DPS is asked at once, the device on its new hub within a retry', async () => {
+    const { cloud, device } = await afterFailedLookups(5);
+    const restUntil = device.context().dpsRestUntil!;
+    await cloud.advance(device.context().delayMs!);
+    if (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
+    await cloud.connect();
+    await cloud.advance(policy.stableConnectionMs);
+    // Moved while the rest would still run: the hub drops the session and refuses the device.
+    expect(cloud.clock.now()).toBeLessThan(restUntil);
+    const lostAt = cloud.clock.now();
+    const epoch = device.context().epoch;
+    cloud.sessions.get(epoch)!({ type: 'HUB_LOST', epoch, failure: refusedAsUnauthorized(cloud) });
+    await cloud.flush();
+    while (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
+    if (device.value() === 'Connecting') await cloud.failOpen(refusedAsUnauthorized(cloud));
+    expect(device.value()).toBe('CheckingAssignment');
+    await cloud.answerLookup('hub-b.local');
+    await cloud.connect();
+    expect(device.value()).toBe('Connected');
+    expect(device.context().assignment?.hubHost).toBe('hub-b.local');
+    expect(cloud.clock.now() - lostAt).toBeLessThanOrEqual(2 * policy.firstRetryMaxMs);
   });
 
   test('a fleet throttled together is spread: DPS\'s wait differs from seed to seed', async () => {

@@ -474,7 +474,7 @@ describe('the doubtful refusal and the lookup that follows', () => {
     }
   });
 
-  test('DPS\'s wait ends with its answer: a lookup that answers clears it, a failed one without a wait never shortens it', async () => {
+  test('DPS\'s wait ends with its answer: a lookup that answers clears it, a failed one without a wait keeps it (and starts our rest)', async () => {
     const cloud = new FakeCloud();
     const device = start(cloud, { cached: true, policy: { ...policy, maxHubAttempts: 100 } });
     await cloud.flush();
@@ -482,20 +482,22 @@ describe('the doubtful refusal and the lookup that follows', () => {
     await cloud.failLookup(cloud.failure('transient', { rule: 'dps-server-error', minDelayMs: 30_000 }, 'dps-lookup'));
     const busyUntil = device.context().dpsBusyUntil!;
     expect(busyUntil).toBeGreaterThanOrEqual(cloud.clock.now() + 30_000);
-    // Past DPS's wait: the next refusal asks; DPS unreachable (no wait of its own), the second
-    // failure in a row: DPS rests twice the slowest retry from then, not less.
+    // Past DPS's wait: the next refusal asks; DPS unreachable (no wait of its own) keeps the old
+    // time; the second failure in a row starts our rest: [1, 2] × the slowest retry from then.
     await cloud.advance(busyUntil - cloud.clock.now());
     while (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
     await cloud.failOpen(unauthorized(cloud));
     expect(device.value()).toBe('CheckingAssignment');
     const failedAt = cloud.clock.now();
     await cloud.failLookup(cloud.failure('transient', { rule: 'dps-unreachable' }, 'dps-lookup'));
-    expect(device.context().dpsBusyUntil).toBe(Math.max(busyUntil, failedAt + 2 * policy.maxDelayMs));
+    expect(device.context().dpsBusyUntil).toBe(busyUntil);
+    expect(device.context().dpsRestUntil).toBeGreaterThanOrEqual(failedAt + policy.maxDelayMs);
+    expect(device.context().dpsRestUntil).toBeLessThanOrEqual(failedAt + 2 * policy.maxDelayMs);
     while (device.value() === 'BackingOff') await cloud.advance(device.context().delayMs!);
     await cloud.failOpen(unauthorized(cloud));
     expect(device.value()).toBe('CheckingAssignment');
     await cloud.answerLookup('cached-hub.local');
-    expect(device.context().dpsBusyUntil).toBeNull();
+    expect(device.context()).toMatchObject({ dpsBusyUntil: null, dpsRestUntil: null, failedLookups: 0 });
   });
 
   test('a lookup answered after the hub window spends the budget: register again, the hub run reset', async () => {

@@ -16,11 +16,12 @@
  * `assignmentProven`, `retryStep`, `hubAttempts` (with the policy), the failure class, the epoch of HUB_LOST (which the
  * events are generated from, and rebound to at replay) and the hub retry window (which never trips:
  * it is an hour, the model's failures are stamped 0 and the replays take seconds of simulated time).
- * `dpsBusyUntil` stays null: the model's failed lookups carry no retry-after and no floor, and
- * the rest DPS gets after a second failed lookup in a row is never reached, since the key does not
- * count failed lookups (counting them reaches that rest, during which the hub budget never spends:
- * hubAttempts runs to its bound and the graph outgrows memory). The machine tests and
- * day-of-faults.test.ts cover DPS's wait and rest.
+ * `dpsBusyUntil` stays null: the model's failed lookups carry no retry-after and no floor. The key
+ * does not count failed lookups either, so the rest after a second one in a row (`dpsRestUntil`)
+ * is explored only where its state was first reached without one (merged): counting them reaches
+ * the rest, during which the hub budget never spends, hubAttempts runs to its bound and the graph
+ * outgrows memory. Paths through a rest still replay exactly (the same machine, deterministic);
+ * the machine tests and day-of-faults.test.ts cover DPS's wait and the rest.
  */
 import { createActor, createMachine, type AnyStateNode, type AnyTransitionDefinition, type EventObject, type SnapshotFrom } from 'xstate';
 import { getAdjacencyMap, getShortestPaths, getSimplePaths, type StatePath } from 'xstate/graph';
