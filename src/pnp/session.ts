@@ -486,6 +486,7 @@ class PnpSession {
     return doc;
   }
 
+  /** One chain at a time: `sync` sends no GET while a retry waits. */
   private scheduleGetRetry(status: number, error: Error | undefined): void {
     this.getRetries++;
     // The next GET goes after every patch held back so far: its answer includes them.
@@ -504,11 +505,13 @@ class PnpSession {
       this.resync = true;
       return this.syncing;
     }
+    // A GET the hub throttled is asked again on its timer, which reads the twin for every reason.
+    if (this.getRetryTimer !== null) return Promise.resolve();
     this.syncing = (async () => {
       do {
         this.resync = false;
         await this.syncOnce();
-      } while (this.resync && !this.stopped);
+      } while (this.resync && !this.stopped && this.getRetryTimer === null);
     })().finally(() => (this.syncing = null));
     return this.syncing;
   }

@@ -542,7 +542,7 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     errorClass: 'throttled',
     serverBusy: true,
     when: (f) => hubStatus(f) === 429,
-    why: 'hub 429, i.e. a twin answer (throttling / too many requests): wait on the throttled curve (a twin answer carries no retry-after)',
+    why: 'hub 429, i.e. a twin answer (throttling / too many requests) that ended the session (one whose status the session reads is retried on the connection): wait on the throttled curve (a twin answer carries no retry-after)',
   },
   {
     // IoT Hub 403002 IotHubQuotaExceeded is the hub's daily quota: DPS would hand back the same
@@ -567,7 +567,7 @@ export const CLASSIFICATION_TABLE: readonly ClassificationRule[] = [
     errorClass: 'transient',
     minDelayMs: SERVER_BUSY_MIN_DELAY_MS,
     when: (f) => (hubStatus(f) ?? 0) >= 500,
-    why: 'hub 5xx, i.e. a twin answer (internal error / service unavailable / server busy): retry the same hub, at least 5 s later (DPS at-scale guidance)',
+    why: 'hub 5xx, i.e. a twin answer (internal error / service unavailable / server busy) that ended the session (one whose status the session reads is retried on the connection): retry the same hub, at least 5 s later (DPS at-scale guidance)',
   },
   // DPS: 429 and 5xx come from provision.ts (DpsStatusError) and the lookup (DpsLookupError);
   // 300–428 from the SDK's translateError, status in the response topic.

@@ -211,6 +211,10 @@ describe('what an operator must fix, for a day, under each preset: parked, DPS a
 });
 
 describe('a hub that accepts the connection but throttles it for a day', () => {
+  // The session ends on these only when it cannot read the twin answer's status (the Plug and
+  // Play session retries a GET answered 429 on the connection: reported-status.test.ts); the
+  // daily quota's 403 ends it always. Either way, this is what the machine then does.
+
   // IoT Hub's daily message quota (403002) lasts until it resets at 00:00 UTC: up to a day.
   const quota = async () => twinAnswer(403, hubErrorBody(403002, "Total number of messages on IotHub 'hub-1' exceeded the allocated quota."));
   const throttled = async () => twinAnswer(429, hubErrorBody(429001, 'IoT Hub throttling limits have been exceeded for the requested operation.'));

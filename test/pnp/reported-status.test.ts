@@ -268,7 +268,7 @@ describe('the twin GET answered but not done', () => {
     stop();
   });
 
-  test('a hub that throttles the twin GET for a day: ~100 GETs on one connection, not a reconnection every ~75 s; warnings on attempts 1, 2, 4, 8…', async () => {
+  test('a hub that throttles the twin GET for a day: one GET per retry window (nothing before cap/2, sent by cap), ~100–200 on one connection, not a reconnection every ~75 s; warnings on attempts 1, 2, 4, 8…', async () => {
     const DAY_MS = 86_400_000;
     const { clock, lost, stop, getRetriesScheduled, gets, lines } = setup(Array.from({ length: 1000 }, () => ({ status: 429 })));
     let elapsedMs = 0;
@@ -299,12 +299,40 @@ describe('the twin GET answered but not done', () => {
     stop();
   });
 
-  test('the GET retry dies with the session: no GET after cleanup', async () => {
+  test('the GET retry dies with the session: no timer left, no GET after cleanup', async () => {
     const { clock, stop, getRetriesScheduled, gets } = setup([{ status: 429 }]);
     await getRetriesScheduled(1);
+    const timers = (clock as unknown as { timeouts: Map<unknown, unknown> }).timeouts;
+    expect(timers.size).toBe(1);
     stop();
+    expect(timers.size).toBe(0);
     clock.increment(10 * TWIN_RETRY_BASE_MS);
     await settle();
     expect(gets()).toBe(1);
+  });
+
+  test('properties registered while a throttled GET waits: no extra GET, one timer, the twin read once the wait is over', async () => {
+    const { clock, pnp, transport, lost, stop, getRetriesScheduled, gets } = setup();
+    await until(() => gets() === 1, 'the first GET');
+    await settle();
+    // A property registered after the twin was read re-reads it; the hub throttles that GET.
+    transport.getAnswers = [{ status: 429 }];
+    const applied: string[] = [];
+    pnp.properties.register('fanSpeed', () => void applied.push('fanSpeed'));
+    await getRetriesScheduled(1);
+    expect(gets()).toBe(2);
+    pnp.properties.register('mode', () => void applied.push('mode'));
+    pnp.properties.register('level', () => void applied.push('level'));
+    await settle();
+    expect(gets()).toBe(2);
+    const timers = (clock as unknown as { timeouts: Map<unknown, unknown> }).timeouts;
+    expect(timers.size).toBe(1);
+    clock.increment(TWIN_RETRY_BASE_MS);
+    await until(() => gets() === 3, 'the GET after the wait');
+    await settle();
+    expect(gets()).toBe(3);
+    expect(timers.size).toBe(0);
+    expect(lost).not.toHaveBeenCalled();
+    stop();
   });
 });
