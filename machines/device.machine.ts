@@ -244,7 +244,9 @@ const MAX_COUNTED_ATTEMPTS = POLICY_BOUNDS.maxHubAttempts;
 
 /** When DPS may be asked again: the later of its own wait and our rest after failed lookups; null if neither runs. */
 function dpsWaitEnds(context: DeviceContext): number | null {
-  const { dpsBusyUntil: busy, dpsRestUntil: rest } = context;
+  const busy = context.dpsBusyUntil;
+  // `?? null`: a snapshot persisted before the field existed has none.
+  const rest = context.dpsRestUntil ?? null;
   return busy === null ? rest : rest === null ? busy : Math.max(busy, rest);
 }
 
@@ -643,7 +645,7 @@ export const deviceMachine = setup({
       const dpsWait = lookupFailure !== undefined && lookupWaitMs(lookupFailure) > 0 ? scheduleRetry(context, lookupFailure, 1, false) : undefined;
       const dpsBusyUntil = dpsWait ? Math.max(dpsWait.retryAt, context.dpsBusyUntil ?? 0) : params.confirmed ? null : context.dpsBusyUntil;
       // DPS failing lookups in a row (its own waits a few seconds, or none) rests longer and longer.
-      const failedLookups = params.confirmed ? 0 : Math.min(context.failedLookups + 1, FAILED_LOOKUPS_COUNTED);
+      const failedLookups = params.confirmed ? 0 : Math.min((context.failedLookups ?? 0) + 1, FAILED_LOOKUPS_COUNTED);
       const rest = failedLookupRest(context.policy, failedLookups, dpsWait?.rngState ?? context.rngState);
       const dpsRestUntil = rest.restMs > 0 ? at + rest.restMs : params.confirmed ? null : context.dpsRestUntil;
       // The lookup found the budget spent (budgetSpentNoDpsWait let DPS's wait through to here).

@@ -9,7 +9,7 @@
  * again there (`requeueDelivered`). Always, not only with the `migration` option: a move persisted
  * under it completes at the next start whatever the options say, and a fleet may turn the option
  * on later. One component is left out (`unremembered`): the device's own resilience report, sent
- * in full at every connection, whose two dozen values cost about 3 KB a device.
+ * in full at a connection to another hub, whose two dozen values cost about 3 KB a device.
  */
 import { join } from 'node:path';
 import { readStoreFile, writeFileAtomic } from '../store/files';

@@ -1,9 +1,9 @@
 /**
  * The device's own figures (DeviceStats) as a Plug and Play component, interface
  * `dtmi:hubstate:Resilience;1` (examples/dtmi-hubstate-resilience-1.json), reported through the
- * reported-properties queue. Coalesced: one patch at each (re)connection, then at most one per
- * interval while the connection lasts, and only when something happened since the last one
- * (`eventFigures`), so an operator sees failovers and outages without the device writing its
+ * reported-properties queue. Coalesced: one patch at a connection to another hub, then at most
+ * one per interval while the connection lasts, and only when something happened since the last
+ * one (`eventFigures`; a reconnection is), so an operator sees failovers and outages without the device writing its
  * twin on every event or every interval. The queue keeps only the latest value of each
  * property and flushes on its own PATCH path: telemetry never waits for it.
  *
@@ -137,8 +137,10 @@ export class ResilienceReporter {
   /** A connection was accepted: report now if it is to another hub (see `#report`), then on the interval. */
   connected(): void {
     this.#cancel();
-    this.#report('connection');
-    this.#schedule();
+    const deferred = this.#report('connection');
+    // A reconnection left for the interval goes RECONNECTION_REPORT_GAP_MS after the last report at the latest, whatever the interval.
+    const untilGapMs = this.#lastReportedAt + RECONNECTION_REPORT_GAP_MS - monotonicNow(this.parts.clock);
+    this.#schedule(deferred ? Math.max(0, Math.min(this.parts.settings.intervalMs, untilGapMs)) : this.parts.settings.intervalMs);
   }
 
   /** The connection ended: the figures wait for the next one (the queue would hold them anyway). */
@@ -150,13 +152,12 @@ export class ResilienceReporter {
     this.#cancel();
   }
 
-  #schedule(): void {
-    const { clock, settings } = this.parts;
-    this.#timer = clock.setTimeout(() => {
+  #schedule(delayMs = this.parts.settings.intervalMs): void {
+    this.#timer = this.parts.clock.setTimeout(() => {
       this.#timer = null;
       this.#report('interval');
       this.#schedule();
-    }, settings.intervalMs);
+    }, delayMs);
   }
 
   #cancel(): void {
@@ -171,7 +172,8 @@ export class ResilienceReporter {
    * the last report is RECONNECTION_REPORT_GAP_MS old: a hub that drops every session at once
    * would otherwise be sent a billed report at each reconnection.
    */
-  #report(when: 'connection' | 'interval'): void {
+  /** Returns true when a connection's report was left for later (the same hub, a recent report). */
+  #report(when: 'connection' | 'interval'): boolean {
     const { settings, logger } = this.parts;
     let stats: DeviceStats;
     try {
@@ -179,15 +181,15 @@ export class ResilienceReporter {
     } catch (error) {
       // The figures are an observer's: a failure to read them never touches the connection.
       logger.warn({ err: (error as Error).message }, 'could not read the device stats');
-      return;
+      return false;
     }
     this.parts.emit(stats);
-    if (!settings.report) return;
+    if (!settings.report) return false;
     const figures = eventFigures(stats);
     const now = monotonicNow(this.parts.clock);
     const sinceLastMs = now - this.#lastReportedAt;
-    if (when === 'connection' && stats.hubHost === this.#lastReportedHub && sinceLastMs < RECONNECTION_REPORT_GAP_MS) return;
-    if (when === 'interval' && figures === this.#lastReported && sinceLastMs < RESILIENCE_REFRESH_MS) return;
+    if (when === 'connection' && stats.hubHost === this.#lastReportedHub && sinceLastMs < RECONNECTION_REPORT_GAP_MS) return true;
+    if (when === 'interval' && figures === this.#lastReported && sinceLastMs < RESILIENCE_REFRESH_MS) return false;
     try {
       this.parts.queue(resiliencePatch(stats), settings.component);
       this.#lastReported = figures;
@@ -196,5 +198,6 @@ export class ResilienceReporter {
     } catch (error) {
       logger.warn({ err: (error as Error).message, component: settings.component }, 'could not queue the resilience report');
     }
+    return false;
   }
 }

@@ -316,7 +316,8 @@ describe('the twin GET answered but not done', () => {
     await until(() => gets() === 1, 'the first GET');
     await settle();
     // A property registered after the twin was read re-reads it; the hub throttles that GET.
-    transport.getAnswers = [{ status: 429 }];
+    const twin = { desired: { fanSpeed: 2, mode: 'eco', level: 3, $version: 5 }, reported: { $version: 1 } };
+    transport.getAnswers = [{ status: 429 }, { status: 200, body: JSON.stringify(twin) }];
     const applied: string[] = [];
     pnp.properties.register('fanSpeed', () => void applied.push('fanSpeed'));
     await getRetriesScheduled(1);
@@ -329,6 +330,9 @@ describe('the twin GET answered but not done', () => {
     expect(timers.size).toBe(1);
     clock.increment(TWIN_RETRY_BASE_MS);
     await until(() => gets() === 3, 'the GET after the wait');
+    // Every property registered meanwhile gets the twin's value from that one read.
+    await until(() => applied.length === 3, 'the three handlers');
+    expect(applied.sort()).toEqual(['fanSpeed', 'level', 'mode']);
     await settle();
     expect(gets()).toBe(3);
     expect(timers.size).toBe(0);

@@ -368,6 +368,24 @@ describe('the resilience component: coalesced reports', () => {
     expect(patches).toHaveLength(3);
   });
 
+  test.each([60_000, 3_600_000, 86_400_000])('intervalMs %i: a reconnection to the same hub that lasts is reported within the interval, and 15 min after the last report at the latest', (intervalMs) => {
+    const { clock, patches, resilience, collector } = reporter({ intervalMs });
+    const hub = connection(collector, resilience);
+    hub.connect('hub-a');
+    clock.increment(4 * 60_000);
+    hub.drop('hub-a');
+    clock.increment(5 * 60_000);
+    hub.connect('hub-a');
+    expect(patches).toHaveLength(1);
+    // Reported at the first tick: the interval, or what is left of the 15 min since the last report (6 min).
+    const dueMs = Math.min(intervalMs, RECONNECTION_REPORT_GAP_MS - 9 * 60_000);
+    clock.increment(dueMs - 1);
+    expect(patches).toHaveLength(1);
+    clock.increment(1);
+    expect(patches).toHaveLength(2);
+    expect(patches[1]!.patch).toMatchObject({ connects: 2 });
+  });
+
   test('a hub that accepts every connection and drops it at once, for a day (every ~75 s): a report at most every 15 min, not one per reconnection', () => {
     const { clock, patches, resilience, collector } = reporter();
     const hub = connection(collector, resilience);

@@ -120,6 +120,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
         proxy: options.proxy ?? false,
         dataDir: join(dataRoot, registrationId),
         keepaliveSeconds: 5,
+        // A one-minute demo: the device's own report (the summary's last line) keeps up with it.
+        resilience: { intervalMs: 2000 },
         logger,
         inspect: i === 0 ? bridge?.inspect : undefined,
       },
