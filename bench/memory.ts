@@ -382,8 +382,8 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
     return runsOf(samples, 'connected').map((run, i) => Math.round((run.rssPerDeviceBytes / (references[i]?.rssPerDeviceBytes ?? NaN)) * 1000) / 1000);
   };
   const fixed = samples.some((s) => s.allocator === FIXED_ALLOCATOR);
-  const ratio = (reference: MemoryMode, allocator?: string) =>
-    Math.round((kb('connected', 'rssPerDeviceBytes', allocator) / kb(reference, 'rssPerDeviceBytes', allocator)) * 1000) / 1000;
+  const ratio = (reference: MemoryMode, allocator?: string, mode: MemoryMode = 'connected') =>
+    Math.round((kb(mode, 'rssPerDeviceBytes', allocator) / kb(reference, 'rssPerDeviceBytes', allocator)) * 1000) / 1000;
   return {
     devices,
     connectedRssPerDeviceKB: kb('connected', 'rssPerDeviceBytes'),
@@ -406,7 +406,7 @@ export function summarizeMemory(devices: number, samples: MemorySample[]): Memor
     connectedOverRawByRound: byRound('raw'),
     connectedOverRawPnp: ratio('raw-pnp'),
     connectedOverRawPnpByRound: byRound('raw-pnp'),
-    connectedLookupOverRaw: runsOf(samples, 'connected-lookup').length > 0 ? Math.round((kb('connected-lookup', 'rssPerDeviceBytes') / kb('raw', 'rssPerDeviceBytes')) * 1000) / 1000 : null,
+    connectedLookupOverRaw: runsOf(samples, 'connected-lookup').length > 0 ? ratio('raw', undefined, 'connected-lookup') : null,
     breakdown: {
       connected: breakdownOf(samples, 'connected'),
       connectedLookup: breakdownOf(samples, 'connected-lookup'),

@@ -39,6 +39,8 @@ const samples = [
   sample('connected', 118),
   sample('raw', 120),
   sample('raw-pnp', 110),
+  // Once, after the rounds: ours with nowhere to cache (a status lookup at boot).
+  sample('connected-lookup', 121),
   sample('raw', 80, FIXED_ALLOCATOR),
   sample('raw-pnp', 70, FIXED_ALLOCATOR),
   sample('connected', 84, FIXED_ALLOCATOR),
@@ -65,4 +67,14 @@ test('figures from the median runs, the ratio of the medians, each round paired 
   expect(row).toContain("(of which the old space's 11.8 KB), code space 1.2 KB");
   expect(row).toContain("raw SDK client: 110 KB RSS (heap 55 KB); native 55 KB, heap free 0 KB (of which the old space's 11 KB), code space 1.1 KB");
   expect(row).toMatch(/\*\*no\*\*/);
+  // Its own row, against the raw median, not in the connected figures.
+  expect(memory.connectedLookupOverRaw).toBe(1.1);
+  const lookupRow = renderTable({ memory }).split('\n').find((line) => line.includes('nowhere to cache'))!;
+  expect(lookupRow).toContain('121 KB RSS/device (heap 60.5 KB), 1.10× raw (one run)');
+});
+
+test('without a connected-lookup run, no such row', () => {
+  const memory = summarizeMemory(1000, samples.filter((s) => s.mode !== 'connected-lookup'));
+  expect(memory.connectedLookupOverRaw).toBeNull();
+  expect(renderTable({ memory })).not.toContain('nowhere to cache');
 });
