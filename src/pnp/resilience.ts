@@ -3,8 +3,8 @@
  * `dtmi:hubstate:Resilience;1` (examples/dtmi-hubstate-resilience-1.json), reported through the
  * reported-properties queue. Coalesced: one patch at a connection to another hub, then at most
  * one per interval while the connection lasts, and only when something happened since the last
- * one (`eventFigures`; a reconnection is), so an operator sees failovers and outages without the device writing its
- * twin on every event or every interval. The queue keeps only the latest value of each
+ * one (`eventFigures`; a reconnection is), so an operator sees failovers and outages without the
+ * device writing its twin on every event or every interval. The queue keeps only the latest value of each
  * property and flushes on its own PATCH path: telemetry never waits for it.
  *
  * Why not every interval: IoT Hub charges each twin update from a device as a message (4 KB
@@ -170,9 +170,9 @@ export class ResilienceReporter {
    * At a connection to another hub the patch goes even when nothing happened: that hub's twin may
    * be stale or empty. To the same hub it waits for the interval (a connection that lasts) unless
    * the last report is RECONNECTION_REPORT_GAP_MS old: a hub that drops every session at once
-   * would otherwise be sent a billed report at each reconnection.
+   * would otherwise be sent a billed report at each reconnection. Returns true when a
+   * connection's report was left for later.
    */
-  /** Returns true when a connection's report was left for later (the same hub, a recent report). */
   #report(when: 'connection' | 'interval'): boolean {
     const { settings, logger } = this.parts;
     let stats: DeviceStats;
