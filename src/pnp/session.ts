@@ -377,28 +377,28 @@ class PnpSession {
     );
   }
 
-  /** Delay before twin retry `attempt` of `operation`, in [cap/2, cap] of the doubling curve. */
-  private twinRetryDelayMs(operation: 'patch' | 'get', attempt: number): number {
+  /**
+   * Arms twin retry `attempt` of `operation` (TWIN_RETRY_*): in [cap/2, cap] of the doubling curve,
+   * logged (a warning on attempts 1, 2, 4, 8…), `fire` called when it is due. Returns the timer.
+   */
+  private armTwinRetry(operation: 'patch' | 'get', attempt: number, fields: Record<string, unknown>, message: string, fire: () => void): unknown {
     const capMs = curveCapMs(TWIN_RETRY_BASE_MS, TWIN_RETRY_MAX_MS, attempt);
     // Jittered per device, connection and attempt: a throttled fleet does not come back in step.
     const salt = operation === 'patch' ? '' : ':get';
     const [u] = nextRandom(seedFrom(`${this.session.deviceId}:${this.session.epoch}:${attempt}${salt}`));
-    return Math.round(capMs / 2 + (u * capMs) / 2);
+    const delayMs = Math.round(capMs / 2 + (u * capMs) / 2);
+    const log = isWarnedRetry(attempt) ? this.logger.warn : this.logger.debug;
+    log.call(this.logger, { ...fields, attempt, retryInMs: delayMs }, message);
+    return this.settings.clock.setTimeout(fire, delayMs);
   }
 
   private scheduleRetry(batch: ReportedBatch, status: number | undefined, error: Error | undefined): void {
     this.retries++;
-    const delayMs = this.twinRetryDelayMs('patch', this.retries);
-    const log = isWarnedRetry(this.retries) ? this.logger.warn : this.logger.debug;
-    log.call(
-      this.logger,
-      { status, err: error?.message, properties: Object.keys(batch.patch), attempt: this.retries, retryInMs: delayMs },
-      'hub did not take the reported properties; kept, sent again later',
-    );
-    this.retryTimer = this.settings.clock.setTimeout(() => {
+    const fields = { status, err: error?.message, properties: Object.keys(batch.patch) };
+    this.retryTimer = this.armTwinRetry('patch', this.retries, fields, 'hub did not take the reported properties; kept, sent again later', () => {
       this.retryTimer = null;
       if (!this.stopped) this.flush().catch((e: unknown) => this.lost(e));
-    }, delayMs);
+    });
   }
 
   private async flushLoop(): Promise<void> {
@@ -491,13 +491,10 @@ class PnpSession {
     this.getRetries++;
     // The next GET goes after every patch held back so far: its answer includes them.
     this.heldBack.length = 0;
-    const delayMs = this.twinRetryDelayMs('get', this.getRetries);
-    const log = isWarnedRetry(this.getRetries) ? this.logger.warn : this.logger.debug;
-    log.call(this.logger, { status, err: error?.message, attempt: this.getRetries, retryInMs: delayMs }, 'hub did not answer the twin GET; asking again later');
-    this.getRetryTimer = this.settings.clock.setTimeout(() => {
+    this.getRetryTimer = this.armTwinRetry('get', this.getRetries, { status, err: error?.message }, 'hub did not answer the twin GET; asking again later', () => {
       this.getRetryTimer = null;
       if (!this.stopped) this.sync().catch((e: unknown) => this.lost(e));
-    }, delayMs);
+    });
   }
 
   private sync(): Promise<void> {
